@@ -1,0 +1,109 @@
+/**
+ * The one place node-bootstrap starts a process.
+ *
+ * Every tool call goes through `runCommand`: an argument array (never a shell
+ * string), a timeout, a bounded output buffer, a scrubbed environment, the
+ * caller's cancellation signal, and secrets only on stdin. Failures become a
+ * `ToolError` whose `type` is one of our closed error types and whose message
+ * is sanitized: raw subprocess output is never attached, because it may hold a key.
+ */
+import { execa, type Options as ExecaOptions } from 'execa';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { redactSecrets, type ErrorType } from '../../common/errors.js';
+
+export interface RunOptions {
+  /** Kill the command after this long (default 30 s). */
+  timeoutMs?: number;
+  /** Bytes written to stdin. The only way a secret may enter a command. */
+  input?: string;
+  /** Cancellation (an activity's `cancellationSignal`). */
+  signal?: AbortSignal;
+  /** Cap on captured stdout/stderr (default 4 MiB). */
+  maxBuffer?: number;
+  /** Extra environment on top of the scrubbed base. */
+  env?: Record<string, string>;
+  uid?: number;
+  gid?: number;
+  cwd?: string;
+  /** Return non-zero exits instead of throwing (the caller inspects exitCode). */
+  allowNonZeroExit?: boolean;
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+/** A failed command, classified. `message` is safe to put in workflow history. */
+export class ToolError extends Error {
+  constructor(
+    readonly type: ErrorType,
+    message: string,
+    readonly tool: string,
+    readonly exitCode?: number,
+  ) {
+    super(redactSecrets(message));
+    this.name = 'ToolError';
+  }
+}
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Where `npm run tools` installs pinned binaries (overridable for packaged installs). */
+export const TOOLS_BIN = process.env.NODEBOOT_TOOLS_BIN ?? path.join(repoRoot, '.tools', 'bin');
+
+const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** The environment every command gets: our tools first, C locale, nothing inherited. */
+export function scrubbedEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return { PATH: `${TOOLS_BIN}:${SYSTEM_PATH}`, LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8', ...extra };
+}
+
+/** Keep the tail of stderr that explains a failure, without secrets, on one line. */
+export function summarizeStderr(stderr: string, max = 300): string {
+  const text = redactSecrets(stderr).replace(/\s+/g, ' ').trim();
+  return text.length > max ? `…${text.slice(-max)}` : text;
+}
+
+export async function runCommand(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const tool = path.basename(file);
+  const execaOpts: ExecaOptions = {
+    timeout: opts.timeoutMs ?? 30_000,
+    maxBuffer: opts.maxBuffer ?? 4 * 1024 * 1024,
+    env: scrubbedEnv(opts.env),
+    extendEnv: false,
+    reject: false,
+    stripFinalNewline: true,
+    encoding: 'utf8',
+    cancelSignal: opts.signal,
+    uid: opts.uid,
+    gid: opts.gid,
+    cwd: opts.cwd,
+    ...(opts.input !== undefined ? { input: opts.input } : { stdin: 'ignore' }),
+  };
+  const r = await execa(file, args, execaOpts);
+  const stdout = String(r.stdout ?? '');
+  const stderr = String(r.stderr ?? '');
+
+  if (r.isCanceled) {
+    // Surface the activity's own cancellation, not a tool failure.
+    throw opts.signal?.reason ?? new ToolError('ToolFailed', `${tool} was cancelled`, tool);
+  }
+  if (r.timedOut) {
+    throw new ToolError('CommandTimeout', `${tool} ${args[0] ?? ''} timed out after ${execaOpts.timeout} ms`, tool);
+  }
+  const code = (r as { code?: string }).code;
+  if (code === 'ENOENT') {
+    throw new ToolError('ToolMissing', `${tool} is not installed (run "npm run tools")`, tool);
+  }
+  if (r.failed && r.exitCode === undefined) {
+    throw new ToolError('ToolFailed', `${tool} could not be started: ${code ?? 'unknown error'}`, tool);
+  }
+  const exitCode = r.exitCode ?? 0;
+  if (exitCode !== 0 && !opts.allowNonZeroExit) {
+    throw new ToolError('ToolFailed', `${tool} ${args[0] ?? ''} exited ${exitCode}: ${summarizeStderr(stderr)}`, tool, exitCode);
+  }
+  return { stdout, stderr, exitCode };
+}

@@ -1,0 +1,124 @@
+/**
+ * Host transports: how a command reaches a node.
+ *
+ * A step never calls execa directly for node-side work; it asks the node's
+ * transport to run a program with arguments. `local` runs on the worker's host,
+ * `netns` runs inside a network namespace (the lab's nodes) through
+ * `ip netns exec`. An `ssh` transport fits the same interface: `run` maps to
+ * one remote command, `spawnDaemon` to a detached remote process.
+ */
+import { spawn } from 'node:child_process';
+import { openSync, closeSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { NetnsName, parseName } from '../../common/names.js';
+import { runCommand, scrubbedEnv, ToolError, type RunOptions, type RunResult } from './exec.js';
+
+export interface DaemonOptions {
+  /** File that receives the daemon's stdout and stderr. */
+  logFile: string;
+  /** Written to the daemon's stdin, then closed (how a secret reaches it). */
+  input?: string;
+  env?: Record<string, string>;
+  uid?: number;
+  gid?: number;
+}
+
+export interface HostTransport {
+  readonly kind: 'local' | 'netns' | 'ssh';
+  /** Human-readable target for messages ("netns nb-x-n1"). Never holds secrets. */
+  readonly label: string;
+  run(command: string, args: readonly string[], opts?: RunOptions): Promise<RunResult>;
+  /** Start a long-running process that outlives this call (and the worker). Returns its pid. */
+  spawnDaemon(command: string, args: readonly string[], opts: DaemonOptions): Promise<number>;
+}
+
+/** JSON-safe description of a transport, as it appears in workflow input. */
+export const TransportSpec = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('local') }),
+  z.object({ kind: z.literal('netns'), netns: NetnsName }),
+]);
+export type TransportSpec = z.infer<typeof TransportSpec>;
+
+export function transportFor(spec: TransportSpec): HostTransport {
+  switch (spec.kind) {
+    case 'local':
+      return localTransport();
+    case 'netns':
+      return netnsTransport(spec.netns);
+  }
+}
+
+export function localTransport(): HostTransport {
+  return {
+    kind: 'local',
+    label: 'local host',
+    run: (command, args, opts) => runCommand(command, args, opts),
+    spawnDaemon: (command, args, opts) => spawnDetached(command, [...args], opts),
+  };
+}
+
+export function netnsTransport(netns: string): HostTransport {
+  const ns = parseName(NetnsName, 'netns', netns);
+  const prefix = ['netns', 'exec', ns];
+  return {
+    kind: 'netns',
+    label: `netns ${ns}`,
+    async run(command, args, opts) {
+      try {
+        return await runCommand('ip', [...prefix, command, ...args], opts);
+      } catch (err) {
+        throw reclassifyNetnsError(err, ns);
+      }
+    },
+    spawnDaemon: (command, args, opts) => spawnDetached('ip', [...prefix, command, ...args], opts),
+  };
+}
+
+function reclassifyNetnsError(err: unknown, ns: string): unknown {
+  if (err instanceof ToolError && /Cannot open network namespace/.test(err.message)) {
+    return new ToolError('HostUnreachable', `network namespace ${ns} does not exist`, 'ip');
+  }
+  return err;
+}
+
+async function spawnDetached(file: string, args: string[], opts: DaemonOptions): Promise<number> {
+  mkdirSync(path.dirname(opts.logFile), { recursive: true });
+  // The daemon writes to its own log file and holds no pipe to the worker,
+  // so it outlives a worker crash (which is the point of a daemon).
+  const log = openSync(opts.logFile, 'a', 0o600);
+  try {
+    const child = spawn(file, args, {
+      detached: true,
+      env: scrubbedEnv(opts.env),
+      stdio: [opts.input !== undefined ? 'pipe' : 'ignore', log, log],
+      ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+      ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+    });
+    const pid = await new Promise<number>((resolve, reject) => {
+      child.once('spawn', () => resolve(child.pid!));
+      child.once('error', (err: NodeJS.ErrnoException) =>
+        reject(
+          err.code === 'ENOENT'
+            ? new ToolError('ToolMissing', `${path.basename(file)} is not installed (run "npm run tools")`, path.basename(file))
+            : new ToolError('ToolFailed', `${path.basename(file)} could not be started: ${err.code ?? 'error'}`, path.basename(file)),
+        ),
+      );
+    });
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
+    child.unref();
+    return pid;
+  } finally {
+    closeSync(log);
+  }
+}
+
+/** True while a process with this pid exists. */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * The contract between the provisionNode workflow and its activities.
+ *
+ * Workflows import this file as types only. Every step takes the validated
+ * input (plus the run's identity for the ledger) and returns evidence: facts a
+ * person can check, never a secret. Every step is idempotent: it inspects what
+ * already exists and finishes the job from there. Every undo is idempotent too,
+ * and safe to call for a step that never ran or only half ran.
+ */
+import type { ProvisionInput } from '../common/input.js';
+import type { StepName } from '../common/steps.js';
+
+export interface RunRef {
+  workflowId: string;
+  runId: string;
+}
+
+export interface StepRequest {
+  input: ProvisionInput;
+  run: RunRef;
+}
+
+export interface InstallEvidence {
+  interface: string;
+  /** `wg --version` on the node. */
+  toolVersion: string;
+  /** True when the interface already existed (a retry or rerun). */
+  alreadyPresent: boolean;
+}
+
+export interface KeyEvidence {
+  overlayIp: string;
+  publicKey: string;
+  /** sha256 of the public key, hex, first 16 chars: what a person compares. */
+  keyFingerprint: string;
+  /** Where the private key lives on the node (mode 0600); the key itself never leaves it. */
+  privateKeyPath: string;
+  hubs: { name: string; publicKey: string; endpoint: string }[];
+}
+
+export interface HealthEvidence {
+  hubs: { name: string; latestHandshakeUnix: number; handshakeAgeSeconds: number }[];
+  probe: { target: string; connectMs: number };
+}
+
+export interface AgentEvidence {
+  /** Stable node alias SPIFFE ID: the parent of this node's workload entries. */
+  nodeAliasId: string;
+  /** The agent's own SPIFFE ID. Join-token agent IDs embed the (consumed) token, so only its digest is kept. */
+  agentIdDigest: string;
+  agentPid: number;
+  attestationType: string;
+}
+
+export interface EntriesEvidence {
+  entries: { workload: string; spiffeId: string; entryId: string; created: boolean }[];
+}
+
+export interface WorkloadsEvidence {
+  workloads: {
+    name: string;
+    spiffeId: string;
+    pid: number;
+    svidSerial: string;
+    svidNotAfter: string;
+    svidTtlSeconds: number;
+  }[];
+}
+
+export interface StepEvidence {
+  installOverlay: InstallEvidence;
+  issueOverlayKey: KeyEvidence;
+  gatePeerHealth: HealthEvidence;
+  startSpireAgent: AgentEvidence;
+  registerEntries: EntriesEvidence;
+  launchWorkloads: WorkloadsEvidence;
+}
+
+export interface UndoRequest extends StepRequest {
+  /** Why we undo: a security failure bans the agent instead of evicting it. */
+  reason: 'failure' | 'security' | 'cancel' | 'decommission';
+}
+
+export interface UndoResult {
+  /** What was actually removed (empty when nothing was there: idempotent). */
+  removed: string[];
+}
+
+export type LedgerEventKind = 'started' | 'succeeded' | 'failed' | 'compensated' | 'compensation_failed' | 'held' | 'decision';
+
+export interface LedgerEvent {
+  nodeId: string;
+  run: RunRef;
+  step: StepName | 'workflow';
+  kind: LedgerEventKind;
+  attempt?: number;
+  errorType?: string;
+  /** Secret-free details. */
+  detail?: Record<string, unknown>;
+}
+
+/** Everything the provisionNode / decommissionNode workflows call. */
+export interface Activities {
+  installOverlay(req: StepRequest): Promise<InstallEvidence>;
+  issueOverlayKey(req: StepRequest): Promise<KeyEvidence>;
+  gatePeerHealth(req: StepRequest): Promise<HealthEvidence>;
+  startSpireAgent(req: StepRequest): Promise<AgentEvidence>;
+  registerEntries(req: StepRequest): Promise<EntriesEvidence>;
+  launchWorkloads(req: StepRequest): Promise<WorkloadsEvidence>;
+
+  undoInstallOverlay(req: UndoRequest): Promise<UndoResult>;
+  undoIssueOverlayKey(req: UndoRequest): Promise<UndoResult>;
+  undoStartSpireAgent(req: UndoRequest): Promise<UndoResult>;
+  undoRegisterEntries(req: UndoRequest): Promise<UndoResult>;
+  undoLaunchWorkloads(req: UndoRequest): Promise<UndoResult>;
+
+  /** Append to the ledger's event log (never throws for a duplicate). */
+  recordEvent(event: LedgerEvent): Promise<void>;
+}
+
+/** Steps that have an undo (the health gate is read-only). */
+export const UNDO_OF = {
+  installOverlay: 'undoInstallOverlay',
+  issueOverlayKey: 'undoIssueOverlayKey',
+  gatePeerHealth: null,
+  startSpireAgent: 'undoStartSpireAgent',
+  registerEntries: 'undoRegisterEntries',
+  launchWorkloads: 'undoLaunchWorkloads',
+} as const satisfies Record<StepName, keyof Activities | null>;

@@ -1,0 +1,171 @@
+/**
+ * The provisionNode input: one zod schema shared by the workflow, the worker,
+ * the nodeboot client and anyone typing JSON into `temporal workflow start`.
+ * Plain JSON only: no codec, no Dates, no secrets (there is no field for one).
+ * Imported by workflows: no Node built-ins here.
+ */
+import { z } from 'zod';
+import {
+  IfName,
+  Ipv4,
+  Ipv4Cidr,
+  Ipv4Endpoint,
+  NetnsName,
+  NodeId,
+  SafePath,
+  SpiffePath,
+  TrustDomain,
+  UnixUid,
+} from './names.js';
+
+const Label = z
+  .string()
+  .min(1)
+  .max(40)
+  .regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/, 'must be lowercase letters, digits and inner hyphens only');
+
+export const HostSpec = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('local') }).strict(),
+  z.object({ kind: z.literal('netns'), netns: NetnsName }).strict(),
+]);
+export type HostSpec = z.infer<typeof HostSpec>;
+
+export const HubSpec = z
+  .object({
+    name: Label,
+    /** Where hub-side commands run (adding/removing this node as a peer). */
+    host: HostSpec,
+    /** The hub's WireGuard interface on the hub host. */
+    interface: IfName,
+    /** Underlay endpoint nodes dial, "ip:port". */
+    endpoint: Ipv4Endpoint,
+    /** The hub's own address inside the overlay. */
+    overlayIp: Ipv4,
+  })
+  .strict();
+export type HubSpec = z.infer<typeof HubSpec>;
+
+export const OverlaySpec = z
+  .object({
+    driver: z.literal('wireguard').default('wireguard'),
+    /** The segment's overlay CIDR; node addresses are allocated from it by the ledger. */
+    cidr: Ipv4Cidr,
+    hubs: z.array(HubSpec).min(1, 'needs at least one hub'),
+    /** The node's WireGuard interface name (default derived from the node id). */
+    interface: IfName.optional(),
+    listenPort: z.number().int().min(1).max(65535).default(51820),
+    persistentKeepaliveSeconds: z.number().int().min(0).max(3600).default(5),
+    mtu: z.number().int().min(1280).max(9000).default(1420),
+  })
+  .strict();
+
+const JoinTokenAttestor = z.object({ type: z.literal('join_token'), tokenTtlSeconds: z.number().int().min(30).max(86_400).default(600) }).strict();
+const X509PopAttestor = z
+  .object({ type: z.literal('x509pop'), certificatePath: SafePath, privateKeyPath: SafePath, intermediatesPath: SafePath.optional() })
+  .strict();
+const AwsIidAttestor = z.object({ type: z.literal('aws_iid'), accountId: z.string().regex(/^\d{12}$/, 'must be a 12-digit AWS account id').optional() }).strict();
+const GcpIitAttestor = z.object({ type: z.literal('gcp_iit'), projectId: Label.optional(), serviceAccount: z.string().max(255).optional() }).strict();
+const TpmDevidAttestor = z
+  .object({ type: z.literal('tpm_devid'), devidCertPath: SafePath, devidPrivPath: SafePath, devidPubPath: SafePath, endorsementHierarchyPasswordEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).optional() })
+  .strict();
+
+export const NodeAttestor = z.discriminatedUnion('type', [JoinTokenAttestor, X509PopAttestor, AwsIidAttestor, GcpIitAttestor, TpmDevidAttestor]);
+export type NodeAttestor = z.infer<typeof NodeAttestor>;
+
+export const SpireSpec = z
+  .object({
+    trustDomain: TrustDomain,
+    /** The SPIRE server's address inside the overlay (agents dial it through the tunnel). */
+    serverAddress: Ipv4,
+    serverPort: z.number().int().min(1).max(65535).default(8081),
+    /** Where `spire-server` CLI commands run, and its admin socket there. */
+    serverHost: HostSpec,
+    serverSocketPath: SafePath,
+    nodeAttestor: NodeAttestor.default({ type: 'join_token', tokenTtlSeconds: 600 }),
+  })
+  .strict();
+
+export const WorkloadSpec = z
+  .object({
+    name: Label,
+    /** SPIFFE ID path under the trust domain, e.g. "/ns/prod/sa/api". */
+    spiffePath: SpiffePath,
+    /** Unix uid the workload runs as; becomes the selector unix:uid:<uid>. */
+    uid: UnixUid,
+    /** Extra selectors ("type:value"), e.g. "unix:gid:1000". */
+    selectors: z.array(z.string().regex(/^[a-z0-9_-]+:[A-Za-z0-9:._/=-]+$/, 'must look like "unix:gid:1000"')).max(16).default([]),
+    /** Program and arguments the workload runs (argument array, not a shell line). */
+    command: z.array(z.string().max(4096)).min(1, 'needs a program to run').optional(),
+    x509TtlSeconds: z.number().int().min(60).max(86_400 * 7).default(3600),
+    jwtTtlSeconds: z.number().int().min(30).max(86_400).default(300),
+  })
+  .strict();
+export type WorkloadSpec = z.infer<typeof WorkloadSpec>;
+
+const seconds = (def: number) => z.number().int().min(1).max(86_400).default(def);
+
+/** Per-step deadlines (start-to-close), in seconds. Inputs, so tests can make them short. */
+export const TimeoutsSpec = z
+  .object({
+    installOverlay: seconds(120),
+    issueOverlayKey: seconds(60),
+    gatePeerHealth: seconds(60),
+    startSpireAgent: seconds(120),
+    registerEntries: seconds(60),
+    launchWorkloads: seconds(120),
+    compensation: seconds(120),
+  })
+  .strict();
+
+export const RetrySpec = z
+  .object({
+    initialIntervalMs: z.number().int().min(10).max(600_000).default(1000),
+    maximumIntervalMs: z.number().int().min(10).max(3_600_000).default(30_000),
+    maximumAttempts: z.number().int().min(1).max(100).default(5),
+  })
+  .strict();
+
+export const ProvisionInput = z
+  .object({
+    nodeId: NodeId,
+    segment: Label,
+    host: HostSpec,
+    /** Where the node keeps its bootstrap state (keys, agent data) on the node. */
+    nodeDir: SafePath,
+    overlay: OverlaySpec,
+    spire: SpireSpec,
+    workloads: z.array(WorkloadSpec).max(64).default([]),
+    timeouts: TimeoutsSpec.default(TimeoutsSpec.parse({})),
+    retry: RetrySpec.default(RetrySpec.parse({})),
+    /** What to do when a step fails for good: undo everything, or wait for an operator. */
+    onFailure: z.enum(['compensate', 'hold']).default('compensate'),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    const names = new Set<string>();
+    v.workloads.forEach((w, i) => {
+      if (names.has(w.name)) ctx.addIssue({ code: 'custom', path: ['workloads', i, 'name'], message: `duplicate workload name "${w.name}"` });
+      names.add(w.name);
+    });
+    const hubNames = new Set<string>();
+    v.overlay.hubs.forEach((h, i) => {
+      if (hubNames.has(h.name)) ctx.addIssue({ code: 'custom', path: ['overlay', 'hubs', i, 'name'], message: `duplicate hub name "${h.name}"` });
+      hubNames.add(h.name);
+    });
+  });
+
+/** What a caller may send (defaults optional). */
+export type ProvisionInputJson = z.input<typeof ProvisionInput>;
+/** What the workflow and activities see (defaults applied). */
+export type ProvisionInput = z.output<typeof ProvisionInput>;
+
+/** Stable interface name for a node: "nb" + 13 hex chars of a hash of the node id. */
+export function defaultInterfaceName(nodeId: string): string {
+  // FNV-1a 64-bit, written out so workflows can call it (no node:crypto).
+  let h = 0xcbf29ce484222325n;
+  for (const ch of nodeId) {
+    h ^= BigInt(ch.codePointAt(0)!);
+    h = (h * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return `nb${h.toString(16).padStart(16, '0').slice(0, 13)}`;
+}
