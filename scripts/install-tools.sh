@@ -13,6 +13,10 @@ BIN="$TOOLS/bin"
 mkdir -p "$BIN"
 
 log() { printf '[install-tools] %s\n' "$*" >&2; }
+die() { printf '[install-tools] error: %s\n' "$*" >&2; exit 1; }
+
+command -v go >/dev/null || die "Go >= 1.26 is required (https://go.dev/dl); it builds temporal and SPIRE"
+command -v gcc >/dev/null || die "gcc is required (cgo, for SPIRE's sqlite3 datastore): apt-get install gcc"
 
 stamp_ok() { [[ -f "$TOOLS/$1.version" && "$(cat "$TOOLS/$1.version")" == "$2" && -x "$BIN/$1" ]]; }
 
@@ -25,6 +29,7 @@ done
 if ((${#missing[@]})); then
   log "apt-get install ${missing[*]}"
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  command -v apt-get >/dev/null || die "apt-get not found: install ${missing[*]} with your package manager"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
@@ -42,11 +47,24 @@ if ! stamp_ok temporal "$TEMPORAL_CLI_VERSION"; then
 fi
 
 # --- SPIRE server + agent (cgo for the sqlite3 datastore) --------------------
+# `go install spire@version` asks the proxy for the module's version list to
+# check deprecation, which the proxy here refuses; downloading the pinned
+# module and building inside it needs only that version.
 if ! stamp_ok spire-server "$SPIRE_VERSION" || ! stamp_ok spire-agent "$SPIRE_VERSION"; then
-  log "building SPIRE v$SPIRE_VERSION"
-  CGO_ENABLED=1 go install \
-    "github.com/spiffe/spire/cmd/spire-server@v$SPIRE_VERSION" \
-    "github.com/spiffe/spire/cmd/spire-agent@v$SPIRE_VERSION"
+  log "building SPIRE v$SPIRE_VERSION (spire-server, spire-agent; cgo)"
+  spire_mod="$(cd /tmp && go mod download -json "github.com/spiffe/spire@v$SPIRE_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [[ -d "$spire_mod" ]] || die "could not download github.com/spiffe/spire@v$SPIRE_VERSION"
+  # The module proxy here refuses one dependency of a plugin we never use
+  # (the EJBCA UpstreamAuthority). Build from a copy with that one plugin
+  # unregistered; everything else is SPIRE's own source at the pinned tag.
+  src="$TOOLS/src/spire-$SPIRE_VERSION"
+  rm -rf "$src" && mkdir -p "$TOOLS/src" && cp -r "$spire_mod" "$src" && chmod -R u+w "$src"
+  catalog="$src/pkg/server/catalog/upstreamauthority.go"
+  grep -q 'upstreamauthority/ejbca"' "$catalog" || die "SPIRE source layout changed: $catalog"
+  sed -i -e '/upstreamauthority\/ejbca"/d' -e '/ejbca\.BuiltIn(),/d' "$catalog"
+  (cd "$src" && CGO_ENABLED=1 go build -trimpath -o "$BIN/spire-agent" ./cmd/spire-agent \
+    && CGO_ENABLED=1 go build -trimpath -o "$BIN/spire-server" ./cmd/spire-server) \
+    || die "SPIRE build failed"
   echo "$SPIRE_VERSION" >"$TOOLS/spire-server.version"
   echo "$SPIRE_VERSION" >"$TOOLS/spire-agent.version"
 fi

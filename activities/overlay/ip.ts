@@ -1,0 +1,117 @@
+/**
+ * Typed wrapper of iproute2's `ip`, run through a host transport.
+ * JSON output (`ip -j`) is parsed and validated with zod.
+ */
+import { z } from 'zod';
+import { IfName, Ipv4, NetnsName, parseName } from '../../common/names.js';
+import type { HostTransport } from '../host/transport.js';
+import type { RunOptions } from '../host/exec.js';
+
+const LinkJson = z.array(
+  z.looseObject({
+    ifname: z.string(),
+    operstate: z.string().optional(),
+    mtu: z.number().optional(),
+    flags: z.array(z.string()).optional(),
+  }),
+);
+export type Link = z.infer<typeof LinkJson>[number];
+
+const AddrJson = z.array(
+  z.looseObject({
+    ifname: z.string(),
+    addr_info: z.array(z.looseObject({ family: z.string(), local: z.string(), prefixlen: z.number() })).default([]),
+  }),
+);
+
+const NetnsJson = z.array(z.looseObject({ name: z.string() }));
+
+const Cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/, 'must be an IPv4 CIDR');
+
+/** All links, or one; `null` when the named link does not exist. */
+export async function listLinks(t: HostTransport, opts?: RunOptions): Promise<Link[]> {
+  const r = await t.run('ip', ['-j', 'link', 'show'], opts);
+  return LinkJson.parse(JSON.parse(r.stdout || '[]'));
+}
+
+export async function linkExists(t: HostTransport, ifname: string, opts?: RunOptions): Promise<boolean> {
+  const name = parseName(IfName, 'interface', ifname);
+  return (await listLinks(t, opts)).some((l) => l.ifname === name);
+}
+
+export async function linkUp(t: HostTransport, ifname: string, mtu?: number, opts?: RunOptions) {
+  const args = ['link', 'set', 'dev', parseName(IfName, 'interface', ifname)];
+  if (mtu !== undefined) args.push('mtu', String(mtu));
+  args.push('up');
+  await t.run('ip', args, opts);
+}
+
+export async function linkDelete(t: HostTransport, ifname: string, opts?: RunOptions) {
+  await t.run('ip', ['link', 'del', 'dev', parseName(IfName, 'interface', ifname)], opts);
+}
+
+/** Addresses (CIDR strings) on an interface. */
+export async function addresses(t: HostTransport, ifname: string, opts?: RunOptions): Promise<string[]> {
+  const r = await t.run('ip', ['-j', '-4', 'addr', 'show', 'dev', parseName(IfName, 'interface', ifname)], opts);
+  const parsed = AddrJson.parse(JSON.parse(r.stdout || '[]'));
+  return parsed.flatMap((l) => l.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`));
+}
+
+/** `ip addr replace`: idempotent. */
+export async function addrReplace(t: HostTransport, ifname: string, cidr: string, opts?: RunOptions) {
+  await t.run('ip', ['addr', 'replace', parseName(Cidr, 'address', cidr), 'dev', parseName(IfName, 'interface', ifname)], opts);
+}
+
+export async function routeReplace(t: HostTransport, cidr: string, dev: string, opts?: RunOptions) {
+  await t.run('ip', ['route', 'replace', parseName(Cidr, 'route', cidr), 'dev', parseName(IfName, 'interface', dev)], opts);
+}
+
+export async function routeViaReplace(t: HostTransport, cidr: string, via: string, opts?: RunOptions) {
+  await t.run('ip', ['route', 'replace', parseName(Cidr, 'route', cidr), 'via', parseName(Ipv4, 'via', via)], opts);
+}
+
+// --- namespaces (run on the host that holds them) -----------------------------
+
+export async function netnsList(t: HostTransport, opts?: RunOptions): Promise<string[]> {
+  const r = await t.run('ip', ['-j', 'netns', 'list'], opts);
+  return NetnsJson.parse(JSON.parse(r.stdout || '[]')).map((n) => n.name);
+}
+
+export async function netnsAdd(t: HostTransport, ns: string, opts?: RunOptions) {
+  await t.run('ip', ['netns', 'add', parseName(NetnsName, 'netns', ns)], opts);
+}
+
+export async function netnsDelete(t: HostTransport, ns: string, opts?: RunOptions) {
+  await t.run('ip', ['netns', 'delete', parseName(NetnsName, 'netns', ns)], opts);
+}
+
+/** PIDs of processes inside a namespace. */
+export async function netnsPids(t: HostTransport, ns: string, opts?: RunOptions): Promise<number[]> {
+  const r = await t.run('ip', ['netns', 'pids', parseName(NetnsName, 'netns', ns)], { ...opts, allowNonZeroExit: true });
+  return r.stdout
+    .split('\n')
+    .map((l) => Number(l.trim()))
+    .filter((n) => Number.isInteger(n) && n > 0);
+}
+
+/**
+ * Create a veth pair whose ends are born inside two namespaces, so no name is
+ * ever taken in the host's namespace (parallel labs cannot collide).
+ */
+export async function vethBetween(
+  t: HostTransport,
+  a: { netns: string; ifname: string },
+  b: { netns: string; ifname: string },
+  opts?: RunOptions,
+) {
+  await t.run(
+    'ip',
+    [
+      '-n', parseName(NetnsName, 'netns', a.netns),
+      'link', 'add', parseName(IfName, 'interface', a.ifname),
+      'type', 'veth', 'peer', 'name', parseName(IfName, 'interface', b.ifname),
+      'netns', parseName(NetnsName, 'netns', b.netns),
+    ],
+    opts,
+  );
+}
