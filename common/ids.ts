@@ -1,0 +1,21 @@
+/**
+ * Deterministic workflow ids from business keys, and the default task queue.
+ *
+ * One node has at most one provisioning run open at a time because its run is
+ * `provision/<nodeId>`: starting it twice is a no-op (or an "already started"
+ * error), never a second bootstrap. Imported by workflows: no Node built-ins.
+ */
+import { NodeId, parseName } from './names.js';
+
+/** The task queue the node-bootstrap worker polls. */
+export const TASK_QUEUE = 'node-bootstrap';
+
+/** `provision/<nodeId>`; throws InvalidNameError for an invalid node id. */
+export function provisionWorkflowId(nodeId: string): string {
+  return `provision/${parseName(NodeId, 'nodeId', nodeId)}`;
+}
+
+/** `decommission/<nodeId>`; throws InvalidNameError for an invalid node id. */
+export function decommissionWorkflowId(nodeId: string): string {
+  return `decommission/${parseName(NodeId, 'nodeId', nodeId)}`;
+}

@@ -1,0 +1,116 @@
+/**
+ * The public face of the node-bootstrap workflows: query and update
+ * definitions plus the shapes they and the workflows return.
+ *
+ * Clients (nodeboot, tests) import this module; it holds no workflow logic,
+ * so importing it outside the workflow sandbox is safe.
+ */
+import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import type { StepEvidence, UndoRequest, UndoResult } from '../activities/types.js';
+import type { StepName } from '../common/steps.js';
+
+export type UndoReason = UndoRequest['reason'];
+
+/**
+ * running: steps are executing; held: a step failed for good and the run waits
+ * for `decide`; compensating: undoing; compensated: failed or cancelled and
+ * every undo succeeded; failed: failed and left something behind (an undo
+ * failed) or the input was invalid; succeeded: all six steps done.
+ */
+export type RunState = 'running' | 'held' | 'compensating' | 'compensated' | 'failed' | 'succeeded';
+
+export type StepState =
+  | 'pending'
+  | 'running'
+  | 'succeeded'
+  | 'failed'
+  | 'cancelled'
+  | 'compensating'
+  | 'compensated'
+  | 'compensation_failed';
+
+/** A failure as people read it. `type` is the ApplicationFailure type (one of ERROR_TYPES for our activities). */
+export interface FailureInfo {
+  step: StepName | 'workflow';
+  type: string;
+  message: string;
+}
+
+export interface StepStatus {
+  step: StepName;
+  state: StepState;
+  /** Times this run started the step (an operator retry adds one; activity retries do not). */
+  runs: number;
+  /** Workflow time the latest run of the step began (ISO 8601). */
+  startedAt?: string;
+  /** Duration of the latest run of the step, in ms of workflow time. */
+  durationMs?: number;
+  /** What the step proved (secret-free by contract). */
+  evidence?: StepEvidence[StepName];
+  failure?: FailureInfo;
+  undo?: { reason: UndoReason; removed?: string[]; error?: FailureInfo };
+}
+
+export interface ProvisionStatus {
+  workflowId: string;
+  runId: string;
+  /** Null only when the input was invalid. */
+  nodeId: string | null;
+  segment: string | null;
+  state: RunState;
+  /** The step executing now (null before the first, after the last, and while compensating). */
+  currentStep: StepName | null;
+  /** The six steps, in runbook order. */
+  steps: StepStatus[];
+  lastFailure: FailureInfo | null;
+  /** The step that waits for an operator decision while state is 'held'. */
+  heldStep: StepName | null;
+}
+
+/** An operator's decision for a held run. */
+export interface Decision {
+  /** retry: run the failed step again and continue; compensate: undo what was done and fail. */
+  action: 'retry' | 'compensate';
+}
+
+export interface DecisionAck {
+  action: Decision['action'];
+  step: StepName;
+}
+
+/** `status`: the run's state, current step, per-step evidence and durations, last failure. */
+export const statusQuery = defineQuery<ProvisionStatus>('status');
+
+/**
+ * `decide`: resolve a held run. The validator rejects it (nothing enters
+ * history) unless the run is held and the action is 'retry' or 'compensate'.
+ */
+export const decideUpdate = defineUpdate<DecisionAck, [Decision]>('decide');
+
+/** What provisionNode returns: the facts a person checks after a bootstrap. */
+export interface ProvisionReceipt {
+  nodeId: string;
+  segment: string;
+  workflowId: string;
+  runId: string;
+  interface: string;
+  overlayIp: string;
+  publicKey: string;
+  keyFingerprint: string;
+  hubHandshakes: { hub: string; latestHandshakeUnix: number; handshakeAgeSeconds: number }[];
+  probe: { target: string; connectMs: number };
+  nodeAliasId: string;
+  agentIdDigest: string;
+  attestationType: string;
+  entries: { workload: string; spiffeId: string; entryId: string; created: boolean }[];
+  workloads: { name: string; spiffeId: string; svidSerial: string; svidNotAfter: string; svidTtlSeconds: number }[];
+  durationsMs: Record<StepName, number>;
+}
+
+/** What decommissionNode returns: what each undo removed (empty lists when nothing was there). */
+export interface DecommissionResult {
+  nodeId: string;
+  workflowId: string;
+  runId: string;
+  removed: Partial<Record<StepName, UndoResult['removed']>>;
+}

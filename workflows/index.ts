@@ -1,0 +1,3 @@
+// Every export here is registered as a workflow type by the worker: workflows only.
+export { provisionNode } from './provision-node.js';
+export { decommissionNode } from './decommission-node.js';

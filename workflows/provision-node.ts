@@ -1,0 +1,296 @@
+/**
+ * provisionNode: take one machine from "just booted" to "its workloads hold
+ * SPIFFE identities over the overlay", and undo what was done when a step
+ * cannot succeed. Runs as `provision/<nodeId>` (common/ids.ts).
+ *
+ * Failure handling, by class of the failure's type (common/errors.ts):
+ * - transient: retried by the activity retry policy (input.retry); only
+ *   reaches the workflow once retries are exhausted, and then counts as permanent;
+ * - permanent: compensate (onFailure 'compensate') or hold for an operator's
+ *   `decide` update (onFailure 'hold');
+ * - security: always compensate at once with reason 'security' (the SPIRE undo
+ *   bans the agent): a possibly hostile node is not left attested while
+ *   someone decides;
+ * - cancellation of the run: compensate with reason 'cancel', end cancelled.
+ */
+import {
+  CancellationScope,
+  TemporalFailure,
+  condition,
+  isCancellation,
+  log,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { StepEvidence, StepRequest, UndoRequest, UndoResult } from '../activities/types.js';
+import { errorClassOf } from '../common/errors.js';
+import type { ProvisionInput, ProvisionInputJson } from '../common/input.js';
+import { BootstrapStepKey, ErrorTypeKey, FailedStepKey, NodeIdKey, SegmentKey } from '../common/search-attributes.js';
+import { STEPS, type StepName } from '../common/steps.js';
+import {
+  decideUpdate,
+  statusQuery,
+  type Decision,
+  type FailureInfo,
+  type ProvisionReceipt,
+  type ProvisionStatus,
+  type StepStatus,
+  type UndoReason,
+} from './definitions.js';
+import { compensatedFailure, describeFailure, validateInput } from './failures.js';
+import { ledgerFor, type RecordEvent } from './ledger.js';
+import { activitiesFor } from './proxies.js';
+import { Compensations } from './saga.js';
+
+/** Provision one node. Returns the receipt; fails with the failing step's error type after compensating. */
+export async function provisionNode(rawInput: ProvisionInputJson): Promise<ProvisionReceipt> {
+  const run = new ProvisionRun(); // `status` and `decide` answer from the first moment
+  const input = run.accept(rawInput); // invalid input fails here, before any activity runs
+  const acts = activitiesFor(input);
+  try {
+    await run.begin(input, acts.recordEvent);
+    const installed = await run.step('installOverlay', acts.installOverlay, acts.undoInstallOverlay);
+    const key = await run.step('issueOverlayKey', acts.issueOverlayKey, acts.undoIssueOverlayKey);
+    const health = await run.step('gatePeerHealth', acts.gatePeerHealth, null); // read-only: nothing to undo
+    const agent = await run.step('startSpireAgent', acts.startSpireAgent, acts.undoStartSpireAgent);
+    const entries = await run.step('registerEntries', acts.registerEntries, acts.undoRegisterEntries);
+    const launched = await run.step('launchWorkloads', acts.launchWorkloads, acts.undoLaunchWorkloads);
+    return await run.succeed(receiptOf(input, { installed, key, health, agent, entries, launched }, run.durations()));
+  } catch (err) {
+    throw await run.fail(err);
+  }
+}
+
+type StepFn<S extends StepName> = (req: StepRequest) => Promise<StepEvidence[S]>;
+type UndoFn = (req: UndoRequest) => Promise<UndoResult>;
+
+/** The bookkeeping around the runbook: status, saga, holds, ledger, search attributes. */
+class ProvisionRun {
+  private readonly status: ProvisionStatus;
+  private readonly saga = new Compensations();
+  private input!: ProvisionInput;
+  private record!: RecordEvent;
+  private decision: Decision | undefined;
+
+  constructor() {
+    const { workflowId, runId } = workflowInfo();
+    this.status = {
+      workflowId,
+      runId,
+      nodeId: null,
+      segment: null,
+      state: 'running',
+      currentStep: null,
+      steps: STEPS.map((step): StepStatus => ({ step, state: 'pending', runs: 0 })),
+      lastFailure: null,
+      heldStep: null,
+    };
+    setHandler(statusQuery, () => this.status);
+    setHandler(
+      decideUpdate,
+      (decision) => {
+        this.decision = decision;
+        return { action: decision.action, step: this.status.heldStep! };
+      },
+      {
+        validator: (decision) => {
+          if (this.status.state !== 'held' || this.decision) {
+            throw new Error(`run is ${this.status.state}, not held: there is nothing to decide`);
+          }
+          if (decision?.action !== 'retry' && decision?.action !== 'compensate') {
+            throw new Error('action must be "retry" or "compensate"');
+          }
+        },
+      },
+    );
+  }
+
+  /** Validate the input; an invalid one fails the run with InvalidInput. */
+  accept(raw: unknown): ProvisionInput {
+    try {
+      return validateInput(raw);
+    } catch (err) {
+      this.status.state = 'failed';
+      this.status.lastFailure = describeFailure('workflow', err);
+      throw err;
+    }
+  }
+
+  async begin(input: ProvisionInput, recordEvent: Parameters<typeof ledgerFor>[0]): Promise<void> {
+    this.input = input;
+    this.status.nodeId = input.nodeId;
+    this.status.segment = input.segment;
+    upsertSearchAttributes([
+      { key: NodeIdKey, value: input.nodeId },
+      { key: SegmentKey, value: input.segment },
+    ]);
+    this.record = ledgerFor(recordEvent, input.nodeId);
+    await this.record('workflow', 'started', { detail: { segment: input.segment, onFailure: input.onFailure } });
+  }
+
+  /**
+   * Run one step: push its undo first, then run it until it succeeds, or it
+   * fails and nobody asks to retry it. Returns the step's evidence.
+   */
+  async step<S extends StepName>(name: S, run: StepFn<S>, undo: UndoFn | null): Promise<StepEvidence[S]> {
+    const s = this.stepStatus(name);
+    for (;;) {
+      if (undo) this.saga.push(name, (reason) => undo({ ...this.request(), reason }));
+      s.state = 'running';
+      s.runs += 1;
+      s.startedAt = new Date().toISOString();
+      s.failure = undefined;
+      this.status.currentStep = name;
+      upsertSearchAttributes([{ key: BootstrapStepKey, value: name }]);
+      await this.record(name, 'started', { attempt: s.runs });
+      const started = Date.now();
+      try {
+        const evidence = await run(this.request());
+        s.durationMs = Date.now() - started;
+        s.state = 'succeeded';
+        s.evidence = evidence;
+        await this.record(name, 'succeeded', { attempt: s.runs, detail: { durationMs: s.durationMs } });
+        return evidence;
+      } catch (err) {
+        s.durationMs = Date.now() - started;
+        if (isCancellation(err)) {
+          s.state = 'cancelled';
+          throw err;
+        }
+        const info = describeFailure(name, err);
+        s.state = 'failed';
+        s.failure = info;
+        this.status.lastFailure = info;
+        upsertSearchAttributes([
+          { key: FailedStepKey, value: name },
+          { key: ErrorTypeKey, value: info.type },
+        ]);
+        await this.record(name, 'failed', { attempt: s.runs, errorType: info.type, detail: { message: info.message } });
+        if (this.input.onFailure !== 'hold' || errorClassOf(info.type) === 'security') throw err;
+        if ((await this.hold(name, info)) === 'compensate') throw err;
+      }
+    }
+  }
+
+  /** Wait for an operator's `decide`. Cancelling the run while held compensates. */
+  private async hold(step: StepName, info: FailureInfo): Promise<Decision['action']> {
+    this.status.state = 'held';
+    this.status.heldStep = step;
+    this.status.currentStep = null;
+    log.warn('step failed; holding for an operator decision', { step, errorType: info.type });
+    await this.record(step, 'held', { errorType: info.type });
+    await condition(() => this.decision !== undefined);
+    const { action } = this.decision!;
+    this.decision = undefined;
+    this.status.heldStep = null;
+    this.status.state = 'running';
+    await this.record(step, 'decision', { detail: { action } });
+    if (action === 'retry') {
+      // The failure is being retried: stop listing the run under FailedStep.
+      upsertSearchAttributes([
+        { key: FailedStepKey, value: null },
+        { key: ErrorTypeKey, value: null },
+      ]);
+    }
+    return action;
+  }
+
+  async succeed(receipt: ProvisionReceipt): Promise<ProvisionReceipt> {
+    this.status.currentStep = null;
+    await this.record('workflow', 'succeeded', { detail: { durationsMs: receipt.durationsMs } });
+    this.status.state = 'succeeded';
+    return receipt;
+  }
+
+  /**
+   * Undo everything pushed so far, in reverse, without being cancellable, and
+   * return what the workflow should throw: the cancellation as-is (the run ends
+   * cancelled) or the original failure wrapped with what was undone.
+   */
+  async fail(err: unknown): Promise<unknown> {
+    // A bug in workflow code (not a Temporal failure) fails the workflow task
+    // instead: the run stays open, to be fixed and replayed, so nothing is undone.
+    if (!(err instanceof TemporalFailure)) return err;
+    const cancelled = isCancellation(err);
+    const info: FailureInfo = cancelled
+      ? { step: this.status.currentStep ?? this.status.heldStep ?? 'workflow', type: 'Cancelled', message: 'the run was cancelled' }
+      : (this.status.lastFailure ?? describeFailure('workflow', err));
+    const reason: UndoReason = cancelled ? 'cancel' : errorClassOf(info.type) === 'security' ? 'security' : 'failure';
+    this.status.lastFailure = info;
+
+    return CancellationScope.nonCancellable(async () => {
+      this.status.state = 'compensating';
+      this.status.currentStep = null;
+      this.status.heldStep = null;
+      const report = await this.saga.unwind(reason, {
+        undoing: (step) => {
+          this.stepStatus(step).state = 'compensating';
+        },
+        undone: async (step, { removed }) => {
+          Object.assign(this.stepStatus(step), { state: 'compensated', undo: { reason, removed } });
+          await this.record(step, 'compensated', { detail: { reason, removed } });
+        },
+        undoFailed: async (step, error) => {
+          Object.assign(this.stepStatus(step), { state: 'compensation_failed', undo: { reason, error } });
+          await this.record(step, 'compensation_failed', { errorType: error.type, detail: { reason, message: error.message } });
+        },
+      });
+      this.status.state = report.failed.length ? 'failed' : 'compensated';
+      await this.record('workflow', report.failed.length ? 'failed' : 'compensated', {
+        errorType: info.type,
+        detail: { step: info.step, reason, undone: report.undone, undoFailed: report.failed.map((f) => f.step) },
+      });
+      return cancelled ? err : compensatedFailure(info, reason, report, err);
+    });
+  }
+
+  durations(): Record<StepName, number> {
+    return Object.fromEntries(this.status.steps.map((s) => [s.step, s.durationMs ?? 0])) as Record<StepName, number>;
+  }
+
+  private request(): StepRequest {
+    return { input: this.input, run: { workflowId: this.status.workflowId, runId: this.status.runId } };
+  }
+
+  private stepStatus(step: StepName): StepStatus {
+    return this.status.steps.find((s) => s.step === step)!;
+  }
+}
+
+interface AllEvidence {
+  installed: StepEvidence['installOverlay'];
+  key: StepEvidence['issueOverlayKey'];
+  health: StepEvidence['gatePeerHealth'];
+  agent: StepEvidence['startSpireAgent'];
+  entries: StepEvidence['registerEntries'];
+  launched: StepEvidence['launchWorkloads'];
+}
+
+function receiptOf(input: ProvisionInput, e: AllEvidence, durationsMs: Record<StepName, number>): ProvisionReceipt {
+  const { workflowId, runId } = workflowInfo();
+  return {
+    nodeId: input.nodeId,
+    segment: input.segment,
+    workflowId,
+    runId,
+    interface: e.installed.interface,
+    overlayIp: e.key.overlayIp,
+    publicKey: e.key.publicKey,
+    keyFingerprint: e.key.keyFingerprint,
+    hubHandshakes: e.health.hubs.map((h) => ({ hub: h.name, latestHandshakeUnix: h.latestHandshakeUnix, handshakeAgeSeconds: h.handshakeAgeSeconds })),
+    probe: e.health.probe,
+    nodeAliasId: e.agent.nodeAliasId,
+    agentIdDigest: e.agent.agentIdDigest,
+    attestationType: e.agent.attestationType,
+    entries: e.entries.entries,
+    workloads: e.launched.workloads.map(({ name, spiffeId, svidSerial, svidNotAfter, svidTtlSeconds }) => ({
+      name,
+      spiffeId,
+      svidSerial,
+      svidNotAfter,
+      svidTtlSeconds,
+    })),
+    durationsMs,
+  };
+}

@@ -1,0 +1,74 @@
+/**
+ * Activity proxies for one run, grouped by timeout class. Every deadline and
+ * the retry policy come from the validated input, so tests (and impatient
+ * operators) can shorten them without a code change.
+ */
+import { ActivityCancellationType, proxyActivities, type ActivityOptions, type RetryPolicy } from '@temporalio/workflow';
+import type { Activities } from '../activities/types.js';
+import { NON_RETRYABLE_ERROR_TYPES } from '../common/errors.js';
+import type { ProvisionInput } from '../common/input.js';
+
+/** Ledger writes are single-row inserts: a fixed, short deadline. */
+const LEDGER_TIMEOUT_MS = 30_000;
+
+/**
+ * Long steps must heartbeat at least this often: a quarter of the step's
+ * start-to-close, between 5 s and 30 s. A dead worker is then noticed in
+ * seconds rather than at the deadline, and a cancellation reaches the activity.
+ */
+export function heartbeatTimeoutMs(startToCloseSeconds: number): number {
+  return Math.min(30_000, Math.max(5_000, (startToCloseSeconds * 1000) / 4));
+}
+
+export function retryPolicyFor(input: ProvisionInput): RetryPolicy {
+  return {
+    initialInterval: input.retry.initialIntervalMs,
+    maximumInterval: input.retry.maximumIntervalMs,
+    maximumAttempts: input.retry.maximumAttempts,
+    backoffCoefficient: 2,
+    nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES],
+  };
+}
+
+/**
+ * The activities one run calls.
+ *
+ * - short: quick API calls and ledger writes (issue key, register entries): start-to-close only.
+ * - long: tool runs and polls (install, the health gate, agent start, workload launch):
+ *   start-to-close plus a heartbeat timeout.
+ * - undo: one compensation deadline for every undo (input.timeouts.compensation).
+ *
+ * Steps wait for a cancelled activity to acknowledge before the workflow moves
+ * on, so an undo never races the step it undoes.
+ */
+export function activitiesFor(input: ProvisionInput) {
+  const t = input.timeouts;
+  const base: ActivityOptions = {
+    retry: retryPolicyFor(input),
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  };
+  const short = (seconds: number) => proxyActivities<Activities>({ ...base, startToCloseTimeout: seconds * 1000 });
+  const long = (seconds: number) =>
+    proxyActivities<Activities>({ ...base, startToCloseTimeout: seconds * 1000, heartbeatTimeout: heartbeatTimeoutMs(seconds) });
+  const undo = proxyActivities<Activities>({ ...base, startToCloseTimeout: t.compensation * 1000 });
+  const ledger = proxyActivities<Activities>({ retry: base.retry, startToCloseTimeout: LEDGER_TIMEOUT_MS });
+
+  return {
+    installOverlay: long(t.installOverlay).installOverlay,
+    issueOverlayKey: short(t.issueOverlayKey).issueOverlayKey,
+    gatePeerHealth: long(t.gatePeerHealth).gatePeerHealth,
+    startSpireAgent: long(t.startSpireAgent).startSpireAgent,
+    registerEntries: short(t.registerEntries).registerEntries,
+    launchWorkloads: long(t.launchWorkloads).launchWorkloads,
+
+    undoInstallOverlay: undo.undoInstallOverlay,
+    undoIssueOverlayKey: undo.undoIssueOverlayKey,
+    undoStartSpireAgent: undo.undoStartSpireAgent,
+    undoRegisterEntries: undo.undoRegisterEntries,
+    undoLaunchWorkloads: undo.undoLaunchWorkloads,
+
+    recordEvent: ledger.recordEvent,
+  };
+}
+
+export type RunActivities = ReturnType<typeof activitiesFor>;
