@@ -1,0 +1,283 @@
+/**
+ * Typed wrapper of the `spire-agent` CLI (v1.15): render the agent config, run
+ * the agent as a daemon, check its health, fetch X.509-SVIDs through its
+ * Workload API, stop it.
+ *
+ * The join token reaches the agent only on stdin: the agent runs as
+ * `spire-agent run -config /dev/stdin` and the whole config, token included,
+ * is piped in once. No file, argv or environment variable ever holds the
+ * token. The config written next to the data dir for operators is rendered
+ * without it (an attested agent restarts from its stored SVID, not the token).
+ */
+import path from 'node:path';
+import { z } from 'zod';
+import { SafePath, TrustDomain, UnixUid, parseName } from '../../common/names.js';
+import { summarizeStderr, ToolError } from '../host/exec.js';
+import type { HostTransport } from '../host/transport.js';
+import { runSpire, type SpireCliTarget } from './cli-common.js';
+import { daemonAlive, ensureDir, readNodeFile, readPidFile, removeNodeFile, sleep, stopDaemon, writeNodeFile } from './daemon.js';
+import type { JoinToken } from './server-cli.js';
+
+const TOOL = 'spire-agent';
+
+/** Where the agent dials the server: an IPv4 address or a DNS name. */
+const ServerAddress = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$/, 'must be an IPv4 address or a DNS name');
+
+const JoinTokenValue = z.string().regex(/^[A-Za-z0-9._-]{1,255}$/, 'must be a SPIRE join token');
+
+export interface AgentConfigOptions {
+  trustDomain: string;
+  serverAddress: string;
+  serverPort: number;
+  /** Agent state (its SVID, keys, bundle): keep across restarts. */
+  dataDir: string;
+  /** The Workload API socket workloads dial. */
+  socketPath: string;
+  /** PEM bundle the agent trusts when it first dials the server (preferred). */
+  trustBundlePath?: string;
+  /** Trust the first server certificate blindly. Only when no bundle can be supplied. */
+  insecureBootstrap?: boolean;
+  logLevel?: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
+  /** Included only in the config piped on stdin. */
+  joinToken?: JoinToken | string;
+}
+
+/** The agent's HCL config. Every value is validated, so nothing needs escaping. */
+export function renderAgentConfig(o: AgentConfigOptions): string {
+  const td = parseName(TrustDomain, 'trustDomain', o.trustDomain);
+  const addr = parseName(ServerAddress, 'serverAddress', o.serverAddress);
+  const port = parseName(z.number().int().min(1).max(65535), 'serverPort', o.serverPort);
+  const dataDir = parseName(SafePath, 'dataDir', o.dataDir);
+  const socketPath = parseName(SafePath, 'socketPath', o.socketPath);
+  if (o.trustBundlePath !== undefined && o.insecureBootstrap) {
+    throw new ToolError('InvalidInput', 'trustBundlePath and insecureBootstrap are mutually exclusive', TOOL);
+  }
+  if (o.trustBundlePath === undefined && !o.insecureBootstrap) {
+    throw new ToolError('InvalidInput', 'trustBundlePath is required (or insecureBootstrap when no bundle can be supplied)', TOOL);
+  }
+  const bootstrap =
+    o.trustBundlePath !== undefined
+      ? [`trust_bundle_path = "${parseName(SafePath, 'trustBundlePath', o.trustBundlePath)}"`, `trust_bundle_format = "pem"`]
+      : ['insecure_bootstrap = true'];
+  const token =
+    o.joinToken === undefined ? [] : [`join_token = "${parseName(JoinTokenValue, 'joinToken', typeof o.joinToken === 'string' ? o.joinToken : o.joinToken.value)}"`];
+  const agent = [
+    `data_dir = "${dataDir}"`,
+    `log_level = "${o.logLevel ?? 'INFO'}"`,
+    `server_address = "${addr}"`,
+    `server_port = "${port}"`,
+    `socket_path = "${socketPath}"`,
+    `trust_domain = "${td}"`,
+    ...bootstrap,
+    ...token,
+  ];
+  return [
+    'agent {',
+    ...agent.map((l) => `  ${l}`),
+    '}',
+    '',
+    'plugins {',
+    '  NodeAttestor "join_token" {',
+    '    plugin_data {}',
+    '  }',
+    '  KeyManager "disk" {',
+    '    plugin_data {',
+    `      directory = "${dataDir}"`,
+    '    }',
+    '  }',
+    '  WorkloadAttestor "unix" {',
+    '    plugin_data {}',
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+export interface StartAgentOptions extends Omit<AgentConfigOptions, 'joinToken' | 'trustBundlePath'> {
+  transport: HostTransport;
+  binary?: string;
+  /** Consumed by the first attestation; ignored when the agent is already running. */
+  joinToken: JoinToken;
+  /** PEM trust bundle (from `bundleShow`); written to `<dataDir>/bootstrap-bundle.pem`. */
+  trustBundlePem?: string;
+  pidFile: string;
+  logFile: string;
+  /** How long the agent gets to attest and report healthy (default 60 s). */
+  healthTimeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface AgentHandle {
+  pid: number;
+  socketPath: string;
+  pidFile: string;
+  logFile: string;
+  /** True when a healthy agent from an earlier attempt was found and kept (idempotent start). */
+  alreadyRunning: boolean;
+}
+
+/**
+ * Start the agent as a daemon and wait until it has attested and serves the
+ * Workload API. Idempotent: an agent already running from `pidFile` is reused.
+ * Throws AttestationRejected when the server refuses the node (reused or unknown
+ * token, wrong trust domain, banned), AgentUnhealthy when it does not come up in time.
+ */
+export async function startAgent(o: StartAgentOptions): Promise<AgentHandle> {
+  const t = o.transport;
+  const binary = o.binary ?? TOOL;
+  const program = path.basename(binary);
+  const pidFile = parseName(SafePath, 'pidFile', o.pidFile);
+  const logFile = parseName(SafePath, 'logFile', o.logFile);
+  const target: SpireCliTarget = { transport: t, socketPath: o.socketPath, binary, signal: o.signal };
+
+  const existing = await readPidFile(t, pidFile);
+  if (existing !== undefined && (await daemonAlive(t, existing, program))) {
+    await waitAgentHealthy(target, existing, logFile, o.healthTimeoutMs ?? 60_000);
+    return { pid: existing, socketPath: o.socketPath, pidFile, logFile, alreadyRunning: true };
+  }
+
+  await ensureDir(t, o.dataDir, 0o700);
+  // Workloads of any uid must reach the socket, so its directory is world-searchable.
+  await ensureDir(t, path.dirname(parseName(SafePath, 'socketPath', o.socketPath)), 0o755);
+  let trustBundlePath: string | undefined;
+  if (o.trustBundlePem !== undefined) {
+    if (!/-----BEGIN CERTIFICATE-----/.test(o.trustBundlePem)) throw new ToolError('InvalidInput', 'trustBundlePem must hold PEM certificates', TOOL);
+    trustBundlePath = path.join(o.dataDir, 'bootstrap-bundle.pem');
+    await writeNodeFile(t, trustBundlePath, o.trustBundlePem, 0o644);
+  }
+  const base = { ...o, trustBundlePath, insecureBootstrap: trustBundlePath === undefined ? o.insecureBootstrap : false };
+  // For operators: the config as it runs, minus the token.
+  await writeNodeFile(t, path.join(o.dataDir, 'agent.conf'), renderAgentConfig({ ...base, joinToken: undefined }), 0o600);
+
+  const pid = await t.spawnDaemon(binary, ['run', '-config', '/dev/stdin'], {
+    logFile,
+    input: renderAgentConfig({ ...base, joinToken: o.joinToken }),
+  });
+  await writeNodeFile(t, pidFile, `${pid}\n`, 0o644);
+  await waitAgentHealthy(target, pid, logFile, o.healthTimeoutMs ?? 60_000);
+  return { pid, socketPath: o.socketPath, pidFile, logFile, alreadyRunning: false };
+}
+
+/** True when the agent answers healthy on its Workload API socket. */
+export async function agentHealthcheck(t: SpireCliTarget): Promise<boolean> {
+  const r = await runSpire(t, TOOL, agentArgv.healthcheck(t));
+  return r.exitCode === 0;
+}
+
+/** Agent log lines that mean the server refused this node. */
+const ATTESTATION_REFUSED =
+  /join token does not exist or has already been used|failed to attest|attestation data has already been used|agent is banned|PermissionDenied|trust domain|x509: certificate signed by unknown authority|failed to verify/i;
+
+async function waitAgentHealthy(t: SpireCliTarget, pid: number, logFile: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const program = path.basename(t.binary ?? TOOL);
+  for (;;) {
+    if (await agentHealthcheck(t)) return;
+    if (!(await daemonAlive(t.transport, pid, program))) {
+      const log = (await t.transport.run('tail', ['-n', '40', '--', logFile], { allowNonZeroExit: true })).stdout;
+      const errLines = log.split('\n').filter((l) => /level=(error|fatal)/i.test(l));
+      const errLine = errLines.at(-1) ?? '';
+      if (errLines.some((l) => ATTESTATION_REFUSED.test(l))) {
+        throw new ToolError('AttestationRejected', `spire-agent on ${t.transport.label} was refused by the server: ${summarizeStderr(errLine, 240)}`, TOOL);
+      }
+      throw new ToolError('AgentUnhealthy', `spire-agent on ${t.transport.label} exited before becoming healthy: ${summarizeStderr(errLine, 240)} (log ${logFile})`, TOOL);
+    }
+    if (Date.now() >= deadline) {
+      throw new ToolError('AgentUnhealthy', `spire-agent on ${t.transport.label} not healthy after ${timeoutMs} ms (log ${logFile})`, TOOL);
+    }
+    await sleep(250, t.signal);
+  }
+}
+
+/**
+ * Stop the agent recorded in `pidFile` (SIGTERM, then SIGKILL) and remove the
+ * pidfile. Keeps the data dir. Returns false when no agent was running. Idempotent.
+ */
+export async function stopAgent(transport: HostTransport, pidFile: string, opts: { binary?: string; signal?: AbortSignal } = {}): Promise<boolean> {
+  const pid = await readPidFile(transport, pidFile);
+  const stopped = pid !== undefined && (await stopDaemon(transport, pid, { program: path.basename(opts.binary ?? TOOL), signal: opts.signal }));
+  await removeNodeFile(transport, parseName(SafePath, 'pidFile', pidFile));
+  return stopped;
+}
+
+export interface FetchX509Options {
+  /** Directory the SVID files are written to; created (0700) and owned by `uid`/`gid`. */
+  writeDir: string;
+  /** The workload's identity as the unix attestor sees it. */
+  uid: number;
+  gid: number;
+  /** Keep retrying "no identity issued" (entry not synced to the agent yet) this long (default 30 s). */
+  waitMs?: number;
+}
+
+export interface FetchedX509Svid {
+  /** The SPIFFE ID the agent issued, as printed by the CLI. */
+  spiffeId: string;
+  svidPath: string;
+  keyPath: string;
+  bundlePath: string;
+  /** Leaf first, then intermediates. */
+  svidPem: string;
+  bundlePem: string;
+}
+
+export const agentArgv = {
+  healthcheck: (t: SpireCliTarget) => ['healthcheck', '-socketPath', parseName(SafePath, 'socketPath', t.socketPath)],
+  /**
+   * `setpriv` drops to the workload's uid on the node: RunOptions.uid cannot be used
+   * because `ip netns exec` itself must run as root.
+   */
+  fetchX509: (t: SpireCliTarget, o: FetchX509Options) => {
+    const uid = parseName(UnixUid, 'uid', o.uid);
+    const gid = parseName(UnixUid, 'gid', o.gid);
+    return [
+      `--reuid=${uid}`,
+      `--regid=${gid}`,
+      '--clear-groups',
+      '--',
+      t.binary ?? TOOL,
+      'api',
+      'fetch',
+      'x509',
+      '-socketPath',
+      parseName(SafePath, 'socketPath', t.socketPath),
+      '-write',
+      parseName(SafePath, 'writeDir', o.writeDir),
+    ];
+  },
+};
+
+/**
+ * Fetch the X.509-SVID of the workload running as `uid`:`gid`, written to
+ * `writeDir` (svid.0.pem, svid.0.key, bundle.0.pem). Returns the paths and the
+ * public PEMs; the private key stays in its file. Throws WorkloadFailed when
+ * the agent issues no identity to that uid within `waitMs`.
+ */
+export async function fetchX509Svid(t: SpireCliTarget, o: FetchX509Options): Promise<FetchedX509Svid> {
+  const args = agentArgv.fetchX509(t, o);
+  await ensureDir(t.transport, o.writeDir, 0o700, { uid: o.uid, gid: o.gid });
+  const deadline = Date.now() + (o.waitMs ?? 30_000);
+  for (;;) {
+    const r = await t.transport.run('setpriv', args, { timeoutMs: t.timeoutMs ?? 30_000, signal: t.signal, allowNonZeroExit: true });
+    if (r.exitCode === 0) {
+      const spiffeId = /SPIFFE ID:\s*(spiffe:\/\/\S+)/.exec(r.stdout)?.[1];
+      const svidPath = path.join(o.writeDir, 'svid.0.pem');
+      const bundlePath = path.join(o.writeDir, 'bundle.0.pem');
+      const [svidPem, bundlePem] = await Promise.all([readNodeFile(t.transport, svidPath), readNodeFile(t.transport, bundlePath)]);
+      if (!spiffeId || !svidPem || !bundlePem) throw new ToolError('WorkloadFailed', `spire-agent api fetch x509 on ${t.transport.label} wrote no SVID`, TOOL);
+      return { spiffeId, svidPath, keyPath: path.join(o.writeDir, 'svid.0.key'), bundlePath, svidPem, bundlePem };
+    }
+    if (/exec of "[^"]*" failed|setpriv: failed to execute/i.test(r.stderr)) {
+      throw new ToolError('ToolMissing', `spire-agent or setpriv is not installed on ${t.transport.label}`, TOOL, r.exitCode);
+    }
+    const retriable = /no identity issued|connection refused|no such file or directory|Unavailable|PermissionDenied/i.test(r.stderr);
+    if (!retriable || Date.now() >= deadline) {
+      throw new ToolError('WorkloadFailed', `no X.509-SVID for uid ${o.uid} on ${t.transport.label}: ${summarizeStderr(r.stderr, 240)}`, TOOL, r.exitCode);
+    }
+    await sleep(500, t.signal);
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * What the spire-server and spire-agent wrappers share: running the CLI through
+ * a transport, classifying its failures into our closed error types, and
+ * parsing its JSON with zod without ever echoing raw output into a message.
+ */
+import { z } from 'zod';
+import type { ErrorType } from '../../common/errors.js';
+import { summarizeStderr, ToolError, type RunOptions, type RunResult } from '../host/exec.js';
+import type { HostTransport } from '../host/transport.js';
+
+/** Which SPIRE binary to run on the target and how. */
+export interface SpireCliTarget {
+  transport: HostTransport;
+  /** Admin socket (server) or Workload API socket (agent) on the target. */
+  socketPath: string;
+  /** Program to run (default `spire-server` / `spire-agent`, resolved on the tools PATH). */
+  binary?: string;
+  /** Per-call timeout (default 30 s). */
+  timeoutMs?: number;
+  /** The activity's cancellation signal. */
+  signal?: AbortSignal;
+}
+
+/** Messages that mean "nothing is answering on the socket" (gRPC Unavailable and friends). */
+const UNAVAILABLE =
+  /connection error|connect: no such file or directory|connect: connection refused|code = Unavailable|error while dialing|unable to determine health|context deadline exceeded|code = DeadlineExceeded/i;
+
+/** `ip netns exec` (or a shell on an SSH host) reporting that the program is not there. */
+const NOT_INSTALLED = /exec of "[^"]*" failed: No such file or directory|command not found/i;
+
+export async function runSpire(
+  target: SpireCliTarget,
+  defaultBinary: string,
+  args: readonly string[],
+  opts: Pick<RunOptions, 'input' | 'uid' | 'gid'> = {},
+): Promise<RunResult & { tool: string }> {
+  const tool = target.binary ?? defaultBinary;
+  const r = await target.transport.run(tool, args, {
+    timeoutMs: target.timeoutMs ?? 30_000,
+    signal: target.signal,
+    allowNonZeroExit: true,
+    ...opts,
+  });
+  if (r.exitCode !== 0 && NOT_INSTALLED.test(r.stderr)) {
+    throw new ToolError('ToolMissing', `${defaultBinary} is not installed on ${target.transport.label} (run "npm run tools")`, defaultBinary, r.exitCode);
+  }
+  return { ...r, tool: defaultBinary };
+}
+
+/** The error type a failed (non-zero) SPIRE CLI call maps to. */
+export function classifyCliFailure(stderr: string, unavailableType: ErrorType): ErrorType {
+  return UNAVAILABLE.test(stderr) ? unavailableType : 'ToolFailed';
+}
+
+/** A ToolError for a non-zero exit; the stderr excerpt is redacted and bounded. */
+export function cliFailure(r: RunResult & { tool: string }, what: string, unavailableType: ErrorType): ToolError {
+  const type = classifyCliFailure(r.stderr, unavailableType);
+  const why = type === unavailableType ? 'is not answering on its socket' : 'failed';
+  return new ToolError(type, `${r.tool} ${what} ${why} (exit ${r.exitCode}): ${summarizeStderr(r.stderr, 240)}`, r.tool, r.exitCode);
+}
+
+/**
+ * Parse `stdout` as JSON and validate it. On failure the message names the
+ * command only: the output is never quoted (it may hold a token or a key).
+ */
+export function parseJsonOutput<T>(stdout: string, schema: z.ZodType<T>, tool: string, what: string): T {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(stdout);
+  } catch {
+    throw new ToolError('ToolFailed', `${tool} ${what} printed output that is not JSON`, tool);
+  }
+  const r = schema.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    const at = issue ? `${issue.path.join('.') || '(root)'}: ${issue.message}` : 'invalid';
+    throw new ToolError('ToolFailed', `${tool} ${what} printed JSON of an unexpected shape (${at})`, tool);
+  }
+  return r.data;
+}
+
+/** protojson prints int64 as a string and int32 as a number; accept both. */
+export const Int = z.union([z.number(), z.string().regex(/^-?\d+$/)]).transform((v) => Number(v));
+
+/** A SPIFFE ID as SPIRE's JSON prints it. */
+export const SpiffeIdJson = z.object({ trust_domain: z.string(), path: z.string() });
+export function spiffeIdString(id: z.infer<typeof SpiffeIdJson>): string {
+  return `spiffe://${id.trust_domain}${id.path}`;
+}
+
+export const SelectorJson = z.object({ type: z.string(), value: z.string() });
+export function selectorString(s: z.infer<typeof SelectorJson>): string {
+  return `${s.type}:${s.value}`;
+}
+
+/** A gRPC status inside a batch result. */
+export const StatusJson = z.object({ code: z.number().int(), message: z.string().default('') });
+
+/** gRPC status codes we act on. */
+export const GrpcCode = {
+  OK: 0,
+  InvalidArgument: 3,
+  NotFound: 5,
+  AlreadyExists: 6,
+  PermissionDenied: 7,
+  FailedPrecondition: 9,
+  Internal: 13,
+  Unavailable: 14,
+} as const;
+
+export function grpcCodeName(code: number): string {
+  return Object.entries(GrpcCode).find(([, c]) => c === code)?.[0] ?? `code ${code}`;
+}

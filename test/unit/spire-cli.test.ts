@@ -1,0 +1,453 @@
+/**
+ * The spire-server / spire-agent wrappers: the exact argv they build and how
+ * they read the CLI's JSON (shapes captured from spire-server 1.15.3), with a
+ * fake transport that records every call. The real binaries are exercised by
+ * test/integration/spire.test.ts.
+ */
+import { inspect } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import type { RunOptions, RunResult } from '../../activities/host/exec.js';
+import { ToolError } from '../../activities/host/exec.js';
+import type { DaemonOptions, HostTransport } from '../../activities/host/transport.js';
+import { agentArgv, agentHealthcheck, fetchX509Svid, renderAgentConfig, startAgent, stopAgent } from '../../activities/spire/agent-cli.js';
+import {
+  agentBan,
+  agentEvict,
+  agentList,
+  bundleShow,
+  entryCreate,
+  entryDelete,
+  entryShow,
+  healthcheck,
+  JoinToken,
+  joinTokenAgentId,
+  tokenGenerate,
+} from '../../activities/spire/server-cli.js';
+import { renderServerConfig } from '../../lab/spire-server.js';
+
+interface Call {
+  command: string;
+  args: string[];
+  opts?: RunOptions;
+}
+
+type Responder = (call: Call) => Partial<RunResult> | undefined;
+
+/** A HostTransport that records calls and answers from a list of responders (first match wins). */
+function fakeTransport(responders: Responder[] = []) {
+  const calls: Call[] = [];
+  const daemons: { command: string; args: string[]; opts: DaemonOptions }[] = [];
+  const transport: HostTransport = {
+    kind: 'local',
+    label: 'fake host',
+    async run(command, args, opts) {
+      const call = { command, args: [...args], opts };
+      calls.push(call);
+      for (const r of responders) {
+        const res = r(call);
+        if (res) return { stdout: '', stderr: '', exitCode: 0, ...res };
+      }
+      return { stdout: '', stderr: '', exitCode: 0 };
+    },
+    async spawnDaemon(command, args, opts) {
+      daemons.push({ command, args: [...args], opts });
+      return 4242;
+    },
+  };
+  return { transport, calls, daemons };
+}
+
+const when =
+  (pred: (c: Call) => boolean, res: Partial<RunResult> | ((c: Call) => Partial<RunResult>)): Responder =>
+  (c) =>
+    pred(c) ? (typeof res === 'function' ? res(c) : res) : undefined;
+const sub = (...words: string[]) => (c: Call) => c.command === 'spire-server' && words.every((w, i) => c.args[i] === w);
+
+const SOCK = '/run/spire/server/api.sock';
+const TD = 'lab.test';
+const TOKEN = '5b1a4f3e-9c1d-4b7e-8f00-0123456789ab';
+const ENTRY_ID = 'c0ffee00-1111-2222-3333-444455556666';
+
+// What `spire-server entry create -output json` prints (1.15.3).
+const entryJson = (over: Record<string, unknown> = {}) => ({
+  id: ENTRY_ID,
+  spiffe_id: { trust_domain: TD, path: '/ns/prod/sa/api' },
+  parent_id: { trust_domain: TD, path: '/node/edge-01' },
+  selectors: [{ type: 'unix', value: 'uid:61001' }],
+  x509_svid_ttl: 3600,
+  federates_with: [],
+  hint: '',
+  admin: false,
+  created_at: '1763900000',
+  downstream: false,
+  expires_at: '0',
+  dns_names: [],
+  revision_number: '0',
+  store_svid: false,
+  jwt_svid_ttl: 300,
+  ...over,
+});
+const spec = { parentId: `spiffe://${TD}/node/edge-01`, spiffeId: `spiffe://${TD}/ns/prod/sa/api`, selectors: ['unix:uid:61001'], x509SvidTtl: 3600, jwtSvidTtl: 300 };
+
+describe('spire-server argv', () => {
+  const cases: [string, (t: HostTransport) => Promise<unknown>, string[], string][] = [
+    ['healthcheck', (t) => healthcheck({ transport: t, socketPath: SOCK }), ['healthcheck', '-socketPath', SOCK], ''],
+    ['bundle show', (t) => bundleShow({ transport: t, socketPath: SOCK }), ['bundle', 'show', '-socketPath', SOCK, '-output', 'json'], JSON.stringify({ trust_domain: TD, x509_authorities: [{ asn1: 'AAEC', tainted: false }] })],
+    [
+      'token generate',
+      (t) => tokenGenerate({ transport: t, socketPath: SOCK }, { spiffeId: `spiffe://${TD}/node/edge-01`, ttlSeconds: 600 }),
+      ['token', 'generate', '-socketPath', SOCK, '-output', 'json', '-spiffeID', `spiffe://${TD}/node/edge-01`, '-ttl', '600'],
+      JSON.stringify({ value: TOKEN, expires_at: '1763900600' }),
+    ],
+    [
+      'entry create',
+      (t) => entryCreate({ transport: t, socketPath: SOCK }, { ...spec, selectors: ['unix:uid:61001', 'unix:gid:61001'] }),
+      [
+        'entry', 'create', '-socketPath', SOCK, '-output', 'json',
+        '-parentID', spec.parentId, '-spiffeID', spec.spiffeId,
+        '-selector', 'unix:uid:61001', '-selector', 'unix:gid:61001',
+        '-x509SVIDTTL', '3600', '-jwtSVIDTTL', '300',
+      ],
+      JSON.stringify({ results: [{ status: { code: 0, message: 'OK' }, entry: entryJson() }] }),
+    ],
+    [
+      'entry show',
+      (t) => entryShow({ transport: t, socketPath: SOCK }, { spiffeId: spec.spiffeId, parentId: spec.parentId, selectors: ['unix:uid:61001'], matchSelectorsOn: 'exact' }),
+      ['entry', 'show', '-socketPath', SOCK, '-output', 'json', '-spiffeID', spec.spiffeId, '-parentID', spec.parentId, '-selector', 'unix:uid:61001', '-matchSelectorsOn', 'exact'],
+      JSON.stringify({ entries: [], next_page_token: '' }),
+    ],
+    ['entry delete', (t) => entryDelete({ transport: t, socketPath: SOCK }, ENTRY_ID), ['entry', 'delete', '-socketPath', SOCK, '-output', 'json', '-entryID', ENTRY_ID], JSON.stringify({ results: [{ status: { code: 0, message: 'OK' }, id: ENTRY_ID }] })],
+    ['agent list', (t) => agentList({ transport: t, socketPath: SOCK }), ['agent', 'list', '-socketPath', SOCK, '-output', 'json'], JSON.stringify({ agents: [], next_page_token: '' })],
+    [
+      'agent evict',
+      (t) => agentEvict({ transport: t, socketPath: SOCK }, joinTokenAgentId(TD, TOKEN)),
+      ['agent', 'evict', '-socketPath', SOCK, '-output', 'json', '-spiffeID', `spiffe://${TD}/spire/agent/join_token/${TOKEN}`],
+      '{}',
+    ],
+    [
+      'agent ban',
+      (t) => agentBan({ transport: t, socketPath: SOCK }, joinTokenAgentId(TD, TOKEN)),
+      ['agent', 'ban', '-socketPath', SOCK, '-output', 'json', '-spiffeID', `spiffe://${TD}/spire/agent/join_token/${TOKEN}`],
+      '{}',
+    ],
+  ];
+
+  it.each(cases)('%s', async (_name, invoke, argv, stdout) => {
+    const { transport, calls } = fakeTransport([() => ({ stdout })]);
+    await invoke(transport);
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.command).toBe('spire-server');
+    expect(calls[0]!.args).toEqual(argv);
+    // never a secret in argv: the token only ever comes back on stdout
+    expect(calls[0]!.opts?.allowNonZeroExit).toBe(true);
+  });
+
+  it('honours a custom binary path and timeout', async () => {
+    const { transport, calls } = fakeTransport();
+    await healthcheck({ transport, socketPath: SOCK, binary: '/opt/spire/bin/spire-server', timeoutMs: 5000 });
+    expect(calls[0]!.command).toBe('/opt/spire/bin/spire-server');
+    expect(calls[0]!.opts?.timeoutMs).toBe(5000);
+  });
+
+  it('rejects names that could be read as options or paths before running anything', async () => {
+    const { transport, calls } = fakeTransport();
+    const t = { transport, socketPath: SOCK };
+    await expect(entryCreate(t, { ...spec, spiffeId: '-admin' })).rejects.toThrow(/spiffeId/);
+    await expect(entryCreate(t, { ...spec, selectors: ['unix:uid:1 -admin'] })).rejects.toThrow(/selectors\[0\]/);
+    await expect(entryCreate(t, { ...spec, selectors: [] })).rejects.toThrow(/at least one selector/);
+    await expect(entryDelete(t, '--entryID')).rejects.toThrow(/entryId/);
+    await expect(healthcheck({ transport, socketPath: 'relative/api.sock' })).rejects.toThrow(/socketPath/);
+    await expect(tokenGenerate(t, { spiffeId: `spiffe://${TD}/node/../x`, ttlSeconds: 60 })).rejects.toThrow(/spiffeId/);
+    expect(calls).toHaveLength(0);
+  });
+});
+
+describe('spire-server output parsing', () => {
+  const t = (transport: HostTransport) => ({ transport, socketPath: SOCK });
+
+  it('flattens a created entry', async () => {
+    const { transport } = fakeTransport([() => ({ stdout: JSON.stringify({ results: [{ status: { code: 0, message: 'OK' }, entry: entryJson() }] }) })]);
+    const r = await entryCreate(t(transport), spec);
+    expect(r).toEqual({
+      created: true,
+      entry: {
+        id: ENTRY_ID,
+        spiffeId: spec.spiffeId,
+        parentId: spec.parentId,
+        selectors: ['unix:uid:61001'],
+        x509SvidTtl: 3600,
+        jwtSvidTtl: 300,
+        admin: false,
+        downstream: false,
+        hint: '',
+        dnsNames: [],
+        federatesWith: [],
+        createdAt: 1763900000,
+        revisionNumber: 0,
+      },
+    });
+  });
+
+  it('throws EntryRejected for a refused create even though the CLI exits 0', async () => {
+    // Real output: the failed result echoes the request entry (id ""), exit code 0.
+    const stdout = JSON.stringify({
+      results: [{ status: { code: 3, message: 'failed to convert entry: invalid DNS name "bad name": label contains invalid character' }, entry: entryJson({ id: '' }) }],
+    });
+    const { transport } = fakeTransport([() => ({ stdout, exitCode: 0 })]);
+    const err = await entryCreate(t(transport), spec).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ToolError);
+    expect((err as ToolError).type).toBe('EntryRejected');
+    expect((err as ToolError).message).toMatch(/InvalidArgument: failed to convert entry/);
+  });
+
+  it('returns the existing entry for a duplicate create (AlreadyExists) instead of failing', async () => {
+    const { transport, calls } = fakeTransport([
+      when(sub('entry', 'create'), { stdout: JSON.stringify({ results: [{ status: { code: 6, message: 'similar entry already exists' }, entry: entryJson({ id: '' }) }] }) }),
+      when(sub('entry', 'show'), { stdout: JSON.stringify({ entries: [entryJson()], next_page_token: '' }) }),
+    ]);
+    const r = await entryCreate(t(transport), spec);
+    expect(r.created).toBe(false);
+    expect(r.entry.id).toBe(ENTRY_ID);
+    expect(calls[1]!.args).toEqual([
+      'entry', 'show', '-socketPath', SOCK, '-output', 'json',
+      '-spiffeID', spec.spiffeId, '-parentID', spec.parentId, '-selector', 'unix:uid:61001', '-matchSelectorsOn', 'exact',
+    ]);
+  });
+
+  it('maps an unreachable admin socket to SpireServerUnavailable', async () => {
+    const stderr =
+      'Error: rpc error: code = Unavailable desc = connection error: desc = "transport: Error while dialing: dial unix /run/spire/server/api.sock: connect: no such file or directory"';
+    const { transport } = fakeTransport([() => ({ stderr, exitCode: 1 })]);
+    const err = await entryShow(t(transport)).catch((e: unknown) => e);
+    expect((err as ToolError).type).toBe('SpireServerUnavailable');
+    expect(await healthcheck(t(transport))).toBe(false);
+  });
+
+  it('maps other CLI failures to ToolFailed and never quotes the token', async () => {
+    const { transport } = fakeTransport([() => ({ stderr: `Error: something odd happened with ${TOKEN}`, exitCode: 1 })]);
+    const err = (await tokenGenerate(t(transport), { spiffeId: `spiffe://${TD}/node/n1`, ttlSeconds: 60 }).catch((e: unknown) => e)) as ToolError;
+    expect(err.type).toBe('ToolFailed');
+    expect(err.message).not.toContain(TOKEN);
+  });
+
+  it('does not echo unexpected output (it may hold a token)', async () => {
+    const { transport } = fakeTransport([() => ({ stdout: JSON.stringify({ token: TOKEN }) })]);
+    const err = (await tokenGenerate(t(transport), { spiffeId: `spiffe://${TD}/node/n1`, ttlSeconds: 60 }).catch((e: unknown) => e)) as ToolError;
+    expect(err.type).toBe('ToolFailed');
+    expect(err.message).toMatch(/unexpected shape/);
+    expect(err.message).not.toContain(TOKEN);
+    const notJson = fakeTransport([() => ({ stdout: `Token: ${TOKEN}` })]);
+    const err2 = (await tokenGenerate(t(notJson.transport), { spiffeId: `spiffe://${TD}/node/n1`, ttlSeconds: 60 }).catch((e: unknown) => e)) as ToolError;
+    expect(err2.message).not.toContain(TOKEN);
+  });
+
+  it('keeps the join token out of JSON, inspect and string conversion', async () => {
+    const { transport } = fakeTransport([() => ({ stdout: JSON.stringify({ value: TOKEN, expires_at: '1763900600' }) })]);
+    const tok = await tokenGenerate(t(transport), { spiffeId: `spiffe://${TD}/node/n1`, ttlSeconds: 600 });
+    expect(tok.value).toBe(TOKEN);
+    expect(tok.expiresAt).toBe(1763900600);
+    expect(JSON.stringify({ tok })).not.toContain(TOKEN);
+    expect(inspect(tok)).not.toContain(TOKEN);
+    expect(`${tok}`).not.toContain(TOKEN);
+    expect(JSON.stringify(structuredClone({ ...tok }))).not.toContain(TOKEN);
+  });
+
+  it('converts the bundle to PEM', async () => {
+    const der = Buffer.alloc(100, 7).toString('base64');
+    const { transport } = fakeTransport([() => ({ stdout: JSON.stringify({ trust_domain: TD, x509_authorities: [{ asn1: der, tainted: false }, { asn1: der, tainted: false }], jwt_authorities: [], refresh_hint: '0', sequence_number: '1' }) })]);
+    const pem = await bundleShow(t(transport));
+    expect(pem.match(/-----BEGIN CERTIFICATE-----/g)).toHaveLength(2);
+    const first = pem.split('-----END CERTIFICATE-----')[0]!.replace('-----BEGIN CERTIFICATE-----', '');
+    expect(first.split('\n').every((l) => l.length <= 64)).toBe(true);
+    expect(first.replace(/\s/g, '')).toBe(der);
+  });
+
+  it('entry delete is idempotent (NotFound -> false) and other refusals throw', async () => {
+    const notFound = fakeTransport([() => ({ stdout: JSON.stringify({ results: [{ status: { code: 5, message: 'entry not found' }, id: ENTRY_ID }] }) })]);
+    expect(await entryDelete(t(notFound.transport), ENTRY_ID)).toBe(false);
+    const ok = fakeTransport([() => ({ stdout: JSON.stringify({ results: [{ status: { code: 0, message: 'OK' }, id: ENTRY_ID }] }) })]);
+    expect(await entryDelete(t(ok.transport), ENTRY_ID)).toBe(true);
+    const denied = fakeTransport([() => ({ stdout: JSON.stringify({ results: [{ status: { code: 7, message: 'nope' }, id: ENTRY_ID }] }) })]);
+    await expect(entryDelete(t(denied.transport), ENTRY_ID)).rejects.toMatchObject({ type: 'EntryRejected' });
+  });
+
+  it('parses agent list and treats evict/ban of an unknown agent as a no-op', async () => {
+    const list = fakeTransport([
+      () => ({
+        stdout: JSON.stringify({
+          agents: [
+            {
+              id: { trust_domain: TD, path: `/spire/agent/join_token/${TOKEN}` },
+              attestation_type: 'join_token',
+              x509svid_serial_number: '123',
+              x509svid_expires_at: '1763903600',
+              selectors: [{ type: 'join_token', value: TOKEN }],
+              banned: false,
+              can_reattest: false,
+              agent_version: '1.15.3',
+            },
+          ],
+          next_page_token: '',
+        }),
+      }),
+    ]);
+    const agents = await agentList(t(list.transport));
+    expect(agents).toEqual([
+      {
+        spiffeId: `spiffe://${TD}/spire/agent/join_token/${TOKEN}`,
+        attestationType: 'join_token',
+        banned: false,
+        canReattest: false,
+        selectors: [`join_token:${TOKEN}`],
+        x509SvidSerialNumber: '123',
+        x509SvidExpiresAt: 1763903600,
+      },
+    ]);
+    const gone = fakeTransport([() => ({ exitCode: 1, stderr: 'Error: rpc error: code = NotFound desc = agent not found' })]);
+    expect(await agentEvict(t(gone.transport), joinTokenAgentId(TD, TOKEN))).toBe(false);
+    expect(await agentBan(t(gone.transport), joinTokenAgentId(TD, TOKEN))).toBe(false);
+  });
+});
+
+describe('spire-agent', () => {
+  const SOCK_A = '/run/spire/agent/public/api.sock';
+
+  it('healthcheck argv', async () => {
+    const { transport, calls } = fakeTransport();
+    expect(await agentHealthcheck({ transport, socketPath: SOCK_A })).toBe(true);
+    expect(calls[0]).toMatchObject({ command: 'spire-agent', args: ['healthcheck', '-socketPath', SOCK_A] });
+  });
+
+  it('fetch x509 runs as the workload uid through setpriv and reads the written files', async () => {
+    const { transport, calls } = fakeTransport([
+      when((c) => c.command === 'setpriv', { stdout: `Received 1 svid after 3ms\n\nSPIFFE ID:\t\tspiffe://${TD}/ns/prod/sa/api\nSVID Valid After:\t...\n` }),
+      when((c) => c.command === 'cat', (c) => ({ stdout: `PEM of ${c.args[1]}` })),
+    ]);
+    const r = await fetchX509Svid({ transport, socketPath: SOCK_A }, { writeDir: '/tmp/wl/svid', uid: 61001, gid: 61001 });
+    expect(calls[0]).toMatchObject({ command: 'install', args: ['-d', '-m', '700', '-o', '61001', '-g', '61001', '--', '/tmp/wl/svid'] });
+    expect(calls[1]).toMatchObject({
+      command: 'setpriv',
+      args: ['--reuid=61001', '--regid=61001', '--clear-groups', '--', 'spire-agent', 'api', 'fetch', 'x509', '-socketPath', SOCK_A, '-write', '/tmp/wl/svid'],
+    });
+    expect(r).toEqual({
+      spiffeId: `spiffe://${TD}/ns/prod/sa/api`,
+      svidPath: '/tmp/wl/svid/svid.0.pem',
+      keyPath: '/tmp/wl/svid/svid.0.key',
+      bundlePath: '/tmp/wl/svid/bundle.0.pem',
+      svidPem: 'PEM of /tmp/wl/svid/svid.0.pem',
+      bundlePem: 'PEM of /tmp/wl/svid/bundle.0.pem',
+    });
+    expect(() => agentArgv.fetchX509({ transport, socketPath: SOCK_A }, { writeDir: '/tmp/x', uid: 0, gid: 0 })).toThrow(/uid/);
+  });
+
+  it('fetch x509 gives up with WorkloadFailed when no identity is issued', async () => {
+    const { transport } = fakeTransport([when((c) => c.command === 'setpriv', { exitCode: 1, stderr: 'rpc error: code = PermissionDenied desc = no identity issued' })]);
+    await expect(fetchX509Svid({ transport, socketPath: SOCK_A }, { writeDir: '/tmp/wl/svid', uid: 61001, gid: 61001, waitMs: 0 })).rejects.toMatchObject({ type: 'WorkloadFailed' });
+  });
+
+  it('renders the config with the bundle path, and the token only when asked', () => {
+    const base = { trustDomain: TD, serverAddress: '192.0.2.1', serverPort: 8081, dataDir: '/var/lib/nb/agent', socketPath: SOCK_A, trustBundlePath: '/var/lib/nb/agent/bootstrap-bundle.pem' };
+    const conf = renderAgentConfig(base);
+    expect(conf).toContain('trust_bundle_path = "/var/lib/nb/agent/bootstrap-bundle.pem"');
+    expect(conf).toContain('server_address = "192.0.2.1"');
+    expect(conf).toContain('server_port = "8081"');
+    expect(conf).toContain(`trust_domain = "${TD}"`);
+    expect(conf).toContain(`socket_path = "${SOCK_A}"`);
+    expect(conf).toContain('NodeAttestor "join_token"');
+    expect(conf).toContain('WorkloadAttestor "unix"');
+    expect(conf).not.toContain('insecure_bootstrap');
+    expect(conf).not.toContain('join_token =');
+    expect(renderAgentConfig({ ...base, joinToken: new JoinToken(TOKEN, 0) })).toContain(`join_token = "${TOKEN}"`);
+    expect(() => renderAgentConfig({ ...base, trustBundlePath: undefined })).toThrow(/trustBundlePath is required/);
+    expect(renderAgentConfig({ ...base, trustBundlePath: undefined, insecureBootstrap: true })).toContain('insecure_bootstrap = true');
+    expect(() => renderAgentConfig({ ...base, joinToken: 'x" \n plugins {' })).toThrow(/joinToken/);
+    expect(() => renderAgentConfig({ ...base, serverAddress: '1.2.3.4"' })).toThrow(/serverAddress/);
+  });
+
+  it('starts the agent with the join token on stdin only, never argv or env', async () => {
+    const { transport, calls, daemons } = fakeTransport([
+      when((c) => c.command === 'cat' && c.args[1]?.endsWith('.pid') === true, { exitCode: 1 }),
+      when((c) => c.command === 'spire-agent', { exitCode: 0 }),
+    ]);
+    const h = await startAgent({
+      transport,
+      trustDomain: TD,
+      serverAddress: '192.0.2.1',
+      serverPort: 8081,
+      dataDir: '/var/lib/nb/agent',
+      socketPath: SOCK_A,
+      joinToken: new JoinToken(TOKEN, 0),
+      trustBundlePem: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n',
+      pidFile: '/var/lib/nb/agent.pid',
+      logFile: '/var/log/nb/agent.log',
+    });
+    expect(h).toMatchObject({ pid: 4242, alreadyRunning: false, socketPath: SOCK_A });
+    expect(daemons).toHaveLength(1);
+    expect(daemons[0]!.command).toBe('spire-agent');
+    expect(daemons[0]!.args).toEqual(['run', '-config', '/dev/stdin']);
+    expect(daemons[0]!.opts.input).toContain(`join_token = "${TOKEN}"`);
+    expect(daemons[0]!.opts.input).toContain('trust_bundle_path = "/var/lib/nb/agent/bootstrap-bundle.pem"');
+    expect(JSON.stringify(daemons[0]!.opts.env ?? {})).not.toContain(TOKEN);
+    for (const c of calls) {
+      expect(c.args.join(' ')).not.toContain(TOKEN);
+      expect(c.opts?.input ?? '').not.toContain(TOKEN);
+    }
+    // the config kept on disk for operators has no token
+    const onDisk = calls.find((c) => c.command === 'install' && c.args.at(-1) === '/var/lib/nb/agent/agent.conf');
+    expect(onDisk?.opts?.input).toContain('trust_bundle_path');
+    expect(calls.find((c) => c.command === 'install' && c.args.at(-1) === '/var/lib/nb/agent.pid')?.opts?.input).toBe('4242\n');
+  });
+
+  it('reuses a running agent from its pidfile (idempotent start) and stop is a no-op without one', async () => {
+    const { transport, daemons } = fakeTransport([
+      when((c) => c.command === 'cat' && c.args[1] === '/var/lib/nb/agent.pid', { stdout: '777\n' }),
+      when((c) => c.command === 'cat' && c.args[0] === '/proc/777/cmdline', { stdout: 'spire-agent\0run\0-config\0/dev/stdin\0' }),
+    ]);
+    const h = await startAgent({
+      transport,
+      trustDomain: TD,
+      serverAddress: '192.0.2.1',
+      serverPort: 8081,
+      dataDir: '/var/lib/nb/agent',
+      socketPath: SOCK_A,
+      joinToken: new JoinToken(TOKEN, 0),
+      pidFile: '/var/lib/nb/agent.pid',
+      logFile: '/var/log/nb/agent.log',
+      insecureBootstrap: true,
+    });
+    expect(h).toMatchObject({ pid: 777, alreadyRunning: true });
+    expect(daemons).toHaveLength(0);
+
+    const none = fakeTransport([when((c) => c.command === 'cat', { exitCode: 1 })]);
+    expect(await stopAgent(none.transport, '/var/lib/nb/agent.pid')).toBe(false);
+    expect(none.calls.some((c) => c.command === 'kill')).toBe(false);
+  });
+
+  it('does not kill a pid that was reused by another program', async () => {
+    const { transport, calls } = fakeTransport([
+      when((c) => c.command === 'cat' && c.args[1] === '/var/lib/nb/agent.pid', { stdout: '778\n' }),
+      when((c) => c.command === 'cat' && c.args[0] === '/proc/778/cmdline', { stdout: 'postgres\0-D\0/data\0' }),
+    ]);
+    expect(await stopAgent(transport, '/var/lib/nb/agent.pid')).toBe(false);
+    expect(calls.some((c) => c.command === 'kill')).toBe(false);
+  });
+});
+
+describe('spire-server config (lab)', () => {
+  it('renders sqlite3 and postgres datastores', () => {
+    const base = { trustDomain: TD, bindAddress: '192.0.2.1', port: 8081, socketPath: '/tmp/x/admin/api.sock', dataDir: '/tmp/x/data', keyManager: { type: 'memory' as const } };
+    const sqlite = renderServerConfig({ ...base, datastore: { type: 'sqlite3', file: '/tmp/x/data/datastore.sqlite3' } });
+    expect(sqlite).toContain('database_type = "sqlite3"');
+    expect(sqlite).toContain('connection_string = "/tmp/x/data/datastore.sqlite3"');
+    expect(sqlite).toContain('bind_port = "8081"');
+    expect(sqlite).toContain('KeyManager "memory"');
+    const pgConf = renderServerConfig({
+      ...base,
+      datastore: { type: 'postgres', connectionString: 'dbname=nbt_spire_0123456789ab host=/var/run/postgresql user=postgres sslmode=disable' },
+      keyManager: { type: 'disk', keysPath: '/tmp/x/data/keys.json' },
+    });
+    expect(pgConf).toContain('database_type = "postgres"');
+    expect(pgConf).toContain('host=/var/run/postgresql');
+    expect(pgConf).toContain('keys_path = "/tmp/x/data/keys.json"');
+  });
+});
