@@ -17,6 +17,8 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/replay/**/*.test.ts'],
+          // One Temporal dev server for the whole run (address via inject('temporalAddress')).
+          globalSetup: ['test/integration/global-setup.ts'],
           testTimeout: 300_000,
           hookTimeout: 300_000,
           // Integration files build real namespaces and processes; two at a time
