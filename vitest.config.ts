@@ -10,12 +10,15 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          sequence: { groupOrder: 0 },
           testTimeout: 30_000,
         },
       },
       {
         test: {
           name: 'integration',
+          // Runs after the unit project (which is fast and catches the cheap mistakes first).
+          sequence: { groupOrder: 1 },
           include: ['test/integration/**/*.test.ts', 'test/replay/**/*.test.ts'],
           // One Temporal dev server for the whole run (address via inject('temporalAddress')).
           globalSetup: ['test/integration/global-setup.ts'],

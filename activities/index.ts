@@ -1,0 +1,33 @@
+/**
+ * `createActivities(deps)`: every activity the workflows call, built from
+ * injected dependencies (the ledger, how to reach a host), so the worker and
+ * the tests wire different drivers into the same code.
+ */
+import type { ProvisionInput } from '../common/input.js';
+import { withBoundary } from './boundary.js';
+import { activitySignal } from './host/heartbeat.js';
+import { transportFor, type HostTransport } from './host/transport.js';
+import { createInventoryActivities } from './inventory/index.js';
+import type { Ledger } from './inventory/ledger.js';
+import { createOverlaySteps } from './overlay/steps.js';
+import { createSpireSteps } from './spire/steps.js';
+import type { Activities } from './types.js';
+import { createWorkloadSteps } from './workloads/steps.js';
+
+export type { Activities } from './types.js';
+
+export interface ActivityDeps {
+  ledger: Ledger;
+  /** How a command reaches a host named in the input (default: local / netns). */
+  transport?: (spec: ProvisionInput['host']) => HostTransport;
+}
+
+export function createActivities(deps: ActivityDeps): Activities {
+  const shared = { ledger: deps.ledger, transport: deps.transport ?? transportFor, signal: activitySignal };
+  return withBoundary<Activities>({
+    ...createOverlaySteps(shared),
+    ...createSpireSteps(shared),
+    ...createWorkloadSteps(shared),
+    ...createInventoryActivities({ ledger: deps.ledger }),
+  });
+}

@@ -1,0 +1,176 @@
+/**
+ * Bootstrap steps 1-3: the overlay. Each step inspects what exists on the node,
+ * the hubs and the ledger, and finishes the job from there.
+ */
+import { createHash } from 'node:crypto';
+import { heartbeat } from '../host/heartbeat.js';
+import type { HubSpec, ProvisionInput } from '../../common/input.js';
+import { nodePaths } from '../paths.js';
+import { ToolError } from '../host/exec.js';
+import type { HostTransport } from '../host/transport.js';
+import type { Ledger } from '../inventory/ledger.js';
+import type { HealthEvidence, InstallEvidence, KeyEvidence, StepRequest, UndoRequest, UndoResult } from '../types.js';
+import * as ip from './ip.js';
+import * as wg from './wg.js';
+import { ensureInterface, removeInterface } from './wireguard.js';
+
+export interface OverlayDeps {
+  ledger: Ledger;
+  transport(spec: ProvisionInput['host']): HostTransport;
+  signal(): AbortSignal | undefined;
+}
+
+const ifaceOf = (input: ProvisionInput) => nodePaths(input).interface;
+const keyPathOf = (input: ProvisionInput) => nodePaths(input).wgKey;
+const prefixLen = (cidr: string) => Number(cidr.split('/')[1]);
+
+export function fingerprint(publicKey: string): string {
+  return createHash('sha256').update(publicKey).digest('hex').slice(0, 16);
+}
+
+export function createOverlaySteps(deps: OverlayDeps) {
+  const node = (input: ProvisionInput) => deps.transport(input.host);
+
+  async function hubPublicKey(hub: HubSpec): Promise<string> {
+    return (await wg.show(deps.transport(hub.host), hub.interface, { signal: deps.signal() })).publicKey;
+  }
+
+  /** Step 1: WireGuard tooling present and the node's interface exists and is up. */
+  async function installOverlay({ input }: StepRequest): Promise<InstallEvidence> {
+    const t = node(input);
+    const signal = deps.signal();
+    await deps.ledger.upsertNode(input.nodeId, input.segment, 'provisioning');
+    const toolVersion = await wg.version(t, { signal });
+    heartbeat('wireguard tools present');
+    const iface = ifaceOf(input);
+    const r = await ensureInterface(t, iface, { logFile: nodePaths(input).wgLog, mtu: input.overlay.mtu, signal });
+    return { interface: iface, toolVersion, alreadyPresent: r.alreadyPresent };
+  }
+
+  async function undoInstallOverlay({ input }: UndoRequest): Promise<UndoResult> {
+    const removed = (await removeInterface(node(input), ifaceOf(input), { signal: deps.signal() })) ? [`interface ${ifaceOf(input)}`] : [];
+    return { removed };
+  }
+
+  /**
+   * Step 2: the node makes (or reuses) its key; the ledger allocates (or
+   * returns) its overlay address; the node and every hub know each other.
+   */
+  async function issueOverlayKey({ input }: StepRequest): Promise<KeyEvidence> {
+    const t = node(input);
+    const signal = deps.signal();
+    const iface = ifaceOf(input);
+    const keyPath = keyPathOf(input);
+    const publicKey = await wg.ensureKeyPair(t, keyPath, { signal });
+    const reserved = input.overlay.hubs.map((h) => h.overlayIp);
+    const alloc = await deps.ledger.allocateAddress(input.nodeId, input.overlay.cidr, { reserved });
+    heartbeat(`overlay address ${alloc.ip}`);
+
+    await wg.setInterface(t, iface, { privateKeyPath: keyPath, listenPort: input.overlay.listenPort }, { signal });
+    // Replace whatever address a previous attempt left with exactly the allocated one.
+    for (const old of await ip.addresses(t, iface, { signal })) {
+      if (old !== `${alloc.ip}/${prefixLen(input.overlay.cidr)}`) await t.run('ip', ['addr', 'del', old, 'dev', iface], { signal });
+    }
+    await ip.addrReplace(t, iface, `${alloc.ip}/${prefixLen(input.overlay.cidr)}`, { signal });
+    await ip.linkUp(t, iface, input.overlay.mtu, { signal });
+
+    const hubs: KeyEvidence['hubs'] = [];
+    for (const [i, hub] of input.overlay.hubs.entries()) {
+      const hubT = deps.transport(hub.host);
+      const hubKey = await hubPublicKey(hub);
+      // The first hub routes the whole segment; further hubs only their own address.
+      const allowed = i === 0 ? [input.overlay.cidr] : [`${hub.overlayIp}/32`];
+      await wg.setPeer(t, iface, { publicKey: hubKey, endpoint: hub.endpoint, allowedIps: allowed, persistentKeepaliveSeconds: input.overlay.persistentKeepaliveSeconds }, { signal });
+      // A previous key of this node (a key file lost and remade) must not keep the address.
+      const hubState = await wg.show(hubT, hub.interface, { signal });
+      for (const p of hubState.peers) {
+        if (p.publicKey !== publicKey && p.allowedIps.includes(`${alloc.ip}/32`)) await wg.removePeer(hubT, hub.interface, p.publicKey, { signal });
+      }
+      await wg.setPeer(hubT, hub.interface, { publicKey, allowedIps: [`${alloc.ip}/32`] }, { signal });
+      await deps.ledger.recordPeer({ nodeId: input.nodeId, hubName: hub.name, nodePublicKey: publicKey, hubPublicKey: hubKey, endpoint: hub.endpoint });
+      hubs.push({ name: hub.name, publicKey: hubKey, endpoint: hub.endpoint });
+      heartbeat(`peered with ${hub.name}`);
+    }
+    return { overlayIp: alloc.ip, publicKey, keyFingerprint: fingerprint(publicKey), privateKeyPath: keyPath, hubs };
+  }
+
+  async function undoIssueOverlayKey({ input }: UndoRequest): Promise<UndoResult> {
+    const t = node(input);
+    const signal = deps.signal();
+    const removed: string[] = [];
+    const peers = await deps.ledger.listPeers(input.nodeId);
+    const keys = new Set(peers.map((p) => p.nodePublicKey));
+    // The key on the node is authoritative even if the ledger never heard of it.
+    const onNode = await t.run('sh', ['-c', '[ -s "$1" ] && wg pubkey < "$1" || true', 'wg-pubkey', keyPathOf(input)], { signal });
+    if (onNode.stdout.trim()) keys.add(onNode.stdout.trim());
+    const alloc = await deps.ledger.getAllocation(input.nodeId, input.overlay.cidr);
+    for (const hub of input.overlay.hubs) {
+      const hubT = deps.transport(hub.host);
+      const state = await wg.show(hubT, hub.interface, { signal });
+      for (const p of state.peers) {
+        if (keys.has(p.publicKey) || (alloc && p.allowedIps.includes(`${alloc}/32`))) {
+          await wg.removePeer(hubT, hub.interface, p.publicKey, { signal });
+          removed.push(`peer on ${hub.name}`);
+        }
+      }
+    }
+    if ((await deps.ledger.removePeers(input.nodeId)) > 0) removed.push('ledger peers');
+    const released = await deps.ledger.releaseAddress(input.nodeId, input.overlay.cidr);
+    if (released) removed.push(`address ${released}`);
+    const rm = await t.run('sh', ['-c', 'if [ -e "$1" ]; then rm -f -- "$1"; echo removed; fi', 'wg-rmkey', keyPathOf(input)], { signal });
+    if (rm.stdout.includes('removed')) removed.push('node key');
+    return { removed };
+  }
+
+  /**
+   * Step 3: a fresh handshake with every hub and a TCP connect through the
+   * tunnel to the SPIRE server port. Polls (heartbeating) until both hold or
+   * the budget runs out; the failure type says which part did not.
+   */
+  async function gatePeerHealth({ input }: StepRequest): Promise<HealthEvidence> {
+    const t = node(input);
+    const signal = deps.signal();
+    const iface = ifaceOf(input);
+    const budgetMs = Math.max(2_000, input.timeouts.gatePeerHealth * 1000 - 3_000);
+    const deadline = Date.now() + budgetMs;
+    const hubKeys = new Map<string, string>();
+    for (const hub of input.overlay.hubs) hubKeys.set(hub.name, await hubPublicKey(hub));
+
+    let handshakes: HealthEvidence['hubs'] = [];
+    for (;;) {
+      const now = Math.floor(Date.now() / 1000);
+      const seen = await wg.latestHandshakes(t, iface, { signal });
+      handshakes = input.overlay.hubs.map((hub) => {
+        const ts = seen.get(hubKeys.get(hub.name)!) ?? 0;
+        return { name: hub.name, latestHandshakeUnix: ts, handshakeAgeSeconds: ts ? now - ts : -1 };
+      });
+      // "Recent" = within WireGuard's rekey window (REJECT_AFTER_TIME is 180 s).
+      if (handshakes.every((h) => h.latestHandshakeUnix > 0 && h.handshakeAgeSeconds <= 180)) break;
+      if (Date.now() > deadline) {
+        const missing = handshakes.filter((h) => h.latestHandshakeUnix === 0).map((h) => h.name);
+        throw new ToolError('PeerHandshakeTimeout', `no recent handshake with hub(s) ${missing.join(', ') || 'all'} within ${budgetMs} ms`, 'wg');
+      }
+      heartbeat('waiting for handshake');
+      // Traffic towards a hub makes WireGuard initiate a handshake now instead of at the next keepalive.
+      for (const hub of input.overlay.hubs) {
+        await t.run('ping', ['-c', '1', '-W', '1', hub.overlayIp], { signal, allowNonZeroExit: true, timeoutMs: 3_000 });
+      }
+    }
+
+    const target = `${input.spire.serverAddress}:${input.spire.serverPort}`;
+    for (;;) {
+      const started = Date.now();
+      const r = await t.run('timeout', ['3', 'bash', '-c', 'exec 3<>"/dev/tcp/$1/$2"', 'tcp-probe', input.spire.serverAddress, String(input.spire.serverPort)], {
+        signal,
+        allowNonZeroExit: true,
+        timeoutMs: 5_000,
+      });
+      if (r.exitCode === 0) return { hubs: handshakes, probe: { target, connectMs: Date.now() - started } };
+      if (Date.now() > deadline) throw new ToolError('ProbeFailed', `TCP probe through the tunnel to ${target} failed`, 'bash');
+      heartbeat(`probing ${target}`);
+      await new Promise((res) => setTimeout(res, 500));
+    }
+  }
+
+  return { installOverlay, undoInstallOverlay, issueOverlayKey, undoIssueOverlayKey, gatePeerHealth };
+}

@@ -1,0 +1,155 @@
+/**
+ * Bootstrap steps 4 and 5: the SPIRE agent (node attestation over the overlay)
+ * and the node's workload registration entries.
+ *
+ * The join token is minted and consumed here: it goes from the server's stdout
+ * to the agent's stdin and nowhere else. The agent's own SPIFFE ID embeds the
+ * token, so evidence carries only its digest; the stable handle for the node is
+ * the alias ID spiffe://<td>/node/<nodeId>, the parent of every workload entry.
+ */
+import { createHash } from 'node:crypto';
+import type { ProvisionInput } from '../../common/input.js';
+import { ToolError } from '../host/exec.js';
+import { heartbeat } from '../host/heartbeat.js';
+import type { HostTransport } from '../host/transport.js';
+import type { Ledger } from '../inventory/ledger.js';
+import { nodePaths } from '../paths.js';
+import { spiffeIdOf } from '../workloads/steps.js';
+import type { AgentEvidence, EntriesEvidence, StepRequest, UndoRequest, UndoResult } from '../types.js';
+import { agentHealthcheck, startAgent, stopAgent } from './agent-cli.js';
+import { daemonAlive, readPidFile } from './daemon.js';
+import * as server from './server-cli.js';
+
+export interface SpireDeps {
+  ledger: Ledger;
+  transport(spec: ProvisionInput['host']): HostTransport;
+  signal(): AbortSignal | undefined;
+}
+
+export const nodeAliasId = (input: ProvisionInput) => `spiffe://${input.spire.trustDomain}/node/${input.nodeId}`;
+const digest = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 16);
+
+export function createSpireSteps(deps: SpireDeps) {
+  const serverOf = (input: ProvisionInput): server.SpireServerTarget => ({
+    transport: deps.transport(input.spire.serverHost),
+    socketPath: input.spire.serverSocketPath,
+    signal: deps.signal(),
+  });
+
+  /** Agent IDs the server has attested for this node, found through its alias entries. */
+  async function nodeAgentIds(input: ProvisionInput): Promise<{ aliasEntryIds: string[]; agentIds: string[] }> {
+    const srv = serverOf(input);
+    const aliases = await server.entryShow(srv, { spiffeId: nodeAliasId(input) });
+    const candidates = new Set(
+      aliases.flatMap((e) => e.selectors.filter((s) => s.startsWith('spiffe_id:')).map((s) => s.slice('spiffe_id:'.length))),
+    );
+    const attested = await server.agentList(srv);
+    return { aliasEntryIds: aliases.map((e) => e.id), agentIds: attested.map((a) => a.spiffeId).filter((id) => candidates.has(id)) };
+  }
+
+  /** Step 4: an attested, healthy agent on the node. */
+  async function startSpireAgent({ input }: StepRequest): Promise<AgentEvidence> {
+    const t = deps.transport(input.host);
+    const p = nodePaths(input);
+    const signal = deps.signal();
+    const attestor = input.spire.nodeAttestor;
+    if (attestor.type !== 'join_token') {
+      throw new ToolError('InvalidInput', `spire.nodeAttestor.type "${attestor.type}" is accepted in input but this worker drives only "join_token"`, 'spire-agent');
+    }
+    const alias = nodeAliasId(input);
+    const srv = serverOf(input);
+    if (!(await server.healthcheck(srv))) throw new ToolError('SpireServerUnavailable', 'SPIRE server is not healthy', 'spire-server');
+
+    // Already attested and running (a retry or rerun): keep it, mint nothing.
+    const pid = await readPidFile(t, p.agentPid);
+    if (pid !== undefined && (await daemonAlive(t, pid, 'spire-agent')) && (await agentHealthcheck({ transport: t, socketPath: p.agentSocket, signal }))) {
+      const { agentIds } = await nodeAgentIds(input);
+      return { nodeAliasId: alias, agentIdDigest: agentIds[0] ? digest(agentIds[0]) : 'unknown', agentPid: pid, attestationType: 'join_token' };
+    }
+
+    const bundle = await server.bundleShow(srv);
+    const token = await server.tokenGenerate(srv, { spiffeId: alias, ttlSeconds: attestor.tokenTtlSeconds });
+    heartbeat('join token minted');
+    const agent = await startAgent({
+      transport: t,
+      joinToken: token,
+      trustBundlePem: bundle,
+      trustDomain: input.spire.trustDomain,
+      serverAddress: input.spire.serverAddress,
+      serverPort: input.spire.serverPort,
+      dataDir: p.agentDataDir,
+      socketPath: p.agentSocket,
+      pidFile: p.agentPid,
+      logFile: p.agentLog,
+      healthTimeoutMs: Math.max(5_000, input.timeouts.startSpireAgent * 1000 - 5_000),
+      signal,
+    });
+    const agentId = server.joinTokenAgentId(input.spire.trustDomain, token);
+    return { nodeAliasId: alias, agentIdDigest: digest(agentId), agentPid: agent.pid, attestationType: 'join_token' };
+  }
+
+  /** Stop the agent; evict it (ban it after a security failure); delete the node alias. */
+  async function undoStartSpireAgent({ input, reason }: UndoRequest): Promise<UndoResult> {
+    const t = deps.transport(input.host);
+    const p = nodePaths(input);
+    const srv = serverOf(input);
+    const removed: string[] = [];
+    if (await stopAgent(t, p.agentPid, { signal: deps.signal() })) removed.push('agent process');
+    const { aliasEntryIds, agentIds } = await nodeAgentIds(input);
+    for (const id of agentIds) {
+      if (reason === 'security') {
+        if (await server.agentBan(srv, id)) removed.push(`agent ${digest(id)} (banned)`);
+      } else if (await server.agentEvict(srv, id)) {
+        removed.push(`agent ${digest(id)} (evicted)`);
+      }
+    }
+    for (const id of aliasEntryIds) if (await server.entryDelete(srv, id)) removed.push(`alias entry ${id}`);
+    await t.run('rm', ['-rf', '--', p.agentDir], { signal: deps.signal() });
+    return { removed };
+  }
+
+  /** Step 5: one entry per workload, parented on the node alias. */
+  async function registerEntries({ input, run }: StepRequest): Promise<EntriesEvidence> {
+    const srv = serverOf(input);
+    const parentId = nodeAliasId(input);
+    const entries: EntriesEvidence['entries'] = [];
+    for (const w of input.workloads) {
+      const spiffeId = spiffeIdOf(input, w);
+      const { entry, created } = await server.entryCreate(srv, {
+        parentId,
+        spiffeId,
+        selectors: [`unix:uid:${w.uid}`, ...w.selectors],
+        x509SvidTtl: w.x509TtlSeconds,
+        jwtSvidTtl: w.jwtTtlSeconds,
+      });
+      await deps.ledger.recordEntry({ entryId: entry.id, nodeId: input.nodeId, workload: w.name, spiffeId, parentId, createdByRun: run.runId });
+      entries.push({ workload: w.name, spiffeId, entryId: entry.id, created });
+      heartbeat(`entry for ${w.name}`);
+    }
+    return { entries };
+  }
+
+  /**
+   * Delete the entries this run created (a decommission deletes all of the
+   * node's), plus any entry under the node alias the ledger does not know.
+   */
+  async function undoRegisterEntries({ input, run, reason }: UndoRequest): Promise<UndoResult> {
+    const srv = serverOf(input);
+    const removed: string[] = [];
+    const known = await deps.ledger.listEntries(input.nodeId);
+    const mine = reason === 'decommission' ? known : known.filter((e) => e.createdByRun === run.runId);
+    for (const e of mine) {
+      if (await server.entryDelete(srv, e.entryId)) removed.push(`entry ${e.workload}`);
+      await deps.ledger.removeEntry(e.entryId);
+    }
+    // An entry created just before a crash, never recorded: still ours if it names a workload of this input.
+    const ids = new Set(input.workloads.map((w) => spiffeIdOf(input, w)));
+    const knownIds = new Set(known.map((e) => e.entryId));
+    for (const e of await server.entryShow(srv, { parentId: nodeAliasId(input) })) {
+      if (!knownIds.has(e.id) && ids.has(e.spiffeId) && (await server.entryDelete(srv, e.id))) removed.push(`unrecorded entry ${e.spiffeId}`);
+    }
+    return { removed };
+  }
+
+  return { startSpireAgent, undoStartSpireAgent, registerEntries, undoRegisterEntries };
+}

@@ -1,0 +1,102 @@
+/**
+ * Bootstrap step 6: launch the node's workloads and prove each one holds the
+ * SVID its registration entry promises.
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ProvisionInput, WorkloadSpec } from '../../common/input.js';
+import { heartbeat } from '../host/heartbeat.js';
+import { ToolError } from '../host/exec.js';
+import type { HostTransport } from '../host/transport.js';
+import type { Ledger } from '../inventory/ledger.js';
+import { nodePaths } from '../paths.js';
+import { fetchX509Svid } from '../spire/agent-cli.js';
+import { daemonAlive, ensureDir, readPidFile, removeNodeFile, stopDaemon, writeNodeFile } from '../spire/daemon.js';
+import { bundleShow } from '../spire/server-cli.js';
+import type { StepRequest, UndoRequest, UndoResult, WorkloadsEvidence } from '../types.js';
+import { verifySvid } from './svid.js';
+
+export interface WorkloadDeps {
+  ledger: Ledger;
+  transport(spec: ProvisionInput['host']): HostTransport;
+  signal(): AbortSignal | undefined;
+}
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export const spiffeIdOf = (input: ProvisionInput, w: WorkloadSpec) => `spiffe://${input.spire.trustDomain}${w.spiffePath}`;
+
+/** The built-in demo workload (lab/workload.ts) serving mTLS on the node's overlay address. */
+export function builtinWorkloadCommand(input: ProvisionInput, w: WorkloadSpec, overlayIp: string): string[] {
+  const p = nodePaths(input);
+  if (w.port === undefined) throw new ToolError('InvalidInput', `workloads.${w.name}: needs "command" or "port"`, 'workload');
+  return [
+    process.execPath,
+    '--import',
+    path.join(repoRoot, 'node_modules/tsx/dist/esm/index.mjs'),
+    path.join(repoRoot, 'lab/workload.ts'),
+    'serve',
+    '--socket', p.agentSocket,
+    '--dir', p.workloadSvidDir(w.name),
+    '--listen', `${overlayIp}:${w.port}`,
+    ...w.allow.flatMap((id) => ['--allow', id]),
+  ];
+}
+
+export function createWorkloadSteps(deps: WorkloadDeps) {
+  async function launchWorkloads({ input }: StepRequest): Promise<WorkloadsEvidence> {
+    const t = deps.transport(input.host);
+    const signal = deps.signal();
+    const p = nodePaths(input);
+    const overlayIp = await deps.ledger.getAllocation(input.nodeId, input.overlay.cidr);
+    if (!overlayIp) throw new ToolError('WorkloadFailed', `node ${input.nodeId} has no overlay address (step 2 has not run)`, 'workload');
+    const bundle = await bundleShow({ transport: deps.transport(input.spire.serverHost), socketPath: input.spire.serverSocketPath, signal });
+
+    const out: WorkloadsEvidence['workloads'] = [];
+    for (const w of input.workloads) {
+      const spiffeId = spiffeIdOf(input, w);
+      const command = w.command ?? builtinWorkloadCommand(input, w, overlayIp);
+      const program = path.basename(command[0]!);
+      let pid = await readPidFile(t, p.workloadPid(w.name));
+      if (pid === undefined || !(await daemonAlive(t, pid, program))) {
+        await ensureDir(t, p.workloadDir(w.name), 0o700, { uid: w.uid, gid: w.uid });
+        pid = await t.spawnDaemon('setpriv', [`--reuid=${w.uid}`, `--regid=${w.uid}`, '--clear-groups', '--', ...command], {
+          logFile: p.workloadLog(w.name),
+          env: { SPIFFE_ENDPOINT_SOCKET: `unix://${p.agentSocket}` },
+        });
+        await writeNodeFile(t, p.workloadPid(w.name), `${pid}\n`, 0o644);
+      }
+      heartbeat(`workload ${w.name} running (pid ${pid})`);
+      // Prove the identity as the workload's own uid sees it, through the same agent.
+      const svid = await fetchX509Svid(
+        { transport: t, socketPath: p.agentSocket, signal },
+        { writeDir: `${p.workloadDir(w.name)}/verify`, uid: w.uid, gid: w.uid, waitMs: Math.max(5_000, input.timeouts.launchWorkloads * 500) },
+      );
+      const check = await verifySvid(svid.svidPem, bundle, { spiffeId, ttlSeconds: w.x509TtlSeconds });
+      if (!(await daemonAlive(t, pid, program))) {
+        throw new ToolError('WorkloadFailed', `workload ${w.name} exited right after start (see ${p.workloadLog(w.name)})`, 'workload');
+      }
+      await deps.ledger.recordWorkload({ nodeId: input.nodeId, name: w.name, spiffeId, pid, svidSerial: check.serial, svidNotAfter: check.notAfter });
+      out.push({ name: w.name, spiffeId, pid, svidSerial: check.serial, svidNotAfter: check.notAfter, svidTtlSeconds: check.ttlSeconds });
+    }
+    return { workloads: out };
+  }
+
+  async function undoLaunchWorkloads({ input }: UndoRequest): Promise<UndoResult> {
+    const t = deps.transport(input.host);
+    const signal = deps.signal();
+    const p = nodePaths(input);
+    const removed: string[] = [];
+    for (const w of input.workloads) {
+      const pid = await readPidFile(t, p.workloadPid(w.name));
+      const program = path.basename((w.command ?? [process.execPath])[0]!);
+      if (pid !== undefined && (await stopDaemon(t, pid, { program, graceMs: 5_000, signal }))) removed.push(`workload ${w.name}`);
+      await removeNodeFile(t, p.workloadPid(w.name));
+      await t.run('rm', ['-rf', '--', p.workloadDir(w.name)], { signal });
+    }
+    if ((await deps.ledger.removeWorkloads(input.nodeId)) > 0) removed.push('ledger workloads');
+    return { removed };
+  }
+
+  return { launchWorkloads, undoLaunchWorkloads };
+}
