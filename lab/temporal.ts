@@ -8,7 +8,7 @@
  * `startDevServer` only resolves once the frontend answers for the namespace and
  * lists those attributes, so callers can start workflows right away.
  */
-import { existsSync, mkdirSync, createWriteStream, type WriteStream } from 'node:fs';
+import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, type WriteStream } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,6 +43,11 @@ export interface DevServerOptions {
   logFile?: string;
   /** How long to wait for the server to answer (default 60 s). */
   readyTimeoutMs?: number;
+  /**
+   * Keep running after this process exits (the demo). Output goes only to
+   * `logFile`; stop it later by pid.
+   */
+  detached?: boolean;
 }
 
 export interface DevServerHandle {
@@ -101,8 +106,13 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     tail.splice(0, Math.max(0, tail.length - 40));
   };
 
-  // cleanup: true (execa's default) kills the server if this process exits first.
-  const child = execa(binary, args, { stdin: 'ignore', buffer: false, reject: false, cleanup: true });
+  // cleanup: true (execa's default) kills the server if this process exits first;
+  // a detached server holds no pipe to us and outlives us.
+  const logFd = opts.detached ? openSync(opts.logFile ?? '/dev/null', 'a') : undefined;
+  const child = opts.detached
+    ? execa(binary, args, { stdin: 'ignore', stdout: logFd, stderr: logFd, buffer: false, reject: false, cleanup: false, detached: true } as never)
+    : execa(binary, args, { stdin: 'ignore', buffer: false, reject: false, cleanup: true });
+  if (logFd !== undefined) closeSync(logFd);
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
   let exited: { code: number | undefined; signal: string | undefined } | undefined;
@@ -123,6 +133,10 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     throw new Error(`Temporal dev server (${binary} ${args.join(' ')}) did not become ready: ${why}\n--- server output (last lines) ---\n${tail.join('\n')}`);
   }
 
+  if (opts.detached) {
+    child.unref();
+    child.catch(() => undefined);
+  }
   return {
     address,
     uiUrl: uiPort === null ? null : `http://${ip}:${uiPort}`,

@@ -1,0 +1,82 @@
+/**
+ * The typed client library: start (idempotently), follow and decommission
+ * node bootstraps. Used by the nodeboot CLI, the demo and the tests.
+ */
+import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { decommissionWorkflowId, provisionWorkflowId, TASK_QUEUE } from '../common/ids.js';
+import { ProvisionInput, type ProvisionInputJson } from '../common/input.js';
+import { describeZodError } from '../common/names.js';
+import type { decommissionNode, provisionNode } from '../workflows/index.js';
+
+export class InvalidInputError extends Error {
+  constructor(readonly fields: string[]) {
+    super(`invalid provisioning input:\n  ${fields.join('\n  ')}`);
+    this.name = 'InvalidInputError';
+  }
+}
+
+/** Validate before anything reaches Temporal: a bad input starts no run. */
+export function validateProvisionInput(raw: unknown): ProvisionInput {
+  const r = ProvisionInput.safeParse(raw);
+  if (!r.success) throw new InvalidInputError(describeZodError(r.error));
+  return r.data;
+}
+
+export interface StartResult {
+  handle: WorkflowHandle<typeof provisionNode>;
+  /** False when a run for this node already existed (running, or finished successfully). */
+  started: boolean;
+}
+
+/**
+ * Start provisioning a node, or attach to its existing run. A node that is
+ * provisioning or provisioned is never bootstrapped twice; a node whose last
+ * run failed gets a new run (a rerun).
+ */
+export async function startProvisioning(client: Client, raw: ProvisionInputJson, opts: { taskQueue?: string } = {}): Promise<StartResult> {
+  const input = validateProvisionInput(raw);
+  const workflowId = provisionWorkflowId(input.nodeId);
+  const before = Date.now();
+  try {
+    const handle = await client.workflow.start<typeof provisionNode>('provisionNode', {
+      workflowId,
+      taskQueue: opts.taskQueue ?? TASK_QUEUE,
+      // Plain JSON as given (defaults are applied again inside the workflow).
+      args: [raw],
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
+      staticSummary: `provision ${input.nodeId} (${input.segment})`,
+    });
+    // USE_EXISTING hands back a running run without saying so: its start time tells.
+    const desc = await handle.describe();
+    return { handle, started: desc.startTime.getTime() >= before - 2_000 };
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError) {
+      return { handle: client.workflow.getHandle<typeof provisionNode>(workflowId), started: false };
+    }
+    throw err;
+  }
+}
+
+export async function startDecommission(client: Client, raw: ProvisionInputJson, opts: { taskQueue?: string } = {}) {
+  const input = validateProvisionInput(raw);
+  return client.workflow.start<typeof decommissionNode>('decommissionNode', {
+    workflowId: decommissionWorkflowId(input.nodeId),
+    taskQueue: opts.taskQueue ?? TASK_QUEUE,
+    args: [raw],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    staticSummary: `decommission ${input.nodeId}`,
+  });
+}
+
+/** The ApplicationFailure type at the root of a workflow failure chain, if any. */
+export function rootFailureType(err: unknown): string | undefined {
+  let e: unknown = err;
+  let found: string | undefined;
+  while (e && typeof e === 'object') {
+    if (e instanceof ApplicationFailure && e.type) found = e.type;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return found;
+}
