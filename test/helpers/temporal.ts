@@ -8,11 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { Client, Connection, type WorkflowStartOptions } from '@temporalio/client';
 import type { Workflow, WorkflowResultType } from '@temporalio/common';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { inject } from 'vitest';
 
-// Keep test output readable: warnings and errors only (workflow log.warn/error still show).
+// Keep test output readable: expected failures log warnings by the dozen; errors only.
 try {
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  Runtime.install({ logger: new DefaultLogger('ERROR') });
 } catch {
   // already installed in this process
 }
@@ -25,10 +24,14 @@ export interface TemporalTestEnv {
   close(): Promise<void>;
 }
 
-/** Connect to the dev server the global setup started. */
+/** Connect to the dev server the global setup started (inside vitest only). */
 export async function connectTestEnv(): Promise<TemporalTestEnv> {
-  const address = inject('temporalAddress');
-  const namespace = inject('temporalNamespace');
+  const { inject } = await import('vitest');
+  return connectEnv(inject('temporalAddress'), inject('temporalNamespace'));
+}
+
+/** Connect to a server at `address` (scripts use this directly). */
+export async function connectEnv(address: string, namespace = 'default'): Promise<TemporalTestEnv> {
   const connection = await Connection.connect({ address });
   const nativeConnection = await NativeConnection.connect({ address });
   return {

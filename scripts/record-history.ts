@@ -1,0 +1,107 @@
+/**
+ * Record workflow histories for the replay test (test/replay/provision-replay.test.ts).
+ *
+ *   npx tsx scripts/record-history.ts
+ *
+ * Starts a throwaway dev server, runs each scenario with the in-memory fake
+ * activities, and writes each run's history to test/replay/histories/<name>.json
+ * (the same JSON `temporal workflow show --output json` prints, so histories
+ * from real runs can be dropped in too). Re-record only on purpose: a workflow
+ * change that breaks replay of the committed histories would break runs in flight.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { WorkflowHandle } from '@temporalio/client';
+import { decommissionWorkflowId, provisionWorkflowId } from '../common/ids.js';
+import { startDevServer } from '../lab/temporal.js';
+import { blockUntilCancelled, createFakeActivities, failWith, type FakeActivities } from '../test/fixtures/fake-activities.js';
+import { sampleInput } from '../test/fixtures/inputs.js';
+import { historyToJson } from '../test/replay/history-json.js';
+import { connectEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../test/helpers/temporal.js';
+import { decideUpdate, statusQuery } from '../workflows/definitions.js';
+import { decommissionNode, provisionNode } from '../workflows/index.js';
+
+const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+const outDir = fileURLToPath(new URL('../test/replay/histories/', import.meta.url));
+
+interface Scenario {
+  name: string;
+  fake: () => FakeActivities;
+  run: (env: TemporalTestEnv, taskQueue: string, fake: FakeActivities) => Promise<WorkflowHandle>;
+}
+
+const settle = (p: Promise<unknown>) => p.then(() => undefined, () => undefined);
+
+const scenarios: Scenario[] = [
+  {
+    name: 'provision-success',
+    fake: () => createFakeActivities(),
+    async run(env, taskQueue) {
+      const nodeId = uniqueId('replay');
+      const h = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(nodeId), args: [sampleInput(nodeId)] });
+      await h.result();
+      return h;
+    },
+  },
+  {
+    name: 'provision-compensated',
+    fake: () => createFakeActivities({ startSpireAgent: failWith('ToolMissing'), undoIssueOverlayKey: failWith('ToolMissing') }),
+    async run(env, taskQueue) {
+      const nodeId = uniqueId('replay');
+      const h = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(nodeId), args: [sampleInput(nodeId)] });
+      await settle(h.result());
+      return h;
+    },
+  },
+  {
+    name: 'provision-hold-retry',
+    fake: () => createFakeActivities({ registerEntries: failWith('EntryRejected', 1) }),
+    async run(env, taskQueue) {
+      const nodeId = uniqueId('replay');
+      const input = sampleInput(nodeId, { onFailure: 'hold' });
+      const h = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(nodeId), args: [input] });
+      await eventually(async () => (await h.query(statusQuery)).state === 'held', { what: 'held' });
+      await h.executeUpdate(decideUpdate, { args: [{ action: 'retry' }] });
+      await h.result();
+      return h;
+    },
+  },
+  {
+    name: 'provision-cancelled',
+    fake: () => createFakeActivities({ launchWorkloads: blockUntilCancelled('launchWorkloads') }),
+    async run(env, taskQueue, fake) {
+      const nodeId = uniqueId('replay');
+      const h = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(nodeId), args: [sampleInput(nodeId)] });
+      await fake.entered('launchWorkloads');
+      await h.cancel();
+      await settle(h.result());
+      return h;
+    },
+  },
+  {
+    name: 'decommission',
+    fake: () => createFakeActivities(),
+    async run(env, taskQueue) {
+      const nodeId = uniqueId('replay');
+      const h = await env.client.workflow.start(decommissionNode, { taskQueue, workflowId: decommissionWorkflowId(nodeId), args: [sampleInput(nodeId)] });
+      await h.result();
+      return h;
+    },
+  },
+];
+
+const server = await startDevServer({ headless: true });
+const env = await connectEnv(server.address, server.namespace);
+try {
+  mkdirSync(outDir, { recursive: true });
+  for (const s of scenarios) {
+    const fake = s.fake();
+    const handle = await withWorker(env, { workflowsPath, activities: fake.activities }, (taskQueue) => s.run(env, taskQueue, fake));
+    const history = await handle.fetchHistory();
+    writeFileSync(`${outDir}${s.name}.json`, `${JSON.stringify(JSON.parse(historyToJson(history)), null, 1)}\n`);
+    console.log(`recorded ${s.name}: ${history.events?.length ?? 0} events`);
+  }
+} finally {
+  await env.close();
+  await server.stop();
+}
