@@ -12,6 +12,8 @@
  * It runs as the workload's unix uid, so the agent's unix attestor decides
  * which SVID it gets: nothing on the command line names its identity.
  */
+// @peculiar/x509's dependency injection needs the Reflect metadata polyfill first.
+import 'reflect-metadata';
 import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';

@@ -8,7 +8,9 @@
  * one remote command, `spawnDaemon` to a detached remote process.
  */
 import { spawn } from 'node:child_process';
-import { openSync, closeSync, mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { NetnsName, parseName } from '../../common/names.js';
@@ -87,11 +89,12 @@ async function spawnDetached(file: string, args: string[], opts: DaemonOptions):
   // The daemon writes to its own log file and holds no pipe to the worker,
   // so it outlives a worker crash (which is the point of a daemon).
   const log = openSync(opts.logFile, 'a', 0o600);
+  const stdin = opts.input !== undefined ? stdinFile(opts.input) : 'ignore';
   try {
     const child = spawn(file, args, {
       detached: true,
       env: scrubbedEnv(opts.env),
-      stdio: [opts.input !== undefined ? 'pipe' : 'ignore', log, log],
+      stdio: [stdin, log, log],
       ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
       ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
     });
@@ -105,11 +108,28 @@ async function spawnDetached(file: string, args: string[], opts: DaemonOptions):
         ),
       );
     });
-    if (opts.input !== undefined) child.stdin?.end(opts.input);
     child.unref();
     return pid;
   } finally {
     closeSync(log);
+    if (typeof stdin === 'number') closeSync(stdin);
+  }
+}
+
+/**
+ * A daemon's stdin that programs can also *open* as /dev/stdin (spire-agent
+ * reads `-config /dev/stdin`): Node's stdio pipes are socketpairs, which cannot
+ * be opened that way. The input goes to a 0600 file in memory (tmpfs) that is
+ * unlinked before the daemon starts; only the daemon's open descriptor remains.
+ */
+function stdinFile(input: string): number {
+  const dir = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+  const file = path.join(dir, `nodeboot-stdin-${randomBytes(12).toString('hex')}`);
+  writeFileSync(file, input, { mode: 0o600, flag: 'wx' });
+  try {
+    return openSync(file, 'r');
+  } finally {
+    unlinkSync(file);
   }
 }
 

@@ -24,9 +24,32 @@ export function createInventoryActivities(deps: { ledger: Ledger }): Pick<Activi
     async recordEvent(event: LedgerEvent): Promise<void> {
       try {
         await deps.ledger.appendEvent(event);
+        await followRunState(deps.ledger, event);
       } catch (err) {
         throw ledgerFailure(err);
       }
     },
   };
+}
+
+/**
+ * The node row mirrors its runs: the workflow's own events move it through
+ * provisioning → ready / held / failed / compensated, and a finished
+ * decommission purges everything of the node but its event log.
+ */
+async function followRunState(ledger: Ledger, event: LedgerEvent): Promise<void> {
+  const decommission = event.run.workflowId.startsWith('decommission/');
+  if (event.kind === 'held') {
+    await ledger.setNodeState(event.nodeId, 'held');
+    return;
+  }
+  if (event.step !== 'workflow') return;
+  if (decommission) {
+    if (event.kind === 'started') await ledger.setNodeState(event.nodeId, 'decommissioning');
+    else if (event.kind === 'succeeded') await ledger.purgeNode(event.nodeId);
+    else if (event.kind === 'failed') await ledger.setNodeState(event.nodeId, 'failed');
+    return;
+  }
+  const next = ({ started: 'provisioning', succeeded: 'ready', failed: 'failed', compensated: 'compensated' } as const)[event.kind as string];
+  if (next) await ledger.setNodeState(event.nodeId, next);
 }

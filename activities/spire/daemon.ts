@@ -3,7 +3,7 @@
  *
  * Everything goes through a `HostTransport`, so the same code manages a daemon
  * on the worker's host, in a lab network namespace or (later) over SSH. Files
- * are written with `install` reading stdin (mode set atomically, content never
+ * are written from stdin (mode set before the rename into place, content never
  * in argv); processes are identified by pid *and* command name, so a stale
  * pidfile whose pid was reused by something else is never killed.
  */
@@ -27,7 +27,13 @@ export async function ensureDir(transport: HostTransport, dir: string, mode = 0o
 /** Write `content` to `file` with `mode` (content travels on stdin, never argv). */
 export async function writeNodeFile(transport: HostTransport, file: string, content: string, mode = 0o600): Promise<void> {
   const f = parseName(SafePath, 'file', file);
-  await transport.run('install', ['-m', mode.toString(8), '/dev/stdin', f], { input: content });
+  // `cat` reads fd 0 (a socket under Node, which `install /dev/stdin` cannot open);
+  // written under umask 077 to a temp name, then given its mode and renamed into place.
+  await transport.run(
+    'sh',
+    ['-c', 'umask 077; cat > "$1.tmp" && chmod "$2" -- "$1.tmp" && mv -f -- "$1.tmp" "$1"', 'write-file', f, mode.toString(8)],
+    { input: content },
+  );
 }
 
 /** Read a text file on the node, or `undefined` when it does not exist. */

@@ -3,6 +3,8 @@
  * the registered SPIFFE ID, it chains to the trust bundle, and its lifetime
  * matches the registration's TTL.
  */
+// @peculiar/x509's dependency injection needs the Reflect metadata polyfill first.
+import 'reflect-metadata';
 import { SubjectAlternativeNameExtension, X509Certificate, X509ChainBuilder, cryptoProvider } from '@peculiar/x509';
 import { webcrypto } from 'node:crypto';
 import { ToolError } from '../host/exec.js';

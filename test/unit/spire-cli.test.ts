@@ -393,9 +393,10 @@ describe('spire-agent', () => {
       expect(c.opts?.input ?? '').not.toContain(TOKEN);
     }
     // the config kept on disk for operators has no token
-    const onDisk = calls.find((c) => c.command === 'install' && c.args.at(-1) === '/var/lib/nb/agent/agent.conf');
+    const written = (file: string) => calls.find((c) => c.command === 'sh' && c.args[3] === file);
+    const onDisk = written('/var/lib/nb/agent/agent.conf');
     expect(onDisk?.opts?.input).toContain('trust_bundle_path');
-    expect(calls.find((c) => c.command === 'install' && c.args.at(-1) === '/var/lib/nb/agent.pid')?.opts?.input).toBe('4242\n');
+    expect(written('/var/lib/nb/agent.pid')?.opts?.input).toBe('4242\n');
   });
 
   it('reuses a running agent from its pidfile (idempotent start) and stop is a no-op without one', async () => {
