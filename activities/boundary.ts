@@ -10,6 +10,9 @@ import { failure, isErrorType } from '../common/errors.js';
 import { InvalidNameError, describeZodError } from '../common/names.js';
 import { ToolError } from './host/exec.js';
 import { LedgerError } from './inventory/errors.js';
+import { heartbeat } from './host/heartbeat.js';
+
+const HEARTBEAT_EVERY_MS = 2_000;
 
 export function toFailure(err: unknown, step: string): unknown {
   if (err instanceof ApplicationFailure || err instanceof CancelledFailure) return err;
@@ -31,10 +34,15 @@ export function withBoundary<T extends object>(activities: T): T {
   for (const [name, fn] of Object.entries(activities)) {
     if (typeof fn !== 'function') continue;
     out[name] = async (...args: unknown[]) => {
+      // A steady pulse while the activity runs: the server notices a dead
+      // worker within the heartbeat timeout, however long one tool call takes.
+      const pulse = setInterval(() => heartbeat(), HEARTBEAT_EVERY_MS);
       try {
         return await (fn as (...a: unknown[]) => Promise<unknown>)(...args);
       } catch (err) {
         throw toFailure(err, name);
+      } finally {
+        clearInterval(pulse);
       }
     };
   }
