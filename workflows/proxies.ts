@@ -33,10 +33,10 @@ export function retryPolicyFor(input: ProvisionInput): RetryPolicy {
 /**
  * The activities one run calls.
  *
- * - short: quick API calls and ledger writes (issue key, register entries): start-to-close only.
- * - long: tool runs and polls (install, the health gate, agent start, workload launch):
- *   start-to-close plus a heartbeat timeout.
- * - undo: one compensation deadline for every undo (input.timeouts.compensation).
+ * - step: each step's own start-to-close plus a heartbeat timeout (every
+ *   activity heartbeats while it runs, so a killed worker is noticed in seconds).
+ * - undo: one compensation deadline for every undo (input.timeouts.compensation), same heartbeat.
+ * - ledger: event writes, short and fixed.
  *
  * Steps wait for a cancelled activity to acknowledge before the workflow moves
  * on, so an undo never races the step it undoes.
@@ -47,19 +47,18 @@ export function activitiesFor(input: ProvisionInput) {
     retry: retryPolicyFor(input),
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   };
-  const short = (seconds: number) => proxyActivities<Activities>({ ...base, startToCloseTimeout: seconds * 1000 });
-  const long = (seconds: number) =>
+  const step = (seconds: number) =>
     proxyActivities<Activities>({ ...base, startToCloseTimeout: seconds * 1000, heartbeatTimeout: heartbeatTimeoutMs(seconds) });
-  const undo = proxyActivities<Activities>({ ...base, startToCloseTimeout: t.compensation * 1000 });
+  const undo = step(t.compensation);
   const ledger = proxyActivities<Activities>({ retry: base.retry, startToCloseTimeout: LEDGER_TIMEOUT_MS });
 
   return {
-    installOverlay: long(t.installOverlay).installOverlay,
-    issueOverlayKey: short(t.issueOverlayKey).issueOverlayKey,
-    gatePeerHealth: long(t.gatePeerHealth).gatePeerHealth,
-    startSpireAgent: long(t.startSpireAgent).startSpireAgent,
-    registerEntries: short(t.registerEntries).registerEntries,
-    launchWorkloads: long(t.launchWorkloads).launchWorkloads,
+    installOverlay: step(t.installOverlay).installOverlay,
+    issueOverlayKey: step(t.issueOverlayKey).issueOverlayKey,
+    gatePeerHealth: step(t.gatePeerHealth).gatePeerHealth,
+    startSpireAgent: step(t.startSpireAgent).startSpireAgent,
+    registerEntries: step(t.registerEntries).registerEntries,
+    launchWorkloads: step(t.launchWorkloads).launchWorkloads,
 
     undoInstallOverlay: undo.undoInstallOverlay,
     undoIssueOverlayKey: undo.undoIssueOverlayKey,
