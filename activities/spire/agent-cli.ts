@@ -136,7 +136,7 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentHandle> {
 
   const existing = await readPidFile(t, pidFile);
   if (existing !== undefined && (await daemonAlive(t, existing, program))) {
-    await waitAgentHealthy(target, existing, logFile, o.healthTimeoutMs ?? 60_000);
+    await waitAgentHealthy(target, existing, logFile, await logSize(t, logFile), o.healthTimeoutMs ?? 60_000);
     return { pid: existing, socketPath: o.socketPath, pidFile, logFile, alreadyRunning: true };
   }
 
@@ -153,12 +153,13 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentHandle> {
   // For operators: the config as it runs, minus the token.
   await writeNodeFile(t, path.join(o.dataDir, 'agent.conf'), renderAgentConfig({ ...base, joinToken: undefined }), 0o600);
 
+  const logFrom = await logSize(t, logFile);
   const pid = await t.spawnDaemon(binary, ['run', '-config', '/dev/stdin'], {
     logFile,
     input: renderAgentConfig({ ...base, joinToken: o.joinToken }),
   });
   await writeNodeFile(t, pidFile, `${pid}\n`, 0o644);
-  await waitAgentHealthy(target, pid, logFile, o.healthTimeoutMs ?? 60_000);
+  await waitAgentHealthy(target, pid, logFile, logFrom, o.healthTimeoutMs ?? 60_000);
   return { pid, socketPath: o.socketPath, pidFile, logFile, alreadyRunning: false };
 }
 
@@ -168,29 +169,60 @@ export async function agentHealthcheck(t: SpireCliTarget): Promise<boolean> {
   return r.exitCode === 0;
 }
 
-/** Agent log lines that mean the server refused this node. */
+/**
+ * Why an attestation attempt failed, as the agent logs it, when retrying cannot
+ * help: the token is unknown, expired or already used, the node is banned, or
+ * the server's certificate does not chain to the bundle we gave the agent. The
+ * agent itself keeps retrying most of these for a minute (only PermissionDenied
+ * makes it exit), so we read its log instead of waiting it out.
+ */
 const ATTESTATION_REFUSED =
-  /join token does not exist or has already been used|failed to attest|attestation data has already been used|agent is banned|PermissionDenied|trust domain|x509: certificate signed by unknown authority|failed to verify/i;
+  /join token does not exist or has already been used|attestation data has already been used|code = PermissionDenied|code = InvalidArgument|agent is banned|certificate signed by unknown authority/i;
 
-async function waitAgentHealthy(t: SpireCliTarget, pid: number, logFile: string, timeoutMs: number): Promise<void> {
+/** The agent's log lines about a failed attestation (warnings while it retries, the error when it gives up). */
+const ATTESTATION_FAILURE_LINE = /Failed to retrieve attestation result|Agent crashed|level=(error|fatal)/i;
+
+async function logSize(t: HostTransport, logFile: string): Promise<number> {
+  const r = await t.run('stat', ['-c', '%s', '--', logFile], { allowNonZeroExit: true });
+  const n = Number(r.stdout.trim());
+  return r.exitCode === 0 && Number.isSafeInteger(n) ? n : 0;
+}
+
+/** Log lines written since byte `from` (this start's lines only: the log is appended across restarts). */
+async function logSince(t: HostTransport, logFile: string, from: number): Promise<string[]> {
+  const r = await t.run('tail', ['-c', `+${from + 1}`, '--', logFile], { allowNonZeroExit: true, maxBuffer: 16 * 1024 * 1024 });
+  return r.exitCode === 0 ? r.stdout.split('\n') : [];
+}
+
+async function waitAgentHealthy(t: SpireCliTarget, pid: number, logFile: string, logFrom: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const program = path.basename(t.binary ?? TOOL);
-  for (;;) {
+  for (let round = 0; ; round++) {
     if (await agentHealthcheck(t)) return;
-    if (!(await daemonAlive(t.transport, pid, program))) {
-      const log = (await t.transport.run('tail', ['-n', '40', '--', logFile], { allowNonZeroExit: true })).stdout;
-      const errLines = log.split('\n').filter((l) => /level=(error|fatal)/i.test(l));
-      const errLine = errLines.at(-1) ?? '';
-      if (errLines.some((l) => ATTESTATION_REFUSED.test(l))) {
-        throw new ToolError('AttestationRejected', `spire-agent on ${t.transport.label} was refused by the server: ${summarizeStderr(errLine, 240)}`, TOOL);
+    const alive = await daemonAlive(t.transport, pid, program);
+    if (!alive || round % 4 === 3) {
+      const failures = (await logSince(t.transport, logFile, logFrom)).filter((l) => ATTESTATION_FAILURE_LINE.test(l));
+      const refused = failures.find((l) => ATTESTATION_REFUSED.test(l));
+      if (refused) {
+        // Retrying cannot fix this; stop the agent rather than let it spin for a minute.
+        if (alive) await stopDaemon(t.transport, pid, { program, signal: t.signal });
+        throw new ToolError('AttestationRejected', `spire-agent on ${t.transport.label} was refused by the server: ${summarizeStderr(errorOf(refused), 240)}`, TOOL);
       }
-      throw new ToolError('AgentUnhealthy', `spire-agent on ${t.transport.label} exited before becoming healthy: ${summarizeStderr(errLine, 240)} (log ${logFile})`, TOOL);
+      if (!alive) {
+        const why = failures.at(-1);
+        throw new ToolError('AgentUnhealthy', `spire-agent on ${t.transport.label} exited before becoming healthy${why ? `: ${summarizeStderr(errorOf(why), 240)}` : ''} (log ${logFile})`, TOOL);
+      }
     }
     if (Date.now() >= deadline) {
       throw new ToolError('AgentUnhealthy', `spire-agent on ${t.transport.label} not healthy after ${timeoutMs} ms (log ${logFile})`, TOOL);
     }
     await sleep(250, t.signal);
   }
+}
+
+/** The `error="..."` part of a logrus text line, or the line. */
+function errorOf(line: string): string {
+  return /error="((?:[^"\\]|\\.)*)"/.exec(line)?.[1]?.replace(/\\"/g, '"') ?? line;
 }
 
 /**
