@@ -90,7 +90,7 @@ async function serve(socket: string, dir: string, listen: string, allow: string[
   // Rotate at half-life, as SPIRE's own SDKs do.
   const rotate = () => {
     const half = Math.max(5_000, (svid.notAfter.getTime() - svid.notBefore.getTime()) / 2 - (Date.now() - svid.notBefore.getTime()));
-    setTimeout(async () => {
+    const renew = async () => {
       try {
         svid = await fetchSvid(socket, dir);
         server.setSecureContext(context());
@@ -99,7 +99,8 @@ async function serve(socket: string, dir: string, listen: string, allow: string[
         log({ event: 'rotate_failed', error: String(err) });
       }
       rotate();
-    }, half).unref();
+    };
+    setTimeout(() => void renew(), half).unref();
   };
   rotate();
   const [host, port] = splitHostPort(listen);
