@@ -14,8 +14,8 @@ import { z } from 'zod';
 import { SafePath, TrustDomain, UnixUid, parseName } from '../../common/names.js';
 import { summarizeStderr, ToolError } from '../host/exec.js';
 import type { HostTransport } from '../host/transport.js';
-import { runSpire, type SpireCliTarget } from './cli-common.js';
-import { daemonAlive, ensureDir, readNodeFile, readPidFile, removeNodeFile, sleep, stopDaemon, writeNodeFile } from './daemon.js';
+import { assertReachedHost, runSpire, type SpireCliTarget } from './cli-common.js';
+import { daemonAlive, ensureDir, ensureParent, readNodeFile, readPidFile, removeNodeFile, sleep, stopDaemon, writeNodeFile } from './daemon.js';
 import type { JoinToken } from './server-cli.js';
 
 const TOOL = 'spire-agent';
@@ -141,6 +141,7 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentHandle> {
   }
 
   await ensureDir(t, o.dataDir, 0o700);
+  await ensureParent(t, pidFile);
   // Workloads of any uid must reach the socket, so its directory is world-searchable.
   await ensureDir(t, path.dirname(parseName(SafePath, 'socketPath', o.socketPath)), 0o755);
   let trustBundlePath: string | undefined;
@@ -303,8 +304,9 @@ export async function fetchX509Svid(t: SpireCliTarget, o: FetchX509Options): Pro
       if (!spiffeId || !svidPem || !bundlePem) throw new ToolError('WorkloadFailed', `spire-agent api fetch x509 on ${t.transport.label} wrote no SVID`, TOOL);
       return { spiffeId, svidPath, keyPath: path.join(o.writeDir, 'svid.0.key'), bundlePath, svidPem, bundlePem };
     }
-    if (/exec of "[^"]*" failed|setpriv: failed to execute/i.test(r.stderr)) {
-      throw new ToolError('ToolMissing', `spire-agent or setpriv is not installed on ${t.transport.label}`, TOOL, r.exitCode);
+    assertReachedHost(t.transport, r, 'setpriv');
+    if (/setpriv: failed to execute/i.test(r.stderr)) {
+      throw new ToolError('ToolMissing', `spire-agent is not installed on ${t.transport.label}`, TOOL, r.exitCode);
     }
     const retriable = /no identity issued|connection refused|no such file or directory|Unavailable|PermissionDenied/i.test(r.stderr);
     if (!retriable || Date.now() >= deadline) {

@@ -41,10 +41,22 @@ export async function runSpire(
     allowNonZeroExit: true,
     ...opts,
   });
-  if (r.exitCode !== 0 && NOT_INSTALLED.test(r.stderr)) {
-    throw new ToolError('ToolMissing', `${defaultBinary} is not installed on ${target.transport.label} (run "npm run tools")`, defaultBinary, r.exitCode);
-  }
+  assertReachedHost(target.transport, r, defaultBinary);
   return { ...r, tool: defaultBinary };
+}
+
+/**
+ * With `allowNonZeroExit` the transport cannot tell "the tool said no" from "the
+ * tool never ran"; sort the latter out before reading the tool's verdict.
+ */
+export function assertReachedHost(transport: HostTransport, r: RunResult, program: string): void {
+  if (r.exitCode === 0) return;
+  if (/Cannot open network namespace/.test(r.stderr)) {
+    throw new ToolError('HostUnreachable', `${transport.label} does not exist`, program, r.exitCode);
+  }
+  if (NOT_INSTALLED.test(r.stderr)) {
+    throw new ToolError('ToolMissing', `${program} is not installed on ${transport.label} (run "npm run tools")`, program, r.exitCode);
+  }
 }
 
 /** The error type a failed (non-zero) SPIRE CLI call maps to. */

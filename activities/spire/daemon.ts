@@ -17,11 +17,22 @@ export interface FileOwner {
   gid: number;
 }
 
-/** Create `dir` (parents too, `install -d`) with `mode`, optionally owned by `owner`. Idempotent. */
+/**
+ * Create `dir` with `mode`, optionally owned by `owner`. Idempotent. Missing
+ * parents are created with default modes and existing ones are left alone; the
+ * leaf itself is assumed to be ours and gets `mode`/`owner` even when it exists.
+ */
 export async function ensureDir(transport: HostTransport, dir: string, mode = 0o700, owner?: FileOwner): Promise<void> {
   const d = parseName(SafePath, 'dir', dir);
+  await ensureParent(transport, d);
   const ownerArgs = owner ? ['-o', String(owner.uid), '-g', String(owner.gid)] : [];
   await transport.run('install', ['-d', '-m', mode.toString(8), ...ownerArgs, '--', d]);
+}
+
+/** `mkdir -p` the directory holding `file` (never changes an existing directory). */
+export async function ensureParent(transport: HostTransport, file: string): Promise<void> {
+  const parent = path.dirname(parseName(SafePath, 'file', file));
+  if (parent !== '/') await transport.run('mkdir', ['-p', '--', parent]);
 }
 
 /** Write `content` to `file` with `mode` (content travels on stdin, never argv). */

@@ -223,6 +223,13 @@ describe('spire-server output parsing', () => {
     expect(await healthcheck(t(transport))).toBe(false);
   });
 
+  it('tells a missing namespace or binary apart from the tool saying no', async () => {
+    const noNs = fakeTransport([() => ({ exitCode: 255, stderr: 'Cannot open network namespace "nbt-x-srv": No such file or directory' })]);
+    await expect(healthcheck(t(noNs.transport))).rejects.toMatchObject({ type: 'HostUnreachable' });
+    const noBin = fakeTransport([() => ({ exitCode: 255, stderr: 'exec of "spire-server" failed: No such file or directory' })]);
+    await expect(entryShow(t(noBin.transport))).rejects.toMatchObject({ type: 'ToolMissing' });
+  });
+
   it('maps other CLI failures to ToolFailed and never quotes the token', async () => {
     const { transport } = fakeTransport([() => ({ stderr: `Error: something odd happened with ${TOKEN}`, exitCode: 1 })]);
     const err = (await tokenGenerate(t(transport), { spiffeId: `spiffe://${TD}/node/n1`, ttlSeconds: 60 }).catch((e: unknown) => e)) as ToolError;
@@ -324,8 +331,9 @@ describe('spire-agent', () => {
       when((c) => c.command === 'cat', (c) => ({ stdout: `PEM of ${c.args[1]}` })),
     ]);
     const r = await fetchX509Svid({ transport, socketPath: SOCK_A }, { writeDir: '/tmp/wl/svid', uid: 61001, gid: 61001 });
-    expect(calls[0]).toMatchObject({ command: 'install', args: ['-d', '-m', '700', '-o', '61001', '-g', '61001', '--', '/tmp/wl/svid'] });
-    expect(calls[1]).toMatchObject({
+    expect(calls[0]).toMatchObject({ command: 'mkdir', args: ['-p', '--', '/tmp/wl'] });
+    expect(calls[1]).toMatchObject({ command: 'install', args: ['-d', '-m', '700', '-o', '61001', '-g', '61001', '--', '/tmp/wl/svid'] });
+    expect(calls[2]).toMatchObject({
       command: 'setpriv',
       args: ['--reuid=61001', '--regid=61001', '--clear-groups', '--', 'spire-agent', 'api', 'fetch', 'x509', '-socketPath', SOCK_A, '-write', '/tmp/wl/svid'],
     });
