@@ -256,8 +256,9 @@ export class Lab {
     await wg.setInterface(t, ifname, { privateKeyPath: keyPath });
     await ip.addrReplace(t, ifname, `${overlayIp}/16`);
     await ip.linkUp(t, ifname, 1420);
-    await wg.setPeer(t, ifname, { publicKey: this.hub.publicKey, endpoint: this.hub.endpoint, allowedIps: [OVERLAY_CIDR], persistentKeepaliveSeconds: 5 });
+    // Hub first, so the node's first handshake is answered (not retried 5 s later).
     await wg.setPeer(this.hubTransport(), this.hub.interface, { publicKey, allowedIps: [`${overlayIp}/32`] });
+    await wg.setPeer(t, ifname, { publicKey: this.hub.publicKey, endpoint: this.hub.endpoint, allowedIps: [OVERLAY_CIDR], persistentKeepaliveSeconds: 5 });
     return { interface: ifname, publicKey };
   }
 

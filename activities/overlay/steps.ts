@@ -80,13 +80,15 @@ export function createOverlaySteps(deps: OverlayDeps) {
       const hubKey = await hubPublicKey(hub);
       // The first hub routes the whole segment; further hubs only their own address.
       const allowed = i === 0 ? [input.overlay.cidr] : [`${hub.overlayIp}/32`];
-      await wg.setPeer(t, iface, { publicKey: hubKey, endpoint: hub.endpoint, allowedIps: allowed, persistentKeepaliveSeconds: input.overlay.persistentKeepaliveSeconds }, { signal });
       // A previous key of this node (a key file lost and remade) must not keep the address.
       const hubState = await wg.show(hubT, hub.interface, { signal });
       for (const p of hubState.peers) {
         if (p.publicKey !== publicKey && p.allowedIps.includes(`${alloc.ip}/32`)) await wg.removePeer(hubT, hub.interface, p.publicKey, { signal });
       }
       await wg.setPeer(hubT, hub.interface, { publicKey, allowedIps: [`${alloc.ip}/32`] }, { signal });
+      // The node's side last: its keepalive starts a handshake at once, which the
+      // hub can only answer once it knows the node (else WireGuard waits 5 s to retry).
+      await wg.setPeer(t, iface, { publicKey: hubKey, endpoint: hub.endpoint, allowedIps: allowed, persistentKeepaliveSeconds: input.overlay.persistentKeepaliveSeconds }, { signal });
       await deps.ledger.recordPeer({ nodeId: input.nodeId, hubName: hub.name, nodePublicKey: publicKey, hubPublicKey: hubKey, endpoint: hub.endpoint });
       hubs.push({ name: hub.name, publicKey: hubKey, endpoint: hub.endpoint });
       heartbeat(`peered with ${hub.name}`);
