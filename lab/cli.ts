@@ -8,7 +8,7 @@ import { Lab, downAll, reapStaleLabs } from './lab.js';
 
 const USAGE = `usage:
   npm run lab -- up [--nodes N] [--datastore sqlite|postgres] [--no-spire] [--json]
-  npm run lab -- down [--prefix PREFIX]
+  npm run lab -- down [--prefix PREFIX] [--force]
   npm run lab -- status [--prefix PREFIX] [--json]`;
 
 async function main(argv: string[]): Promise<number> {
@@ -20,6 +20,7 @@ async function main(argv: string[]): Promise<number> {
       datastore: { type: 'string', default: 'sqlite' },
       'no-spire': { type: 'boolean', default: false },
       prefix: { type: 'string' },
+      force: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -43,7 +44,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'down': {
-      const gone = values.prefix ? (await Lab.load(values.prefix).down(), [values.prefix]) : await downAll(log);
+      const gone = values.prefix ? (await Lab.load(values.prefix).down(), [values.prefix]) : await downAll(log, { force: values.force });
       if (values.json) console.log(JSON.stringify({ removed: gone }));
       else console.log(gone.length ? `removed ${gone.join(', ')}` : 'no lab to remove');
       return 0;

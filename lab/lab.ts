@@ -380,10 +380,18 @@ export async function reapStaleLabs(log: (l: string) => void = () => undefined):
   return reaped;
 }
 
-/** Tear down every lab (CLI `down --all`). */
-export async function downAll(log: (l: string) => void = () => undefined): Promise<string[]> {
+/**
+ * Tear down every lab on the machine (CLI `down`), except ephemeral labs whose
+ * owner (a running test) is still alive, unless `force`.
+ */
+export async function downAll(log: (l: string) => void = () => undefined, opts: { force?: boolean } = {}): Promise<string[]> {
   const gone: string[] = [];
   for (const lab of Lab.list()) {
+    const { pid, ephemeral } = lab.state.owner;
+    if (ephemeral && processAlive(pid) && !opts.force) {
+      log(`keeping ${lab.prefix}: it belongs to running process ${pid} (use --force)`);
+      continue;
+    }
     log(`tearing down ${lab.prefix}`);
     await lab.down();
     gone.push(lab.prefix);
