@@ -62,7 +62,7 @@ if ! stamp_ok spire-server "$SPIRE_VERSION" || ! stamp_ok spire-agent "$SPIRE_VE
   catalog="$src/pkg/server/catalog/upstreamauthority.go"
   grep -q 'upstreamauthority/ejbca"' "$catalog" || die "SPIRE source layout changed: $catalog"
   sed -i -e '/upstreamauthority\/ejbca"/d' -e '/ejbca\.BuiltIn(),/d' "$catalog"
-  ldflags="-X github.com/spiffe/spire/pkg/common/version.gittag=v$SPIRE_VERSION"
+  ldflags="-X github.com/spiffe/spire/pkg/common/version.gittag=$SPIRE_VERSION"
   (cd "$src" && CGO_ENABLED=1 go build -trimpath -ldflags "$ldflags" -o "$BIN/spire-agent" ./cmd/spire-agent \
     && CGO_ENABLED=1 go build -trimpath -ldflags "$ldflags" -o "$BIN/spire-server" ./cmd/spire-server) \
     || die "SPIRE build failed"
