@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { describeZodError } from '../common/names.js';
 import { TASK_QUEUE } from '../common/ids.js';
+import { FaultPauseSpec } from './fault-injection.js';
 
 const emptyAsUndefined = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
 const opt = <T extends z.ZodTypeAny>(schema: T) => z.preprocess(emptyAsUndefined, schema);
@@ -15,6 +16,8 @@ export const WorkerConfig = z.object({
   TEMPORAL_TASK_QUEUE: opt(z.string().min(1).max(200).default(TASK_QUEUE)),
   DATABASE_URL: opt(z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').default('postgres://postgres@127.0.0.1:5432/nodeboot')),
   NODEBOOT_MAX_CONCURRENT_ACTIVITIES: opt(z.coerce.number().int().min(1).max(1000).default(20)),
+  /** Tests only: "<activity>:<ms>" pauses that activity after its work (workers/fault-injection.ts). Unset: off. */
+  NODEBOOT_FAULT_PAUSE: opt(FaultPauseSpec.optional()),
 });
 export type WorkerConfig = z.infer<typeof WorkerConfig>;
 

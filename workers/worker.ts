@@ -9,6 +9,7 @@ import { NativeConnection, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
 import { Ledger } from '../activities/inventory/ledger.js';
 import { loadWorkerConfig, type WorkerConfig } from './config.js';
+import { describeFaultPause, faultPauseInterceptor } from './fault-injection.js';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
@@ -17,6 +18,8 @@ export async function createWorker(config: WorkerConfig): Promise<{ worker: Work
   const ledger = await Ledger.connect(config.DATABASE_URL, { migrate: true });
   try {
     const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
+    const fault = config.NODEBOOT_FAULT_PAUSE;
+    if (fault) console.error(`[worker] WARNING: fault injection is ON (NODEBOOT_FAULT_PAUSE): ${describeFaultPause(fault)}. Never set this outside tests.`);
     const worker = await Worker.create({
       connection,
       namespace: config.TEMPORAL_NAMESPACE,
@@ -24,6 +27,7 @@ export async function createWorker(config: WorkerConfig): Promise<{ worker: Work
       workflowsPath: WORKFLOWS_PATH,
       activities: createActivities({ ledger }),
       maxConcurrentActivityTaskExecutions: config.NODEBOOT_MAX_CONCURRENT_ACTIVITIES,
+      ...(fault ? { interceptors: { activity: [faultPauseInterceptor(fault)] } } : {}),
     });
     return { worker, ledger, connection };
   } catch (err) {

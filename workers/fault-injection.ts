@@ -1,0 +1,88 @@
+/**
+ * Fault injection for crash tests, off unless the worker is started with
+ *
+ *   NODEBOOT_FAULT_PAUSE=<activity>:<ms>     e.g. issueOverlayKey:20000
+ *
+ * The named activity then pauses for `ms` AFTER it did its real work and
+ * BEFORE its result is handed back to the server: the worst moment to lose
+ * the worker (the work is done, the history does not know it). A test kills
+ * the worker inside that window and proves the retry on another worker
+ * finishes the job without doing it twice.
+ *
+ * It is an activity inbound interceptor, so it wraps the activity from the
+ * outside: the boundary's heartbeat pulse (activities/boundary.ts) has
+ * already stopped when the pause begins, and the pause heartbeats on its own
+ * so the server keeps the attempt alive until the worker dies. The pause is
+ * cancellation-aware. Errors of the activity pass through untouched (no pause).
+ */
+import { Context } from '@temporalio/activity';
+import type { ActivityInterceptorsFactory } from '@temporalio/worker';
+import { z } from 'zod';
+import { STEPS } from '../common/steps.js';
+import { UNDO_OF } from '../activities/types.js';
+
+const UNDO_ACTIVITIES = Object.values(UNDO_OF).filter((v): v is NonNullable<typeof v> => v !== null);
+
+/** Activities a pause may target: the six steps and their undos. */
+export const FAULT_ACTIVITIES = [...STEPS, ...UNDO_ACTIVITIES] as const;
+
+/** The longest pause accepted (10 min): long enough for any test, short enough to be obviously a fault. */
+export const MAX_FAULT_PAUSE_MS = 600_000;
+
+/** How often the paused activity heartbeats (the worker throttles what it sends to the server). */
+const PAUSE_HEARTBEAT_MS = 1_000;
+
+export interface FaultPause {
+  activity: (typeof FAULT_ACTIVITIES)[number];
+  ms: number;
+}
+
+/** `<activity>:<ms>` -> { activity, ms }, with messages that say what is wrong. */
+export const FaultPauseSpec = z
+  .string()
+  .trim()
+  .regex(/^[A-Za-z]+:\d+$/, 'must be "<activity>:<ms>", e.g. "issueOverlayKey:20000"')
+  .transform((s) => {
+    const [activity, ms] = s.split(':') as [string, string];
+    return { activity, ms: Number(ms) };
+  })
+  .pipe(
+    z.object({
+      activity: z.enum(FAULT_ACTIVITIES, { error: `must name one of ${FAULT_ACTIVITIES.join(', ')}` }),
+      ms: z.number().int().min(1).max(MAX_FAULT_PAUSE_MS, `must be at most ${MAX_FAULT_PAUSE_MS} ms`),
+    }),
+  );
+
+export function describeFaultPause(p: FaultPause): string {
+  return `${p.activity} pauses ${p.ms} ms after its work, before returning its result`;
+}
+
+/**
+ * The interceptor factory for `Worker.create({ interceptors: { activity: [...] } })`.
+ * `log` gets one line each time a pause begins (tests wait for it).
+ */
+export function faultPauseInterceptor(pause: FaultPause, log: (line: string) => void = (l) => console.error(l)): ActivityInterceptorsFactory {
+  return (ctx) => {
+    if (ctx.info.activityType !== pause.activity) return {};
+    return {
+      inbound: {
+        async execute(input, next) {
+          const result = await next(input);
+          const activity = Context.current();
+          const { activityType, attempt } = activity.info;
+          const workflowId = activity.info.workflowExecution?.workflowId ?? '(no workflow)';
+          log(`[worker] fault injection: ${activityType} attempt ${attempt} of ${workflowId} did its work; pausing ${pause.ms} ms before returning`);
+          activity.heartbeat('fault injection: paused before returning');
+          const pulse = setInterval(() => activity.heartbeat('fault injection: paused before returning'), PAUSE_HEARTBEAT_MS);
+          try {
+            await activity.sleep(pause.ms);
+          } finally {
+            clearInterval(pulse);
+          }
+          log(`[worker] fault injection: ${activityType} attempt ${attempt} of ${workflowId} returns after the pause`);
+          return result;
+        },
+      },
+    };
+  };
+}
