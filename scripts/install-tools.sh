@@ -6,6 +6,8 @@ set -euo pipefail
 
 TEMPORAL_CLI_VERSION=1.5.1
 SPIRE_VERSION=1.15.3
+# Bump when the build recipe below changes, so installed binaries are rebuilt.
+SPIRE_BUILD_REV=2
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
@@ -50,7 +52,7 @@ fi
 # `go install spire@version` asks the proxy for the module's version list to
 # check deprecation, which the proxy here refuses; downloading the pinned
 # module and building inside it needs only that version.
-if ! stamp_ok spire-server "$SPIRE_VERSION" || ! stamp_ok spire-agent "$SPIRE_VERSION"; then
+if ! stamp_ok spire-server "$SPIRE_VERSION+$SPIRE_BUILD_REV" || ! stamp_ok spire-agent "$SPIRE_VERSION+$SPIRE_BUILD_REV"; then
   log "building SPIRE v$SPIRE_VERSION (spire-server, spire-agent; cgo)"
   spire_mod="$(cd /tmp && go mod download -json "github.com/spiffe/spire@v$SPIRE_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
   [[ -d "$spire_mod" ]] || die "could not download github.com/spiffe/spire@v$SPIRE_VERSION"
@@ -66,8 +68,8 @@ if ! stamp_ok spire-server "$SPIRE_VERSION" || ! stamp_ok spire-agent "$SPIRE_VE
   (cd "$src" && CGO_ENABLED=1 go build -trimpath -ldflags "$ldflags" -o "$BIN/spire-agent" ./cmd/spire-agent \
     && CGO_ENABLED=1 go build -trimpath -ldflags "$ldflags" -o "$BIN/spire-server" ./cmd/spire-server) \
     || die "SPIRE build failed"
-  echo "$SPIRE_VERSION" >"$TOOLS/spire-server.version"
-  echo "$SPIRE_VERSION" >"$TOOLS/spire-agent.version"
+  echo "$SPIRE_VERSION+$SPIRE_BUILD_REV" >"$TOOLS/spire-server.version"
+  echo "$SPIRE_VERSION+$SPIRE_BUILD_REV" >"$TOOLS/spire-agent.version"
 fi
 
 log "tools ready in $BIN"
