@@ -1,0 +1,203 @@
+/**
+ * nodeboot's command line: the usage text, and argv parsed (node:util
+ * parseArgs) and validated (zod) into one typed command. A usage mistake is a
+ * CliError with exit code 2 naming the flag.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { z } from 'zod';
+import { NodeId } from '../../common/names.js';
+import { STEPS } from '../../common/steps.js';
+import { CONFIG_FLAGS, type ConfigFlag } from './config.js';
+import { CliError } from './errors.js';
+import { EXIT, EXIT_CODE_HELP } from './exit-codes.js';
+
+export const USAGE = `nodeboot: bootstrap machines into the WireGuard + SPIFFE/SPIRE fabric through Temporal
+
+usage: nodeboot <command> [args] [flags]
+
+commands:
+  start <input.json|->     validate the input, then start provisioning the node (workflow provision/<nodeId>).
+                           Idempotent: a node already provisioning, held or provisioned is attached to, never
+                           started twice. A node whose last run failed gets a new run (with this input).
+                           --wait follows the run to its end (or to a hold) and exits with its outcome.
+  status <node>            state, current step, per-step evidence, last failure with its type and a hint
+  watch <node>             live step-by-step progress until the run ends or is held (plain lines when
+                           stdout is not a terminal; --json: one JSON object per change)
+  list                     runs by --segment, --state, --failed-step, --error-type, --node (visibility)
+  rerun <node>             a new run for a node whose last run failed, was cancelled, terminated or is held,
+                           with the last run's input (or --input fixed.json, same nodeId). Finished steps are
+                           not redone: every step first finds what exists (the interface, the key, the overlay
+                           address, the peers, the agent, the entries) and finishes from there.
+                           A HELD run is terminated WITHOUT compensation first, so what its finished steps built
+                           stays in place for the new run to adopt (that is the point of a rerun; use
+                           \`compensate\` to undo instead). A run in progress is refused (exit 7): watch or cancel it.
+                           A provisioned node is refused too: decommission it first.
+  approve <node>           held run: retry the failed step and continue (same as \`retry\`)
+  retry <node>             held run: retry the failed step and continue
+  compensate <node>        held run: undo every finished step, in reverse, and fail
+  cancel <node>            cancel the run; it undoes what it did (compensates) and ends cancelled
+  decommission <node>      remove the node from the fabric (decommissionNode with its last input, or --input);
+                           an open provisioning run is cancelled first and its compensation awaited
+  history <node>           the node's event log from the inventory ledger (DATABASE_URL)
+
+flags (every command):
+  --json                   machine output: one JSON document on stdout (watch: one object per line),
+                           errors too ({"ok": false, "error": {...}})
+  --address host:port      TEMPORAL_ADDRESS       (default 127.0.0.1:7233)
+  --namespace NAME         TEMPORAL_NAMESPACE     (default "default")
+  --task-queue NAME        TEMPORAL_TASK_QUEUE    (default "node-bootstrap")
+  --tls-cert PATH          TEMPORAL_TLS_CERT      mTLS client certificate (with --tls-key)
+  --tls-key PATH           TEMPORAL_TLS_KEY
+  --tls-ca PATH            TEMPORAL_TLS_CA        CA to verify the server with
+  --tls-server-name NAME   TEMPORAL_TLS_SERVER_NAME
+                           TEMPORAL_TLS=true|false  force TLS on or off
+                           TEMPORAL_API_KEY       API key (environment only; implies TLS)
+  --connect-timeout SEC    NODEBOOT_CONNECT_TIMEOUT (default 10): then exit 6
+  --database-url URL       DATABASE_URL (history)
+  -h, --help
+
+flags (some commands):
+  --wait                   start, rerun, approve, retry, compensate, cancel, decommission: follow the run to its end
+  --timeout SEC            with --wait / watch: stop following after SEC seconds (exit 8 if still running)
+  --input FILE|-           rerun, decommission: use this input instead of the last run's
+  --run RUN_ID             status, history: a specific run instead of the latest
+  --interval MS            watch: poll interval (default 500)
+  --segment S --state running|held|succeeded|failed|cancelled|terminated|timed-out|open|closed
+  --failed-step STEP --error-type TYPE --node NODE --type provision|decommission|any --limit N    (list)
+
+${EXIT_CODE_HELP}`;
+
+const COMMANDS = ['start', 'status', 'watch', 'list', 'rerun', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'history', 'help'] as const;
+export type CommandName = (typeof COMMANDS)[number];
+
+const COMMON_FLAGS = ['json', 'help', 'debug', ...(Object.keys(CONFIG_FLAGS) as ConfigFlag[])];
+const FLAGS_OF: Record<CommandName, string[]> = {
+  start: ['wait', 'timeout'],
+  status: ['run'],
+  watch: ['interval', 'timeout'],
+  list: ['segment', 'state', 'failed-step', 'error-type', 'node', 'type', 'limit'],
+  rerun: ['input', 'wait', 'timeout'],
+  approve: ['wait', 'timeout'],
+  retry: ['wait', 'timeout'],
+  compensate: ['wait', 'timeout'],
+  cancel: ['wait', 'timeout'],
+  decommission: ['input', 'wait', 'timeout'],
+  history: ['run', 'limit'],
+  help: [],
+};
+/** Commands that take a node id (the rest: start takes a file, list none). */
+const NODE_COMMANDS: CommandName[] = ['status', 'watch', 'rerun', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'history'];
+
+const OPTIONS = {
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  debug: { type: 'boolean' },
+  wait: { type: 'boolean' },
+  timeout: { type: 'string' },
+  interval: { type: 'string' },
+  input: { type: 'string' },
+  run: { type: 'string' },
+  segment: { type: 'string' },
+  state: { type: 'string' },
+  'failed-step': { type: 'string' },
+  'error-type': { type: 'string' },
+  node: { type: 'string' },
+  type: { type: 'string' },
+  limit: { type: 'string' },
+  // config (CONFIG_FLAGS)
+  address: { type: 'string' },
+  namespace: { type: 'string' },
+  'task-queue': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'tls-ca': { type: 'string' },
+  'tls-server-name': { type: 'string' },
+  'connect-timeout': { type: 'string' },
+  'database-url': { type: 'string' },
+} as const satisfies NonNullable<ParseArgsConfig['options']>;
+
+export const LIST_STATES = ['running', 'held', 'succeeded', 'failed', 'cancelled', 'terminated', 'timed-out', 'open', 'closed'] as const;
+export type ListState = (typeof LIST_STATES)[number];
+
+const Label = z.string().max(64).regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/, 'must be lowercase letters, digits and inner hyphens only');
+const Seconds = z.coerce.number().positive('must be a positive number of seconds').max(7 * 86_400);
+
+const Flags = z.object({
+  json: z.boolean().default(false),
+  help: z.boolean().default(false),
+  debug: z.boolean().default(false),
+  wait: z.boolean().default(false),
+  timeout: Seconds.optional(),
+  interval: z.coerce.number().int().min(100, 'must be at least 100 ms').max(60_000).default(500),
+  input: z.string().min(1).max(4096).optional(),
+  run: z.string().regex(/^[A-Za-z0-9-]{1,64}$/, 'must be a run id').optional(),
+  segment: Label.optional(),
+  state: z.enum(LIST_STATES).optional(),
+  'failed-step': z.enum(STEPS).optional(),
+  'error-type': z.string().regex(/^[A-Za-z][A-Za-z0-9]{0,63}$/, 'must be a failure type such as "ToolMissing"').optional(),
+  node: NodeId.optional(),
+  type: z.enum(['provision', 'decommission', 'any']).default('provision'),
+  limit: z.coerce.number().int().min(1).max(10_000).optional(),
+});
+export type Flags = z.output<typeof Flags>;
+
+export interface ParsedCommand {
+  command: CommandName;
+  /** The node id (node commands) or the input path (start). */
+  target: string | undefined;
+  flags: Flags;
+  config: Partial<Record<ConfigFlag, string>>;
+}
+
+/** Parse argv; usage mistakes throw CliError(2). `--help` anywhere gives command 'help'. */
+export function parseCommandLine(argv: string[]): ParsedCommand {
+  const parse = () => parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse();
+  } catch (err) {
+    throw usage(err instanceof Error ? err.message.replace(/\. To specify a positional.*$/s, '') : String(err));
+  }
+  const { values, positionals } = parsed;
+  const wantsJson = values.json === true;
+  if (values.help || positionals[0] === 'help') return { command: 'help', target: undefined, flags: Flags.parse({ json: wantsJson, help: true }), config: {} };
+  const [name, target, ...extra] = positionals;
+  if (!name) throw usage('a command is required');
+  if (!(COMMANDS as readonly string[]).includes(name)) throw usage(`unknown command "${name}"`);
+  const command = name as CommandName;
+
+  const allowed = new Set([...COMMON_FLAGS, ...FLAGS_OF[command]]);
+  const used = Object.keys(values).filter((k) => values[k as keyof typeof values] !== undefined);
+  const stray = used.filter((k) => !allowed.has(k));
+  if (stray.length) throw usage(`${stray.map((s) => `--${s}`).join(', ')} does not apply to "${command}"`);
+
+  if (command === 'list') {
+    if (target !== undefined) throw usage('list takes no positional argument (filter with --node, --segment, ...)');
+  } else if (!target) {
+    throw usage(command === 'start' ? 'start needs an input file (or - for stdin)' : `${command} needs a node id`);
+  }
+  if (extra.length) throw usage(`unexpected argument "${extra[0]}"`);
+  if (target && NODE_COMMANDS.includes(command)) {
+    const r = NodeId.safeParse(target);
+    if (!r.success) {
+      throw new CliError(EXIT.INVALID, `invalid node id "${target}"`, { code: 'USAGE', fields: [{ path: 'node', message: r.error.issues[0]?.message ?? 'is invalid' }] });
+    }
+  }
+
+  const config: Partial<Record<ConfigFlag, string>> = {};
+  for (const f of Object.keys(CONFIG_FLAGS) as ConfigFlag[]) {
+    const v = values[f];
+    if (typeof v === 'string') config[f] = v;
+  }
+  const flagValues: Record<string, unknown> = {};
+  for (const k of Object.keys(Flags.shape)) if (values[k as keyof typeof values] !== undefined) flagValues[k] = values[k as keyof typeof values];
+  const r = Flags.safeParse(flagValues);
+  if (!r.success) {
+    throw new CliError(EXIT.INVALID, 'invalid flags', { code: 'USAGE', fields: r.error.issues.map((i) => ({ path: `--${String(i.path[0])}`, message: i.message })) });
+  }
+  return { command, target, flags: r.data, config };
+}
+
+function usage(message: string): CliError {
+  return new CliError(EXIT.INVALID, message, { code: 'USAGE', suggestion: 'nodeboot --help' });
+}

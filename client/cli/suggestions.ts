@@ -1,0 +1,40 @@
+/**
+ * One line of advice per failure type (common/errors.ts), for `status`,
+ * `watch`, `start --wait` and handleError. Typed as a full record, so adding
+ * an error type without advice fails the build.
+ */
+import { errorClassOf, isErrorType, type ErrorType } from '../../common/errors.js';
+
+const SUGGESTIONS: Record<ErrorType, string> = {
+  InvalidInput: 'fix the named field in the input, then `nodeboot rerun <node> --input fixed.json`',
+  HostUnreachable: 'check the node is up and reachable from the worker (netns / SSH), then approve (held) or rerun',
+  ToolMissing: 'install the missing binary on the node or worker (`npm run tools` in the lab), then approve (held) or rerun',
+  ToolFailed: 'read the step message and the worker log; a retry may fix it: approve (held) or rerun',
+  CommandTimeout: 'the step outran its deadline: check the node and raise input.timeouts.<step> if it is just slow, then rerun',
+  PeerHandshakeTimeout: 'no WireGuard handshake: check the hub is up, its endpoint is reachable on UDP and the peer keys match, then approve or rerun',
+  ProbeFailed: 'the tunnel is up but the SPIRE server port is not reachable through it: check the server listens on the overlay address and port',
+  SpireServerUnavailable: 'the SPIRE server is down or its admin socket path is wrong (spire.serverSocketPath): fix it, then approve or rerun',
+  AgentUnhealthy: "the SPIRE agent did not come up healthy: read its log in the node's dir, then approve or rerun",
+  AttestationRejected: 'security: the server refused attestation and the agent was banned; check the trust domain and investigate the node before any rerun',
+  EntryRejected: 'the SPIRE server refused a registration entry: check the workload spiffePath / selectors / TTLs, then rerun with a fixed input',
+  SvidInvalid: "security: a workload's SVID did not match its registration or chain to the bundle; investigate before any rerun",
+  WorkloadFailed: 'a workload did not start or get its SVID in time: check its command and uid, then approve or rerun',
+  PoolExhausted: "the segment's overlay pool is full: decommission unused nodes or widen overlay.cidr, then rerun",
+  LedgerUnavailable: 'the inventory ledger (PostgreSQL, DATABASE_URL) is unreachable from the worker: bring it back, then approve or rerun',
+  OverlayAuth: 'the overlay controller refused our credentials: fix the worker credentials, then rerun',
+  HostKeyMismatch: "security: the node's SSH host key is unknown or changed; verify the host before trusting it",
+};
+
+/** The advice for a failure type; a generic line for types we do not own (Cancelled, timeouts, SDK errors). */
+export function suggestionFor(type: string | null | undefined, nodeId?: string | null): string {
+  const line = isErrorType(type)
+    ? SUGGESTIONS[type]
+    : type === 'Cancelled'
+      ? 'the run was cancelled and compensated: `nodeboot rerun <node>` to provision it again'
+      : type === 'Terminated'
+        ? 'the run was terminated without compensating: `nodeboot rerun <node>` to finish it, or `nodeboot decommission <node>` to clean up'
+        : 'see `nodeboot history <node>` and the run in the Temporal Web UI';
+  return nodeId ? line.replaceAll('<node>', nodeId) : line;
+}
+
+export { errorClassOf };

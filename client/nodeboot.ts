@@ -1,0 +1,100 @@
+#!/usr/bin/env -S node --import tsx
+/**
+ * nodeboot: the CLI for CI and on-call. `nodeboot --help` lists the commands,
+ * flags and exit codes (client/cli/exit-codes.ts); docs/operating.md shows
+ * them in use.
+ *
+ *   nodeboot start --wait --json node.json
+ */
+import { fileURLToPath } from 'node:url';
+import { parseCommandLine, USAGE, type ParsedCommand } from './cli/args.js';
+import { decommission } from './cli/commands/decommission.js';
+import { history } from './cli/commands/history.js';
+import { list } from './cli/commands/list.js';
+import { cancel, decide } from './cli/commands/operate.js';
+import { rerun } from './cli/commands/rerun.js';
+import { start } from './cli/commands/start.js';
+import { status, watch } from './cli/commands/status.js';
+import { loadCliConfig } from './cli/config.js';
+import type { Context } from './cli/context.js';
+import { handleError } from './cli/errors.js';
+import { EXIT, type ExitCode } from './cli/exit-codes.js';
+import type { Io } from './cli/render.js';
+import { connectTemporal, type Temporal } from './cli/runs.js';
+
+const COMMANDS: Record<Exclude<ParsedCommand['command'], 'help'>, (ctx: Context) => Promise<ExitCode>> = {
+  start,
+  status,
+  watch,
+  list,
+  rerun,
+  approve: (ctx) => decide(ctx, 'retry'),
+  retry: (ctx) => decide(ctx, 'retry'),
+  compensate: (ctx) => decide(ctx, 'compensate'),
+  cancel,
+  decommission,
+  history,
+};
+
+export const processIo: Io = {
+  out: (line) => process.stdout.write(line + '\n'),
+  err: (line) => process.stderr.write(line + '\n'),
+  write: (stream, text) => (stream === 'out' ? process.stdout : process.stderr).write(text),
+  isTTY: (stream) => Boolean((stream === 'out' ? process.stdout : process.stderr).isTTY),
+  columns: (stream) => (stream === 'out' ? process.stdout : process.stderr).columns ?? 0,
+};
+
+/** Run one command line; returns the exit code. Every error goes through handleError once. */
+export async function runCli(argv: string[], env: NodeJS.ProcessEnv, io: Io, stdin: () => Promise<string> = readStdin): Promise<ExitCode> {
+  // Known before parsing, so even a usage error comes out as JSON.
+  const json = argv.includes('--json');
+  const debug = argv.includes('--debug');
+  let temporal: Temporal | undefined;
+  let address: string | undefined;
+  let nodeId: string | undefined;
+  try {
+    const cmd = parseCommandLine(argv);
+    if (cmd.command === 'help') {
+      if (cmd.flags.json) io.out(JSON.stringify({ ok: true, exitCode: 0, usage: USAGE }));
+      else io.out(USAGE);
+      return EXIT.OK;
+    }
+    const config = loadCliConfig(env, cmd.config);
+    address = config.TEMPORAL_ADDRESS;
+    nodeId = cmd.command === 'start' || cmd.command === 'list' ? undefined : cmd.target;
+    const ctx: Context = {
+      cmd,
+      flags: cmd.flags,
+      config,
+      io,
+      stdin,
+      temporal: async () => (temporal ??= await connectTemporal(config)),
+    };
+    return await COMMANDS[cmd.command](ctx);
+  } catch (err) {
+    return handleError(err, { json, debug, ...(address ? { address } : {}), ...(nodeId ? { nodeId } : {}) }, io);
+  } finally {
+    await temporal?.close().catch(() => undefined);
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** The process entry (this file under tsx, or the package bin client/bin/nodeboot.mjs). */
+export function main(argv: string[] = process.argv.slice(2)): void {
+  const exit = (code: number) => {
+    // Let stdout drain to a pipe; a handle left open (it should not be) cannot hang CI.
+    process.exitCode = code;
+    setTimeout(() => process.exit(code), 2_000).unref();
+  };
+  runCli(argv, process.env, processIo).then(exit, (err: unknown) => {
+    process.stderr.write(`nodeboot: ${err instanceof Error ? err.message : String(err)}\n`);
+    exit(EXIT.ERROR);
+  });
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) main();
