@@ -25,9 +25,44 @@ const Label = z
   .max(40)
   .regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/, 'must be lowercase letters, digits and inner hyphens only');
 
+/** An SSH target host: an IPv4 address or a DNS name (never something `ssh` could read as an option). */
+export const SshHostName = z.union(
+  [
+    Ipv4,
+    z
+      .string()
+      .max(253)
+      .regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i, 'must be a DNS name'),
+  ],
+  { error: 'must be an IPv4 address or a DNS name' },
+);
+
+/** A remote login name (POSIX portable user name). */
+export const SshUser = z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a user name such as "root" or "deploy"');
+
+/**
+ * A host reached over SSH. The host key is pinned: `knownHostsFile` holds the
+ * key(s) the host must present; an unknown or changed key is a security failure.
+ */
+export const SshHostSpec = z
+  .object({
+    kind: z.literal('ssh'),
+    host: SshHostName,
+    port: z.number().int().min(1).max(65535).default(22),
+    user: SshUser.default('root'),
+    /** The worker's private key for this host (a file path on the worker; never the key itself). */
+    identityFile: SafePath,
+    /** known_hosts file pinning the host's key (on the worker). */
+    knownHostsFile: SafePath,
+    connectTimeoutSeconds: z.number().int().min(1).max(120).default(10),
+  })
+  .strict();
+export type SshHostSpec = z.infer<typeof SshHostSpec>;
+
 export const HostSpec = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('local') }).strict(),
   z.object({ kind: z.literal('netns'), netns: NetnsName }).strict(),
+  SshHostSpec,
 ]);
 export type HostSpec = z.infer<typeof HostSpec>;
 

@@ -4,8 +4,8 @@
  * A step never calls execa directly for node-side work; it asks the node's
  * transport to run a program with arguments. `local` runs on the worker's host,
  * `netns` runs inside a network namespace (the lab's nodes) through
- * `ip netns exec`. An `ssh` transport fits the same interface: `run` maps to
- * one remote command, `spawnDaemon` to a detached remote process.
+ * `ip netns exec`, `ssh` runs on a remote host (activities/host/ssh.ts): `run`
+ * maps to one remote command, `spawnDaemon` to a detached remote process.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -13,8 +13,10 @@ import { closeSync, existsSync, mkdirSync, openSync, unlinkSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { SshHostSpec } from '../../common/input.js';
 import { NetnsName, parseName } from '../../common/names.js';
 import { runCommand, scrubbedEnv, ToolError, type RunOptions, type RunResult } from './exec.js';
+import { sshTransport } from './ssh.js';
 
 export interface DaemonOptions {
   /** File that receives the daemon's stdout and stderr. */
@@ -39,6 +41,7 @@ export interface HostTransport {
 export const TransportSpec = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('local') }),
   z.object({ kind: z.literal('netns'), netns: NetnsName }),
+  SshHostSpec,
 ]);
 export type TransportSpec = z.infer<typeof TransportSpec>;
 
@@ -48,6 +51,8 @@ export function transportFor(spec: TransportSpec): HostTransport {
       return localTransport();
     case 'netns':
       return netnsTransport(spec.netns);
+    case 'ssh':
+      return sshTransport(spec);
   }
 }
 
