@@ -87,7 +87,9 @@ export function renderStatus(v: RunView): string[] {
     `node ${v.nodeId}${v.searchAttributes.segment ? ` (segment ${v.searchAttributes.segment})` : ''}   ${v.workflowId}   run ${v.runId}`,
     `state: ${headline(v)}   [${v.execution}${v.closeTime ? ` ${v.closeTime}` : ` since ${v.startTime}`}]`,
   ];
-  if (v.source === 'describe') lines.push('  (no worker answered the status query: step detail unavailable, state from search attributes)');
+  if (v.source === 'describe') {
+    lines.push(`  (no worker answered the status query on task queue ${v.taskQueue}: step detail unavailable, state from Temporal's record)`);
+  }
   else lines.push(...stepsOf(v).map(stepLine));
   if (v.lastFailure && v.outcome === 'provisioned') {
     lines.push(`earlier failure (retried since): ${v.lastFailure.step} ${v.lastFailure.type}: ${v.lastFailure.message}`);

@@ -150,6 +150,16 @@ export async function findRun(t: Temporal, nodeId: string, runId?: string): Prom
   }
 }
 
+/** True when some worker polled `taskQueue` recently (Temporal keeps pollers for a few minutes). */
+export async function hasPollers(t: Temporal, taskQueue: string): Promise<boolean> {
+  const r = await t.client.workflowService.describeTaskQueue({
+    namespace: t.config.TEMPORAL_NAMESPACE,
+    // No type: the server describes the workflow task queue, the one a `decide` update needs.
+    taskQueue: { name: taskQueue },
+  });
+  return (r.pollers?.length ?? 0) > 0;
+}
+
 /** The input a run was started with (the first event of its history), as plain JSON. */
 export async function runInput(t: Temporal, workflowId: string, runId: string): Promise<unknown> {
   const resp = await t.client.workflowService.getWorkflowExecutionHistory({
@@ -195,6 +205,10 @@ export async function viewRun(t: Temporal, nodeId: string, runId?: string, ref?:
     failure = { step: (searchAttributes.bootstrapStep as StepName | null) ?? 'workflow', type: 'Terminated', message: terminationReason(closeError) };
   } else if (!failure) {
     failure = failureFromClose(closeError, searchAttributes);
+  }
+  if (!failure && searchAttributes.failedStep && searchAttributes.errorType) {
+    // Open and no worker answered: the search attributes still name the failure.
+    failure = { step: searchAttributes.failedStep as StepName, type: searchAttributes.errorType, message: '(message unavailable: no worker answered the status query)' };
   }
 
   return {

@@ -8,9 +8,8 @@ import { decideUpdate, type Decision } from '../../../workflows/definitions.js';
 import { emit, note, type Context } from '../context.js';
 import { CliError } from '../errors.js';
 import { EXIT, type ExitCode } from '../exit-codes.js';
-import { renderStatus } from '../render.js';
-import { findRun, viewRun, type RunView } from '../runs.js';
-import { followWithProgress } from './start.js';
+import { findRun, hasPollers, viewRun, type RunView } from '../runs.js';
+import { finalLines, followWithProgress } from './start.js';
 
 /** How long a decision may wait for a worker to run the update. */
 const DECIDE_TIMEOUT_MS = 30_000;
@@ -24,6 +23,12 @@ export async function decide(ctx: Context, action: Decision['action']): Promise<
       suggestion: `\`nodeboot status ${nodeId}\`; a failed node is rerun with \`nodeboot rerun ${nodeId}\``,
     });
   }
+  if (!(await hasPollers(t, desc.taskQueue))) {
+    throw new CliError(EXIT.ERROR, `no worker is polling task queue ${desc.taskQueue}: the decision would wait for one`, {
+      code: 'NO_WORKER',
+      suggestion: 'start a worker (`npm run worker`) on that task queue, then decide again',
+    });
+  }
   // The update's validator refuses (exit 7) unless the run is held; nothing enters history then.
   const ack = await t.client.withDeadline(Date.now() + DECIDE_TIMEOUT_MS, () => handle.executeUpdate(decideUpdate, { args: [{ action }] }));
   note(ctx, `${action === 'retry' ? 'approved: retrying' : 'compensating after'} ${ack.step} on ${desc.workflowId} run ${desc.runId}`);
@@ -32,7 +37,7 @@ export async function decide(ctx: Context, action: Decision['action']): Promise<
     return emit(ctx, EXIT.OK, { decision: ack, run: view }, [`${ack.action} ${ack.step}: accepted`, `${view.workflowId} run ${view.runId}: ${view.outcome}`]);
   }
   const view = await followWithProgress(ctx, t, nodeId, desc.runId, { stopWhenHeld: action === 'retry' });
-  return emit(ctx, undoCode(action === 'compensate', view), { decision: ack, run: view }, renderStatus(view));
+  return emit(ctx, undoCode(action === 'compensate', view), { decision: ack, run: view }, finalLines(ctx, view));
 }
 
 export async function cancel(ctx: Context): Promise<ExitCode> {
@@ -51,7 +56,7 @@ export async function cancel(ctx: Context): Promise<ExitCode> {
   note(ctx, `cancellation requested for ${desc.workflowId} run ${desc.runId}: it compensates (undoes its finished steps) and ends cancelled`);
   const view = ctx.flags.wait ? await followWithProgress(ctx, t, nodeId, desc.runId, { stopWhenHeld: false }) : await viewRun(t, nodeId, desc.runId);
   const exitCode = ctx.flags.wait ? undoCode(true, view) : EXIT.OK;
-  return emit(ctx, exitCode, { cancelRequested: true, run: view }, ctx.flags.wait ? renderStatus(view) : [`${view.workflowId} run ${view.runId}: cancel requested (${view.outcome})`]);
+  return emit(ctx, exitCode, { cancelRequested: true, run: view }, ctx.flags.wait ? finalLines(ctx, view) : [`${view.workflowId} run ${view.runId}: cancel requested (${view.outcome})`]);
 }
 
 /**

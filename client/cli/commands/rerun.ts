@@ -14,9 +14,8 @@ import { emit, note, type Context } from '../context.js';
 import { CliError } from '../errors.js';
 import { EXIT, type ExitCode } from '../exit-codes.js';
 import { readJsonInput, validateForStart } from '../input.js';
-import { renderStatus } from '../render.js';
 import { findRun, runInput, viewRun } from '../runs.js';
-import { followWithProgress } from './start.js';
+import { finalLines, followWithProgress } from './start.js';
 
 export const RERUN_TERMINATE_REASON = 'superseded by nodeboot rerun: finished steps are kept for the new run (no compensation)';
 
@@ -80,6 +79,6 @@ export async function rerun(ctx: Context): Promise<ExitCode> {
     ctx,
     exitCode,
     { started, rerunOf: { runId: last.desc.runId, execution, terminated: held }, inputFrom, run: view },
-    ctx.flags.wait ? renderStatus(view) : [`${view.workflowId} run ${view.runId}: ${view.outcome}`],
+    ctx.flags.wait ? finalLines(ctx, view) : [`${view.workflowId} run ${view.runId}: ${view.outcome}`],
   );
 }

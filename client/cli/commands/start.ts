@@ -27,7 +27,12 @@ export async function start(ctx: Context): Promise<ExitCode> {
   const view = ctx.flags.wait ? await followWithProgress(ctx, t, input.nodeId, desc.runId) : await viewRun(t, input.nodeId, desc.runId);
   // Without --wait, a run that is under way is what was asked for.
   const exitCode = ctx.flags.wait || (view.outcome !== 'running' && view.outcome !== 'compensating') ? view.exitCode : EXIT.OK;
-  return emit(ctx, exitCode, { started, attached: !started, inputDiffers, run: view }, ctx.flags.wait ? renderStatus(view) : [`${view.workflowId} run ${view.runId}: ${view.outcome}`, ...(view.next.length ? [`next: ${view.next.join('  |  ')}`] : [])]);
+  return emit(ctx, exitCode, { started, attached: !started, inputDiffers, run: view }, ctx.flags.wait ? finalLines(ctx, view) : [`${view.workflowId} run ${view.runId}: ${view.outcome}`, ...(view.next.length ? [`next: ${view.next.join('  |  ')}`] : [])]);
+}
+
+/** Human lines after following a run: the final status block, unless the live block on this terminal already shows it. */
+export function finalLines(ctx: Context, view: RunView): string[] {
+  return ctx.io.isTTY('err') && ctx.io.isTTY('out') ? [] : renderStatus(view);
 }
 
 /** Follow a run to its end (or hold), printing progress on stderr: the CI log gets every step. */
