@@ -1,8 +1,11 @@
 // The JSON-line log formatter and the activity log context: one parseable line
 // per entry, correlation fields at the top level, no secrets.
+import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { describe, expect, it } from 'vitest';
-import { formatLogLine, jsonLineLogger, nodeIdOf } from '../../workers/logging.js';
+import { failure } from '../../common/errors.js';
+import { activityLoggingInterceptor, formatLogLine, jsonLineLogger, nodeIdOf } from '../../workers/logging.js';
 
 const T = 1_763_898_000_123_000_000n; // 2025-11-23T11:40:00.123Z in ns
 
@@ -85,5 +88,42 @@ describe('nodeIdOf', () => {
     expect(nodeIdOf([{ nodeId: 'edge-03', step: 'workflow', kind: 'started' }])).toBe('edge-03');
     expect(nodeIdOf([])).toBeUndefined();
     expect(nodeIdOf([{ input: { nodeId: 7 } }])).toBeUndefined();
+  });
+});
+
+describe('activityLoggingInterceptor', () => {
+  const info = { activityType: 'issueOverlayKey', attempt: 3, workflowExecution: { workflowId: 'provision/edge-01', runId: 'run-9' } };
+  const req = { input: { nodeId: 'edge-01' }, run: { workflowId: 'provision/edge-01', runId: 'run-9' } };
+
+  function runWith(activityType: string, fn: () => Promise<unknown>) {
+    const lines: string[] = [];
+    const mock = new MockActivityEnvironment({ ...info, activityType }, { logger: jsonLineLogger('DEBUG', (l) => lines.push(l)), interceptors: [activityLoggingInterceptor()] });
+    const parsed = () => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    return mock.run(fn, req).then(
+      () => ({ ok: true, lines: parsed() }),
+      (err: unknown) => ({ ok: false, err, lines: parsed() }),
+    );
+  }
+
+  it('puts workflowId, runId, nodeId, step and attempt on every line of a step, plus one line per outcome', async () => {
+    const { ok, lines } = await runWith('issueOverlayKey', async () => {
+      Context.current().log.info('allocating');
+    });
+    expect(ok).toBe(true);
+    const ours = lines.filter((l) => ['step started', 'allocating', 'step succeeded'].includes(l.msg as string));
+    expect(ours.map((l) => l.msg)).toEqual(['step started', 'allocating', 'step succeeded']);
+    for (const l of ours) expect(l).toMatchObject({ workflowId: 'provision/edge-01', runId: 'run-9', nodeId: 'edge-01', step: 'issueOverlayKey', attempt: 3 });
+    expect(ours[2]!.durationMs).toBeTypeOf('number');
+  });
+
+  it('logs a failed step with its error type, and names the undone step for a compensation', async () => {
+    const failed = await runWith('startSpireAgent', async () => {
+      throw failure('AttestationRejected', 'server refused the agent');
+    });
+    expect(failed.ok).toBe(false);
+    expect(failed.lines.find((l) => l.msg === 'step failed')).toMatchObject({ level: 'WARN', step: 'startSpireAgent', nodeId: 'edge-01', errorType: 'AttestationRejected' });
+
+    const undo = await runWith('undoStartSpireAgent', async () => undefined);
+    expect(undo.lines.find((l) => l.msg === 'compensation succeeded')).toMatchObject({ step: 'startSpireAgent', compensation: true, nodeId: 'edge-01' });
   });
 });
