@@ -23,7 +23,7 @@ commands:
   status <node>            state, current step, per-step evidence, last failure with its type and a hint
   watch <node>             live step-by-step progress until the run ends or is held (plain lines when
                            stdout is not a terminal; --json: one JSON object per change)
-  list                     runs by --segment, --state, --failed-step, --error-type, --node (visibility)
+  list                     runs by --segment, --state, --step, --failed-step, --error-type, --node (visibility)
   rerun <node>             a new run for a node whose last run failed, was cancelled, terminated or is held,
                            with the last run's input (or --input fixed.json, same nodeId). Finished steps are
                            not redone: every step first finds what exists (the interface, the key, the overlay
@@ -42,7 +42,7 @@ commands:
 
 flags (every command):
   --json                   machine output: one JSON document on stdout (watch: one object per line),
-                           errors too ({"ok": false, "error": {...}})
+                           errors too ({"ok": false, "exitCode": N, "error": {...}})
   --address host:port      TEMPORAL_ADDRESS       (default 127.0.0.1:7233)
   --namespace NAME         TEMPORAL_NAMESPACE     (default "default")
   --task-queue NAME        TEMPORAL_TASK_QUEUE    (default "node-bootstrap")
@@ -63,7 +63,8 @@ flags (some commands):
   --run RUN_ID             status, history: a specific run instead of the latest
   --interval MS            watch: poll interval (default 500)
   --segment S --state running|held|succeeded|failed|cancelled|terminated|timed-out|open|closed
-  --failed-step STEP --error-type TYPE --node NODE --type provision|decommission|any --limit N    (list)
+  --step STEP (current/last step) --failed-step STEP --error-type TYPE --node NODE
+  --type provision|decommission|any --limit N                                   (list)
 
 ${EXIT_CODE_HELP}`;
 
@@ -75,7 +76,7 @@ const FLAGS_OF: Record<CommandName, string[]> = {
   start: ['wait', 'timeout'],
   status: ['run'],
   watch: ['interval', 'timeout'],
-  list: ['segment', 'state', 'failed-step', 'error-type', 'node', 'type', 'limit'],
+  list: ['segment', 'state', 'step', 'failed-step', 'error-type', 'node', 'type', 'limit'],
   rerun: ['input', 'wait', 'timeout'],
   approve: ['wait', 'timeout'],
   retry: ['wait', 'timeout'],
@@ -99,6 +100,7 @@ const OPTIONS = {
   run: { type: 'string' },
   segment: { type: 'string' },
   state: { type: 'string' },
+  step: { type: 'string' },
   'failed-step': { type: 'string' },
   'error-type': { type: 'string' },
   node: { type: 'string' },
@@ -133,6 +135,7 @@ const Flags = z.object({
   run: z.string().regex(/^[A-Za-z0-9-]{1,64}$/, 'must be a run id').optional(),
   segment: Label.optional(),
   state: z.enum(LIST_STATES).optional(),
+  step: z.enum(STEPS).optional(),
   'failed-step': z.enum(STEPS).optional(),
   'error-type': z.string().regex(/^[A-Za-z][A-Za-z0-9]{0,63}$/, 'must be a failure type such as "ToolMissing"').optional(),
   node: NodeId.optional(),

@@ -43,4 +43,5 @@ export const EXIT_CODE_HELP = `exit codes:
   6  cannot reach Temporal (history: the ledger)
   7  conflict: the command does not apply to the run's current state
   8  still running (status of a run in progress; --wait hit --timeout)
-  9  failed and NOT fully compensated (an undo failed, or the run was terminated): decommission`;
+  9  failed and NOT fully compensated (an undo failed, or the run was terminated): decommission
+  (cancel, compensate --wait, decommission --wait: 0 = everything undone, 9 = something left behind)`;

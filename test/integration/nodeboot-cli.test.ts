@@ -232,7 +232,7 @@ describe('nodeboot list', () => {
     const cli = cliFor('unused-queue');
     const [bySegment, byFailedStep, failed, succeededWest, byNode, badState, badStep] = await Promise.all([
       cli(['list', '--json', '--segment', east]),
-      cli(['list', '--json', '--failed-step', 'startSpireAgent', '--error-type', 'ToolMissing', '--segment', west]),
+      cli(['list', '--json', '--step', 'startSpireAgent', '--failed-step', 'startSpireAgent', '--error-type', 'ToolMissing', '--segment', west]),
       cli(['list', '--state', 'failed', '--segment', west]),
       cli(['list', '--json', '--state', 'succeeded', '--segment', west]),
       cli(['list', '--json', '--node', ok]),

@@ -29,10 +29,11 @@ const TYPE_CLAUSE = { provision: 'WorkflowType = "provisionNode"', decommission:
  * The visibility query for the filters. Every value was validated against a
  * strict pattern (args.ts), so none can close the quotes.
  */
-export function listQuery(flags: Pick<Flags, 'type' | 'segment' | 'state' | 'failed-step' | 'error-type' | 'node'>): string {
+export function listQuery(flags: Pick<Flags, 'type' | 'segment' | 'state' | 'step' | 'failed-step' | 'error-type' | 'node'>): string {
   const clauses: string[] = [TYPE_CLAUSE[flags.type]];
   if (flags.node) clauses.push(`NodeId = "${flags.node}"`);
   if (flags.segment) clauses.push(`Segment = "${flags.segment}"`);
+  if (flags.step) clauses.push(`BootstrapStep = "${flags.step}"`);
   if (flags['failed-step']) clauses.push(`FailedStep = "${flags['failed-step']}"`);
   if (flags['error-type']) clauses.push(`ErrorType = "${flags['error-type']}"`);
   if (flags.state) clauses.push(STATE_CLAUSE[flags.state]);
