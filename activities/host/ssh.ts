@@ -47,19 +47,23 @@ export function shellQuote(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-/** The remote command line for argv (each word quoted). */
-export function remoteCommandLine(argv: readonly string[]): string {
+/**
+ * The remote command line for argv (each word quoted), run from `cwd` (default
+ * `/`): a session starts in the login user's home, which a command that drops
+ * to a workload uid (setpriv) cannot enter, and a daemon should not pin.
+ */
+export function remoteCommandLine(argv: readonly string[], cwd = '/'): string {
   if (argv.length === 0) throw new ToolError('InvalidInput', 'empty remote command', 'ssh');
-  return argv.map(shellQuote).join(' ');
+  return `cd ${shellQuote(cwd)} && ${argv.map(shellQuote).join(' ')}`;
 }
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
  * The remote argv for `command args` with the RunOptions that a remote host
- * must apply itself: extra environment (`env`), uid/gid (`setpriv`), cwd.
+ * must apply itself: extra environment (`env`), uid/gid (`setpriv`).
  */
-export function remoteArgv(command: string, args: readonly string[], opts: Pick<RunOptions, 'env' | 'uid' | 'gid' | 'cwd'> = {}): string[] {
+export function remoteArgv(command: string, args: readonly string[], opts: Pick<RunOptions, 'env' | 'uid' | 'gid'> = {}): string[] {
   let argv = [command, ...args];
   if (opts.uid !== undefined || opts.gid !== undefined) {
     const ids = [
@@ -73,7 +77,6 @@ export function remoteArgv(command: string, args: readonly string[], opts: Pick<
     for (const [k] of env) if (!ENV_NAME.test(k)) throw new ToolError('InvalidInput', `environment variable name "${k}" is invalid`, 'ssh');
     argv = ['env', ...env.map(([k, v]) => `${k}=${v}`), ...argv];
   }
-  if (opts.cwd !== undefined) argv = ['sh', '-c', 'cd -- "$1" && shift && exec "$@"', 'nodeboot-cd', opts.cwd, ...argv];
   return argv;
 }
 
@@ -293,7 +296,7 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
   return {
     kind: 'ssh',
     label,
-    run: (command, args, o = {}) => runRemote(remoteCommandLine(remoteArgv(command, args, o)), path.basename(command), o),
+    run: (command, args, o = {}) => runRemote(remoteCommandLine(remoteArgv(command, args, o), o.cwd), path.basename(command), o),
     async spawnDaemon(command, args, o) {
       const r = await runRemote(remoteCommandLine(daemonArgv(command, args, o)), path.basename(command), { input: o.input ?? '', timeoutMs: 30_000 });
       const pid = Number(r.stdout.trim().split('\n').pop());
