@@ -4,7 +4,12 @@
 # `npm run worker` does. No wireguard-tools or SPIRE binaries in here: node-side
 # work (wg, spire-agent, workloads) runs on the node, reached through the
 # worker's host transports (activities/host/transport.ts); see docs/observability.md.
+# The ssh transport needs the ssh client, so that one is installed.
 FROM node:20.20.2-bookworm-slim
+
+RUN apt-get update \
+  && apt-get install -y --no-install-recommends openssh-client \
+  && rm -rf /var/lib/apt/lists/*
 
 ENV NODE_ENV=production
 WORKDIR /app

@@ -171,6 +171,10 @@ describe('Dockerfile', () => {
     expect(dockerfile).toMatch(/^RUN npm ci\b/m);
     expect(dockerfile).toMatch(/^CMD \["node", "--import", "tsx", "workers\/worker\.ts"\]$/m);
     expect(dockerfile).toMatch(/^USER node$/m);
+    // Node-side tools stay on the nodes; the worker only needs the ssh client for the ssh transport.
+    expect(dockerfile).toMatch(/apt-get install -y --no-install-recommends openssh-client/);
+    const instructions = dockerfile.split('\n').filter((l) => !l.startsWith('#')).join('\n');
+    expect(instructions).not.toMatch(/wireguard-tools|spire-agent/i);
   });
 
   it('copies every source folder the worker imports', () => {
