@@ -103,8 +103,15 @@ export function createOverlaySteps(deps: OverlayDeps) {
     const peers = await deps.ledger.listPeers(input.nodeId);
     const keys = new Set(peers.map((p) => p.nodePublicKey));
     // The key on the node is authoritative even if the ledger never heard of it.
-    const onNode = await t.run('sh', ['-c', '[ -s "$1" ] && wg pubkey < "$1" || true', 'wg-pubkey', keyPathOf(input)], { signal });
-    if (onNode.stdout.trim()) keys.add(onNode.stdout.trim());
+    // An unreachable node must not stop the hub and ledger cleanup: the hub is
+    // what lets a node onto the overlay. Its error is raised at the end.
+    let nodeError: unknown;
+    try {
+      const onNode = await t.run('sh', ['-c', '[ -s "$1" ] && wg pubkey < "$1" || true', 'wg-pubkey', keyPathOf(input)], { signal });
+      if (onNode.stdout.trim()) keys.add(onNode.stdout.trim());
+    } catch (err) {
+      nodeError = err;
+    }
     const alloc = await deps.ledger.getAllocation(input.nodeId, input.overlay.cidr);
     for (const hub of input.overlay.hubs) {
       const hubT = deps.transport(hub.host);
@@ -119,6 +126,7 @@ export function createOverlaySteps(deps: OverlayDeps) {
     if ((await deps.ledger.removePeers(input.nodeId)) > 0) removed.push('ledger peers');
     const released = await deps.ledger.releaseAddress(input.nodeId, input.overlay.cidr);
     if (released) removed.push(`address ${released}`);
+    if (nodeError !== undefined) throw nodeError;
     const rm = await t.run('sh', ['-c', 'if [ -e "$1" ]; then rm -f -- "$1"; echo removed; fi', 'wg-rmkey', keyPathOf(input)], { signal });
     if (rm.stdout.includes('removed')) removed.push('node key');
     return { removed };
