@@ -7,6 +7,7 @@ import { ActivityCancellationType, proxyActivities, type ActivityOptions, type R
 import type { Activities } from '../activities/types.js';
 import { NON_RETRYABLE_ERROR_TYPES } from '../common/errors.js';
 import type { ProvisionInput } from '../common/input.js';
+import { STEP_TITLES } from '../common/steps.js';
 
 /** Ledger writes are single-row inserts: a fixed, short deadline. */
 const LEDGER_TIMEOUT_MS = 30_000;
@@ -47,18 +48,19 @@ export function activitiesFor(input: ProvisionInput) {
     retry: retryPolicyFor(input),
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   };
-  const step = (seconds: number) =>
-    proxyActivities<Activities>({ ...base, startToCloseTimeout: seconds * 1000, heartbeatTimeout: heartbeatTimeoutMs(seconds) });
-  const undo = step(t.compensation);
+  // `summary` is what the Web UI shows on each activity: the runbook's step title.
+  const step = (seconds: number, summary: string) =>
+    proxyActivities<Activities>({ ...base, startToCloseTimeout: seconds * 1000, heartbeatTimeout: heartbeatTimeoutMs(seconds), summary });
+  const undo = step(t.compensation, 'compensation (undo a finished step)');
   const ledger = proxyActivities<Activities>({ retry: base.retry, startToCloseTimeout: LEDGER_TIMEOUT_MS });
 
   return {
-    installOverlay: step(t.installOverlay).installOverlay,
-    issueOverlayKey: step(t.issueOverlayKey).issueOverlayKey,
-    gatePeerHealth: step(t.gatePeerHealth).gatePeerHealth,
-    startSpireAgent: step(t.startSpireAgent).startSpireAgent,
-    registerEntries: step(t.registerEntries).registerEntries,
-    launchWorkloads: step(t.launchWorkloads).launchWorkloads,
+    installOverlay: step(t.installOverlay, STEP_TITLES.installOverlay).installOverlay,
+    issueOverlayKey: step(t.issueOverlayKey, STEP_TITLES.issueOverlayKey).issueOverlayKey,
+    gatePeerHealth: step(t.gatePeerHealth, STEP_TITLES.gatePeerHealth).gatePeerHealth,
+    startSpireAgent: step(t.startSpireAgent, STEP_TITLES.startSpireAgent).startSpireAgent,
+    registerEntries: step(t.registerEntries, STEP_TITLES.registerEntries).registerEntries,
+    launchWorkloads: step(t.launchWorkloads, STEP_TITLES.launchWorkloads).launchWorkloads,
 
     undoInstallOverlay: undo.undoInstallOverlay,
     undoIssueOverlayKey: undo.undoIssueOverlayKey,
