@@ -3,6 +3,8 @@
 // process with fake activities (each test its own task queue and node). The
 // fakes also write their events to a real ledger database, so `history` reads
 // what a worker would have written. Asserts exit codes and --json shapes.
+// The tests run concurrently: each has its own worker, task queue, nodes and
+// segments, and most of their time is CLI processes waiting on Temporal.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -96,7 +98,7 @@ async function runOf(nodeId: string) {
   return env.client.workflow.getHandle(provisionWorkflowId(nodeId)).describe();
 }
 
-describe('nodeboot start', () => {
+describe.concurrent('nodeboot start', () => {
   it('starts once, then attaches to the same run (with --wait, follows it to the end); says when the input differs', async () => {
     const fake = createFakeActivities();
     const nodeId = uniqueId('cli');
@@ -171,7 +173,7 @@ describe('nodeboot start', () => {
   });
 });
 
-describe('nodeboot status / watch', () => {
+describe.concurrent('nodeboot status / watch', () => {
   it('watch prints plain step lines as the run progresses (stdout is not a TTY), then status shows every step with evidence', async () => {
     const g = gate();
     const fake = createFakeActivities({ gatePeerHealth: g.behaviour });
@@ -212,7 +214,7 @@ describe('nodeboot status / watch', () => {
   });
 });
 
-describe('nodeboot list', () => {
+describe.concurrent('nodeboot list', () => {
   it('filters by segment, state, failed step, error type and node through visibility', async () => {
     const tag = uniqueId('s').slice(-8);
     const [east, west] = [`east-${tag}`, `west-${tag}`];
@@ -256,7 +258,7 @@ describe('nodeboot list', () => {
   });
 });
 
-describe('operator decisions', () => {
+describe.concurrent('operator decisions', () => {
   it('hold -> approve: start --wait exits 4 with the failure and a hint; approve --wait retries the step and provisions', async () => {
     const fake = createFakeActivities({ startSpireAgent: failWith('ToolMissing', 1) });
     const nodeId = uniqueId('cli');
@@ -352,7 +354,7 @@ describe('operator decisions', () => {
   });
 });
 
-describe('nodeboot rerun', () => {
+describe.concurrent('nodeboot rerun', () => {
   it('after a compensated failure: a new run with the last run\'s input provisions the node; a provisioned node is refused', async () => {
     const fake = createCountingActivities({ registerEntries: failWith('EntryRejected', 1) });
     const nodeId = uniqueId('cli');
@@ -405,7 +407,7 @@ describe('nodeboot rerun', () => {
   });
 });
 
-describe('nodeboot decommission / history', () => {
+describe.concurrent('nodeboot decommission / history', () => {
   it('decommissions a provisioned node; for a held node it cancels (compensates) the run first; history reads the ledger', async () => {
     const done = uniqueId('cli');
     const held = uniqueId('cli');
@@ -458,7 +460,7 @@ describe('nodeboot decommission / history', () => {
   });
 });
 
-describe('configuration and reachability', () => {
+describe.concurrent('configuration and reachability', () => {
   it('exits 6 when Temporal (or, for history, the ledger) cannot be reached, and validates input before connecting', async () => {
     const port = await freePort();
     const cli = cliFor('unused-queue', { TEMPORAL_ADDRESS: `127.0.0.1:${port}`, NODEBOOT_CONNECT_TIMEOUT: '2', DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nodeboot` });
