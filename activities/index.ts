@@ -7,14 +7,16 @@ import type { ProvisionInput } from '../common/input.js';
 import { withBoundary } from './boundary.js';
 import { activitySignal } from './host/heartbeat.js';
 import { transportFor, type HostTransport } from './host/transport.js';
+import { createFleetActivities } from './fleet/dependencies.js';
 import { createInventoryActivities } from './inventory/index.js';
 import type { Ledger } from './inventory/ledger.js';
 import { createOverlaySteps } from './overlay/steps.js';
 import { createSpireSteps } from './spire/steps.js';
-import type { Activities } from './types.js';
+import type { Activities, FleetActivities } from './types.js';
 import { createWorkloadSteps } from './workloads/steps.js';
 
 export type { Activities } from './types.js';
+export type { DependencyCheckRequest, DependencyHealth, FleetActivities } from './types.js';
 
 export interface ActivityDeps {
   ledger: Ledger;
@@ -22,12 +24,13 @@ export interface ActivityDeps {
   transport?: (spec: ProvisionInput['host']) => HostTransport;
 }
 
-export function createActivities(deps: ActivityDeps): Activities {
+export function createActivities(deps: ActivityDeps): Activities & FleetActivities {
   const shared = { ledger: deps.ledger, transport: deps.transport ?? transportFor, signal: activitySignal };
-  return withBoundary<Activities>({
+  return withBoundary<Activities & FleetActivities>({
     ...createOverlaySteps(shared),
     ...createSpireSteps(shared),
     ...createWorkloadSteps(shared),
     ...createInventoryActivities({ ledger: deps.ledger }),
+    ...createFleetActivities(shared),
   });
 }

@@ -7,7 +7,7 @@
  * already exists and finishes the job from there. Every undo is idempotent too,
  * and safe to call for a step that never ran or only half ran.
  */
-import type { ProvisionInput } from '../common/input.js';
+import type { HubSpec, ProvisionInput } from '../common/input.js';
 import type { StepName } from '../common/steps.js';
 
 export interface RunRef {
@@ -127,3 +127,27 @@ export const UNDO_OF = {
   registerEntries: 'undoRegisterEntries',
   launchWorkloads: 'undoLaunchWorkloads',
 } as const satisfies Record<StepName, keyof Activities | null>;
+
+// --- provisionFleet's circuit breaker ----------------------------------------------------
+
+export interface DependencyCheckRequest {
+  spire: Pick<ProvisionInput['spire'], 'serverHost' | 'serverSocketPath'>;
+  hubs: HubSpec[];
+}
+
+export interface DependencyState {
+  /** "spire-server", "hub:<name>" or "ledger". */
+  name: string;
+  healthy: boolean;
+  /** Why it counts as down (secret-free). */
+  detail?: string;
+}
+
+export interface DependencyHealth {
+  healthy: boolean;
+  dependencies: DependencyState[];
+}
+
+export interface FleetActivities {
+  checkFleetDependencies(req: DependencyCheckRequest): Promise<DependencyHealth>;
+}

@@ -19,3 +19,8 @@ export function provisionWorkflowId(nodeId: string): string {
 export function decommissionWorkflowId(nodeId: string): string {
   return `decommission/${parseName(NodeId, 'nodeId', nodeId)}`;
 }
+
+/** `fleet/<fleetId>`; throws InvalidNameError for an invalid fleet id. */
+export function fleetWorkflowId(fleetId: string): string {
+  return `fleet/${parseName(NodeId, 'fleetId', fleetId)}`;
+}

@@ -114,3 +114,76 @@ export interface DecommissionResult {
   runId: string;
   removed: Partial<Record<StepName, UndoResult['removed']>>;
 }
+
+// --- provisionFleet --------------------------------------------------------------------
+
+/**
+ * running: launching nodes; paused: a shared dependency is down, nothing new is
+ * launched until it recovers; draining: no more launches in this run (budget
+ * spent, or handing over to the next run), waiting for running nodes; then
+ * completed (every node tried), halted (the failure budget stopped the
+ * rollout) or cancelled.
+ */
+export type FleetState = 'running' | 'paused' | 'draining' | 'completed' | 'halted' | 'cancelled' | 'failed';
+
+export interface FleetNodeFailure {
+  nodeId: string;
+  /** The step that failed, when the node's failure says so. */
+  step: string | null;
+  type: string;
+  message: string;
+}
+
+export interface FleetDependencyState {
+  name: string;
+  healthy: boolean;
+  detail?: string;
+}
+
+export interface FleetProgress {
+  fleetId: string | null;
+  workflowId: string;
+  runId: string;
+  state: FleetState;
+  /** 1 for the first run, +1 for each continue-as-new. */
+  generation: number;
+  window: number;
+  /** Nodes in the fleet. */
+  total: number;
+  counts: {
+    /** Not launched yet (queued again after a dependency failure included). */
+    pending: number;
+    running: number;
+    succeeded: number;
+    /** Failed for good (their runs compensated). */
+    failed: number;
+    /** Already provisioned, or provisioning in a run the fleet did not start. */
+    skipped: number;
+    cancelled: number;
+    /** Launches that were a second try after a dependency failure. */
+    requeued: number;
+  };
+  failuresByType: Record<string, number>;
+  /** The latest failures, newest last (at most 20). */
+  recentFailures: FleetNodeFailure[];
+  budget: { failed: number; allowed: number | null; exhausted: boolean };
+  breaker: {
+    open: boolean;
+    /** Workflow time the breaker opened (while open). */
+    openSince: string | null;
+    /** Times it has opened over the whole rollout. */
+    opened: number;
+    lastCheckedAt: string | null;
+    /** The dependencies the last check found down. */
+    down: FleetDependencyState[];
+  };
+  startedAt: string;
+}
+
+/** What provisionFleet returns: its final progress and how long the rollout took. */
+export interface FleetResult extends FleetProgress {
+  durationMs: number;
+}
+
+/** `progress`: counts by state, failures by type, the budget and the breaker. */
+export const progressQuery = defineQuery<FleetProgress>('progress');

@@ -1,3 +1,4 @@
 // Every export here is registered as a workflow type by the worker: workflows only.
 export { provisionNode } from './provision-node.js';
 export { decommissionNode } from './decommission-node.js';
+export { provisionFleet } from './provision-fleet.js';

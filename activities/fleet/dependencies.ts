@@ -1,0 +1,48 @@
+/**
+ * The fleet's circuit breaker asks this: are the things every node needs up?
+ * The SPIRE server (its admin healthcheck), each hub's WireGuard interface,
+ * and the inventory ledger. A dependency that is down is an answer, not an
+ * error: the activity reports it and the fleet pauses its rollout.
+ */
+import type { ProvisionInput } from '../../common/input.js';
+import { redactSecrets } from '../../common/errors.js';
+import type { HostTransport } from '../host/transport.js';
+import type { Ledger } from '../inventory/ledger.js';
+import * as wg from '../overlay/wg.js';
+import * as server from '../spire/server-cli.js';
+import type { DependencyState, FleetActivities } from '../types.js';
+
+/** Each check gets this long before it counts as down. */
+const CHECK_TIMEOUT_MS = 5_000;
+
+export interface FleetDeps {
+  ledger: Ledger;
+  transport(spec: ProvisionInput['host']): HostTransport;
+  signal(): AbortSignal | undefined;
+}
+
+export function createFleetActivities(deps: FleetDeps): FleetActivities {
+  async function check(name: string, probe: () => Promise<boolean | void>): Promise<DependencyState> {
+    try {
+      const ok = await probe();
+      return ok === false ? { name, healthy: false, detail: 'not serving' } : { name, healthy: true };
+    } catch (err) {
+      return { name, healthy: false, detail: redactSecrets(err instanceof Error ? err.message : String(err)).slice(0, 300) };
+    }
+  }
+
+  return {
+    async checkFleetDependencies({ spire, hubs }) {
+      const signal = deps.signal();
+      const opts = { timeoutMs: CHECK_TIMEOUT_MS, signal };
+      const dependencies = await Promise.all([
+        check('spire-server', () =>
+          server.healthcheck({ transport: deps.transport(spire.serverHost), socketPath: spire.serverSocketPath, signal, timeoutMs: CHECK_TIMEOUT_MS }),
+        ),
+        ...hubs.map((hub) => check(`hub:${hub.name}`, async () => void (await wg.show(deps.transport(hub.host), hub.interface, opts)))),
+        check('ledger', () => deps.ledger.ping()),
+      ]);
+      return { healthy: dependencies.every((d) => d.healthy), dependencies };
+    },
+  };
+}

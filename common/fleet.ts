@@ -1,0 +1,106 @@
+/**
+ * The provisionFleet input: many nodes that share most of their provisioning
+ * input, rolled out through a concurrency window with a failure budget and a
+ * circuit breaker on the dependencies every node needs.
+ *
+ * Each node's provisionNode input is `{ ...defaults, ...node }`: a shallow merge
+ * at the top level, so a node names its own `nodeId`, `host` and `nodeDir` and
+ * may replace any other top-level field (a whole `overlay`, say) for itself.
+ * Plain JSON, like the provisionNode input. Imported by workflows: no Node built-ins.
+ */
+import { z } from 'zod';
+import { failure, redactSecrets } from './errors.js';
+import { ProvisionInput, type ProvisionInputJson } from './input.js';
+import { NodeId, describeZodError } from './names.js';
+
+export const FailureBudget = z
+  .object({
+    /** Stop launching once more than this many nodes have failed. */
+    maxFailed: z.number().int().min(0).optional(),
+    /** Stop launching once more than this share of the fleet (0–100) has failed. */
+    maxFailedPercent: z.number().min(0).max(100).optional(),
+  })
+  .strict();
+
+export const BreakerSpec = z
+  .object({
+    /** Check the shared dependencies before launching a node when the last check is older than this. */
+    checkIntervalMs: z.number().int().min(100).max(3_600_000).default(10_000),
+    /** While open (a dependency is down), check again this often. */
+    recheckIntervalMs: z.number().int().min(100).max(3_600_000).default(5_000),
+    /**
+     * A node that failed for a dependency-shaped reason (SPIRE server down, no
+     * handshake, probe failed, ledger down) while a check finds a dependency
+     * down is not charged to the budget: it is queued again, this many times,
+     * for when the dependency recovers.
+     */
+    requeueLimit: z.number().int().min(0).max(10).default(1),
+  })
+  .strict();
+
+export const FleetInput = z
+  .object({
+    fleetId: NodeId,
+    /** Every node's provisionNode input but its own fields (see `nodes`). */
+    defaults: z.record(z.string(), z.unknown()).default({}),
+    /** One entry per node: at least `nodeId`, usually `host` and `nodeDir`; merged over `defaults`. */
+    nodes: z
+      .array(z.object({ nodeId: NodeId }).passthrough())
+      .min(1, 'needs at least one node')
+      .max(10_000, 'at most 10000 nodes per fleet'),
+    /** Nodes provisioning at the same time. */
+    window: z.number().int().min(1).max(1000).default(10),
+    failureBudget: FailureBudget.default({ maxFailedPercent: 10 }),
+    breaker: BreakerSpec.default(BreakerSpec.parse({})),
+    /**
+     * Launches per workflow run: after this many the fleet lets its running
+     * nodes finish and continues as new, so its history stays bounded.
+     */
+    nodesPerRun: z.number().int().min(1).max(5000).default(500),
+  })
+  .strict()
+  .strict();
+
+export type FleetInputJson = z.input<typeof FleetInput>;
+export type FleetInput = z.output<typeof FleetInput>;
+
+/** A fleet whose every node input is valid too. */
+export interface ValidFleet {
+  input: FleetInput;
+  /** Each node's provisionNode input, defaults applied, in rollout order. */
+  nodes: ProvisionInput[];
+}
+
+/** The provisionNode input of fleet node `i`, before validation. */
+export function mergeNodeInput(fleet: Pick<FleetInput, 'defaults' | 'nodes'>, i: number): ProvisionInputJson {
+  return { ...fleet.defaults, ...fleet.nodes[i] } as ProvisionInputJson;
+}
+
+/**
+ * Parse a fleet and every node's merged input; throw a non-retryable
+ * `InvalidInput` failure naming each bad field ("nodes.3.host.netns: ...").
+ */
+export function validateFleet(raw: unknown): ValidFleet {
+  const parsed = FleetInput.safeParse(raw);
+  if (!parsed.success) throw invalid(describeZodError(parsed.error));
+  const input = parsed.data;
+  const problems: string[] = [];
+  const nodes: ProvisionInput[] = [];
+  const seen = new Set<string>();
+  input.nodes.forEach(({ nodeId }, i) => {
+    if (seen.has(nodeId)) problems.push(`nodes.${i}.nodeId: duplicate node id "${nodeId}"`);
+    seen.add(nodeId);
+  });
+  input.nodes.forEach((_, i) => {
+    const node = ProvisionInput.safeParse(mergeNodeInput(input, i));
+    if (node.success) nodes.push(node.data);
+    else problems.push(...node.error.issues.map((iss) => `${['nodes', i, ...iss.path].join('.')}: ${iss.message}`));
+  });
+  // One bad node usually means the same mistake in all of them: show a screenful.
+  if (problems.length > 0) throw invalid(problems.length > 20 ? [...problems.slice(0, 20), `... and ${problems.length - 20} more`] : problems);
+  return { input, nodes };
+}
+
+function invalid(problems: string[]) {
+  return failure('InvalidInput', `invalid fleet input: ${problems.join('; ')}`, { details: [{ issues: problems.map(redactSecrets) }] });
+}

@@ -1,0 +1,326 @@
+/**
+ * provisionFleet: roll provisionNode out to many nodes, as child runs.
+ *
+ * - Window: at most `window` nodes provision at the same time.
+ * - Failure budget: once more than `maxFailed` nodes (or `maxFailedPercent` of
+ *   the fleet) have failed for good, no new node is launched; the running ones
+ *   finish or compensate, and the fleet ends `halted`.
+ * - Circuit breaker: before launching, the fleet checks the dependencies every
+ *   node shares (SPIRE server, hubs, ledger) when its last check is stale or a
+ *   node just failed for a dependency-shaped reason. While one is down the
+ *   rollout pauses and rechecks, instead of failing node after node; a node
+ *   that failed that way is queued again rather than charged to the budget.
+ * - Continue-as-new: after `nodesPerRun` launches the fleet lets its running
+ *   nodes finish and continues as a new run carrying its counters, so a fleet
+ *   of thousands keeps every run's history bounded.
+ *
+ * Each node runs as `provision/<nodeId>`, like a single start: a node already
+ * provisioned (or provisioning elsewhere) is skipped, a node whose last run
+ * failed gets a new run. Cancelling the fleet cancels its running nodes, which
+ * compensate. Runs as `fleet/<fleetId>`.
+ */
+import {
+  ApplicationFailure,
+  CancellationScope,
+  TemporalFailure,
+  condition,
+  continueAsNew,
+  isCancellation,
+  log,
+  proxyActivities,
+  setHandler,
+  sleep,
+  startChild,
+  workflowInfo,
+} from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import type { FleetActivities } from '../activities/types.js';
+import { validateFleet, type FleetInput, type FleetInputJson, type ValidFleet } from '../common/fleet.js';
+import { provisionWorkflowId } from '../common/ids.js';
+import type { ProvisionInput } from '../common/input.js';
+import { progressQuery, type FleetNodeFailure, type FleetProgress, type FleetResult } from './definitions.js';
+import { describeFailure } from './failures.js';
+import { provisionNode } from './provision-node.js';
+
+/** Failure types that say "something every node needs is down", not "this node is broken". */
+const DEPENDENCY_FAILURES = new Set(['SpireServerUnavailable', 'PeerHandshakeTimeout', 'ProbeFailed', 'LedgerUnavailable']);
+const RECENT_FAILURES = 20;
+
+/** What one run of the fleet hands to the next on continue-as-new. */
+export interface FleetCarry {
+  generation: number;
+  startedAtMs: number;
+  /** Index into input.nodes of the first node never launched. */
+  cursor: number;
+  /** Node ids queued again after a dependency failure, in launch order. */
+  requeue: string[];
+  /** Times each node has been queued again. */
+  requeues: Record<string, number>;
+  counts: Pick<FleetProgress['counts'], 'succeeded' | 'failed' | 'skipped' | 'cancelled' | 'requeued'>;
+  failuresByType: Record<string, number>;
+  recentFailures: FleetNodeFailure[];
+  breakerOpened: number;
+}
+
+const { checkFleetDependencies } = proxyActivities<FleetActivities>({
+  startToCloseTimeout: 30_000,
+  retry: { maximumAttempts: 2, initialInterval: 1_000 },
+});
+
+/** Provision every node of the fleet. Returns the final progress; fails only for invalid input. */
+export async function provisionFleet(raw: FleetInputJson, carried?: FleetCarry): Promise<FleetResult> {
+  const rollout = new FleetRollout(carried); // `progress` answers from the first moment
+  const fleet = rollout.accept(raw); // invalid input (any node's) fails here, before anything starts
+  try {
+    const handOver = await rollout.launch(fleet);
+    await rollout.drain();
+    if (handOver) await continueAsNew<typeof provisionFleet>(raw, rollout.carry());
+    return rollout.finish();
+  } catch (err) {
+    // Cancelling the fleet cancels its running nodes; wait for them to compensate.
+    if (isCancellation(err)) await CancellationScope.nonCancellable(() => rollout.drain('cancelled'));
+    throw err;
+  }
+}
+
+class FleetRollout {
+  private readonly progress: FleetProgress;
+  private readonly state: FleetCarry;
+  private fleet!: ValidFleet;
+  private byId = new Map<string, ProvisionInput>();
+  private launchedThisRun = 0;
+  private lastCheckMs: number | null = null;
+  /** A node just failed for a dependency-shaped reason: check before the next launch. */
+  private suspect = false;
+
+  constructor(carried?: FleetCarry) {
+    const { workflowId, runId } = workflowInfo();
+    this.state = carried ?? {
+      generation: 1,
+      startedAtMs: Date.now(),
+      cursor: 0,
+      requeue: [],
+      requeues: {},
+      counts: { succeeded: 0, failed: 0, skipped: 0, cancelled: 0, requeued: 0 },
+      failuresByType: {},
+      recentFailures: [],
+      breakerOpened: 0,
+    };
+    this.progress = {
+      fleetId: null,
+      workflowId,
+      runId,
+      state: 'running',
+      generation: this.state.generation,
+      window: 0,
+      total: 0,
+      counts: { pending: 0, running: 0, ...this.state.counts },
+      failuresByType: this.state.failuresByType,
+      recentFailures: this.state.recentFailures,
+      budget: { failed: this.state.counts.failed, allowed: null, exhausted: false },
+      breaker: { open: false, openSince: null, opened: this.state.breakerOpened, lastCheckedAt: null, down: [] },
+      startedAt: new Date(this.state.startedAtMs).toISOString(),
+    };
+    setHandler(progressQuery, () => this.snapshot());
+  }
+
+  accept(raw: unknown): ValidFleet {
+    try {
+      this.fleet = validateFleet(raw);
+    } catch (err) {
+      this.progress.state = 'failed';
+      throw err;
+    }
+    const { input, nodes } = this.fleet;
+    this.byId = new Map(nodes.map((n) => [n.nodeId, n]));
+    Object.assign(this.progress, { fleetId: input.fleetId, window: input.window, total: nodes.length });
+    this.progress.budget.allowed = allowedFailures(input.failureBudget, nodes.length);
+    return this.fleet;
+  }
+
+  /**
+   * Launch nodes until none is left, the budget is spent, or this run has
+   * launched its share. Returns true when the next run must take over.
+   */
+  async launch({ input }: ValidFleet): Promise<boolean> {
+    for (;;) {
+      if (this.budgetExhausted()) {
+        log.warn('failure budget spent: no more nodes will be launched', { failed: this.state.counts.failed });
+        return false;
+      }
+      if (!this.hasPending()) {
+        if (this.progress.counts.running === 0) return false;
+        // A running node may still be queued again: wait for that or for the last one to end.
+        await condition(() => this.hasPending() || this.progress.counts.running === 0);
+        continue;
+      }
+      if (this.launchedThisRun >= input.nodesPerRun || workflowInfo().continueAsNewSuggested) return true;
+      await condition(() => this.progress.counts.running < input.window);
+      const node = this.peekPending();
+      await this.dependenciesUp(node, input.breaker);
+      if (this.budgetExhausted()) continue;
+      this.start(this.takePending());
+    }
+  }
+
+  /** Wait for every running node to end. */
+  async drain(state: 'draining' | 'cancelled' = 'draining'): Promise<void> {
+    this.progress.state = state;
+    await condition(() => this.progress.counts.running === 0);
+  }
+
+  carry(): FleetCarry {
+    return { ...this.state, generation: this.state.generation + 1, counts: this.countsToCarry() };
+  }
+
+  finish(): FleetResult {
+    this.progress.state = this.budgetExhausted() ? 'halted' : this.state.counts.cancelled > 0 ? 'cancelled' : 'completed';
+    return { ...this.snapshot(), durationMs: Date.now() - this.state.startedAtMs };
+  }
+
+  // --- the circuit breaker -----------------------------------------------------------
+
+  /** Return once the node's shared dependencies answer; while they do not, the rollout is paused. */
+  private async dependenciesUp(node: ProvisionInput, breaker: FleetInput['breaker']): Promise<void> {
+    const due = this.suspect || this.lastCheckMs === null || Date.now() - this.lastCheckMs >= breaker.checkIntervalMs;
+    if (!due) return;
+    this.suspect = false;
+    for (;;) {
+      const down = await this.checkDependencies(node);
+      if (down.length === 0) {
+        if (this.progress.breaker.open) log.info('shared dependencies are back: resuming the rollout');
+        Object.assign(this.progress.breaker, { open: false, openSince: null, down: [] });
+        this.progress.state = 'running';
+        return;
+      }
+      if (!this.progress.breaker.open) {
+        this.state.breakerOpened += 1;
+        Object.assign(this.progress.breaker, { open: true, openSince: new Date().toISOString(), opened: this.state.breakerOpened });
+        log.warn('a shared dependency is down: pausing the rollout', { down: down.map((d) => d.name) });
+      }
+      this.progress.breaker.down = down;
+      this.progress.state = 'paused';
+      await sleep(breaker.recheckIntervalMs);
+    }
+  }
+
+  private async checkDependencies(node: ProvisionInput): Promise<FleetProgress['breaker']['down']> {
+    this.lastCheckMs = Date.now();
+    this.progress.breaker.lastCheckedAt = new Date().toISOString();
+    try {
+      const health = await checkFleetDependencies({ spire: node.spire, hubs: node.overlay.hubs });
+      return health.dependencies.filter((d) => !d.healthy);
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      // The check itself failed (no worker answered it): that is no green light either.
+      return [{ name: 'dependency-check', healthy: false, detail: describeFailure('workflow', err).message }];
+    }
+  }
+
+  // --- one node ----------------------------------------------------------------------
+
+  private start(node: ProvisionInput): void {
+    this.launchedThisRun += 1;
+    this.progress.counts.running += 1;
+    void this.provision(node).finally(() => {
+      this.progress.counts.running -= 1;
+    });
+  }
+
+  private async provision(node: ProvisionInput): Promise<void> {
+    try {
+      const child = await startChild(provisionNode, {
+        workflowId: provisionWorkflowId(node.nodeId),
+        args: [node],
+        parentClosePolicy: 'REQUEST_CANCEL',
+        workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
+        staticSummary: `provision ${node.nodeId} (${node.segment})`,
+      });
+      await child.result();
+      this.state.counts.succeeded += 1;
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) {
+        this.state.counts.skipped += 1; // provisioned already, or provisioning in someone else's run
+      } else if (isCancellation(err)) {
+        this.state.counts.cancelled += 1;
+      } else if (err instanceof TemporalFailure) {
+        this.failed(node.nodeId, err);
+      } else {
+        throw err; // a bug in this workflow: fail the task, keep the run
+      }
+    }
+  }
+
+  private failed(nodeId: string, err: TemporalFailure): void {
+    const info = describeFailure('workflow', err);
+    const step = stepOf(err);
+    if (DEPENDENCY_FAILURES.has(info.type) && (this.state.requeues[nodeId] ?? 0) < this.fleet.input.breaker.requeueLimit) {
+      // Probably not this node's fault: check the shared dependencies, then try it again.
+      this.state.requeues[nodeId] = (this.state.requeues[nodeId] ?? 0) + 1;
+      this.state.requeue.push(nodeId);
+      this.state.counts.requeued += 1;
+      this.suspect = true;
+      log.info('node failed for a dependency-shaped reason: queued again', { nodeId, errorType: info.type });
+      return;
+    }
+    this.state.counts.failed += 1;
+    this.state.failuresByType[info.type] = (this.state.failuresByType[info.type] ?? 0) + 1;
+    this.state.recentFailures.push({ nodeId, step, type: info.type, message: info.message });
+    if (this.state.recentFailures.length > RECENT_FAILURES) this.state.recentFailures.shift();
+  }
+
+  // --- bookkeeping -------------------------------------------------------------------
+
+  private hasPending(): boolean {
+    return this.state.requeue.length > 0 || this.state.cursor < this.fleet.nodes.length;
+  }
+
+  private peekPending(): ProvisionInput {
+    const requeued = this.state.requeue[0];
+    return requeued !== undefined ? this.byId.get(requeued)! : this.fleet.nodes[this.state.cursor]!;
+  }
+
+  private takePending(): ProvisionInput {
+    const requeued = this.state.requeue.shift();
+    if (requeued !== undefined) return this.byId.get(requeued)!;
+    return this.fleet.nodes[this.state.cursor++]!;
+  }
+
+  private budgetExhausted(): boolean {
+    const allowed = this.progress.budget.allowed;
+    return allowed !== null && this.state.counts.failed > allowed;
+  }
+
+  private countsToCarry(): FleetCarry['counts'] {
+    const { succeeded, failed, skipped, cancelled, requeued } = this.state.counts;
+    return { succeeded, failed, skipped, cancelled, requeued };
+  }
+
+  /** The progress as of now (derived counts computed, nothing mutated: queries call it). */
+  private snapshot(): FleetProgress {
+    const pending = this.fleet ? this.fleet.nodes.length - this.state.cursor + this.state.requeue.length : 0;
+    return {
+      ...this.progress,
+      counts: { ...this.countsToCarry(), pending, running: this.progress.counts.running },
+      budget: { ...this.progress.budget, failed: this.state.counts.failed, exhausted: this.budgetExhausted() },
+    };
+  }
+}
+
+/** Failures the budget allows before the rollout stops; null when there is no budget. */
+export function allowedFailures(budget: FleetInput['failureBudget'], total: number): number | null {
+  const limits = [
+    budget.maxFailed,
+    budget.maxFailedPercent === undefined ? undefined : Math.floor((total * budget.maxFailedPercent) / 100),
+  ].filter((n): n is number => n !== undefined);
+  return limits.length ? Math.min(...limits) : null;
+}
+
+/** The step a compensated node failed at (provisionNode puts it in its failure's details). */
+function stepOf(err: TemporalFailure): string | null {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    const step = e instanceof ApplicationFailure ? (e.details?.[0] as { step?: unknown } | undefined)?.step : undefined;
+    if (typeof step === 'string') return step;
+  }
+  return null;
+}
