@@ -1,7 +1,8 @@
 // provisionFleet's rollout logic against the real dev server: the same
 // provisionNode children as production, with in-memory node activities.
 import { fileURLToPath } from 'node:url';
-import { ApplicationFailure, WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import type { ApplicationFailure} from '@temporalio/client';
+import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FleetInputJson } from '../../common/fleet.js';
 import { fleetWorkflowId, provisionWorkflowId } from '../../common/ids.js';
