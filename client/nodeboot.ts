@@ -9,6 +9,7 @@
 import { fileURLToPath } from 'node:url';
 import { parseCommandLine, USAGE, type ParsedCommand } from './cli/args.js';
 import { decommission } from './cli/commands/decommission.js';
+import { fleet } from './cli/commands/fleet.js';
 import { history } from './cli/commands/history.js';
 import { list } from './cli/commands/list.js';
 import { cancel, decide } from './cli/commands/operate.js';
@@ -34,6 +35,7 @@ const COMMANDS: Record<Exclude<ParsedCommand['command'], 'help'>, (ctx: Context)
   cancel,
   decommission,
   history,
+  fleet,
 };
 
 export const processIo: Io = {
@@ -61,7 +63,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv, io: Io, std
     }
     const config = loadCliConfig(env, cmd.config);
     address = config.TEMPORAL_ADDRESS;
-    nodeId = cmd.command === 'start' || cmd.command === 'list' ? undefined : cmd.target;
+    nodeId = cmd.command === 'start' || cmd.command === 'list' || cmd.command === 'fleet' ? undefined : cmd.target;
     const ctx: Context = {
       cmd,
       flags: cmd.flags,

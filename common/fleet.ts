@@ -76,13 +76,10 @@ export function mergeNodeInput(fleet: Pick<FleetInput, 'defaults' | 'nodes'>, i:
   return { ...fleet.defaults, ...fleet.nodes[i] } as ProvisionInputJson;
 }
 
-/**
- * Parse a fleet and every node's merged input; throw a non-retryable
- * `InvalidInput` failure naming each bad field ("nodes.3.host.netns: ...").
- */
-export function validateFleet(raw: unknown): ValidFleet {
+/** Every problem with a fleet input, as "path: message" lines; the valid fleet when there are none. */
+export function checkFleet(raw: unknown): { fleet: ValidFleet; problems: [] } | { fleet: null; problems: string[] } {
   const parsed = FleetInput.safeParse(raw);
-  if (!parsed.success) throw invalid(describeZodError(parsed.error));
+  if (!parsed.success) return { fleet: null, problems: describeZodError(parsed.error) };
   const input = parsed.data;
   const problems: string[] = [];
   const nodes: ProvisionInput[] = [];
@@ -90,15 +87,23 @@ export function validateFleet(raw: unknown): ValidFleet {
   input.nodes.forEach(({ nodeId }, i) => {
     if (seen.has(nodeId)) problems.push(`nodes.${i}.nodeId: duplicate node id "${nodeId}"`);
     seen.add(nodeId);
-  });
-  input.nodes.forEach((_, i) => {
     const node = ProvisionInput.safeParse(mergeNodeInput(input, i));
     if (node.success) nodes.push(node.data);
     else problems.push(...node.error.issues.map((iss) => `${['nodes', i, ...iss.path].join('.')}: ${iss.message}`));
   });
+  if (problems.length > 0) return { fleet: null, problems };
+  return { fleet: { input, nodes }, problems: [] };
+}
+
+/**
+ * Parse a fleet and every node's merged input; throw a non-retryable
+ * `InvalidInput` failure naming each bad field ("nodes.3.host.netns: ...").
+ */
+export function validateFleet(raw: unknown): ValidFleet {
+  const { fleet, problems } = checkFleet(raw);
+  if (fleet) return fleet;
   // One bad node usually means the same mistake in all of them: show a screenful.
-  if (problems.length > 0) throw invalid(problems.length > 20 ? [...problems.slice(0, 20), `... and ${problems.length - 20} more`] : problems);
-  return { input, nodes };
+  throw invalid(problems.length > 20 ? [...problems.slice(0, 20), `... and ${problems.length - 20} more`] : problems);
 }
 
 function invalid(problems: string[]) {

@@ -39,6 +39,12 @@ commands:
   decommission <node>      remove the node from the fabric (decommissionNode with its last input, or --input);
                            an open provisioning run is cancelled first and its compensation awaited
   history <node>           the node's event log from the inventory ledger (DATABASE_URL)
+  fleet start <fleet.json|->  validate the fleet and every node's input, then roll it out (workflow
+                           fleet/<fleetId>: child provision/<nodeId> runs through a window, a failure budget and
+                           a circuit breaker). Attaches while it runs; a finished fleet started again skips
+                           provisioned nodes and reruns failed ones. --wait follows it to the end.
+  fleet status <fleet>     counts by state, failures by type, budget, breaker, latest failures
+  fleet watch <fleet>      a line per change until the rollout ends (--json: one object per change)
 
 flags (every command):
   --json                   machine output: one JSON document on stdout (watch: one object per line),
@@ -68,7 +74,9 @@ flags (some commands):
 
 ${EXIT_CODE_HELP}`;
 
-const COMMANDS = ['start', 'status', 'watch', 'list', 'rerun', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'history', 'help'] as const;
+const COMMANDS = ['start', 'status', 'watch', 'list', 'rerun', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'history', 'fleet', 'help'] as const;
+export const FLEET_COMMANDS = ['start', 'status', 'watch'] as const;
+export type FleetCommand = (typeof FLEET_COMMANDS)[number];
 export type CommandName = (typeof COMMANDS)[number];
 
 const COMMON_FLAGS = ['json', 'help', 'debug', ...(Object.keys(CONFIG_FLAGS) as ConfigFlag[])];
@@ -84,6 +92,7 @@ const FLAGS_OF: Record<CommandName, string[]> = {
   cancel: ['wait', 'timeout'],
   decommission: ['input', 'wait', 'timeout'],
   history: ['run', 'limit'],
+  fleet: ['wait', 'timeout', 'interval'],
   help: [],
 };
 /** Commands that take a node id (the rest: start takes a file, list none). */
@@ -146,8 +155,10 @@ export type Flags = z.output<typeof Flags>;
 
 export interface ParsedCommand {
   command: CommandName;
-  /** The node id (node commands) or the input path (start). */
+  /** The node id (node commands), the input path (start, fleet start) or the fleet id (fleet status/watch). */
   target: string | undefined;
+  /** fleet's subcommand. */
+  sub?: FleetCommand;
   flags: Flags;
   config: Partial<Record<ConfigFlag, string>>;
 }
@@ -164,10 +175,17 @@ export function parseCommandLine(argv: string[]): ParsedCommand {
   const { values, positionals } = parsed;
   const wantsJson = values.json === true;
   if (values.help || positionals[0] === 'help') return { command: 'help', target: undefined, flags: Flags.parse({ json: wantsJson, help: true }), config: {} };
-  const [name, target, ...extra] = positionals;
+  const [name] = positionals;
   if (!name) throw usage('a command is required');
   if (!(COMMANDS as readonly string[]).includes(name)) throw usage(`unknown command "${name}"`);
   const command = name as CommandName;
+  let sub: FleetCommand | undefined;
+  if (command === 'fleet') {
+    const s = positionals[1];
+    if (!s || !(FLEET_COMMANDS as readonly string[]).includes(s)) throw usage(`fleet needs a subcommand: ${FLEET_COMMANDS.join(', ')}`);
+    sub = s as FleetCommand;
+  }
+  const [target, ...extra] = positionals.slice(sub ? 2 : 1);
 
   const allowed = new Set([...COMMON_FLAGS, ...FLAGS_OF[command]]);
   const used = Object.keys(values).filter((k) => values[k as keyof typeof values] !== undefined);
@@ -177,7 +195,11 @@ export function parseCommandLine(argv: string[]): ParsedCommand {
   if (command === 'list') {
     if (target !== undefined) throw usage('list takes no positional argument (filter with --node, --segment, ...)');
   } else if (!target) {
+    if (command === 'fleet') throw usage(sub === 'start' ? 'fleet start needs a fleet file (or - for stdin)' : `fleet ${sub} needs a fleet id`);
     throw usage(command === 'start' ? 'start needs an input file (or - for stdin)' : `${command} needs a node id`);
+  }
+  if (command === 'fleet' && sub !== 'start' && !NodeId.safeParse(target).success) {
+    throw new CliError(EXIT.INVALID, `invalid fleet id "${target}"`, { code: 'USAGE', fields: [{ path: 'fleet', message: 'must be lowercase letters, digits and inner hyphens only' }] });
   }
   if (extra.length) throw usage(`unexpected argument "${extra[0]}"`);
   if (target && NODE_COMMANDS.includes(command)) {
@@ -198,7 +220,7 @@ export function parseCommandLine(argv: string[]): ParsedCommand {
   if (!r.success) {
     throw new CliError(EXIT.INVALID, 'invalid flags', { code: 'USAGE', fields: r.error.issues.map((i) => ({ path: `--${String(i.path[0])}`, message: i.message })) });
   }
-  return { command, target, flags: r.data, config };
+  return { command, target, ...(sub ? { sub } : {}), flags: r.data, config };
 }
 
 function usage(message: string): CliError {

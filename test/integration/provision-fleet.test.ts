@@ -1,25 +1,33 @@
 // provisionFleet's rollout logic against the real dev server: the same
 // provisionNode children as production, with in-memory node activities.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ApplicationFailure} from '@temporalio/client';
 import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { FleetInputJson } from '../../common/fleet.js';
 import { fleetWorkflowId, provisionWorkflowId } from '../../common/ids.js';
 import { progressQuery, type FleetProgress, type FleetResult } from '../../workflows/definitions.js';
 import { provisionFleet } from '../../workflows/index.js';
 import { createFleetFakes, type FleetFakes } from '../fixtures/fleet-activities.js';
 import { sampleInput } from '../fixtures/inputs.js';
+import { EXIT } from '../../client/cli/exit-codes.js';
+import { nodeboot } from '../fixtures/nodeboot-cli.js';
 import { connectTestEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 
 const workflowsPath = fileURLToPath(new URL('../../workflows/index.ts', import.meta.url));
 
 let env: TemporalTestEnv;
+let dir: string;
 beforeAll(async () => {
   env = await connectTestEnv();
+  dir = mkdtempSync(path.join(tmpdir(), 'nb-fleet-'));
 });
 afterAll(async () => {
   await env?.close();
+  rmSync(dir, { recursive: true, force: true });
 });
 
 /** A fleet of `n` sample nodes "<prefix>-n1".."<prefix>-n<n>"; node ids are unique per call. */
@@ -186,5 +194,56 @@ describe('provisionFleet', () => {
     expect(cause.message).toContain('nodes.1.nodeDir:');
     expect(cause.message).toContain('nodes.2.nodeId: duplicate node id');
     expect(fakes.started).toEqual([]);
+  });
+});
+
+describe('nodeboot fleet', () => {
+  const cli = (taskQueue: string, args: string[]) =>
+    nodeboot(args, { TEMPORAL_ADDRESS: inject('temporalAddress'), TEMPORAL_NAMESPACE: env.namespace, TEMPORAL_TASK_QUEUE: taskQueue });
+  const fileOf = (fleet: FleetInputJson & { nodeIds?: string[] }) => {
+    const { nodeIds: _ids, ...input } = fleet;
+    const file = path.join(dir, `${uniqueId('fleet')}.json`);
+    writeFileSync(file, JSON.stringify(input));
+    return file;
+  };
+
+  it('start --wait --json follows the rollout and exits 3 when a node failed; status and watch report the same counts', async () => {
+    const fakes = createFleetFakes();
+    const fleet = fleetOf(3, { window: 2, failureBudget: { maxFailed: 2 } });
+    fakes.failNode = (nodeId) => (nodeId === fleet.nodeIds[2] ? 'EntryRejected' : undefined);
+    await withWorker(env, { workflowsPath, activities: fakes.activities }, async (taskQueue) => {
+      const run = await cli(taskQueue, ['fleet', 'start', '--wait', '--json', '--interval', '200', fileOf(fleet)]);
+      expect(run.code, run.stderr).toBe(EXIT.FAILED);
+      expect(run.json).toMatchObject({ ok: false, exitCode: EXIT.FAILED, started: true, fleet: { execution: 'COMPLETED' } });
+      expect(run.json.fleet.progress.counts).toMatchObject({ succeeded: 2, failed: 1, pending: 0 });
+      expect(run.json.fleet.progress.failuresByType).toEqual({ EntryRejected: 1 });
+      expect(run.stderr).toContain(`fleet/${fleet.fleetId}`);
+
+      const status = await cli(taskQueue, ['fleet', 'status', fleet.fleetId as string]);
+      expect(status.code).toBe(EXIT.FAILED);
+      expect(status.stdout).toContain('3 nodes: 2 provisioned, 1 failed, 0 running, 0 pending');
+      expect(status.stdout).toContain(`${fleet.nodeIds[2]}  issueOverlayKey  EntryRejected`);
+
+      const watch = await cli(taskQueue, ['fleet', 'watch', '--json', fleet.fleetId as string]);
+      expect(watch.code).toBe(EXIT.FAILED);
+      expect(watch.lines().at(-1)).toMatchObject({ result: { exitCode: EXIT.FAILED, fleet: { progress: { state: 'completed' } } } });
+    });
+  });
+
+  it('refuses a bad fleet file with exit 2 naming each bad field, and starts nothing; an unknown fleet is exit 5', async () => {
+    const fleet = fleetOf(2);
+    const nodes = [{ ...fleet.nodes[0]!, host: { kind: 'netns', netns: 'Bad Name' } }, { nodeId: 'x;rm' }];
+    const bad = await cli('unused-queue', ['fleet', 'start', '--json', fileOf({ ...fleet, nodes, window: 0 })]);
+    expect(bad.code).toBe(EXIT.INVALID);
+    const paths = (bad.json.error.fields as { path: string }[]).map((f) => f.path);
+    expect(paths).toEqual(expect.arrayContaining(['nodes.1.nodeId', 'window']));
+    expect(await runExists(fleetWorkflowId(fleet.fleetId as string))).toBe(false);
+
+    const nodeLevel = await cli('unused-queue', ['fleet', 'start', fileOf({ ...fleet, nodes: [{ ...fleet.nodes[0]!, host: { kind: 'netns', netns: 'Bad Name' } }] })]);
+    expect(nodeLevel.code).toBe(EXIT.INVALID);
+    expect(nodeLevel.stderr).toContain('nodes.0.host.netns');
+
+    const missing = await cli('unused-queue', ['fleet', 'status', 'no-such-fleet']);
+    expect(missing.code).toBe(EXIT.NOT_FOUND);
   });
 });
