@@ -3,7 +3,7 @@
  * the retry policy come from the validated input, so tests (and impatient
  * operators) can shorten them without a code change.
  */
-import { ActivityCancellationType, proxyActivities, type ActivityOptions, type RetryPolicy } from '@temporalio/workflow';
+import { ActivityCancellationType, patched, proxyActivities, proxyLocalActivities, type ActivityOptions, type RetryPolicy } from '@temporalio/workflow';
 import type { Activities } from '../activities/types.js';
 import { NON_RETRYABLE_ERROR_TYPES } from '../common/errors.js';
 import type { ProvisionInput } from '../common/input.js';
@@ -11,6 +11,14 @@ import { STEP_TITLES } from '../common/steps.js';
 
 /** Ledger writes are single-row inserts: a fixed, short deadline. */
 const LEDGER_TIMEOUT_MS = 30_000;
+
+/**
+ * Runs started after this patch write ledger events as local activities: a
+ * single-row insert does not need its own round of server tasks (14 per node
+ * run), so they ride on the workflow task that follows them. Runs recorded
+ * before it (test/replay/histories) replay with regular activities.
+ */
+export const LEDGER_LOCAL_PATCH = 'ledger-events-as-local-activities';
 
 /**
  * Long steps must heartbeat at least this often: a quarter of the step's
@@ -37,7 +45,7 @@ export function retryPolicyFor(input: ProvisionInput): RetryPolicy {
  * - step: each step's own start-to-close plus a heartbeat timeout (every
  *   activity heartbeats while it runs, so a killed worker is noticed in seconds).
  * - undo: one compensation deadline for every undo (input.timeouts.compensation), same heartbeat.
- * - ledger: event writes, short and fixed.
+ * - ledger: event writes, short and fixed; local activities (LEDGER_LOCAL_PATCH).
  *
  * Steps wait for a cancelled activity to acknowledge before the workflow moves
  * on, so an undo never races the step it undoes.
@@ -52,7 +60,9 @@ export function activitiesFor(input: ProvisionInput) {
   const step = (seconds: number, summary: string) =>
     proxyActivities<Activities>({ ...base, startToCloseTimeout: seconds * 1000, heartbeatTimeout: heartbeatTimeoutMs(seconds), summary });
   const undo = step(t.compensation, 'compensation (undo a finished step)');
-  const ledger = proxyActivities<Activities>({ retry: base.retry, startToCloseTimeout: LEDGER_TIMEOUT_MS });
+  const ledger = patched(LEDGER_LOCAL_PATCH)
+    ? proxyLocalActivities<Activities>({ retry: base.retry, startToCloseTimeout: LEDGER_TIMEOUT_MS })
+    : proxyActivities<Activities>({ retry: base.retry, startToCloseTimeout: LEDGER_TIMEOUT_MS });
 
   return {
     installOverlay: step(t.installOverlay, STEP_TITLES.installOverlay).installOverlay,

@@ -1,0 +1,433 @@
+/**
+ * npm run bench [-- --only p1,p2,p3] [--pairs 5] [--fleet 1,10,25,50] [--sim 100,1000] [--repeats 2] [--out bench/results]
+ *
+ * The benchmark (not a test: nothing here passes or fails). Writes
+ * <out>/report.md and <out>/report.json:
+ * - P1 overhead: one lab node through Temporal vs the same steps as a plain
+ *   sequential script (bench/plain-script.ts), alternating, in the same run.
+ * - P2 fleet: 1..50 lab nodes provisioned concurrently by provisionFleet:
+ *   wall time, nodes per minute, peak memory per node.
+ * - P3 orchestration: 100 and 1000 simulated nodes (instant activities,
+ *   bench/instant-activities.ts) through provisionFleet on the real dev server.
+ * Targets are printed beside the numbers, never asserted.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import pg from 'pg';
+import { createActivities } from '../activities/index.js';
+import { Ledger } from '../activities/inventory/ledger.js';
+import type { FleetInputJson } from '../common/fleet.js';
+import { fleetWorkflowId, provisionWorkflowId } from '../common/ids.js';
+import { ProvisionInput, type ProvisionInputJson } from '../common/input.js';
+import { STEPS, type StepName } from '../common/steps.js';
+import { labProvisionInput } from '../lab/inputs.js';
+import { Lab } from '../lab/lab.js';
+import { startDevServer, type DevServerHandle } from '../lab/temporal.js';
+import type { FleetResult, ProvisionReceipt } from '../workflows/definitions.js';
+import type { provisionFleet, provisionNode } from '../workflows/index.js';
+import { instantActivities } from './instant-activities.js';
+import { mb, peakSampler, sec, summarize, type MemorySample, type Summary } from './measure.js';
+import { plainProvision, plainTeardown } from './plain-script.js';
+import { renderReport } from './report.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const WORKFLOWS_PATH = path.join(repoRoot, 'workflows/index.ts');
+const PG_ADMIN_URL = process.env.NODEBOOT_BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const TRUST_DOMAIN = 'bench.nodeboot.test';
+const REAL_QUEUE = 'bench-real';
+const SIM_QUEUE = 'bench-sim';
+
+const { values: opts } = parseArgs({
+  options: {
+    only: { type: 'string', default: 'p1,p2,p3' },
+    pairs: { type: 'string', default: '5' },
+    fleet: { type: 'string', default: '1,10,25,50' },
+    sim: { type: 'string', default: '100,1000' },
+    repeats: { type: 'string', default: '2' },
+    out: { type: 'string', default: path.join(repoRoot, 'bench/results') },
+  },
+});
+const only = new Set(opts.only.split(','));
+const ints = (s: string) => s.split(',').map((x) => Number.parseInt(x, 10)).filter((n) => n > 0);
+const log = (line: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}`);
+
+// --- report shapes ------------------------------------------------------------------------
+
+export interface P1Pair {
+  order: 'temporal-first' | 'plain-first';
+  temporalMs: number;
+  plainMs: number;
+  temporalStepsMs: Record<StepName, number>;
+  plainStepsMs: Record<StepName, number>;
+}
+export interface P1Report {
+  pairs: P1Pair[];
+  temporal: Summary;
+  plain: Summary;
+  /** Median of the per-pair ratios temporal / plain. */
+  ratio: Summary;
+  steps: { step: StepName; temporalMedianMs: number; plainMedianMs: number }[];
+  /** Temporal wall time not spent inside a step: scheduling, workflow tasks, ledger events. */
+  orchestrationMedianMs: number;
+}
+export interface P2Run {
+  nodes: number;
+  wallMs: number;
+  nodesPerMinute: number;
+  succeeded: number;
+  failed: number;
+  peak: MemorySample;
+  peakPerNodeBytes: number;
+  medianStepMs: Record<StepName, number>;
+}
+export interface P3Run {
+  nodes: number;
+  window: number;
+  wallMs: number;
+  nodesPerSecond: number;
+  /** Workflow executions (node runs + fleet runs) per second. */
+  workflowsPerSecond: number;
+  fleetRuns: number;
+  succeeded: number;
+}
+export interface BenchReport {
+  startedAt: string;
+  finishedAt: string;
+  machine: { cpus: number; cpuModel: string; memoryGiB: number; kernel: string; node: string; load1: number };
+  versions: Record<string, string>;
+  p1?: P1Report;
+  p2?: { runs: P2Run[]; bySize: { nodes: number; wall: Summary; nodesPerMinute: Summary; peakPerNodeMiB: Summary }[] };
+  p3?: { runs: P3Run[]; bySize: { nodes: number; wall: Summary; workflowsPerSecond: Summary }[] };
+}
+
+// --- set-up ---------------------------------------------------------------------------------
+
+interface Bench {
+  server: DevServerHandle;
+  client: Client;
+  connection: Connection;
+  native: NativeConnection;
+  bundle: WorkflowBundleWithSourceMap;
+  ledger: Ledger;
+  dropDatabase(): Promise<void>;
+  dir: string;
+}
+
+async function setUp(): Promise<Bench> {
+  Runtime.install({ logger: new DefaultLogger(process.env.NB_BENCH_LOG === 'warn' ? 'WARN' : 'ERROR') });
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'nb-bench-'));
+  log('starting the Temporal dev server (SQLite file, headless)');
+  const server = await startDevServer({ headless: true, ...(process.env.NB_BENCH_MEMORY ? {} : { dbFilename: path.join(dir, 'temporal.db') }), logFile: path.join(dir, 'server.log') });
+  const connection = await Connection.connect({ address: server.address });
+  const native = await NativeConnection.connect({ address: server.address });
+  const bundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: new DefaultLogger('WARN') });
+  const dbName = `nbbench_${Date.now().toString(36)}`;
+  await adminQuery(`CREATE DATABASE ${dbName}`);
+  const url = new URL(PG_ADMIN_URL);
+  url.pathname = `/${dbName}`;
+  const ledger = await Ledger.connect(url.toString(), { migrate: true });
+  return {
+    server,
+    client: new Client({ connection }),
+    connection,
+    native,
+    bundle,
+    ledger,
+    dir,
+    dropDatabase: () => adminQuery(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`),
+  };
+}
+
+async function adminQuery(sql: string): Promise<void> {
+  const c = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Run a worker on `taskQueue` for as long as `fn` runs. */
+async function withWorker<T>(b: Bench, taskQueue: string, activities: object, fn: () => Promise<T>, tuning: Partial<Parameters<typeof Worker.create>[0]> = {}): Promise<T> {
+  const worker = await Worker.create({ connection: b.native, taskQueue, workflowBundle: b.bundle, activities, ...tuning });
+  return worker.runUntil(fn);
+}
+
+function benchWorkload(nodeId: string) {
+  return [{ name: 'api', spiffePath: `/bench/${nodeId}/api`, uid: 61001, port: 8443 }];
+}
+
+// --- P1 ---------------------------------------------------------------------------------------
+
+async function p1(b: Bench, pairs: number): Promise<P1Report> {
+  const lab = await Lab.up({ nodes: 1, trustDomain: TRUST_DOMAIN, ephemeral: true, log: (l) => log(`[lab] ${l}`) });
+  const acts = createActivities({ ledger: b.ledger });
+  const inputFor = (nodeId: string): ProvisionInputJson => labProvisionInput(lab, 'n1', { nodeId, workloads: benchWorkload(nodeId) });
+  const out: P1Pair[] = [];
+  try {
+    await withWorker(b, REAL_QUEUE, acts, async () => {
+      for (let i = 0; i < pairs; i++) {
+        const order = i % 2 === 0 ? 'temporal-first' : 'plain-first';
+        const viaTemporal = async () => {
+          const input = inputFor(`p1-t${i}-${Date.now().toString(36)}`);
+          const t0 = performance.now();
+          const handle = await b.client.workflow.start<typeof provisionNode>('provisionNode', {
+            taskQueue: REAL_QUEUE,
+            workflowId: provisionWorkflowId(input.nodeId as string),
+            args: [input],
+          });
+          const receipt: ProvisionReceipt = await handle.result();
+          const ms = performance.now() - t0;
+          await plainTeardown(acts, ProvisionInput.parse(input), handle.workflowId, receipt.runId);
+          return { ms, steps: receipt.durationsMs };
+        };
+        const viaScript = async () => {
+          const input = ProvisionInput.parse(inputFor(`p1-p${i}-${Date.now().toString(36)}`));
+          const run = await plainProvision(acts, input, `plain-${i}`);
+          await plainTeardown(acts, input, `plain/${input.nodeId}`, `plain-${i}`);
+          return { ms: run.wallMs, steps: run.stepsMs };
+        };
+        let t: { ms: number; steps: Record<StepName, number> };
+        let p: { ms: number; steps: Record<StepName, number> };
+        if (order === 'temporal-first') {
+          t = await viaTemporal();
+          p = await viaScript();
+        } else {
+          p = await viaScript();
+          t = await viaTemporal();
+        }
+        const pair: P1Pair = { order, temporalMs: t.ms, plainMs: p.ms, temporalStepsMs: t.steps, plainStepsMs: p.steps };
+        out.push(pair);
+        log(`P1 pair ${i + 1}/${pairs} (${order}): temporal ${sec(pair.temporalMs)} s, plain ${sec(pair.plainMs)} s`);
+      }
+    });
+  } finally {
+    await lab.down();
+  }
+  const median = (xs: number[]) => summarize(xs).median;
+  const steps = STEPS.map((step) => ({
+    step,
+    temporalMedianMs: median(out.map((p) => p.temporalStepsMs[step])),
+    plainMedianMs: median(out.map((p) => p.plainStepsMs[step])),
+  }));
+  return {
+    pairs: out,
+    temporal: summarize(out.map((p) => p.temporalMs)),
+    plain: summarize(out.map((p) => p.plainMs)),
+    ratio: summarize(out.map((p) => p.temporalMs / p.plainMs)),
+    steps,
+    orchestrationMedianMs: median(out.map((p) => p.temporalMs - STEPS.reduce((s, st) => s + p.temporalStepsMs[st], 0))),
+  };
+}
+
+// --- P2 ---------------------------------------------------------------------------------------
+
+async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> {
+  const runs: P2Run[] = [];
+  const acts = createActivities({ ledger: b.ledger });
+  await withWorker(
+    b,
+    REAL_QUEUE,
+    acts,
+    async () => {
+      for (const n of sizes) {
+        for (let r = 0; r < repeats; r++) {
+          const lab = await Lab.up({ nodes: n, trustDomain: TRUST_DOMAIN, ephemeral: true, log: () => undefined });
+          try {
+            const tag = `p2-${n}-${r}-${Date.now().toString(36)}`;
+            const template = labProvisionInput(lab, 'n1', { nodeId: 'template' });
+            const { nodeId: _n, host: _h, nodeDir: _d, workloads: _w, ...defaults } = template;
+            const fleet: FleetInputJson = {
+              fleetId: tag,
+              defaults,
+              nodes: lab.nodes.map((node, k) => {
+                const nodeId = `${tag}-${k + 1}`;
+                return { nodeId, host: { kind: 'netns', netns: node.netns }, nodeDir: node.dir, workloads: benchWorkload(nodeId) };
+              }),
+              window: n,
+              failureBudget: { maxFailedPercent: 100 },
+            };
+            const sampler = peakSampler(lab.nodes.map((x) => x.netns));
+            const t0 = performance.now();
+            const result = await startFleetAndWait(b, fleet, REAL_QUEUE);
+            const wallMs = performance.now() - t0;
+            const peak = sampler.stop();
+            const stepsMs = await childStepDurations(b, fleet);
+            const run: P2Run = {
+              nodes: n,
+              wallMs,
+              nodesPerMinute: (result.counts.succeeded / wallMs) * 60_000,
+              succeeded: result.counts.succeeded,
+              failed: result.counts.failed,
+              peak,
+              peakPerNodeBytes: peak.totalBytes / n,
+              medianStepMs: stepsMs,
+            };
+            runs.push(run);
+            log(`P2 ${n} nodes (run ${r + 1}/${repeats}): ${sec(wallMs)} s, ${run.succeeded} ok / ${run.failed} failed, peak ${mb(run.peakPerNodeBytes)} MiB per node`);
+          } finally {
+            await lab.down();
+          }
+        }
+      }
+    },
+    // Fifty nodes' long steps at once: let every one of them run.
+    { maxConcurrentActivityTaskExecutions: 400 },
+  );
+  return runs;
+}
+
+async function startFleetAndWait(b: Bench, fleet: FleetInputJson, taskQueue: string): Promise<FleetResult> {
+  const handle = await b.client.workflow.start<typeof provisionFleet>('provisionFleet', {
+    taskQueue,
+    workflowId: fleetWorkflowId(fleet.fleetId),
+    args: [fleet],
+  });
+  return handle.result();
+}
+
+/** Median duration of each step over the fleet's node runs (from their receipts). */
+async function childStepDurations(b: Bench, fleet: FleetInputJson): Promise<Record<StepName, number>> {
+  const receipts: ProvisionReceipt[] = [];
+  for (const node of fleet.nodes) {
+    const r = await b.client.workflow.getHandle<typeof provisionNode>(provisionWorkflowId(node.nodeId)).result().catch(() => null);
+    if (r) receipts.push(r);
+  }
+  return Object.fromEntries(STEPS.map((s) => [s, summarize(receipts.map((r) => r.durationsMs[s])).median])) as Record<StepName, number>;
+}
+
+// --- P3 ---------------------------------------------------------------------------------------
+
+async function p3(b: Bench, sizes: number[], repeats: number): Promise<P3Run[]> {
+  const runs: P3Run[] = [];
+  const template = simulatedTemplate();
+  await withWorker(
+    b,
+    SIM_QUEUE,
+    instantActivities(),
+    async () => {
+      for (const n of sizes) {
+        for (let r = 0; r < repeats; r++) {
+          const tag = `p3-${n}-${r}-${Date.now().toString(36)}`;
+          const window = Math.min(n, 200);
+          const fleet: FleetInputJson = {
+            fleetId: tag,
+            defaults: template,
+            nodes: Array.from({ length: n }, (_, k) => ({ nodeId: `${tag}-${k + 1}` })),
+            window,
+          };
+          const t0 = performance.now();
+          const result = await startFleetAndWait(b, fleet, SIM_QUEUE);
+          const wallMs = performance.now() - t0;
+          const run: P3Run = {
+            nodes: n,
+            window,
+            wallMs,
+            nodesPerSecond: (n / wallMs) * 1000,
+            workflowsPerSecond: ((n + result.generation) / wallMs) * 1000,
+            fleetRuns: result.generation,
+            succeeded: result.counts.succeeded,
+          };
+          runs.push(run);
+          log(`P3 ${n} simulated nodes (run ${r + 1}/${repeats}): ${sec(wallMs)} s, ${run.workflowsPerSecond.toFixed(1)} workflows/s, ${result.generation} fleet run(s)`);
+        }
+      }
+    },
+    { maxConcurrentActivityTaskExecutions: 400, maxConcurrentWorkflowTaskExecutions: 100, maxCachedWorkflows: 2000 },
+  );
+  return runs;
+}
+
+/** A schema-valid node input for simulated nodes (nothing in it is ever dialled). */
+function simulatedTemplate(): Record<string, unknown> {
+  return {
+    segment: 'sim',
+    host: { kind: 'netns', netns: 'sim-node' },
+    nodeDir: '/var/lib/node-bootstrap/sim',
+    overlay: { cidr: '10.200.0.0/16', hubs: [{ name: 'hub', host: { kind: 'netns', netns: 'sim-hub' }, interface: 'simhub', endpoint: '192.0.2.1:51820', overlayIp: '10.200.0.1' }] },
+    spire: { trustDomain: 'sim.nodeboot.test', serverAddress: '10.200.0.1', serverHost: { kind: 'local' }, serverSocketPath: '/run/spire/sim.sock' },
+    workloads: [{ name: 'api', spiffePath: '/sim/api', uid: 61001 }],
+  };
+}
+
+// --- main -------------------------------------------------------------------------------------
+
+function versions(): Record<string, string> {
+  const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'node_modules/@temporalio/worker/package.json'), 'utf8')) as { version: string };
+  const pinned = readFileSync(path.join(repoRoot, 'scripts/install-tools.sh'), 'utf8');
+  const pin = (name: string) => new RegExp(`${name}=["']?([^"'\\s]+)`).exec(pinned)?.[1] ?? 'unknown';
+  return { temporalCli: pin('TEMPORAL_CLI_VERSION'), spire: pin('SPIRE_VERSION'), temporalTsSdk: pkg.version, node: process.version };
+}
+
+async function main() {
+  const startedAt = new Date().toISOString();
+  const report: BenchReport = {
+    startedAt,
+    finishedAt: '',
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model ?? 'unknown',
+      memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+      kernel: os.release(),
+      node: process.version,
+      load1: os.loadavg()[0] ?? 0,
+    },
+    versions: versions(),
+  };
+  const b = await setUp();
+  try {
+    if (only.has('p1')) report.p1 = await p1(b, Number(opts.pairs));
+    if (only.has('p2')) {
+      const runs = await p2(b, ints(opts.fleet), Number(opts.repeats));
+      report.p2 = {
+        runs,
+        bySize: [...new Set(runs.map((r) => r.nodes))].map((nodes) => {
+          const rs = runs.filter((r) => r.nodes === nodes);
+          return {
+            nodes,
+            wall: summarize(rs.map((r) => r.wallMs)),
+            nodesPerMinute: summarize(rs.map((r) => r.nodesPerMinute)),
+            peakPerNodeMiB: summarize(rs.map((r) => mb(r.peakPerNodeBytes))),
+          };
+        }),
+      };
+    }
+    if (only.has('p3')) {
+      const runs = await p3(b, ints(opts.sim), Number(opts.repeats));
+      report.p3 = {
+        runs,
+        bySize: [...new Set(runs.map((r) => r.nodes))].map((nodes) => {
+          const rs = runs.filter((r) => r.nodes === nodes);
+          return { nodes, wall: summarize(rs.map((r) => r.wallMs)), workflowsPerSecond: summarize(rs.map((r) => r.workflowsPerSecond)) };
+        }),
+      };
+    }
+  } finally {
+    await b.ledger.close().catch(() => undefined);
+    await b.dropDatabase().catch(() => undefined);
+    await b.native.close().catch(() => undefined);
+    await b.connection.close().catch(() => undefined);
+    await b.server.stop();
+    rmSync(b.dir, { recursive: true, force: true });
+  }
+  report.finishedAt = new Date().toISOString();
+  mkdirSync(opts.out, { recursive: true });
+  writeFileSync(path.join(opts.out, 'report.json'), JSON.stringify(report, null, 2) + '\n');
+  writeFileSync(path.join(opts.out, 'report.md'), renderReport(report));
+  log(`wrote ${path.join(opts.out, 'report.md')} and report.json`);
+  console.log(renderReport(report));
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
