@@ -109,3 +109,12 @@ export function validateFleet(raw: unknown): ValidFleet {
 function invalid(problems: string[]) {
   return failure('InvalidInput', `invalid fleet input: ${problems.join('; ')}`, { details: [{ issues: problems.map(redactSecrets) }] });
 }
+
+/** Failures the budget allows before the rollout stops; null when there is no budget. */
+export function allowedFailures(budget: FleetInput['failureBudget'], total: number): number | null {
+  const limits = [
+    budget.maxFailed,
+    budget.maxFailedPercent === undefined ? undefined : Math.floor((total * budget.maxFailedPercent) / 100),
+  ].filter((n): n is number => n !== undefined);
+  return limits.length ? Math.min(...limits) : null;
+}

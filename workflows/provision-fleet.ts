@@ -35,7 +35,7 @@ import {
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { FleetActivities } from '../activities/types.js';
-import { validateFleet, type FleetInput, type FleetInputJson, type ValidFleet } from '../common/fleet.js';
+import { allowedFailures, validateFleet, type FleetInput, type FleetInputJson, type ValidFleet } from '../common/fleet.js';
 import { provisionWorkflowId } from '../common/ids.js';
 import type { ProvisionInput } from '../common/input.js';
 import { progressQuery, type FleetNodeFailure, type FleetProgress, type FleetResult } from './definitions.js';
@@ -305,15 +305,6 @@ class FleetRollout {
       budget: { ...this.progress.budget, failed: this.state.counts.failed, exhausted: this.budgetExhausted() },
     };
   }
-}
-
-/** Failures the budget allows before the rollout stops; null when there is no budget. */
-export function allowedFailures(budget: FleetInput['failureBudget'], total: number): number | null {
-  const limits = [
-    budget.maxFailed,
-    budget.maxFailedPercent === undefined ? undefined : Math.floor((total * budget.maxFailedPercent) / 100),
-  ].filter((n): n is number => n !== undefined);
-  return limits.length ? Math.min(...limits) : null;
 }
 
 /** The step a compensated node failed at (provisionNode puts it in its failure's details). */
