@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --only p1,p2,p3] [--pairs 5] [--fleet 1,10,25,50] [--sim 100,1000] [--repeats 2] [--out bench/results]
+ * npm run bench [-- --only p1,p2,p3] [--pairs 5] [--fleet 1,10,25,50] [--sim 100,1000] [--repeats 2] [--large-repeats 1] [--out bench/results]
  *
  * The benchmark (not a test: nothing here passes or fails). Writes
  * <out>/report.md and <out>/report.json:
@@ -18,7 +18,6 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import pg from 'pg';
 import { createActivities } from '../activities/index.js';
 import { Ledger } from '../activities/inventory/ledger.js';
 import type { FleetInputJson } from '../common/fleet.js';
@@ -34,10 +33,10 @@ import { instantActivities } from './instant-activities.js';
 import { mb, peakSampler, sec, summarize, type MemorySample, type Summary } from './measure.js';
 import { plainProvision, plainTeardown } from './plain-script.js';
 import { renderReport } from './report.js';
+import { createTestDatabase } from '../test/helpers/database.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const WORKFLOWS_PATH = path.join(repoRoot, 'workflows/index.ts');
-const PG_ADMIN_URL = process.env.NODEBOOT_BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const TRUST_DOMAIN = 'bench.nodeboot.test';
 const REAL_QUEUE = 'bench-real';
 const SIM_QUEUE = 'bench-sim';
@@ -49,11 +48,14 @@ const { values: opts } = parseArgs({
     fleet: { type: 'string', default: '1,10,25,50' },
     sim: { type: 'string', default: '100,1000' },
     repeats: { type: 'string', default: '2' },
+    // The largest sizes (P2 ≥ 50 nodes, P3 ≥ 1000) take minutes each: once by default, to stay within 20 minutes.
+    'large-repeats': { type: 'string', default: '1' },
     out: { type: 'string', default: path.join(repoRoot, 'bench/results') },
   },
 });
 const only = new Set(opts.only.split(','));
 const ints = (s: string) => s.split(',').map((x) => Number.parseInt(x, 10)).filter((n) => n > 0);
+const repeatsFor = (n: number, large: number, repeats: number) => (n >= large ? Number(opts['large-repeats']) : repeats);
 const log = (line: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}`);
 
 // --- report shapes ------------------------------------------------------------------------
@@ -126,11 +128,9 @@ async function setUp(): Promise<Bench> {
   const connection = await Connection.connect({ address: server.address });
   const native = await NativeConnection.connect({ address: server.address });
   const bundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: new DefaultLogger('WARN') });
-  const dbName = `nbbench_${Date.now().toString(36)}`;
-  await adminQuery(`CREATE DATABASE ${dbName}`);
-  const url = new URL(PG_ADMIN_URL);
-  url.pathname = `/${dbName}`;
-  const ledger = await Ledger.connect(url.toString(), { migrate: true });
+  // A database of its own, dropped at the end (the test suite's helper).
+  const db = await createTestDatabase('nbbench');
+  const ledger = await Ledger.connect(db.url, { migrate: true });
   return {
     server,
     client: new Client({ connection }),
@@ -139,18 +139,8 @@ async function setUp(): Promise<Bench> {
     bundle,
     ledger,
     dir,
-    dropDatabase: () => adminQuery(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`),
+    dropDatabase: () => db.drop(),
   };
-}
-
-async function adminQuery(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: PG_ADMIN_URL });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
 }
 
 /** Run a worker on `taskQueue` for as long as `fn` runs. */
@@ -237,7 +227,7 @@ async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> 
     acts,
     async () => {
       for (const n of sizes) {
-        for (let r = 0; r < repeats; r++) {
+        for (let r = 0; r < repeatsFor(n, 50, repeats); r++) {
           const lab = await Lab.up({ nodes: n, trustDomain: TRUST_DOMAIN, ephemeral: true, log: () => undefined });
           try {
             const tag = `p2-${n}-${r}-${Date.now().toString(36)}`;
@@ -270,7 +260,7 @@ async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> 
               medianStepMs: stepsMs,
             };
             runs.push(run);
-            log(`P2 ${n} nodes (run ${r + 1}/${repeats}): ${sec(wallMs)} s, ${run.succeeded} ok / ${run.failed} failed, peak ${mb(run.peakPerNodeBytes)} MiB per node`);
+            log(`P2 ${n} nodes (run ${r + 1}/${repeatsFor(n, 50, repeats)}): ${sec(wallMs)} s, ${run.succeeded} ok / ${run.failed} failed, peak ${mb(run.peakPerNodeBytes)} MiB per node`);
           } finally {
             await lab.down();
           }
@@ -313,7 +303,7 @@ async function p3(b: Bench, sizes: number[], repeats: number): Promise<P3Run[]> 
     instantActivities(),
     async () => {
       for (const n of sizes) {
-        for (let r = 0; r < repeats; r++) {
+        for (let r = 0; r < repeatsFor(n, 1000, repeats); r++) {
           const tag = `p3-${n}-${r}-${Date.now().toString(36)}`;
           const window = Math.min(n, 200);
           const fleet: FleetInputJson = {
@@ -335,7 +325,7 @@ async function p3(b: Bench, sizes: number[], repeats: number): Promise<P3Run[]> 
             succeeded: result.counts.succeeded,
           };
           runs.push(run);
-          log(`P3 ${n} simulated nodes (run ${r + 1}/${repeats}): ${sec(wallMs)} s, ${run.workflowsPerSecond.toFixed(1)} workflows/s, ${result.generation} fleet run(s)`);
+          log(`P3 ${n} simulated nodes (run ${r + 1}/${repeatsFor(n, 1000, repeats)}): ${sec(wallMs)} s, ${run.workflowsPerSecond.toFixed(1)} workflows/s, ${result.generation} fleet run(s)`);
         }
       }
     },

@@ -45,6 +45,10 @@ export const ERROR_CLASSES = {
   LedgerUnavailable: 'transient',
   // the overlay controller refused our credentials
   OverlayAuth: 'permanent',
+  // the overlay controller did not answer, or answered 5xx
+  OverlayControllerUnavailable: 'transient',
+  // the overlay controller refused a request as invalid (4xx other than auth)
+  OverlayRejected: 'permanent',
   // a node's SSH host key is unknown or changed
   HostKeyMismatch: 'security',
 } as const;

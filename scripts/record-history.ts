@@ -1,7 +1,7 @@
 /**
  * Record workflow histories for the replay test (test/replay/provision-replay.test.ts).
  *
- *   npx tsx scripts/record-history.ts
+ *   npx tsx scripts/record-history.ts [--only name,name]
  *
  * Starts a throwaway dev server, runs each scenario with the in-memory fake
  * activities, and writes each run's history to test/replay/histories/<name>.json
@@ -11,15 +11,17 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
-import { decommissionWorkflowId, provisionWorkflowId } from '../common/ids.js';
+import { decommissionWorkflowId, fleetWorkflowId, provisionWorkflowId } from '../common/ids.js';
 import { startDevServer } from '../lab/temporal.js';
 import { blockUntilCancelled, createFakeActivities, failWith, type FakeActivities } from '../test/fixtures/fake-activities.js';
 import { sampleInput } from '../test/fixtures/inputs.js';
 import { historyToJson } from '../test/replay/history-json.js';
 import { connectEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../test/helpers/temporal.js';
 import { decideUpdate, statusQuery } from '../workflows/definitions.js';
-import { decommissionNode, provisionNode } from '../workflows/index.js';
+import { decommissionNode, provisionFleet, provisionNode } from '../workflows/index.js';
+import { createFleetFakes } from '../test/fixtures/fleet-activities.js';
 
 const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 const outDir = fileURLToPath(new URL('../test/replay/histories/', import.meta.url));
@@ -79,6 +81,38 @@ const scenarios: Scenario[] = [
     },
   },
   {
+    // After LEDGER_LOCAL_PATCH: ledger events as local activities (markers in history).
+    name: 'provision-success-local-ledger',
+    fake: () => createFakeActivities(),
+    async run(env, taskQueue) {
+      const nodeId = uniqueId('replay');
+      const h = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(nodeId), args: [sampleInput(nodeId)] });
+      await h.result();
+      return h;
+    },
+  },
+  {
+    // The fleet parent: three nodes through a window of two, one fails for good.
+    name: 'fleet-three-nodes',
+    fake: () => {
+      const fakes = createFleetFakes();
+      fakes.failNode = (nodeId) => (nodeId.endsWith('-n2') ? 'EntryRejected' : undefined);
+      return Object.assign(fakes.fake, { activities: fakes.activities });
+    },
+    async run(env, taskQueue) {
+      const fleetId = uniqueId('replay');
+      const { nodeId: _n, ...defaults } = sampleInput('template', { retry: { initialIntervalMs: 10, maximumIntervalMs: 50, maximumAttempts: 1 } });
+      const nodes = [1, 2, 3].map((i) => ({ nodeId: `${fleetId}-n${i}`, nodeDir: `/var/lib/node-bootstrap/${fleetId}-n${i}` }));
+      const h = await env.client.workflow.start(provisionFleet, {
+        taskQueue,
+        workflowId: fleetWorkflowId(fleetId),
+        args: [{ fleetId, defaults, nodes, window: 2, failureBudget: { maxFailed: 1 } }],
+      });
+      await h.result();
+      return h;
+    },
+  },
+  {
     name: 'decommission',
     fake: () => createFakeActivities(),
     async run(env, taskQueue) {
@@ -90,11 +124,14 @@ const scenarios: Scenario[] = [
   },
 ];
 
+const { values } = parseArgs({ options: { only: { type: 'string' } } });
+const only = values.only ? new Set(values.only.split(',')) : null;
+
 const server = await startDevServer({ headless: true });
 const env = await connectEnv(server.address, server.namespace);
 try {
   mkdirSync(outDir, { recursive: true });
-  for (const s of scenarios) {
+  for (const s of scenarios.filter((x) => !only || only.has(x.name))) {
     const fake = s.fake();
     const handle = await withWorker(env, { workflowsPath, activities: fake.activities }, (taskQueue) => s.run(env, taskQueue, fake));
     const history = await handle.fetchHistory();

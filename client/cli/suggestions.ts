@@ -22,6 +22,8 @@ const SUGGESTIONS: Record<ErrorType, string> = {
   PoolExhausted: "the segment's overlay pool is full: decommission unused nodes or widen overlay.cidr, then rerun",
   LedgerUnavailable: 'the inventory ledger (PostgreSQL, DATABASE_URL) is unreachable from the worker: bring it back, then approve or rerun',
   OverlayAuth: 'the overlay controller refused our credentials: fix the worker credentials, then rerun',
+  OverlayControllerUnavailable: 'the overlay controller did not answer (or answered 5xx): check it is up and reachable from the worker, then approve or rerun',
+  OverlayRejected: 'the overlay controller refused a request as invalid: read the step message (field, status), fix the input, then rerun',
   HostKeyMismatch: "security: the node's SSH host key is unknown or changed; verify the host before trusting it",
 };
 

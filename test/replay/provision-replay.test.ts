@@ -14,8 +14,14 @@ const historiesDir = fileURLToPath(new URL('./histories/', import.meta.url));
 const files = readdirSync(historiesDir).filter((f) => f.endsWith('.json')).sort();
 
 describe('workflow replay', () => {
-  it('has the recorded histories (success, compensated, held, cancelled, decommission)', () => {
-    expect(files).toEqual(expect.arrayContaining(['provision-success.json', 'provision-compensated.json']));
+  it('has the recorded histories (success, compensated, held, cancelled, decommission, fleet)', () => {
+    expect(files).toEqual(expect.arrayContaining(['provision-success.json', 'provision-compensated.json', 'provision-success-local-ledger.json', 'fleet-three-nodes.json']));
+  });
+
+  it('covers both ledger paths: activities before LEDGER_LOCAL_PATCH, local-activity markers after it', () => {
+    const eventTypes = (f: string) => (JSON.parse(readFileSync(`${historiesDir}${f}`, 'utf8')) as { events: { eventType: string }[] }).events.map((e) => e.eventType);
+    expect(eventTypes('provision-success.json')).not.toContain('EVENT_TYPE_MARKER_RECORDED');
+    expect(eventTypes('provision-success-local-ledger.json').filter((t) => t === 'EVENT_TYPE_MARKER_RECORDED').length).toBeGreaterThan(10);
   });
 
   it('replays every recorded history deterministically', async () => {

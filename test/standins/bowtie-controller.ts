@@ -1,0 +1,209 @@
+/**
+ * A stand-in for the Bowtie controller's HTTP API: a TEST DOUBLE, never
+ * shipped. Bowtie's controller is proprietary and cannot run here, so this
+ * speaks the API exactly as ../shared/bowtie-api.md documents it, with the
+ * documented quirks switchable (login field, trailing-slash behaviour, 5xx),
+ * and keeps its state in memory so tests can read it back.
+ *
+ * What it proves is that our client speaks the *documented* API; it says
+ * nothing the documentation does not (README: what is verified against what).
+ */
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+const BASE = '/-net/api/v0';
+
+export interface StandInDevice {
+  id: string;
+  name: string;
+  ipv6: string;
+  public_key: string;
+  serial: string;
+  state: 'pending' | 'accepted' | 'rejected';
+  controller_id: string;
+  last_seen: string;
+}
+
+export interface StandInOptions {
+  apiKeys?: { id: string; secret: string }[];
+  users?: { email: string; password: string }[];
+  /** The login body's user field (the sources disagree). Default "email". */
+  loginField?: 'email' | 'email_or_username';
+  /**
+   * Collection paths answer 404 in the other form: 'no-slash' serves "/device"
+   * only, 'slash' serves "/device/" only, 'both' either (default).
+   */
+  slash?: 'no-slash' | 'slash' | 'both';
+}
+
+export interface RequestRecord {
+  method: string;
+  path: string;
+  status: number;
+}
+
+export class BowtieControllerStandIn {
+  readonly devices = new Map<string, StandInDevice>();
+  readonly authDecisions = new Map<string, { serial: string; enforce_state: string; device_id?: string }>();
+  readonly deviceGroups = new Map<string, { id: string; name: string; description: string; members: Set<string> }>();
+  readonly resources = new Map<string, unknown>();
+  readonly resourceGroups = new Map<string, unknown>();
+  readonly policies = new Map<string, unknown>();
+  readonly requests: RequestRecord[] = [];
+  /** Answer this many of the next requests with 500. */
+  failNext = 0;
+  /** Answer requests after this many ms (timeouts). */
+  delayMs = 0;
+  private sessions = new Set<string>();
+  private server: http.Server | null = null;
+  url = '';
+
+  constructor(private readonly opts: StandInOptions = {}) {}
+
+  async start(): Promise<string> {
+    this.server = http.createServer((req, res) => void this.handle(req, res));
+    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this.url;
+  }
+
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  /** Every session cookie stops working (the client must log in again). */
+  expireSessions(): void {
+    this.sessions.clear();
+  }
+
+  /** A client on a node connected: a pending device, as the real client's first contact creates. */
+  enroll(d: { id: string; name: string; publicKey: string; serial: string; ipv6?: string }): StandInDevice {
+    const decision = [...this.authDecisions.values()].find((a) => a.serial === d.serial);
+    const device: StandInDevice = {
+      id: d.id,
+      name: d.name,
+      ipv6: d.ipv6 ?? 'fd00::1',
+      public_key: d.publicKey,
+      serial: d.serial,
+      state: decision?.enforce_state === 'accepted' ? 'accepted' : decision?.enforce_state === 'rejected' ? 'rejected' : 'pending',
+      controller_id: 'standin-controller',
+      last_seen: new Date().toISOString(),
+    };
+    this.devices.set(d.id, device);
+    return device;
+  }
+
+  count(method: string, pathPrefix: string): number {
+    return this.requests.filter((r) => r.method === method && r.path.startsWith(pathPrefix)).length;
+  }
+
+  // --- the API -------------------------------------------------------------------------------
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const raw = Buffer.concat(chunks).toString('utf8');
+    const url = new URL(req.url ?? '/', 'http://standin');
+    const method = req.method ?? 'GET';
+    const fullPath = url.pathname;
+    const reply = (status: number, body?: unknown, headers: Record<string, string> = {}) => {
+      this.requests.push({ method, path: fullPath.slice(BASE.length) || fullPath, status });
+      res.writeHead(status, { 'content-type': 'application/json', ...headers });
+      res.end(body === undefined ? '' : JSON.stringify(body));
+    };
+    if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
+    if (!fullPath.startsWith(BASE)) return reply(404, { error: 'not found' });
+    if (this.failNext > 0) {
+      this.failNext -= 1;
+      return reply(500, { error: 'stand-in: injected failure' });
+    }
+    let path = fullPath.slice(BASE.length);
+    const slash = this.opts.slash ?? 'both';
+    if (path.length > 1 && path.endsWith('/')) {
+      if (slash === 'no-slash') return reply(404, { error: 'not found' });
+      path = path.replace(/\/+$/, '');
+    } else if (slash === 'slash' && method === 'GET' && (path === '/device' || path === '/policy')) {
+      return reply(404, { error: 'not found' });
+    }
+    let body: Record<string, unknown> = {};
+    if (raw) {
+      try {
+        body = JSON.parse(raw) as Record<string, unknown>;
+      } catch {
+        return reply(400, { error: 'invalid json' });
+      }
+    }
+
+    if (method === 'GET' && path === '/ok') return reply(200, {});
+    if (method === 'POST' && path === '/user/login') {
+      const field = this.opts.loginField ?? 'email';
+      const user = (this.opts.users ?? []).find((u) => u.email === body[field] && u.password === body.password);
+      if (!user) return reply(401, { error: 'invalid credentials' });
+      const sid = randomBytes(16).toString('hex');
+      this.sessions.add(sid);
+      return reply(200, {}, { 'set-cookie': `session=${sid}; Path=/; HttpOnly` });
+    }
+    if (!this.authorized(req)) return reply(401, { error: 'unauthorized' });
+
+    if (method === 'GET' && path === '/device') return reply(200, { devices: Object.fromEntries(this.devices) });
+    if (method === 'POST' && path === '/device/state') {
+      const list = body.devices as { id: string; state: StandInDevice['state'] }[] | undefined;
+      if (!Array.isArray(list) || list.some((d) => !['pending', 'accepted', 'rejected'].includes(d.state))) return reply(400, { error: 'bad devices' });
+      for (const d of list) {
+        const dev = this.devices.get(d.id);
+        if (!dev) return reply(404, { error: `no device ${d.id}` });
+        dev.state = d.state;
+      }
+      return reply(200, {});
+    }
+    if (path === '/device/auth_decisions') {
+      if (method === 'GET') return reply(200, { auth_decisions: [...this.authDecisions.values()] });
+      for (const a of (body.auth_decisions as { serial: string; enforce_state: string; device_id?: string }[]) ?? []) this.authDecisions.set(a.serial, a);
+      return reply(200, {});
+    }
+    const del = /^\/(device|device_group|policy|policy\/resource|policy\/resource_group)\/([0-9a-zA-Z-]+)$/.exec(path);
+    if (method === 'DELETE' && del) {
+      const store = { device: this.devices, device_group: this.deviceGroups, policy: this.policies, 'policy/resource': this.resources, 'policy/resource_group': this.resourceGroups }[del[1]!]!;
+      return store.delete(del[2]!) ? reply(200, {}) : reply(404, { error: 'not found' });
+    }
+    if (method === 'POST' && path === '/device_group/upsert') {
+      if (typeof body.id !== 'string' || typeof body.name !== 'string') return reply(400, { error: 'id and name required' });
+      const existing = this.deviceGroups.get(body.id);
+      this.deviceGroups.set(body.id, { id: body.id, name: body.name, description: String(body.description ?? ''), members: existing?.members ?? new Set() });
+      return reply(200, {});
+    }
+    const membership = /^\/device_group\/(adddevices|removedevices)$/.exec(path);
+    if (method === 'POST' && membership) {
+      const group = this.deviceGroups.get(String(body.group_id));
+      if (!group) return reply(404, { error: 'no such group' });
+      for (const id of (body.device_id as string[]) ?? []) {
+        if (membership[1] === 'adddevices') group.members.add(id);
+        else group.members.delete(id);
+      }
+      return reply(200, {});
+    }
+    const upsert = /^\/policy\/(upsert_resource|upsert_resource_group|upsert_policy)$/.exec(path);
+    if (method === 'POST' && upsert) {
+      if (typeof body.id !== 'string') return reply(400, { error: 'id required' });
+      const store = { upsert_resource: this.resources, upsert_resource_group: this.resourceGroups, upsert_policy: this.policies }[upsert[1]!]!;
+      store.set(body.id, body);
+      return reply(200, {});
+    }
+    if (method === 'GET' && path === '/policy') {
+      return reply(200, { policies: Object.fromEntries(this.policies), resource_groups: Object.fromEntries(this.resourceGroups), resources: Object.fromEntries(this.resources) });
+    }
+    return reply(404, { error: `stand-in: no route ${method} ${path}` });
+  }
+
+  private authorized(req: http.IncomingMessage): boolean {
+    const auth = req.headers.authorization;
+    if (auth?.startsWith('Basic ')) {
+      const [id, secret] = Buffer.from(auth.slice(6), 'base64').toString('utf8').split(':');
+      return (this.opts.apiKeys ?? []).some((k) => k.id === id && k.secret === secret);
+    }
+    const sid = /(?:^|;\s*)session=([0-9a-f]+)/.exec(req.headers.cookie ?? '')?.[1];
+    return sid !== undefined && this.sessions.has(sid);
+  }
+}
