@@ -36,7 +36,7 @@ export function renderReport(r: BenchReport): string {
     for (const s of p.steps) {
       out.push(`| ${s.step} | ${what[s.step] ?? ''} | ${sec(s.temporalMedianMs)} s | ${sec(s.plainMedianMs)} s | ${signed(s.temporalMedianMs - s.plainMedianMs)} |`);
     }
-    out.push(`| orchestration | workflow tasks, activity dispatch, 14 ledger events | ${sec(p.orchestrationMedianMs)} s | — | ${signed(p.orchestrationMedianMs)} |`, '');
+    out.push(`| orchestration | workflow tasks, activity dispatch, 14 ledger events (local activities) | ${sec(p.orchestrationMedianMs)} s | — | ${signed(p.orchestrationMedianMs)} |`, '');
   }
 
   if (r.p2) {
@@ -80,7 +80,7 @@ export function renderReport(r: BenchReport): string {
       const growth = b.wall.median / a.wall.median / (b.nodes / a.nodes);
       out.push('', `Cost per node at ${b.nodes} vs ${a.nodes}: ${growth.toFixed(2)}× (1.00 = linear${growth > 1.2 ? '; above linear' : ''}).`);
     }
-    out.push('', 'Each simulated node is a full provisionNode run: 6 step activities and 14 ledger-event activities, about 20 workflow tasks.', '');
+    out.push('', 'Each simulated node is a full provisionNode run as a fleet child: 6 step activities, 14 ledger events as local activities, and the workflow tasks between them.', '');
   }
   return out.join('\n') + '\n';
 }

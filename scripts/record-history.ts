@@ -97,7 +97,7 @@ const scenarios: Scenario[] = [
     fake: () => {
       const fakes = createFleetFakes();
       fakes.failNode = (nodeId) => (nodeId.endsWith('-n2') ? 'EntryRejected' : undefined);
-      return Object.assign(fakes.fake, { activities: fakes.activities });
+      return { ...fakes.fake, activities: fakes.activities };
     },
     async run(env, taskQueue) {
       const fleetId = uniqueId('replay');
