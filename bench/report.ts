@@ -75,6 +75,16 @@ export function renderReport(r: BenchReport): string {
       const target = s.nodes === 1000 ? ` (target ≤ ${sec(TARGETS.p3ThousandMs)} s — ${s.wall.median <= TARGETS.p3ThousandMs ? 'met' : 'MISSED'})` : '';
       out.push(`| ${s.nodes} | ${run.window} | ${sec(s.wall.median)} s${target} | ${pct(s.wall.spread)} | ${s.workflowsPerSecond.median.toFixed(1)} | ${(s.wall.median / s.nodes).toFixed(1)} ms |`);
     }
+    const big = [...r.p3.runs].sort((x, y) => y.nodes - x.nodes)[0];
+    if (big?.cpu) {
+      const avail = (big.wallMs * r.machine.cpus) / 1000;
+      out.push(
+        '',
+        `CPU during the ${big.nodes}-node run (${sec(big.wallMs)} s wall, ${avail.toFixed(0)} CPU-seconds on ${r.machine.cpus} cores): ` +
+          `worker process ${sec(big.cpu.workerMs)} s, dev server ${sec(big.cpu.serverMs)} s. ` +
+          (big.cpu.workerMs > big.cpu.serverMs ? 'The worker is the larger cost.' : 'The server is the larger cost.'),
+      );
+    }
     const [a, b] = [r.p3.bySize[0], r.p3.bySize.at(-1)];
     if (a && b && a !== b) {
       const growth = b.wall.median / a.wall.median / (b.nodes / a.nodes);

@@ -11,7 +11,7 @@
  *   bench/instant-activities.ts) through provisionFleet on the real dev server.
  * Targets are printed beside the numbers, never asserted.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -51,6 +51,8 @@ const { values: opts } = parseArgs({
     // The largest sizes (P2 ≥ 50 nodes, P3 ≥ 1000) take minutes each: once by default, to stay within 20 minutes.
     'large-repeats': { type: 'string', default: '1' },
     out: { type: 'string', default: path.join(repoRoot, 'bench/results') },
+    // Keep the parts of an existing <out>/report.json that this run does not measure.
+    update: { type: 'boolean', default: false },
   },
 });
 const only = new Set(opts.only.split(','));
@@ -96,6 +98,8 @@ export interface P3Run {
   workflowsPerSecond: number;
   fleetRuns: number;
   succeeded: number;
+  /** CPU time during the run: this process (the worker, plus the client) and the dev server. */
+  cpu: { workerMs: number; serverMs: number };
 }
 export interface BenchReport {
   startedAt: string;
@@ -312,10 +316,14 @@ async function p3(b: Bench, sizes: number[], repeats: number): Promise<P3Run[]> 
             nodes: Array.from({ length: n }, (_, k) => ({ nodeId: `${tag}-${k + 1}` })),
             window,
           };
+          const cpu0 = process.cpuUsage();
+          const server0 = processCpuMs(b.server.pid);
           const t0 = performance.now();
           const result = await startFleetAndWait(b, fleet, SIM_QUEUE);
           const wallMs = performance.now() - t0;
+          const cpu1 = process.cpuUsage(cpu0);
           const run: P3Run = {
+            cpu: { workerMs: (cpu1.user + cpu1.system) / 1000, serverMs: processCpuMs(b.server.pid) - server0 },
             nodes: n,
             window,
             wallMs,
@@ -332,6 +340,12 @@ async function p3(b: Bench, sizes: number[], repeats: number): Promise<P3Run[]> 
     { maxConcurrentActivityTaskExecutions: 400, maxConcurrentWorkflowTaskExecutions: 100, maxCachedWorkflows: 2000 },
   );
   return runs;
+}
+
+/** User + system CPU of a process so far, in ms (/proc/<pid>/stat; clock ticks of 10 ms, Linux's USER_HZ). */
+function processCpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 /** A schema-valid node input for simulated nodes (nothing in it is ever dialled). */
@@ -370,6 +384,8 @@ async function main() {
     },
     versions: versions(),
   };
+  const previous = opts.update && existsSync(path.join(opts.out, 'report.json')) ? (JSON.parse(readFileSync(path.join(opts.out, 'report.json'), 'utf8')) as BenchReport) : undefined;
+  if (previous) Object.assign(report, { p1: previous.p1, p2: previous.p2, p3: previous.p3 });
   const b = await setUp();
   try {
     if (only.has('p1')) report.p1 = await p1(b, Number(opts.pairs));
