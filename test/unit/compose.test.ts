@@ -3,6 +3,7 @@
 // workflows use, and a worker environment that is exactly what workers/config.ts reads.
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { TASK_QUEUE } from '../../common/ids.js';
 import { SEARCH_ATTRIBUTE_KEYS } from '../../common/search-attributes.js';
@@ -72,8 +73,16 @@ describe('docker-compose.yml', () => {
     expect(env(services['temporal-ui']!).TEMPORAL_ADDRESS).toBe('temporal:7233');
   });
 
-  it('pins every image to a version (no :latest, no bare name)', () => {
-    for (const [name, s] of Object.entries(services)) {
+  it('passes dclint: the Compose-spec schema and its lint rules (.dclintrc.yaml)', async () => {
+    const r = await execa(process.execPath, [root('node_modules/dclint/bin/dclint.cjs'), '--formatter', 'json', root('docker-compose.yml')], { reject: false, cwd: root('.') });
+    const problems = JSON.parse(String(r.stdout)) as { messages: { type: string; rule: string; message: string }[] }[];
+    expect(problems.flatMap((f) => f.messages.map((m) => `${m.type} ${m.rule}: ${m.message}`))).toEqual([]);
+    expect(r.exitCode).toBe(0);
+  });
+
+  it('pins every image to a version (no :latest, no bare name); the worker is built from this repo', () => {
+    expect(worker.image, 'the worker has build, not image (dclint: no-build-and-image)').toBeUndefined();
+    for (const [name, s] of Object.entries(services).filter(([n]) => n !== workerName)) {
       expect(s.image, `${name} has an image`).toBeTypeOf('string');
       const image = s.image!;
       const tag = image.includes('@sha256:') ? 'digest' : image.split('/').pop()!.split(':')[1];
