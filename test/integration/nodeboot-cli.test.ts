@@ -313,7 +313,13 @@ describe.concurrent('operator decisions', () => {
       const r = await cli(['compensate', '--wait', '--json', nodeId]);
       expectExit(r, EXIT.OK);
       expect(r.json).toMatchObject({ ok: true, exitCode: 0, decision: { action: 'compensate', step: 'registerEntries' }, run: { outcome: 'compensated', exitCode: 3, execution: 'FAILED' } });
-      const status = await cli(['status', '--json', nodeId]);
+      // Steps come from the `status` query, which a worker answers by replaying the closed run;
+      // under CI load it can miss the CLI's 5 s query deadline (the CLI then shows what Temporal
+      // knows, without steps), so ask again until a worker answers.
+      const status = await eventually(async () => {
+        const s = await cli(['status', '--json', nodeId]);
+        return s.json?.run?.steps?.length ? s : undefined;
+      }, { what: 'status with steps', timeoutMs: 60_000, intervalMs: 1_000 });
       expectExit(status, EXIT.FAILED);
       expect(status.json.run).toMatchObject({ outcome: 'compensated', lastFailure: { step: 'registerEntries', type: 'EntryRejected' }, next: [`nodeboot rerun ${nodeId}`] });
       expect(status.json.run.steps.map((s: { state: string }) => s.state)).toEqual(['compensated', 'compensated', 'succeeded', 'compensated', 'compensated', 'pending']);
