@@ -34,16 +34,19 @@ interface Scenario {
 
 const settle = (p: Promise<unknown>) => p.then(() => undefined, () => undefined);
 
+/** A plain successful provisionNode run. */
+async function provisionToTheEnd(env: TemporalTestEnv, taskQueue: string): Promise<WorkflowHandle> {
+  const nodeId = uniqueId('replay');
+  const h = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(nodeId), args: [sampleInput(nodeId)] });
+  await h.result();
+  return h;
+}
+
 const scenarios: Scenario[] = [
   {
     name: 'provision-success',
     fake: () => createFakeActivities(),
-    async run(env, taskQueue) {
-      const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(nodeId), args: [sampleInput(nodeId)] });
-      await h.result();
-      return h;
-    },
+    run: provisionToTheEnd,
   },
   {
     name: 'provision-compensated',
@@ -84,12 +87,7 @@ const scenarios: Scenario[] = [
     // After LEDGER_LOCAL_PATCH: ledger events as local activities (markers in history).
     name: 'provision-success-local-ledger',
     fake: () => createFakeActivities(),
-    async run(env, taskQueue) {
-      const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(nodeId), args: [sampleInput(nodeId)] });
-      await h.result();
-      return h;
-    },
+    run: provisionToTheEnd,
   },
   {
     // The fleet parent: three nodes through a window of two, one fails for good.
