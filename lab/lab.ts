@@ -330,13 +330,14 @@ function assertRoot() {
   }
 }
 
-/** Kill every process in the lab's namespaces, then delete the namespaces. */
-export async function destroyNamespaces(prefix: string): Promise<string[]> {
-  const all = await ip.netnsList(host);
-  const mine = all.filter((ns) => LAB_NETNS_RE.exec(ns)?.[1] === prefix);
+/**
+ * SIGTERM the processes `listPids` finds, wait up to 5 s for them to go, then
+ * SIGKILL whatever `listPids` still finds (and wait again).
+ */
+export async function terminateProcesses(listPids: () => Promise<number[]>): Promise<void> {
   for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
-    const pids = (await Promise.all(mine.map((ns) => ip.netnsPids(host, ns)))).flat();
-    if (pids.length === 0) break;
+    const pids = await listPids();
+    if (pids.length === 0) return;
     for (const pid of pids) {
       try {
         process.kill(pid, sig);
@@ -347,6 +348,13 @@ export async function destroyNamespaces(prefix: string): Promise<string[]> {
     const deadline = Date.now() + 5000;
     while (Date.now() < deadline && pids.some(processAlive)) await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** Kill every process in the lab's namespaces, then delete the namespaces. */
+export async function destroyNamespaces(prefix: string): Promise<string[]> {
+  const all = await ip.netnsList(host);
+  const mine = all.filter((ns) => LAB_NETNS_RE.exec(ns)?.[1] === prefix);
+  await terminateProcesses(async () => (await Promise.all(mine.map((ns) => ip.netnsPids(host, ns)))).flat());
   for (const ns of mine) await ip.netnsDelete(host, ns).catch(() => undefined);
   return mine;
 }

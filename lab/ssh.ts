@@ -21,7 +21,7 @@ import { closeSshMaster, sshTransport, type SshTransportOptions } from '../activ
 import { localTransport, netnsTransport, processAlive, transportFor, type HostTransport } from '../activities/host/transport.js';
 import * as ip from '../activities/overlay/ip.js';
 import type { HostSpec, SshHostSpec } from '../common/input.js';
-import type { Lab, LabNode } from './lab.js';
+import { terminateProcesses, type Lab, type LabNode } from './lab.js';
 
 const SSHD = '/usr/sbin/sshd';
 
@@ -155,19 +155,7 @@ export async function pinHostKey(sshd: LabSshd): Promise<void> {
  */
 export async function stopSshd(sshd: LabSshd, opts: { closeMasters?: boolean } = {}): Promise<void> {
   if (opts.closeMasters !== false) await closeSshMaster(sshd.spec, labSshOptions(sshd)).catch(() => undefined);
-  for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
-    const pids = await sshdPids(sshd);
-    if (pids.length === 0) break;
-    for (const pid of pids) {
-      try {
-        process.kill(pid, sig);
-      } catch {
-        /* gone */
-      }
-    }
-    const deadline = Date.now() + 5000;
-    while (Date.now() < deadline && pids.some(processAlive)) await new Promise((r) => setTimeout(r, 50));
-  }
+  await terminateProcesses(() => sshdPids(sshd));
 }
 
 /** sshd processes (listener and per-connection children) in the node's namespace. */
