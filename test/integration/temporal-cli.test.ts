@@ -18,6 +18,7 @@ import type { ProvisionReceipt, ProvisionStatus } from '../../workflows/definiti
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createCountingActivities } from '../fixtures/counting-activities.js';
 import { failWith, type FakeActivities } from '../fixtures/fake-activities.js';
+import { cliRunOf, type CliRun } from '../fixtures/nodeboot-cli.js';
 import { sampleInput } from '../fixtures/inputs.js';
 import { connectTestEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 
@@ -37,15 +38,8 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-interface TemporalRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-  json: any; // eslint-disable-line @typescript-eslint/no-explicit-any
-}
-
 /** Run the real temporal CLI against the test server; no profile or env config of the machine leaks in. */
-async function temporal(args: string[]): Promise<TemporalRun> {
+async function temporal(args: string[]): Promise<CliRun> {
   const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TEMPORAL_')));
   const r = await execa(TEMPORAL_BIN, [...args, '--address', address, '--namespace', env.namespace, '--disable-config-file', '--disable-config-env'], {
     env: cleanEnv,
@@ -54,17 +48,10 @@ async function temporal(args: string[]): Promise<TemporalRun> {
     timeout: 60_000,
     stdin: 'ignore',
   });
-  const stdout = String(r.stdout ?? '');
-  let json: unknown;
-  try {
-    json = JSON.parse(stdout);
-  } catch {
-    json = undefined;
-  }
-  return { code: r.exitCode ?? -1, stdout, stderr: String(r.stderr ?? ''), json };
+  return cliRunOf(r);
 }
 
-function ok(r: TemporalRun, what: string) {
+function ok(r: CliRun, what: string) {
   expect(r.code, `${what}\n${r.stdout}\n${r.stderr}`).toBe(0);
 }
 
