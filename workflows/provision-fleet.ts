@@ -84,7 +84,12 @@ export async function provisionFleet(raw: FleetInputJson, carried?: FleetCarry):
 }
 
 class FleetRollout {
-  private readonly progress: FleetProgress;
+  /** Progress but the counts and the budget, which snapshot() derives from `state`. */
+  private readonly progress: Omit<FleetProgress, 'counts' | 'budget'>;
+  /** Nodes provisioning now. */
+  private running = 0;
+  /** Failures the budget allows; null: no budget. */
+  private allowed: number | null = null;
   private readonly state: FleetCarry;
   private fleet!: ValidFleet;
   private byId = new Map<string, ProvisionInput>();
@@ -114,10 +119,8 @@ class FleetRollout {
       generation: this.state.generation,
       window: 0,
       total: 0,
-      counts: { pending: 0, running: 0, ...this.state.counts },
       failuresByType: this.state.failuresByType,
       recentFailures: this.state.recentFailures,
-      budget: { failed: this.state.counts.failed, allowed: null, exhausted: false },
       breaker: { open: false, openSince: null, opened: this.state.breakerOpened, lastCheckedAt: null, down: [] },
       startedAt: new Date(this.state.startedAtMs).toISOString(),
     };
@@ -134,7 +137,7 @@ class FleetRollout {
     const { input, nodes } = this.fleet;
     this.byId = new Map(nodes.map((n) => [n.nodeId, n]));
     Object.assign(this.progress, { fleetId: input.fleetId, window: input.window, total: nodes.length });
-    this.progress.budget.allowed = allowedFailures(input.failureBudget, nodes.length);
+    this.allowed = allowedFailures(input.failureBudget, nodes.length);
     return this.fleet;
   }
 
@@ -149,13 +152,13 @@ class FleetRollout {
         return false;
       }
       if (!this.hasPending()) {
-        if (this.progress.counts.running === 0) return false;
+        if (this.running === 0) return false;
         // A running node may still be queued again: wait for that or for the last one to end.
-        await condition(() => this.hasPending() || this.progress.counts.running === 0);
+        await condition(() => this.hasPending() || this.running === 0);
         continue;
       }
       if (this.launchedThisRun >= input.nodesPerRun || workflowInfo().continueAsNewSuggested) return true;
-      await condition(() => this.progress.counts.running < input.window);
+      await condition(() => this.running < input.window);
       const node = this.peekPending();
       await this.dependenciesUp(node, input.breaker);
       if (this.budgetExhausted()) continue;
@@ -166,7 +169,7 @@ class FleetRollout {
   /** Wait for every running node to end. */
   async drain(state: 'draining' | 'cancelled' = 'draining'): Promise<void> {
     this.progress.state = state;
-    await condition(() => this.progress.counts.running === 0);
+    await condition(() => this.running === 0);
   }
 
   carry(): FleetCarry {
@@ -221,9 +224,9 @@ class FleetRollout {
 
   private start(node: ProvisionInput): void {
     this.launchedThisRun += 1;
-    this.progress.counts.running += 1;
+    this.running += 1;
     void this.provision(node).finally(() => {
-      this.progress.counts.running -= 1;
+      this.running -= 1;
     });
   }
 
@@ -287,8 +290,7 @@ class FleetRollout {
   }
 
   private budgetExhausted(): boolean {
-    const allowed = this.progress.budget.allowed;
-    return allowed !== null && this.state.counts.failed > allowed;
+    return this.allowed !== null && this.state.counts.failed > this.allowed;
   }
 
   private countsToCarry(): FleetCarry['counts'] {
@@ -301,8 +303,8 @@ class FleetRollout {
     const pending = this.fleet ? this.fleet.nodes.length - this.state.cursor + this.state.requeue.length : 0;
     return {
       ...this.progress,
-      counts: { ...this.countsToCarry(), pending, running: this.progress.counts.running },
-      budget: { ...this.progress.budget, failed: this.state.counts.failed, exhausted: this.budgetExhausted() },
+      counts: { ...this.countsToCarry(), pending, running: this.running },
+      budget: { failed: this.state.counts.failed, allowed: this.allowed, exhausted: this.budgetExhausted() },
     };
   }
 }
