@@ -10,7 +10,7 @@ import { transportFor, type HostTransport } from './host/transport.js';
 import { createFleetActivities } from './fleet/dependencies.js';
 import { createInventoryActivities } from './inventory/index.js';
 import type { Ledger } from './inventory/ledger.js';
-import { createOverlaySteps } from './overlay/steps.js';
+import { createOverlayDriverSteps } from './overlay/index.js';
 import { createSpireSteps } from './spire/steps.js';
 import type { Activities, FleetActivities } from './types.js';
 import { createWorkloadSteps } from './workloads/steps.js';
@@ -22,12 +22,14 @@ export interface ActivityDeps {
   ledger: Ledger;
   /** How a command reaches a host named in the input (default: local / netns). */
   transport?: (spec: ProvisionInput['host']) => HostTransport;
+  /** Where overlay controller credentials named in inputs are read (default process.env). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export function createActivities(deps: ActivityDeps): Activities & FleetActivities {
-  const shared = { ledger: deps.ledger, transport: deps.transport ?? transportFor, signal: activitySignal };
+  const shared = { ledger: deps.ledger, transport: deps.transport ?? transportFor, signal: activitySignal, env: deps.env };
   return withBoundary<Activities & FleetActivities>({
-    ...createOverlaySteps(shared),
+    ...createOverlayDriverSteps(shared),
     ...createSpireSteps(shared),
     ...createWorkloadSteps(shared),
     ...createInventoryActivities({ ledger: deps.ledger }),

@@ -21,10 +21,11 @@ export interface StepRequest {
 }
 
 export interface InstallEvidence {
-  interface: string;
-  /** `wg --version` on the node. */
+  /** The overlay interface (wireguard). The Bowtie client names its own once accepted: see KeyEvidence. */
+  interface?: string;
+  /** `wg --version` on the node, or the Bowtie client package and version. */
   toolVersion: string;
-  /** True when the interface already existed (a retry or rerun). */
+  /** True when the interface (wireguard) or package (bowtie) was already there (a retry or rerun). */
   alreadyPresent: boolean;
 }
 
@@ -33,13 +34,21 @@ export interface KeyEvidence {
   publicKey: string;
   /** sha256 of the public key, hex, first 16 chars: what a person compares. */
   keyFingerprint: string;
-  /** Where the private key lives on the node (mode 0600); the key itself never leaves it. */
-  privateKeyPath: string;
+  /** Where the private key lives on the node (mode 0600; wireguard). The key itself never leaves the node. */
+  privateKeyPath?: string;
+  /** The interface carrying the overlay address (bowtie: the one the client made). */
+  interface?: string;
+  /** The device's id on the Bowtie controller (bowtie). */
+  deviceId?: string;
+  /** The WireGuard peers: hubs (wireguard) or the Bowtie controllers. */
   hubs: { name: string; publicKey: string; endpoint: string }[];
 }
 
 export interface HealthEvidence {
+  /** Fresh handshakes with every hub (wireguard; empty for bowtie, whose client owns the tunnel). */
   hubs: { name: string; latestHandshakeUnix: number; handshakeAgeSeconds: number }[];
+  /** The controller's view of the device (bowtie): accepted and recently seen. */
+  device?: { id: string; state: string; lastSeen: string; lastSeenAgeSeconds: number };
   probe: { target: string; connectMs: number };
 }
 
@@ -133,10 +142,12 @@ export const UNDO_OF = {
 export interface DependencyCheckRequest {
   spire: Pick<ProvisionInput['spire'], 'serverHost' | 'serverSocketPath'>;
   hubs: HubSpec[];
+  /** The Bowtie controller the nodes enroll with (bowtie driver). */
+  bowtieControllerUrl?: string;
 }
 
 export interface DependencyState {
-  /** "spire-server", "hub:<name>" or "ledger". */
+  /** "spire-server", "hub:<name>", "bowtie-controller" or "ledger". */
   name: string;
   healthy: boolean;
   /** Why it counts as down (secret-free). */

@@ -41,6 +41,8 @@ export const ERROR_CLASSES = {
   WorkloadFailed: 'transient',
   // the segment's overlay address pool has no free address
   PoolExhausted: 'permanent',
+  // the overlay assigned the node an address another node holds in the ledger
+  AddressConflict: 'permanent',
   // the inventory ledger (PostgreSQL) cannot be reached
   LedgerUnavailable: 'transient',
   // the overlay controller refused our credentials
@@ -49,6 +51,10 @@ export const ERROR_CLASSES = {
   OverlayControllerUnavailable: 'transient',
   // the overlay controller refused a request as invalid (4xx other than auth)
   OverlayRejected: 'permanent',
+  // the overlay client on the node did not enroll or did not come up in time
+  OverlayDeviceTimeout: 'transient',
+  // the node's sshd refused the worker's key (a wrong identityFile or user): retrying cannot help
+  HostAuthRejected: 'permanent',
   // a node's SSH host key is unknown or changed
   HostKeyMismatch: 'security',
 } as const;

@@ -81,19 +81,114 @@ export const HubSpec = z
   .strict();
 export type HubSpec = z.infer<typeof HubSpec>;
 
+/** The name of an environment variable on the worker (where a credential is read from, never the credential). */
+export const EnvName = z.string().regex(/^[A-Z_][A-Z0-9_]{0,127}$/, 'must be an environment variable name such as "BOWTIE_API_KEY_ID"');
+
+/** An http(s) URL without credentials in it. */
+const HttpUrl = z
+  .string()
+  .max(2048)
+  .regex(/^https?:\/\/[^\s/@]+(?::\d+)?(?:\/[^\s]*)?$/, 'must be an http(s) URL such as "https://ctl1.example.net" (no credentials in it)');
+
+const Sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
+
+/**
+ * The Bowtie overlay driver (../shared/bowtie-api.md): the Bowtie client on the
+ * node makes its own key and tunnels to the controller; we drive the
+ * controller's API and the client's local API. Credentials are read by the
+ * worker from the environment variables named here.
+ */
+export const BowtieSpec = z
+  .object({
+    /** The controller whose API approves devices and holds the policy, e.g. "https://ctl1.example.net". */
+    controllerUrl: HttpUrl,
+    /** `entrypoint` in the client's config.toml (default: [controllerUrl]). */
+    entrypoints: z.array(HttpUrl).min(1).max(16).optional(),
+    auth: z.discriminatedUnion('kind', [
+      z.object({ kind: z.literal('apiKey'), keyIdEnv: EnvName, secretEnv: EnvName }).strict(),
+      z
+        .object({
+          kind: z.literal('session'),
+          emailEnv: EnvName,
+          passwordEnv: EnvName,
+          /** The login body's user field: the public sources disagree (*unconfirmed*). */
+          loginField: z.enum(['email', 'email_or_username']).default('email'),
+        })
+        .strict(),
+    ]),
+    /** Try the other trailing-slash form of a path once after a 404 (some controller versions need it). */
+    trailingSlashFallback: z.boolean().default(true),
+    requestTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
+    package: z
+      .object({
+        /** A .deb already on the node (absolute path), or an http(s) URL the worker downloads and copies to the node. */
+        source: z.union([SafePath, HttpUrl], { error: 'must be an absolute path on the node or an http(s) URL' }),
+        /** Checked before installing when given. */
+        sha256: Sha256.optional(),
+        /** The Debian package name (to check and to uninstall). */
+        name: z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/, 'must be a Debian package name').default('bowtie-service'),
+      })
+      .strict(),
+    /**
+     * Install into this directory tree (dpkg --root) instead of "/", and seed
+     * the config there. For nodes that share a filesystem (the lab's network
+     * namespaces) or image builds; omit on real machines (apt-get into "/").
+     */
+    installRoot: SafePath.optional(),
+    /** How the device gets approved: after it enrolls (by the id the client reports), or up front by its serial. */
+    approval: z.enum(['approve', 'preApprove']).default('approve'),
+    /** The device serial the client reports (needed for preApprove; also used to find the device). */
+    serial: z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/, 'must be letters, digits and "._:-" only').optional(),
+    /** Further config.toml keys, written as given (the documented ones, entrypoint and auth_prompt_strategy, are ours). */
+    clientConfig: z
+      .record(
+        z.string(),
+        z.union([z.string().max(1024), z.number(), z.boolean(), z.array(z.string().max(1024)).max(64)]),
+      )
+      .default({}),
+    /** The client's local API port on the node's loopback. */
+    localApiPort: z.number().int().min(1).max(65535).default(17133),
+    /** The health gate's "recently seen": the controller's last_seen of the device at most this old. */
+    seenWithinSeconds: z.number().int().min(5).max(86_400).default(120),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    if (v.approval === 'preApprove' && !v.serial) ctx.addIssue({ code: 'custom', path: ['serial'], message: 'is required when approval is "preApprove"' });
+    for (const k of Object.keys(v.clientConfig)) {
+      if (k === 'entrypoint' || k === 'auth_prompt_strategy') ctx.addIssue({ code: 'custom', path: ['clientConfig', k], message: 'is set by the driver' });
+      else if (!/^[A-Za-z0-9_-]{1,64}$/.test(k)) ctx.addIssue({ code: 'custom', path: ['clientConfig', k], message: 'must be a bare TOML key (letters, digits, "_", "-")' });
+    }
+  });
+export type BowtieSpec = z.infer<typeof BowtieSpec>;
+
 export const OverlaySpec = z
   .object({
-    driver: z.literal('wireguard').default('wireguard'),
-    /** The segment's overlay CIDR; node addresses are allocated from it by the ledger. */
+    /** "wireguard": we drive wireguard-tools and the hubs. "bowtie": the Bowtie client and controller do. */
+    driver: z.enum(['wireguard', 'bowtie']).default('wireguard'),
+    /** The segment's overlay CIDR: the ledger allocates node addresses from it (wireguard) or records the address the controller assigned in it (bowtie). */
     cidr: Ipv4Cidr,
-    hubs: z.array(HubSpec).min(1, 'needs at least one hub'),
-    /** The node's WireGuard interface name (default derived from the node id). */
+    /** WireGuard hubs (wireguard driver; at least one). */
+    hubs: z.array(HubSpec).default([]),
+    /** The node's WireGuard interface name (wireguard driver; default derived from the node id). */
     interface: IfName.optional(),
     listenPort: z.number().int().min(1).max(65535).default(51820),
     persistentKeepaliveSeconds: z.number().int().min(0).max(3600).default(5),
     mtu: z.number().int().min(1280).max(9000).default(1420),
+    /** Required for the bowtie driver, refused for wireguard. */
+    bowtie: BowtieSpec.optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((v, ctx) => {
+    if (v.driver === 'wireguard') {
+      if (v.hubs.length === 0) ctx.addIssue({ code: 'custom', path: ['hubs'], message: 'needs at least one hub' });
+      if (v.bowtie) ctx.addIssue({ code: 'custom', path: ['bowtie'], message: 'is only for driver "bowtie"' });
+    } else {
+      if (!v.bowtie) ctx.addIssue({ code: 'custom', path: ['bowtie'], message: 'is required for driver "bowtie"' });
+      if (v.hubs.length > 0) ctx.addIssue({ code: 'custom', path: ['hubs'], message: 'are for driver "wireguard" (Bowtie controllers are the peers)' });
+      if (v.interface) ctx.addIssue({ code: 'custom', path: ['interface'], message: 'is for driver "wireguard" (the Bowtie client names its interface)' });
+    }
+  });
+export type OverlaySpec = z.infer<typeof OverlaySpec>;
 
 const JoinTokenAttestor = z.object({ type: z.literal('join_token'), tokenTtlSeconds: z.number().int().min(30).max(86_400).default(600) }).strict();
 const X509PopAttestor = z

@@ -23,7 +23,8 @@ command -v gcc >/dev/null || die "gcc is required (cgo, for SPIRE's sqlite3 data
 stamp_ok() { [[ -f "$TOOLS/$1.version" && "$(cat "$TOOLS/$1.version")" == "$2" && -x "$BIN/$1" ]]; }
 
 # --- Debian packages: WireGuard userspace tooling for the lab ---------------
-apt_packages=(wireguard-tools wireguard-go iproute2 iputils-ping openssh-server openssh-client)
+# curl: the bowtie driver reads the Bowtie client's local API on the node with it.
+apt_packages=(wireguard-tools wireguard-go iproute2 iputils-ping openssh-server openssh-client curl)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

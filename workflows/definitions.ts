@@ -98,6 +98,8 @@ export interface ProvisionReceipt {
   publicKey: string;
   keyFingerprint: string;
   hubHandshakes: { hub: string; latestHandshakeUnix: number; handshakeAgeSeconds: number }[];
+  /** Bowtie driver: the device on the controller, accepted and recently seen. */
+  overlayDevice?: { id: string; state: string; lastSeenAgeSeconds: number };
   probe: { target: string; connectMs: number };
   nodeAliasId: string;
   agentIdDigest: string;

@@ -211,7 +211,11 @@ class FleetRollout {
     this.lastCheckMs = Date.now();
     this.progress.breaker.lastCheckedAt = new Date().toISOString();
     try {
-      const health = await checkFleetDependencies({ spire: node.spire, hubs: node.overlay.hubs });
+      const health = await checkFleetDependencies({
+        spire: node.spire,
+        hubs: node.overlay.hubs,
+        ...(node.overlay.bowtie ? { bowtieControllerUrl: node.overlay.bowtie.controllerUrl } : {}),
+      });
       return health.dependencies.filter((d) => !d.healthy);
     } catch (err) {
       if (isCancellation(err)) throw err;

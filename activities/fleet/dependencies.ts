@@ -1,13 +1,15 @@
 /**
  * The fleet's circuit breaker asks this: are the things every node needs up?
- * The SPIRE server (its admin healthcheck), each hub's WireGuard interface,
- * and the inventory ledger. A dependency that is down is an answer, not an
+ * The SPIRE server (its admin healthcheck), each hub's WireGuard interface
+ * (wireguard driver) or the Bowtie controller's `GET /ok` (bowtie driver), and
+ * the inventory ledger. A dependency that is down is an answer, not an
  * error: the activity reports it and the fleet pauses its rollout.
  */
 import type { ProvisionInput } from '../../common/input.js';
 import { redactSecrets } from '../../common/errors.js';
 import type { HostTransport } from '../host/transport.js';
 import type { Ledger } from '../inventory/ledger.js';
+import { BowtieController } from '../overlay/bowtie/controller.js';
 import * as wg from '../overlay/wg.js';
 import * as server from '../spire/server-cli.js';
 import type { DependencyState, FleetActivities } from '../types.js';
@@ -32,7 +34,7 @@ export function createFleetActivities(deps: FleetDeps): FleetActivities {
   }
 
   return {
-    async checkFleetDependencies({ spire, hubs }) {
+    async checkFleetDependencies({ spire, hubs, bowtieControllerUrl }) {
       const signal = deps.signal();
       const opts = { timeoutMs: CHECK_TIMEOUT_MS, signal };
       const dependencies = await Promise.all([
@@ -40,6 +42,10 @@ export function createFleetActivities(deps: FleetDeps): FleetActivities {
           server.healthcheck({ transport: deps.transport(spire.serverHost), socketPath: spire.serverSocketPath, signal, timeoutMs: CHECK_TIMEOUT_MS }),
         ),
         ...hubs.map((hub) => check(`hub:${hub.name}`, async () => void (await wg.show(deps.transport(hub.host), hub.interface, opts)))),
+        // `/ok` needs no credentials: the check says whether the controller serves, not whether ours are good.
+        ...(bowtieControllerUrl
+          ? [check('bowtie-controller', () => new BowtieController({ url: bowtieControllerUrl, auth: { kind: 'apiKey', keyId: '', secret: '' }, timeoutMs: CHECK_TIMEOUT_MS, signal }).ok())]
+          : []),
         check('ledger', () => deps.ledger.ping()),
       ]);
       return { healthy: dependencies.every((d) => d.healthy), dependencies };

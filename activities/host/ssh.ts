@@ -14,7 +14,8 @@
  * - Secrets travel on stdin only; a daemon's secret stdin becomes an unlinked
  *   0600 file on the remote host, so the daemon can open `/dev/stdin` as a file.
  * - ssh's own failures (exit 255 with ssh's messages) are `HostUnreachable`
- *   (transient); the remote command's exit status is the command's, as locally.
+ *   (transient), except a refused key, `HostAuthRejected` (permanent: a retry
+ *   offers the same key); the remote command's exit status is the command's.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -118,9 +119,11 @@ export function daemonArgv(command: string, args: readonly string[], opts: Daemo
 
 /** ssh's own messages that mean the host key is unknown or not the pinned one. */
 const HOST_KEY_FAILURE = /Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|POSSIBLE DNS SPOOFING|No [A-Z0-9-]+ host key is known for|host key for \S+ has changed/i;
-/** ssh's own messages that mean we never got a session (network, sshd, auth). */
+/** ssh's own messages that mean the server refused every key we offered. */
+const AUTH_FAILURE = /Permission denied \(|Too many authentication failures/i;
+/** ssh's own messages that mean we never got a session (network, sshd). */
 const CONNECT_FAILURE =
-  /ssh: connect to host|Connection refused|Connection timed out|No route to host|Network is unreachable|Could not resolve hostname|Connection closed by|Connection reset by|kex_exchange_identification|banner exchange|Permission denied \(|Broken pipe|Cannot open network namespace|Operation timed out|Too many authentication failures/i;
+  /ssh: connect to host|Connection refused|Connection timed out|No route to host|Network is unreachable|Could not resolve hostname|Connection closed by|Connection reset by|kex_exchange_identification|banner exchange|Broken pipe|Cannot open network namespace|Operation timed out/i;
 
 /**
  * Classify an ssh exit. `undefined` means the remote command ran and this is its
@@ -130,6 +133,7 @@ const CONNECT_FAILURE =
 export function classifySshExit(exitCode: number, stderr: string): ErrorType | undefined {
   if (exitCode !== 255) return undefined;
   if (HOST_KEY_FAILURE.test(stderr)) return 'HostKeyMismatch';
+  if (AUTH_FAILURE.test(stderr)) return 'HostAuthRejected';
   if (CONNECT_FAILURE.test(stderr)) return 'HostUnreachable';
   return undefined;
 }
@@ -212,7 +216,9 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
       type,
       type === 'HostKeyMismatch'
         ? `${label}: the host key does not match the pinned key in ${spec.knownHostsFile} (refusing to connect)`
-        : `${label}: cannot reach the host for ${what}: ${summarizeStderr(r.stderr, 200)}`,
+        : type === 'HostAuthRejected'
+          ? `${label}: the host refused the key ${spec.identityFile} for ${what}: ${summarizeStderr(r.stderr, 200)}`
+          : `${label}: cannot reach the host for ${what}: ${summarizeStderr(r.stderr, 200)}`,
       'ssh',
       r.exitCode,
     );

@@ -8,7 +8,7 @@
  */
 import { redactSecrets, type ErrorType } from '../../common/errors.js';
 
-export type LedgerErrorType = Extract<ErrorType, 'LedgerUnavailable' | 'PoolExhausted' | 'InvalidInput'>;
+export type LedgerErrorType = Extract<ErrorType, 'LedgerUnavailable' | 'PoolExhausted' | 'InvalidInput' | 'AddressConflict'>;
 
 export class LedgerError extends Error {
   constructor(

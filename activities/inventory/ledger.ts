@@ -119,9 +119,18 @@ export interface EventRecord {
   idempotencyKey: string;
 }
 
+export interface OverlayDevice {
+  nodeId: string;
+  driver: 'bowtie';
+  deviceId: string;
+  publicKey: string;
+  controllerUrl: string;
+}
+
 export interface PurgeResult {
   nodes: number;
   overlayAllocations: number;
+  overlayDevices: number;
   peers: number;
   registrationEntries: number;
   workloads: number;
@@ -165,6 +174,13 @@ const PeerSchema = z.object({
   nodePublicKey: WgPublicKey,
   hubPublicKey: WgPublicKey,
   endpoint: Ipv4Endpoint,
+});
+const OverlayDeviceSchema = z.object({
+  nodeId: NodeId,
+  driver: z.literal('bowtie'),
+  deviceId: Opaque,
+  publicKey: WgPublicKey,
+  controllerUrl: z.string().min(1).max(2048),
 });
 const EntrySchema = z.object({
   entryId: Opaque,
@@ -440,6 +456,33 @@ export class Ledger {
     }, [UNIQUE_VIOLATION]);
   }
 
+  /**
+   * Record an address the overlay itself assigned (a Bowtie controller): the
+   * node's entry in `cidr` becomes exactly `ip`. Another node holding `ip`
+   * is an AddressConflict, and nothing changes.
+   */
+  async claimAddress(nodeId: string, cidr: string, ip: string): Promise<Allocation> {
+    const id = check(NodeId, 'nodeId', nodeId);
+    const net = cidrOf(cidr);
+    let addr: number;
+    try {
+      addr = parseIpv4(ip);
+    } catch (err) {
+      throw new LedgerError('InvalidInput', `ip: ${err instanceof Ipv4Error ? err.message : 'is not an IPv4 address'}`);
+    }
+    if (addr < net.firstHost || addr > net.lastHost) throw new LedgerError('InvalidInput', `ip: ${ip} is not a host address in ${net.cidr}`);
+    const result = (created: boolean): Allocation => ({ nodeId: id, cidr: net.cidr, ip, prefixLength: net.prefixLength, created });
+    return this.tx(async (c) => {
+      await c.query('SELECT pg_advisory_xact_lock($1::int, hashtext($2))', [ALLOC_LOCK_NS, net.cidr]);
+      const holder = await c.query<{ node_id: string }>('SELECT node_id FROM overlay_allocations WHERE cidr = $1 AND ip = $2', [net.cidr, ip]);
+      if (holder.rows[0]?.node_id === id) return result(false);
+      if (holder.rows[0]) throw new LedgerError('AddressConflict', `overlay address ${ip} in ${net.cidr} is already held by node ${holder.rows[0].node_id}`);
+      await c.query('DELETE FROM overlay_allocations WHERE cidr = $1 AND node_id = $2', [net.cidr, id]);
+      await c.query('INSERT INTO overlay_allocations (cidr, ip, node_id) VALUES ($1, $2, $3)', [net.cidr, ip, id]);
+      return result(true);
+    }, [UNIQUE_VIOLATION]);
+  }
+
   /** The node's address in `cidr`, or null. */
   async getAllocation(nodeId: string, cidr: string): Promise<string | null> {
     const id = check(NodeId, 'nodeId', nodeId);
@@ -507,6 +550,35 @@ export class Ledger {
     const hub = hubName === undefined ? null : check(Label, 'hubName', hubName);
     const r = await this.query('DELETE FROM peers WHERE node_id = $1 AND ($2::text IS NULL OR hub_name = $2)', [id, hub]);
     return r.rowCount ?? 0;
+  }
+
+  // --- overlay devices (managed overlays) ------------------------------------
+
+  /** Record (or replace) the node's device on a managed overlay. */
+  async recordOverlayDevice(device: OverlayDevice): Promise<OverlayDevice> {
+    const d = check(OverlayDeviceSchema, 'device', device);
+    await this.query(
+      `INSERT INTO overlay_devices (node_id, driver, device_id, public_key, controller_url) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (node_id) DO UPDATE SET driver = EXCLUDED.driver, device_id = EXCLUDED.device_id,
+         public_key = EXCLUDED.public_key, controller_url = EXCLUDED.controller_url, recorded_at = now()`,
+      [d.nodeId, d.driver, d.deviceId, d.publicKey, d.controllerUrl],
+    );
+    return d;
+  }
+
+  async getOverlayDevice(nodeId: string): Promise<OverlayDevice | null> {
+    const id = check(NodeId, 'nodeId', nodeId);
+    const { rows } = await this.query<{ driver: 'bowtie'; device_id: string; public_key: string; controller_url: string }>(
+      'SELECT driver, device_id, public_key, controller_url FROM overlay_devices WHERE node_id = $1',
+      [id],
+    );
+    const r = rows[0];
+    return r ? { nodeId: id, driver: r.driver, deviceId: r.device_id, publicKey: r.public_key, controllerUrl: r.controller_url } : null;
+  }
+
+  async removeOverlayDevice(nodeId: string): Promise<boolean> {
+    const id = check(NodeId, 'nodeId', nodeId);
+    return ((await this.query('DELETE FROM overlay_devices WHERE node_id = $1', [id])).rowCount ?? 0) > 0;
   }
 
   // --- registration entries ------------------------------------------------
@@ -638,6 +710,7 @@ export class Ledger {
       const del = async (table: string) => (await c.query(`DELETE FROM ${table} WHERE node_id = $1`, [id])).rowCount ?? 0;
       return {
         overlayAllocations: await del('overlay_allocations'),
+        overlayDevices: await del('overlay_devices'),
         peers: await del('peers'),
         registrationEntries: await del('registration_entries'),
         workloads: await del('workloads'),

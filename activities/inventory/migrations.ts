@@ -116,6 +116,22 @@ CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
   FOR EACH ROW EXECUTE FUNCTION events_append_only();
 `,
   },
+  {
+    version: 2,
+    name: 'overlay devices',
+    sql: `
+-- A node's device on a managed overlay (Bowtie): the id the controller knows it
+-- by and its public key. The private key stays on the node, with the client.
+CREATE TABLE overlay_devices (
+  node_id        text PRIMARY KEY,
+  driver         text NOT NULL,
+  device_id      text NOT NULL,
+  public_key     text NOT NULL,
+  controller_url text NOT NULL,
+  recorded_at    timestamptz NOT NULL DEFAULT now()
+);
+`,
+  },
 ];
 
 export function checksum(m: Migration): string {

@@ -57,6 +57,13 @@ export async function addresses(t: HostTransport, ifname: string, opts?: RunOpti
   return parsed.flatMap((l) => l.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`));
 }
 
+/** Every IPv4 address on the host, with the interface holding it. */
+export async function allAddresses(t: HostTransport, opts?: RunOptions): Promise<{ ifname: string; ip: string; prefixLength: number }[]> {
+  const r = await t.run('ip', ['-j', '-4', 'addr', 'show'], opts);
+  const parsed = AddrJson.parse(JSON.parse(r.stdout || '[]'));
+  return parsed.flatMap((l) => l.addr_info.filter((a) => a.family === 'inet').map((a) => ({ ifname: l.ifname, ip: a.local, prefixLength: a.prefixlen })));
+}
+
 /** `ip addr replace`: idempotent. */
 export async function addrReplace(t: HostTransport, ifname: string, cidr: string, opts?: RunOptions) {
   await t.run('ip', ['addr', 'replace', parseName(Cidr, 'address', cidr), 'dev', parseName(IfName, 'interface', ifname)], opts);

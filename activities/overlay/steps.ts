@@ -1,5 +1,6 @@
 /**
- * Bootstrap steps 1-3: the overlay. Each step inspects what exists on the node,
+ * Bootstrap steps 1-3 with the WireGuard driver: we run wireguard-tools on the
+ * node and on the hubs. Each step inspects what exists on the node,
  * the hubs and the ledger, and finishes the job from there.
  */
 import { createHash } from 'node:crypto';
@@ -12,6 +13,7 @@ import type { Ledger } from '../inventory/ledger.js';
 import type { HealthEvidence, InstallEvidence, KeyEvidence, StepRequest, UndoRequest, UndoResult } from '../types.js';
 import * as ip from './ip.js';
 import * as wg from './wg.js';
+import { probeThroughTunnel, stepDeadline } from './probe.js';
 import { ensureInterface, removeInterface } from './wireguard.js';
 
 export interface OverlayDeps {
@@ -141,8 +143,8 @@ export function createOverlaySteps(deps: OverlayDeps) {
     const t = node(input);
     const signal = deps.signal();
     const iface = ifaceOf(input);
-    const budgetMs = Math.max(2_000, input.timeouts.gatePeerHealth * 1000 - 3_000);
-    const deadline = Date.now() + budgetMs;
+    const started = Date.now();
+    const deadline = stepDeadline(input.timeouts.gatePeerHealth, started);
     const hubKeys = new Map<string, string>();
     for (const hub of input.overlay.hubs) hubKeys.set(hub.name, await hubPublicKey(hub));
 
@@ -158,7 +160,7 @@ export function createOverlaySteps(deps: OverlayDeps) {
       if (handshakes.every((h) => h.latestHandshakeUnix > 0 && h.handshakeAgeSeconds <= 180)) break;
       if (Date.now() > deadline) {
         const missing = handshakes.filter((h) => h.latestHandshakeUnix === 0).map((h) => h.name);
-        throw new ToolError('PeerHandshakeTimeout', `no recent handshake with hub(s) ${missing.join(', ') || 'all'} within ${budgetMs} ms`, 'wg');
+        throw new ToolError('PeerHandshakeTimeout', `no recent handshake with hub(s) ${missing.join(', ') || 'all'} within ${deadline - started} ms`, 'wg');
       }
       heartbeat('waiting for handshake');
       // Traffic towards a hub makes WireGuard initiate a handshake now instead of at the next keepalive.
@@ -167,19 +169,8 @@ export function createOverlaySteps(deps: OverlayDeps) {
       }
     }
 
-    const target = `${input.spire.serverAddress}:${input.spire.serverPort}`;
-    for (;;) {
-      const started = Date.now();
-      const r = await t.run('timeout', ['3', 'bash', '-c', 'exec 3<>"/dev/tcp/$1/$2"', 'tcp-probe', input.spire.serverAddress, String(input.spire.serverPort)], {
-        signal,
-        allowNonZeroExit: true,
-        timeoutMs: 5_000,
-      });
-      if (r.exitCode === 0) return { hubs: handshakes, probe: { target, connectMs: Date.now() - started } };
-      if (Date.now() > deadline) throw new ToolError('ProbeFailed', `TCP probe through the tunnel to ${target} failed`, 'bash');
-      heartbeat(`probing ${target}`);
-      await new Promise((res) => setTimeout(res, 500));
-    }
+    const probe = await probeThroughTunnel(t, { address: input.spire.serverAddress, port: input.spire.serverPort }, deadline, signal);
+    return { hubs: handshakes, probe };
   }
 
   return { installOverlay, undoInstallOverlay, issueOverlayKey, undoIssueOverlayKey, gatePeerHealth };

@@ -38,15 +38,18 @@ export function evidenceLine(step: StepName, evidence: unknown): string {
   switch (step) {
     case 'installOverlay': {
       const e = evidence as StepEvidence['installOverlay'];
+      if (!e.interface) return `${e.toolVersion} ${e.alreadyPresent ? 'already installed' : 'installed'}`; // bowtie: the client's package
       return `interface ${e.interface}${e.alreadyPresent ? ' (already there)' : ''}, ${e.toolVersion}`;
     }
     case 'issueOverlayKey': {
       const e = evidence as StepEvidence['issueOverlayKey'];
-      return `overlay ${e.overlayIp}, key ${e.keyFingerprint}, peered with ${e.hubs.map((h) => h.name).join(', ')}`;
+      const device = e.deviceId ? `device ${e.deviceId}, ` : '';
+      return `overlay ${e.overlayIp}, ${device}key ${e.keyFingerprint}, peered with ${e.hubs.map((h) => h.name).join(', ')}`;
     }
     case 'gatePeerHealth': {
       const e = evidence as StepEvidence['gatePeerHealth'];
-      return `${e.hubs.map((h) => `${h.name} handshake ${h.handshakeAgeSeconds}s ago`).join(', ')}; probe ${e.probe.target} ${e.probe.connectMs} ms`;
+      const seen = e.device ? [`device ${e.device.state}, seen ${e.device.lastSeenAgeSeconds}s ago`] : [];
+      return `${[...seen, ...e.hubs.map((h) => `${h.name} handshake ${h.handshakeAgeSeconds}s ago`)].join(', ')}; probe ${e.probe.target} ${e.probe.connectMs} ms`;
     }
     case 'startSpireAgent': {
       const e = evidence as StepEvidence['startSpireAgent'];

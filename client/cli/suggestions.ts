@@ -20,10 +20,13 @@ const SUGGESTIONS: Record<ErrorType, string> = {
   SvidInvalid: "security: a workload's SVID did not match its registration or chain to the bundle; investigate before any rerun",
   WorkloadFailed: 'a workload did not start or get its SVID in time: check its command and uid, then approve or rerun',
   PoolExhausted: "the segment's overlay pool is full: decommission unused nodes or widen overlay.cidr, then rerun",
+  AddressConflict: 'the overlay controller gave the node an address the ledger says another node holds: decommission the stale node (or fix the ledger), then rerun',
   LedgerUnavailable: 'the inventory ledger (PostgreSQL, DATABASE_URL) is unreachable from the worker: bring it back, then approve or rerun',
   OverlayAuth: 'the overlay controller refused our credentials: fix the worker credentials, then rerun',
   OverlayControllerUnavailable: 'the overlay controller did not answer (or answered 5xx): check it is up and reachable from the worker, then approve or rerun',
   OverlayRejected: 'the overlay controller refused a request as invalid: read the step message (field, status), fix the input, then rerun',
+  OverlayDeviceTimeout: "the overlay client on the node did not enroll or come up in time: check the client's service and log on the node and that it reaches its controller, then approve or rerun",
+  HostAuthRejected: "the node's sshd refused the worker's key: put the worker's public key in host.user's authorized_keys on the node, or fix host.identityFile / host.user, then rerun",
   HostKeyMismatch: "security: the node's SSH host key is unknown or changed; verify the host before trusting it",
 };
 

@@ -10,7 +10,7 @@ export function requireRealComponents(tools: string[] = []): void {
   for (const t of tools) {
     if (!existsSync(path.join(TOOLS_BIN, t))) throw new Error(`${t} is missing from ${TOOLS_BIN}: run "npm run tools" first`);
   }
-  for (const t of ['/usr/bin/wg', '/usr/bin/wireguard-go']) {
+  for (const t of ['/usr/bin/wg', '/usr/bin/wireguard-go', '/usr/bin/curl']) {
     if (!existsSync(t)) throw new Error(`${t} is missing: run "npm run tools" first`);
   }
 }

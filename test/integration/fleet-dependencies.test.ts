@@ -9,6 +9,7 @@ import { labProvisionInput } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';
 import { stopSpireServerByDir } from '../../lab/spire-server.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { BowtieControllerStandIn } from '../standins/bowtie-controller.js';
 
 let lab: Lab;
 let db: TestDatabase;
@@ -50,5 +51,16 @@ describe('checkFleetDependencies', () => {
       ['hub:gone', false],
       ['ledger', true],
     ]);
+  });
+
+  it('checks the Bowtie controller (GET /ok) for bowtie segments: up, then down once it stops', async () => {
+    const acts = createActivities({ ledger });
+    const controller = new BowtieControllerStandIn();
+    const url = await controller.start();
+    const req = { spire: { serverHost: { kind: 'local' as const }, serverSocketPath: '/nonexistent/api.sock' }, hubs: [], bowtieControllerUrl: url };
+    const named = async () => (await acts.checkFleetDependencies(req)).dependencies.filter((d) => d.name === 'bowtie-controller');
+    expect(await named()).toEqual([{ name: 'bowtie-controller', healthy: true }]);
+    await controller.stop();
+    expect(await named()).toEqual([{ name: 'bowtie-controller', healthy: false, detail: 'not serving' }]);
   });
 });

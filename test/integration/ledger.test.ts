@@ -176,6 +176,23 @@ describe('overlay IPAM', () => {
     expect(e.type).toBe('InvalidInput');
     expect(e.message).toMatch(/^reserved\.0/);
   });
+
+  it('claimAddress records an address the overlay assigned: idempotent, replaces the node\'s old one, refuses one held by another node', async () => {
+    const cidr = '10.70.0.0/16';
+    expect(await ledger.claimAddress('claim-1', cidr, '10.70.128.5')).toMatchObject({ ip: '10.70.128.5', created: true });
+    expect(await ledger.claimAddress('claim-1', cidr, '10.70.128.5')).toMatchObject({ created: false });
+    // The controller gave the node a new address (a re-enrolled device): the old one is released.
+    await ledger.claimAddress('claim-1', cidr, '10.70.128.6');
+    expect(await ledger.getAllocation('claim-1', cidr)).toBe('10.70.128.6');
+    // Allocation skips a claimed address.
+    await ledger.claimAddress('claim-2', cidr, '10.70.0.1');
+    expect((await ledger.allocateAddress('alloc-3', cidr)).ip).toBe('10.70.0.2');
+    const conflict = await caught(ledger.claimAddress('claim-2', cidr, '10.70.128.6'));
+    expect(conflict.type).toBe('AddressConflict');
+    expect(conflict.message).toContain('held by node claim-1');
+    expect(await ledger.getAllocation('claim-2', cidr)).toBe('10.70.0.1');
+    expect((await caught(ledger.claimAddress('claim-2', cidr, '10.71.0.1'))).message).toBe('ip: 10.71.0.1 is not a host address in 10.70.0.0/16');
+  });
 });
 
 describe('peers, entries, workloads', () => {
@@ -278,16 +295,19 @@ describe('purgeNode', () => {
       await ledger.recordEntry({ entryId: `entry-${n}`, nodeId: n, workload: 'api', spiffeId: 'spiffe://example.org/api', parentId: `spiffe://example.org/node/${n}`, createdByRun: 'run-1' });
       await ledger.recordWorkload({ nodeId: n, name: 'api', spiffeId: 'spiffe://example.org/api', pid: 100, svidSerial: '01', svidNotAfter: new Date() });
       await ledger.appendEvent({ nodeId: n, run, step: 'workflow', kind: 'succeeded' });
+      await ledger.recordOverlayDevice({ nodeId: n, driver: 'bowtie', deviceId: `dev-${n}`, publicKey: KEY_A, controllerUrl: 'https://ctl.example.org' });
     }
     const purged = await ledger.purgeNode('gone-1');
-    expect(purged).toEqual({ nodes: 1, overlayAllocations: 1, peers: 1, registrationEntries: 1, workloads: 1 });
-    expect(await ledger.purgeNode('gone-1')).toEqual({ nodes: 0, overlayAllocations: 0, peers: 0, registrationEntries: 0, workloads: 0 });
+    expect(purged).toEqual({ nodes: 1, overlayAllocations: 1, overlayDevices: 1, peers: 1, registrationEntries: 1, workloads: 1 });
+    expect(await ledger.purgeNode('gone-1')).toEqual({ nodes: 0, overlayAllocations: 0, overlayDevices: 0, peers: 0, registrationEntries: 0, workloads: 0 });
 
     expect(await ledger.getNode('gone-1')).toBeNull();
     expect(await ledger.listAllocations('gone-1')).toEqual([]);
     expect(await ledger.listPeers('gone-1')).toEqual([]);
     expect(await ledger.listEntries('gone-1')).toEqual([]);
     expect(await ledger.listWorkloads('gone-1')).toEqual([]);
+    expect(await ledger.getOverlayDevice('gone-1')).toBeNull();
+    expect(await ledger.getOverlayDevice('kept-1')).toMatchObject({ deviceId: 'dev-kept-1' });
     expect(await ledger.listEvents('gone-1')).toHaveLength(1);
 
     expect(await ledger.getNode('kept-1')).not.toBeNull();

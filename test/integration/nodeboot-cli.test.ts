@@ -98,6 +98,19 @@ async function runOf(nodeId: string) {
   return env.client.workflow.getHandle(provisionWorkflowId(nodeId)).describe();
 }
 
+
+/**
+ * Steps come from the `status` query, which a worker answers by replaying the
+ * closed run; under CI load it can miss the CLI's 5 s query deadline (the CLI
+ * then shows what Temporal knows, without steps), so ask again until a worker
+ * answers.
+ */
+function untilWorkerAnswers(run: () => Promise<CliRun>, hasSteps: (r: CliRun) => boolean): Promise<CliRun> {
+  return eventually(async () => {
+    const r = await run();
+    return hasSteps(r) ? r : undefined;
+  }, { what: 'an answer with steps', timeoutMs: 60_000, intervalMs: 1_000 });
+}
 describe.concurrent('nodeboot start', () => {
   it('starts once, then attaches to the same run (with --wait, follows it to the end); says when the input differs', async () => {
     const fake = createFakeActivities();
@@ -132,7 +145,7 @@ describe.concurrent('nodeboot start', () => {
   it('refuses a bad input file with exit 2, naming each bad field on one screen, and starts no run', async () => {
     const nodeId = uniqueId('cli');
     const bad = sampleInput(nodeId) as ProvisionInputJson & Record<string, unknown>;
-    bad.overlay.hubs[0]!.endpoint = 'hub.example:51820';
+    bad.overlay.hubs![0]!.endpoint = 'hub.example:51820';
     bad.workloads![0]!.uid = 0;
     bad.spire.trustDomain = 'Not A Domain';
     bad.colour = 'blue';
@@ -193,7 +206,11 @@ describe.concurrent('nodeboot status / watch', () => {
       expect(lines.findIndex((l) => /gate on peer health\s+running/.test(l))).toBeLessThan(lines.findIndex((l) => /gate on peer health\s+succeeded/.test(l)));
       expect(lines.at(-1)).toMatch(/run\s+provisioned/);
 
-      const [status, human, watchJson] = await Promise.all([cli(['status', '--json', nodeId]), cli(['status', nodeId]), cli(['watch', '--json', nodeId])]);
+      const [status, human, watchJson] = await Promise.all([
+        cli(['status', '--json', nodeId]),
+        cli(['status', nodeId]),
+        untilWorkerAnswers(() => cli(['watch', '--json', nodeId]), (w) => w.lines().some((e) => e.step)),
+      ]);
       expectExit(status, EXIT.OK);
       expect(status.json).toMatchObject({ ok: true, command: 'status', run: { outcome: 'provisioned', source: 'query', currentStep: null, lastFailure: null } });
       for (const s of status.json.run.steps) {
@@ -313,13 +330,7 @@ describe.concurrent('operator decisions', () => {
       const r = await cli(['compensate', '--wait', '--json', nodeId]);
       expectExit(r, EXIT.OK);
       expect(r.json).toMatchObject({ ok: true, exitCode: 0, decision: { action: 'compensate', step: 'registerEntries' }, run: { outcome: 'compensated', exitCode: 3, execution: 'FAILED' } });
-      // Steps come from the `status` query, which a worker answers by replaying the closed run;
-      // under CI load it can miss the CLI's 5 s query deadline (the CLI then shows what Temporal
-      // knows, without steps), so ask again until a worker answers.
-      const status = await eventually(async () => {
-        const s = await cli(['status', '--json', nodeId]);
-        return s.json?.run?.steps?.length ? s : undefined;
-      }, { what: 'status with steps', timeoutMs: 60_000, intervalMs: 1_000 });
+      const status = await untilWorkerAnswers(() => cli(['status', '--json', nodeId]), (s) => s.json?.run?.steps?.length > 0);
       expectExit(status, EXIT.FAILED);
       expect(status.json.run).toMatchObject({ outcome: 'compensated', lastFailure: { step: 'registerEntries', type: 'EntryRejected' }, next: [`nodeboot rerun ${nodeId}`] });
       expect(status.json.run.steps.map((s: { state: string }) => s.state)).toEqual(['compensated', 'compensated', 'succeeded', 'compensated', 'compensated', 'pending']);

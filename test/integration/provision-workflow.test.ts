@@ -2,10 +2,8 @@
 // in-memory fake activities that record every call: one test per failure mode.
 import { fileURLToPath } from 'node:url';
 import {
-  ActivityFailure,
   ApplicationFailure,
   CancelledFailure,
-  WorkflowFailedError,
   WorkflowUpdateFailedError,
   type WorkflowHandle,
 } from '@temporalio/client';
@@ -18,6 +16,7 @@ import { decideUpdate, statusQuery, type ProvisionStatus } from '../../workflows
 import { decommissionNode, provisionNode } from '../../workflows/index.js';
 import { blockUntilCancelled, createFakeActivities, failWith, type FakeActivities } from '../fixtures/fake-activities.js';
 import { sampleInput } from '../fixtures/inputs.js';
+import { expectStepFailureChain, failureOf } from '../helpers/failures.js';
 import { connectTestEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 
 const workflowsPath = fileURLToPath(new URL('../../workflows/index.ts', import.meta.url));
@@ -38,31 +37,6 @@ function provision<T>(fake: FakeActivities, input: ProvisionInputJson, fn: (h: W
     const handle = await env.client.workflow.start(provisionNode, { taskQueue, workflowId, args: [input] });
     return fn(handle);
   });
-}
-
-async function failureOf(p: Promise<unknown>): Promise<WorkflowFailedError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof WorkflowFailedError) return err;
-    throw err;
-  }
-  throw new Error('expected the workflow to fail');
-}
-
-/** WorkflowFailedError -> ApplicationFailure(type) -> ActivityFailure -> ApplicationFailure(type). */
-function expectStepFailureChain(err: WorkflowFailedError, type: string, activityType: string): ApplicationFailure {
-  const top = err.cause;
-  expect(top).toBeInstanceOf(ApplicationFailure);
-  expect((top as ApplicationFailure).type).toBe(type);
-  expect((top as ApplicationFailure).nonRetryable).toBe(true);
-  const activity = (top as ApplicationFailure).cause as ActivityFailure;
-  expect(activity).toBeInstanceOf(ActivityFailure);
-  expect(activity.activityType).toBe(activityType);
-  const original = activity.cause;
-  expect(original).toBeInstanceOf(ApplicationFailure);
-  expect((original as ApplicationFailure).type).toBe(type);
-  return top as ApplicationFailure;
 }
 
 async function statusOf(h: WorkflowHandle): Promise<ProvisionStatus> {
@@ -135,7 +109,7 @@ describe('provisionNode', () => {
     const fake = createFakeActivities();
     const input = sampleInput(uniqueId());
     input.nodeId = 'Bad_Node';
-    input.overlay.hubs[0]!.endpoint = 'not-an-endpoint';
+    input.overlay.hubs![0]!.endpoint = 'not-an-endpoint';
     const { err, status } = await provision(fake, input, async (h) => ({ err: await failureOf(h.result()), status: await statusOf(h) }));
 
     const cause = err.cause;
@@ -179,7 +153,7 @@ describe('provisionNode', () => {
     const fake = createFakeActivities({ startSpireAgent: failWith('ToolMissing') });
     const { err, status } = await provision(fake, sampleInput(uniqueId()), async (h) => ({ err: await failureOf(h.result()), status: await statusOf(h) }));
 
-    const top = expectStepFailureChain(err, 'ToolMissing', 'startSpireAgent');
+    const { top } = expectStepFailureChain(err, 'ToolMissing', 'startSpireAgent');
     expect(top.message).toMatch(/^startSpireAgent failed \(ToolMissing\): fake ToolMissing/);
     expect(top.message).toMatch(/undone: startSpireAgent, issueOverlayKey, installOverlay/);
     expect(fake.count('startSpireAgent')).toBe(1); // not retried
@@ -219,7 +193,7 @@ describe('provisionNode', () => {
     const fake = createFakeActivities({ registerEntries: failWith('EntryRejected'), undoStartSpireAgent: failWith('ToolMissing') });
     const { err, status } = await provision(fake, sampleInput(uniqueId()), async (h) => ({ err: await failureOf(h.result()), status: await statusOf(h) }));
 
-    const top = expectStepFailureChain(err, 'EntryRejected', 'registerEntries');
+    const { top } = expectStepFailureChain(err, 'EntryRejected', 'registerEntries');
     expect(top.message).toMatch(/undo failed: startSpireAgent \(ToolMissing\)/);
     expect(fake.undos().map((c) => c.name)).toEqual(['undoRegisterEntries', 'undoStartSpireAgent', 'undoIssueOverlayKey', 'undoInstallOverlay']);
     expect(status.state).toBe('failed');

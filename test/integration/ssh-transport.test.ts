@@ -6,7 +6,6 @@
  * residue; and a host key that changes mid-run fails the run as a security
  * failure and compensates.
  */
-import { WorkflowFailedError, type ActivityFailure, type ApplicationFailure } from '@temporalio/client';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,6 +24,7 @@ import { Lab } from '../../lab/lab.js';
 import { labSshOptions, labSshTransport, labTransportFactory, pinHostKey, rotateHostKey, startSshd, stopSshd, type LabSshd } from '../../lab/ssh.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { expectStepFailureChain, failureOf } from '../helpers/failures.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
 import { connectTestEnv, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 
@@ -120,10 +120,17 @@ describe('ssh host transport on a real sshd', () => {
     expect(reused).toBeLessThan(fresh);
   });
 
-  it('maps ssh failures: a refused port and an absent host are HostUnreachable, the remote exit is the command\'s', async () => {
+  it('maps ssh failures: a refused port and an absent host are HostUnreachable, a refused key HostAuthRejected, the remote exit is the command\'s', async () => {
     const o = labSshOptions(side);
     expect(await typeOf(sshTransport({ ...side.spec, port: 2 }, o).run('true', []))).toBe('HostUnreachable');
     expect(await typeOf(sshTransport({ ...side.spec, host: '192.0.2.250', connectTimeoutSeconds: 2 }, o).run('true', []))).toBe('HostUnreachable');
+    // A key the node does not authorize: refused for good, not retried as an outage.
+    const strangerKey = path.join(side.dir, 'stranger_ed25519');
+    await localTransport().run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', strangerKey]);
+    const refused = await sshTransport({ ...side.spec, identityFile: strangerKey }, { ...o, reuseConnection: false }).run('true', []).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(ToolError);
+    expect((refused as ToolError).type).toBe('HostAuthRejected');
+    expect((refused as ToolError).message).toContain(`refused the key ${strangerKey}`);
     expect((await t.run('sh', ['-c', 'exit 3'], { allowNonZeroExit: true })).exitCode).toBe(3);
     expect(await typeOf(t.run('sh', ['-c', 'exit 255']))).toBe('ToolFailed');
     expect(await typeOf(t.run('false', []))).toBe('ToolFailed');
@@ -220,16 +227,10 @@ describe('ssh host transport on a real sshd', () => {
     };
     await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, transport }) }, async (taskQueue) => {
       const run = await startProvisioning(env.client, input, { taskQueue });
-      const err = await run.handle.result().catch((e: unknown) => e);
+      const err = await failureOf(run.handle.result());
       expect(armed).toBe(false);
-      expect(err).toBeInstanceOf(WorkflowFailedError);
-      const top = (err as WorkflowFailedError).cause as ApplicationFailure;
-      expect(top.type).toBe('HostKeyMismatch');
-      expect(top.nonRetryable).toBe(true);
-      const activity = top.cause as ActivityFailure;
-      expect(activity.activityType).toBe('startSpireAgent');
-      // Not retried: the activity failed on its first attempt.
-      expect((activity.cause as ApplicationFailure).type).toBe('HostKeyMismatch');
+      // Not retried (nonRetryable): the activity failed on its first attempt.
+      expectStepFailureChain(err, 'HostKeyMismatch', 'startSpireAgent');
 
       // Compensation ran, but every undo that touches the node refuses to talk to
       // the impostor. The operator verifies and re-pins the key, then decommissions.

@@ -7,10 +7,23 @@
  *
  * What it proves is that our client speaks the *documented* API; it says
  * nothing the documentation does not (README: what is verified against what).
+ *
+ * With `wireguard` set it also plays the controller's other half: it is the
+ * WireGuard peer of accepted devices (their hub peer is added on acceptance and
+ * removed on rejection or deletion), it gives each device routes only to the
+ * resources an enabled Accept policy grants one of its device groups (IP level:
+ * ports are not enforced), and it serves the stand-in client
+ * (test/standins/bowtie-client/) on a unix socket with a private protocol
+ * (`/standin/client/...`): the real client-controller protocol is Bowtie's own
+ * and not documented, so nothing of ours depends on it.
  */
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { netnsTransport } from '../../activities/host/transport.js';
+import { formatIpv4, parseCidr } from '../../activities/inventory/ipv4.js';
+import * as wg from '../../activities/overlay/wg.js';
 
 const BASE = '/-net/api/v0';
 
@@ -35,6 +48,22 @@ export interface StandInOptions {
    * only, 'slash' serves "/device/" only, 'both' either (default).
    */
   slash?: 'no-slash' | 'slash' | 'both';
+  /** Be the WireGuard side of accepted devices: a hub interface in a lab namespace. */
+  wireguard?: StandInWireguard;
+}
+
+export interface StandInWireguard {
+  hubNetns: string;
+  hubInterface: string;
+  hubPublicKey: string;
+  /** "ip:port" devices dial. */
+  endpoint: string;
+  /** Devices get their IPv4 from here ("10.200.128.0/17"). */
+  devicePool: string;
+  /** The overlay the device addresses live in ("10.200.0.0/16"): their prefix length. */
+  overlayCidr: string;
+  /** The unix socket the stand-in client talks to (filesystems are shared across namespaces; loopbacks are not). */
+  clientSocket: string;
 }
 
 export interface RequestRecord {
@@ -55,8 +84,11 @@ export class BowtieControllerStandIn {
   failNext = 0;
   /** Answer requests after this many ms (timeouts). */
   delayMs = 0;
+  /** Device id → its IPv4 on the overlay (wireguard mode). */
+  readonly addresses = new Map<string, string>();
   private sessions = new Set<string>();
   private server: http.Server | null = null;
+  private clientServer: http.Server | null = null;
   url = '';
 
   constructor(private readonly opts: StandInOptions = {}) {}
@@ -65,12 +97,21 @@ export class BowtieControllerStandIn {
     this.server = http.createServer((req, res) => void this.handle(req, res));
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
     this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    const w = this.opts.wireguard;
+    if (w) {
+      rmSync(w.clientSocket, { force: true });
+      this.clientServer = http.createServer((req, res) => void this.handleClient(req, res));
+      await new Promise<void>((resolve) => this.clientServer!.listen(w.clientSocket, resolve));
+    }
     return this.url;
   }
 
   async stop(): Promise<void> {
-    this.server?.closeAllConnections();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    for (const srv of [this.server, this.clientServer]) {
+      srv?.closeAllConnections();
+      await new Promise<void>((resolve) => (srv ? srv.close(() => resolve()) : resolve()));
+    }
+    if (this.opts.wireguard) rmSync(this.opts.wireguard.clientSocket, { force: true });
   }
 
   /** Every session cookie stops working (the client must log in again). */
@@ -151,10 +192,11 @@ export class BowtieControllerStandIn {
     if (method === 'POST' && path === '/device/state') {
       const list = body.devices as { id: string; state: StandInDevice['state'] }[] | undefined;
       if (!Array.isArray(list) || list.some((d) => !['pending', 'accepted', 'rejected'].includes(d.state))) return reply(400, { error: 'bad devices' });
+      if (list.some((d) => !this.devices.has(d.id))) return reply(404, { error: 'no such device' });
       for (const d of list) {
-        const dev = this.devices.get(d.id);
-        if (!dev) return reply(404, { error: `no device ${d.id}` });
+        const dev = this.devices.get(d.id)!;
         dev.state = d.state;
+        await this.syncPeer(dev);
       }
       return reply(200, {});
     }
@@ -166,7 +208,13 @@ export class BowtieControllerStandIn {
     const del = /^\/(device|device_group|policy|policy\/resource|policy\/resource_group)\/([0-9a-zA-Z-]+)$/.exec(path);
     if (method === 'DELETE' && del) {
       const store = { device: this.devices, device_group: this.deviceGroups, policy: this.policies, 'policy/resource': this.resources, 'policy/resource_group': this.resourceGroups }[del[1]!]!;
-      return store.delete(del[2]!) ? reply(200, {}) : reply(404, { error: 'not found' });
+      const gone = this.devices.get(del[2]!);
+      if (!store.delete(del[2]!)) return reply(404, { error: 'not found' });
+      if (del[1] === 'device' && gone) {
+        await this.syncPeer({ ...gone, state: 'rejected' });
+        this.addresses.delete(gone.id);
+      }
+      return reply(200, {});
     }
     if (method === 'POST' && path === '/device_group/upsert') {
       if (typeof body.id !== 'string' || typeof body.name !== 'string') return reply(400, { error: 'id and name required' });
@@ -191,10 +239,103 @@ export class BowtieControllerStandIn {
       store.set(body.id, body);
       return reply(200, {});
     }
+    if (method === 'GET' && path === '/organization/controller') {
+      const w = this.opts.wireguard;
+      return reply(200, [
+        {
+          id: 'standin-controller',
+          site_id: 'standin-site',
+          public_address: w?.endpoint.split(':')[0] ?? '192.0.2.1',
+          public_key: w?.hubPublicKey ?? '',
+          wireguard_port: Number(w?.endpoint.split(':')[1] ?? 51820),
+          status: 'standin',
+        },
+      ]);
+    }
     if (method === 'GET' && path === '/policy') {
       return reply(200, { policies: Object.fromEntries(this.policies), resource_groups: Object.fromEntries(this.resourceGroups), resources: Object.fromEntries(this.resources) });
     }
     return reply(404, { error: `stand-in: no route ${method} ${path}` });
+  }
+
+  // --- the stand-in client's private channel (wireguard mode) ----------------------------------
+
+  private async handleClient(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const reply = (status: number, body: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    const w = this.opts.wireguard!;
+    const path = new URL(req.url ?? '/', 'http://standin').pathname;
+    let dev: StandInDevice | undefined;
+    if (req.method === 'POST' && path === '/standin/client/enroll') {
+      const b = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as { id: string; name: string; publicKey: string; serial: string; entrypoint: string[] };
+      // The client must have been seeded with this controller as its entrypoint.
+      if (!Array.isArray(b.entrypoint) || !b.entrypoint.some((e) => e.replace(/\/+$/, '') === this.url)) {
+        return reply(421, { error: `entrypoint ${JSON.stringify(b.entrypoint)} is not this controller (${this.url})` });
+      }
+      dev = this.devices.get(b.id) ?? this.enroll({ id: b.id, name: b.name, publicKey: b.publicKey, serial: b.serial });
+      await this.syncPeer(dev);
+    } else if (req.method === 'GET' && path.startsWith('/standin/client/device/')) {
+      dev = this.devices.get(decodeURIComponent(path.slice('/standin/client/device/'.length)));
+      if (!dev) return reply(404, { error: 'no such device' });
+    } else {
+      return reply(404, { error: 'no route' });
+    }
+    dev.last_seen = new Date().toISOString();
+    const net = parseCidr(w.overlayCidr);
+    return reply(200, {
+      id: dev.id,
+      state: dev.state,
+      ipv4: this.addressOf(dev.id),
+      prefixLength: net.prefixLength,
+      routes: this.routesOf(dev),
+      controller: { publicKey: w.hubPublicKey, endpoint: w.endpoint },
+    });
+  }
+
+  /** What the device may reach: the resources of every enabled Accept policy whose source is one of its groups. */
+  routesOf(dev: StandInDevice): string[] {
+    const groups = new Set([...this.deviceGroups.values()].filter((g) => g.members.has(dev.id)).map((g) => g.id));
+    const routes = new Set<string>();
+    for (const raw of this.policies.values()) {
+      const p = raw as { source?: { predicate?: { InDeviceGroup?: string } }; dest?: string; action?: string; status?: string };
+      if (p.action !== 'Accept' || p.status !== 'Enabled' || !groups.has(p.source?.predicate?.InDeviceGroup ?? '')) continue;
+      const rg = this.resourceGroups.get(p.dest ?? '') as { resources?: string[] } | undefined;
+      for (const rid of rg?.resources ?? []) {
+        const loc = (this.resources.get(rid) as { location?: { type?: string; value?: string } } | undefined)?.location;
+        if (loc?.type === 'ip' && loc.value) routes.add(`${loc.value}/32`);
+        if (loc?.type === 'cidr' && loc.value) routes.add(loc.value);
+      }
+    }
+    return [...routes].sort();
+  }
+
+  /** The device's overlay IPv4: the lowest free address of the pool, kept for the device's life. */
+  private addressOf(id: string): string {
+    const known = this.addresses.get(id);
+    if (known) return known;
+    const pool = parseCidr(this.opts.wireguard!.devicePool);
+    const taken = new Set(this.addresses.values());
+    for (let a = pool.firstHost; a <= pool.lastHost; a++) {
+      const ip = formatIpv4(a);
+      if (!taken.has(ip)) {
+        this.addresses.set(id, ip);
+        return ip;
+      }
+    }
+    throw new Error('stand-in: device pool exhausted');
+  }
+
+  /** Accepted devices are peers of the hub; anything else is not. */
+  private async syncPeer(dev: StandInDevice): Promise<void> {
+    const w = this.opts.wireguard;
+    if (!w || !dev.public_key) return;
+    const hub = netnsTransport(w.hubNetns);
+    if (dev.state === 'accepted') await wg.setPeer(hub, w.hubInterface, { publicKey: dev.public_key, allowedIps: [`${this.addressOf(dev.id)}/32`] });
+    else if ((await wg.show(hub, w.hubInterface)).peers.some((p) => p.publicKey === dev.public_key)) await wg.removePeer(hub, w.hubInterface, dev.public_key);
   }
 
   private authorized(req: http.IncomingMessage): boolean {

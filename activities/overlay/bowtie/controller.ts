@@ -29,6 +29,16 @@ export interface BowtieDevice {
   [field: string]: string;
 }
 
+/** A controller as `GET /organization/controller` lists it (the WireGuard peer of its devices). */
+export interface BowtieControllerInfo {
+  id: string;
+  site_id?: string;
+  public_address?: string;
+  public_key?: string;
+  wireguard_port?: number | string;
+  [field: string]: unknown;
+}
+
 export type ControllerAuth =
   | { kind: 'apiKey'; keyId: string; secret: string }
   | { kind: 'session'; email: string; password: string; /** *unconfirmed* in the sources: "email" or "email_or_username". */ loginField?: 'email' | 'email_or_username' };
@@ -124,6 +134,12 @@ export class BowtieController {
     await this.setDeviceState(id, 'rejected');
     await this.request('DELETE', `/device/${encodeURIComponent(id)}`);
     return true;
+  }
+
+  /** The organization's controllers (they register themselves; read only). */
+  async listControllers(): Promise<BowtieControllerInfo[]> {
+    const body = (await this.request('GET', '/organization/controller')) as BowtieControllerInfo[] | null;
+    return Array.isArray(body) ? body : [];
   }
 
   // --- policy (idempotent upserts with caller-chosen ids) ---------------------------------

@@ -1,0 +1,24 @@
+/**
+ * The overlay steps (1-3) for either driver. The workflow calls the same five
+ * activities whatever the driver; each picks the driver the input names, so a
+ * fleet can mix segments on hand-run WireGuard hubs and on Bowtie.
+ */
+import type { ProvisionInput } from '../../common/input.js';
+import type { StepRequest, UndoRequest } from '../types.js';
+import { createBowtieSteps, type BowtieDeps } from './bowtie/steps.js';
+import { createOverlaySteps } from './steps.js';
+
+export function createOverlayDriverSteps(deps: BowtieDeps) {
+  const drivers: Record<ProvisionInput['overlay']['driver'], ReturnType<typeof createOverlaySteps>> = {
+    wireguard: createOverlaySteps(deps),
+    bowtie: createBowtieSteps(deps),
+  };
+  const driverOf = (req: StepRequest) => drivers[req.input.overlay.driver];
+  return {
+    installOverlay: (req: StepRequest) => driverOf(req).installOverlay(req),
+    undoInstallOverlay: (req: UndoRequest) => driverOf(req).undoInstallOverlay(req),
+    issueOverlayKey: (req: StepRequest) => driverOf(req).issueOverlayKey(req),
+    undoIssueOverlayKey: (req: UndoRequest) => driverOf(req).undoIssueOverlayKey(req),
+    gatePeerHealth: (req: StepRequest) => driverOf(req).gatePeerHealth(req),
+  };
+}

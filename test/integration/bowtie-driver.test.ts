@@ -1,0 +1,282 @@
+/**
+ * provisionNode with `overlay.driver: "bowtie"` end to end, on the real
+ * everything-else: a lab node (network namespace), the real dpkg installing a
+ * package into the node's install root, a real wireguard-go tunnel to the
+ * lab hub, the SPIRE server and agent, the ledger and the dev server.
+ *
+ * Bowtie's controller and client are proprietary, so two test doubles stand in
+ * for them (test/standins/): the controller speaks the documented API and,
+ * when a device is accepted, makes it a peer of the lab hub; the client .deb
+ * starts a daemon in the node's namespace that makes its key there, serves the
+ * local API on :17133 and brings the tunnel up once accepted.
+ *
+ * Proven here: the same receipt as the WireGuard driver (overlay address, key
+ * fingerprint, probe, agent, entries, SVIDs) plus the controller's view of the
+ * device; the device's private key only on the node; the segment's policy
+ * upserted once, and it is what grants the route to the SPIRE server;
+ * pre-approval by serial with session auth; a device an operator rejected
+ * fails the run for good and compensates; wrong credentials fail for good, the
+ * node is cleaned and a decommission with fixed credentials clears the
+ * controller; decommission leaves nothing on the node, the controller, the hub
+ * or in the ledger.
+ */
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { mkdirSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createActivities } from '../../activities/index.js';
+import { Ledger } from '../../activities/inventory/ledger.js';
+import { localTransport } from '../../activities/host/transport.js';
+import { BowtieController } from '../../activities/overlay/bowtie/controller.js';
+import { policyIds } from '../../activities/overlay/bowtie/steps.js';
+import * as ip from '../../activities/overlay/ip.js';
+import * as wg from '../../activities/overlay/wg.js';
+import * as server from '../../activities/spire/server-cli.js';
+import { startDecommission, startProvisioning } from '../../client/provision.js';
+import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
+import { labProvisionInput } from '../../lab/inputs.js';
+import { Lab } from '../../lab/lab.js';
+import { WORKFLOWS_PATH } from '../../workers/worker.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { expectStepFailureChain, failureOf } from '../helpers/failures.js';
+import { requireRealComponents } from '../helpers/prereqs.js';
+import { findLeaks, historyText, wireguardKeySecrets } from '../helpers/secret-scan.js';
+import { connectTestEnv, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
+import { BowtieControllerStandIn } from '../standins/bowtie-controller.js';
+import { buildStandInPackage, type StandInPackage } from '../standins/bowtie-package.js';
+
+const KEY = { id: 'nodeboot-test-key', secret: 'bowtie-api-secret-canary-5c1f' };
+const USER = { email: 'ops@example.org', password: 'bowtie-password-canary-77a2' };
+const DEVICE_POOL = '10.200.128.0/17';
+/** What the worker's environment holds; the input only names these variables. */
+const WORKER_ENV = { NB_BOWTIE_KEY_ID: KEY.id, NB_BOWTIE_KEY_SECRET: KEY.secret, NB_BOWTIE_EMAIL: USER.email, NB_BOWTIE_PASSWORD: USER.password };
+
+describe('the bowtie overlay driver, end to end against the stand-ins', () => {
+  let lab: Lab;
+  let db: TestDatabase;
+  let ledger: Ledger;
+  let env: TemporalTestEnv;
+  let controller: BowtieControllerStandIn;
+  let pkg: StandInPackage;
+  let pkgServer: http.Server;
+  let pkgUrl = '';
+  const td = 'bowtie.nodeboot.test';
+
+  beforeAll(async () => {
+    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
+    [lab, db, env] = await Promise.all([Lab.up({ nodes: 2, ephemeral: true, trustDomain: td }), createTestDatabase(), connectTestEnv()]);
+    ledger = await Ledger.connect(db.url, { migrate: true });
+    controller = new BowtieControllerStandIn({
+      apiKeys: [KEY],
+      users: [USER],
+      wireguard: {
+        hubNetns: lab.hub.netns,
+        hubInterface: lab.hub.interface,
+        hubPublicKey: lab.hub.publicKey,
+        endpoint: lab.hub.endpoint,
+        devicePool: DEVICE_POOL,
+        overlayCidr: lab.hub.overlayCidr,
+        clientSocket: path.join(lab.state.dir, 'bowtie-controller.sock'),
+      },
+    });
+    await controller.start();
+    const pkgDir = path.join(lab.state.dir, 'bowtie-package');
+    mkdirSync(pkgDir, { recursive: true });
+    pkg = buildStandInPackage(pkgDir);
+    // The package source is a URL the worker downloads (the "package API").
+    pkgServer = http.createServer((req, res) => {
+      if (req.url !== '/packages/bowtie-service_amd64.deb') return void res.writeHead(404).end();
+      res.writeHead(200, { 'content-type': 'application/vnd.debian.binary-package' }).end(readFileSync(pkg.path));
+    });
+    await new Promise<void>((resolve) => pkgServer.listen(0, '127.0.0.1', resolve));
+    pkgUrl = `http://127.0.0.1:${(pkgServer.address() as AddressInfo).port}/packages/bowtie-service_amd64.deb`;
+  });
+
+  afterAll(async () => {
+    await controller?.stop();
+    await new Promise<void>((resolve) => (pkgServer ? pkgServer.close(() => resolve()) : resolve()));
+    await ledger?.close();
+    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+  });
+
+  /** A lab node's input with the bowtie driver. */
+  function bowtieInput(nodeName: string, nodeId: string, bowtie: Record<string, unknown> = {}, workloads = true): ProvisionInputJson {
+    const node = lab.node(nodeName);
+    const serial = `LAB-${lab.prefix}-${nodeName}`;
+    const base = labProvisionInput(lab, nodeName, {
+      nodeId,
+      workloads: workloads ? [{ name: 'api', spiffePath: `/ns/bowtie/sa/api-${nodeName}`, uid: 62021, port: 9443, allow: [] }] : [],
+    });
+    return {
+      ...base,
+      overlay: {
+        driver: 'bowtie',
+        cidr: lab.hub.overlayCidr,
+        bowtie: {
+          controllerUrl: controller.url,
+          auth: { kind: 'apiKey', keyIdEnv: 'NB_BOWTIE_KEY_ID', secretEnv: 'NB_BOWTIE_KEY_SECRET' },
+          package: { source: pkgUrl, sha256: pkg.sha256 },
+          installRoot: `${node.dir}/root`,
+          serial,
+          // The stand-in client's own knobs (the real client reads its serial from the machine).
+          clientConfig: {
+            standin_controller_socket: path.join(lab.state.dir, 'bowtie-controller.sock'),
+            standin_interface: `${lab.prefix}b${nodeName.slice(1)}`,
+            standin_serial: serial,
+          },
+          ...bowtie,
+        },
+      },
+    } as ProvisionInputJson;
+  }
+
+  /** Nothing of the node is left anywhere; a compensated run keeps only the node's record, marked compensated. */
+  async function expectNoResidue(input: ProvisionInputJson, nodeName: string, ledgerState: 'gone' | 'compensated' = 'gone') {
+    const node = lab.node(nodeName);
+    const t = lab.nodeTransport(nodeName);
+    expect((await ip.listLinks(t)).map((l) => l.ifname).sort()).toEqual(['eth0', 'lo']);
+    expect(await ip.netnsPids(localTransport(), node.netns)).toEqual([]);
+    const root = `${node.dir}/root`;
+    // What the package, the seed and the client made is gone (dpkg's own, now empty, database stays in the root).
+    const left = await t.run('sh', ['-c', 'find "$1/etc" "$1/usr" "$1/var/lib/bowtie" "$1/var/log/bowtie" "$2/bowtie" -mindepth 1 2>/dev/null; true', 'find', root, node.dir]);
+    expect(left.stdout.trim()).toBe('');
+    expect([...controller.devices.values()].filter((d) => d.serial === `LAB-${lab.prefix}-${nodeName}`)).toEqual([]);
+    for (const g of controller.deviceGroups.values()) expect(g.members.size).toBe(0);
+    expect((await wg.show(lab.hubTransport(), lab.hub.interface)).peers).toEqual([]);
+    if (ledgerState === 'gone') expect(await ledger.getNode(input.nodeId)).toBeNull();
+    else expect(await ledger.getNode(input.nodeId)).toMatchObject({ state: 'compensated' });
+    expect(await ledger.listAllocations(input.nodeId)).toEqual([]);
+    expect(await ledger.getOverlayDevice(input.nodeId)).toBeNull();
+    expect(await ledger.listEntries(input.nodeId)).toEqual([]);
+  }
+
+  it('provisions a node through the Bowtie client and controller with the same receipt, then decommissions it without residue', async () => {
+    const input = bowtieInput('n1', `${uniqueId('bt').slice(-10)}-n1`);
+    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, env: WORKER_ENV }) }, async (taskQueue) => {
+      const run = await startProvisioning(env.client, input, { taskQueue });
+      const r = await run.handle.result();
+
+      // The receipt the WireGuard driver gives, from the Bowtie side.
+      expect(r.nodeId).toBe(input.nodeId);
+      expect(r.overlayIp).toMatch(/^10\.200\.(1[2-9]\d|2[0-5]\d)\.\d+$/); // from the controller's pool
+      expect(r.interface).toBe(`${lab.prefix}b1`);
+      expect(r.keyFingerprint).toMatch(/^[0-9a-f]{16}$/);
+      expect(r.probe.target).toBe(`${lab.hub.overlayIp}:${lab.spire!.port}`);
+      expect(r.nodeAliasId).toBe(`spiffe://${td}/node/${input.nodeId}`);
+      expect(r.entries).toHaveLength(1);
+      expect(r.workloads[0]!.svidTtlSeconds).toBeGreaterThan(3000);
+      expect(r.hubHandshakes).toEqual([]);
+      expect(r.overlayDevice).toMatchObject({ state: 'accepted' });
+      expect(r.overlayDevice!.lastSeenAgeSeconds).toBeLessThanOrEqual(120);
+      console.log(`bowtie: step durations ${JSON.stringify(r.durationsMs)}`);
+
+      // The controller: one accepted device with the node's public key, in the segment's group; policy upserted once.
+      const device = controller.devices.get(r.overlayDevice!.id)!;
+      expect(device).toMatchObject({ state: 'accepted', public_key: r.publicKey, serial: `LAB-${lab.prefix}-n1` });
+      const ids = policyIds(ProvisionInput.parse(input));
+      expect([...controller.deviceGroups.get(ids.deviceGroup)!.members]).toEqual([device.id]);
+      expect([...controller.resources.keys()]).toEqual([ids.resource]);
+      expect(controller.policies.get(ids.policy)).toMatchObject({ action: 'Accept', dest: ids.resourceGroup, source: { predicate: { InDeviceGroup: ids.deviceGroup } } });
+      expect(await ledger.getOverlayDevice(input.nodeId)).toMatchObject({ deviceId: device.id, publicKey: r.publicKey });
+      expect(await ledger.getAllocation(input.nodeId, lab.hub.overlayCidr)).toBe(r.overlayIp);
+
+      // The device key was made on the node, 0600, and is in no history; nor are the controller credentials.
+      const keyFile = `${lab.node('n1').dir}/root/var/lib/bowtie/device.key`;
+      const node = lab.nodeTransport('n1');
+      expect((await node.run('stat', ['-c', '%a', keyFile])).stdout.trim()).toBe('600');
+      const privateKey = (await node.run('cat', [keyFile])).stdout.trim();
+      expect((await node.run('wg', ['pubkey'], { input: privateKey })).stdout.trim()).toBe(r.publicKey);
+      const history = historyText(await run.handle.fetchHistory());
+      const secrets = [...wireguardKeySecrets('device private key', privateKey), { label: 'API key secret', value: KEY.secret }];
+      expect(findLeaks(history, secrets).map((l) => l.label)).toEqual([]);
+
+      // The policy is what lets the device reach the SPIRE server: out of the segment's group, the
+      // controller withdraws the route and the connection fails; back in, it works again.
+      const api = new BowtieController({ url: controller.url, auth: { kind: 'apiKey', keyId: KEY.id, secret: KEY.secret } });
+      const reachable = async () =>
+        (await node.run('timeout', ['2', 'bash', '-c', 'exec 3<>"/dev/tcp/$1/$2"', 'probe', lab.hub.overlayIp, String(lab.spire!.port)], { allowNonZeroExit: true })).exitCode === 0;
+      expect(await reachable()).toBe(true);
+      await api.removeDevicesFromGroup(ids.deviceGroup, [device.id]);
+      await expect.poll(reachable, { timeout: 10_000, interval: 300 }).toBe(false);
+      await api.addDevicesToGroup(ids.deviceGroup, [device.id]);
+      await expect.poll(reachable, { timeout: 10_000, interval: 300 }).toBe(true);
+
+      // Steps 1-2 run again (a retry) find everything in place: no second device, address or policy object.
+      const acts = createActivities({ ledger, env: WORKER_ENV });
+      const req = { input: ProvisionInput.parse(input), run: { workflowId: 'rerun', runId: 'rerun' } };
+      const devicesBefore = controller.devices.size;
+      expect(await new MockActivityEnvironment().run(acts.installOverlay, req)).toMatchObject({ alreadyPresent: true });
+      expect(await new MockActivityEnvironment().run(acts.issueOverlayKey, req)).toMatchObject({ overlayIp: r.overlayIp, deviceId: device.id, publicKey: r.publicKey });
+      expect(controller.devices.size).toBe(devicesBefore);
+      expect([controller.deviceGroups.size, controller.resources.size, controller.resourceGroups.size, controller.policies.size]).toEqual([1, 1, 1, 1]);
+
+      const dec = await startDecommission(env.client, input, { taskQueue });
+      const removed = (await dec.result()).removed;
+      expect(removed.issueOverlayKey).toEqual(expect.arrayContaining([`device ${device.name}`, 'ledger device', `address ${r.overlayIp}`]));
+      expect(removed.installOverlay).toEqual(expect.arrayContaining(['package bowtie-service', 'client config', 'staged package']));
+    });
+    await expectNoResidue(input, 'n1');
+    const srv = { transport: lab.hubTransport(), socketPath: lab.spire!.socketPath };
+    expect(await server.entryShow(srv)).toEqual([]);
+    // The segment's policy objects stay for the segment's other nodes.
+    expect(controller.policies.size).toBe(1);
+  });
+
+  it('pre-approves by serial with session auth: the device enrolls straight into accepted', async () => {
+    const input = bowtieInput(
+      'n2',
+      `${uniqueId('bt').slice(-10)}-n2`,
+      { approval: 'preApprove', auth: { kind: 'session', emailEnv: 'NB_BOWTIE_EMAIL', passwordEnv: 'NB_BOWTIE_PASSWORD' } },
+      false,
+    );
+    const stateCalls = controller.count('POST', '/device/state');
+    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, env: WORKER_ENV }) }, async (taskQueue) => {
+      const r = await (await startProvisioning(env.client, input, { taskQueue })).handle.result();
+      expect(r.overlayDevice).toMatchObject({ state: 'accepted' });
+      expect(controller.authDecisions.get(`LAB-${lab.prefix}-n2`)).toMatchObject({ enforce_state: 'accepted' });
+      // Nobody had to approve it: the only device state change is the decommission's reject, later.
+      expect(controller.count('POST', '/device/state')).toBe(stateCalls);
+      expect(controller.count('POST', '/user/login')).toBeGreaterThan(0);
+      await (await startDecommission(env.client, input, { taskQueue })).result();
+    });
+    await expectNoResidue(input, 'n2');
+    controller.authDecisions.clear();
+  });
+
+  it('a device an operator rejected fails the run for good (OverlayRejected) and compensates everything', async () => {
+    const input = bowtieInput('n1', `${uniqueId('bt').slice(-10)}-n1`, {}, false);
+    // The operator's decision for this serial, made before the node enrolls.
+    controller.authDecisions.set(`LAB-${lab.prefix}-n1`, { serial: `LAB-${lab.prefix}-n1`, enforce_state: 'rejected' });
+    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, env: WORKER_ENV }) }, async (taskQueue) => {
+      const run = await startProvisioning(env.client, input, { taskQueue });
+      const { original } = expectStepFailureChain(await failureOf(run.handle.result()), 'OverlayRejected', 'issueOverlayKey');
+      expect(original.message).toMatch(/is rejected on the controller/);
+    });
+    controller.authDecisions.clear();
+    await expectNoResidue(input, 'n1', 'compensated');
+  });
+
+  it('wrong controller credentials fail the run for good (OverlayAuth); the node is cleaned, and a decommission with fixed credentials clears the controller', async () => {
+    const input = bowtieInput('n2', `${uniqueId('bt').slice(-10)}-n2`, {}, false);
+    const badEnv = { ...WORKER_ENV, NB_BOWTIE_KEY_SECRET: 'not-the-secret' };
+    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, env: badEnv }) }, async (taskQueue) => {
+      const run = await startProvisioning(env.client, input, { taskQueue });
+      const { original } = expectStepFailureChain(await failureOf(run.handle.result()), 'OverlayAuth', 'issueOverlayKey');
+      expect(original.message).toMatch(/answered 401$/);
+    });
+    // Compensation purged the package (the client is stopped, the tunnel never came up), but the
+    // device the client enrolled is still pending on the controller: nobody could log in to delete it.
+    expect(await ip.netnsPids(localTransport(), lab.node('n2').netns)).toEqual([]);
+    expect([...controller.devices.values()].filter((d) => d.serial === `LAB-${lab.prefix}-n2`).map((d) => d.state)).toEqual(['pending']);
+    const failed = (await ledger.listEvents(input.nodeId)).filter((e) => e.kind === 'compensation_failed').map((e) => [e.step, e.errorType]);
+    expect(failed).toEqual(expect.arrayContaining([['issueOverlayKey', 'OverlayAuth']]));
+
+    // The operator fixes the worker's credentials and decommissions: the rest goes.
+    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, env: WORKER_ENV }) }, async (taskQueue) => {
+      await (await startDecommission(env.client, input, { taskQueue })).result();
+    });
+    await expectNoResidue(input, 'n2');
+  });
+});

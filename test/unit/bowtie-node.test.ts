@@ -1,0 +1,96 @@
+// The node side of the bowtie driver, run for real on this machine through the
+// local transport in a temporary install root: seeding config.toml, staging the
+// package from a node path or a URL (sha256 checked), and cleaning up.
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ToolError } from '../../activities/host/exec.js';
+import { localTransport } from '../../activities/host/transport.js';
+import { configPathOf, removeConfig, removeStaged, seedConfig, stagePackage } from '../../activities/overlay/bowtie/node.js';
+import { BowtieSpec } from '../../common/input.js';
+
+const t = localTransport();
+const dir = mkdtempSync(path.join(tmpdir(), 'nodeboot-bowtie-'));
+const root = path.join(dir, 'root');
+const stage = path.join(dir, 'stage');
+const deb = path.join(dir, 'bowtie-service.deb');
+const bytes = Buffer.from(Array.from({ length: 70_000 }, (_, i) => (i * 7) % 256)); // binary, not text
+const sha = createHash('sha256').update(bytes).digest('hex');
+let server: http.Server;
+let base = '';
+
+const spec = (over: Record<string, unknown> = {}) =>
+  BowtieSpec.parse({
+    controllerUrl: 'https://ctl1.example.net',
+    auth: { kind: 'apiKey', keyIdEnv: 'K', secretEnv: 'S' },
+    package: { source: deb },
+    installRoot: root,
+    ...over,
+  });
+
+async function failure(p: Promise<unknown>): Promise<ToolError> {
+  const err = await p.then(() => undefined, (e: unknown) => e);
+  expect(err).toBeInstanceOf(ToolError);
+  return err as ToolError;
+}
+
+beforeAll(async () => {
+  writeFileSync(deb, bytes);
+  server = http.createServer((req, res) => (req.url === '/bowtie.deb' ? res.writeHead(200).end(bytes) : res.writeHead(404).end()));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('bowtie client on the node', () => {
+  it('seeds config.toml under the install root only when it differs, and removes exactly what it made', async () => {
+    const b = spec();
+    const file = configPathOf(b);
+    expect(file).toBe(`${root}/etc/bowtie/configuration/config.toml`);
+    expect(await seedConfig(t, b)).toBe(true);
+    expect(await seedConfig(t, b)).toBe(false);
+    expect(readFileSync(file, 'utf8')).toContain('auth_prompt_strategy = "never"\n');
+    expect(statSync(file).mode & 0o777).toBe(0o644);
+    expect(await seedConfig(t, spec({ clientConfig: { log_level: 'debug' } }))).toBe(true);
+    expect(readFileSync(file, 'utf8')).toContain('log_level = "debug"\n');
+
+    expect(await removeConfig(t, b)).toBe(true);
+    expect(await removeConfig(t, b)).toBe(false);
+    // The two directories the seed made are gone; /etc of the root (not ours) stays.
+    expect(existsSync(`${root}/etc/bowtie`)).toBe(false);
+    expect(existsSync(`${root}/etc`)).toBe(true);
+  });
+
+  it('stages a package from a URL byte for byte and checks its sha256; removes only what it staged', async () => {
+    const b = spec({ package: { source: `${base}/bowtie.deb`, sha256: sha } });
+    const staged = await stagePackage(t, b, stage);
+    expect(staged).toBe(`${stage}/bowtie-service.deb`);
+    expect(readFileSync(staged).equals(bytes)).toBe(true);
+    expect(await removeStaged(t, b, stage)).toBe(true);
+    expect(existsSync(stage)).toBe(false);
+    // A node path is used where it is, and never deleted by us.
+    expect(await stagePackage(t, spec({ package: { source: deb, sha256: sha } }), stage)).toBe(deb);
+    expect(await removeStaged(t, spec(), stage)).toBe(false);
+    expect(existsSync(deb)).toBe(true);
+  });
+
+  it('refuses a wrong sha256, a missing node path and a URL that is not there, naming the field', async () => {
+    const wrong = await failure(stagePackage(t, spec({ package: { source: deb, sha256: '0'.repeat(64) } }), stage));
+    expect(wrong.type).toBe('InvalidInput');
+    expect(wrong.message).toBe(`overlay.bowtie.package.sha256: ${deb} has sha256 ${sha}, expected ${'0'.repeat(64)}`);
+    const missing = await failure(stagePackage(t, spec({ package: { source: `${dir}/nope.deb` } }), stage));
+    expect(missing).toMatchObject({ type: 'InvalidInput', message: `overlay.bowtie.package.source: ${dir}/nope.deb is not a file on the node` });
+    const notFound = await failure(stagePackage(t, spec({ package: { source: `${base}/other.deb` } }), stage));
+    expect(notFound).toMatchObject({ type: 'InvalidInput', message: `overlay.bowtie.package.source: ${base}/other.deb answered 404` });
+    // Nothing answering is an outage (retried), not bad input.
+    const down = await failure(stagePackage(t, spec({ package: { source: 'http://127.0.0.1:9/bowtie.deb' } }), stage));
+    expect(down.type).toBe('ToolFailed');
+  });
+});
