@@ -33,12 +33,15 @@ interface Svid {
   notBefore: Date;
 }
 
+/** Aborted on SIGTERM: a fetch in flight (a `spire-agent` child) goes with the workload. */
+const stopping = new AbortController();
+
 async function fetchSvid(socket: string, dir: string, deadlineMs = 60_000): Promise<Svid> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const until = Date.now() + deadlineMs;
   for (;;) {
     try {
-      await run(SPIRE_AGENT, ['api', 'fetch', 'x509', '-socketPath', socket, '-write', dir, '-timeout', '5s'], { timeout: 15_000 });
+      await run(SPIRE_AGENT, ['api', 'fetch', 'x509', '-socketPath', socket, '-write', dir, '-timeout', '5s'], { timeout: 15_000, signal: stopping.signal });
       const cert = readFileSync(path.join(dir, 'svid.0.pem'), 'utf8');
       const leaf = new X509Certificate(cert.slice(0, cert.indexOf('-----END CERTIFICATE-----') + 25));
       return {
@@ -51,7 +54,7 @@ async function fetchSvid(socket: string, dir: string, deadlineMs = 60_000): Prom
       };
     } catch (err) {
       // "no identity issued" until the entry reaches the agent: keep asking.
-      if (Date.now() > until) throw err;
+      if (Date.now() > until || stopping.signal.aborted) throw err;
       await new Promise((r) => setTimeout(r, 500));
     }
   }
@@ -74,6 +77,12 @@ function peerSpiffeId(cert: tls.PeerCertificate | undefined): string | undefined
 const log = (obj: Record<string, unknown>) => console.log(JSON.stringify({ at: new Date().toISOString(), ...obj }));
 
 async function serve(socket: string, dir: string, listen: string, allow: string[]) {
+  // Until it serves, stopping is just exiting (and ending a fetch in flight).
+  const stop: { close: () => void } = { close: () => process.exit(0) };
+  process.on('SIGTERM', () => {
+    stopping.abort();
+    stop.close();
+  });
   let svid = await fetchSvid(socket, dir);
   log({ event: 'svid', id: svid.id, notAfter: svid.notAfter.toISOString() });
   const context = () => ({ cert: svid.cert, key: svid.key, ca: svid.ca });
@@ -105,7 +114,7 @@ async function serve(socket: string, dir: string, listen: string, allow: string[
   rotate();
   const [host, port] = splitHostPort(listen);
   server.listen(port, host, () => log({ event: 'listening', listen }));
-  process.on('SIGTERM', () => server.close(() => process.exit(0)));
+  stop.close = () => server.close(() => process.exit(0));
 }
 
 async function call(socket: string, dir: string, connect: string, expect: string): Promise<number> {
