@@ -112,7 +112,8 @@ export function createBowtieSteps(deps: BowtieDeps) {
     if (await client.purgePackage(t, b, { signal })) removed.push(`package ${b.package.name}`);
     if (await client.removeConfig(t, b, { signal })) removed.push('client config');
     if (await client.removeStaged(t, b, stageDir(input), { signal })) removed.push('staged package');
-    if (reenrolled.length > 0) removed.push(...(await removeDevices(input, controller(input), reenrolled)));
+    // (The node's serial, when the input gives it, finds such a device too.)
+    if (reenrolled.length > 0 || b.serial) removed.push(...(await removeDevices(input, controller(input), reenrolled)));
     return { removed };
   }
 
