@@ -231,7 +231,8 @@ async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> 
     acts,
     async () => {
       for (const n of sizes) {
-        for (let r = 0; r < repeatsFor(n, 50, repeats); r++) {
+        const times = repeatsFor(n, 50, repeats);
+        for (let r = 0; r < times; r++) {
           const lab = await Lab.up({ nodes: n, trustDomain: TRUST_DOMAIN, ephemeral: true, log: () => undefined });
           try {
             const tag = `p2-${n}-${r}-${Date.now().toString(36)}`;
@@ -264,7 +265,7 @@ async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> 
               medianStepMs: stepsMs,
             };
             runs.push(run);
-            log(`P2 ${n} nodes (run ${r + 1}/${repeatsFor(n, 50, repeats)}): ${sec(wallMs)} s, ${run.succeeded} ok / ${run.failed} failed, peak ${mb(run.peakPerNodeBytes)} MiB per node`);
+            log(`P2 ${n} nodes (run ${r + 1}/${times}): ${sec(wallMs)} s, ${run.succeeded} ok / ${run.failed} failed, peak ${mb(run.peakPerNodeBytes)} MiB per node`);
           } finally {
             await lab.down();
           }
@@ -307,7 +308,8 @@ async function p3(b: Bench, sizes: number[], repeats: number): Promise<P3Run[]> 
     instantActivities(),
     async () => {
       for (const n of sizes) {
-        for (let r = 0; r < repeatsFor(n, 1000, repeats); r++) {
+        const times = repeatsFor(n, 1000, repeats);
+        for (let r = 0; r < times; r++) {
           const tag = `p3-${n}-${r}-${Date.now().toString(36)}`;
           const window = Math.min(n, 200);
           const fleet: FleetInputJson = {
@@ -333,7 +335,7 @@ async function p3(b: Bench, sizes: number[], repeats: number): Promise<P3Run[]> 
             succeeded: result.counts.succeeded,
           };
           runs.push(run);
-          log(`P3 ${n} simulated nodes (run ${r + 1}/${repeatsFor(n, 1000, repeats)}): ${sec(wallMs)} s, ${run.workflowsPerSecond.toFixed(1)} workflows/s, ${result.generation} fleet run(s)`);
+          log(`P3 ${n} simulated nodes (run ${r + 1}/${times}): ${sec(wallMs)} s, ${run.workflowsPerSecond.toFixed(1)} workflows/s, ${result.generation} fleet run(s)`);
         }
       }
     },
@@ -361,6 +363,11 @@ function simulatedTemplate(): Record<string, unknown> {
 }
 
 // --- main -------------------------------------------------------------------------------------
+
+/** The runs grouped by fleet size (in the order first measured), each group summarized by `summary`. */
+function bySize<R extends { nodes: number }, S>(runs: R[], summary: (group: R[]) => S): ({ nodes: number } & S)[] {
+  return [...new Set(runs.map((r) => r.nodes))].map((nodes) => ({ nodes, ...summary(runs.filter((r) => r.nodes === nodes)) }));
+}
 
 function versions(): Record<string, string> {
   const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'node_modules/@temporalio/worker/package.json'), 'utf8')) as { version: string };
@@ -393,25 +400,18 @@ async function main() {
       const runs = await p2(b, ints(opts.fleet), Number(opts.repeats));
       report.p2 = {
         runs,
-        bySize: [...new Set(runs.map((r) => r.nodes))].map((nodes) => {
-          const rs = runs.filter((r) => r.nodes === nodes);
-          return {
-            nodes,
-            wall: summarize(rs.map((r) => r.wallMs)),
-            nodesPerMinute: summarize(rs.map((r) => r.nodesPerMinute)),
-            peakPerNodeMiB: summarize(rs.map((r) => mb(r.peakPerNodeBytes))),
-          };
-        }),
+        bySize: bySize(runs, (rs) => ({
+          wall: summarize(rs.map((r) => r.wallMs)),
+          nodesPerMinute: summarize(rs.map((r) => r.nodesPerMinute)),
+          peakPerNodeMiB: summarize(rs.map((r) => mb(r.peakPerNodeBytes))),
+        })),
       };
     }
     if (only.has('p3')) {
       const runs = await p3(b, ints(opts.sim), Number(opts.repeats));
       report.p3 = {
         runs,
-        bySize: [...new Set(runs.map((r) => r.nodes))].map((nodes) => {
-          const rs = runs.filter((r) => r.nodes === nodes);
-          return { nodes, wall: summarize(rs.map((r) => r.wallMs)), workflowsPerSecond: summarize(rs.map((r) => r.workflowsPerSecond)) };
-        }),
+        bySize: bySize(runs, (rs) => ({ wall: summarize(rs.map((r) => r.wallMs)), workflowsPerSecond: summarize(rs.map((r) => r.workflowsPerSecond)) })),
       };
     }
   } finally {
