@@ -69,15 +69,21 @@ export function createBowtieSteps(deps: BowtieDeps) {
     return new BowtieController({ url: b.controllerUrl, auth, timeoutMs: b.requestTimeoutMs, trailingSlashFallback: b.trailingSlashFallback, signal: deps.signal() });
   }
 
-  /** Poll `probe` until it returns a value or `deadline` (epoch ms) passes; then `onTimeout`. */
-  async function waitFor<T>(deadline: number, what: string, probe: () => Promise<T | null>, onTimeout: () => Error): Promise<T> {
+  /** Poll `probe` until it returns a value, or null once `deadline` (epoch ms) has passed. */
+  async function pollUntil<T>(deadline: number, what: string, probe: () => Promise<T | null>): Promise<T | null> {
     for (;;) {
       const v = await probe();
-      if (v !== null) return v;
-      if (Date.now() > deadline) throw onTimeout();
+      if (v !== null || Date.now() > deadline) return v;
       heartbeat(what);
       await new Promise((r) => setTimeout(r, POLL_MS));
     }
+  }
+
+  /** pollUntil, failing with `onTimeout()` when the deadline passes. */
+  async function waitFor<T>(deadline: number, what: string, probe: () => Promise<T | null>, onTimeout: () => Error): Promise<T> {
+    const v = await pollUntil(deadline, what, probe);
+    if (v === null) throw onTimeout();
+    return v;
   }
 
   /** Step 1: config seeded, device pre-approved (if so chosen), package installed. */
@@ -233,13 +239,11 @@ export function createBowtieSteps(deps: BowtieDeps) {
    * racing the purge is not missed and left on the controller.
    */
   async function reenrolledDeviceIds(input: ProvisionInput): Promise<string[]> {
-    const until = Date.now() + REENROLL_WAIT_MS;
-    for (;;) {
+    const ids = await pollUntil(Date.now() + REENROLL_WAIT_MS, 'waiting for the Bowtie client to report its device', async () => {
       const seen = await clientDeviceIds(input);
-      if (seen.ids.length > 0 || !seen.answered || Date.now() > until) return seen.ids;
-      heartbeat('waiting for the Bowtie client to report its device');
-      await new Promise((r) => setTimeout(r, POLL_MS));
-    }
+      return seen.ids.length > 0 || !seen.answered ? seen.ids : null;
+    });
+    return ids ?? [];
   }
 
   async function undoIssueOverlayKey({ input }: UndoRequest): Promise<UndoResult> {
