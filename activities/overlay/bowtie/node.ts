@@ -63,6 +63,11 @@ export async function removeConfig(t: HostTransport, b: BowtieSpec, opts: RunOpt
   return r.stdout.includes('removed');
 }
 
+/** A package source the worker downloads (else a path on the node). */
+const isUrl = (b: BowtieSpec) => /^https?:\/\//.test(b.package.source);
+/** Where a downloaded package is put on the node. */
+const stagedPath = (b: BowtieSpec, stageDir: string) => `${stageDir}/${b.package.name}.deb`;
+
 const dpkgAdminArgs = (b: BowtieSpec) => (b.installRoot ? [`--admindir=${rootOf(b)}/var/lib/dpkg`] : []);
 
 /** The package's installed version, or null. */
@@ -82,7 +87,7 @@ export async function installedVersion(t: HostTransport, b: BowtieSpec, opts: Ru
  */
 export async function stagePackage(t: HostTransport, b: BowtieSpec, stageDir: string, opts: RunOptions & { fetchTimeoutMs?: number } = {}): Promise<string> {
   let debPath = b.package.source;
-  if (/^https?:\/\//.test(b.package.source)) {
+  if (isUrl(b)) {
     const url = b.package.source;
     let bytes: Buffer;
     try {
@@ -93,7 +98,7 @@ export async function stagePackage(t: HostTransport, b: BowtieSpec, stageDir: st
       if (err instanceof ToolError) throw err;
       throw new ToolError('ToolFailed', `overlay.bowtie.package.source: fetching ${url} failed: ${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}`, 'fetch');
     }
-    debPath = `${stageDir}/${b.package.name}.deb`;
+    debPath = stagedPath(b, stageDir);
     await t.run('sh', ['-c', 'set -e; mkdir -p "$(dirname "$1")"; base64 -d > "$1.part"; mv -f "$1.part" "$1"', 'bowtie-stage', debPath], {
       ...opts,
       input: bytes.toString('base64'),
@@ -137,8 +142,8 @@ export async function purgePackage(t: HostTransport, b: BowtieSpec, opts: RunOpt
 }
 
 export async function removeStaged(t: HostTransport, b: BowtieSpec, stageDir: string, opts: RunOptions = {}): Promise<boolean> {
-  if (!/^https?:\/\//.test(b.package.source)) return false; // the node's own file: not ours to delete
-  const r = await t.run('sh', ['-c', 'if [ -e "$1" ]; then rm -f -- "$1"; echo removed; fi; rmdir "$(dirname "$1")" 2>/dev/null || true', 'bowtie-unstage', `${stageDir}/${b.package.name}.deb`], opts);
+  if (!isUrl(b)) return false; // the node's own file: not ours to delete
+  const r = await t.run('sh', ['-c', 'if [ -e "$1" ]; then rm -f -- "$1"; echo removed; fi; rmdir "$(dirname "$1")" 2>/dev/null || true', 'bowtie-unstage', stagedPath(b, stageDir)], opts);
   return r.stdout.includes('removed');
 }
 
