@@ -358,7 +358,7 @@ function simulatedTemplate(): Record<string, unknown> {
     nodeDir: '/var/lib/node-bootstrap/sim',
     overlay: { cidr: '10.200.0.0/16', hubs: [{ name: 'hub', host: { kind: 'netns', netns: 'sim-hub' }, interface: 'simhub', endpoint: '192.0.2.1:51820', overlayIp: '10.200.0.1' }] },
     spire: { trustDomain: 'sim.nodeboot.test', serverAddress: '10.200.0.1', serverHost: { kind: 'local' }, serverSocketPath: '/run/spire/sim.sock' },
-    workloads: [{ name: 'api', spiffePath: '/sim/api', uid: 61001 }],
+    workloads: [{ name: 'api', spiffePath: '/sim/api', uid: 61001, port: 8443 }],
   };
 }
 

@@ -19,6 +19,7 @@ import { status, watch } from './cli/commands/status.js';
 import { loadCliConfig } from './cli/config.js';
 import type { Context } from './cli/context.js';
 import { handleError } from './cli/errors.js';
+import { MAX_INPUT_BYTES } from './cli/input.js';
 import { EXIT, type ExitCode } from './cli/exit-codes.js';
 import type { Io } from './cli/render.js';
 import { connectTemporal, type Temporal } from './cli/runs.js';
@@ -82,7 +83,13 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv, io: Io, std
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  let size = 0;
+  for await (const chunk of process.stdin) {
+    chunks.push(chunk as Buffer);
+    size += (chunk as Buffer).length;
+    // Past the limit the input is refused anyway: stop reading an endless stream.
+    if (size > MAX_INPUT_BYTES) break;
+  }
   return Buffer.concat(chunks).toString('utf8');
 }
 

@@ -5,8 +5,8 @@
 import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { decommissionWorkflowId, provisionWorkflowId, TASK_QUEUE } from '../common/ids.js';
-import { ProvisionInput, type ProvisionInputJson } from '../common/input.js';
-import { describeZodError } from '../common/names.js';
+import type { ProvisionInput, ProvisionInputJson } from '../common/input.js';
+import { checkProvisionInput } from '../common/validate.js';
 import type { decommissionNode, provisionNode } from '../workflows/index.js';
 
 export class InvalidInputError extends Error {
@@ -16,11 +16,11 @@ export class InvalidInputError extends Error {
   }
 }
 
-/** Validate before anything reaches Temporal: a bad input starts no run. */
+/** Validate before anything reaches Temporal, exactly as the workflow will: a bad input starts no run. */
 export function validateProvisionInput(raw: unknown): ProvisionInput {
-  const r = ProvisionInput.safeParse(raw);
-  if (!r.success) throw new InvalidInputError(describeZodError(r.error));
-  return r.data;
+  const checked = checkProvisionInput(raw);
+  if (!checked.ok) throw new InvalidInputError(checked.problems);
+  return checked.value;
 }
 
 export interface StartResult {

@@ -10,8 +10,10 @@
  */
 import { z } from 'zod';
 import { failure, redactSecrets } from './errors.js';
-import { ProvisionInput, type ProvisionInputJson } from './input.js';
+import type { ProvisionInput, ProvisionInputJson } from './input.js';
+import { filesystemOf } from './ids.js';
 import { NodeId, describeZodError } from './names.js';
+import { checkProvisionInput, type CheckOptions } from './validate.js';
 
 export const FailureBudget = z
   .object({
@@ -58,7 +60,6 @@ export const FleetInput = z
      */
     nodesPerRun: z.number().int().min(1).max(5000).default(500),
   })
-  .strict()
   .strict();
 
 export type FleetInputJson = z.input<typeof FleetInput>;
@@ -76,8 +77,13 @@ export function mergeNodeInput(fleet: Pick<FleetInput, 'defaults' | 'nodes'>, i:
   return { ...fleet.defaults, ...fleet.nodes[i] } as ProvisionInputJson;
 }
 
-/** Every problem with a fleet input, as "path: message" lines; the valid fleet when there are none. */
-export function checkFleet(raw: unknown): { fleet: ValidFleet; problems: [] } | { fleet: null; problems: string[] } {
+/**
+ * Every problem with a fleet input, as "path: message" lines; the valid fleet
+ * when there are none. Each node's merged input goes through the one
+ * provisionNode validation (common/validate.ts), so a fleet never launches a
+ * node its own run would refuse; then the rules across nodes.
+ */
+export function checkFleet(raw: unknown, opts: CheckOptions = {}): { fleet: ValidFleet; problems: [] } | { fleet: null; problems: string[] } {
   const parsed = FleetInput.safeParse(raw);
   if (!parsed.success) return { fleet: null, problems: describeZodError(parsed.error) };
   const input = parsed.data;
@@ -87,20 +93,41 @@ export function checkFleet(raw: unknown): { fleet: ValidFleet; problems: [] } | 
   input.nodes.forEach(({ nodeId }, i) => {
     if (seen.has(nodeId)) problems.push(`nodes.${i}.nodeId: duplicate node id "${nodeId}"`);
     seen.add(nodeId);
-    const node = ProvisionInput.safeParse(mergeNodeInput(input, i));
-    if (node.success) nodes.push(node.data);
-    else problems.push(...node.error.issues.map((iss) => `${['nodes', i, ...iss.path].join('.')}: ${iss.message}`));
+    const node = checkProvisionInput(mergeNodeInput(input, i), opts);
+    if (node.ok) nodes.push(node.value);
+    else problems.push(...node.problems.map((p) => `nodes.${i}.${p}`));
   });
+  if (!opts.recordedBefore && problems.length === 0) problems.push(...sharedNodeDirProblems(nodes));
   if (problems.length > 0) return { fleet: null, problems };
   return { fleet: { input, nodes }, problems: [] };
+}
+
+/**
+ * Nodes on one filesystem must not share a nodeDir, nor keep one inside
+ * another's: the second would adopt the first one's agent and workloads, and
+ * its undo would remove them.
+ */
+function sharedNodeDirProblems(nodes: ProvisionInput[]): string[] {
+  const problems: string[] = [];
+  const claimed: { fs: string; dir: string; i: number }[] = [];
+  nodes.forEach((n, i) => {
+    const fs = filesystemOf(n.host);
+    const clash = claimed.find((c) => c.fs === fs && (c.dir === n.nodeDir || c.dir.startsWith(`${n.nodeDir}/`) || n.nodeDir.startsWith(`${c.dir}/`)));
+    if (clash) {
+      const how = clash.dir === n.nodeDir ? 'the same nodeDir as' : 'a nodeDir overlapping that of';
+      problems.push(`nodes.${i}.nodeDir: ${n.nodeDir} is ${how} nodes.${clash.i} ("${nodes[clash.i]!.nodeId}") on the same host`);
+    }
+    claimed.push({ fs, dir: n.nodeDir, i });
+  });
+  return problems;
 }
 
 /**
  * Parse a fleet and every node's merged input; throw a non-retryable
  * `InvalidInput` failure naming each bad field ("nodes.3.host.netns: ...").
  */
-export function validateFleet(raw: unknown): ValidFleet {
-  const { fleet, problems } = checkFleet(raw);
+export function validateFleet(raw: unknown, opts: CheckOptions = {}): ValidFleet {
+  const { fleet, problems } = checkFleet(raw, opts);
   if (fleet) return fleet;
   // One bad node usually means the same mistake in all of them: show a screenful.
   throw invalid(problems.length > 20 ? [...problems.slice(0, 20), `... and ${problems.length - 20} more`] : problems);

@@ -5,6 +5,7 @@
  * `provision/<nodeId>`: starting it twice is a no-op (or an "already started"
  * error), never a second bootstrap. Imported by workflows: no Node built-ins.
  */
+import type { HostSpec } from './input.js';
 import { NodeId, parseName } from './names.js';
 
 /** The task queue the node-bootstrap worker polls. */
@@ -23,4 +24,13 @@ export function decommissionWorkflowId(nodeId: string): string {
 /** `fleet/<fleetId>`; throws InvalidNameError for an invalid fleet id. */
 export function fleetWorkflowId(fleetId: string): string {
   return `fleet/${parseName(NodeId, 'fleetId', fleetId)}`;
+}
+
+/**
+ * Which filesystem a host's paths live on: every `local` and `netns` host is
+ * this machine (network namespaces share its filesystem); an SSH host is its own.
+ * Two live nodes must not claim one nodeDir on the same filesystem.
+ */
+export function filesystemOf(host: HostSpec): string {
+  return host.kind === 'ssh' ? `ssh:${host.host}:${host.port}` : 'worker';
 }

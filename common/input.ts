@@ -81,14 +81,24 @@ export const HubSpec = z
   .strict();
 export type HubSpec = z.infer<typeof HubSpec>;
 
-/** The name of an environment variable on the worker (where a credential is read from, never the credential). */
-export const EnvName = z.string().regex(/^[A-Z_][A-Z0-9_]{0,127}$/, 'must be an environment variable name such as "BOWTIE_API_KEY_ID"');
+/**
+ * The name of a worker environment variable a credential is read from (never
+ * the credential). Only names under this prefix: an input must not be able to
+ * make the worker read DATABASE_URL or TEMPORAL_API_KEY and send it somewhere.
+ */
+export const CREDENTIAL_ENV_PREFIX = 'NODEBOOT_CRED_';
+export const CredentialEnvName = z
+  .string()
+  .regex(
+    /^NODEBOOT_CRED_[A-Z0-9_]{1,100}$/,
+    `must name a worker environment variable starting with "${CREDENTIAL_ENV_PREFIX}", such as "NODEBOOT_CRED_BOWTIE_KEY_ID" (the worker reads credentials from no others)`,
+  );
 
-/** An http(s) URL without credentials in it. */
-const HttpUrl = z
+/** An https URL without credentials in it (credentials and packages never travel in clear text). */
+const HttpsUrl = z
   .string()
   .max(2048)
-  .regex(/^https?:\/\/[^\s/@]+(?::\d+)?(?:\/[^\s]*)?$/, 'must be an http(s) URL such as "https://ctl1.example.net" (no credentials in it)');
+  .regex(/^https:\/\/[^\s/@]+(?::\d+)?(?:\/[^\s]*)?$/, 'must be an https URL such as "https://ctl1.example.net" (no credentials in it; http is refused)');
 
 const Sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
 
@@ -101,16 +111,16 @@ const Sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex char
 export const BowtieSpec = z
   .object({
     /** The controller whose API approves devices and holds the policy, e.g. "https://ctl1.example.net". */
-    controllerUrl: HttpUrl,
+    controllerUrl: HttpsUrl,
     /** `entrypoint` in the client's config.toml (default: [controllerUrl]). */
-    entrypoints: z.array(HttpUrl).min(1).max(16).optional(),
+    entrypoints: z.array(HttpsUrl).min(1).max(16).optional(),
     auth: z.discriminatedUnion('kind', [
-      z.object({ kind: z.literal('apiKey'), keyIdEnv: EnvName, secretEnv: EnvName }).strict(),
+      z.object({ kind: z.literal('apiKey'), keyIdEnv: CredentialEnvName, secretEnv: CredentialEnvName }).strict(),
       z
         .object({
           kind: z.literal('session'),
-          emailEnv: EnvName,
-          passwordEnv: EnvName,
+          emailEnv: CredentialEnvName,
+          passwordEnv: CredentialEnvName,
           /** The login body's user field: the public sources disagree (*unconfirmed*). */
           loginField: z.enum(['email', 'email_or_username']).default('email'),
         })
@@ -121,10 +131,10 @@ export const BowtieSpec = z
     requestTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
     package: z
       .object({
-        /** A .deb already on the node (absolute path), or an http(s) URL the worker downloads and copies to the node. */
-        source: z.union([SafePath, HttpUrl], { error: 'must be an absolute path on the node or an http(s) URL' }),
-        /** Checked before installing when given. */
-        sha256: Sha256.optional(),
+        /** A .deb already on the node (absolute path), or an https URL the worker downloads and copies to the node. */
+        source: z.union([SafePath, HttpsUrl], { error: 'must be an absolute path on the node or an https URL' }),
+        /** Checked on the node before anything is installed or configured: a package is only ever installed by its digest. */
+        sha256: Sha256,
         /** The Debian package name (to check and to uninstall). */
         name: z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/, 'must be a Debian package name').default('bowtie-service'),
       })
@@ -197,7 +207,7 @@ const X509PopAttestor = z
 const AwsIidAttestor = z.object({ type: z.literal('aws_iid'), accountId: z.string().regex(/^\d{12}$/, 'must be a 12-digit AWS account id').optional() }).strict();
 const GcpIitAttestor = z.object({ type: z.literal('gcp_iit'), projectId: Label.optional(), serviceAccount: z.string().max(255).optional() }).strict();
 const TpmDevidAttestor = z
-  .object({ type: z.literal('tpm_devid'), devidCertPath: SafePath, devidPrivPath: SafePath, devidPubPath: SafePath, endorsementHierarchyPasswordEnv: z.string().regex(/^[A-Z_][A-Z0-9_]*$/).optional() })
+  .object({ type: z.literal('tpm_devid'), devidCertPath: SafePath, devidPrivPath: SafePath, devidPubPath: SafePath, endorsementHierarchyPasswordEnv: CredentialEnvName.optional() })
   .strict();
 
 export const NodeAttestor = z.discriminatedUnion('type', [JoinTokenAttestor, X509PopAttestor, AwsIidAttestor, GcpIitAttestor, TpmDevidAttestor]);

@@ -13,14 +13,14 @@ import { redactSecrets } from '../common/errors.js';
 import type { ProvisionInputJson } from '../common/input.js';
 import { ErrorTypeKey, FailedStepKey, NodeIdKey, SegmentKey } from '../common/search-attributes.js';
 import type { DecommissionResult } from './definitions.js';
-import { validateInput } from './failures.js';
+import { validateInput, validationRules } from './failures.js';
 import { ledgerFor } from './ledger.js';
 import { activitiesFor } from './proxies.js';
 import { Compensations } from './saga.js';
 
 /** Remove the node: stop workloads, delete entries, stop/evict the agent, remove the key and peers, uninstall. */
 export async function decommissionNode(rawInput: ProvisionInputJson): Promise<DecommissionResult> {
-  const input = validateInput(rawInput);
+  const input = validateInput(rawInput, validationRules());
   const acts = activitiesFor(input);
   const { workflowId, runId } = workflowInfo();
   upsertSearchAttributes([

@@ -6,32 +6,34 @@
  * the tests can read the type at the top of the chain and find the original
  * (ActivityFailure -> ApplicationFailure) underneath.
  */
-import { ApplicationFailure, TimeoutFailure } from '@temporalio/workflow';
+import { ApplicationFailure, TimeoutFailure, patched } from '@temporalio/workflow';
 import { failure, redactSecrets } from '../common/errors.js';
-import { ProvisionInput } from '../common/input.js';
-import { describeZodError } from '../common/names.js';
+import type { ProvisionInput } from '../common/input.js';
+import { checkProvisionInput, type CheckOptions } from '../common/validate.js';
 import type { FailureInfo, UndoReason } from './definitions.js';
 
 /**
- * Parse the workflow input, or throw a non-retryable `InvalidInput` failure
- * whose message names every bad field ("overlay.hubs.0.endpoint: must be ...").
+ * Parse the workflow input with the one validation (common/validate.ts), or
+ * throw a non-retryable `InvalidInput` failure whose message names every bad
+ * field ("overlay.hubs.0.endpoint: must be ...").
  */
-export function validateInput(raw: unknown): ProvisionInput {
-  const parsed = ProvisionInput.safeParse(raw);
-  const problems = parsed.success ? crossFieldProblems(parsed.data) : describeZodError(parsed.error);
-  if (!parsed.success || problems.length > 0) {
-    throw failure('InvalidInput', `invalid input: ${problems.join('; ')}`, { details: [{ issues: problems.map(redactSecrets) }] });
-  }
-  return parsed.data;
+export function validateInput(raw: unknown, opts: CheckOptions = {}): ProvisionInput {
+  const checked = checkProvisionInput(raw, opts);
+  if (!checked.ok) throw invalidInput(checked.problems);
+  return checked.value;
 }
 
-// Rules the schema does not express yet but the server would reject later, mid-run.
-function crossFieldProblems(input: ProvisionInput): string[] {
-  const problems: string[] = [];
-  if (input.retry.maximumIntervalMs < input.retry.initialIntervalMs) {
-    problems.push('retry.maximumIntervalMs: must be at least retry.initialIntervalMs');
-  }
-  return problems;
+/**
+ * The rules this run is held to: all of them for runs started since the one
+ * validation layer; for older runs (replayed from history) only the rules they
+ * were started under, so their histories replay unchanged.
+ */
+export function validationRules(): CheckOptions {
+  return patched('one-validation') ? {} : { recordedBefore: 'one-validation' };
+}
+
+export function invalidInput(problems: string[]): ApplicationFailure {
+  return failure('InvalidInput', `invalid input: ${problems.join('; ')}`, { details: [{ issues: problems.map(redactSecrets) }] });
 }
 
 /**

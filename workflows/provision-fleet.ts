@@ -39,7 +39,7 @@ import { allowedFailures, validateFleet, type FleetInput, type FleetInputJson, t
 import { provisionWorkflowId } from '../common/ids.js';
 import type { ProvisionInput } from '../common/input.js';
 import { progressQuery, type FleetNodeFailure, type FleetProgress, type FleetResult } from './definitions.js';
-import { describeFailure } from './failures.js';
+import { describeFailure, validationRules } from './failures.js';
 import { provisionNode } from './provision-node.js';
 
 /** Failure types that say "something every node needs is down", not "this node is broken". */
@@ -129,7 +129,7 @@ class FleetRollout {
 
   accept(raw: unknown): ValidFleet {
     try {
-      this.fleet = validateFleet(raw);
+      this.fleet = validateFleet(raw, validationRules());
     } catch (err) {
       this.progress.state = 'failed';
       throw err;

@@ -38,7 +38,7 @@ import {
   type StepStatus,
   type UndoReason,
 } from './definitions.js';
-import { compensatedFailure, describeFailure, validateInput } from './failures.js';
+import { compensatedFailure, describeFailure, validateInput, validationRules } from './failures.js';
 import { ledgerFor, type RecordEvent } from './ledger.js';
 import { activitiesFor } from './proxies.js';
 import { Compensations } from './saga.js';
@@ -109,7 +109,7 @@ class ProvisionRun {
   /** Validate the input; an invalid one fails the run with InvalidInput. */
   accept(raw: unknown): ProvisionInput {
     try {
-      return validateInput(raw);
+      return validateInput(raw, validationRules());
     } catch (err) {
       this.status.state = 'failed';
       this.status.lastFailure = describeFailure('workflow', err);

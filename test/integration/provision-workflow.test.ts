@@ -15,6 +15,7 @@ import { STEPS } from '../../common/steps.js';
 import { decideUpdate, statusQuery, type ProvisionStatus } from '../../workflows/definitions.js';
 import { decommissionNode, provisionNode } from '../../workflows/index.js';
 import { blockUntilCancelled, createFakeActivities, failWith, type FakeActivities } from '../fixtures/fake-activities.js';
+import { BAD_INPUTS } from '../fixtures/bad-inputs.js';
 import { sampleInput } from '../fixtures/inputs.js';
 import { expectStepFailureChain, failureOf } from '../helpers/failures.js';
 import { connectTestEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
@@ -122,6 +123,24 @@ describe('provisionNode', () => {
     expect(fake.count('recordEvent')).toBe(0);
     expect(status.state).toBe('failed');
     expect(status.lastFailure).toMatchObject({ step: 'workflow', type: 'InvalidInput' });
+  });
+
+  it('refuses, before any activity, every input the one validation refuses (the same rules as nodeboot start)', async () => {
+    const fake = createFakeActivities();
+    const failures = await withWorker(env, { workflowsPath, activities: fake.activities }, (taskQueue) =>
+      Promise.all(
+        BAD_INPUTS.map(async (c) => {
+          const input = { ...c.input, nodeId: uniqueId('bad') };
+          const handle = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(input.nodeId), args: [input] });
+          return { c, err: await failureOf(handle.result()) };
+        }),
+      ),
+    );
+    for (const { c, err } of failures) {
+      expect((err.cause as ApplicationFailure).type, c.why).toBe('InvalidInput');
+      expect(err.cause?.message, c.why).toMatch(new RegExp(`${c.field.replace(/\./g, '\\.')}: `));
+    }
+    expect(fake.calls).toEqual([]);
   });
 
   it('rejects a retry policy whose maximum interval is below its initial interval', async () => {

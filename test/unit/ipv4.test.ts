@@ -14,7 +14,7 @@ import {
   parseCidr,
   parseIpv4,
   prefixMask,
-} from '../../activities/inventory/ipv4.js';
+} from '../../common/ipv4.js';
 
 describe('parseIpv4 / formatIpv4', () => {
   it('round-trips the extremes and ordinary addresses', () => {
