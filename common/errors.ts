@@ -57,6 +57,8 @@ export const ERROR_CLASSES = {
   HostAuthRejected: 'permanent',
   // a node's SSH host key is unknown or changed
   HostKeyMismatch: 'security',
+  // a path root works in on the node (nodeDir, a key file) could be written or replaced by another user
+  UnsafePath: 'permanent',
 } as const;
 
 export type ErrorType = keyof typeof ERROR_CLASSES;

@@ -28,6 +28,7 @@ const SUGGESTIONS: Record<ErrorType, string> = {
   OverlayDeviceTimeout: "the overlay client on the node did not enroll or come up in time: check the client's service and log on the node and that it reaches its controller, then approve or rerun",
   HostAuthRejected: "the node's sshd refused the worker's key: put the worker's public key in host.user's authorized_keys on the node, or fix host.identityFile / host.user, then rerun",
   HostKeyMismatch: "security: the node's SSH host key is unknown or changed; verify the host before trusting it",
+  UnsafePath: 'a path root works in on the node could be changed by another user: fix its owner and mode (or choose another nodeDir), then rerun',
 };
 
 /** The advice for a failure type; a generic line for types we do not own (Cancelled, timeouts, SDK errors). */
