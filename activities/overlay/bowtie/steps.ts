@@ -157,9 +157,18 @@ export function createBowtieSteps(deps: BowtieDeps) {
     const removed: string[] = [];
     // A controller off the worker's allow-list was never called (installOverlay
     // refuses it first): nothing of ours is there, and it gets no credential now.
-    const ctl = allowed(input) ? controller(input) : null;
-    // Our pre-approval goes first: while it stands, a client enrolling again is accepted at once.
-    if (ctl && b.approval === 'preApprove' && (await ctl.revokePreApproval(b.serial!))) removed.push(`pre-approval of ${b.serial}`);
+    const onController = allowed(input);
+    // Our pre-approval goes first: while it stands, a client enrolling again is
+    // accepted at once. A controller that fails here must not stop the node's
+    // cleanup: its error is raised at the end.
+    let revokeError: unknown;
+    if (onController && b.approval === 'preApprove') {
+      try {
+        if (await controller(input).revokePreApproval(b.serial!)) removed.push(`pre-approval of ${b.serial}`);
+      } catch (err) {
+        revokeError = err;
+      }
+    }
     // A client still running after its device was deleted (step 2's undo)
     // enrolls again: note the id it enrolls under, stop it (purge), then
     // remove what it re-created.
@@ -168,7 +177,8 @@ export function createBowtieSteps(deps: BowtieDeps) {
     if (await client.removeConfig(t, b, { signal })) removed.push('client config');
     if (await client.removeStaged(t, b, stageDir(input), { signal })) removed.push('staged package');
     // (The node's serial, when the input gives it, finds such a device too.)
-    if (ctl && (reenrolled.length > 0 || b.serial)) removed.push(...(await removeDevices(input, ctl, reenrolled)));
+    if (revokeError !== undefined) throw revokeError;
+    if (onController && (reenrolled.length > 0 || b.serial)) removed.push(...(await removeDevices(input, controller(input), reenrolled)));
     return { removed };
   }
 
