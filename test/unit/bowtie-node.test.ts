@@ -32,13 +32,13 @@ const spec = (over: Record<string, unknown> = {}) =>
   BowtieSpec.parse({
     controllerUrl: 'https://ctl1.example.net',
     auth: { kind: 'apiKey', keyIdEnv: 'NODEBOOT_CRED_K', secretEnv: 'NODEBOOT_CRED_S' },
-    package: { source: deb },
+    package: { source: deb, sha256: sha },
     installRoot: root,
     ...over,
   });
 
 /** A spec past the schema (which refuses these too): the driver's own checks are what is tested. */
-const unchecked = (pkg: { source: string; sha256?: string }): BowtieSpec => ({ ...spec(), package: { name: 'bowtie-service', ...pkg } });
+const unchecked = (pkg: { source: string; sha256?: string }): BowtieSpec => ({ ...spec(), package: { name: 'bowtie-service', ...pkg } as BowtieSpec['package'] });
 
 async function failure(p: Promise<unknown>): Promise<ToolError> {
   const err = await p.then(() => undefined, (e: unknown) => e);
@@ -99,7 +99,7 @@ describe('bowtie client on the node', () => {
     const wrong = await failure(stagePackage(t, spec({ package: { source: deb, sha256: '0'.repeat(64) } }), stage));
     expect(wrong.type).toBe('InvalidInput');
     expect(wrong.message).toBe(`overlay.bowtie.package.sha256: ${deb} has sha256 ${sha}, expected ${'0'.repeat(64)}`);
-    const missing = await failure(stagePackage(t, spec({ package: { source: `${dir}/nope.deb` } }), stage));
+    const missing = await failure(stagePackage(t, spec({ package: { source: `${dir}/nope.deb`, sha256: sha } }), stage));
     expect(missing).toMatchObject({ type: 'InvalidInput', message: `overlay.bowtie.package.source: ${dir}/nope.deb is not a file on the node` });
     const notFound = await failure(stagePackage(t, spec({ package: { source: `${base}/other.deb`, sha256: sha } }), stage, { ca }));
     expect(notFound).toMatchObject({ type: 'InvalidInput', message: `overlay.bowtie.package.source: ${base}/other.deb answered 404` });
