@@ -10,6 +10,7 @@ import { transportFor, type HostTransport } from './host/transport.js';
 import { createFleetActivities } from './fleet/dependencies.js';
 import { createInventoryActivities } from './inventory/index.js';
 import type { Ledger } from './inventory/ledger.js';
+import type { BowtieTrust } from './overlay/bowtie/trust.js';
 import { createOverlayDriverSteps } from './overlay/index.js';
 import { createSpireSteps } from './spire/steps.js';
 import type { Activities, FleetActivities } from './types.js';
@@ -24,10 +25,12 @@ export interface ActivityDeps {
   transport?: (spec: ProvisionInput['host']) => HostTransport;
   /** Where overlay controller credentials named in inputs are read (default process.env). */
   env?: NodeJS.ProcessEnv;
+  /** The Bowtie controllers the worker talks to, and an extra CA (worker config). Unset: no controller is allowed. */
+  bowtie?: BowtieTrust;
 }
 
 export function createActivities(deps: ActivityDeps): Activities & FleetActivities {
-  const shared = { ledger: deps.ledger, transport: deps.transport ?? transportFor, signal: activitySignal, env: deps.env };
+  const shared = { ledger: deps.ledger, transport: deps.transport ?? transportFor, signal: activitySignal, env: deps.env, bowtie: deps.bowtie };
   return withBoundary<Activities & FleetActivities>({
     ...createOverlayDriverSteps(shared),
     ...createSpireSteps(shared),

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { NativeConnection, Runtime, Worker, makeTelemetryFilterString, type ActivityInterceptorsFactory, type TelemetryOptions } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
 import { Ledger } from '../activities/inventory/ledger.js';
-import { loadWorkerConfig, type WorkerConfig } from './config.js';
+import { bowtieTrust, loadWorkerConfig, type WorkerConfig } from './config.js';
 import { describeFaultPause, faultPauseInterceptor } from './fault-injection.js';
 import { activityLoggingInterceptor, jsonLineLogger } from './logging.js';
 import { metricsInterceptor, startMetricsServer, StepMetrics } from './metrics.js';
@@ -24,6 +24,7 @@ export interface WorkerObservability {
 
 /** Build (but do not run) a worker; the caller owns `shutdown` and the ledger. */
 export async function createWorker(config: WorkerConfig, obs: WorkerObservability = {}): Promise<{ worker: Worker; ledger: Ledger; connection: NativeConnection }> {
+  const bowtie = bowtieTrust(config); // a bad CA file fails the start, before any connection
   const ledger = await Ledger.connect(config.DATABASE_URL, { migrate: true });
   try {
     const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
@@ -41,7 +42,7 @@ export async function createWorker(config: WorkerConfig, obs: WorkerObservabilit
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue: config.TEMPORAL_TASK_QUEUE,
       workflowsPath: WORKFLOWS_PATH,
-      activities: createActivities({ ledger }),
+      activities: createActivities({ ledger, bowtie }),
       maxConcurrentActivityTaskExecutions: config.NODEBOOT_MAX_CONCURRENT_ACTIVITIES,
       interceptors: { activity: activityInterceptors },
       ...(obs.tracing ? { sinks: obs.tracing.sinks } : {}),

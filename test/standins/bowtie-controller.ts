@@ -16,14 +16,20 @@
  * (test/standins/bowtie-client/) on a unix socket with a private protocol
  * (`/standin/client/...`): the real client-controller protocol is Bowtie's own
  * and not documented, so nothing of ours depends on it.
+ *
+ * With `tls` set (a certificate from ./tls.ts) both the API and the client's
+ * socket speak TLS, as a real controller does; without it, plain http (only
+ * the anonymous health check accepts that).
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { netnsTransport } from '../../activities/host/transport.js';
 import { formatIpv4, parseCidr } from '../../activities/inventory/ipv4.js';
 import * as wg from '../../activities/overlay/wg.js';
+import type { TestServerCert } from './tls.js';
 
 const BASE = '/-net/api/v0';
 
@@ -50,6 +56,14 @@ export interface StandInOptions {
   slash?: 'no-slash' | 'slash' | 'both';
   /** Be the WireGuard side of accepted devices: a hub interface in a lab namespace. */
   wireguard?: StandInWireguard;
+  /** Serve TLS with this certificate (from a test CA) on the API and the client socket. */
+  tls?: TestServerCert;
+}
+
+/** An injected answer (a redirect, an error) instead of the API's. */
+export interface InjectedAnswer {
+  status: number;
+  headers?: Record<string, string>;
 }
 
 export interface StandInWireguard {
@@ -70,6 +84,8 @@ export interface RequestRecord {
   method: string;
   path: string;
   status: number;
+  /** The request carried an Authorization header, a session cookie or a login body. */
+  credentialed: boolean;
 }
 
 export class BowtieControllerStandIn {
@@ -84,23 +100,27 @@ export class BowtieControllerStandIn {
   failNext = 0;
   /** Answer requests after this many ms (timeouts). */
   delayMs = 0;
+  /** When set and it returns an answer, that is the reply to the request (path without the API base). */
+  inject: ((method: string, path: string) => InjectedAnswer | undefined) | null = null;
   /** Device id → its IPv4 on the overlay (wireguard mode). */
   readonly addresses = new Map<string, string>();
   private sessions = new Set<string>();
-  private server: http.Server | null = null;
-  private clientServer: http.Server | null = null;
+  private server: http.Server | https.Server | null = null;
+  private clientServer: http.Server | https.Server | null = null;
   url = '';
 
   constructor(private readonly opts: StandInOptions = {}) {}
 
   async start(): Promise<string> {
-    this.server = http.createServer((req, res) => void this.handle(req, res));
+    const t = this.opts.tls;
+    const serve = (h: http.RequestListener) => (t ? https.createServer({ cert: t.cert, key: t.key }, h) : http.createServer(h));
+    this.server = serve((req, res) => void this.handle(req, res));
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    this.url = `${t ? 'https' : 'http'}://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
     const w = this.opts.wireguard;
     if (w) {
       rmSync(w.clientSocket, { force: true });
-      this.clientServer = http.createServer((req, res) => void this.handleClient(req, res));
+      this.clientServer = serve((req, res) => void this.handleClient(req, res));
       await new Promise<void>((resolve) => this.clientServer!.listen(w.clientSocket, resolve));
     }
     return this.url;
@@ -149,8 +169,9 @@ export class BowtieControllerStandIn {
     const url = new URL(req.url ?? '/', 'http://standin');
     const method = req.method ?? 'GET';
     const fullPath = url.pathname;
+    const credentialed = !!req.headers.authorization || !!req.headers.cookie || /password/.test(raw);
     const reply = (status: number, body?: unknown, headers: Record<string, string> = {}) => {
-      this.requests.push({ method, path: fullPath.slice(BASE.length) || fullPath, status });
+      this.requests.push({ method, path: fullPath.slice(BASE.length) || fullPath, status, credentialed });
       res.writeHead(status, { 'content-type': 'application/json', ...headers });
       res.end(body === undefined ? '' : JSON.stringify(body));
     };
@@ -160,6 +181,8 @@ export class BowtieControllerStandIn {
       this.failNext -= 1;
       return reply(500, { error: 'stand-in: injected failure' });
     }
+    const injected = this.inject?.(method, fullPath.slice(BASE.length));
+    if (injected) return reply(injected.status, { error: 'stand-in: injected answer' }, injected.headers);
     let path = fullPath.slice(BASE.length);
     const slash = this.opts.slash ?? 'both';
     if (path.length > 1 && path.endsWith('/')) {

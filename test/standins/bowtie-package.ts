@@ -7,8 +7,11 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { TestServerCert } from './tls.js';
 
 const CLIENT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'bowtie-client', 'client.mjs');
 
@@ -56,4 +59,33 @@ fi`,
   execFileSync('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', tree, deb], { stdio: 'ignore' });
   rmSync(tree, { recursive: true, force: true });
   return { path: deb, sha256: createHash('sha256').update(readFileSync(deb)).digest('hex'), name, version };
+}
+
+/** A stand-in of Bowtie's package API: HTTPS on loopback (a test CA's certificate), serving fixed files by path. */
+export interface PackageServer {
+  /** "https://127.0.0.1:<port>" */
+  url: string;
+  /** Every request's path, in order. */
+  requests: string[];
+  close(): Promise<void>;
+}
+
+export async function servePackages(files: Record<string, Buffer | (() => Buffer)>, tls: TestServerCert): Promise<PackageServer> {
+  const requests: string[] = [];
+  const server = https.createServer({ cert: tls.cert, key: tls.key }, (req, res) => {
+    requests.push(req.url ?? '');
+    const f = files[req.url ?? ''];
+    if (!f) return void res.writeHead(404).end();
+    res.writeHead(200, { 'content-type': 'application/vnd.debian.binary-package' }).end(typeof f === 'function' ? f() : f);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
 }

@@ -10,8 +10,8 @@ import { sampleInput } from '../fixtures/inputs.js';
 
 const BOWTIE = {
   controllerUrl: 'https://ctl1.example.net',
-  auth: { kind: 'apiKey', keyIdEnv: 'BOWTIE_KEY_ID', secretEnv: 'BOWTIE_KEY_SECRET' },
-  package: { source: '/var/cache/bowtie/bowtie-service_amd64.deb' },
+  auth: { kind: 'apiKey', keyIdEnv: 'NODEBOOT_CRED_BOWTIE_KEY_ID', secretEnv: 'NODEBOOT_CRED_BOWTIE_KEY_SECRET' },
+  package: { source: '/var/cache/bowtie/bowtie-service_amd64.deb', sha256: 'a'.repeat(64) },
 };
 
 function bowtieInput(bowtie: Record<string, unknown> = {}, overlay: Record<string, unknown> = {}): ProvisionInputJson {
@@ -35,7 +35,7 @@ describe('bowtie driver input', () => {
       seenWithinSeconds: 120,
       trailingSlashFallback: true,
       clientConfig: {},
-      package: { source: BOWTIE.package.source, name: 'bowtie-service' },
+      package: { source: BOWTIE.package.source, sha256: BOWTIE.package.sha256, name: 'bowtie-service' },
     });
     // The default driver is still wireguard, and its inputs parse as before.
     expect(ProvisionInput.parse(sampleInput('edge-02')).overlay.driver).toBe('wireguard');
@@ -55,11 +55,10 @@ describe('bowtie driver input', () => {
 
   it('names each bad bowtie field', () => {
     expect(errorsOf(bowtieInput({ approval: 'preApprove' }))).toEqual(['overlay.bowtie.serial: is required when approval is "preApprove"']);
-    expect(errorsOf(bowtieInput({ controllerUrl: 'https://admin:pw@ctl1.example.net' }))).toEqual([
-      'overlay.bowtie.controllerUrl: must be an http(s) URL such as "https://ctl1.example.net" (no credentials in it)',
-    ]);
-    expect(errorsOf(bowtieInput({ auth: { kind: 'apiKey', keyIdEnv: 'lower-case', secretEnv: 'S' } }))[0]).toMatch(/^overlay\.bowtie\.auth\.keyIdEnv: must be an environment variable name/);
-    expect(errorsOf(bowtieInput({ package: { source: 'relative/x.deb' } }))).toEqual(['overlay.bowtie.package.source: must be an absolute path on the node or an http(s) URL']);
+    // (The wording of the URL and variable-name rules is common/input.ts's; here: one error, naming the field.)
+    expect(errorsOf(bowtieInput({ controllerUrl: 'https://admin:pw@ctl1.example.net' }))).toEqual([expect.stringMatching(/^overlay\.bowtie\.controllerUrl: /)]);
+    expect(errorsOf(bowtieInput({ auth: { kind: 'apiKey', keyIdEnv: 'lower-case', secretEnv: 'NODEBOOT_CRED_S' } }))).toEqual([expect.stringMatching(/^overlay\.bowtie\.auth\.keyIdEnv: /)]);
+    expect(errorsOf(bowtieInput({ package: { source: 'relative/x.deb', sha256: 'a'.repeat(64) } }))).toEqual([expect.stringMatching(/^overlay\.bowtie\.package\.source: /)]);
     expect(errorsOf(bowtieInput({ package: { source: '/x.deb', sha256: 'abc' } }))).toEqual(['overlay.bowtie.package.sha256: must be 64 lowercase hex characters']);
     expect(errorsOf(bowtieInput({ clientConfig: { entrypoint: 'https://elsewhere' } }))).toEqual(['overlay.bowtie.clientConfig.entrypoint: is set by the driver']);
     expect(errorsOf(bowtieInput({ clientConfig: { 'bad key': 1 } }))[0]).toMatch(/^overlay\.bowtie\.clientConfig\.bad key: must be a bare TOML key/);

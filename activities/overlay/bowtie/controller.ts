@@ -8,12 +8,16 @@
  *   (email + password, cookie), logged in again once on a 401.
  * - A 404 on a path is tried once more with the other trailing-slash form.
  * - Errors are typed: 401/403 → OverlayAuth (permanent); 5xx, timeouts and
- *   refused connections → OverlayControllerUnavailable (transient); other
- *   4xx → OverlayRejected (permanent). Messages carry method, path and status,
- *   never a credential or a response body.
+ *   refused connections → OverlayControllerUnavailable (transient); 3xx and
+ *   other 4xx → OverlayRejected (permanent). Messages carry method, path and
+ *   status, never a credential or a response body.
+ * - Credentials go only to an https origin on the worker's allow-list
+ *   (trust.ts), checked when the client is made; redirects are never followed.
  */
 import { createHash } from 'node:crypto';
 import type { ErrorType } from '../../../common/errors.js';
+import { ToolError } from '../../host/exec.js';
+import { assertAllowedController, httpsRequest, tlsTrustError, type HttpsResponse } from './trust.js';
 
 export type DeviceState = 'pending' | 'accepted' | 'rejected';
 
@@ -52,9 +56,19 @@ export interface ControllerOptions {
   /** Try the other trailing-slash form of a path once after a 404 (default true). */
   trailingSlashFallback?: boolean;
   signal?: AbortSignal;
+  /**
+   * The worker's allow-list of controller origins: `url` must be on it, else
+   * the constructor throws InvalidInput. Without it the client is anonymous:
+   * it refuses every authenticated call (only `ok()` works) and may speak
+   * plain http (the fleet's health check of `/ok`).
+   */
+  allowedOrigins?: readonly string[];
+  /** An extra CA (PEM) to trust beside the system roots. */
+  ca?: string;
 }
 
 export const API_BASE = '/-net/api/v0';
+
 
 /** A failed controller call, typed for the activity boundary (common/errors.ts). */
 export class ControllerError extends Error {
@@ -71,7 +85,14 @@ export class ControllerError extends Error {
 export function errorTypeForStatus(status: number): ControllerError['type'] {
   if (status === 401 || status === 403) return 'OverlayAuth';
   if (status >= 500 || status === 408 || status === 429) return 'OverlayControllerUnavailable';
-  return 'OverlayRejected';
+  return 'OverlayRejected'; // other 4xx, and 3xx: a redirect is not an answer (and is not followed)
+}
+
+/** A decision by serial, as `GET /device/auth_decisions` lists it. */
+export interface AuthDecision {
+  serial: string;
+  enforce_state: DeviceState | 'retain' | string;
+  device_id?: string;
 }
 
 /**
@@ -93,6 +114,8 @@ export class BowtieController {
   private readonly base: string;
 
   constructor(private readonly opts: ControllerOptions) {
+    // The second wall (the driver checks first): no allow-list match, no client.
+    if (opts.allowedOrigins) assertAllowedController({ controllers: opts.allowedOrigins }, opts.url, 'overlay.bowtie.controllerUrl');
     this.base = opts.url.replace(/\/+$/, '') + API_BASE;
   }
 
@@ -126,6 +149,23 @@ export class BowtieController {
   /** Decide a device's fate by its serial before it enrolls. */
   async preApprove(serial: string, enforceState: DeviceState | 'retain' = 'accepted', deviceId?: string): Promise<void> {
     await this.request('POST', '/device/auth_decisions', { auth_decisions: [{ serial, enforce_state: enforceState, ...(deviceId ? { device_id: deviceId } : {}) }] });
+  }
+
+  async listAuthDecisions(): Promise<AuthDecision[]> {
+    const body = (await this.request('GET', '/device/auth_decisions')) as { auth_decisions?: AuthDecision[] } | null;
+    return Array.isArray(body?.auth_decisions) ? body.auth_decisions : [];
+  }
+
+  /**
+   * Withdraw a pre-approval: a serial decided "accepted" becomes "retain" (the
+   * documented no-decision value; the API documents no delete). Any other
+   * decision (an operator's "rejected") is left alone. True when one was withdrawn.
+   */
+  async revokePreApproval(serial: string): Promise<boolean> {
+    const mine = (await this.listAuthDecisions()).filter((a) => a.serial === serial && a.enforce_state === 'accepted');
+    if (mine.length === 0) return false;
+    await this.preApprove(serial, 'retain');
+    return true;
   }
 
   /** Remove a device: reject it first (so it cannot come straight back), then delete. Missing: no-op. */
@@ -205,34 +245,44 @@ export class BowtieController {
       const retry = await this.send(method, other, body, auth);
       if (retry.status !== 404) res = retry;
     }
-    if (res.status < 200 || res.status >= 400) {
-      throw new ControllerError(errorTypeForStatus(res.status), `bowtie controller: ${method} ${path} answered ${res.status}`, res.status);
+    // Only a 2xx is an answer: a 3xx would make a call "succeed" that did nothing.
+    if (res.status < 200 || res.status >= 300) {
+      const why = res.status >= 300 && res.status < 400 ? ' (a redirect: not followed)' : '';
+      throw new ControllerError(errorTypeForStatus(res.status), `bowtie controller: ${method} ${path} answered ${res.status}${why}`, res.status);
     }
-    const text = await res.text();
+    const text = res.body.toString('utf8');
     if (!text) return null;
     try {
       return JSON.parse(text) as unknown;
     } catch {
-      return null; // e.g. a redirect page after login
+      return null; // e.g. an HTML page
     }
   }
 
   private async login(): Promise<void> {
     const a = this.opts.auth;
     if (a.kind !== 'session') return;
+    this.assertMaySendCredentials(); // the login body carries the password
     this.cookie = null;
     const res = await this.send('POST', '/user/login', { [a.loginField ?? 'email']: a.email, password: a.password }, false);
-    // 200, or 303 to the app, both mean logged in.
+    // 200, or 303 to the app, both mean logged in (the 303 is not followed).
     if (res.status !== 200 && res.status !== 303) {
       throw new ControllerError(errorTypeForStatus(res.status === 400 ? 401 : res.status), `bowtie controller: login answered ${res.status}`, res.status);
     }
-    const setCookie = res.headers.getSetCookie?.() ?? [];
+    const setCookie = res.headers['set-cookie'] ?? [];
     const session = setCookie.map((c) => c.split(';')[0]).filter(Boolean).join('; ');
     if (!session) throw new ControllerError('OverlayAuth', 'bowtie controller: login set no session cookie');
     this.cookie = session;
   }
 
-  private async send(method: string, path: string, body: unknown, auth: boolean): Promise<Response> {
+  private assertMaySendCredentials(): void {
+    if (!this.opts.allowedOrigins) {
+      throw new ToolError('InvalidInput', "bowtie controller: a client made without the worker's allow-list sends no credentials", 'bowtie');
+    }
+  }
+
+  private async send(method: string, path: string, body: unknown, auth: boolean): Promise<HttpsResponse> {
+    if (auth) this.assertMaySendCredentials();
     const headers: Record<string, string> = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (auth && this.opts.auth.kind === 'apiKey') {
@@ -242,16 +292,24 @@ export class BowtieController {
     const timeout = AbortSignal.timeout(this.opts.timeoutMs ?? 10_000);
     const signal = this.opts.signal ? AbortSignal.any([this.opts.signal, timeout]) : timeout;
     try {
-      return await fetch(this.base + path, {
+      return await httpsRequest(this.base + path, {
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
-        redirect: 'manual',
+        ca: this.opts.ca,
         signal,
+        // Plain http only for the anonymous client (no credential can go over it).
+        allowPlain: !this.opts.allowedOrigins,
       });
     } catch (err) {
+      if (err instanceof ToolError) throw err;
       if (this.opts.signal?.aborted) throw err; // cancellation is not an outage
-      const why = timeout.aborted ? `no answer within ${this.opts.timeoutMs ?? 10_000} ms` : ((err as { cause?: { code?: string } }).cause?.code ?? 'connection failed');
+      const code = (err as { code?: string }).code;
+      if (tlsTrustError(err)) {
+        // Not an outage: the server is not the controller the worker trusts (system roots + NODEBOOT_CA_FILE).
+        throw new ControllerError('OverlayAuth', `bowtie controller: ${method} ${path}: TLS certificate not trusted (${code})`);
+      }
+      const why = timeout.aborted ? `no answer within ${this.opts.timeoutMs ?? 10_000} ms` : (code ?? 'connection failed');
       throw new ControllerError('OverlayControllerUnavailable', `bowtie controller: ${method} ${path}: ${why}`);
     }
   }

@@ -9,9 +9,11 @@
  * dpkg database and the config under a directory instead of "/": for nodes
  * that share one filesystem (the lab's network namespaces) or image builds.
  */
+import { createHash } from 'node:crypto';
 import type { BowtieSpec } from '../../../common/input.js';
 import { ToolError, type RunOptions } from '../../host/exec.js';
 import type { HostTransport } from '../../host/transport.js';
+import { httpsRequest, tlsTrustError, type HttpsResponse } from './trust.js';
 
 export const CONFIG_PATH = '/etc/bowtie/configuration/config.toml';
 
@@ -63,8 +65,10 @@ export async function removeConfig(t: HostTransport, b: BowtieSpec, opts: RunOpt
   return r.stdout.includes('removed');
 }
 
-/** A package source the worker downloads (else a path on the node). */
-const isUrl = (b: BowtieSpec) => /^https?:\/\//.test(b.package.source);
+/** A package source the worker downloads (else a path on the node); an http:// one is a URL too, to be refused. */
+export const isUrl = (b: BowtieSpec) => /^https?:\/\//.test(b.package.source);
+/** A downloaded package larger than this is refused (it is held in memory and copied over stdin). */
+const MAX_PACKAGE_BYTES = 512 << 20;
 /** Where a downloaded package is put on the node. */
 const stagedPath = (b: BowtieSpec, stageDir: string) => `${stageDir}/${b.package.name}.deb`;
 
@@ -80,36 +84,63 @@ export async function installedVersion(t: HostTransport, b: BowtieSpec, opts: Ru
   return r.exitCode === 0 && status === 'installed' && version ? version : null;
 }
 
+/** The package bytes from its https URL, checked against the input's sha256 in the worker, before anything reaches the node. */
+export async function fetchPackage(b: BowtieSpec, opts: { signal?: AbortSignal; fetchTimeoutMs?: number; ca?: string } = {}): Promise<Buffer> {
+  const url = b.package.source;
+  if (!/^https:\/\//.test(url)) throw new ToolError('InvalidInput', `overlay.bowtie.package.source: ${url} is not https:// (the worker downloads only over verified TLS)`, 'fetch');
+  // Bytes from a URL are trusted only by their hash.
+  if (!b.package.sha256) throw new ToolError('InvalidInput', 'overlay.bowtie.package.sha256: is required for a package URL', 'fetch');
+  let res: HttpsResponse;
+  try {
+    const timeout = AbortSignal.timeout(opts.fetchTimeoutMs ?? 60_000);
+    res = await httpsRequest(url, { ca: opts.ca, maxBytes: MAX_PACKAGE_BYTES, signal: opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout });
+  } catch (err) {
+    if (err instanceof ToolError) throw err;
+    if (opts.signal?.aborted) throw err; // cancellation is not an outage
+    if (tlsTrustError(err)) {
+      throw new ToolError('InvalidInput', `overlay.bowtie.package.source: ${url}: TLS certificate not trusted (${(err as { code?: string }).code}); the worker trusts the system roots and NODEBOOT_CA_FILE`, 'fetch');
+    }
+    throw new ToolError('ToolFailed', `overlay.bowtie.package.source: fetching ${url} failed: ${(err as { code?: string }).code ?? (err as Error).message}`, 'fetch');
+  }
+  // Only a 2xx is the package (a redirect is not followed); 5xx may pass, 4xx will not.
+  if (res.status < 200 || res.status >= 300) {
+    throw new ToolError(res.status >= 500 ? 'ToolFailed' : 'InvalidInput', `overlay.bowtie.package.source: ${url} answered ${res.status}`, 'fetch');
+  }
+  const sum = createHash('sha256').update(res.body).digest('hex');
+  if (sum !== b.package.sha256) {
+    throw new ToolError('InvalidInput', `overlay.bowtie.package.sha256: ${url} has sha256 ${sum}, expected ${b.package.sha256}`, 'sha256');
+  }
+  return res.body;
+}
+
 /**
  * Put the .deb on the node: a node path is used where it is; a URL is fetched
- * by the worker and copied over (base64 on stdin). The sha256, when given, is
- * checked on the node, so either way the node installs exactly those bytes.
+ * by the worker, checked (fetchPackage) and copied over (base64 on stdin), or
+ * `fetched` (its bytes from fetchPackage) copied. The sha256, when given, is
+ * checked on the node too, so either way the node installs exactly those bytes.
  */
-export async function stagePackage(t: HostTransport, b: BowtieSpec, stageDir: string, opts: RunOptions & { fetchTimeoutMs?: number } = {}): Promise<string> {
+export async function stagePackage(
+  t: HostTransport,
+  b: BowtieSpec,
+  stageDir: string,
+  opts: RunOptions & { fetchTimeoutMs?: number; ca?: string; fetched?: Buffer } = {},
+): Promise<string> {
+  const { fetchTimeoutMs, ca, fetched, ...runOpts } = opts;
   let debPath = b.package.source;
   if (isUrl(b)) {
-    const url = b.package.source;
-    let bytes: Buffer;
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(opts.fetchTimeoutMs ?? 60_000) });
-      if (!res.ok) throw new ToolError(res.status >= 500 ? 'ToolFailed' : 'InvalidInput', `overlay.bowtie.package.source: ${url} answered ${res.status}`, 'fetch');
-      bytes = Buffer.from(await res.arrayBuffer());
-    } catch (err) {
-      if (err instanceof ToolError) throw err;
-      throw new ToolError('ToolFailed', `overlay.bowtie.package.source: fetching ${url} failed: ${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}`, 'fetch');
-    }
+    const bytes = fetched ?? (await fetchPackage(b, { signal: opts.signal, fetchTimeoutMs, ca }));
     debPath = stagedPath(b, stageDir);
     await t.run('sh', ['-c', 'set -e; mkdir -p "$(dirname "$1")"; base64 -d > "$1.part"; mv -f "$1.part" "$1"', 'bowtie-stage', debPath], {
-      ...opts,
+      ...runOpts,
       input: bytes.toString('base64'),
       maxBuffer: 1 << 20,
       timeoutMs: 120_000,
     });
-  } else if ((await t.run('test', ['-f', debPath], { ...opts, allowNonZeroExit: true })).exitCode !== 0) {
+  } else if ((await t.run('test', ['-f', debPath], { ...runOpts, allowNonZeroExit: true })).exitCode !== 0) {
     throw new ToolError('InvalidInput', `overlay.bowtie.package.source: ${debPath} is not a file on the node`, 'test');
   }
   if (b.package.sha256) {
-    const sum = (await t.run('sha256sum', ['--', debPath], opts)).stdout.trim().split(/\s+/)[0];
+    const sum = (await t.run('sha256sum', ['--', debPath], runOpts)).stdout.trim().split(/\s+/)[0];
     if (sum !== b.package.sha256) {
       throw new ToolError('InvalidInput', `overlay.bowtie.package.sha256: ${debPath} has sha256 ${sum}, expected ${b.package.sha256}`, 'sha256sum');
     }

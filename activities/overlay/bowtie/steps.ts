@@ -4,14 +4,16 @@
  * seed and install it, approve its device on the controller, put it in the
  * segment's policy, and check the controller's view *and* our own probe.
  *
- *   install  seed config.toml → (pre-approve by serial) → install the package
+ *   install  controllers on the worker's allow-list → package fetched and its
+ *            sha256 checked → seed config.toml → (pre-approve by serial) → install
  *   key      policy upserts → device id from the local API → approve → group
  *            → wait for the client's address in overlay.cidr → ledger
  *   health   device accepted and recently seen → TCP probe to the SPIRE server
  *
  * Undo: reject and delete the device, take it out of the group, release the
- * address (key); purge the package and the seeded config (install). The
- * segment's group, resource and policy stay: other nodes of the segment use them.
+ * address (key); withdraw our pre-approval, purge the package and the seeded
+ * config (install). The segment's group, resource and policy stay: other nodes
+ * of the segment use them.
  */
 import type { BowtieSpec, ProvisionInput } from '../../../common/input.js';
 import { heartbeat } from '../../host/heartbeat.js';
@@ -24,10 +26,13 @@ import type { OverlayDeps } from '../steps.js';
 import { fingerprint } from '../steps.js';
 import { BowtieController, ControllerError, uuidV5, type BowtieDevice } from './controller.js';
 import * as client from './node.js';
+import { assertAllowedController, type BowtieTrust } from './trust.js';
 
 export interface BowtieDeps extends OverlayDeps {
   /** Where the worker reads the controller credentials named in the input (default process.env). */
   env?: NodeJS.ProcessEnv;
+  /** The controllers this worker talks to and the extra CA it trusts (worker config). Unset: no controller. */
+  bowtie?: BowtieTrust;
 }
 
 const POLL_MS = 500;
@@ -54,7 +59,29 @@ export function createBowtieSteps(deps: BowtieDeps) {
   };
   const stageDir = (input: ProvisionInput) => `${input.nodeDir}/bowtie`;
 
+  /**
+   * The controller and every entrypoint the node is pointed at are on the
+   * worker's allow-list (InvalidInput otherwise). Runs before anything changes
+   * and before any credential is read.
+   */
+  function assertAllowed(input: ProvisionInput): void {
+    const b = spec(input);
+    assertAllowedController(deps.bowtie, b.controllerUrl, 'overlay.bowtie.controllerUrl');
+    (b.entrypoints ?? []).forEach((e, i) => assertAllowedController(deps.bowtie, e, `overlay.bowtie.entrypoints[${i}]`));
+  }
+
+  /** Whether assertAllowed passes (undos skip a controller the worker never talked to). */
+  function allowed(input: ProvisionInput): boolean {
+    try {
+      assertAllowed(input);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   function controller(input: ProvisionInput): BowtieController {
+    assertAllowed(input);
     const b = spec(input);
     const env = deps.env ?? process.env;
     const read = (name: string, field: string) => {
@@ -66,7 +93,15 @@ export function createBowtieSteps(deps: BowtieDeps) {
       b.auth.kind === 'apiKey'
         ? { kind: 'apiKey' as const, keyId: read(b.auth.keyIdEnv, 'keyIdEnv'), secret: read(b.auth.secretEnv, 'secretEnv') }
         : { kind: 'session' as const, email: read(b.auth.emailEnv, 'emailEnv'), password: read(b.auth.passwordEnv, 'passwordEnv'), loginField: b.auth.loginField };
-    return new BowtieController({ url: b.controllerUrl, auth, timeoutMs: b.requestTimeoutMs, trailingSlashFallback: b.trailingSlashFallback, signal: deps.signal() });
+    return new BowtieController({
+      url: b.controllerUrl,
+      auth,
+      timeoutMs: b.requestTimeoutMs,
+      trailingSlashFallback: b.trailingSlashFallback,
+      signal: deps.signal(),
+      allowedOrigins: deps.bowtie?.controllers ?? [],
+      ca: deps.bowtie?.ca,
+    });
   }
 
   /** Poll `probe` until it returns a value, or null once `deadline` (epoch ms) has passed. */
@@ -86,21 +121,30 @@ export function createBowtieSteps(deps: BowtieDeps) {
     return v;
   }
 
-  /** Step 1: config seeded, device pre-approved (if so chosen), package installed. */
+  /**
+   * Step 1: controllers allowed, package checked, config seeded, device
+   * pre-approved (if so chosen), package installed. A bad package (4xx, wrong
+   * sha256, not on the node) fails before the seed and the pre-approval.
+   */
   async function installOverlay({ input }: StepRequest): Promise<InstallEvidence> {
+    assertAllowed(input); // first: nothing changes, nothing is sent, for a controller the worker does not trust
     const t = node(input);
     const b = spec(input);
     const signal = deps.signal();
     await deps.ledger.upsertNode(input.nodeId, input.segment, 'provisioning');
+    const present = await client.installedVersion(t, b, { signal });
+    let deb: string | null = null;
+    if (!present) {
+      heartbeat('staging the client package');
+      const fetched = client.isUrl(b) ? await client.fetchPackage(b, { signal, ca: deps.bowtie?.ca }) : undefined;
+      deb = await client.stagePackage(t, b, stageDir(input), { signal, fetched });
+    }
     // Before the client first runs: it reads the config at start, and a
     // pre-approved serial enrolls straight into "accepted".
     await client.seedConfig(t, b, { signal });
     if (b.approval === 'preApprove') await controller(input).preApprove(b.serial!, 'accepted');
-    const present = await client.installedVersion(t, b, { signal });
     if (present) return { toolVersion: `${b.package.name} ${present}`, alreadyPresent: true };
-    heartbeat('staging the client package');
-    const deb = await client.stagePackage(t, b, stageDir(input), { signal });
-    await client.installPackage(t, b, deb, { signal });
+    await client.installPackage(t, b, deb!, { signal });
     const version = await client.installedVersion(t, b, { signal });
     if (!version) throw new ToolError('ToolFailed', `${b.package.name} is not installed after installing ${deb}`, 'dpkg');
     return { toolVersion: `${b.package.name} ${version}`, alreadyPresent: false };
@@ -111,6 +155,20 @@ export function createBowtieSteps(deps: BowtieDeps) {
     const b = spec(input);
     const signal = deps.signal();
     const removed: string[] = [];
+    // A controller off the worker's allow-list was never called (installOverlay
+    // refuses it first): nothing of ours is there, and it gets no credential now.
+    const onController = allowed(input);
+    // Our pre-approval goes first: while it stands, a client enrolling again is
+    // accepted at once. A controller that fails here must not stop the node's
+    // cleanup: its error is raised at the end.
+    let revokeError: unknown;
+    if (onController && b.approval === 'preApprove') {
+      try {
+        if (await controller(input).revokePreApproval(b.serial!)) removed.push(`pre-approval of ${b.serial}`);
+      } catch (err) {
+        revokeError = err;
+      }
+    }
     // A client still running after its device was deleted (step 2's undo)
     // enrolls again: note the id it enrolls under, stop it (purge), then
     // remove what it re-created.
@@ -119,7 +177,8 @@ export function createBowtieSteps(deps: BowtieDeps) {
     if (await client.removeConfig(t, b, { signal })) removed.push('client config');
     if (await client.removeStaged(t, b, stageDir(input), { signal })) removed.push('staged package');
     // (The node's serial, when the input gives it, finds such a device too.)
-    if (reenrolled.length > 0 || b.serial) removed.push(...(await removeDevices(input, controller(input), reenrolled)));
+    if (revokeError !== undefined) throw revokeError;
+    if (onController && (reenrolled.length > 0 || b.serial)) removed.push(...(await removeDevices(input, controller(input), reenrolled)));
     return { removed };
   }
 
@@ -251,7 +310,11 @@ export function createBowtieSteps(deps: BowtieDeps) {
     // An unreachable node must not stop the controller cleanup (that is what
     // lets a device onto the overlay); its error is raised at the end.
     const onNode = await clientDeviceIds(input);
-    const removed = await removeDevices(input, controller(input), [...(recorded ? [recorded.deviceId] : []), ...onNode.ids]);
+    // A controller off the allow-list with no device of ours recorded was never
+    // called: skip it. One with a device recorded (the list changed since) is
+    // refused by controller(): the operator must allow it again to clean it.
+    const skip = !recorded && !allowed(input);
+    const removed = skip ? [] : await removeDevices(input, controller(input), [...(recorded ? [recorded.deviceId] : []), ...onNode.ids]);
     if (await deps.ledger.removeOverlayDevice(input.nodeId)) removed.push('ledger device');
     const released = await deps.ledger.releaseAddress(input.nodeId, input.overlay.cidr);
     if (released) removed.push(`address ${released}`);

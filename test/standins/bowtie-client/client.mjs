@@ -17,12 +17,16 @@
 //     deleted, takes the tunnel down.
 // It talks to the stand-in controller over a unix socket with a private
 // protocol (config keys standin_*): the real client-controller protocol is
-// Bowtie's own. Plain Node, no dependencies, so it starts fast.
+// Bowtie's own. That channel is TLS, verified against the CA in
+// `standin_ca_file` (the tests' CA) for the host of the first `entrypoint`,
+// which must be https: the client trusts the controller it was seeded with,
+// and nothing else. Plain Node, no dependencies, so it starts fast.
 import { Buffer } from 'node:buffer';
 import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import { clearTimeout, setTimeout } from 'node:timers';
 
 const root = process.argv[process.argv.indexOf('--root') + 1] ?? '';
@@ -48,12 +52,18 @@ if (!existsSync(configPath)) {
   process.exit(1);
 }
 const config = parseToml(readFileSync(configPath, 'utf8'));
-for (const k of ['entrypoint', 'standin_controller_socket', 'standin_interface', 'standin_serial']) {
+for (const k of ['entrypoint', 'standin_controller_socket', 'standin_interface', 'standin_serial', 'standin_ca_file']) {
   if (config[k] === undefined) {
     log(`config.toml has no ${k}`);
     process.exit(1);
   }
 }
+const entrypoint = new URL(config.entrypoint[0]);
+if (entrypoint.protocol !== 'https:') {
+  log(`entrypoint ${entrypoint.href} is not https: refusing to enroll`);
+  process.exit(1);
+}
+const controllerCa = readFileSync(config.standin_ca_file, 'utf8');
 const unattended = config.auth_prompt_strategy === 'never';
 const iface = config.standin_interface;
 
@@ -74,7 +84,9 @@ let routesInForce = null;
 
 function controller(method, path, body) {
   return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: config.standin_controller_socket, method, path, headers: { 'content-type': 'application/json' } }, (res) => {
+    // Verified TLS: the tests' CA, and the certificate must name the entrypoint's host.
+    const tls = { ca: controllerCa, host: entrypoint.hostname, servername: /^[\d.]+$/.test(entrypoint.hostname) ? undefined : entrypoint.hostname };
+    const req = https.request({ socketPath: config.standin_controller_socket, method, path, headers: { 'content-type': 'application/json' }, ...tls }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode, body: JSON.parse(Buffer.concat(chunks).toString('utf8') || 'null') }));
