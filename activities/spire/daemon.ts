@@ -81,14 +81,17 @@ export async function ensureDirAs(transport: HostTransport, dir: string, owner: 
 
 /**
  * Throw InvalidInput unless `dir` is a real directory (not a link) owned by
- * root that no one else may write: root creates and reads files in it, so no
+ * root that no other uid may write: root creates and reads files in it, so no
  * other uid may be able to plant a link there.
  */
 export async function assertRootOnlyDir(transport: HostTransport, dir: string, field: string): Promise<void> {
   const d = parseName(SafePath, 'dir', dir);
-  const r = await transport.run('stat', ['-c', '%u %a %F', '--', d], { allowNonZeroExit: true });
-  const [uid, mode, ...kind] = r.stdout.trim().split(' ');
-  const ok = r.exitCode === 0 && uid === '0' && kind.join(' ') === 'directory' && (parseInt(mode ?? '', 8) & 0o022) === 0;
+  const r = await transport.run('stat', ['-c', '%u %g %a %F', '--', d], { allowNonZeroExit: true });
+  const [uid, gid, modeText, ...kind] = r.stdout.trim().split(' ');
+  const mode = parseInt(modeText ?? '', 8);
+  // Group-writable is fine for root's own group (a umask of 002).
+  const writableByOthers = (mode & 0o002) !== 0 || ((mode & 0o020) !== 0 && gid !== '0');
+  const ok = r.exitCode === 0 && uid === '0' && kind.join(' ') === 'directory' && !Number.isNaN(mode) && !writableByOthers;
   if (!ok) throw new ToolError('InvalidInput', `${field}: ${d} on ${transport.label} must be a directory owned by root and writable by root only`, 'stat');
 }
 

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import type { RunOptions, RunResult } from '../../activities/host/exec.js';
 import type { HostTransport } from '../../activities/host/transport.js';
 import {
+  assertRootOnlyDir,
   daemonAlive,
   parsePidFile,
   parseProcStat,
@@ -126,5 +127,21 @@ describe('process identity (pid + start time)', () => {
     expect(calls.at(-2)).toMatchObject({ command: 'kill', args: ['-TERM', '4300'] });
     expect(procs.size).toBe(0);
     expect(await stopDaemon(transport, 4300, { program: 'spire-agent' })).toBe(false);
+  });
+
+  it('a dir root writes pid files and logs in must be a real dir of root that no other uid may write', async () => {
+    const statSays = (stdout: string, exitCode = 0): HostTransport => ({
+      kind: 'local',
+      label: 'fake node',
+      run: async () => ({ stdout, stderr: '', exitCode }),
+      spawnDaemon: async () => 1,
+    });
+    for (const ok of ['0 0 755 directory\n', '0 0 775 directory\n', '0 5 700 directory\n']) {
+      await expect(assertRootOnlyDir(statSays(ok), '/n/workloads', 'nodeDir'), ok).resolves.toBeUndefined();
+    }
+    for (const bad of ['62101 0 700 directory', '0 0 1777 directory', '0 5 775 directory', '0 0 777 symbolic link', '0 0 644 regular file']) {
+      await expect(assertRootOnlyDir(statSays(bad), '/n/workloads', 'nodeDir'), bad).rejects.toMatchObject({ type: 'InvalidInput', message: /^nodeDir: / });
+    }
+    await expect(assertRootOnlyDir(statSays('', 1), '/n/workloads', 'nodeDir')).rejects.toMatchObject({ type: 'InvalidInput' });
   });
 });
