@@ -117,11 +117,11 @@ describe('an untrusted workload on a lab node (real lab, real workflow)', () => 
     // A pid file from before start times were recorded (a bare pid) is still read: the workload is
     // kept, not started twice, and the record gets its start time.
     const pidFile = `${nodeDir}/workloads/api.pid`;
-    expect(await readNodeText('n1', pidFile)).toMatch(new RegExp(`^${pid} \\d+\\n$`));
+    expect(await readNodeText('n1', pidFile)).toMatch(new RegExp(`^${pid} \\d+$`));
     writeFileSync(pidFile, `${pid}\n`);
     const upgraded = await launchAgain(input);
     expect(upgraded.workloads[0]!.pid).toBe(pid);
-    expect(await readNodeText('n1', pidFile)).toMatch(new RegExp(`^${pid} \\d+\\n$`));
+    expect(await readNodeText('n1', pidFile)).toMatch(new RegExp(`^${pid} \\d+$`));
 
     // The link again, then decommission: rm -rf of the workload dir must not follow it out.
     await lab
@@ -170,7 +170,7 @@ describe('an untrusted workload on a lab node (real lab, real workflow)', () => 
   }
 
   async function readNodeText(node: string, file: string): Promise<string> {
-    return (await lab.nodeTransport(node).run('cat', ['--', file])).stdout;
+    return (await lab.nodeTransport(node).run('cat', ['--', file])).stdout.trim();
   }
 
   /** Pids in the node's namespace running `script` (its argv is ["/bin/sh", script]). */
