@@ -15,7 +15,18 @@ import { SafePath, TrustDomain, UnixUid, parseName } from '../../common/names.js
 import { summarizeStderr, ToolError } from '../host/exec.js';
 import type { HostTransport } from '../host/transport.js';
 import { assertReachedHost, runSpire, type SpireCliTarget } from './cli-common.js';
-import { daemonAlive, ensureDir, ensureParent, readNodeFile, readPidFile, removeNodeFile, sleep, stopDaemon, writeNodeFile } from './daemon.js';
+import {
+  daemonAlive,
+  ensureDir,
+  ensureDirAs,
+  ensureParent,
+  readNodeFileAs,
+  readPidFile,
+  removeNodeFile,
+  sleep,
+  stopDaemon,
+  writeNodeFile,
+} from './daemon.js';
 import type { JoinToken } from './server-cli.js';
 
 const TOOL = 'spire-agent';
@@ -238,7 +249,11 @@ export async function stopAgent(transport: HostTransport, pidFile: string, opts:
 }
 
 export interface FetchX509Options {
-  /** Directory the SVID files are written to; created (0700) and owned by `uid`/`gid`. */
+  /**
+   * Directory the SVID files are written to, by `uid`/`gid`. Made (0700) as that
+   * uid when missing; root never creates, changes or reads anything inside a
+   * directory that uid can write (daemon.ts ensureDirAs / readNodeFileAs).
+   */
   writeDir: string;
   /** The workload's identity as the unix attestor sees it. */
   uid: number;
@@ -292,7 +307,8 @@ export const agentArgv = {
  */
 export async function fetchX509Svid(t: SpireCliTarget, o: FetchX509Options): Promise<FetchedX509Svid> {
   const args = agentArgv.fetchX509(t, o);
-  await ensureDir(t.transport, o.writeDir, 0o700, { uid: o.uid, gid: o.gid });
+  const owner = { uid: o.uid, gid: o.gid };
+  await ensureDirAs(t.transport, o.writeDir, owner, 0o700);
   const deadline = Date.now() + (o.waitMs ?? 30_000);
   for (;;) {
     const r = await t.transport.run('setpriv', args, { timeoutMs: t.timeoutMs ?? 30_000, signal: t.signal, allowNonZeroExit: true });
@@ -300,7 +316,8 @@ export async function fetchX509Svid(t: SpireCliTarget, o: FetchX509Options): Pro
       const spiffeId = /SPIFFE ID:\s*(spiffe:\/\/\S+)/.exec(r.stdout)?.[1];
       const svidPath = path.join(o.writeDir, 'svid.0.pem');
       const bundlePath = path.join(o.writeDir, 'bundle.0.pem');
-      const [svidPem, bundlePem] = await Promise.all([readNodeFile(t.transport, svidPath), readNodeFile(t.transport, bundlePath)]);
+      // Read as the workload: it may have replaced the files with links (to /etc/shadow, say).
+      const [svidPem, bundlePem] = await Promise.all([readNodeFileAs(t.transport, owner, svidPath), readNodeFileAs(t.transport, owner, bundlePath)]);
       if (!spiffeId || !svidPem || !bundlePem) throw new ToolError('WorkloadFailed', `spire-agent api fetch x509 on ${t.transport.label} wrote no SVID`, TOOL);
       return { spiffeId, svidPath, keyPath: path.join(o.writeDir, 'svid.0.key'), bundlePath, svidPem, bundlePem };
     }

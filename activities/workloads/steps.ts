@@ -11,7 +11,16 @@ import type { HostTransport } from '../host/transport.js';
 import type { Ledger } from '../inventory/ledger.js';
 import { nodePaths } from '../paths.js';
 import { fetchX509Svid } from '../spire/agent-cli.js';
-import { daemonAlive, ensureDir, readPidFile, removeNodeFile, stopDaemon, writeNodeFile } from '../spire/daemon.js';
+import {
+  assertRootOnlyDir,
+  daemonAlive,
+  ensureDir,
+  readProcessRef,
+  removeNodeFile,
+  runAs,
+  stopDaemon,
+  writePidFile,
+} from '../spire/daemon.js';
 import { bundleShow } from '../spire/server-cli.js';
 import type { StepRequest, UndoRequest, UndoResult, WorkloadsEvidence } from '../types.js';
 import { verifySvid } from './svid.js';
@@ -52,28 +61,45 @@ export function createWorkloadSteps(deps: WorkloadDeps) {
     if (!overlayIp) throw new ToolError('WorkloadFailed', `node ${input.nodeId} has no overlay address (step 2 has not run)`, 'workload');
     const bundle = await bundleShow({ transport: deps.transport(input.spire.serverHost), socketPath: input.spire.serverSocketPath, signal });
 
+    // Root writes the pid files and opens the logs in these: no workload may be able to plant a link there.
+    for (const dir of input.workloads.length > 0 ? [path.dirname(p.workloadPid('w')), path.dirname(p.workloadLog('w'))] : []) {
+      await t.run('mkdir', ['-p', '--', dir], { signal });
+      await assertRootOnlyDir(t, dir, 'nodeDir');
+    }
+
     const out: WorkloadsEvidence['workloads'] = [];
     for (const w of input.workloads) {
       const spiffeId = spiffeIdOf(input, w);
       const command = w.command ?? builtinWorkloadCommand(input, w, overlayIp);
+      // Only for pid files written before start times were recorded (daemon.ts).
       const program = path.basename(command[0]!);
-      let pid = await readPidFile(t, p.workloadPid(w.name));
-      if (pid === undefined || !(await daemonAlive(t, pid, program))) {
-        await ensureDir(t, p.workloadDir(w.name), 0o700, { uid: w.uid, gid: w.uid });
-        pid = await t.spawnDaemon('setpriv', [`--reuid=${w.uid}`, `--regid=${w.uid}`, '--clear-groups', '--', ...command], {
+      const owner = { uid: w.uid, gid: w.uid };
+      const pidFile = p.workloadPid(w.name);
+      let proc = await readProcessRef(t, pidFile);
+      if (proc === undefined || !(await daemonAlive(t, proc, program))) {
+        await ensureDir(t, p.workloadDir(w.name), 0o700, owner);
+        const pid = await t.spawnDaemon('setpriv', [`--reuid=${w.uid}`, `--regid=${w.uid}`, '--clear-groups', '--', ...command], {
           logFile: p.workloadLog(w.name),
           env: { SPIFFE_ENDPOINT_SOCKET: `unix://${p.agentSocket}` },
         });
-        await writeNodeFile(t, p.workloadPid(w.name), `${pid}\n`, 0o644);
+        proc = await writePidFile(t, pidFile, pid);
+      } else if (proc.startTime === undefined) {
+        // Running from before start times were recorded: record it now.
+        proc = await writePidFile(t, pidFile, proc.pid);
       }
+      const { pid } = proc;
       heartbeat(`workload ${w.name} running (pid ${pid})`);
-      // Prove the identity as the workload's own uid sees it, through the same agent.
+      // Prove the identity as the workload's own uid sees it, through the same agent. The
+      // verify dir lies in the workload's own dir, where it may have planted anything (a link
+      // to /etc, say): it is removed and made again as the workload's uid, never as root.
+      const verifyDir = `${p.workloadDir(w.name)}/verify`;
+      await runAs(t, owner, 'rm', ['-rf', '--', verifyDir], { signal });
       const svid = await fetchX509Svid(
         { transport: t, socketPath: p.agentSocket, signal },
-        { writeDir: `${p.workloadDir(w.name)}/verify`, uid: w.uid, gid: w.uid, waitMs: Math.max(5_000, input.timeouts.launchWorkloads * 500) },
+        { writeDir: verifyDir, uid: w.uid, gid: w.uid, waitMs: Math.max(5_000, input.timeouts.launchWorkloads * 500) },
       );
       const check = await verifySvid(svid.svidPem, bundle, { spiffeId, ttlSeconds: w.x509TtlSeconds });
-      if (!(await daemonAlive(t, pid, program))) {
+      if (!(await daemonAlive(t, proc, program))) {
         throw new ToolError('WorkloadFailed', `workload ${w.name} exited right after start (see ${p.workloadLog(w.name)})`, 'workload');
       }
       await deps.ledger.recordWorkload({ nodeId: input.nodeId, name: w.name, spiffeId, pid, svidSerial: check.serial, svidNotAfter: check.notAfter });
@@ -88,11 +114,14 @@ export function createWorkloadSteps(deps: WorkloadDeps) {
     const p = nodePaths(input);
     const removed: string[] = [];
     for (const w of input.workloads) {
-      const pid = await readPidFile(t, p.workloadPid(w.name));
+      const proc = await readProcessRef(t, p.workloadPid(w.name));
       const program = path.basename((w.command ?? [process.execPath])[0]!);
-      if (pid !== undefined && (await stopDaemon(t, pid, { program, graceMs: 5_000, signal }))) removed.push(`workload ${w.name}`);
+      // Stopped as a process group: a shell script's children go with it.
+      if (proc !== undefined && (await stopDaemon(t, proc, { program, graceMs: 5_000, signal }))) removed.push(`workload ${w.name}`);
       await removeNodeFile(t, p.workloadPid(w.name));
-      await t.run('rm', ['-rf', '--', p.workloadDir(w.name)], { signal });
+      // Root may remove the workload's dir: its parent is root's (checked at launch), so the
+      // path itself cannot be a planted link, and rm -r never follows the links inside.
+      await t.run('rm', ['-rf', '--one-file-system', '--', p.workloadDir(w.name)], { signal });
     }
     if ((await deps.ledger.removeWorkloads(input.nodeId)) > 0) removed.push('ledger workloads');
     return { removed };

@@ -325,18 +325,20 @@ describe('spire-agent', () => {
     expect(calls[0]).toMatchObject({ command: 'spire-agent', args: ['healthcheck', '-socketPath', SOCK_A] });
   });
 
-  it('fetch x509 runs as the workload uid through setpriv and reads the written files', async () => {
+  it('fetch x509 makes the write dir, fetches and reads the files as the workload uid, never as root', async () => {
+    const asUid = (c: Call, cmd: string) => c.command === 'setpriv' && c.args.slice(0, 5).join(' ') === '--reuid=61001 --regid=61001 --clear-groups -- ' + cmd;
     const { transport, calls } = fakeTransport([
-      when((c) => c.command === 'setpriv', { stdout: `Received 1 svid after 3ms\n\nSPIFFE ID:\t\tspiffe://${TD}/ns/prod/sa/api\nSVID Valid After:\t...\n` }),
-      when((c) => c.command === 'cat', (c) => ({ stdout: `PEM of ${c.args[1]}` })),
+      when((c) => asUid(c, 'head'), (c) => ({ stdout: `PEM of ${c.args.at(-1)}` })),
+      when((c) => asUid(c, 'spire-agent'), { stdout: `Received 1 svid after 3ms\n\nSPIFFE ID:\t\tspiffe://${TD}/ns/prod/sa/api\nSVID Valid After:\t...\n` }),
     ]);
     const r = await fetchX509Svid({ transport, socketPath: SOCK_A }, { writeDir: '/tmp/wl/svid', uid: 61001, gid: 61001 });
-    expect(calls[0]).toMatchObject({ command: 'mkdir', args: ['-p', '--', '/tmp/wl'] });
-    expect(calls[1]).toMatchObject({ command: 'install', args: ['-d', '-m', '700', '-o', '61001', '-g', '61001', '--', '/tmp/wl/svid'] });
-    expect(calls[2]).toMatchObject({
+    expect(calls[0]).toMatchObject({ command: 'setpriv', args: ['--reuid=61001', '--regid=61001', '--clear-groups', '--', 'mkdir', '-p', '-m', '700', '--', '/tmp/wl/svid'] });
+    expect(calls[1]).toMatchObject({
       command: 'setpriv',
       args: ['--reuid=61001', '--regid=61001', '--clear-groups', '--', 'spire-agent', 'api', 'fetch', 'x509', '-socketPath', SOCK_A, '-write', '/tmp/wl/svid'],
     });
+    // Every call touching the write dir runs through setpriv as the uid.
+    expect(calls.every((c) => c.command === 'setpriv' && c.args[0] === '--reuid=61001')).toBe(true);
     expect(r).toEqual({
       spiffeId: `spiffe://${TD}/ns/prod/sa/api`,
       svidPath: '/tmp/wl/svid/svid.0.pem',
@@ -346,6 +348,23 @@ describe('spire-agent', () => {
       bundlePem: 'PEM of /tmp/wl/svid/bundle.0.pem',
     });
     expect(() => agentArgv.fetchX509({ transport, socketPath: SOCK_A }, { writeDir: '/tmp/x', uid: 0, gid: 0 })).toThrow(/uid/);
+  });
+
+  it('fetch x509: root makes the write dir only where the uid cannot (mkdir refuses a link, chown -h never follows one)', async () => {
+    const { transport, calls } = fakeTransport([
+      when((c) => c.command === 'setpriv' && c.args.includes('mkdir'), { exitCode: 1, stderr: 'mkdir: cannot create directory: Permission denied' }),
+      when((c) => c.command === 'setpriv' && c.args.includes('head'), { stdout: 'PEM' }),
+      when((c) => c.command === 'setpriv', { stdout: `SPIFFE ID:\t\tspiffe://${TD}/ns/prod/sa/api\n` }),
+    ]);
+    await fetchX509Svid({ transport, socketPath: SOCK_A }, { writeDir: '/srv/base/wl', uid: 61001, gid: 61002 });
+    const root = calls.filter((c) => c.command !== 'setpriv').map((c) => [c.command, ...c.args].join(' '));
+    expect(root).toEqual(['mkdir -p -- /srv/base', 'mkdir -m 700 -- /srv/base/wl', 'chown -h 61001:61002 -- /srv/base/wl']);
+
+    const taken = fakeTransport([when((c) => c.command === 'mkdir' || c.command === 'setpriv', { exitCode: 1, stderr: 'File exists' })]);
+    await expect(fetchX509Svid({ transport: taken.transport, socketPath: SOCK_A }, { writeDir: '/srv/base/wl', uid: 61001, gid: 61001 })).rejects.toMatchObject({
+      type: 'ToolFailed',
+    });
+    expect(taken.calls.some((c) => c.command === 'chown' || c.command === 'install')).toBe(false);
   });
 
   it('fetch x509 gives up with WorkloadFailed when no identity is issued', async () => {
