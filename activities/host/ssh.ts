@@ -15,17 +15,22 @@
  *   0600 file on the remote host, so the daemon can open `/dev/stdin` as a file.
  * - ssh's own failures (exit 255 with ssh's messages) are `HostUnreachable`
  *   (transient), except a refused key, `HostAuthRejected` (permanent: a retry
- *   offers the same key); the remote command's exit status is the command's.
+ *   offers the same key); the remote command's exit status is the command's,
+ *   except a program the host does not have (exit 127, the shell's "not found"):
+ *   `ToolMissing` (permanent).
+ * - A known_hosts or identity file missing on the worker is a configuration
+ *   error (`InvalidInput` naming `host.knownHostsFile` / `host.identityFile`),
+ *   found before ssh runs: it is not a host key mismatch.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ErrorType } from '../../common/errors.js';
 import { SshHostSpec } from '../../common/input.js';
 import { NetnsName, parseName } from '../../common/names.js';
-import { runCommand, scrubbedEnv, summarizeStderr, ToolError, type RunOptions, type RunResult } from './exec.js';
+import { isProgramMissing, programMissingError, runCommand, scrubbedEnv, summarizeStderr, ToolError, type RunOptions, type RunResult } from './exec.js';
 import type { DaemonOptions, HostTransport } from './transport.js';
 
 export interface SshTransportOptions {
@@ -117,10 +122,17 @@ export function daemonArgv(command: string, args: readonly string[], opts: Daemo
   ];
 }
 
+/*
+ * ssh and the remote command share stderr, and a remote command may exit 255
+ * too, so ssh's own verdicts are matched as ssh prints them: whole lines, in
+ * ssh's words. A tool on the node that prints "open x: Permission denied (13)"
+ * is that tool's failure, not a refused key.
+ */
 /** ssh's own messages that mean the host key is unknown or not the pinned one. */
-const HOST_KEY_FAILURE = /Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|POSSIBLE DNS SPOOFING|No [A-Z0-9-]+ host key is known for|host key for \S+ has changed/i;
-/** ssh's own messages that mean the server refused every key we offered. */
-const AUTH_FAILURE = /Permission denied \(|Too many authentication failures/i;
+const HOST_KEY_FAILURE =
+  /^Host key verification failed\.|^@\s+WARNING: (?:REMOTE HOST IDENTIFICATION HAS CHANGED|POSSIBLE DNS SPOOFING)|^No [A-Z0-9-]+ host key is known for |^Host key for \S+ has changed/im;
+/** ssh's own messages that mean the server refused every key we offered (`root@h: Permission denied (publickey).`). */
+const AUTH_FAILURE = /^(?:[^\s@]+@\S+: )?Permission denied \([a-z0-9-]+(?:,[a-z0-9-]+)*\)\.\r?$|^Received disconnect from \S+ port \d+:\d+: Too many authentication failures/im;
 /** ssh's own messages that mean we never got a session (network, sshd). */
 const CONNECT_FAILURE =
   /ssh: connect to host|Connection refused|Connection timed out|No route to host|Network is unreachable|Could not resolve hostname|Connection closed by|Connection reset by|kex_exchange_identification|banner exchange|Broken pipe|Cannot open network namespace|Operation timed out/i;
@@ -223,7 +235,28 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
       r.exitCode,
     );
 
+  /**
+   * The worker-side files the spec names must exist before ssh runs: without
+   * its known_hosts file ssh reports every host key as unknown, which would
+   * read as HostKeyMismatch (a security failure that bans the agent) when the
+   * worker is only misconfigured.
+   */
+  function checkClientFiles(): void {
+    for (const field of ['knownHostsFile', 'identityFile'] as const) {
+      const file = spec[field];
+      let ok = false;
+      try {
+        ok = statSync(file).isFile();
+        accessSync(file, constants.R_OK);
+      } catch {
+        ok = false;
+      }
+      if (!ok) throw new ToolError('InvalidInput', `host.${field} ${file} is not a readable file on the worker`, 'ssh');
+    }
+  }
+
   async function ensureMaster(signal?: AbortSignal): Promise<void> {
+    checkClientFiles();
     if (controlPath === undefined) return;
     const cp = controlPath;
     if (existsSync(cp)) return;
@@ -275,7 +308,8 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
     }
   }
 
-  async function runRemote(remote: string, what: string, opts: RunOptions): Promise<RunResult> {
+  /** Run one remote command line. `program` is the command as asked for (to tell "not installed" apart). */
+  async function runRemote(remote: string, what: string, opts: RunOptions, program?: string): Promise<RunResult> {
     await ensureMaster(opts.signal);
     const plan = planSsh(spec, remote, { controlPath, master: 'no', persistSeconds, clientNetns });
     let r: RunResult;
@@ -293,6 +327,8 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
     }
     const type = classifySshExit(r.exitCode, r.stderr);
     if (type) throw fail(type, r, what);
+    // Not the remote program's verdict (even for callers that read non-zero exits): it is not installed.
+    if (program !== undefined && isProgramMissing(program, r.exitCode, r.stderr)) throw programMissingError(program, label, r.exitCode);
     if (r.exitCode !== 0 && !opts.allowNonZeroExit) {
       throw new ToolError('ToolFailed', `${what} on ${label} exited ${r.exitCode}: ${summarizeStderr(r.stderr)}`, what, r.exitCode);
     }
@@ -302,7 +338,7 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
   return {
     kind: 'ssh',
     label,
-    run: (command, args, o = {}) => runRemote(remoteCommandLine(remoteArgv(command, args, o), o.cwd), path.basename(command), o),
+    run: (command, args, o = {}) => runRemote(remoteCommandLine(remoteArgv(command, args, o), o.cwd), path.basename(command), o, command),
     async spawnDaemon(command, args, o) {
       const r = await runRemote(remoteCommandLine(daemonArgv(command, args, o)), path.basename(command), { input: o.input ?? '', timeoutMs: 30_000 });
       const pid = Number(r.stdout.trim().split('\n').pop());
