@@ -72,7 +72,8 @@ const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 /**
  * True when a wrapper reports that `command` itself could not be executed
  * because it is not there, as opposed to `command` running and failing:
- *   - `ip netns exec` exits 255 with `exec of "wg" failed: No such file or directory`;
+ *   - `ip netns exec` prints `exec of "wg" failed: No such file or directory` (and
+ *     exits 1 in iproute2 6.1, 255 in others: the line decides, not the code);
  *   - a remote shell (ssh), `env` or `setpriv` exits 127 with `wg: command not found`
  *     (bash), `wg: not found` (dash), `command not found: wg` (zsh), or
  *     `/usr/bin/wg: No such file or directory` / `failed to execute wg: No such file or directory`.
@@ -81,7 +82,8 @@ const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
  */
 export function isProgramMissing(command: string, exitCode: number, stderr: string): boolean {
   const name = escapeRe(command);
-  if (exitCode === 255) return new RegExp(`^exec of "${name}" failed: No such file or directory\\r?$`, 'm').test(stderr);
+  if (exitCode === 0) return false;
+  if (new RegExp(`^exec of "${name}" failed: No such file or directory\\r?$`, 'm').test(stderr)) return true;
   if (exitCode !== 127) return false;
   return new RegExp(`(?:^|[\\s:'"\u2018\`])${name}['"\u2019]?: (?:command not found|not found|No such file or directory)\\r?$|command not found: ${name}\\r?$`, 'm').test(stderr);
 }

@@ -141,7 +141,7 @@ describe('ssh host transport on a real sshd', () => {
     const over = async (tr: HostTransport, o: Parameters<HostTransport['run']>[2] = {}) => {
       const err = await tr.run(missing, ['--version'], o).catch((e: unknown) => e);
       expect(err, `${tr.label} ${JSON.stringify(o)}`).toBeInstanceOf(ToolError);
-      expect((err as ToolError).type).toBe('ToolMissing');
+      expect((err as ToolError).type, (err as ToolError).message).toBe('ToolMissing');
       expect((err as ToolError).message).toContain(`${missing} is not installed on ${tr.label}`);
     };
     // ssh: the remote shell's exit 127; as another uid (setpriv) too; and for callers that read exits themselves.

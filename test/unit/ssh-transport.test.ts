@@ -126,6 +126,7 @@ Host key verification failed.`;
 describe('a program the host does not have', () => {
   it.each([
     ['wg', 255, 'exec of "wg" failed: No such file or directory', true], // ip netns exec
+    ['wg', 1, 'exec of "wg" failed: No such file or directory', true], // ip netns exec (iproute2 6.1)
     ['wg', 127, 'bash: line 1: wg: command not found', true],
     ['wg', 127, 'sh: 1: wg: not found', true], // dash
     ['wg', 127, 'zsh:1: command not found: wg', true],
