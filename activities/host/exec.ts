@@ -8,6 +8,7 @@
  * is sanitized: raw subprocess output is never attached, because it may hold a key.
  */
 import { execa, type Options as ExecaOptions } from 'execa';
+import { accessSync, constants, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { redactSecrets, type ErrorType } from '../../common/errors.js';
@@ -88,8 +89,25 @@ export function isProgramMissing(command: string, exitCode: number, stderr: stri
   return new RegExp(`(?:^|[\\s:'"\u2018\`])${name}['"\u2019]?: (?:command not found|not found|No such file or directory)\\r?$|command not found: ${name}\\r?$`, 'm').test(stderr);
 }
 
+/**
+ * True when `command` resolves to an executable file the way execvp would
+ * resolve it with `PATH` (a name with a slash is taken as a path).
+ */
+export function findsProgram(command: string, PATH: string): boolean {
+  const executable = (file: string) => {
+    try {
+      accessSync(file, constants.X_OK);
+      return statSync(file).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (command.includes('/')) return executable(command);
+  return PATH.split(':').some((dir) => dir !== '' && executable(path.join(dir, command)));
+}
+
 /** The ToolMissing error for a program that `where` ("netns nb-x-n1", "ssh root@h:22") does not have. */
-export function programMissingError(command: string, where: string, exitCode: number): ToolError {
+export function programMissingError(command: string, where: string, exitCode?: number): ToolError {
   const tool = path.basename(command);
   return new ToolError('ToolMissing', `${tool} is not installed on ${where} (${command} was not found)`, tool, exitCode);
 }

@@ -88,14 +88,17 @@ export function remoteArgv(command: string, args: readonly string[], opts: Pick<
 
 /**
  * Start `"$@"` detached on the remote host (own session, stdio to the log file),
- * print its pid. $1 is the log file. With $NB_STDIN=1 the script's stdin (the
+ * print its pid. $1 is the log file, $2 the program (checked first: a program
+ * the host lacks is the shell's exit 127 here, not a daemon that dies in its
+ * log after we reported it started). With $NB_STDIN=1 the script's stdin (the
  * secret) is copied into a 0600 file that is unlinked before the daemon starts:
  * only the daemon's descriptor remains, and it can be opened as /dev/stdin.
  * `setsid` does not fork (a background job is not a group leader), so `$!` is the daemon.
  */
 export const DAEMON_SCRIPT = [
   'umask 077',
-  'log=$1; shift',
+  'log=$1; prog=$2; shift 2',
+  'command -v "$prog" >/dev/null 2>&1 || { echo "nodeboot-daemon: $prog: command not found" >&2; exit 127; }',
   'mkdir -p -- "$(dirname -- "$log")" || exit 1',
   'if [ "$NB_STDIN" = 1 ]; then',
   '  d=/dev/shm; [ -d "$d" ] && [ -w "$d" ] || d=${TMPDIR:-/tmp}',
@@ -118,6 +121,7 @@ export function daemonArgv(command: string, args: readonly string[], opts: Daemo
     DAEMON_SCRIPT,
     'nodeboot-daemon',
     opts.logFile,
+    command,
     ...remoteArgv(command, args, { env: opts.env, uid: opts.uid, gid: opts.gid }),
   ];
 }
@@ -340,7 +344,7 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
     label,
     run: (command, args, o = {}) => runRemote(remoteCommandLine(remoteArgv(command, args, o), o.cwd), path.basename(command), o, command),
     async spawnDaemon(command, args, o) {
-      const r = await runRemote(remoteCommandLine(daemonArgv(command, args, o)), path.basename(command), { input: o.input ?? '', timeoutMs: 30_000 });
+      const r = await runRemote(remoteCommandLine(daemonArgv(command, args, o)), path.basename(command), { input: o.input ?? '', timeoutMs: 30_000 }, command);
       const pid = Number(r.stdout.trim().split('\n').pop());
       if (!Number.isInteger(pid) || pid <= 1) throw new ToolError('ToolFailed', `${path.basename(command)} on ${label} did not report a pid`, path.basename(command));
       return pid;

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { SshHostSpec } from '../../common/input.js';
 import { NetnsName, parseName } from '../../common/names.js';
-import { exitFailure, isProgramMissing, programMissingError, runCommand, scrubbedEnv, ToolError, type RunOptions, type RunResult } from './exec.js';
+import { exitFailure, findsProgram, isProgramMissing, programMissingError, runCommand, scrubbedEnv, ToolError, type RunOptions, type RunResult } from './exec.js';
 import { sshTransport } from './ssh.js';
 
 export interface DaemonOptions {
@@ -82,7 +82,13 @@ export function netnsTransport(netns: string): HostTransport {
       if (/Cannot open network namespace/.test(r.stderr)) throw new ToolError('HostUnreachable', `network namespace ${ns} does not exist`, 'ip', r.exitCode);
       throw exitFailure(command, args, r, label);
     },
-    spawnDaemon: (command, args, opts) => spawnDetached('ip', [...prefix, command, ...args], opts),
+    async spawnDaemon(command, args, opts) {
+      // `ip netns exec` would start, fail to exec and leave only a line in the
+      // daemon's log; the namespace shares our filesystem, so look the program up
+      // first, on the PATH the daemon gets.
+      if (!findsProgram(command, scrubbedEnv(opts.env).PATH ?? '')) throw programMissingError(command, `netns ${ns}`);
+      return spawnDetached('ip', [...prefix, command, ...args], opts);
+    },
   };
 }
 

@@ -151,6 +151,13 @@ describe('ssh host transport on a real sshd', () => {
     // ip netns exec: exit 255, `exec of "..." failed`.
     await over(lab.nodeTransport('n2'));
     await over(lab.nodeTransport('n2'), { allowNonZeroExit: true });
+    // A daemon too: refused before it is reported started (its log would be the only trace).
+    for (const tr of [t, lab.nodeTransport('n2')]) {
+      const logFile = path.join(side.dir, 'home', `missing-daemon-${tr.kind}.log`);
+      const err = await tr.spawnDaemon(missing, ['run'], { logFile }).catch((e: unknown) => e);
+      expect(err, tr.label).toBeInstanceOf(ToolError);
+      expect((err as ToolError).type, (err as ToolError).message).toBe('ToolMissing');
+    }
     // A program that runs and itself cannot find something is that program's failure.
     expect(await typeOf(t.run('sh', ['-c', missing]))).toBe('ToolFailed');
     expect(await typeOf(lab.nodeTransport('n2').run('sh', ['-c', missing]))).toBe('ToolFailed');

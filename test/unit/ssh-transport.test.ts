@@ -31,6 +31,19 @@ describe('ssh remote quoting', () => {
     expect(remoteCommandLine(['ls'], "/srv/it's")).toBe(`cd '/srv/it'\\''s' && 'ls'`);
   });
 
+  it('the daemon script refuses a program the host lacks with the shell\'s exit 127 before starting anything', () => {
+    const line = remoteCommandLine(daemonArgv('nodeboot-no-such-tool', ['run'], { logFile: '/nonexistent-dir/never/a.log' }));
+    let r: { status: number | null; stderr: string };
+    try {
+      execFileSync('sh', ['-c', line], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      r = { status: 0, stderr: '' };
+    } catch (e) {
+      r = e as { status: number; stderr: string };
+    }
+    expect(r.status).toBe(127);
+    expect(isProgramMissing('nodeboot-no-such-tool', 127, r.stderr)).toBe(true);
+  });
+
   it('a POSIX shell splits the quoted line back into exactly the original words', () => {
     const line = remoteCommandLine(['printf', '%s\\0', ...HOSTILE]);
     const out = execFileSync('sh', ['-c', line], { encoding: 'utf8' });
@@ -46,7 +59,7 @@ describe('ssh remote quoting', () => {
   it('a daemon gets its log file and argv as positional words, never inside the script', () => {
     const argv = daemonArgv('spire-agent', ['run', '-config', '/dev/stdin'], { logFile: '/var/log/a.log', input: 'secret' });
     expect(argv.slice(0, 4)).toEqual(['env', 'NB_STDIN=1', 'sh', '-c']);
-    expect(argv.slice(5)).toEqual(['nodeboot-daemon', '/var/log/a.log', 'spire-agent', 'run', '-config', '/dev/stdin']);
+    expect(argv.slice(5)).toEqual(['nodeboot-daemon', '/var/log/a.log', 'spire-agent', 'spire-agent', 'run', '-config', '/dev/stdin']);
     expect(argv.join(' ')).not.toContain('secret');
   });
 });
