@@ -12,6 +12,7 @@ import { createInventoryActivities } from './inventory/index.js';
 import type { Ledger } from './inventory/ledger.js';
 import type { BowtieTrust } from './overlay/bowtie/trust.js';
 import { createOverlayDriverSteps } from './overlay/index.js';
+import { createPreflight } from './preflight.js';
 import { createSpireSteps } from './spire/steps.js';
 import type { Activities, FleetActivities } from './types.js';
 import { createWorkloadSteps } from './workloads/steps.js';
@@ -32,6 +33,7 @@ export interface ActivityDeps {
 export function createActivities(deps: ActivityDeps): Activities & FleetActivities {
   const shared = { ledger: deps.ledger, transport: deps.transport ?? transportFor, signal: activitySignal, env: deps.env, bowtie: deps.bowtie };
   return withBoundary<Activities & FleetActivities>({
+    ...createPreflight(shared),
     ...createOverlayDriverSteps(shared),
     ...createSpireSteps(shared),
     ...createWorkloadSteps(shared),

@@ -76,6 +76,11 @@ export interface WorkloadsEvidence {
   }[];
 }
 
+/** What the read-only preflight checked before step 1 (activities/preflight.ts). */
+export interface PreflightEvidence {
+  checks: { name: string; detail: string }[];
+}
+
 export interface StepEvidence {
   installOverlay: InstallEvidence;
   issueOverlayKey: KeyEvidence;
@@ -110,6 +115,8 @@ export interface LedgerEvent {
 
 /** Everything the provisionNode / decommissionNode workflows call. */
 export interface Activities {
+  /** Read-only checks of the input against the fabric, before step 1 changes anything. */
+  preflight(req: StepRequest): Promise<PreflightEvidence>;
   installOverlay(req: StepRequest): Promise<InstallEvidence>;
   issueOverlayKey(req: StepRequest): Promise<KeyEvidence>;
   gatePeerHealth(req: StepRequest): Promise<HealthEvidence>;

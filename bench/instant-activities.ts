@@ -13,6 +13,9 @@ export function instantActivities(): Activities & FleetActivities {
   let next = 10;
   const removed = async () => ({ removed: [] });
   return {
+    async preflight() {
+      return { checks: [] };
+    },
     async installOverlay({ input }) {
       return { interface: input.overlay.interface ?? defaultInterfaceName(input.nodeId), toolVersion: 'simulated', alreadyPresent: false };
     },

@@ -19,6 +19,7 @@ import {
   condition,
   isCancellation,
   log,
+  patched,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
@@ -40,7 +41,7 @@ import {
 } from './definitions.js';
 import { compensatedFailure, describeFailure, validateInput, validationRules } from './failures.js';
 import { ledgerFor, type RecordEvent } from './ledger.js';
-import { activitiesFor } from './proxies.js';
+import { activitiesFor, PREFLIGHT_PATCH } from './proxies.js';
 import { Compensations } from './saga.js';
 
 /** Provision one node. Returns the receipt; fails with the failing step's error type after compensating. */
@@ -50,6 +51,7 @@ export async function provisionNode(rawInput: ProvisionInputJson): Promise<Provi
   const acts = activitiesFor(input);
   try {
     await run.begin(input, acts.recordEvent);
+    if (patched(PREFLIGHT_PATCH)) await run.preflight(acts.preflight); // read-only: nothing to undo
     const installed = await run.step('installOverlay', acts.installOverlay, acts.undoInstallOverlay);
     const key = await run.step('issueOverlayKey', acts.issueOverlayKey, acts.undoIssueOverlayKey);
     const health = await run.step('gatePeerHealth', acts.gatePeerHealth, null); // read-only: nothing to undo
@@ -127,6 +129,23 @@ class ProvisionRun {
     ]);
     this.record = ledgerFor(recordEvent, input.nodeId);
     await this.record('workflow', 'started', { detail: { segment: input.segment, onFailure: input.onFailure } });
+  }
+
+  /**
+   * The read-only checks before step 1. A failure is the run's (no step ran):
+   * it fails the run at once, with nothing to undo.
+   */
+  async preflight(check: (req: StepRequest) => Promise<unknown>): Promise<void> {
+    try {
+      await check(this.request());
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      const info = describeFailure('workflow', err);
+      this.status.lastFailure = info;
+      upsertSearchAttributes([{ key: ErrorTypeKey, value: info.type }]);
+      await this.record('workflow', 'failed', { errorType: info.type, detail: { check: 'preflight', message: info.message } });
+      throw err;
+    }
   }
 
   /**

@@ -21,6 +21,16 @@ const LEDGER_TIMEOUT_MS = 30_000;
 export const LEDGER_LOCAL_PATCH = 'ledger-events-as-local-activities';
 
 /**
+ * Runs started after this patch run the read-only `preflight` activity before
+ * step 1 (an input at odds with the fabric fails before the node changes).
+ * Runs recorded before it (test/replay/histories) go straight to step 1.
+ */
+export const PREFLIGHT_PATCH = 'preflight-before-install';
+
+/** The preflight only reads (the SPIRE server's bundle, ...): a fixed, short deadline. */
+const PREFLIGHT_TIMEOUT_MS = 60_000;
+
+/**
  * Long steps must heartbeat at least this often: a quarter of the step's
  * start-to-close, between 5 s and 30 s. A dead worker is then noticed in
  * seconds rather than at the deadline, and a cancellation reaches the activity.
@@ -65,6 +75,7 @@ export function activitiesFor(input: ProvisionInput) {
     : proxyActivities<Activities>({ retry: base.retry, startToCloseTimeout: LEDGER_TIMEOUT_MS });
 
   return {
+    preflight: proxyActivities<Activities>({ ...base, startToCloseTimeout: PREFLIGHT_TIMEOUT_MS, heartbeatTimeout: heartbeatTimeoutMs(PREFLIGHT_TIMEOUT_MS / 1000), summary: 'preflight: read-only checks before step 1' }).preflight,
     installOverlay: step(t.installOverlay, STEP_TITLES.installOverlay).installOverlay,
     issueOverlayKey: step(t.issueOverlayKey, STEP_TITLES.issueOverlayKey).issueOverlayKey,
     gatePeerHealth: step(t.gatePeerHealth, STEP_TITLES.gatePeerHealth).gatePeerHealth,

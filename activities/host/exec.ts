@@ -8,6 +8,7 @@
  * is sanitized: raw subprocess output is never attached, because it may hold a key.
  */
 import { execa, type Options as ExecaOptions } from 'execa';
+import { accessSync, constants, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { redactSecrets, type ErrorType } from '../../common/errors.js';
@@ -67,6 +68,57 @@ export function summarizeStderr(stderr: string, max = 300): string {
   return text.length > max ? `…${text.slice(-max)}` : text;
 }
 
+const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * True when a wrapper reports that `command` itself could not be executed
+ * because it is not there, as opposed to `command` running and failing:
+ *   - `ip netns exec` prints `exec of "wg" failed: No such file or directory` (and
+ *     exits 1 in iproute2 6.1, 255 in others: the line decides, not the code);
+ *   - a remote shell (ssh), `env` or `setpriv` exits 127 with `wg: command not found`
+ *     (bash), `wg: not found` (dash), `command not found: wg` (zsh), or
+ *     `/usr/bin/wg: No such file or directory` / `failed to execute wg: No such file or directory`.
+ * The name in the message must be the one we asked for, so a tool that exits 127
+ * because *it* could not run something else stays that tool's own failure.
+ */
+export function isProgramMissing(command: string, exitCode: number, stderr: string): boolean {
+  const name = escapeRe(command);
+  if (exitCode === 0) return false;
+  if (new RegExp(`^exec of "${name}" failed: No such file or directory\\r?$`, 'm').test(stderr)) return true;
+  if (exitCode !== 127) return false;
+  return new RegExp(`(?:^|[\\s:'"\u2018\`])${name}['"\u2019]?: (?:command not found|not found|No such file or directory)\\r?$|command not found: ${name}\\r?$`, 'm').test(stderr);
+}
+
+/**
+ * True when `command` resolves to an executable file the way execvp would
+ * resolve it with `PATH` (a name with a slash is taken as a path).
+ */
+export function findsProgram(command: string, PATH: string): boolean {
+  const executable = (file: string) => {
+    try {
+      accessSync(file, constants.X_OK);
+      return statSync(file).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (command.includes('/')) return executable(command);
+  return PATH.split(':').some((dir) => dir !== '' && executable(path.join(dir, command)));
+}
+
+/** The ToolMissing error for a program that `where` ("netns nb-x-n1", "ssh root@h:22") does not have. */
+export function programMissingError(command: string, where: string, exitCode?: number): ToolError {
+  const tool = path.basename(command);
+  return new ToolError('ToolMissing', `${tool} is not installed on ${where} (${command} was not found)`, tool, exitCode);
+}
+
+/** The ToolFailed error for a command that ran and exited non-zero: the tail of its stderr, redacted. */
+export function exitFailure(command: string, args: readonly string[], r: RunResult, where?: string): ToolError {
+  const tool = path.basename(command);
+  const on = where ? ` on ${where}` : '';
+  return new ToolError('ToolFailed', `${tool} ${args[0] ?? ''}${on} exited ${r.exitCode}: ${summarizeStderr(r.stderr)}`, tool, r.exitCode);
+}
+
 export async function runCommand(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const tool = path.basename(file);
   const execaOpts: ExecaOptions = {
@@ -103,7 +155,7 @@ export async function runCommand(file: string, args: readonly string[], opts: Ru
   }
   const exitCode = r.exitCode ?? 0;
   if (exitCode !== 0 && !opts.allowNonZeroExit) {
-    throw new ToolError('ToolFailed', `${tool} ${args[0] ?? ''} exited ${exitCode}: ${summarizeStderr(stderr)}`, tool, exitCode);
+    throw exitFailure(file, args, { stdout, stderr, exitCode });
   }
   return { stdout, stderr, exitCode };
 }

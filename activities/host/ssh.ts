@@ -15,17 +15,22 @@
  *   0600 file on the remote host, so the daemon can open `/dev/stdin` as a file.
  * - ssh's own failures (exit 255 with ssh's messages) are `HostUnreachable`
  *   (transient), except a refused key, `HostAuthRejected` (permanent: a retry
- *   offers the same key); the remote command's exit status is the command's.
+ *   offers the same key); the remote command's exit status is the command's,
+ *   except a program the host does not have (exit 127, the shell's "not found"):
+ *   `ToolMissing` (permanent).
+ * - A known_hosts or identity file missing on the worker is a configuration
+ *   error (`InvalidInput` naming `host.knownHostsFile` / `host.identityFile`),
+ *   found before ssh runs: it is not a host key mismatch.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ErrorType } from '../../common/errors.js';
 import { SshHostSpec } from '../../common/input.js';
 import { NetnsName, parseName } from '../../common/names.js';
-import { runCommand, scrubbedEnv, summarizeStderr, ToolError, type RunOptions, type RunResult } from './exec.js';
+import { isProgramMissing, programMissingError, runCommand, scrubbedEnv, summarizeStderr, ToolError, type RunOptions, type RunResult } from './exec.js';
 import type { DaemonOptions, HostTransport } from './transport.js';
 
 export interface SshTransportOptions {
@@ -83,14 +88,17 @@ export function remoteArgv(command: string, args: readonly string[], opts: Pick<
 
 /**
  * Start `"$@"` detached on the remote host (own session, stdio to the log file),
- * print its pid. $1 is the log file. With $NB_STDIN=1 the script's stdin (the
+ * print its pid. $1 is the log file, $2 the program (checked first: a program
+ * the host lacks is the shell's exit 127 here, not a daemon that dies in its
+ * log after we reported it started). With $NB_STDIN=1 the script's stdin (the
  * secret) is copied into a 0600 file that is unlinked before the daemon starts:
  * only the daemon's descriptor remains, and it can be opened as /dev/stdin.
  * `setsid` does not fork (a background job is not a group leader), so `$!` is the daemon.
  */
 export const DAEMON_SCRIPT = [
   'umask 077',
-  'log=$1; shift',
+  'log=$1; prog=$2; shift 2',
+  'command -v "$prog" >/dev/null 2>&1 || { echo "nodeboot-daemon: $prog: command not found" >&2; exit 127; }',
   'mkdir -p -- "$(dirname -- "$log")" || exit 1',
   'if [ "$NB_STDIN" = 1 ]; then',
   '  d=/dev/shm; [ -d "$d" ] && [ -w "$d" ] || d=${TMPDIR:-/tmp}',
@@ -113,14 +121,22 @@ export function daemonArgv(command: string, args: readonly string[], opts: Daemo
     DAEMON_SCRIPT,
     'nodeboot-daemon',
     opts.logFile,
+    command,
     ...remoteArgv(command, args, { env: opts.env, uid: opts.uid, gid: opts.gid }),
   ];
 }
 
+/*
+ * ssh and the remote command share stderr, and a remote command may exit 255
+ * too, so ssh's own verdicts are matched as ssh prints them: whole lines, in
+ * ssh's words. A tool on the node that prints "open x: Permission denied (13)"
+ * is that tool's failure, not a refused key.
+ */
 /** ssh's own messages that mean the host key is unknown or not the pinned one. */
-const HOST_KEY_FAILURE = /Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|POSSIBLE DNS SPOOFING|No [A-Z0-9-]+ host key is known for|host key for \S+ has changed/i;
-/** ssh's own messages that mean the server refused every key we offered. */
-const AUTH_FAILURE = /Permission denied \(|Too many authentication failures/i;
+const HOST_KEY_FAILURE =
+  /^Host key verification failed\.|^@\s+WARNING: (?:REMOTE HOST IDENTIFICATION HAS CHANGED|POSSIBLE DNS SPOOFING)|^No [A-Z0-9-]+ host key is known for |^Host key for \S+ has changed/im;
+/** ssh's own messages that mean the server refused every key we offered (`root@h: Permission denied (publickey).`). */
+const AUTH_FAILURE = /^(?:[^\s@]+@\S+: )?Permission denied \([a-z0-9-]+(?:,[a-z0-9-]+)*\)\.\r?$|^Received disconnect from \S+ port \d+:\d+: Too many authentication failures/im;
 /** ssh's own messages that mean we never got a session (network, sshd). */
 const CONNECT_FAILURE =
   /ssh: connect to host|Connection refused|Connection timed out|No route to host|Network is unreachable|Could not resolve hostname|Connection closed by|Connection reset by|kex_exchange_identification|banner exchange|Broken pipe|Cannot open network namespace|Operation timed out/i;
@@ -223,7 +239,28 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
       r.exitCode,
     );
 
+  /**
+   * The worker-side files the spec names must exist before ssh runs: without
+   * its known_hosts file ssh reports every host key as unknown, which would
+   * read as HostKeyMismatch (a security failure that bans the agent) when the
+   * worker is only misconfigured.
+   */
+  function checkClientFiles(): void {
+    for (const field of ['knownHostsFile', 'identityFile'] as const) {
+      const file = spec[field];
+      let ok = false;
+      try {
+        ok = statSync(file).isFile();
+        accessSync(file, constants.R_OK);
+      } catch {
+        ok = false;
+      }
+      if (!ok) throw new ToolError('InvalidInput', `host.${field} ${file} is not a readable file on the worker`, 'ssh');
+    }
+  }
+
   async function ensureMaster(signal?: AbortSignal): Promise<void> {
+    checkClientFiles();
     if (controlPath === undefined) return;
     const cp = controlPath;
     if (existsSync(cp)) return;
@@ -275,7 +312,8 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
     }
   }
 
-  async function runRemote(remote: string, what: string, opts: RunOptions): Promise<RunResult> {
+  /** Run one remote command line. `program` is the command as asked for (to tell "not installed" apart). */
+  async function runRemote(remote: string, what: string, opts: RunOptions, program?: string): Promise<RunResult> {
     await ensureMaster(opts.signal);
     const plan = planSsh(spec, remote, { controlPath, master: 'no', persistSeconds, clientNetns });
     let r: RunResult;
@@ -293,6 +331,8 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
     }
     const type = classifySshExit(r.exitCode, r.stderr);
     if (type) throw fail(type, r, what);
+    // Not the remote program's verdict (even for callers that read non-zero exits): it is not installed.
+    if (program !== undefined && isProgramMissing(program, r.exitCode, r.stderr)) throw programMissingError(program, label, r.exitCode);
     if (r.exitCode !== 0 && !opts.allowNonZeroExit) {
       throw new ToolError('ToolFailed', `${what} on ${label} exited ${r.exitCode}: ${summarizeStderr(r.stderr)}`, what, r.exitCode);
     }
@@ -302,9 +342,9 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
   return {
     kind: 'ssh',
     label,
-    run: (command, args, o = {}) => runRemote(remoteCommandLine(remoteArgv(command, args, o), o.cwd), path.basename(command), o),
+    run: (command, args, o = {}) => runRemote(remoteCommandLine(remoteArgv(command, args, o), o.cwd), path.basename(command), o, command),
     async spawnDaemon(command, args, o) {
-      const r = await runRemote(remoteCommandLine(daemonArgv(command, args, o)), path.basename(command), { input: o.input ?? '', timeoutMs: 30_000 });
+      const r = await runRemote(remoteCommandLine(daemonArgv(command, args, o)), path.basename(command), { input: o.input ?? '', timeoutMs: 30_000 }, command);
       const pid = Number(r.stdout.trim().split('\n').pop());
       if (!Number.isInteger(pid) || pid <= 1) throw new ToolError('ToolFailed', `${path.basename(command)} on ${label} did not report a pid`, path.basename(command));
       return pid;

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { SshHostSpec } from '../../common/input.js';
 import { NetnsName, parseName } from '../../common/names.js';
-import { runCommand, scrubbedEnv, ToolError, type RunOptions, type RunResult } from './exec.js';
+import { exitFailure, findsProgram, isProgramMissing, programMissingError, runCommand, scrubbedEnv, ToolError, type RunOptions, type RunResult } from './exec.js';
 import { sshTransport } from './ssh.js';
 
 export interface DaemonOptions {
@@ -71,22 +71,25 @@ export function netnsTransport(netns: string): HostTransport {
   return {
     kind: 'netns',
     label: `netns ${ns}`,
-    async run(command, args, opts) {
-      try {
-        return await runCommand('ip', [...prefix, command, ...args], opts);
-      } catch (err) {
-        throw reclassifyNetnsError(err, ns);
-      }
+    async run(command, args, opts = {}) {
+      const label = `netns ${ns}`;
+      const r = await runCommand('ip', [...prefix, command, ...args], { ...opts, allowNonZeroExit: true });
+      if (r.exitCode === 0) return r;
+      // A program the node does not have is never the program's own verdict,
+      // not even for callers that read non-zero exits: retrying cannot install it.
+      if (isProgramMissing(command, r.exitCode, r.stderr)) throw programMissingError(command, label, r.exitCode);
+      if (opts.allowNonZeroExit) return r;
+      if (/Cannot open network namespace/.test(r.stderr)) throw new ToolError('HostUnreachable', `network namespace ${ns} does not exist`, 'ip', r.exitCode);
+      throw exitFailure(command, args, r, label);
     },
-    spawnDaemon: (command, args, opts) => spawnDetached('ip', [...prefix, command, ...args], opts),
+    async spawnDaemon(command, args, opts) {
+      // `ip netns exec` would start, fail to exec and leave only a line in the
+      // daemon's log; the namespace shares our filesystem, so look the program up
+      // first, on the PATH the daemon gets.
+      if (!findsProgram(command, scrubbedEnv(opts.env).PATH ?? '')) throw programMissingError(command, `netns ${ns}`);
+      return spawnDetached('ip', [...prefix, command, ...args], opts);
+    },
   };
-}
-
-function reclassifyNetnsError(err: unknown, ns: string): unknown {
-  if (err instanceof ToolError && /Cannot open network namespace/.test(err.message)) {
-    return new ToolError('HostUnreachable', `network namespace ${ns} does not exist`, 'ip');
-  }
-  return err;
 }
 
 async function spawnDetached(file: string, args: string[], opts: DaemonOptions): Promise<number> {

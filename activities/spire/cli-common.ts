@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import type { ErrorType } from '../../common/errors.js';
-import { summarizeStderr, ToolError, type RunOptions, type RunResult } from '../host/exec.js';
+import { isProgramMissing, summarizeStderr, ToolError, type RunOptions, type RunResult } from '../host/exec.js';
 import type { HostTransport } from '../host/transport.js';
 
 /** Which SPIRE binary to run on the target and how. */
@@ -25,8 +25,6 @@ export interface SpireCliTarget {
 const UNAVAILABLE =
   /connection error|connect: no such file or directory|connect: connection refused|code = Unavailable|error while dialing|unable to determine health|context deadline exceeded|code = DeadlineExceeded/i;
 
-/** `ip netns exec` (or a shell on an SSH host) reporting that the program is not there. */
-const NOT_INSTALLED = /exec of "[^"]*" failed: No such file or directory|command not found/i;
 
 export async function runSpire(
   target: SpireCliTarget,
@@ -41,7 +39,7 @@ export async function runSpire(
     allowNonZeroExit: true,
     ...opts,
   });
-  assertReachedHost(target.transport, r, defaultBinary);
+  assertReachedHost(target.transport, r, defaultBinary, tool);
   return { ...r, tool: defaultBinary };
 }
 
@@ -49,12 +47,13 @@ export async function runSpire(
  * With `allowNonZeroExit` the transport cannot tell "the tool said no" from "the
  * tool never ran"; sort the latter out before reading the tool's verdict.
  */
-export function assertReachedHost(transport: HostTransport, r: RunResult, program: string): void {
+export function assertReachedHost(transport: HostTransport, r: RunResult, program: string, command = program): void {
   if (r.exitCode === 0) return;
   if (/Cannot open network namespace/.test(r.stderr)) {
     throw new ToolError('HostUnreachable', `${transport.label} does not exist`, program, r.exitCode);
   }
-  if (NOT_INSTALLED.test(r.stderr)) {
+  // The netns and ssh transports already raise this; kept for transports that return the raw exit.
+  if (isProgramMissing(command, r.exitCode, r.stderr)) {
     throw new ToolError('ToolMissing', `${program} is not installed on ${transport.label} (run "npm run tools")`, program, r.exitCode);
   }
 }

@@ -6,6 +6,8 @@
  * to our closed error types with sanitized messages:
  *   - nothing answering on the admin socket   -> SpireServerUnavailable (transient)
  *   - a registration entry the server refuses -> EntryRejected (permanent)
+ *   - a join token request the server refuses as InvalidArgument (an alias
+ *     outside its trust domain)            -> InvalidInput (permanent)
  *   - anything else                           -> ToolFailed (transient)
  *
  * Two traps of the real CLI handled here:
@@ -17,7 +19,7 @@
 import { inspect } from 'node:util';
 import { z } from 'zod';
 import { SafePath, SpiffeId, parseName } from '../../common/names.js';
-import { ToolError } from '../host/exec.js';
+import { summarizeStderr, ToolError } from '../host/exec.js';
 import {
   cliFailure,
   GrpcCode,
@@ -279,9 +281,18 @@ export async function healthcheck(t: SpireServerTarget, opts: { shallow?: boolea
 
 /** The trust bundle's X.509 authorities as PEM (one CERTIFICATE block each). */
 export async function bundleShow(t: SpireServerTarget): Promise<string> {
+  return (await bundle(t)).pem;
+}
+
+/** The server's own trust domain, as its bundle names it (`bundle show -output json` prints `trust_domain`). */
+export async function bundleTrustDomain(t: SpireServerTarget): Promise<string> {
+  return (await bundle(t)).trustDomain;
+}
+
+async function bundle(t: SpireServerTarget): Promise<{ trustDomain: string; pem: string }> {
   const r = await call(t, serverArgv.bundleShow(t), 'bundle show');
   const b = parseJsonOutput(r.stdout, BundleJson, TOOL, 'bundle show');
-  return b.x509_authorities.map((a) => derToPem(a.asn1)).join('');
+  return { trustDomain: b.trust_domain, pem: b.x509_authorities.map((a) => derToPem(a.asn1)).join('') };
 }
 
 /**
@@ -290,7 +301,19 @@ export async function bundleShow(t: SpireServerTarget): Promise<string> {
  * a secret: pass `.value` only to the agent's stdin, never log or return it.
  */
 export async function tokenGenerate(t: SpireServerTarget, o: { spiffeId: string; ttlSeconds: number }): Promise<JoinToken> {
-  const r = await call(t, serverArgv.tokenGenerate(t, o), 'token generate');
+  const r = await runSpire(t, TOOL, serverArgv.tokenGenerate(t, o));
+  if (r.exitCode !== 0 && /code = InvalidArgument/.test(r.stderr)) {
+    // The server refuses the request itself (an alias outside its trust domain:
+    // "invalid agent ID ... is not a member of trust domain"): every retry would
+    // send the same request, so this is the input's fault, not an outage.
+    throw new ToolError(
+      'InvalidInput',
+      `spire-server token generate refused the node alias ${o.spiffeId} (check spire.trustDomain): ${summarizeStderr(r.stderr, 240)}`,
+      TOOL,
+      r.exitCode,
+    );
+  }
+  if (r.exitCode !== 0) throw cliFailure(r, 'token generate', 'SpireServerUnavailable');
   const tok = parseJsonOutput(r.stdout, TokenJson, TOOL, 'token generate');
   return new JoinToken(tok.value, tok.expires_at);
 }
@@ -379,15 +402,34 @@ export async function agentList(t: SpireServerTarget, filter: { attestationType?
  * goes with it) and it must re-attest. Returns false when it was not there.
  */
 export async function agentEvict(t: SpireServerTarget, spiffeId: string): Promise<boolean> {
-  return agentAction(t, serverArgv.agentEvict(t, spiffeId), 'agent evict');
+  return agentAction(t, spiffeId, serverArgv.agentEvict, 'agent evict');
 }
 
 /** Ban an agent: it stays listed as banned and cannot re-attest. Returns false when it was not there. */
 export async function agentBan(t: SpireServerTarget, spiffeId: string): Promise<boolean> {
-  return agentAction(t, serverArgv.agentBan(t, spiffeId), 'agent ban');
+  return agentAction(t, spiffeId, serverArgv.agentBan, 'agent ban');
 }
 
-async function agentAction(t: SpireServerTarget, args: string[], what: string): Promise<boolean> {
+const JOIN_TOKEN_AGENT_PATH = /^spiffe:\/\/[^/]+\/spire\/agent\/join_token\//;
+
+/**
+ * Why a join-token agent's ID may go on argv here (and, over SSH, into the
+ * remote shell line), although it embeds the token: the CLI takes the ID only
+ * as `-spiffeID` (cmd/spire-server/cli/agent/evict.go, ban.go; no stdin form),
+ * and we pass it only for an agent that `agent list` shows, i.e. one that has
+ * attested. The server deletes a join token when an agent attests with it,
+ * before anything else (attestJoinToken in pkg/server/api/agent/v1/service.go),
+ * and refuses it ever after ("join token does not exist or has already been
+ * used"). Its ID is then a name only: SPIRE authenticates the agent by its SVID's
+ * key, not by its ID. An ID the server does not list (a token minted but never
+ * used: still a live secret until its TTL) never reaches argv.
+ */
+async function agentAction(t: SpireServerTarget, spiffeId: string, argv: (t: SpireServerTarget, id: string) => string[], what: string): Promise<boolean> {
+  const args = argv(t, spiffeId); // validates the ID before anything runs
+  if (JOIN_TOKEN_AGENT_PATH.test(spiffeId)) {
+    const attested = await agentList(t, { attestationType: 'join_token' });
+    if (!attested.some((a) => a.spiffeId === spiffeId)) return false;
+  }
   const r = await runSpire(t, TOOL, args);
   if (r.exitCode === 0) return true;
   if (/code = NotFound/.test(r.stderr)) return false;

@@ -59,7 +59,7 @@ flags (every command):
                            TEMPORAL_TLS=true|false  force TLS on or off
                            TEMPORAL_API_KEY       API key (environment only; implies TLS)
   --connect-timeout SEC    NODEBOOT_CONNECT_TIMEOUT (default 10): then exit 6
-  --database-url URL       DATABASE_URL (history)
+                           DATABASE_URL           the inventory ledger (history; environment only)
   -h, --help
 
 flags (some commands):
@@ -124,6 +124,7 @@ const OPTIONS = {
   'tls-ca': { type: 'string' },
   'tls-server-name': { type: 'string' },
   'connect-timeout': { type: 'string' },
+  // Removed (a password in argv is readable by every user through ps); parsed only to say so.
   'database-url': { type: 'string' },
 } as const satisfies NonNullable<ParseArgsConfig['options']>;
 
@@ -173,6 +174,14 @@ export function parseCommandLine(argv: string[]): ParsedCommand {
     throw usage(err instanceof Error ? err.message.replace(/\. To specify a positional.*$/s, '') : String(err));
   }
   const { values, positionals } = parsed;
+  if (values['database-url'] !== undefined) {
+    // Never echo the value: it holds the database password.
+    throw new CliError(EXIT.INVALID, '--database-url is not accepted: a password on the command line is visible to every user (ps); set DATABASE_URL in the environment instead', {
+      code: 'USAGE',
+      fields: [{ path: '--database-url', message: 'use the DATABASE_URL environment variable' }],
+      suggestion: 'DATABASE_URL=postgres://... nodeboot history <node>',
+    });
+  }
   const wantsJson = values.json === true;
   if (values.help || positionals[0] === 'help') return { command: 'help', target: undefined, flags: Flags.parse({ json: wantsJson, help: true }), config: {} };
   const [name] = positionals;

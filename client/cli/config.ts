@@ -29,7 +29,7 @@ export const CliConfig = z
     TEMPORAL_API_KEY: opt(z.string().min(1).max(8192).optional()),
     /** Seconds to wait for Temporal to answer before exiting 6. */
     NODEBOOT_CONNECT_TIMEOUT: opt(z.coerce.number().positive().max(600).default(10)),
-    /** The inventory ledger, for `history`. */
+    /** The inventory ledger, for `history`. Environment only: its password would show in `ps` as a flag. */
     DATABASE_URL: opt(z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').default('postgres://postgres@127.0.0.1:5432/nodeboot')),
   })
   .superRefine((c, ctx) => {
@@ -50,7 +50,6 @@ export const CONFIG_FLAGS = {
   'tls-ca': 'TEMPORAL_TLS_CA',
   'tls-server-name': 'TEMPORAL_TLS_SERVER_NAME',
   'connect-timeout': 'NODEBOOT_CONNECT_TIMEOUT',
-  'database-url': 'DATABASE_URL',
 } as const satisfies Record<string, keyof CliConfig>;
 export type ConfigFlag = keyof typeof CONFIG_FLAGS;
 

@@ -130,7 +130,7 @@ export function describeError(err: unknown, ctx: { address?: string; nodeId?: st
   }
   const ledgerType = (err as { name?: unknown; type?: unknown } | null)?.name === 'LedgerError' ? String((err as { type: unknown }).type) : undefined;
   if (ledgerType === 'LedgerUnavailable') {
-    return base(EXIT.UNREACHABLE, oneLine(err), { code: 'UNREACHABLE', type: ledgerType, suggestion: 'check DATABASE_URL / --database-url and that PostgreSQL is up' });
+    return base(EXIT.UNREACHABLE, oneLine(err), { code: 'UNREACHABLE', type: ledgerType, suggestion: 'check DATABASE_URL and that PostgreSQL is up' });
   }
   if (ledgerType === 'InvalidInput') return base(EXIT.INVALID, oneLine(err), { code: 'INVALID_CONFIG' });
   return base(EXIT.ERROR, oneLine(err));

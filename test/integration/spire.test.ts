@@ -21,9 +21,11 @@ import { runCommand, TOOLS_BIN, ToolError } from '../../activities/host/exec.js'
 import { netnsTransport, type HostTransport } from '../../activities/host/transport.js';
 import { agentHealthcheck, fetchX509Svid, startAgent, stopAgent, type AgentHandle } from '../../activities/spire/agent-cli.js';
 import {
+  agentBan,
   agentList,
   agentEvict,
   bundleShow,
+  bundleTrustDomain,
   entryCreate,
   entryDelete,
   entryGet,
@@ -151,6 +153,29 @@ function bootstrapScenario(datastore: SpireDatastore) {
       srv = server.target;
       bundlePem = await bundleShow(srv);
       expect(bundlePem).toMatch(/^-----BEGIN CERTIFICATE-----/);
+      // What the preflight compares with spire.trustDomain.
+      expect(await bundleTrustDomain(srv)).toBe(TD);
+    });
+
+    it('refuses a join token for an alias outside its trust domain: InvalidInput naming spire.trustDomain, not a retry', async () => {
+      const err = await tokenGenerate(srv, { spiffeId: `spiffe://other.nodeboot.test/node/${nodeId}`, ttlSeconds: 600 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ToolError);
+      expect((err as ToolError).type).toBe('InvalidInput');
+      expect((err as ToolError).message).toContain('spire.trustDomain');
+    });
+
+    it('never puts an unused join token on argv: evict/ban of an agent that has not attested runs only agent list', async () => {
+      const unused = await tokenGenerate(srv, { spiffeId: `${alias}-unused`, ttlSeconds: 600 });
+      const argv: string[][] = [];
+      const inner = srv.transport;
+      const recording: SpireServerTarget = { ...srv, transport: { ...inner, run: (c, a, o) => (argv.push([c, ...a]), inner.run(c, a, o)) } };
+      expect(await agentEvict(recording, joinTokenAgentId(TD, unused))).toBe(false);
+      expect(await agentBan(recording, joinTokenAgentId(TD, unused))).toBe(false);
+      expect(argv.map((a) => a.slice(1, 3))).toEqual([
+        ['agent', 'list'],
+        ['agent', 'list'],
+      ]);
+      expect(argv.flat().join(' ')).not.toContain(unused.value);
     });
 
     it('attests an agent in the other namespace with a join token passed on stdin', async () => {

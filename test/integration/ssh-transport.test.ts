@@ -136,6 +136,50 @@ describe('ssh host transport on a real sshd', () => {
     expect(await typeOf(t.run('false', []))).toBe('ToolFailed');
   });
 
+  it('a program the node does not have is ToolMissing (not retried), over ssh and through ip netns exec', async () => {
+    const missing = 'nodeboot-no-such-tool';
+    const over = async (tr: HostTransport, o: Parameters<HostTransport['run']>[2] = {}) => {
+      const err = await tr.run(missing, ['--version'], o).catch((e: unknown) => e);
+      expect(err, `${tr.label} ${JSON.stringify(o)}`).toBeInstanceOf(ToolError);
+      expect((err as ToolError).type, (err as ToolError).message).toBe('ToolMissing');
+      expect((err as ToolError).message).toContain(`${missing} is not installed on ${tr.label}`);
+    };
+    // ssh: the remote shell's exit 127; as another uid (setpriv) too; and for callers that read exits themselves.
+    await over(t);
+    await over(t, { uid: 65534, gid: 65534 });
+    await over(t, { allowNonZeroExit: true });
+    // ip netns exec: exit 255, `exec of "..." failed`.
+    await over(lab.nodeTransport('n2'));
+    await over(lab.nodeTransport('n2'), { allowNonZeroExit: true });
+    // A daemon too: refused before it is reported started (its log would be the only trace).
+    for (const tr of [t, lab.nodeTransport('n2')]) {
+      const logFile = path.join(side.dir, 'home', `missing-daemon-${tr.kind}.log`);
+      const err = await tr.spawnDaemon(missing, ['run'], { logFile }).catch((e: unknown) => e);
+      expect(err, tr.label).toBeInstanceOf(ToolError);
+      expect((err as ToolError).type, (err as ToolError).message).toBe('ToolMissing');
+    }
+    // A program that runs and itself cannot find something is that program's failure.
+    expect(await typeOf(t.run('sh', ['-c', missing]))).toBe('ToolFailed');
+    expect(await typeOf(lab.nodeTransport('n2').run('sh', ['-c', missing]))).toBe('ToolFailed');
+  });
+
+  it('a remote tool whose stderr says "Permission denied (" is that tool\'s failure, not HostAuthRejected', async () => {
+    const err = await t.run('sh', ['-c', 'echo "open /etc/x: Permission denied (os error 13)" >&2; exit 255']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ToolError);
+    expect((err as ToolError).type).toBe('ToolFailed');
+    expect((err as ToolError).message).toContain('Permission denied (os error 13)');
+  });
+
+  it('a known_hosts file missing on the worker is InvalidInput naming host.knownHostsFile, not HostKeyMismatch', async () => {
+    const o = labSshOptions(side);
+    const knownHostsFile = path.join(side.dir, 'no-such-known_hosts');
+    const err = await sshTransport({ ...side.spec, knownHostsFile }, { ...o, reuseConnection: false }).run('true', []).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ToolError);
+    expect((err as ToolError).type).toBe('InvalidInput');
+    expect((err as ToolError).message).toContain(`host.knownHostsFile ${knownHostsFile}`);
+    expect(existsSync(knownHostsFile)).toBe(false); // and ssh did not create it
+  });
+
   it('refuses a changed host key (HostKeyMismatch, security) and never re-pins it', async () => {
     const pinned = readFileSync(side.spec.knownHostsFile, 'utf8');
     await rotateHostKey(side);

@@ -15,6 +15,7 @@ import {
   agentEvict,
   agentList,
   bundleShow,
+  bundleTrustDomain,
   entryCreate,
   entryDelete,
   entryShow,
@@ -68,6 +69,17 @@ const TD = 'lab.test';
 const TOKEN = '5b1a4f3e-9c1d-4b7e-8f00-0123456789ab';
 const ENTRY_ID = 'c0ffee00-1111-2222-3333-444455556666';
 
+// What `spire-server agent list -output json` prints for a join-token agent (1.15.3).
+const joinTokenAgent = {
+  id: { trust_domain: TD, path: `/spire/agent/join_token/${TOKEN}` },
+  attestation_type: 'join_token',
+  x509svid_serial_number: '123',
+  x509svid_expires_at: '1763903600',
+  selectors: [{ type: 'join_token', value: TOKEN }],
+  banned: false,
+  can_reattest: false,
+};
+
 // What `spire-server entry create -output json` prints (1.15.3).
 const entryJson = (over: Record<string, unknown> = {}) => ({
   id: ENTRY_ID,
@@ -119,15 +131,15 @@ describe('spire-server argv', () => {
     ['entry delete', (t) => entryDelete({ transport: t, socketPath: SOCK }, ENTRY_ID), ['entry', 'delete', '-socketPath', SOCK, '-output', 'json', '-entryID', ENTRY_ID], JSON.stringify({ results: [{ status: { code: 0, message: 'OK' }, id: ENTRY_ID }] })],
     ['agent list', (t) => agentList({ transport: t, socketPath: SOCK }), ['agent', 'list', '-socketPath', SOCK, '-output', 'json'], JSON.stringify({ agents: [], next_page_token: '' })],
     [
-      'agent evict',
-      (t) => agentEvict({ transport: t, socketPath: SOCK }, joinTokenAgentId(TD, TOKEN)),
-      ['agent', 'evict', '-socketPath', SOCK, '-output', 'json', '-spiffeID', `spiffe://${TD}/spire/agent/join_token/${TOKEN}`],
+      'agent evict (an agent not attested by join token)',
+      (t) => agentEvict({ transport: t, socketPath: SOCK }, `spiffe://${TD}/spire/agent/x509pop/0a1b2c`),
+      ['agent', 'evict', '-socketPath', SOCK, '-output', 'json', '-spiffeID', `spiffe://${TD}/spire/agent/x509pop/0a1b2c`],
       '{}',
     ],
     [
-      'agent ban',
-      (t) => agentBan({ transport: t, socketPath: SOCK }, joinTokenAgentId(TD, TOKEN)),
-      ['agent', 'ban', '-socketPath', SOCK, '-output', 'json', '-spiffeID', `spiffe://${TD}/spire/agent/join_token/${TOKEN}`],
+      'agent ban (an agent not attested by join token)',
+      (t) => agentBan({ transport: t, socketPath: SOCK }, `spiffe://${TD}/spire/agent/x509pop/0a1b2c`),
+      ['agent', 'ban', '-socketPath', SOCK, '-output', 'json', '-spiffeID', `spiffe://${TD}/spire/agent/x509pop/0a1b2c`],
       '{}',
     ],
   ];
@@ -140,6 +152,26 @@ describe('spire-server argv', () => {
     expect(calls[0]!.args).toEqual(argv);
     // never a secret in argv: the token only ever comes back on stdout
     expect(calls[0]!.opts?.allowNonZeroExit).toBe(true);
+  });
+
+  // A join-token agent's ID embeds its token: it may reach argv (and an SSH remote
+  // shell line) only once the server lists the agent as attested, i.e. the token is spent.
+  const listArgv = ['agent', 'list', '-socketPath', SOCK, '-output', 'json', '-attestationType', 'join_token'];
+  it.each([
+    ['evict', agentEvict],
+    ['ban', agentBan],
+  ] as const)('agent %s of a join-token agent: only an attested (token consumed) agent\'s ID reaches argv', async (verb, action) => {
+    const id = joinTokenAgentId(TD, TOKEN);
+    // Not attested (a minted, unused token is still a secret): nothing but the listing runs.
+    const unused = fakeTransport([when(sub('agent', 'list'), { stdout: JSON.stringify({ agents: [], next_page_token: '' }) })]);
+    expect(await action({ transport: unused.transport, socketPath: SOCK }, id)).toBe(false);
+    expect(unused.calls.map((c) => c.args)).toEqual([listArgv]);
+    expect(unused.calls.flatMap((c) => [c.command, ...c.args]).join(' ')).not.toContain(TOKEN);
+
+    // Attested: its token was deleted by the server when the agent used it; the ID is a name now.
+    const spent = fakeTransport([when(sub('agent', 'list'), { stdout: JSON.stringify({ agents: [joinTokenAgent], next_page_token: '' }) }), () => ({ stdout: '{}' })]);
+    expect(await action({ transport: spent.transport, socketPath: SOCK }, id)).toBe(true);
+    expect(spent.calls.map((c) => c.args)).toEqual([listArgv, ['agent', verb, '-socketPath', SOCK, '-output', 'json', '-spiffeID', id]]);
   });
 
   it('honours a custom binary path and timeout', async () => {
@@ -230,6 +262,22 @@ describe('spire-server output parsing', () => {
     await expect(entryShow(t(noBin.transport))).rejects.toMatchObject({ type: 'ToolMissing' });
   });
 
+  it('maps a join token request the server refuses as InvalidArgument (a foreign trust domain) to InvalidInput, not a retry', async () => {
+    // What spire-server 1.15 prints when the alias is outside its trust domain.
+    const stderr = 'Error: rpc error: code = InvalidArgument desc = invalid agent ID: "spiffe://other.test/node/n1" is not a member of trust domain "lab.test"';
+    const { transport } = fakeTransport([() => ({ stderr, exitCode: 1 })]);
+    const err = (await tokenGenerate(t(transport), { spiffeId: 'spiffe://other.test/node/n1', ttlSeconds: 60 }).catch((e: unknown) => e)) as ToolError;
+    expect(err).toBeInstanceOf(ToolError);
+    expect(err.type).toBe('InvalidInput');
+    expect(err.message).toMatch(/spire\.trustDomain/);
+  });
+
+  it('reads the server\'s trust domain from bundle show -output json', async () => {
+    const { transport, calls } = fakeTransport([() => ({ stdout: JSON.stringify({ trust_domain: TD, x509_authorities: [{ asn1: 'AAEC', tainted: false }] }) })]);
+    expect(await bundleTrustDomain(t(transport))).toBe(TD);
+    expect(calls[0]!.args).toEqual(['bundle', 'show', '-socketPath', SOCK, '-output', 'json']);
+  });
+
   it('maps other CLI failures to ToolFailed and never quotes the token', async () => {
     const { transport } = fakeTransport([() => ({ stderr: `Error: something odd happened with ${TOKEN}`, exitCode: 1 })]);
     const err = (await tokenGenerate(t(transport), { spiffeId: `spiffe://${TD}/node/n1`, ttlSeconds: 60 }).catch((e: unknown) => e)) as ToolError;
@@ -310,7 +358,8 @@ describe('spire-server output parsing', () => {
         x509SvidExpiresAt: 1763903600,
       },
     ]);
-    const gone = fakeTransport([() => ({ exitCode: 1, stderr: 'Error: rpc error: code = NotFound desc = agent not found' })]);
+    // Listed a moment ago, gone by the time evict/ban runs: a no-op, not a failure.
+    const gone = fakeTransport([when(sub('agent', 'list'), { stdout: JSON.stringify({ agents: [joinTokenAgent] }) }), () => ({ exitCode: 1, stderr: 'Error: rpc error: code = NotFound desc = agent not found' })]);
     expect(await agentEvict(t(gone.transport), joinTokenAgentId(TD, TOKEN))).toBe(false);
     expect(await agentBan(t(gone.transport), joinTokenAgentId(TD, TOKEN))).toBe(false);
   });

@@ -3,8 +3,12 @@
  * (test/integration/ssh-transport.test.ts runs the same code against a real sshd.)
  */
 import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { classifySshExit, daemonArgv, planSsh, remoteArgv, remoteCommandLine, shellQuote, sshTransport } from '../../activities/host/ssh.js';
+import { isProgramMissing, ToolError } from '../../activities/host/exec.js';
 import { transportFor } from '../../activities/host/transport.js';
 import { HostSpec, SshHostSpec } from '../../common/input.js';
 
@@ -27,6 +31,19 @@ describe('ssh remote quoting', () => {
     expect(remoteCommandLine(['ls'], "/srv/it's")).toBe(`cd '/srv/it'\\''s' && 'ls'`);
   });
 
+  it('the daemon script refuses a program the host lacks with the shell\'s exit 127 before starting anything', () => {
+    const line = remoteCommandLine(daemonArgv('nodeboot-no-such-tool', ['run'], { logFile: '/nonexistent-dir/never/a.log' }));
+    let r: { status: number | null; stderr: string };
+    try {
+      execFileSync('sh', ['-c', line], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      r = { status: 0, stderr: '' };
+    } catch (e) {
+      r = e as { status: number; stderr: string };
+    }
+    expect(r.status).toBe(127);
+    expect(isProgramMissing('nodeboot-no-such-tool', 127, r.stderr)).toBe(true);
+  });
+
   it('a POSIX shell splits the quoted line back into exactly the original words', () => {
     const line = remoteCommandLine(['printf', '%s\\0', ...HOSTILE]);
     const out = execFileSync('sh', ['-c', line], { encoding: 'utf8' });
@@ -42,7 +59,7 @@ describe('ssh remote quoting', () => {
   it('a daemon gets its log file and argv as positional words, never inside the script', () => {
     const argv = daemonArgv('spire-agent', ['run', '-config', '/dev/stdin'], { logFile: '/var/log/a.log', input: 'secret' });
     expect(argv.slice(0, 4)).toEqual(['env', 'NB_STDIN=1', 'sh', '-c']);
-    expect(argv.slice(5)).toEqual(['nodeboot-daemon', '/var/log/a.log', 'spire-agent', 'run', '-config', '/dev/stdin']);
+    expect(argv.slice(5)).toEqual(['nodeboot-daemon', '/var/log/a.log', 'spire-agent', 'spire-agent', 'run', '-config', '/dev/stdin']);
     expect(argv.join(' ')).not.toContain('secret');
   });
 });
@@ -107,10 +124,53 @@ Host key verification failed.`;
     [255, 'Received disconnect from 192.0.2.10 port 22:2: Too many authentication failures', 'HostAuthRejected'],
     [255, 'Cannot open network namespace "nb123456-hub": No such file or directory', 'HostUnreachable'],
     [255, 'remote tool said goodbye', undefined],
+    // A remote tool's own words, even with ssh's phrase in them, are the tool's failure.
+    [255, 'cat: /etc/x: Permission denied (os error 13)', undefined],
+    [255, 'mytool: Permission denied (publickey) while reading the key file', undefined],
+    [255, 'error: Permission denied (', undefined],
+    [255, 'echo: Host key verification failed. (not really)', undefined],
     [1, 'Host key verification failed.', undefined],
     [127, 'bash: line 1: wg: command not found', undefined],
   ] as const)('exit %i: %j -> %s', (code, stderr, type) => {
     expect(classifySshExit(code, stderr)).toBe(type);
+  });
+});
+
+describe('a program the host does not have', () => {
+  it.each([
+    ['wg', 255, 'exec of "wg" failed: No such file or directory', true], // ip netns exec
+    ['wg', 1, 'exec of "wg" failed: No such file or directory', true], // ip netns exec (iproute2 6.1)
+    ['wg', 127, 'bash: line 1: wg: command not found', true],
+    ['wg', 127, 'sh: 1: wg: not found', true], // dash
+    ['wg', 127, 'zsh:1: command not found: wg', true],
+    ['/opt/bin/wg', 127, 'bash: line 1: /opt/bin/wg: No such file or directory', true],
+    ['wg', 127, 'setpriv: failed to execute wg: No such file or directory', true],
+    ['wg', 127, 'env: \u2018wg\u2019: No such file or directory', true],
+    ['wg', 1, 'bash: line 1: wg: command not found', false], // not the shell's exit for it
+    ['sh', 127, 'sh: 1: wg: not found', false], // sh ran; what *it* ran is missing: sh's failure
+    ['wg', 255, 'exec of "ip" failed: No such file or directory', false],
+    ['wg', 255, 'Unable to access interface: Permission denied', false],
+  ] as const)('%s exit %i %j -> %s', (command, code, stderr, missing) => {
+    expect(isProgramMissing(command, code, stderr)).toBe(missing);
+  });
+});
+
+describe('ssh client files on the worker', () => {
+  it.each(['knownHostsFile', 'identityFile'] as const)('a missing %s is a configuration error naming the field (before ssh runs), not a host key mismatch', async (field) => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'nb-ssh-'));
+    try {
+      const files = { identityFile: path.join(dir, 'id_ed25519'), knownHostsFile: path.join(dir, 'known_hosts') };
+      for (const f of Object.values(files)) writeFileSync(f, '', { mode: 0o600 });
+      rmSync(files[field]);
+      const t = sshTransport({ ...spec, ...files, host: '127.0.0.1', port: 1, connectTimeoutSeconds: 1 }, { controlDir: path.join(dir, 'ctl') });
+      const err = await t.run('true', []).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ToolError);
+      expect((err as ToolError).type).toBe('InvalidInput');
+      expect((err as ToolError).message).toContain(`host.${field} ${files[field]}`);
+      expect(existsSync(path.join(dir, 'ctl'))).toBe(false); // no ssh (not even a master) was started
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

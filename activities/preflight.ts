@@ -1,0 +1,54 @@
+/**
+ * The preflight: read-only checks that run before step 1, so an input that
+ * cannot succeed against this fabric fails before anything on the node changes
+ * (and before steps 1-3 are built only to be undone at step 4).
+ *
+ * Each check reads and never writes. A check that finds the input at odds with
+ * the world throws `InvalidInput` naming the input field (non-retryable: the
+ * input must change); one that cannot reach what it reads throws its usual
+ * transient type and the activity is retried. Later checks (the node attestor
+ * plugin the server runs, the Bowtie controller and package) are added to
+ * PREFLIGHT_CHECKS; the workflow does not change.
+ */
+import type { ProvisionInput } from '../common/input.js';
+import { ToolError } from './host/exec.js';
+import type { HostTransport } from './host/transport.js';
+import * as server from './spire/server-cli.js';
+import type { PreflightEvidence, StepRequest } from './types.js';
+
+export interface PreflightDeps {
+  transport(spec: ProvisionInput['host']): HostTransport;
+  signal(): AbortSignal | undefined;
+}
+
+export interface PreflightCheck {
+  /** Listed in the evidence ("spire trust domain"). */
+  name: string;
+  /** Read-only. Returns a secret-free note for the evidence; throws a typed error when the input cannot work. */
+  run(input: ProvisionInput, deps: PreflightDeps): Promise<string>;
+}
+
+/** The SPIRE server must be the trust domain the input names: otherwise step 4's join token is refused. */
+export const spireTrustDomain: PreflightCheck = {
+  name: 'spire trust domain',
+  async run(input, deps) {
+    const srv = { transport: deps.transport(input.spire.serverHost), socketPath: input.spire.serverSocketPath, signal: deps.signal() };
+    const td = await server.bundleTrustDomain(srv);
+    if (td !== input.spire.trustDomain) {
+      throw new ToolError('InvalidInput', `spire.trustDomain is "${input.spire.trustDomain}" but the SPIRE server's trust domain is "${td}"`, 'spire-server');
+    }
+    return `the SPIRE server's trust domain is "${td}"`;
+  },
+};
+
+export const PREFLIGHT_CHECKS: readonly PreflightCheck[] = [spireTrustDomain];
+
+export function createPreflight(deps: PreflightDeps, checks: readonly PreflightCheck[] = PREFLIGHT_CHECKS) {
+  /** Run every check in order; the first failure fails the activity. Changes nothing anywhere. */
+  async function preflight({ input }: StepRequest): Promise<PreflightEvidence> {
+    const passed: PreflightEvidence['checks'] = [];
+    for (const check of checks) passed.push({ name: check.name, detail: await check.run(input, deps) });
+    return { checks: passed };
+  }
+  return { preflight };
+}

@@ -1,0 +1,73 @@
+/**
+ * The read-only preflight on real components: a run whose `spire.trustDomain`
+ * is not the SPIRE server's fails `InvalidInput` naming the field before step 1,
+ * so nothing on the node changes (before, steps 1-3 built the overlay and step
+ * 4's `token generate` was refused as InvalidArgument and retried as ToolFailed).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createActivities } from '../../activities/index.js';
+import { Ledger } from '../../activities/inventory/ledger.js';
+import * as ip from '../../activities/overlay/ip.js';
+import { startProvisioning } from '../../client/provision.js';
+import { labProvisionInput } from '../../lab/inputs.js';
+import { Lab } from '../../lab/lab.js';
+import { statusQuery } from '../../workflows/definitions.js';
+import { WORKFLOWS_PATH } from '../../workers/worker.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { expectStepFailureChain, failureOf } from '../helpers/failures.js';
+import { requireRealComponents } from '../helpers/prereqs.js';
+import { connectTestEnv, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
+
+describe('preflight before step 1', () => {
+  let lab: Lab;
+  let db: TestDatabase;
+  let ledger: Ledger;
+  let env: TemporalTestEnv;
+  const td = 'preflight.nodeboot.test';
+
+  beforeAll(async () => {
+    requireRealComponents(['temporal', 'spire-server']);
+    [lab, db, env] = await Promise.all([Lab.up({ nodes: 1, ephemeral: true, trustDomain: td }), createTestDatabase(), connectTestEnv()]);
+    ledger = await Ledger.connect(db.url, { migrate: true });
+  });
+
+  afterAll(async () => {
+    await ledger?.close();
+    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+  });
+
+  it('a spire.trustDomain that is not the server\'s fails InvalidInput naming the field, before installOverlay runs', async () => {
+    const base = labProvisionInput(lab, 'n1', { nodeId: `${uniqueId('pf').slice(-10)}-n1` });
+    const input = { ...base, spire: { ...base.spire, trustDomain: 'other.nodeboot.test' }, retry: { initialIntervalMs: 200, maximumIntervalMs: 1000, maximumAttempts: 3 } };
+    const linksBefore = (await ip.listLinks(lab.nodeTransport('n1'))).map((l) => l.ifname).sort();
+
+    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
+      const run = await startProvisioning(env.client, input, { taskQueue });
+      const err = await failureOf(run.handle.result());
+      const { top, original } = expectStepFailureChain(err, 'InvalidInput', 'preflight');
+      expect(original.message).toContain('spire.trustDomain');
+      expect(original.message).toContain(`the SPIRE server's trust domain is "${td}"`);
+      expect(top.message).toMatch(/nothing to undo/);
+
+      // The history: one preflight attempt (not retried), and no step was ever scheduled.
+      const history = await run.handle.fetchHistory();
+      const scheduled = (history.events ?? []).filter((e) => e.activityTaskScheduledEventAttributes).map((e) => e.activityTaskScheduledEventAttributes!.activityType?.name);
+      expect(scheduled).toEqual(['preflight']);
+      const started = (history.events ?? []).filter((e) => e.activityTaskStartedEventAttributes);
+      expect(started.map((e) => e.activityTaskStartedEventAttributes!.attempt)).toEqual([1]);
+
+      // The status: every step still pending, the failure the run's own.
+      const status = await run.handle.query(statusQuery);
+      expect(status.steps.map((s) => s.state)).toEqual(status.steps.map(() => 'pending'));
+      expect(status.steps.every((s) => s.runs === 0)).toBe(true);
+      expect(status.lastFailure).toMatchObject({ step: 'workflow', type: 'InvalidInput' });
+      expect(status.lastFailure!.message).toContain('spire.trustDomain');
+    });
+
+    // The node is untouched: no overlay interface, nothing allocated.
+    expect((await ip.listLinks(lab.nodeTransport('n1'))).map((l) => l.ifname).sort()).toEqual(linksBefore);
+    expect(linksBefore).toEqual(['eth0', 'lo']);
+    expect(await ledger.listAllocations(input.nodeId)).toEqual([]);
+    expect(await ledger.listPeers(input.nodeId)).toEqual([]);
+  });
+});
