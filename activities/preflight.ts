@@ -12,6 +12,7 @@
  */
 import type { ProvisionInput } from '../common/input.js';
 import { ToolError } from './host/exec.js';
+import { checkNodeDir } from './host/node-dir.js';
 import type { HostTransport } from './host/transport.js';
 import * as server from './spire/server-cli.js';
 import type { PreflightEvidence, StepRequest } from './types.js';
@@ -41,7 +42,16 @@ export const spireTrustDomain: PreflightCheck = {
   },
 };
 
-export const PREFLIGHT_CHECKS: readonly PreflightCheck[] = [spireTrustDomain];
+/** Root works in nodeDir: no component of it may be a link, another user's, or writable by others (host/node-dir.ts). */
+export const nodeDirSafe: PreflightCheck = {
+  name: 'nodeDir safe for root',
+  async run(input, deps) {
+    const r = await checkNodeDir(deps.transport(input.host), input.nodeDir, { signal: deps.signal() });
+    return r.missingFrom ? `${r.existing.at(-1) ?? '/'} is root's; ${r.missingFrom} will be created` : `${input.nodeDir} is root's`;
+  },
+};
+
+export const PREFLIGHT_CHECKS: readonly PreflightCheck[] = [spireTrustDomain, nodeDirSafe];
 
 export function createPreflight(deps: PreflightDeps, checks: readonly PreflightCheck[] = PREFLIGHT_CHECKS) {
   /** Run every check in order; the first failure fails the activity. Changes nothing anywhere. */

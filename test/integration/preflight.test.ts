@@ -4,6 +4,8 @@
  * so nothing on the node changes (before, steps 1-3 built the overlay and step
  * 4's `token generate` was refused as InvalidArgument and retried as ToolFailed).
  */
+import { chownSync, mkdirSync, readdirSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
 import { Ledger } from '../../activities/inventory/ledger.js';
@@ -69,5 +71,21 @@ describe('preflight before step 1', () => {
     expect(linksBefore).toEqual(['eth0', 'lo']);
     expect(await ledger.listAllocations(input.nodeId)).toEqual([]);
     expect(await ledger.listPeers(input.nodeId)).toEqual([]);
+  });
+  it('a nodeDir inside a directory another user owns fails UnsafePath before step 1, and nothing is made in it', async () => {
+    const parent = path.join(lab.node('n1').dir, 'theirs');
+    mkdirSync(parent, { mode: 0o755 });
+    chownSync(parent, 61998, 61998);
+    const base = labProvisionInput(lab, 'n1', { nodeId: `${uniqueId('pf').slice(-10)}-n2` });
+    const input = { ...base, nodeDir: path.join(parent, 'n1'), retry: { initialIntervalMs: 200, maximumIntervalMs: 1000, maximumAttempts: 3 } };
+
+    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
+      const run = await startProvisioning(env.client, input, { taskQueue });
+      const err = await failureOf(run.handle.result());
+      const { original } = expectStepFailureChain(err, 'UnsafePath', 'preflight');
+      expect(original.message).toContain(`${parent} is owned by uid 61998`);
+    });
+    expect(readdirSync(parent)).toEqual([]);
+    expect((await ip.listLinks(lab.nodeTransport('n1'))).map((l) => l.ifname).sort()).toEqual(['eth0', 'lo']);
   });
 });
