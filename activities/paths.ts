@@ -3,7 +3,8 @@
  * `input.nodeDir`. One place, so steps, undos and tests agree. Unix socket
  * paths must stay under 108 bytes: keep `nodeDir` short.
  */
-import { defaultInterfaceName, type ProvisionInput } from '../common/input.js';
+import { hostname } from 'node:os';
+import { defaultInterfaceName, type HostSpec, type ProvisionInput } from '../common/input.js';
 
 export function nodePaths(input: Pick<ProvisionInput, 'nodeDir' | 'nodeId' | 'overlay'>) {
   const d = input.nodeDir;
@@ -23,4 +24,30 @@ export function nodePaths(input: Pick<ProvisionInput, 'nodeDir' | 'nodeId' | 'ov
     workloadPid: (name: string) => `${d}/workloads/${name}.pid`,
     workloadLog: (name: string) => `${d}/log/workload-${name}.log`,
   };
+}
+
+/**
+ * Which network stack a host spec names, for the ledger's record of the
+ * interfaces we created: the worker's own ("local:<worker>"), one of its
+ * network namespaces ("netns:<worker>:<name>"), or a remote login
+ * ("ssh:<user>@<host>:<port>").
+ */
+export function hostKeyOf(spec: HostSpec, worker = hostname()): string {
+  switch (spec.kind) {
+    case 'local':
+      return `local:${worker}`;
+    case 'netns':
+      return `netns:${worker}:${spec.netns}`;
+    case 'ssh':
+      return `ssh:${spec.user}@${spec.host}:${spec.port}`;
+  }
+}
+
+/**
+ * Which filesystem a host spec's paths live on, for the ledger's claim on a
+ * nodeDir: local and netns nodes share the worker's ("local:<worker>"), whatever
+ * their namespace; a remote host has its own, whoever logs in ("ssh:<host>:<port>").
+ */
+export function fsKeyOf(spec: HostSpec, worker = hostname()): string {
+  return spec.kind === 'ssh' ? `ssh:${spec.host}:${spec.port}` : `local:${worker}`;
 }

@@ -57,6 +57,9 @@ export const ERROR_CLASSES = {
   HostAuthRejected: 'permanent',
   // a node's SSH host key is unknown or changed
   HostKeyMismatch: 'security',
+  // the node holds something this node's runs did not make (an interface, a nodeDir another
+  // node claimed, another node's agent, a key file we did not write): nothing was changed
+  OwnershipConflict: 'permanent',
 } as const;
 
 export type ErrorType = keyof typeof ERROR_CLASSES;
