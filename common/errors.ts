@@ -59,6 +59,9 @@ export const ERROR_CLASSES = {
   HostKeyMismatch: 'security',
   // a path root works in on the node (nodeDir, a key file) could be written or replaced by another user
   UnsafePath: 'permanent',
+  // the node holds something this node's runs did not make (an interface, a nodeDir another
+  // node claimed, another node's agent, a key file we did not write): nothing was changed
+  OwnershipConflict: 'permanent',
 } as const;
 
 export type ErrorType = keyof typeof ERROR_CLASSES;

@@ -41,7 +41,8 @@ export function createFleetActivities(deps: FleetDeps): FleetActivities {
         check('spire-server', () =>
           server.healthcheck({ transport: deps.transport(spire.serverHost), socketPath: spire.serverSocketPath, signal, timeoutMs: CHECK_TIMEOUT_MS }),
         ),
-        ...hubs.map((hub) => check(`hub:${hub.name}`, async () => void (await wg.show(deps.transport(hub.host), hub.interface, opts)))),
+        // The hub's public key: answers whether its interface is up, and reads no private key (unlike `wg show dump`).
+        ...hubs.map((hub) => check(`hub:${hub.name}`, async () => (await wg.publicKey(deps.transport(hub.host), hub.interface, opts)) !== null)),
         // `/ok` needs no credentials: the check says whether the controller serves, not whether ours are good.
         ...(bowtieControllerUrl
           ? [check('bowtie-controller', () => new BowtieController({ url: bowtieControllerUrl, auth: { kind: 'apiKey', keyId: '', secret: '' }, timeoutMs: CHECK_TIMEOUT_MS, signal }).ok())]

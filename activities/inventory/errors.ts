@@ -8,7 +8,7 @@
  */
 import { redactSecrets, type ErrorType } from '../../common/errors.js';
 
-export type LedgerErrorType = Extract<ErrorType, 'LedgerUnavailable' | 'PoolExhausted' | 'InvalidInput' | 'AddressConflict'>;
+export type LedgerErrorType = Extract<ErrorType, 'LedgerUnavailable' | 'PoolExhausted' | 'InvalidInput' | 'AddressConflict' | 'OwnershipConflict'>;
 
 export class LedgerError extends Error {
   constructor(

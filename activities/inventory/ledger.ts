@@ -20,7 +20,7 @@ import pg from 'pg';
 import type { Pool, PoolClient, QueryResultRow } from 'pg';
 import { z } from 'zod';
 import { redactSecrets } from '../../common/errors.js';
-import { Ipv4Endpoint, NodeId, SpiffeId, WgPublicKey } from '../../common/names.js';
+import { IfName, Ipv4Endpoint, NodeId, SafePath, SpiffeId, WgPublicKey } from '../../common/names.js';
 import { STEPS } from '../../common/steps.js';
 import type { LedgerEvent, LedgerEventKind } from '../types.js';
 import { LedgerError, isUnavailable, pgCode, unavailable } from './errors.js';
@@ -134,6 +134,8 @@ export interface PurgeResult {
   peers: number;
   registrationEntries: number;
   workloads: number;
+  nodeDirs: number;
+  interfaces: number;
 }
 
 export interface LedgerOptions {
@@ -581,6 +583,80 @@ export class Ledger {
     return ((await this.query('DELETE FROM overlay_devices WHERE node_id = $1', [id])).rowCount ?? 0) > 0;
   }
 
+  // --- ownership: node directories and interfaces ----------------------------
+
+  /**
+   * Claim `nodeDir` on the filesystem `fsKey` for the node. Idempotent; a node
+   * that names another directory moves its claim there. A directory another node
+   * holds is an OwnershipConflict, and nothing changes.
+   */
+  async claimNodeDir(nodeId: string, fsKey: string, nodeDir: string): Promise<{ created: boolean }> {
+    const id = check(NodeId, 'nodeId', nodeId);
+    const fs = check(Opaque, 'fsKey', fsKey);
+    const dir = check(SafePath, 'nodeDir', nodeDir);
+    return this.tx(async (c) => {
+      const held = await c.query<{ node_id: string }>('SELECT node_id FROM node_dirs WHERE fs_key = $1 AND node_dir = $2', [fs, dir]);
+      if (held.rows[0]?.node_id === id) return { created: false };
+      if (held.rows[0]) throw new LedgerError('OwnershipConflict', `nodeDir ${dir} on ${fs} belongs to node ${held.rows[0].node_id}`);
+      await c.query(
+        `INSERT INTO node_dirs (node_id, fs_key, node_dir) VALUES ($1, $2, $3)
+         ON CONFLICT (node_id) DO UPDATE SET fs_key = EXCLUDED.fs_key, node_dir = EXCLUDED.node_dir, claimed_at = now()`,
+        [id, fs, dir],
+      );
+      return { created: true };
+    }, [UNIQUE_VIOLATION]);
+  }
+
+  /** The node holding `nodeDir` on `fsKey`, or null. */
+  async nodeDirHolder(fsKey: string, nodeDir: string): Promise<string | null> {
+    const fs = check(Opaque, 'fsKey', fsKey);
+    const dir = check(SafePath, 'nodeDir', nodeDir);
+    const { rows } = await this.query<{ node_id: string }>('SELECT node_id FROM node_dirs WHERE fs_key = $1 AND node_dir = $2', [fs, dir]);
+    return rows[0]?.node_id ?? null;
+  }
+
+  /** Give up the node's directory claim. True when it held one. */
+  async releaseNodeDir(nodeId: string): Promise<boolean> {
+    const id = check(NodeId, 'nodeId', nodeId);
+    return ((await this.query('DELETE FROM node_dirs WHERE node_id = $1', [id])).rowCount ?? 0) > 0;
+  }
+
+  /**
+   * Record that the node's run creates (or created) interface `ifname` on the
+   * network stack `hostKey`. Idempotent. One held by another node is an
+   * OwnershipConflict, and nothing changes.
+   */
+  async claimInterface(nodeId: string, hostKey: string, ifname: string): Promise<{ created: boolean }> {
+    const id = check(NodeId, 'nodeId', nodeId);
+    const host = check(Opaque, 'hostKey', hostKey);
+    const name = check(IfName, 'ifname', ifname);
+    const ins = await this.query(
+      'INSERT INTO node_interfaces (host_key, ifname, node_id) VALUES ($1, $2, $3) ON CONFLICT (host_key, ifname) DO NOTHING',
+      [host, name, id],
+    );
+    if ((ins.rowCount ?? 0) > 0) return { created: true };
+    const holder = await this.interfaceHolder(host, name);
+    if (holder !== id) throw new LedgerError('OwnershipConflict', `interface ${name} on ${host} belongs to node ${holder ?? '(released meanwhile)'}`);
+    return { created: false };
+  }
+
+  /** The node that created `ifname` on `hostKey`, or null. */
+  async interfaceHolder(hostKey: string, ifname: string): Promise<string | null> {
+    const host = check(Opaque, 'hostKey', hostKey);
+    const name = check(IfName, 'ifname', ifname);
+    const { rows } = await this.query<{ node_id: string }>('SELECT node_id FROM node_interfaces WHERE host_key = $1 AND ifname = $2', [host, name]);
+    return rows[0]?.node_id ?? null;
+  }
+
+  /** Forget the node's record of `ifname` on `hostKey`. True when it was there. */
+  async releaseInterface(nodeId: string, hostKey: string, ifname: string): Promise<boolean> {
+    const id = check(NodeId, 'nodeId', nodeId);
+    const host = check(Opaque, 'hostKey', hostKey);
+    const name = check(IfName, 'ifname', ifname);
+    const r = await this.query('DELETE FROM node_interfaces WHERE node_id = $1 AND host_key = $2 AND ifname = $3', [id, host, name]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
   // --- registration entries ------------------------------------------------
 
   /** Record a SPIRE entry. Re-recording keeps the original created_by_run. */
@@ -714,6 +790,8 @@ export class Ledger {
         peers: await del('peers'),
         registrationEntries: await del('registration_entries'),
         workloads: await del('workloads'),
+        nodeDirs: await del('node_dirs'),
+        interfaces: await del('node_interfaces'),
         nodes: await del('nodes'),
       };
     });

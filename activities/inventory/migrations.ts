@@ -132,6 +132,37 @@ CREATE TABLE overlay_devices (
 );
 `,
   },
+  {
+    version: 3,
+    name: 'node ownership',
+    sql: `
+-- Where a node keeps its state: one directory on one filesystem (fs_key names the
+-- machine: "local:<worker host>" for local and netns nodes, which share the worker's
+-- filesystem, "ssh:<host>:<port>" for remote ones). A directory is one live node's
+-- at a time: its first step claims it, the undo of that step (or a finished
+-- decommission) releases it, so a second node naming it is refused.
+CREATE TABLE node_dirs (
+  node_id     text PRIMARY KEY,
+  fs_key      text NOT NULL,
+  node_dir    text NOT NULL,
+  claimed_at  timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT node_dirs_fs_dir_key UNIQUE (fs_key, node_dir)
+);
+
+-- The overlay interfaces this service created, per network stack (host_key:
+-- "local:<worker host>", "netns:<worker host>:<name>", "ssh:<user>@<host>:<port>").
+-- Recorded before the interface is made, so a step adopts, and an undo deletes,
+-- only an interface of its own node.
+CREATE TABLE node_interfaces (
+  host_key    text NOT NULL,
+  ifname      text NOT NULL,
+  node_id     text NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (host_key, ifname)
+);
+CREATE INDEX node_interfaces_node_idx ON node_interfaces (node_id);
+`,
+  },
 ];
 
 export function checksum(m: Migration): string {

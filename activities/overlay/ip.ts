@@ -77,6 +77,17 @@ export async function routeViaReplace(t: HostTransport, cidr: string, via: strin
   await t.run('ip', ['route', 'replace', parseName(Cidr, 'route', cidr), 'via', parseName(Ipv4, 'via', via)], opts);
 }
 
+const RouteJson = z.array(z.looseObject({ dst: z.string(), dev: z.string(), prefsrc: z.string().optional(), gateway: z.string().optional() }));
+export type Route = z.infer<typeof RouteJson>[number];
+
+/** `ip -j route get <address>`: the route the kernel picks for traffic to `address` (device, source address). */
+export async function routeGet(t: HostTransport, address: string, opts?: RunOptions): Promise<Route> {
+  const r = await t.run('ip', ['-j', 'route', 'get', parseName(Ipv4, 'address', address)], opts);
+  const route = RouteJson.parse(JSON.parse(r.stdout || '[]'))[0];
+  if (!route) throw new Error(`ip route get ${address} printed no route`);
+  return route;
+}
+
 // --- namespaces (run on the host that holds them) -----------------------------
 
 export async function netnsList(t: HostTransport, opts?: RunOptions): Promise<string[]> {

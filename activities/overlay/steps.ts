@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { heartbeat } from '../host/heartbeat.js';
 import type { HubSpec, ProvisionInput } from '../../common/input.js';
-import { nodePaths } from '../paths.js';
+import { fsKeyOf, hostKeyOf, nodePaths } from '../paths.js';
 import { ToolError } from '../host/exec.js';
 import type { HostTransport } from '../host/transport.js';
 import type { Ledger } from '../inventory/ledger.js';
@@ -30,27 +30,82 @@ export function fingerprint(publicKey: string): string {
   return createHash('sha256').update(publicKey).digest('hex').slice(0, 16);
 }
 
+/**
+ * Claim the node's nodeDir in the ledger (the first thing a run changes), so a
+ * second live node naming the same directory on the same filesystem fails here,
+ * non-retryably, before it can take over the first node's agent or workloads.
+ */
+export async function claimNodeDir(ledger: Ledger, input: ProvisionInput): Promise<void> {
+  await ledger.claimNodeDir(input.nodeId, fsKeyOf(input.host), input.nodeDir);
+}
+
+const conflict = (message: string) => new ToolError('OwnershipConflict', message, 'wg');
+
 export function createOverlaySteps(deps: OverlayDeps) {
   const node = (input: ProvisionInput) => deps.transport(input.host);
 
+  // Public data only (`wg show <if> public-key`): `dump` would print the hub's private key.
   async function hubPublicKey(hub: HubSpec): Promise<string> {
-    return (await wg.show(deps.transport(hub.host), hub.interface, { signal: deps.signal() })).publicKey;
+    const key = await wg.publicKey(deps.transport(hub.host), hub.interface, { signal: deps.signal() });
+    if (key === null) throw new ToolError('ToolFailed', `hub ${hub.name}: interface ${hub.interface} has no key`, 'wg');
+    return key;
   }
 
-  /** Step 1: WireGuard tooling present and the node's interface exists and is up. */
+  /**
+   * An interface named `iface` already exists on the node: adopt it only when
+   * this node's runs made it (the ledger recorded it) or it is a WireGuard
+   * interface already holding this node's own key. Anything else (the underlay
+   * NIC, `lo`, another WireGuard interface) is an OwnershipConflict, raised
+   * before anything on the node changes.
+   */
+  async function checkAdoptable(input: ProvisionInput, t: HostTransport, iface: string, signal?: AbortSignal): Promise<void> {
+    const holder = await deps.ledger.interfaceHolder(hostKeyOf(input.host), iface);
+    if (holder !== null && holder !== input.nodeId) {
+      throw conflict(`interface ${iface} on ${t.label} belongs to node ${holder}: refusing to adopt it (set overlay.interface to a free name)`);
+    }
+    const key = await wg.probePublicKey(t, iface, { signal });
+    if (key === undefined) {
+      throw conflict(`interface ${iface} on ${t.label} exists and is not a WireGuard interface: refusing to adopt it (set overlay.interface to a free name)`);
+    }
+    if (holder === input.nodeId) return;
+    const own = await wg.keyFilePublicKey(t, keyPathOf(input), { signal });
+    if (key === null || own === null || key !== own) {
+      throw conflict(`WireGuard interface ${iface} on ${t.label} exists and was not made for node ${input.nodeId} (it holds ${key === null ? 'no key' : 'another key'}): refusing to adopt it`);
+    }
+  }
+
+  /**
+   * Step 1: the nodeDir is this node's, WireGuard tooling is present, and the
+   * node's interface exists and is up: one this node's runs made (recorded in
+   * the ledger before it is made), never an interface that was already there.
+   */
   async function installOverlay({ input }: StepRequest): Promise<InstallEvidence> {
     const t = node(input);
     const signal = deps.signal();
-    await deps.ledger.upsertNode(input.nodeId, input.segment, 'provisioning');
+    const iface = ifaceOf(input);
+    await claimNodeDir(deps.ledger, input);
     const toolVersion = await wg.version(t, { signal });
     heartbeat('wireguard tools present');
-    const iface = ifaceOf(input);
+    const existed = await ip.linkExists(t, iface, { signal });
+    if (existed) await checkAdoptable(input, t, iface, signal);
+    await deps.ledger.upsertNode(input.nodeId, input.segment, 'provisioning');
+    // Recorded before it is made: a crash in between leaves an interface the retry knows is ours.
+    await deps.ledger.claimInterface(input.nodeId, hostKeyOf(input.host), iface);
     const r = await ensureInterface(t, iface, { logFile: nodePaths(input).wgLog, mtu: input.overlay.mtu, signal });
-    return { interface: iface, toolVersion, alreadyPresent: r.alreadyPresent };
+    return { interface: iface, toolVersion, alreadyPresent: existed || r.alreadyPresent };
   }
 
+  /** Remove the interface only if this node's runs made it; give up the nodeDir claim. */
   async function undoInstallOverlay({ input }: UndoRequest): Promise<UndoResult> {
-    const removed = (await removeInterface(node(input), ifaceOf(input), { signal: deps.signal() })) ? [`interface ${ifaceOf(input)}`] : [];
+    const t = node(input);
+    const iface = ifaceOf(input);
+    const hostKey = hostKeyOf(input.host);
+    const removed: string[] = [];
+    if ((await deps.ledger.interfaceHolder(hostKey, iface)) === input.nodeId) {
+      if (await removeInterface(t, iface, { signal: deps.signal() })) removed.push(`interface ${iface}`);
+      await deps.ledger.releaseInterface(input.nodeId, hostKey, iface);
+    }
+    if (await deps.ledger.releaseNodeDir(input.nodeId)) removed.push(`claim on ${input.nodeDir}`);
     return { removed };
   }
 
@@ -63,8 +118,12 @@ export function createOverlaySteps(deps: OverlayDeps) {
     const signal = deps.signal();
     const iface = ifaceOf(input);
     const keyPath = keyPathOf(input);
+    // Only our own interface gets a key and loses its addresses (step 1 recorded it).
+    const holder = await deps.ledger.interfaceHolder(hostKeyOf(input.host), iface);
+    if (holder !== input.nodeId) throw conflict(`interface ${iface} on ${t.label} was not made by node ${input.nodeId}'s runs: refusing to configure it`);
     const publicKey = await wg.ensureKeyPair(t, keyPath, { signal });
-    const reserved = input.overlay.hubs.map((h) => h.overlayIp);
+    // No node may be handed a hub's address or the SPIRE server's.
+    const reserved = [...input.overlay.hubs.map((h) => h.overlayIp), input.spire.serverAddress];
     const alloc = await deps.ledger.allocateAddress(input.nodeId, input.overlay.cidr, { reserved });
     heartbeat(`overlay address ${alloc.ip}`);
 
@@ -83,9 +142,8 @@ export function createOverlaySteps(deps: OverlayDeps) {
       // The first hub routes the whole segment; further hubs only their own address.
       const allowed = i === 0 ? [input.overlay.cidr] : [`${hub.overlayIp}/32`];
       // A previous key of this node (a key file lost and remade) must not keep the address.
-      const hubState = await wg.show(hubT, hub.interface, { signal });
-      for (const p of hubState.peers) {
-        if (p.publicKey !== publicKey && p.allowedIps.includes(`${alloc.ip}/32`)) await wg.removePeer(hubT, hub.interface, p.publicKey, { signal });
+      for (const [peerKey, allowedIps] of await wg.peerAllowedIps(hubT, hub.interface, { signal })) {
+        if (peerKey !== publicKey && allowedIps.includes(`${alloc.ip}/32`)) await wg.removePeer(hubT, hub.interface, peerKey, { signal });
       }
       await wg.setPeer(hubT, hub.interface, { publicKey, allowedIps: [`${alloc.ip}/32`] }, { signal });
       // The node's side last: its keepalive starts a handshake at once, which the
@@ -108,19 +166,21 @@ export function createOverlaySteps(deps: OverlayDeps) {
     // An unreachable node must not stop the hub and ledger cleanup: the hub is
     // what lets a node onto the overlay. Its error is raised at the end.
     let nodeError: unknown;
+    // A key file we did not write (planted) is neither used nor deleted.
+    let foreignKey = false;
     try {
-      const onNode = await t.run('sh', ['-c', '[ -s "$1" ] && wg pubkey < "$1" || true', 'wg-pubkey', keyPathOf(input)], { signal });
-      if (onNode.stdout.trim()) keys.add(onNode.stdout.trim());
+      const onNode = await wg.keyFilePublicKey(t, keyPathOf(input), { signal });
+      if (onNode) keys.add(onNode);
     } catch (err) {
-      nodeError = err;
+      if (err instanceof ToolError && err.type === 'OwnershipConflict') foreignKey = true;
+      else nodeError = err;
     }
     const alloc = await deps.ledger.getAllocation(input.nodeId, input.overlay.cidr);
     for (const hub of input.overlay.hubs) {
       const hubT = deps.transport(hub.host);
-      const state = await wg.show(hubT, hub.interface, { signal });
-      for (const p of state.peers) {
-        if (keys.has(p.publicKey) || (alloc && p.allowedIps.includes(`${alloc}/32`))) {
-          await wg.removePeer(hubT, hub.interface, p.publicKey, { signal });
+      for (const [peerKey, allowedIps] of await wg.peerAllowedIps(hubT, hub.interface, { signal })) {
+        if (keys.has(peerKey) || (alloc && allowedIps.includes(`${alloc}/32`))) {
+          await wg.removePeer(hubT, hub.interface, peerKey, { signal });
           removed.push(`peer on ${hub.name}`);
         }
       }
@@ -129,6 +189,7 @@ export function createOverlaySteps(deps: OverlayDeps) {
     const released = await deps.ledger.releaseAddress(input.nodeId, input.overlay.cidr);
     if (released) removed.push(`address ${released}`);
     if (nodeError !== undefined) throw nodeError;
+    if (foreignKey) return { removed };
     const rm = await t.run('sh', ['-c', 'if [ -e "$1" ]; then rm -f -- "$1"; echo removed; fi', 'wg-rmkey', keyPathOf(input)], { signal });
     if (rm.stdout.includes('removed')) removed.push('node key');
     return { removed };
@@ -169,7 +230,12 @@ export function createOverlaySteps(deps: OverlayDeps) {
       }
     }
 
-    const probe = await probeThroughTunnel(t, { address: input.spire.serverAddress, port: input.spire.serverPort }, deadline, signal);
+    // The probe must leave through the tunnel, from the node's overlay address.
+    const overlayIp = (await deps.ledger.getAllocation(input.nodeId, input.overlay.cidr)) ?? undefined;
+    const probe = await probeThroughTunnel(t, { address: input.spire.serverAddress, port: input.spire.serverPort }, deadline, signal, {
+      interface: iface,
+      sourceIp: overlayIp,
+    });
     return { hubs: handshakes, probe };
   }
 

@@ -3,13 +3,15 @@
  *
  * Private keys are generated on the node, written there with mode 0600 and
  * only ever referenced by path: nothing here returns, logs or passes one in argv.
- * `wg show dump` prints the interface's private key on its first line, so the
- * parser drops that line before anything else sees it.
+ * Interfaces are read with the `wg show <if> <field>` forms that print public
+ * data only, never `wg show <if> dump`, whose first line is the private key.
+ * A key file we did not write (another owner, another mode, a symlink) is
+ * refused, never used as the node's key.
  */
 import { z } from 'zod';
 import { IfName, Ipv4Endpoint, SafePath, WgPublicKey, parseName } from '../../common/names.js';
 import type { HostTransport } from '../host/transport.js';
-import type { RunOptions } from '../host/exec.js';
+import { ToolError, summarizeStderr, type RunOptions } from '../host/exec.js';
 
 export interface WgPeerConfig {
   publicKey: string;
@@ -36,21 +38,61 @@ export interface WgInterfaceState {
 
 const CidrList = z.array(z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/, 'must be an IPv4 CIDR'));
 
+/** Exit status of the key scripts for "a key file is there, but not one we wrote". */
+const FOREIGN_KEY_EXIT = 3;
+
+// A key file is ours only when it is a regular file (not a link) owned by the
+// user running the command (root) with mode 0600; the script refuses anything else.
+const KEY_CHECK =
+  'if [ -L "$1" ] || { [ -e "$1" ] && [ ! -f "$1" ]; }; then echo "not a regular file" >&2; exit 3; fi; ' +
+  'if [ -s "$1" ] && [ "$(stat -c "%u %a" -- "$1")" != "$(id -u) 600" ]; then echo "owner/mode $(stat -c "%u %a" -- "$1")" >&2; exit 3; fi; ';
+
 // Generate the key only when none exists (idempotent), then print the public key.
-// The script is a constant; the path arrives as a positional parameter.
+// The script is a constant; the path arrives as a positional parameter. The temp
+// file is made with noclobber (O_EXCL), so a planted link there is not followed.
 const KEYGEN_SCRIPT =
   'set -e; umask 077; mkdir -p -- "$(dirname -- "$1")"; ' +
-  'if [ ! -s "$1" ]; then wg genkey > "$1.tmp"; mv -f -- "$1.tmp" "$1"; fi; ' +
-  'chmod 600 -- "$1"; wg pubkey < "$1"';
+  KEY_CHECK +
+  'if [ ! -s "$1" ]; then rm -f -- "$1.tmp"; set -C; wg genkey > "$1.tmp"; set +C; mv -f -- "$1.tmp" "$1"; fi; ' +
+  'wg pubkey < "$1"';
+
+// The public key of an existing key file of ours; prints nothing when there is none.
+const PUBKEY_SCRIPT = 'set -e; ' + KEY_CHECK + 'if [ -s "$1" ]; then wg pubkey < "$1"; fi';
 
 export function keygenArgs(keyPath: string): string[] {
   return ['-c', KEYGEN_SCRIPT, 'wg-keygen', parseName(SafePath, 'privateKeyPath', keyPath)];
 }
 
-/** Make (or reuse) the node's private key at `keyPath`; returns only the public key. */
+export function keyPublicArgs(keyPath: string): string[] {
+  return ['-c', PUBKEY_SCRIPT, 'wg-pubkey', parseName(SafePath, 'privateKeyPath', keyPath)];
+}
+
+async function runKeyScript(t: HostTransport, args: string[], keyPath: string, opts?: RunOptions): Promise<string> {
+  const r = await t.run('sh', args, { ...opts, allowNonZeroExit: true });
+  if (r.exitCode === FOREIGN_KEY_EXIT) {
+    throw new ToolError(
+      'OwnershipConflict',
+      `key file ${keyPath} on ${t.label} was not written by node-bootstrap (${summarizeStderr(r.stderr, 80)}; it must be a regular file owned by root with mode 0600): refusing to use it as the node key`,
+      'wg',
+      r.exitCode,
+    );
+  }
+  if (r.exitCode !== 0) throw new ToolError('ToolFailed', `wg key script for ${keyPath} exited ${r.exitCode}: ${summarizeStderr(r.stderr)}`, 'wg', r.exitCode);
+  return r.stdout.trim();
+}
+
+/**
+ * Make (or reuse) the node's private key at `keyPath`; returns only the public key.
+ * An existing file that is not ours is an OwnershipConflict, and is left as it is.
+ */
 export async function ensureKeyPair(t: HostTransport, keyPath: string, opts?: RunOptions): Promise<string> {
-  const r = await t.run('sh', keygenArgs(keyPath), opts);
-  return parseName(WgPublicKey, 'wg pubkey output', r.stdout.trim());
+  return parseName(WgPublicKey, 'wg pubkey output', await runKeyScript(t, keygenArgs(keyPath), keyPath, opts));
+}
+
+/** The public key of the node's existing key at `keyPath`; null when there is none (same checks as ensureKeyPair). */
+export async function keyFilePublicKey(t: HostTransport, keyPath: string, opts?: RunOptions): Promise<string | null> {
+  const out = await runKeyScript(t, keyPublicArgs(keyPath), keyPath, opts);
+  return out ? parseName(WgPublicKey, 'wg pubkey output', out) : null;
 }
 
 export function setInterfaceArgs(ifname: string, cfg: { privateKeyPath: string; listenPort?: number }): string[] {
@@ -85,38 +127,72 @@ export async function removePeer(t: HostTransport, ifname: string, publicKey: st
   await t.run('wg', removePeerArgs(ifname, publicKey), opts);
 }
 
-/**
- * Parse `wg show <if> dump`. Line 1 is "private-key public-key listen-port fwmark":
- * the private key is discarded here and never stored in the result.
- */
-export function parseDump(dump: string): WgInterfaceState {
-  const lines = dump.split('\n').filter((l) => l.length > 0);
-  const head = lines.shift();
-  if (head === undefined) throw new Error('wg show dump printed nothing');
-  const [, publicKey, listenPort] = head.split('\t');
-  const peers = lines.map((line) => {
-    const f = line.split('\t');
-    if (f.length < 8) throw new Error('wg show dump: malformed peer line');
-    return {
-      publicKey: WgPublicKey.parse(f[0]),
-      endpoint: f[2] === '(none)' ? null : (f[2] ?? null),
-      allowedIps: f[3] === '(none)' || !f[3] ? [] : f[3].split(','),
-      latestHandshake: Number(f[4] ?? 0),
-      rxBytes: Number(f[5] ?? 0),
-      txBytes: Number(f[6] ?? 0),
-    };
-  });
-  return { publicKey: WgPublicKey.parse(publicKey), listenPort: Number(listenPort ?? 0), peers };
+const showArgs = (ifname: string, field: string) => ['show', parseName(IfName, 'interface', ifname), field];
+
+/** `wg show <if> public-key`: the interface's public key, null when it has none ("(none)"). */
+export async function publicKey(t: HostTransport, ifname: string, opts?: RunOptions): Promise<string | null> {
+  const out = (await t.run('wg', showArgs(ifname, 'public-key'), opts)).stdout.trim();
+  return out === '(none)' || out === '' ? null : parseName(WgPublicKey, 'wg public-key output', out);
 }
 
+/**
+ * The public key of WireGuard interface `ifname`, `null` when it has none, or
+ * `undefined` when `ifname` is no WireGuard interface (a veth, `lo`, absent).
+ */
+export async function probePublicKey(t: HostTransport, ifname: string, opts?: RunOptions): Promise<string | null | undefined> {
+  const r = await t.run('wg', showArgs(ifname, 'public-key'), { ...opts, allowNonZeroExit: true });
+  if (r.exitCode !== 0) return undefined;
+  const out = r.stdout.trim();
+  return out === '(none)' || out === '' ? null : parseName(WgPublicKey, 'wg public-key output', out);
+}
+
+/** Lines of "<public key>\t<value>" (the per-peer `wg show` forms). */
+export function parsePeerLines(out: string): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const line of out.split('\n')) {
+    const [key, ...rest] = line.trim().split(/\s+/);
+    if (key) m.set(WgPublicKey.parse(key), rest.join(' '));
+  }
+  return m;
+}
+
+/** `wg show <if> allowed-ips` → public key → CIDRs. */
+export async function peerAllowedIps(t: HostTransport, ifname: string, opts?: RunOptions): Promise<Map<string, string[]>> {
+  const r = await t.run('wg', showArgs(ifname, 'allowed-ips'), opts);
+  return new Map([...parsePeerLines(r.stdout)].map(([k, v]) => [k, v === '(none)' || v === '' ? [] : v.split(' ')]));
+}
+
+/**
+ * The interface and its peers, read field by field (`public-key`, `listen-port`,
+ * `allowed-ips`, `latest-handshakes`, `endpoints`, `transfer`): public data only.
+ */
 export async function show(t: HostTransport, ifname: string, opts?: RunOptions): Promise<WgInterfaceState> {
-  const r = await t.run('wg', ['show', parseName(IfName, 'interface', ifname), 'dump'], opts);
-  return parseDump(r.stdout);
+  const field = async (f: string) => (await t.run('wg', showArgs(ifname, f), opts)).stdout;
+  const pub = await publicKey(t, ifname, opts);
+  if (pub === null) throw new Error(`wg interface ${ifname} has no key`);
+  const listenPort = Number((await field('listen-port')).trim() || 0);
+  const allowed = await peerAllowedIps(t, ifname, opts);
+  const handshakes = parseLatestHandshakes(await field('latest-handshakes'));
+  const endpoints = parsePeerLines(await field('endpoints'));
+  const transfer = parsePeerLines(await field('transfer'));
+  const peers = [...allowed].map(([publicKey, allowedIps]) => {
+    const endpoint = endpoints.get(publicKey);
+    const [rx, tx] = (transfer.get(publicKey) ?? '0 0').split(' ');
+    return {
+      publicKey,
+      endpoint: endpoint === undefined || endpoint === '(none)' ? null : endpoint,
+      allowedIps,
+      latestHandshake: handshakes.get(publicKey) ?? 0,
+      rxBytes: Number(rx ?? 0),
+      txBytes: Number(tx ?? 0),
+    };
+  });
+  return { publicKey: pub, listenPort, peers };
 }
 
 /** `wg show <if> latest-handshakes` → public key → unix seconds (0 = never). */
 export async function latestHandshakes(t: HostTransport, ifname: string, opts?: RunOptions): Promise<Map<string, number>> {
-  const r = await t.run('wg', ['show', parseName(IfName, 'interface', ifname), 'latest-handshakes'], opts);
+  const r = await t.run('wg', showArgs(ifname, 'latest-handshakes'), opts);
   return parseLatestHandshakes(r.stdout);
 }
 

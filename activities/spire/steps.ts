@@ -7,17 +7,17 @@
  * token, so evidence carries only its digest; the stable handle for the node is
  * the alias ID spiffe://<td>/node/<nodeId>, the parent of every workload entry.
  */
-import { createHash } from 'node:crypto';
+import { X509Certificate, createHash } from 'node:crypto';
 import type { ProvisionInput } from '../../common/input.js';
 import { ToolError } from '../host/exec.js';
 import { heartbeat } from '../host/heartbeat.js';
 import type { HostTransport } from '../host/transport.js';
 import type { Ledger } from '../inventory/ledger.js';
-import { nodePaths } from '../paths.js';
+import { fsKeyOf, nodePaths } from '../paths.js';
 import { spiffeIdOf } from '../workloads/steps.js';
 import type { AgentEvidence, EntriesEvidence, StepRequest, UndoRequest, UndoResult } from '../types.js';
 import { agentHealthcheck, startAgent, stopAgent } from './agent-cli.js';
-import { daemonAlive, readPidFile } from './daemon.js';
+import { daemonAlive, readNodeFile, readPidFile } from './daemon.js';
 import * as server from './server-cli.js';
 
 export interface SpireDeps {
@@ -29,6 +29,27 @@ export interface SpireDeps {
 export const nodeAliasId = (input: ProvisionInput) => `spiffe://${input.spire.trustDomain}/node/${input.nodeId}`;
 const digest = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 16);
 
+/**
+ * The SPIFFE ID of the agent whose data dir is `dataDir`: the URI SAN of the
+ * SVID it stored after attesting (`agent-data.json`: PEM certificates, base64;
+ * public data only). Undefined when it has not attested (or the file is unreadable).
+ */
+export async function runningAgentId(t: HostTransport, dataDir: string): Promise<string | undefined> {
+  const text = await readNodeFile(t, `${dataDir}/agent-data.json`);
+  if (!text) return undefined;
+  try {
+    const svid = (JSON.parse(text) as { svid?: unknown }).svid;
+    if (!Array.isArray(svid) || typeof svid[0] !== 'string') return undefined;
+    const san = new X509Certificate(Buffer.from(svid[0], 'base64')).subjectAltName ?? '';
+    return /URI:(spiffe:\/\/[^,\s]+)/.exec(san)?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/** How long step 4 waits for an agent found running to show who it is (attest) before giving up on it. */
+const IDENTIFY_WAIT_MS = 15_000;
+
 export function createSpireSteps(deps: SpireDeps) {
   const serverOf = (input: ProvisionInput): server.SpireServerTarget => ({
     transport: deps.transport(input.spire.serverHost),
@@ -36,15 +57,46 @@ export function createSpireSteps(deps: SpireDeps) {
     signal: deps.signal(),
   });
 
-  /** Agent IDs the server has attested for this node, found through its alias entries. */
-  async function nodeAgentIds(input: ProvisionInput): Promise<{ aliasEntryIds: string[]; agentIds: string[] }> {
+  /**
+   * Agent IDs the server has attested for this node, found through its alias
+   * entries; `aliasedIds` also holds those whose token was minted but not yet used.
+   */
+  async function nodeAgentIds(input: ProvisionInput): Promise<{ aliasEntryIds: string[]; agentIds: string[]; aliasedIds: Set<string> }> {
     const srv = serverOf(input);
     const aliases = await server.entryShow(srv, { spiffeId: nodeAliasId(input) });
     const candidates = new Set(
       aliases.flatMap((e) => e.selectors.filter((s) => s.startsWith('spiffe_id:')).map((s) => s.slice('spiffe_id:'.length))),
     );
     const attested = await server.agentList(srv);
-    return { aliasEntryIds: aliases.map((e) => e.id), agentIds: attested.map((a) => a.spiffeId).filter((id) => candidates.has(id)) };
+    return { aliasEntryIds: aliases.map((e) => e.id), agentIds: attested.map((a) => a.spiffeId).filter((id) => candidates.has(id)), aliasedIds: candidates };
+  }
+
+  /**
+   * An agent already runs from this node's pidfile: it is ours only when it is
+   * attested under this node's alias. Another node's agent (a shared nodeDir,
+   * one started by hand) is an OwnershipConflict and is left running; one that
+   * has not attested within a while is AgentUnhealthy (never adopted).
+   */
+  async function checkRunningAgent(input: ProvisionInput, t: HostTransport, pid: number): Promise<void> {
+    const p = nodePaths(input);
+    const deadline = Date.now() + IDENTIFY_WAIT_MS;
+    let id = await runningAgentId(t, p.agentDataDir);
+    while (id === undefined && Date.now() < deadline) {
+      heartbeat('waiting for the running agent to attest');
+      await new Promise((r) => setTimeout(r, 500));
+      id = await runningAgentId(t, p.agentDataDir);
+    }
+    if (id === undefined) {
+      throw new ToolError('AgentUnhealthy', `a spire-agent (pid ${pid}) runs from ${p.agentDir} on ${t.label} but has not attested: not adopting it`, 'spire-agent');
+    }
+    const { aliasedIds } = await nodeAgentIds(input);
+    if (!aliasedIds.has(id)) {
+      throw new ToolError(
+        'OwnershipConflict',
+        `a spire-agent (pid ${pid}, agent ${digest(id)}) already runs from ${p.agentDir} on ${t.label} and is not attested as ${nodeAliasId(input)}: refusing to adopt it`,
+        'spire-agent',
+      );
+    }
   }
 
   /** Step 4: an attested, healthy agent on the node. */
@@ -60,11 +112,15 @@ export function createSpireSteps(deps: SpireDeps) {
     const srv = serverOf(input);
     if (!(await server.healthcheck(srv))) throw new ToolError('SpireServerUnavailable', 'SPIRE server is not healthy', 'spire-server');
 
-    // Already attested and running (a retry or rerun): keep it, mint nothing.
+    // Already attested as this node and running (a retry or rerun): keep it, mint nothing.
+    // An agent attested as anyone else is not ours to adopt (nor, in the undo, to stop).
     const pid = await readPidFile(t, p.agentPid);
-    if (pid !== undefined && (await daemonAlive(t, pid, 'spire-agent')) && (await agentHealthcheck({ transport: t, socketPath: p.agentSocket, signal }))) {
-      const { agentIds } = await nodeAgentIds(input);
-      return { nodeAliasId: alias, agentIdDigest: agentIds[0] ? digest(agentIds[0]) : 'unknown', agentPid: pid, attestationType: 'join_token' };
+    if (pid !== undefined && (await daemonAlive(t, pid, 'spire-agent'))) {
+      await checkRunningAgent(input, t, pid);
+      if (await agentHealthcheck({ transport: t, socketPath: p.agentSocket, signal })) {
+        const { agentIds } = await nodeAgentIds(input);
+        return { nodeAliasId: alias, agentIdDigest: agentIds[0] ? digest(agentIds[0]) : 'unknown', agentPid: pid, attestationType: 'join_token' };
+      }
     }
 
     const bundle = await server.bundleShow(srv);
@@ -88,13 +144,27 @@ export function createSpireSteps(deps: SpireDeps) {
     return { nodeAliasId: alias, agentIdDigest: digest(agentId), agentPid: agent.pid, attestationType: 'join_token' };
   }
 
-  /** Stop the agent; evict it (ban it after a security failure); delete the node alias. */
+  /**
+   * Stop the agent; evict it (ban it after a security failure); delete the node
+   * alias. The node side (process, agent dir) only when it is this node's: not
+   * in a nodeDir another node holds, not an agent attested as someone else.
+   */
   async function undoStartSpireAgent({ input, reason }: UndoRequest): Promise<UndoResult> {
     const t = deps.transport(input.host);
     const p = nodePaths(input);
     const srv = serverOf(input);
     const removed: string[] = [];
-    if (await stopAgent(t, p.agentPid, { signal: deps.signal() })) removed.push('agent process');
+    const dirHolder = await deps.ledger.nodeDirHolder(fsKeyOf(input.host), input.nodeDir);
+    let ours = dirHolder === null || dirHolder === input.nodeId;
+    if (ours) {
+      const pid = await readPidFile(t, p.agentPid);
+      if (pid !== undefined && (await daemonAlive(t, pid, 'spire-agent'))) {
+        // Unattested: no identity to take from anyone, and in our own nodeDir: ours to stop.
+        const id = await runningAgentId(t, p.agentDataDir);
+        ours = id === undefined || (await nodeAgentIds(input)).aliasedIds.has(id);
+      }
+    }
+    if (ours && (await stopAgent(t, p.agentPid, { signal: deps.signal() }))) removed.push('agent process');
     const { aliasEntryIds, agentIds } = await nodeAgentIds(input);
     for (const id of agentIds) {
       if (reason === 'security') {
@@ -104,7 +174,7 @@ export function createSpireSteps(deps: SpireDeps) {
       }
     }
     for (const id of aliasEntryIds) if (await server.entryDelete(srv, id)) removed.push(`alias entry ${id}`);
-    await t.run('rm', ['-rf', '--', p.agentDir], { signal: deps.signal() });
+    if (ours) await t.run('rm', ['-rf', '--', p.agentDir], { signal: deps.signal() });
     return { removed };
   }
 

@@ -29,6 +29,8 @@ const SUGGESTIONS: Record<ErrorType, string> = {
   HostAuthRejected: "the node's sshd refused the worker's key: put the worker's public key in host.user's authorized_keys on the node, or fix host.identityFile / host.user, then rerun",
   HostKeyMismatch: "security: the node's SSH host key is unknown or changed; verify the host before trusting it",
   UnsafePath: 'a path root works in on the node could be changed by another user: fix its owner and mode (or choose another nodeDir), then rerun',
+  OwnershipConflict:
+    'the node already holds something this node did not create (the named interface, nodeDir, agent or key file): pick another overlay.interface / nodeDir, or remove the named thing if it is stale, then rerun',
 };
 
 /** The advice for a failure type; a generic line for types we do not own (Cancelled, timeouts, SDK errors). */

@@ -286,10 +286,54 @@ describe('events', () => {
   });
 });
 
+describe('ownership: node directories and interfaces', () => {
+  it('a nodeDir is one node\'s: the claim is idempotent, a second node is refused (OwnershipConflict) and changes nothing', async () => {
+    expect(await ledger.claimNodeDir('dir-a', 'local:vm', '/var/lib/nb/shared')).toEqual({ created: true });
+    expect(await ledger.claimNodeDir('dir-a', 'local:vm', '/var/lib/nb/shared')).toEqual({ created: false });
+    const e = await caught(ledger.claimNodeDir('dir-b', 'local:vm', '/var/lib/nb/shared'));
+    expect(e.type).toBe('OwnershipConflict');
+    expect(e.message).toBe('nodeDir /var/lib/nb/shared on local:vm belongs to node dir-a');
+    expect(await ledger.nodeDirHolder('local:vm', '/var/lib/nb/shared')).toBe('dir-a');
+    // Another filesystem's directory of the same name is another directory.
+    expect(await ledger.claimNodeDir('dir-b', 'ssh:192.0.2.20:22', '/var/lib/nb/shared')).toEqual({ created: true });
+    // A node naming another directory moves its claim; the old one is free.
+    await ledger.claimNodeDir('dir-a', 'local:vm', '/var/lib/nb/a');
+    expect(await ledger.nodeDirHolder('local:vm', '/var/lib/nb/shared')).toBeNull();
+    expect(await ledger.releaseNodeDir('dir-a')).toBe(true);
+    expect(await ledger.releaseNodeDir('dir-a')).toBe(false);
+    expect((await caught(ledger.claimNodeDir('dir-c', 'local:vm', 'relative/dir'))).type).toBe('InvalidInput');
+  });
+
+  it('12 nodes claiming one directory at once: exactly one holds it', async () => {
+    const nodes = Array.from({ length: 12 }, (_, i) => `race-${i}`);
+    const results = await Promise.allSettled(nodes.map((n) => ledger.claimNodeDir(n, 'local:vm', '/var/lib/nb/race')));
+    const won = results.filter((r) => r.status === 'fulfilled');
+    expect(won).toHaveLength(1);
+    for (const r of results) if (r.status === 'rejected') expect((r.reason as LedgerError).type).toBe('OwnershipConflict');
+    expect(nodes).toContain(await ledger.nodeDirHolder('local:vm', '/var/lib/nb/race'));
+  });
+
+  it('an interface record is one node\'s per network stack; release only removes the node\'s own', async () => {
+    expect(await ledger.claimInterface('if-a', 'netns:vm:lab-n1', 'wg0')).toEqual({ created: true });
+    expect(await ledger.claimInterface('if-a', 'netns:vm:lab-n1', 'wg0')).toEqual({ created: false });
+    const e = await caught(ledger.claimInterface('if-b', 'netns:vm:lab-n1', 'wg0'));
+    expect(e.type).toBe('OwnershipConflict');
+    expect(e.message).toBe('interface wg0 on netns:vm:lab-n1 belongs to node if-a');
+    expect(await ledger.claimInterface('if-b', 'netns:vm:lab-n2', 'wg0')).toEqual({ created: true });
+    expect(await ledger.releaseInterface('if-b', 'netns:vm:lab-n1', 'wg0')).toBe(false);
+    expect(await ledger.interfaceHolder('netns:vm:lab-n1', 'wg0')).toBe('if-a');
+    expect(await ledger.releaseInterface('if-a', 'netns:vm:lab-n1', 'wg0')).toBe(true);
+    expect(await ledger.interfaceHolder('netns:vm:lab-n1', 'wg0')).toBeNull();
+    expect((await caught(ledger.claimInterface('if-a', 'netns:vm:lab-n1', 'a-very-long-interface'))).type).toBe('InvalidInput');
+  });
+});
+
 describe('purgeNode', () => {
   it('removes every row for the node except its events, and leaves other nodes alone', async () => {
     for (const n of ['gone-1', 'kept-1']) {
       await ledger.upsertNode(n, 'lab', 'ready');
+      await ledger.claimNodeDir(n, 'local:vm', `/var/lib/nb/${n}`);
+      await ledger.claimInterface(n, 'netns:vm:lab-n1', `nb${n.replace('-', '')}`);
       await ledger.allocateAddress(n, '10.60.0.0/24');
       await ledger.recordPeer({ nodeId: n, hubName: 'hub-a', nodePublicKey: KEY_A, hubPublicKey: KEY_B, endpoint: '192.0.2.1:51820' });
       await ledger.recordEntry({ entryId: `entry-${n}`, nodeId: n, workload: 'api', spiffeId: 'spiffe://example.org/api', parentId: `spiffe://example.org/node/${n}`, createdByRun: 'run-1' });
@@ -298,8 +342,14 @@ describe('purgeNode', () => {
       await ledger.recordOverlayDevice({ nodeId: n, driver: 'bowtie', deviceId: `dev-${n}`, publicKey: KEY_A, controllerUrl: 'https://ctl.example.org' });
     }
     const purged = await ledger.purgeNode('gone-1');
-    expect(purged).toEqual({ nodes: 1, overlayAllocations: 1, overlayDevices: 1, peers: 1, registrationEntries: 1, workloads: 1 });
-    expect(await ledger.purgeNode('gone-1')).toEqual({ nodes: 0, overlayAllocations: 0, overlayDevices: 0, peers: 0, registrationEntries: 0, workloads: 0 });
+    expect(purged).toEqual({ nodes: 1, overlayAllocations: 1, overlayDevices: 1, peers: 1, registrationEntries: 1, workloads: 1, nodeDirs: 1, interfaces: 1 });
+    expect(await ledger.purgeNode('gone-1')).toEqual({
+      nodes: 0, overlayAllocations: 0, overlayDevices: 0, peers: 0, registrationEntries: 0, workloads: 0, nodeDirs: 0, interfaces: 0,
+    });
+    // A purged node's directory and interface names are free again; the kept node keeps its own.
+    expect(await ledger.nodeDirHolder('local:vm', '/var/lib/nb/gone-1')).toBeNull();
+    expect(await ledger.interfaceHolder('netns:vm:lab-n1', 'nbgone1')).toBeNull();
+    expect(await ledger.nodeDirHolder('local:vm', '/var/lib/nb/kept-1')).toBe('kept-1');
 
     expect(await ledger.getNode('gone-1')).toBeNull();
     expect(await ledger.listAllocations('gone-1')).toEqual([]);
