@@ -21,11 +21,13 @@ import {
   ensureDirAs,
   ensureParent,
   readNodeFileAs,
-  readPidFile,
+  readProcessRef,
   removeNodeFile,
   sleep,
   stopDaemon,
   writeNodeFile,
+  writePidFile,
+  type ProcessRef,
 } from './daemon.js';
 import type { JoinToken } from './server-cli.js';
 
@@ -145,10 +147,10 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentHandle> {
   const logFile = parseName(SafePath, 'logFile', o.logFile);
   const target: SpireCliTarget = { transport: t, socketPath: o.socketPath, binary, signal: o.signal };
 
-  const existing = await readPidFile(t, pidFile);
+  const existing = await readProcessRef(t, pidFile);
   if (existing !== undefined && (await daemonAlive(t, existing, program))) {
     await waitAgentHealthy(target, existing, logFile, await logSize(t, logFile), o.healthTimeoutMs ?? 60_000);
-    return { pid: existing, socketPath: o.socketPath, pidFile, logFile, alreadyRunning: true };
+    return { pid: existing.pid, socketPath: o.socketPath, pidFile, logFile, alreadyRunning: true };
   }
 
   await ensureDir(t, o.dataDir, 0o700);
@@ -170,8 +172,9 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentHandle> {
     logFile,
     input: renderAgentConfig({ ...base, joinToken: o.joinToken }),
   });
-  await writeNodeFile(t, pidFile, `${pid}\n`, 0o644);
-  await waitAgentHealthy(target, pid, logFile, logFrom, o.healthTimeoutMs ?? 60_000);
+  // Pid and start time: a recycled pid is never taken for this agent (daemon.ts).
+  const proc = await writePidFile(t, pidFile, pid);
+  await waitAgentHealthy(target, proc, logFile, logFrom, o.healthTimeoutMs ?? 60_000);
   return { pid, socketPath: o.socketPath, pidFile, logFile, alreadyRunning: false };
 }
 
@@ -206,7 +209,7 @@ async function logSince(t: HostTransport, logFile: string, from: number): Promis
   return r.exitCode === 0 ? r.stdout.split('\n') : [];
 }
 
-async function waitAgentHealthy(t: SpireCliTarget, pid: number, logFile: string, logFrom: number, timeoutMs: number): Promise<void> {
+async function waitAgentHealthy(t: SpireCliTarget, pid: ProcessRef, logFile: string, logFrom: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const program = path.basename(t.binary ?? TOOL);
   for (let round = 0; ; round++) {
@@ -242,7 +245,7 @@ function errorOf(line: string): string {
  * pidfile. Keeps the data dir. Returns false when no agent was running. Idempotent.
  */
 export async function stopAgent(transport: HostTransport, pidFile: string, opts: { binary?: string; signal?: AbortSignal } = {}): Promise<boolean> {
-  const pid = await readPidFile(transport, pidFile);
+  const pid = await readProcessRef(transport, pidFile);
   const stopped = pid !== undefined && (await stopDaemon(transport, pid, { program: path.basename(opts.binary ?? TOOL), signal: opts.signal }));
   await removeNodeFile(transport, parseName(SafePath, 'pidFile', pidFile));
   return stopped;

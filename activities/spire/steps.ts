@@ -17,7 +17,7 @@ import { fsKeyOf, nodePaths } from '../paths.js';
 import { spiffeIdOf } from '../workloads/steps.js';
 import type { AgentEvidence, EntriesEvidence, StepRequest, UndoRequest, UndoResult } from '../types.js';
 import { agentHealthcheck, startAgent, stopAgent } from './agent-cli.js';
-import { daemonAlive, readNodeFile, readPidFile } from './daemon.js';
+import { daemonAlive, readNodeFile, readProcessRef } from './daemon.js';
 import * as server from './server-cli.js';
 
 export interface SpireDeps {
@@ -114,8 +114,9 @@ export function createSpireSteps(deps: SpireDeps) {
 
     // Already attested as this node and running (a retry or rerun): keep it, mint nothing.
     // An agent attested as anyone else is not ours to adopt (nor, in the undo, to stop).
-    const pid = await readPidFile(t, p.agentPid);
-    if (pid !== undefined && (await daemonAlive(t, pid, 'spire-agent'))) {
+    const proc = await readProcessRef(t, p.agentPid);
+    if (proc !== undefined && (await daemonAlive(t, proc, 'spire-agent'))) {
+      const pid = proc.pid;
       await checkRunningAgent(input, t, pid);
       if (await agentHealthcheck({ transport: t, socketPath: p.agentSocket, signal })) {
         const { agentIds } = await nodeAgentIds(input);
@@ -157,8 +158,8 @@ export function createSpireSteps(deps: SpireDeps) {
     const dirHolder = await deps.ledger.nodeDirHolder(fsKeyOf(input.host), input.nodeDir);
     let ours = dirHolder === null || dirHolder === input.nodeId;
     if (ours) {
-      const pid = await readPidFile(t, p.agentPid);
-      if (pid !== undefined && (await daemonAlive(t, pid, 'spire-agent'))) {
+      const proc = await readProcessRef(t, p.agentPid);
+      if (proc !== undefined && (await daemonAlive(t, proc, 'spire-agent'))) {
         // Unattested: no identity to take from anyone, and in our own nodeDir: ours to stop.
         const id = await runningAgentId(t, p.agentDataDir);
         ours = id === undefined || (await nodeAgentIds(input)).aliasedIds.has(id);
