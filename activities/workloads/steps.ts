@@ -9,7 +9,7 @@ import { heartbeat } from '../host/heartbeat.js';
 import { ToolError } from '../host/exec.js';
 import type { HostTransport } from '../host/transport.js';
 import type { Ledger } from '../inventory/ledger.js';
-import { nodePaths } from '../paths.js';
+import { fsKeyOf, nodePaths } from '../paths.js';
 import { fetchX509Svid } from '../spire/agent-cli.js';
 import {
   assertRootOnlyDir,
@@ -113,7 +113,10 @@ export function createWorkloadSteps(deps: WorkloadDeps) {
     const signal = deps.signal();
     const p = nodePaths(input);
     const removed: string[] = [];
-    for (const w of input.workloads) {
+    // Another live node holds this nodeDir (this run was refused at step 1): its workloads are not ours to stop.
+    const holder = await deps.ledger.nodeDirHolder(fsKeyOf(input.host), input.nodeDir);
+    const ours = holder === null || holder === input.nodeId;
+    for (const w of ours ? input.workloads : []) {
       const proc = await readProcessRef(t, p.workloadPid(w.name));
       const program = path.basename((w.command ?? [process.execPath])[0]!);
       // Stopped as a process group: a shell script's children go with it.

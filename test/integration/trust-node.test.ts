@@ -197,8 +197,9 @@ describe('a node adopts and undoes only what is its own (real lab)', () => {
     expect(processAlive(workload!.pid)).toBe(true);
     const keyBefore = readFileSync(nodePaths(ProvisionInput.parse(a)).wgKey, 'utf8');
 
-    // Same netns, same nodeDir, another node id (and so another interface name) and its own port.
-    const b = withOverlay(input('n3'), { listenPort: 51821 });
+    // Same netns, same nodeDir, another node id (and so another interface name) and its own port;
+    // a workload of the same name, whose pid file would be the first node's.
+    const b = withOverlay(input('n3', { workloads: [{ name: 'api', spiffePath: '/ns/trust/sa/api-b', uid: 62032, port: 9444 }] }), { listenPort: 51821 });
     const second = await provision(b);
     expect(second.err, 'the second node must fail').toBeDefined();
     const { original } = expectStepFailureChain(second.err!, 'OwnershipConflict', 'installOverlay');

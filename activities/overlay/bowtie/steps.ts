@@ -22,8 +22,9 @@ import type { HealthEvidence, InstallEvidence, KeyEvidence, StepRequest, UndoReq
 import { cidrContains } from '../../inventory/ipv4.js';
 import * as ip from '../ip.js';
 import { probeThroughTunnel, stepDeadline } from '../probe.js';
+import { fsKeyOf } from '../../paths.js';
 import type { OverlayDeps } from '../steps.js';
-import { fingerprint } from '../steps.js';
+import { claimNodeDir, fingerprint } from '../steps.js';
 import { BowtieController, ControllerError, uuidV5, type BowtieDevice } from './controller.js';
 import * as client from './node.js';
 import { assertAllowedController, type BowtieTrust } from './trust.js';
@@ -132,6 +133,7 @@ export function createBowtieSteps(deps: BowtieDeps) {
     const b = spec(input);
     const signal = deps.signal();
     await deps.ledger.upsertNode(input.nodeId, input.segment, 'provisioning');
+    await claimNodeDir(deps.ledger, input); // a second live node on this nodeDir stops here, before the node changes
     const present = await client.installedVersion(t, b, { signal });
     let deb: string | null = null;
     if (!present) {
@@ -173,9 +175,14 @@ export function createBowtieSteps(deps: BowtieDeps) {
     // enrolls again: note the id it enrolls under, stop it (purge), then
     // remove what it re-created.
     const reenrolled = await reenrolledDeviceIds(input);
-    if (await client.purgePackage(t, b, { signal })) removed.push(`package ${b.package.name}`);
-    if (await client.removeConfig(t, b, { signal })) removed.push('client config');
-    if (await client.removeStaged(t, b, stageDir(input), { signal })) removed.push('staged package');
+    // The node's client, config and staged package are ours only when the nodeDir is (or was never claimed).
+    const holder = await deps.ledger.nodeDirHolder(fsKeyOf(input.host), input.nodeDir);
+    if (holder === null || holder === input.nodeId) {
+      if (await client.purgePackage(t, b, { signal })) removed.push(`package ${b.package.name}`);
+      if (await client.removeConfig(t, b, { signal })) removed.push('client config');
+      if (await client.removeStaged(t, b, stageDir(input), { signal })) removed.push('staged package');
+      if (await deps.ledger.releaseNodeDir(input.nodeId)) removed.push(`claim on ${input.nodeDir}`);
+    }
     // (The node's serial, when the input gives it, finds such a device too.)
     if (revokeError !== undefined) throw revokeError;
     if (onController && (reenrolled.length > 0 || b.serial)) removed.push(...(await removeDevices(input, controller(input), reenrolled)));
