@@ -10,6 +10,7 @@ import { redactSecrets } from '../../common/errors.js';
 import type { HostTransport } from '../host/transport.js';
 import type { Ledger } from '../inventory/ledger.js';
 import { BowtieController } from '../overlay/bowtie/controller.js';
+import type { BowtieTrust } from '../overlay/bowtie/trust.js';
 import * as wg from '../overlay/wg.js';
 import * as server from '../spire/server-cli.js';
 import type { DependencyState, FleetActivities } from '../types.js';
@@ -21,6 +22,8 @@ export interface FleetDeps {
   ledger: Ledger;
   transport(spec: ProvisionInput['host']): HostTransport;
   signal(): AbortSignal | undefined;
+  /** The controllers this worker talks to and the CA it trusts for them (workers/config.ts). */
+  bowtie?: BowtieTrust;
 }
 
 export function createFleetActivities(deps: FleetDeps): FleetActivities {
@@ -45,7 +48,19 @@ export function createFleetActivities(deps: FleetDeps): FleetActivities {
         ...hubs.map((hub) => check(`hub:${hub.name}`, async () => (await wg.publicKey(deps.transport(hub.host), hub.interface, opts)) !== null)),
         // `/ok` needs no credentials: the check says whether the controller serves, not whether ours are good.
         ...(bowtieControllerUrl
-          ? [check('bowtie-controller', () => new BowtieController({ url: bowtieControllerUrl, auth: { kind: 'apiKey', keyId: '', secret: '' }, timeoutMs: CHECK_TIMEOUT_MS, signal }).ok())]
+          ? [
+              // Only a controller on the worker's allow-list is asked (off it, the check reports why it is down).
+              check('bowtie-controller', () =>
+                new BowtieController({
+                  url: bowtieControllerUrl,
+                  auth: { kind: 'apiKey', keyId: '', secret: '' },
+                  timeoutMs: CHECK_TIMEOUT_MS,
+                  signal,
+                  allowedOrigins: deps.bowtie?.controllers ?? [],
+                  ca: deps.bowtie?.ca,
+                }).ok(),
+              ),
+            ]
           : []),
         check('ledger', () => deps.ledger.ping()),
       ]);

@@ -10,6 +10,7 @@ import { Lab } from '../../lab/lab.js';
 import { stopSpireServerByDir } from '../../lab/spire-server.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { BowtieControllerStandIn } from '../standins/bowtie-controller.js';
+import { loopbackTls } from '../standins/tls.js';
 
 let lab: Lab;
 let db: TestDatabase;
@@ -53,13 +54,19 @@ describe('checkFleetDependencies', () => {
     ]);
   });
 
-  it('checks the Bowtie controller (GET /ok) for bowtie segments: up, then down once it stops', async () => {
-    const acts = createActivities({ ledger });
-    const controller = new BowtieControllerStandIn();
+  it('checks the Bowtie controller (GET /ok) for bowtie segments, over verified TLS: up, then down once it stops', async () => {
+    const { ca, server } = await loopbackTls();
+    const controller = new BowtieControllerStandIn({ tls: server });
     const url = await controller.start();
+    const acts = createActivities({ ledger, bowtie: { controllers: [new URL(url).origin], ca } });
     const req = { spire: { serverHost: { kind: 'local' as const }, serverSocketPath: '/nonexistent/api.sock' }, hubs: [], bowtieControllerUrl: url };
-    const named = async () => (await acts.checkFleetDependencies(req)).dependencies.filter((d) => d.name === 'bowtie-controller');
+    const named = async (a = acts) => (await a.checkFleetDependencies(req)).dependencies.filter((d) => d.name === 'bowtie-controller');
     expect(await named()).toEqual([{ name: 'bowtie-controller', healthy: true }]);
+    // A controller the worker does not talk to is not asked at all: it counts as down, saying why.
+    const before = controller.requests.length;
+    const offList = await named(createActivities({ ledger, bowtie: { controllers: ['https://ctl.example.net'], ca } }));
+    expect(offList).toEqual([{ name: 'bowtie-controller', healthy: false, detail: expect.stringContaining('NODEBOOT_BOWTIE_CONTROLLERS') }]);
+    expect(controller.requests.length).toBe(before);
     await controller.stop();
     expect(await named()).toEqual([{ name: 'bowtie-controller', healthy: false, detail: 'not serving' }]);
   });
