@@ -28,12 +28,14 @@ export interface ActivityDeps {
   env?: NodeJS.ProcessEnv;
   /** The Bowtie controllers the worker talks to, and an extra CA (worker config). Unset: no controller is allowed. */
   bowtie?: BowtieTrust;
+  /** The SPIRE server's config file on `spire.serverHost` (worker config): the preflight reads which NodeAttestors it runs. */
+  spireServerConfig?: string;
 }
 
 export function createActivities(deps: ActivityDeps): Activities & FleetActivities {
   const shared = { ledger: deps.ledger, transport: deps.transport ?? transportFor, signal: activitySignal, env: deps.env, bowtie: deps.bowtie };
   return withBoundary<Activities & FleetActivities>({
-    ...createPreflight(shared),
+    ...createPreflight({ ...shared, spireServerConfig: deps.spireServerConfig }),
     ...createOverlayDriverSteps(shared),
     ...createSpireSteps(shared),
     ...createWorkloadSteps(shared),

@@ -11,6 +11,7 @@
  * PREFLIGHT_CHECKS; the workflow does not change.
  */
 import type { ProvisionInput } from '../common/input.js';
+import { parseName, SafePath } from '../common/names.js';
 import { ToolError } from './host/exec.js';
 import { checkNodeDir } from './host/node-dir.js';
 import type { HostTransport } from './host/transport.js';
@@ -20,6 +21,8 @@ import type { PreflightEvidence, StepRequest } from './types.js';
 export interface PreflightDeps {
   transport(spec: ProvisionInput['host']): HostTransport;
   signal(): AbortSignal | undefined;
+  /** The SPIRE server's config file on the server host (NODEBOOT_SPIRE_SERVER_CONFIG). */
+  spireServerConfig?: string;
 }
 
 export interface PreflightCheck {
@@ -51,7 +54,39 @@ export const nodeDirSafe: PreflightCheck = {
   },
 };
 
-export const PREFLIGHT_CHECKS: readonly PreflightCheck[] = [spireTrustDomain, nodeDirSafe];
+/**
+ * The server must run the NodeAttestor the input's attestor needs, or step 4
+ * could only fail after steps 1-3 built the overlay. SPIRE has no API that
+ * lists its plugins, so this reads the server's own config file (where the
+ * worker is told it is) for its `NodeAttestor "<type>"` blocks. join_token is
+ * served by the server's core whether or not a block names it.
+ */
+export const serverAttestor: PreflightCheck = {
+  name: 'server runs the node attestor',
+  async run(input, deps) {
+    const type = input.spire.nodeAttestor.type;
+    if (type === 'join_token') return 'join_token is built into the SPIRE server';
+    if (!deps.spireServerConfig) return `not checked: the worker does not know the server's config file (NODEBOOT_SPIRE_SERVER_CONFIG)`;
+    const configPath = parseName(SafePath, 'NODEBOOT_SPIRE_SERVER_CONFIG', deps.spireServerConfig);
+    // Only the plugin names leave the server host: the config holds paths and maybe credentials.
+    const r = await deps.transport(input.spire.serverHost).run('grep', ['-ohE', 'NodeAttestor[[:space:]]+"[a-z0-9_]+"', '--', configPath], {
+      signal: deps.signal(),
+      allowNonZeroExit: true,
+    });
+    if (r.exitCode > 1) throw new ToolError('SpireServerUnavailable', `cannot read the SPIRE server's config ${configPath} on ${input.spire.serverHost.kind} host`, 'spire-server');
+    const types = [...r.stdout.matchAll(/"([a-z0-9_]+)"/g)].map((m) => m[1]!);
+    if (!types.includes(type)) {
+      throw new ToolError(
+        'InvalidInput',
+        `spire.nodeAttestor.type: the SPIRE server does not run the "${type}" NodeAttestor (it runs: ${types.join(', ') || 'none'}); add it to the server's config or choose one of those`,
+        'spire-server',
+      );
+    }
+    return `the SPIRE server runs ${types.join(', ')}`;
+  },
+};
+
+export const PREFLIGHT_CHECKS: readonly PreflightCheck[] = [spireTrustDomain, nodeDirSafe, serverAttestor];
 
 export function createPreflight(deps: PreflightDeps, checks: readonly PreflightCheck[] = PREFLIGHT_CHECKS) {
   /** Run every check in order; the first failure fails the activity. Changes nothing anywhere. */

@@ -63,6 +63,8 @@ export const WorkerConfig = z.object({
    */
   NODEBOOT_BOWTIE_CONTROLLERS: opt(OriginList.default([])),
   /** A PEM CA the worker trusts, beside the system roots, for Bowtie controller and package fetches. */
+  /** The SPIRE server's config file on the server host: the preflight checks it runs the input's NodeAttestor. */
+  NODEBOOT_SPIRE_SERVER_CONFIG: opt(z.string().regex(/^(\/[A-Za-z0-9._@+-]+)+$/, 'must be an absolute path such as "/etc/spire/server.conf"').optional()),
   NODEBOOT_CA_FILE: opt(z.string().regex(/^\/[^\0]*$/, 'must be an absolute path to a PEM file').optional()),
 }).refine((c) => c.NODEBOOT_METRICS_PORT === 0 || c.NODEBOOT_METRICS_PORT !== c.NODEBOOT_TEMPORAL_METRICS_PORT, {
   path: ['NODEBOOT_TEMPORAL_METRICS_PORT'],

@@ -42,7 +42,7 @@ export async function createWorker(config: WorkerConfig, obs: WorkerObservabilit
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue: config.TEMPORAL_TASK_QUEUE,
       workflowsPath: WORKFLOWS_PATH,
-      activities: createActivities({ ledger, bowtie }),
+      activities: createActivities({ ledger, bowtie, spireServerConfig: config.NODEBOOT_SPIRE_SERVER_CONFIG }),
       maxConcurrentActivityTaskExecutions: config.NODEBOOT_MAX_CONCURRENT_ACTIVITIES,
       interceptors: { activity: activityInterceptors },
       ...(obs.tracing ? { sinks: obs.tracing.sinks } : {}),
