@@ -45,6 +45,13 @@ export const FleetInput = z
     fleetId: NodeId,
     /** Every node's provisionNode input but its own fields (see `nodes`). */
     defaults: z.record(z.string(), z.unknown()).default({}),
+    /**
+     * Per segment, provisionNode fields for that segment's nodes, merged into the
+     * defaults field by field (objects deeply; arrays and plain values replace):
+     * e.g. the DMZ attests with machine certificates, on-prem with SSH host
+     * certificates — `{ "dmz": { "spire": { "nodeAttestor": { "type": "x509pop", ... } } } }`.
+     */
+    segments: z.record(z.string(), z.record(z.string(), z.unknown())).default({}),
     /** One entry per node: at least `nodeId`, usually `host` and `nodeDir`; merged over `defaults`. */
     nodes: z
       .array(z.object({ nodeId: NodeId }).passthrough())
@@ -72,9 +79,27 @@ export interface ValidFleet {
   nodes: ProvisionInput[];
 }
 
-/** The provisionNode input of fleet node `i`, before validation. */
-export function mergeNodeInput(fleet: Pick<FleetInput, 'defaults' | 'nodes'>, i: number): ProvisionInputJson {
-  return { ...fleet.defaults, ...fleet.nodes[i] } as ProvisionInputJson;
+/**
+ * The provisionNode input of fleet node `i`, before validation: the defaults,
+ * its segment's fields merged in deeply, then the node's own fields over the top.
+ */
+export function mergeNodeInput(fleet: Pick<FleetInput, 'defaults' | 'nodes'> & Partial<Pick<FleetInput, 'segments'>>, i: number): ProvisionInputJson {
+  const node = fleet.nodes[i]!;
+  const segment = node.segment ?? fleet.defaults.segment;
+  const bySegment = typeof segment === 'string' && fleet.segments ? fleet.segments[segment] : undefined;
+  const base = bySegment ? deepMerge(fleet.defaults, bySegment) : fleet.defaults;
+  return { ...base, ...node } as ProvisionInputJson;
+}
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = isPlainObject(b) && isPlainObject(v) ? deepMerge(b, v) : v;
+  }
+  return out;
 }
 
 /**
@@ -98,6 +123,11 @@ export function checkFleet(raw: unknown, opts: CheckOptions = {}): { fleet: Vali
     else problems.push(...node.problems.map((p) => `nodes.${i}.${p}`));
   });
   if (!opts.recordedBefore && problems.length === 0) problems.push(...sharedNodeDirProblems(nodes));
+  // A segment no node is in is a typo that would silently apply nothing.
+  const used = new Set(nodes.map((n) => n.segment));
+  for (const name of Object.keys(input.segments)) {
+    if (problems.length === 0 && !used.has(name)) problems.push(`segments.${name}: no node of the fleet is in segment "${name}"`);
+  }
   if (problems.length > 0) return { fleet: null, problems };
   return { fleet: { input, nodes }, problems: [] };
 }

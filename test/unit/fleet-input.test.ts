@@ -31,6 +31,26 @@ describe('fleet input', () => {
     ]);
   });
 
+  it('merges a segment\'s fields deeply into the defaults (the attestor per segment), then the node\'s own over the top', () => {
+    const dir = (n: string) => `/var/lib/node-bootstrap/${n}`;
+    const { fleet, problems } = checkFleet({
+      fleetId: 'f2',
+      defaults,
+      segments: { dmz: { spire: { nodeAttestor: { type: 'join_token', tokenTtlSeconds: 120 } } } },
+      nodes: [
+        { nodeId: 'dmz-1', segment: 'dmz', nodeDir: dir('dmz-1') },
+        { nodeId: 'lab-1', nodeDir: dir('lab-1') },
+      ],
+    });
+    expect(problems).toEqual([]);
+    const [dmz, lab] = fleet!.nodes;
+    expect(dmz!.spire).toMatchObject({ trustDomain: defaults.spire.trustDomain, serverAddress: defaults.spire.serverAddress, nodeAttestor: { tokenTtlSeconds: 120 } });
+    expect(lab!.spire.nodeAttestor).toEqual({ type: 'join_token', tokenTtlSeconds: 600 });
+    // A segment that no node is in is a typo, named.
+    const typo = checkFleet({ fleetId: 'f3', defaults, segments: { dnz: {} }, nodes: [{ nodeId: 'a' }] });
+    expect(typo.problems).toEqual(['segments.dnz: no node of the fleet is in segment "dnz"']);
+  });
+
   it('rejects fleet-level mistakes before looking at nodes', () => {
     const { problems } = checkFleet({ fleetId: 'Bad Id', nodes: [], window: 0, surprise: true });
     expect(problems.map((p) => p.split(':')[0])).toEqual(expect.arrayContaining(['fleetId', 'nodes', 'window', '(input)']));
