@@ -79,6 +79,8 @@ export interface LabUpOptions {
   spire?: boolean;
   datastore?: 'sqlite' | 'postgres';
   trustDomain?: string;
+  /** The NodeAttestors the lab's SPIRE server runs (default: lab/spire-server.ts DEFAULT_LAB_ATTESTORS). */
+  nodeAttestors?: readonly string[];
   /** Torn down automatically as stale once this process is gone (tests). Default false. */
   ephemeral?: boolean;
   log?: (line: string) => void;
@@ -158,7 +160,7 @@ export class Lab {
       await lab.buildUnderlay(log);
       await lab.buildHub(log);
       if (opts.spire ?? true) {
-        await lab.startSpire(opts.datastore ?? 'sqlite', opts.trustDomain ?? 'lab.nodeboot.test', log);
+        await lab.startSpire(opts.datastore ?? 'sqlite', opts.trustDomain ?? 'lab.nodeboot.test', log, opts.nodeAttestors);
       }
       lab.save();
       return lab;
@@ -226,7 +228,7 @@ export class Lab {
     this.save();
   }
 
-  private async startSpire(datastore: 'sqlite' | 'postgres', trustDomain: string, log: (l: string) => void) {
+  private async startSpire(datastore: 'sqlite' | 'postgres', trustDomain: string, log: (l: string) => void, nodeAttestors?: readonly string[]) {
     const { startSpireServer } = await import('./spire-server.js');
     log(`SPIRE server on ${this.hub.netns} (${datastore}, trust domain ${trustDomain})`);
     const dataDir = path.join(this.hub.dir, 'spire');
@@ -238,6 +240,7 @@ export class Lab {
       port: 8081,
       datastore,
       name: this.prefix,
+      ...(nodeAttestors ? { nodeAttestors } : {}),
     });
     this.state.spire = { trustDomain, socketPath: server.socketPath, port: 8081, datastore, dataDir, pid: server.pid };
   }

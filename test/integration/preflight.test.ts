@@ -29,7 +29,7 @@ describe('preflight before step 1', () => {
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 1, ephemeral: true, trustDomain: td }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([Lab.up({ nodes: 1, ephemeral: true, trustDomain: td, nodeAttestors: ['join_token'] }), createTestDatabase(), connectTestEnv()]);
     ledger = await Ledger.connect(db.url, { migrate: true });
   });
 
@@ -87,5 +87,22 @@ describe('preflight before step 1', () => {
     });
     expect(readdirSync(parent)).toEqual([]);
     expect((await ip.listLinks(lab.nodeTransport('n1'))).map((l) => l.ifname).sort()).toEqual(['eth0', 'lo']);
+  });
+  it('an attestor the SPIRE server does not run fails InvalidInput naming spire.nodeAttestor.type, before step 1', async () => {
+    const base = labProvisionInput(lab, 'n1', { nodeId: `${uniqueId('pf').slice(-10)}-n3` });
+    const input = {
+      ...base,
+      spire: { ...base.spire, nodeAttestor: { type: 'x509pop' as const, certificatePath: '/etc/nodeboot/node.pem', privateKeyPath: '/etc/nodeboot/node.key' } },
+      retry: { initialIntervalMs: 200, maximumIntervalMs: 1000, maximumAttempts: 3 },
+    };
+    const spireServerConfig = path.join(lab.spire!.dataDir, 'server.conf');
+    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, spireServerConfig }) }, async (taskQueue) => {
+      const run = await startProvisioning(env.client, input, { taskQueue });
+      const err = await failureOf(run.handle.result());
+      const { original } = expectStepFailureChain(err, 'InvalidInput', 'preflight');
+      expect(original.message).toContain('spire.nodeAttestor.type: the SPIRE server does not run the "x509pop" NodeAttestor (it runs: join_token)');
+    });
+    expect((await ip.listLinks(lab.nodeTransport('n1'))).map((l) => l.ifname).sort()).toEqual(['eth0', 'lo']);
+    expect(await ledger.listAllocations(input.nodeId)).toEqual([]);
   });
 });
