@@ -18,6 +18,7 @@ import { TOOLS_BIN } from '../activities/host/exec.js';
 import { startDecommission, startProvisioning } from '../client/provision.js';
 import type { ProvisionInputJson } from '../common/input.js';
 import { labProvisionInput } from '../lab/inputs.js';
+import { issueNodeCredential, x509popAttestorInput } from '../lab/pki.js';
 import { Lab } from '../lab/lab.js';
 import { startDevServer } from '../lab/temporal.js';
 import { callWorkload } from '../lab/mtls-proof.js';
@@ -77,13 +78,14 @@ async function ensureDatabase(url: string) {
   }
 }
 
-async function startWorker(address: string): Promise<number> {
+async function startWorker(address: string, spireServerConfig: string): Promise<number> {
   const log = openSync(path.join(DEMO_DIR, 'worker.log'), 'a');
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'workers/worker.ts')], {
     cwd: repoRoot,
     detached: true,
     stdio: ['ignore', log, log],
-    env: { ...process.env, TEMPORAL_ADDRESS: address, DATABASE_URL },
+    // The server's config tells the worker's preflight which NodeAttestors it runs.
+    env: { ...process.env, TEMPORAL_ADDRESS: address, DATABASE_URL, NODEBOOT_SPIRE_SERVER_CONFIG: spireServerConfig },
   });
   child.unref();
   return child.pid!;
@@ -96,16 +98,26 @@ const DEMO_WORKLOADS = {
 };
 const idOf = (w: keyof typeof DEMO_WORKLOADS) => `spiffe://${TRUST_DOMAIN}${DEMO_WORKLOADS[w].path}`;
 
-function demoInputs(lab: Lab): ProvisionInputJson[] {
+/**
+ * The demo nodes prove who they are by where they run, not by a handed token:
+ * demo-n1 by its machine certificate (x509pop; key made on the node), demo-n2
+ * by its SSH host certificate (sshpop). The lab issues both credentials.
+ */
+async function demoInputs(lab: Lab): Promise<ProvisionInputJson[]> {
+  const n1 = await issueNodeCredential(lab, 'n1', 'demo-n1');
+  const withAttestor = (i: ProvisionInputJson, nodeAttestor: NonNullable<ProvisionInputJson['spire']['nodeAttestor']>): ProvisionInputJson => ({
+    ...i,
+    spire: { ...i.spire, nodeAttestor },
+  });
   return [
-    labProvisionInput(lab, 'n1', {
+    withAttestor(labProvisionInput(lab, 'n1', {
       nodeId: 'demo-n1',
       segment: 'onprem',
       workloads: [
         { name: 'api', spiffePath: DEMO_WORKLOADS.api.path, uid: DEMO_WORKLOADS.api.uid, port: 8443, allow: [idOf('web')] },
         { name: 'intruder', spiffePath: DEMO_WORKLOADS.intruder.path, uid: DEMO_WORKLOADS.intruder.uid, port: 8444, allow: [] },
       ],
-    }),
+    }), x509popAttestorInput(n1)),
     labProvisionInput(lab, 'n2', {
       nodeId: 'demo-n2',
       segment: 'cloud',
@@ -126,11 +138,6 @@ async function up() {
     state.temporal = { pid: srv.pid, address: srv.address, uiUrl: srv.uiUrl };
     saveState(state);
   }
-  if (!state.worker || !processAlive(state.worker.pid)) {
-    say('[demo] starting the worker');
-    state.worker = { pid: await startWorker(state.temporal.address) };
-    saveState(state);
-  }
   let lab = state.labPrefix && existsSync(`/run/nodeboot/lab/${state.labPrefix}`) ? Lab.load(state.labPrefix) : undefined;
   if (!lab) {
     say('[demo] building the lab: hub (WireGuard + SPIRE server) and two nodes');
@@ -138,7 +145,12 @@ async function up() {
     state.labPrefix = lab.prefix;
     saveState(state);
   }
-  const inputs = demoInputs(lab);
+  if (!state.worker || !processAlive(state.worker.pid)) {
+    say('[demo] starting the worker');
+    state.worker = { pid: await startWorker(state.temporal.address, path.join(lab.spire!.dataDir, 'server.conf')) };
+    saveState(state);
+  }
+  const inputs = await demoInputs(lab);
   state.inputs = inputs;
   saveState(state);
 
@@ -187,7 +199,7 @@ function formatReceipt(r: ProvisionReceipt): string {
     `\n  node ${r.nodeId} (${r.segment})  run ${r.runId}`,
     `    overlay ${r.overlayIp} on ${r.interface}, key fingerprint ${r.keyFingerprint}`,
     ...r.hubHandshakes.map((h) => `    handshake with ${h.hub}: ${h.handshakeAgeSeconds}s ago; probe ${r.probe.target} ${r.probe.connectMs} ms`),
-    `    SPIRE agent ${r.attestationType}, node alias ${r.nodeAliasId}`,
+    `    SPIRE agent attested by ${r.attestationType}${r.canReattest ? ' (can re-attest)' : ''}, node alias ${r.nodeAliasId}`,
     ...r.entries.map((e) => `    entry ${e.entryId} ${e.spiffeId}${e.created ? '' : ' (existing)'}`),
     ...r.workloads.map((w) => `    workload ${w.name}: SVID serial ${w.svidSerial} until ${w.svidNotAfter} (${w.svidTtlSeconds}s)`),
     `    steps: ${Object.entries(r.durationsMs).map(([s, ms]) => `${s} ${ms}ms`).join(', ')} (total ${total} ms)`,
