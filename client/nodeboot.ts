@@ -13,6 +13,7 @@ import { fleet } from './cli/commands/fleet.js';
 import { history } from './cli/commands/history.js';
 import { list } from './cli/commands/list.js';
 import { cancel, decide } from './cli/commands/operate.js';
+import { repair } from './cli/commands/repair.js';
 import { rerun } from './cli/commands/rerun.js';
 import { start } from './cli/commands/start.js';
 import { status, watch } from './cli/commands/status.js';
@@ -30,6 +31,7 @@ const COMMANDS: Record<Exclude<ParsedCommand['command'], 'help'>, (ctx: Context)
   watch,
   list,
   rerun,
+  repair,
   approve: (ctx) => decide(ctx, 'retry'),
   retry: (ctx) => decide(ctx, 'retry'),
   compensate: (ctx) => decide(ctx, 'compensate'),

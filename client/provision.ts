@@ -59,6 +59,26 @@ export async function startProvisioning(client: Client, raw: ProvisionInputJson,
   }
 }
 
+/**
+ * A new provisioning run for a node that is provisioned (its last run
+ * completed) but lost something since: every step is idempotent, so the run
+ * redoes only what is missing. It holds on a failure (`onFailure: "hold"`)
+ * rather than undo a node that was working; security failures still compensate.
+ */
+export async function startRepair(client: Client, raw: ProvisionInputJson, opts: { taskQueue?: string } = {}) {
+  const repairInput = { ...raw, onFailure: 'hold' } as ProvisionInputJson;
+  const input = validateProvisionInput(repairInput);
+  return client.workflow.start<typeof provisionNode>('provisionNode', {
+    workflowId: provisionWorkflowId(input.nodeId),
+    taskQueue: opts.taskQueue ?? TASK_QUEUE,
+    args: [repairInput],
+    // The completed run stays in history; a running one is refused (nothing starts twice).
+    workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+    workflowIdConflictPolicy: 'FAIL',
+    staticSummary: `repair ${input.nodeId} (${input.segment})`,
+  });
+}
+
 export async function startDecommission(client: Client, raw: ProvisionInputJson, opts: { taskQueue?: string } = {}) {
   const input = validateProvisionInput(raw);
   return client.workflow.start<typeof decommissionNode>('decommissionNode', {

@@ -63,9 +63,9 @@ flags (every command):
   -h, --help
 
 flags (some commands):
-  --wait                   start, rerun, approve, retry, compensate, cancel, decommission: follow the run to its end
+  --wait                   start, rerun, repair, approve, retry, compensate, cancel, decommission: follow the run to its end
   --timeout SEC            with --wait / watch: stop following after SEC seconds (exit 8 if still running)
-  --input FILE|-           rerun, decommission: use this input instead of the last run's
+  --input FILE|-           rerun, repair, decommission: use this input instead of the last run's
   --run RUN_ID             status, history: a specific run instead of the latest
   --interval MS            watch: poll interval (default 500)
   --segment S --state running|held|succeeded|failed|cancelled|terminated|timed-out|open|closed
@@ -74,7 +74,7 @@ flags (some commands):
 
 ${EXIT_CODE_HELP}`;
 
-const COMMANDS = ['start', 'status', 'watch', 'list', 'rerun', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'history', 'fleet', 'help'] as const;
+const COMMANDS = ['start', 'status', 'watch', 'list', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'history', 'fleet', 'help'] as const;
 export const FLEET_COMMANDS = ['start', 'status', 'watch'] as const;
 export type FleetCommand = (typeof FLEET_COMMANDS)[number];
 export type CommandName = (typeof COMMANDS)[number];
@@ -86,6 +86,7 @@ const FLAGS_OF: Record<CommandName, string[]> = {
   watch: ['interval', 'timeout'],
   list: ['segment', 'state', 'step', 'failed-step', 'error-type', 'node', 'type', 'limit'],
   rerun: ['input', 'wait', 'timeout'],
+  repair: ['input', 'wait', 'timeout'],
   approve: ['wait', 'timeout'],
   retry: ['wait', 'timeout'],
   compensate: ['wait', 'timeout'],
@@ -96,7 +97,7 @@ const FLAGS_OF: Record<CommandName, string[]> = {
   help: [],
 };
 /** Commands that take a node id (the rest: start takes a file, list none). */
-const NODE_COMMANDS: CommandName[] = ['status', 'watch', 'rerun', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'history'];
+const NODE_COMMANDS: CommandName[] = ['status', 'watch', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'history'];
 
 const OPTIONS = {
   json: { type: 'boolean' },

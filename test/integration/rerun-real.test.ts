@@ -2,8 +2,8 @@
  * `nodeboot rerun` on real components: a failure injected at step 4 does not
  * cost steps 1-3 their work, proved by the ledger.
  *
- * The injection: the first run asks for the x509pop node attestor, which the
- * input schema accepts but this worker cannot drive, so step 4 fails with a
+ * The injection: the first run asks for the x509pop node attestor with a
+ * machine certificate that is not on the node, so step 4 fails with a
  * permanent InvalidInput after steps 1-3 (interface, key, overlay address,
  * hub peering, handshake) succeeded for real. With onFailure 'hold' the run
  * waits instead of compensating. The operator fixes the input and runs
