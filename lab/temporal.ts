@@ -208,7 +208,7 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
-async function isPortFree(host: string, port: number): Promise<boolean> {
+export async function isPortFree(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const srv = createServer();
     srv.unref();

@@ -20,7 +20,7 @@ import type { ProvisionInputJson } from '../common/input.js';
 import { labProvisionInput } from '../lab/inputs.js';
 import { issueNodeCredential, x509popAttestorInput } from '../lab/pki.js';
 import { Lab } from '../lab/lab.js';
-import { startDevServer } from '../lab/temporal.js';
+import { isPortFree, startDevServer } from '../lab/temporal.js';
 import { callWorkload } from '../lab/mtls-proof.js';
 import type { ProvisionReceipt } from '../workflows/definitions.js';
 
@@ -29,6 +29,7 @@ const DEMO_DIR = path.join(repoRoot, '.demo');
 const STATE_FILE = path.join(DEMO_DIR, 'state.json');
 const DATABASE_URL = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/nodeboot';
 const TRUST_DOMAIN = 'demo.nodeboot.test';
+const DEFAULT_TEMPORAL_PORT = 7233;
 
 interface DemoState {
   labPrefix?: string;
@@ -134,7 +135,10 @@ async function up() {
 
   if (!state.temporal || !processAlive(state.temporal.pid)) {
     say('[demo] starting the Temporal dev server (SQLite .demo/temporal.db, Web UI :8233)');
-    const srv = await startDevServer({ dbFilename: path.join(DEMO_DIR, 'temporal.db'), logFile: path.join(DEMO_DIR, 'temporal.log'), detached: true });
+    // The frontend on Temporal's default port when it is free, so `nodeboot` and the
+    // Temporal CLI find it with no configuration (else the printed export line says where).
+    const port = (await isPortFree('127.0.0.1', DEFAULT_TEMPORAL_PORT)) ? DEFAULT_TEMPORAL_PORT : undefined;
+    const srv = await startDevServer({ dbFilename: path.join(DEMO_DIR, 'temporal.db'), logFile: path.join(DEMO_DIR, 'temporal.log'), detached: true, ...(port ? { port } : {}) });
     state.temporal = { pid: srv.pid, address: srv.address, uiUrl: srv.uiUrl };
     saveState(state);
   }
@@ -180,17 +184,32 @@ async function up() {
     for (const p of proof) say(`  ${(p.expect === 'accepted') === p.ok ? 'PASS' : 'FAIL'}  ${p.what}: ${p.ok ? 'accepted' : 'refused'} — ${p.detail}`);
     const ui = state.temporal.uiUrl;
     const elapsedMs = Date.now() - t0;
+    const next = nextCommands(state.temporal.address, ui);
     if (values.json) {
-      console.log(JSON.stringify({ receipts, proof: { passed, checks: proof }, ui, elapsedMs }, null, 2));
+      console.log(JSON.stringify({ receipts, proof: { passed, checks: proof }, ui, next, elapsedMs }, null, 2));
     } else {
       say(`\n[demo] mTLS proof: ${passed ? 'PASSED' : 'FAILED'}`);
-      say(`[demo] Web UI: ${ui ?? '(headless)'}  — runs provision/demo-n1 and provision/demo-n2`);
-      say(`[demo] done in ${(elapsedMs / 1000).toFixed(1)} s; tear down with: npm run demo -- --down`);
+      say(`[demo] done in ${(elapsedMs / 1000).toFixed(1)} s. The demo keeps running; try next:`);
+      for (const line of next) say(`  ${line}`);
+      say(`[demo] tear down with: npm run demo -- --down`);
     }
     return passed ? 0 : 1;
   } finally {
     await connection.close();
   }
+}
+
+/**
+ * What a newcomer types next, exactly as printed (test/integration/demo.test.ts
+ * runs each one): the node's status through nodeboot, the runs through the
+ * pinned Temporal CLI, the Web UI. An export line first when the frontend is not
+ * on the default port.
+ */
+function nextCommands(address: string, ui: string | null): string[] {
+  const lines = address === `127.0.0.1:${DEFAULT_TEMPORAL_PORT}` ? [] : [`export TEMPORAL_ADDRESS=${address}`];
+  lines.push('npm run -s nodeboot -- status demo-n1', `npm run -s temporal -- workflow list --query 'NodeId="demo-n1"'`);
+  if (ui) lines.push(`${ui}/namespaces/default/workflows`);
+  return lines;
 }
 
 function formatReceipt(r: ProvisionReceipt): string {

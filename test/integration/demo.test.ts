@@ -1,0 +1,47 @@
+/**
+ * The README's main job, end to end: `npm run demo -- --json` provisions the
+ * lab nodes (demo-n1 by its machine certificate, x509pop), proves mTLS between
+ * their workloads, and prints the commands to try next. Each printed command
+ * is run here exactly as printed and must work; then `--down` leaves nothing.
+ */
+import { execa } from 'execa';
+import { afterAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../fixtures/nodeboot-cli.js';
+import { requireRealComponents } from '../helpers/prereqs.js';
+
+// A newcomer's shell: none of our configuration, so the printed commands must carry what they need.
+const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(TEMPORAL_|NODEBOOT_|DATABASE_URL$)/.test(k)));
+const run = (file: string, args: string[], timeout = 600_000) => execa(file, args, { cwd: REPO_ROOT, env, extendEnv: false, reject: false, timeout });
+
+describe('npm run demo', () => {
+  afterAll(async () => {
+    const down = await run('npm', ['run', '-s', 'demo', '--', '--down'], 180_000);
+    expect(down.exitCode, String(down.stderr)).toBe(0);
+  });
+
+  it('provisions the nodes, proves mTLS, and every command it prints next works as printed', async () => {
+    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
+    const demo = await run('npm', ['run', '-s', 'demo', '--', '--json']);
+    expect(demo.exitCode, String(demo.stderr).slice(-3000)).toBe(0);
+    const out = JSON.parse(String(demo.stdout)) as {
+      receipts: { nodeId: string; attestationType: string; canReattest: boolean }[];
+      proof: { passed: boolean };
+      next: string[];
+    };
+    expect(out.proof.passed).toBe(true);
+    expect(out.receipts.find((r) => r.nodeId === 'demo-n1')).toMatchObject({ attestationType: 'x509pop', canReattest: true });
+
+    const exports = out.next.filter((l) => l.startsWith('export '));
+    const urls = out.next.filter((l) => /^https?:\/\//.test(l));
+    const commands = out.next.filter((l) => !exports.includes(l) && !urls.includes(l));
+    expect(commands.length).toBeGreaterThanOrEqual(2);
+    for (const line of commands) {
+      const r = await run('bash', ['-c', [...exports, line].join('\n')], 60_000);
+      expect(r.exitCode, `${line}\n${String(r.stdout)}\n${String(r.stderr)}`).toBe(0);
+      expect(String(r.stdout), line).toContain('demo-n1');
+    }
+    expect(urls).toHaveLength(1);
+    const page = await fetch(urls[0]!);
+    expect(page.status, urls[0]).toBe(200);
+  });
+});
