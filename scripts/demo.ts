@@ -2,6 +2,7 @@
  * npm run demo [-- --json]     provision two lab nodes through Temporal, then prove
  *                              their workloads talk mTLS with SPIFFE IDs over the overlay
  * npm run demo -- --down       tear the demo down (decommission, worker, server, lab)
+ * npm run demo -- --print-input demo-n1   that node's input (edit it, `nodeboot start` it)
  *
  * Leaves the Temporal dev server (Web UI on :8233), the worker and the lab
  * running, so the runs can be explored in the UI, until `--down`.
@@ -38,7 +39,9 @@ interface DemoState {
   inputs?: ProvisionInputJson[];
 }
 
-const { values } = parseArgs({ options: { json: { type: 'boolean', default: false }, down: { type: 'boolean', default: false } } });
+const { values } = parseArgs({
+  options: { json: { type: 'boolean', default: false }, down: { type: 'boolean', default: false }, 'print-input': { type: 'string' } },
+});
 const say = (line: string) => {
   if (!values.json) console.log(line);
   else console.error(line);
@@ -207,7 +210,11 @@ async function up() {
  */
 function nextCommands(address: string, ui: string | null): string[] {
   const lines = address === `127.0.0.1:${DEFAULT_TEMPORAL_PORT}` ? [] : [`export TEMPORAL_ADDRESS=${address}`];
-  lines.push('npm run -s nodeboot -- status demo-n1', `npm run -s temporal -- workflow list --query 'NodeId="demo-n1"'`);
+  lines.push(
+    'npm run -s nodeboot -- status demo-n1',
+    `npm run -s temporal -- workflow list --query 'NodeId="demo-n1"'`,
+    'npm run -s demo -- --print-input demo-n1',
+  );
   if (ui) lines.push(`${ui}/namespaces/default/workflows`);
   return lines;
 }
@@ -257,7 +264,18 @@ async function down() {
   return 0;
 }
 
-(values.down ? down() : up()).then(
+/** `--print-input demo-n1`: the node's provisionNode input, to edit and `nodeboot start` against the running demo. */
+function printInput(nodeId: string): number {
+  const input = loadState().inputs?.find((i) => i.nodeId === nodeId);
+  if (!input) {
+    console.error(`[demo] no demo node "${nodeId}": run \`npm run demo\` first (its nodes: demo-n1, demo-n2)`);
+    return 2;
+  }
+  console.log(JSON.stringify(input, null, 2));
+  return 0;
+}
+
+(values['print-input'] !== undefined ? Promise.resolve(printInput(values['print-input'])) : values.down ? down() : up()).then(
   (code) => process.exit(code),
   (err: unknown) => {
     console.error(`[demo] error: ${err instanceof Error ? err.message : String(err)}`);
