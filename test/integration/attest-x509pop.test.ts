@@ -11,7 +11,8 @@
  *   (c) a certificate for another node, an expired one, one from another CA:
  *       AttestationRejected, compensated, the node does not come back, the
  *       other node is untouched;
- *   (d) compensation and decommission leave an agent that does not come back;
+ *   (d) compensation (evict), a security undo (ban) and decommission leave an
+ *       agent that does not come back; decommission does not lift a ban;
  *   (e) the worker SIGKILLed in the middle of startSpireAgent: the run still
  *       ends provisioned with one agent and one alias entry;
  * and no node's attestation key (nor any other secret) is in any history.
@@ -215,7 +216,7 @@ describe('x509pop node attestation (real components)', () => {
     }
   });
 
-  it('(d) compensation and decommission leave an agent that does not come back', async () => {
+  it('(d) compensation, a security undo (ban) and decommission leave an agent that does not come back', async () => {
     // Compensation: the workload exits at once, launchWorkloads fails for good after step 4 attested.
     const nodeId = `${tag}-d`;
     const cred = await issueNodeCredential(lab, 'n3', nodeId);
@@ -241,9 +242,15 @@ describe('x509pop node attestation (real components)', () => {
     // Decommission of (a)'s node, which re-attested after an eviction.
     if (!victim) return;
     const n1 = labProvisionInput(lab, 'n1', { nodeId: victim.nodeId, nodeAttestor: x509popAttestorInput({ certificatePath: `${lab.node('n1').dir}/attest/node.pem`, privateKeyPath: `${lab.node('n1').dir}/attest/node.key`, certPem: '' }), workloads: [{ name: 'api', spiffePath: `/ns/x509/sa/${victim.nodeId}`, uid: 64001, port: 9443 }], overrides: FAST });
+    // A security undo (what the workflow runs on a security failure), on a running re-attestable agent:
+    // stopped first, then banned: it does not come back, and the later decommission does not lift the ban.
+    const acts = createActivities({ ledger });
+    const undo = await acts.undoStartSpireAgent({ input: ProvisionInput.parse(n1), run: { workflowId: `provision/${victim.nodeId}`, runId: 'security-undo' }, reason: 'security' });
+    expect(undo.removed).toEqual(expect.arrayContaining(['agent process', expect.stringMatching(/\(banned\)$/)]));
+    await expectStaysOut('n1', victim.nodeId, { banned: true });
     await (await startDecommission(env.client, n1, { taskQueue })).result();
     counted(taskQueue);
-    await expectStaysOut('n1', victim.nodeId);
+    await expectStaysOut('n1', victim.nodeId, { banned: true });
     victim = undefined;
   });
 
@@ -272,8 +279,12 @@ describe('x509pop node attestation (real components)', () => {
       const receipt = await handle.result();
       expect(receipt).toMatchObject({ attestationType: 'x509pop', canReattest: true });
       const history = await handle.fetchHistory();
-      const started = (history.events ?? []).filter((e) => e.activityTaskStartedEventAttributes && e.activityTaskStartedEventAttributes.attempt! >= 2);
-      expect(started.length).toBeGreaterThanOrEqual(1);
+      // Step 4 really ran twice: scheduled once, its activity retried after the heartbeat timeout.
+      const events = history.events ?? [];
+      const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'startSpireAgent');
+      expect(scheduled).toHaveLength(1);
+      const startedEv = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(scheduled[0]!.eventId));
+      expect(startedEv?.activityTaskStartedEventAttributes?.attempt).toBeGreaterThanOrEqual(2);
       // One agent of this node, one alias, one agent process.
       const mine = (await server.agentList(srv())).filter((a) => a.spiffeId.includes(`/${nodeId}`) || a.selectors.includes(`x509pop:subject:cn:${nodeId}`));
       expect(mine.map((a) => a.spiffeId)).toEqual([agentIdOf(nodeId)]);
