@@ -85,6 +85,18 @@ export async function createSshCa(dir: string, comment = 'nodeboot-lab-ssh-ca'):
   return { dir: d, keyFile, pubFile, publicKey: readFileSync(pubFile, 'utf8').trim() };
 }
 
+/** Where the lab's server keeps its SSH CA (inside the server's directory: gone with it). */
+export const labSshCaDir = (serverDir: string) => path.join(serverDir, 'pki', 'ssh-ca');
+
+/** The SSH CA the lab's SPIRE server trusts (made by the server's setup, lab/spire-server.ts). */
+export function labSshCa(lab: Lab): Promise<LabSshCa> {
+  if (!lab.spire) throw new Error(`lab ${lab.prefix} runs no SPIRE server`);
+  return createSshCa(labSshCaDir(lab.spire.dataDir));
+}
+
+/** sshpop input fields for a node's host key and certificate. */
+export const sshpopAttestorInput = (c: Pick<NodeHostKey, 'keyFile' | 'certFile'>) => ({ type: 'sshpop' as const, hostKeyPath: c.keyFile, hostCertPath: c.certFile });
+
 /** Where a lab node keeps its attestation host key (`<node dir>/attest`). */
 export function labHostKeyDir(lab: Lab, nodeName: string): string {
   return path.join(lab.node(nodeName).dir, 'attest');
@@ -142,35 +154,38 @@ export async function signHostKey(ca: LabSshCa, host: NodeHostKey, opts: HostCer
 }
 
 export interface LabHostCertOptions extends Partial<HostCertOptions> {
+  /** Sign with this CA instead of the lab's (the "another CA" refusal). */
+  ca?: LabSshCa;
   /** Where on the node (default `labHostKeyDir`). */
   dir?: string;
 }
 
 /**
  * A lab node's sshpop credentials: a host key made on the node (kept if it
- * exists) and a certificate from `ca` for `nodeId` (principal and key id),
- * valid from 5 minutes ago for 30 days, unless `opts` says otherwise.
+ * exists) and a certificate from the lab's SSH CA for `nodeId` (principal and
+ * key id), valid from 5 minutes ago for 30 days, unless `opts` says otherwise.
  */
-export async function issueNodeHostCert(lab: Lab, ca: LabSshCa, nodeName: string, nodeId: string, opts: LabHostCertOptions = {}): Promise<IssuedHostCert> {
+export async function issueNodeHostCert(lab: Lab, nodeName: string, nodeId: string, opts: LabHostCertOptions = {}): Promise<IssuedHostCert> {
   const id = parseName(NodeId, 'nodeId', nodeId);
+  const ca = opts.ca ?? (await labSshCa(lab));
   const host = await makeNodeHostKey(lab.nodeTransport(nodeName), opts.dir ?? labHostKeyDir(lab, nodeName), id);
   return signHostKey(ca, host, { principals: opts.principals ?? [id], identity: opts.identity ?? id, validity: opts.validity, serial: opts.serial });
 }
 
 /** Refusal test: a certificate whose validity ended in 2020. */
-export function issueExpiredHostCert(lab: Lab, ca: LabSshCa, nodeName: string, nodeId: string, opts: LabHostCertOptions = {}): Promise<IssuedHostCert> {
-  return issueNodeHostCert(lab, ca, nodeName, nodeId, { ...opts, validity: '20200101:20200102' });
+export function issueExpiredHostCert(lab: Lab, nodeName: string, nodeId: string, opts: LabHostCertOptions = {}): Promise<IssuedHostCert> {
+  return issueNodeHostCert(lab, nodeName, nodeId, { ...opts, validity: '20200101:20200102' });
 }
 
-/** Refusal test: a certificate (from the trusted CA) that names `principal`, e.g. another node's id. */
-export function issueHostCertForPrincipal(lab: Lab, ca: LabSshCa, nodeName: string, nodeId: string, principal: string, opts: LabHostCertOptions = {}): Promise<IssuedHostCert> {
-  return issueNodeHostCert(lab, ca, nodeName, nodeId, { ...opts, principals: [principal], identity: principal });
+/** Refusal test: a certificate from the trusted CA that names `principal` (e.g. another node's id). */
+export function issueHostCertForPrincipal(lab: Lab, nodeName: string, nodeId: string, principal: string, opts: LabHostCertOptions = {}): Promise<IssuedHostCert> {
+  return issueNodeHostCert(lab, nodeName, nodeId, { ...opts, principals: [principal], identity: principal });
 }
 
 /** Refusal test: a certificate for `nodeId` from a CA of its own (under `<lab>/ssh-ca-rogue`), which the server does not trust. */
 export async function issueHostCertFromOtherCa(lab: Lab, nodeName: string, nodeId: string, opts: LabHostCertOptions = {}): Promise<IssuedHostCert & { otherCa: LabSshCa }> {
   const otherCa = await createSshCa(path.join(lab.state.dir, 'ssh-ca-rogue'), 'nodeboot-lab-rogue-ssh-ca');
-  return { ...(await issueNodeHostCert(lab, otherCa, nodeName, nodeId, opts)), otherCa };
+  return { ...(await issueNodeHostCert(lab, nodeName, nodeId, { ...opts, ca: otherCa })), otherCa };
 }
 
 /** Remove a node's host key and certificate (what a decommissioned lab node no longer holds). */
