@@ -272,8 +272,12 @@ describe('x509pop node attestation (real components)', () => {
       const receipt = await handle.result();
       expect(receipt).toMatchObject({ attestationType: 'x509pop', canReattest: true });
       const history = await handle.fetchHistory();
-      const started = (history.events ?? []).filter((e) => e.activityTaskStartedEventAttributes && e.activityTaskStartedEventAttributes.attempt! >= 2);
-      expect(started.length).toBeGreaterThanOrEqual(1);
+      // Step 4 really ran twice: scheduled once, its activity retried after the heartbeat timeout.
+      const events = history.events ?? [];
+      const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'startSpireAgent');
+      expect(scheduled).toHaveLength(1);
+      const startedEv = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(scheduled[0]!.eventId));
+      expect(startedEv?.activityTaskStartedEventAttributes?.attempt).toBeGreaterThanOrEqual(2);
       // One agent of this node, one alias, one agent process.
       const mine = (await server.agentList(srv())).filter((a) => a.spiffeId.includes(`/${nodeId}`) || a.selectors.includes(`x509pop:subject:cn:${nodeId}`));
       expect(mine.map((a) => a.spiffeId)).toEqual([agentIdOf(nodeId)]);
