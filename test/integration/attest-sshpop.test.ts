@@ -244,6 +244,58 @@ describe('sshpop node attestation (real components)', () => {
     }
   });
 
+  it('(c2) refuses, before the agent starts, a host key others can read (UnsafePath) and a user certificate (InvalidInput)', async () => {
+    const cases = [
+      {
+        why: 'key readable by group',
+        issue: async (nodeId: string) => {
+          const cert = await issueNodeHostCert(lab, 'n2', nodeId, { dir: `${lab.node('n2').dir}/attest-loose` });
+          await lab.nodeTransport('n2').run('chmod', ['640', '--', cert.keyFile]);
+          return cert;
+        },
+        type: 'UnsafePath',
+        message: /hostKeyPath: .* must be owned by root with mode 0600 \(is uid 0, mode 640\)/,
+      },
+      {
+        why: 'user certificate',
+        issue: async (nodeId: string) => {
+          const host = await makeNodeHostKey(lab.nodeTransport('n2'), `${lab.node('n2').dir}/attest-user`, nodeId);
+          // No -h: a user certificate for the same principal, from the trusted CA.
+          const pub = readFileSync(host.pubFile, 'utf8');
+          const ca = await labSshCa(lab);
+          const tmp = `${ca.dir}/user-${randomBytes(4).toString('hex')}`;
+          await localTransport().run('sh', ['-c', 'umask 077; mkdir "$1" && cat > "$1/u.pub"', 'w', tmp], { input: pub });
+          await localTransport().run('ssh-keygen', ['-q', '-s', ca.keyFile, '-I', nodeId, '-n', nodeId, '-V', '-5m:+1d', `${tmp}/u.pub`]);
+          await lab.nodeTransport('n2').run('cp', ['--', `${tmp}/u-cert.pub`, host.certFile]);
+          await localTransport().run('rm', ['-rf', '--', tmp]);
+          return host;
+        },
+        type: 'InvalidInput',
+        message: /hostCertPath: .* is a user certificate/,
+      },
+    ];
+    for (const [i, c] of cases.entries()) {
+      const nodeId = `${tag}-f${i}`;
+      const input = inputFor('n2', nodeId, await c.issue(nodeId), 65002);
+      const { handle } = await startProvisioning(env.client, input, { taskQueue });
+      counted(taskQueue);
+      const err = await handle.result().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(rootFailureType(err), c.why).toBe(c.type);
+      const status = await handle.query(statusQuery);
+      expect(status.state, c.why).toBe('compensated');
+      expect(status.lastFailure, c.why).toMatchObject({ step: 'startSpireAgent', type: c.type });
+      expect(status.lastFailure!.message, c.why).toMatch(c.message);
+      secrets.push(...attestationKeySecrets(input, `n2 (${c.why})`));
+      // Nothing was presented: no agent ran, the server never saw the node.
+      expect(await agentProcs('n2')).toEqual([]);
+      expect(await agentOf(nodeId)).toBeUndefined();
+      expect(await server.entryShow(srv(), { spiffeId: aliasOf(nodeId) })).toEqual([]);
+    }
+  });
+
   it('(d) compensation and decommission leave an agent that does not come back', async () => {
     // Compensation: the workload exits at once, launchWorkloads fails for good after step 4 attested.
     const nodeId = `${tag}-d`;
