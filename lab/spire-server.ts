@@ -21,10 +21,12 @@ import { Ipv4, SafePath, TrustDomain, parseName } from '../common/names.js';
 import { summarizeStderr, ToolError } from '../activities/host/exec.js';
 import { localTransport, type HostTransport } from '../activities/host/transport.js';
 import { renderNodeAttestorBlock, type NodeAttestorBlock } from '../activities/spire/agent-cli.js';
+import { sshpopServerPluginData } from '../activities/spire/attestors/sshpop.js';
 import { x509popServerPluginData } from '../activities/spire/attestors/x509pop.js';
 import { daemonAlive, sleep, stopDaemon } from '../activities/spire/daemon.js';
 import { healthcheck, type SpireServerTarget } from '../activities/spire/server-cli.js';
 import { ensureNodeCa, labNodeCaDir } from './pki.js';
+import { createSshCa, labSshCaDir } from './ssh-ca.js';
 
 const TOOL = 'spire-server';
 const INSTANCE_FILE = 'instance.json';
@@ -44,10 +46,12 @@ export const LAB_SERVER_ATTESTORS: Record<string, LabServerAttestor> = {
   join_token: { setup: async () => ({}) },
   // The lab node CA (lab/pki.ts issues node certificates from it).
   x509pop: { setup: async (dir) => x509popServerPluginData({ caBundlePath: (await ensureNodeCa(labNodeCaDir(dir))).certPath }) },
+  // The lab SSH CA (lab/ssh-ca.ts signs node host keys with it).
+  sshpop: { setup: async (dir) => sshpopServerPluginData({ certAuthoritiesPath: (await createSshCa(labSshCaDir(dir))).pubFile }) },
 };
 
 /** The attestors a lab server enables unless told otherwise. */
-export const DEFAULT_LAB_ATTESTORS: readonly string[] = ['join_token', 'x509pop'];
+export const DEFAULT_LAB_ATTESTORS: readonly string[] = ['join_token', 'x509pop', 'sshpop'];
 
 
 export interface PostgresAccess {

@@ -170,8 +170,18 @@ async function sshdPids(sshd: LabSshd): Promise<number[]> {
   });
 }
 
-async function keygen(file: string, comment: string): Promise<void> {
-  if (!existsSync(file)) await runCommand('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', file]);
+/**
+ * An ed25519 key pair at `file` (private, 0600) and `file.pub`, unless `file`
+ * exists. Made by ssh-keygen where `on` runs it (default the lab host), so a
+ * node's key can be made on the node and never be read by anyone else.
+ */
+export async function keygen(file: string, comment: string, on?: HostTransport): Promise<void> {
+  const args = ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', file];
+  if (!on) {
+    if (!existsSync(file)) await runCommand('ssh-keygen', args);
+    return;
+  }
+  if ((await on.run('test', ['-e', file], { allowNonZeroExit: true })).exitCode !== 0) await on.run('ssh-keygen', args);
 }
 
 async function newHostKey(sshd: LabSshd): Promise<void> {

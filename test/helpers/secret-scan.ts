@@ -122,9 +122,10 @@ export function nodeFileSecrets(raw: ProvisionInputJson, label = raw.nodeId): Se
   return out;
 }
 
-/** The node's attestation private key (x509pop's certificate key), read from the node: none for join_token. */
+/** The node's attestation private key (x509pop's certificate key, sshpop's host key), read from the node: none for join_token. */
 export function attestationKeySecrets(raw: ProvisionInputJson, label = raw.nodeId): Secret[] {
   const a = ProvisionInput.parse(raw).spire.nodeAttestor;
+  if (a.type === 'sshpop') return pemKeySecrets(`${label} sshpop host key`, readFileSync(a.hostKeyPath, 'utf8'));
   return a.type === 'x509pop' ? pemKeySecrets(`${label} x509pop private key`, readFileSync(a.privateKeyPath, 'utf8')) : [];
 }
 
