@@ -47,7 +47,8 @@ export const FleetInput = z
     defaults: z.record(z.string(), z.unknown()).default({}),
     /**
      * Per segment, provisionNode fields for that segment's nodes, merged into the
-     * defaults field by field (objects deeply; arrays and plain values replace):
+     * defaults field by field (objects deeply, unless their `type`/`kind` differs;
+     * arrays and plain values replace):
      * e.g. the DMZ attests with machine certificates, on-prem with SSH host
      * certificates — `{ "dmz": { "spire": { "nodeAttestor": { "type": "x509pop", ... } } } }`.
      */
@@ -97,7 +98,9 @@ function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>)
   const out: Record<string, unknown> = { ...base };
   for (const [k, v] of Object.entries(over)) {
     const b = out[k];
-    out[k] = isPlainObject(b) && isPlainObject(v) ? deepMerge(b, v) : v;
+    // An object of another kind (an attestor of another `type`, a host of another `kind`) replaces; same kind merges.
+    const sameKind = isPlainObject(b) && isPlainObject(v) && b.type === v.type && b.kind === v.kind;
+    out[k] = sameKind ? deepMerge(b, v) : v;
   }
   return out;
 }
