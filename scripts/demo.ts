@@ -20,6 +20,7 @@ import { startDecommission, startProvisioning } from '../client/provision.js';
 import type { ProvisionInputJson } from '../common/input.js';
 import { labProvisionInput } from '../lab/inputs.js';
 import { issueNodeCredential, x509popAttestorInput } from '../lab/pki.js';
+import { issueNodeHostCert, sshpopAttestorInput } from '../lab/ssh-ca.js';
 import { Lab } from '../lab/lab.js';
 import { isPortFree, startDevServer } from '../lab/temporal.js';
 import { callWorkload } from '../lab/mtls-proof.js';
@@ -109,6 +110,7 @@ const idOf = (w: keyof typeof DEMO_WORKLOADS) => `spiffe://${TRUST_DOMAIN}${DEMO
  */
 async function demoInputs(lab: Lab): Promise<ProvisionInputJson[]> {
   const n1 = await issueNodeCredential(lab, 'n1', 'demo-n1');
+  const n2 = await issueNodeHostCert(lab, 'n2', 'demo-n2');
   const withAttestor = (i: ProvisionInputJson, nodeAttestor: NonNullable<ProvisionInputJson['spire']['nodeAttestor']>): ProvisionInputJson => ({
     ...i,
     spire: { ...i.spire, nodeAttestor },
@@ -122,11 +124,11 @@ async function demoInputs(lab: Lab): Promise<ProvisionInputJson[]> {
         { name: 'intruder', spiffePath: DEMO_WORKLOADS.intruder.path, uid: DEMO_WORKLOADS.intruder.uid, port: 8444, allow: [] },
       ],
     }), x509popAttestorInput(n1)),
-    labProvisionInput(lab, 'n2', {
+    withAttestor(labProvisionInput(lab, 'n2', {
       nodeId: 'demo-n2',
       segment: 'cloud',
       workloads: [{ name: 'web', spiffePath: DEMO_WORKLOADS.web.path, uid: DEMO_WORKLOADS.web.uid, port: 8443, allow: [idOf('api')] }],
-    }),
+    }), sshpopAttestorInput(n2)),
   ];
 }
 

@@ -1,11 +1,15 @@
 /**
  * The README's main job, end to end: `npm run demo -- --json` provisions the
- * lab nodes (demo-n1 by its machine certificate, x509pop), proves mTLS between
+ * lab nodes (demo-n1 by its machine certificate, x509pop; demo-n2 by its SSH host
+ * certificate, sshpop), proves mTLS between
  * their workloads, and prints the commands to try next. Each printed command
  * is run here exactly as printed and must work; then `--down` leaves nothing.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
+import { Lab } from '../../lab/lab.js';
 import { REPO_ROOT } from '../fixtures/nodeboot-cli.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
 
@@ -30,6 +34,12 @@ describe('npm run demo', () => {
     };
     expect(out.proof.passed).toBe(true);
     expect(out.receipts.find((r) => r.nodeId === 'demo-n1')).toMatchObject({ attestationType: 'x509pop', canReattest: true });
+    expect(out.receipts.find((r) => r.nodeId === 'demo-n2')).toMatchObject({ attestationType: 'sshpop', canReattest: true });
+    // As SPIRE's own CLI shows it.
+    const state = JSON.parse(readFileSync(path.join(REPO_ROOT, '.demo/state.json'), 'utf8')) as { labPrefix: string };
+    const list = await run(path.join(REPO_ROOT, '.tools/bin/spire-server'), ['agent', 'list', '-socketPath', Lab.load(state.labPrefix).spire!.socketPath], 30_000);
+    expect(list.exitCode, String(list.stderr)).toBe(0);
+    for (const type of ['x509pop', 'sshpop']) expect(String(list.stdout)).toMatch(new RegExp(`Attestation type\\s*:\\s*${type}[\\s\\S]*?Can re-attest\\s*:\\s*true`));
 
     const exports = out.next.filter((l) => l.startsWith('export '));
     const urls = out.next.filter((l) => /^https?:\/\//.test(l));
