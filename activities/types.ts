@@ -59,6 +59,11 @@ export interface AgentEvidence {
   agentIdDigest: string;
   agentPid: number;
   attestationType: string;
+  /**
+   * The server re-attests this agent by itself after an eviction (x509pop...;
+   * false for join_token). Absent in evidence recorded before attestors.
+   */
+  canReattest?: boolean;
 }
 
 export interface EntriesEvidence {

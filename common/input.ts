@@ -201,16 +201,22 @@ export const OverlaySpec = z
 export type OverlaySpec = z.infer<typeof OverlaySpec>;
 
 const JoinTokenAttestor = z.object({ type: z.literal('join_token'), tokenTtlSeconds: z.number().int().min(30).max(86_400).default(600) }).strict();
+/**
+ * x509pop: a machine certificate (subject CN = the node id) and its key, files
+ * on the NODE (the key owned by root, mode 0600; the worker never reads it).
+ */
 const X509PopAttestor = z
   .object({ type: z.literal('x509pop'), certificatePath: SafePath, privateKeyPath: SafePath, intermediatesPath: SafePath.optional() })
   .strict();
+/** sshpop: the node's SSH host key and its host certificate from the SSH CA the server trusts, files on the NODE. */
+const SshPopAttestor = z.object({ type: z.literal('sshpop'), hostKeyPath: SafePath, hostCertPath: SafePath }).strict();
 const AwsIidAttestor = z.object({ type: z.literal('aws_iid'), accountId: z.string().regex(/^\d{12}$/, 'must be a 12-digit AWS account id').optional() }).strict();
 const GcpIitAttestor = z.object({ type: z.literal('gcp_iit'), projectId: Label.optional(), serviceAccount: z.string().max(255).optional() }).strict();
 const TpmDevidAttestor = z
   .object({ type: z.literal('tpm_devid'), devidCertPath: SafePath, devidPrivPath: SafePath, devidPubPath: SafePath, endorsementHierarchyPasswordEnv: CredentialEnvName.optional() })
   .strict();
 
-export const NodeAttestor = z.discriminatedUnion('type', [JoinTokenAttestor, X509PopAttestor, AwsIidAttestor, GcpIitAttestor, TpmDevidAttestor]);
+export const NodeAttestor = z.discriminatedUnion('type', [JoinTokenAttestor, X509PopAttestor, SshPopAttestor, AwsIidAttestor, GcpIitAttestor, TpmDevidAttestor]);
 export type NodeAttestor = z.infer<typeof NodeAttestor>;
 
 export const SpireSpec = z

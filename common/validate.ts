@@ -15,7 +15,7 @@ import { nodePaths } from './paths.js';
 export type Checked<T> = { ok: true; value: T; problems: [] } | { ok: false; value: null; problems: string[] };
 
 /** Attestors this worker can drive end to end (step 4). Any other type is refused up front. */
-export const DRIVABLE_ATTESTORS: readonly string[] = ['join_token'];
+export const DRIVABLE_ATTESTORS: readonly string[] = ['join_token', 'x509pop'];
 
 /** sun_path is 108 bytes with its terminating NUL: the longest unix socket path the agent can bind. */
 export const UNIX_SOCKET_PATH_MAX = 107;
@@ -60,10 +60,20 @@ function retryProblems({ retry }: ProvisionInput): string[] {
   return retry.maximumIntervalMs < retry.initialIntervalMs ? ['retry.maximumIntervalMs: must be at least retry.initialIntervalMs'] : [];
 }
 
-function attestorProblems({ spire }: ProvisionInput): string[] {
-  const type = spire.nodeAttestor.type;
-  if (DRIVABLE_ATTESTORS.includes(type)) return [];
-  return [`spire.nodeAttestor.type: "${type}" is not supported by this worker (supported: ${DRIVABLE_ATTESTORS.join(', ')})`];
+function attestorProblems(input: ProvisionInput): string[] {
+  const a = input.spire.nodeAttestor;
+  if (!DRIVABLE_ATTESTORS.includes(a.type)) {
+    return [`spire.nodeAttestor.type: "${a.type}" is not supported by this worker (supported: ${DRIVABLE_ATTESTORS.join(', ')})`];
+  }
+  // Credential files the attestor names: distinct, and outside the agent's directory, which every undo removes.
+  const files = Object.entries(a).filter((e): e is [string, string] => e[0].endsWith('Path') && typeof e[1] === 'string');
+  const agentDir = nodePaths(input).agentDir;
+  const problems: string[] = [];
+  files.forEach(([k, v], i) => {
+    if (v === agentDir || v.startsWith(`${agentDir}/`)) problems.push(`spire.nodeAttestor.${k}: must not be under ${agentDir} (the agent's directory, removed by every undo)`);
+    if (files.slice(0, i).some(([, w]) => w === v)) problems.push(`spire.nodeAttestor.${k}: names the same file as another credential path`);
+  });
+  return problems;
 }
 
 function nodeDirProblems(nodeDir: string, input: ProvisionInput): string[] {

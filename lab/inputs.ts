@@ -17,7 +17,14 @@ export interface LabWorkload {
 export function labProvisionInput(
   lab: Lab,
   nodeName: string,
-  opts: { nodeId: string; segment?: string; workloads?: LabWorkload[]; overrides?: Partial<ProvisionInputJson> },
+  opts: {
+    nodeId: string;
+    segment?: string;
+    workloads?: LabWorkload[];
+    /** How the node attests (default join_token); for x509pop see lab/pki.ts issueNodeCredential. */
+    nodeAttestor?: NonNullable<ProvisionInputJson['spire']['nodeAttestor']>;
+    overrides?: Partial<ProvisionInputJson>;
+  },
 ): ProvisionInputJson {
   const node = lab.node(nodeName);
   const spire = lab.spire;
@@ -38,7 +45,7 @@ export function labProvisionInput(
       serverPort: spire.port,
       serverHost: { kind: 'netns', netns: lab.hub.netns },
       serverSocketPath: spire.socketPath,
-      nodeAttestor: { type: 'join_token', tokenTtlSeconds: 600 },
+      nodeAttestor: opts.nodeAttestor ?? { type: 'join_token', tokenTtlSeconds: 600 },
     },
     workloads: opts.workloads ?? [],
     ...opts.overrides,

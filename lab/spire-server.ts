@@ -20,13 +20,34 @@ import { z } from 'zod';
 import { Ipv4, SafePath, TrustDomain, parseName } from '../common/names.js';
 import { summarizeStderr, ToolError } from '../activities/host/exec.js';
 import { localTransport, type HostTransport } from '../activities/host/transport.js';
+import { renderNodeAttestorBlock, type NodeAttestorBlock } from '../activities/spire/agent-cli.js';
+import { x509popServerPluginData } from '../activities/spire/attestors/x509pop.js';
 import { daemonAlive, sleep, stopDaemon } from '../activities/spire/daemon.js';
 import { healthcheck, type SpireServerTarget } from '../activities/spire/server-cli.js';
+import { ensureNodeCa, labNodeCaDir } from './pki.js';
 
 const TOOL = 'spire-server';
 const INSTANCE_FILE = 'instance.json';
 
 export type SpireDatastore = 'sqlite3' | 'postgres';
+
+/**
+ * How the lab's server gets the NodeAttestor block of one attestor: `setup`
+ * makes what the server trusts (a CA) under the server's directory and returns
+ * the plugin_data. sshpop and tpm_devid add theirs here (one entry each).
+ */
+export interface LabServerAttestor {
+  setup(serverDir: string): Promise<NodeAttestorBlock['pluginData']>;
+}
+
+export const LAB_SERVER_ATTESTORS: Record<string, LabServerAttestor> = {
+  join_token: { setup: async () => ({}) },
+  // The lab node CA (lab/pki.ts issues node certificates from it).
+  x509pop: { setup: async (dir) => x509popServerPluginData({ caBundlePath: (await ensureNodeCa(labNodeCaDir(dir))).certPath }) },
+};
+
+/** The attestors a lab server enables unless told otherwise. */
+export const DEFAULT_LAB_ATTESTORS: readonly string[] = ['join_token', 'x509pop'];
 
 
 export interface PostgresAccess {
@@ -59,6 +80,8 @@ export interface SpireServerOptions {
   /** X.509-SVID / JWT-SVID default TTLs in seconds (defaults 3600 / 300). */
   defaultX509SvidTtlSeconds?: number;
   defaultJwtSvidTtlSeconds?: number;
+  /** NodeAttestors to enable, by name in LAB_SERVER_ATTESTORS (default DEFAULT_LAB_ATTESTORS). */
+  nodeAttestors?: readonly string[];
 }
 
 export interface SpireServerHandle {
@@ -101,6 +124,8 @@ export interface ServerConfigOptions {
   logLevel?: string;
   defaultX509SvidTtlSeconds?: number;
   defaultJwtSvidTtlSeconds?: number;
+  /** One block per attestor the fleet uses (default: join_token only). */
+  nodeAttestors?: readonly NodeAttestorBlock[];
 }
 
 /** server.conf (HCL). Values are validated by the caller's schemas; none needs escaping. */
@@ -128,9 +153,7 @@ export function renderServerConfig(o: ServerConfigOptions): string {
     ...ds.map((l) => `      ${l}`),
     '    }',
     '  }',
-    '  NodeAttestor "join_token" {',
-    '    plugin_data {}',
-    '  }',
+    ...(o.nodeAttestors ?? [{ type: 'join_token', pluginData: {} }]).flatMap((b) => renderNodeAttestorBlock(b)),
     ...km,
     '}',
     '',
@@ -177,6 +200,12 @@ export async function startSpireServer(opts: SpireServerOptions): Promise<SpireS
     } else {
       ds = { type: 'sqlite3', file: path.join(dataDir, 'datastore.sqlite3') };
     }
+    const nodeAttestors: NodeAttestorBlock[] = [];
+    for (const type of opts.nodeAttestors ?? DEFAULT_LAB_ATTESTORS) {
+      const a = LAB_SERVER_ATTESTORS[type];
+      if (!a) throw new ToolError('InvalidInput', `nodeAttestors: the lab cannot set up "${type}" (it can: ${Object.keys(LAB_SERVER_ATTESTORS).join(', ')})`, TOOL);
+      nodeAttestors.push({ type, pluginData: await a.setup(dir) });
+    }
     const config = renderServerConfig({
       trustDomain,
       bindAddress,
@@ -188,6 +217,7 @@ export async function startSpireServer(opts: SpireServerOptions): Promise<SpireS
       logLevel: opts.logLevel,
       defaultX509SvidTtlSeconds: opts.defaultX509SvidTtlSeconds,
       defaultJwtSvidTtlSeconds: opts.defaultJwtSvidTtlSeconds,
+      nodeAttestors,
     });
     const configPath = path.join(dir, 'server.conf');
     writeFileSync(configPath, config, { mode: 0o600 });

@@ -104,6 +104,8 @@ export interface ProvisionReceipt {
   nodeAliasId: string;
   agentIdDigest: string;
   attestationType: string;
+  /** The agent re-attests by itself after an eviction (x509pop...; false for join_token). */
+  canReattest: boolean;
   entries: { workload: string; spiffeId: string; entryId: string; created: boolean }[];
   workloads: { name: string; spiffeId: string; svidSerial: string; svidNotAfter: string; svidTtlSeconds: number }[];
   durationsMs: Record<StepName, number>;

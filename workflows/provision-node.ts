@@ -303,6 +303,8 @@ function receiptOf(input: ProvisionInput, e: AllEvidence, durationsMs: Record<St
     nodeAliasId: e.agent.nodeAliasId,
     agentIdDigest: e.agent.agentIdDigest,
     attestationType: e.agent.attestationType,
+    // Evidence recorded before attestors carries no canReattest: those were join_token agents.
+    canReattest: e.agent.canReattest ?? false,
     entries: e.entries.entries,
     workloads: e.launched.workloads.map(({ name, spiffeId, svidSerial, svidNotAfter, svidTtlSeconds }) => ({
       name,

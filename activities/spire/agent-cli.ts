@@ -8,6 +8,8 @@
  * is piped in once. No file, argv or environment variable ever holds the
  * token. The config written next to the data dir for operators is rendered
  * without it (an attested agent restarts from its stored SVID, not the token).
+ * Other attestors (attestors/) name credential files in their plugin_data:
+ * paths only, the keys stay in their files.
  */
 import path from 'node:path';
 import { z } from 'zod';
@@ -42,6 +44,38 @@ const ServerAddress = z
 
 const JoinTokenValue = z.string().regex(/^[A-Za-z0-9._-]{1,255}$/, 'must be a SPIRE join token');
 
+/** A plugin type name as SPIRE spells it ("join_token", "x509pop"). */
+const PluginName = z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'must be a SPIRE plugin name');
+const PluginKey = z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'must be a plugin_data key');
+/** No quote, backslash, newline or "${": a value never needs escaping, nor can it close its string. */
+const PluginString = z.string().max(4096).regex(/^[^"\\\n\r$]*$/, 'must not hold quotes, backslashes, newlines or "$"');
+
+export type PluginDataValue = string | number | boolean | readonly string[];
+
+/** The NodeAttestor block of a config (agent or server): a type and its plugin_data. */
+export interface NodeAttestorBlock {
+  type: string;
+  pluginData: Record<string, PluginDataValue>;
+}
+
+/** `NodeAttestor "<type>" { plugin_data { ... } }`, indented for a `plugins {` block. Every value is validated. */
+export function renderNodeAttestorBlock(b: NodeAttestorBlock, indent = '  '): string[] {
+  const type = parseName(PluginName, 'nodeAttestor.type', b.type);
+  const value = (k: string, v: PluginDataValue): string => {
+    if (typeof v === 'number') return String(parseName(z.number().finite(), `pluginData.${k}`, v));
+    if (typeof v === 'boolean') return String(v);
+    if (typeof v === 'string') return `"${parseName(PluginString, `pluginData.${k}`, v)}"`;
+    return `[${v.map((x, i) => `"${parseName(PluginString, `pluginData.${k}.${i}`, x)}"`).join(', ')}]`;
+  };
+  const entries = Object.entries(b.pluginData);
+  const body = entries.map(([k, v]) => `${indent}    ${parseName(PluginKey, 'pluginData key', k)} = ${value(k, v)}`);
+  return entries.length === 0
+    ? [`${indent}NodeAttestor "${type}" {`, `${indent}  plugin_data {}`, `${indent}}`]
+    : [`${indent}NodeAttestor "${type}" {`, `${indent}  plugin_data {`, ...body, `${indent}  }`, `${indent}}`];
+}
+
+const JOIN_TOKEN_BLOCK: NodeAttestorBlock = { type: 'join_token', pluginData: {} };
+
 export interface AgentConfigOptions {
   trustDomain: string;
   serverAddress: string;
@@ -57,6 +91,10 @@ export interface AgentConfigOptions {
   logLevel?: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
   /** Included only in the config piped on stdin. */
   joinToken?: JoinToken | string;
+  /** How the agent attests (default join_token). */
+  nodeAttestor?: NodeAttestorBlock;
+  /** `experimental { sync_interval }`: how often the agent syncs with the server (SPIRE's default 5 s). */
+  syncIntervalSeconds?: number;
 }
 
 /** The agent's HCL config. Every value is validated, so nothing needs escaping. */
@@ -76,8 +114,16 @@ export function renderAgentConfig(o: AgentConfigOptions): string {
     o.trustBundlePath !== undefined
       ? [`trust_bundle_path = "${parseName(SafePath, 'trustBundlePath', o.trustBundlePath)}"`, `trust_bundle_format = "pem"`]
       : ['insecure_bootstrap = true'];
+  const attestor = o.nodeAttestor ?? JOIN_TOKEN_BLOCK;
+  if (o.joinToken !== undefined && attestor.type !== 'join_token') {
+    throw new ToolError('InvalidInput', `a join token is only for the join_token attestor, not ${attestor.type}`, TOOL);
+  }
   const token =
     o.joinToken === undefined ? [] : [`join_token = "${parseName(JoinTokenValue, 'joinToken', typeof o.joinToken === 'string' ? o.joinToken : o.joinToken.value)}"`];
+  const sync =
+    o.syncIntervalSeconds === undefined
+      ? []
+      : ['experimental {', `  sync_interval = "${parseName(z.number().int().min(1).max(3600), 'syncIntervalSeconds', o.syncIntervalSeconds)}s"`, '}'];
   const agent = [
     `data_dir = "${dataDir}"`,
     `log_level = "${o.logLevel ?? 'INFO'}"`,
@@ -87,6 +133,7 @@ export function renderAgentConfig(o: AgentConfigOptions): string {
     `trust_domain = "${td}"`,
     ...bootstrap,
     ...token,
+    ...sync,
   ];
   return [
     'agent {',
@@ -94,9 +141,7 @@ export function renderAgentConfig(o: AgentConfigOptions): string {
     '}',
     '',
     'plugins {',
-    '  NodeAttestor "join_token" {',
-    '    plugin_data {}',
-    '  }',
+    ...renderNodeAttestorBlock(attestor),
     '  KeyManager "disk" {',
     '    plugin_data {',
     `      directory = "${dataDir}"`,
@@ -113,8 +158,8 @@ export function renderAgentConfig(o: AgentConfigOptions): string {
 export interface StartAgentOptions extends Omit<AgentConfigOptions, 'joinToken' | 'trustBundlePath'> {
   transport: HostTransport;
   binary?: string;
-  /** Consumed by the first attestation; ignored when the agent is already running. */
-  joinToken: JoinToken;
+  /** join_token only: consumed by the first attestation; ignored when the agent is already running. */
+  joinToken?: JoinToken;
   /** PEM trust bundle (from `bundleShow`); written to `<dataDir>/bootstrap-bundle.pem`. */
   trustBundlePem?: string;
   pidFile: string;
@@ -137,7 +182,8 @@ export interface AgentHandle {
  * Start the agent as a daemon and wait until it has attested and serves the
  * Workload API. Idempotent: an agent already running from `pidFile` is reused.
  * Throws AttestationRejected when the server refuses the node (reused or unknown
- * token, wrong trust domain, banned), AgentUnhealthy when it does not come up in time.
+ * token, a certificate it does not trust, expired, wrong trust domain, banned),
+ * AgentUnhealthy when it does not come up in time.
  */
 export async function startAgent(o: StartAgentOptions): Promise<AgentHandle> {
   const t = o.transport;
@@ -163,6 +209,9 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentHandle> {
     trustBundlePath = path.join(o.dataDir, 'bootstrap-bundle.pem');
     await writeNodeFile(t, trustBundlePath, o.trustBundlePem, 0o644);
   }
+  if ((o.nodeAttestor ?? JOIN_TOKEN_BLOCK).type === 'join_token' && o.joinToken === undefined) {
+    throw new ToolError('InvalidInput', 'the join_token attestor needs a join token to start an agent', TOOL);
+  }
   const base = { ...o, trustBundlePath, insecureBootstrap: trustBundlePath === undefined ? o.insecureBootstrap : false };
   // For operators: the config as it runs, minus the token.
   await writeNodeFile(t, path.join(o.dataDir, 'agent.conf'), renderAgentConfig({ ...base, joinToken: undefined }), 0o600);
@@ -186,13 +235,35 @@ export async function agentHealthcheck(t: SpireCliTarget): Promise<boolean> {
 
 /**
  * Why an attestation attempt failed, as the agent logs it, when retrying cannot
- * help: the token is unknown, expired or already used, the node is banned, or
- * the server's certificate does not chain to the bundle we gave the agent. The
- * agent itself keeps retrying most of these for a minute (only PermissionDenied
- * makes it exit), so we read its log instead of waiting it out.
+ * help: the token is unknown, expired or already used, the node is banned, the
+ * node's credential is refused (another CA, expired, not for signing, key and
+ * certificate apart), or the server's certificate does not chain to the bundle
+ * we gave the agent. The agent itself keeps retrying most of these for a
+ * minute (only PermissionDenied makes it exit: sshpop's refusals are Internal),
+ * so we read its log instead of waiting it out.
  */
-const ATTESTATION_REFUSED =
-  /join token does not exist or has already been used|attestation data has already been used|code = PermissionDenied|code = InvalidArgument|agent is banned|certificate signed by unknown authority/i;
+const ATTESTATION_REFUSED = new RegExp(
+  [
+    'join token does not exist or has already been used',
+    'attestation data has already been used',
+    'code = PermissionDenied',
+    'code = InvalidArgument',
+    'agent is banned',
+    'certificate signed by unknown authority',
+    // x509pop (agent and server)
+    'certificate has expired or is not yet valid',
+    'certificate not intended for digital signature use',
+    'unable to load keypair',
+    // sshpop (server, all codes.Internal)
+    'no authorities for hostname',
+    'ssh: cert has expired',
+    'ssh: cert is not yet valid',
+    'cert principal is not in domain',
+    'certificate presented as a host key',
+    'cert has no valid principals',
+  ].join('|'),
+  'i',
+);
 
 /** The agent's log lines about a failed attestation (warnings while it retries, the error when it gives up). */
 const ATTESTATION_FAILURE_LINE = /Failed to retrieve attestation result|Agent crashed|level=(error|fatal)/i;

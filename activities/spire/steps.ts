@@ -2,10 +2,14 @@
  * Bootstrap steps 4 and 5: the SPIRE agent (node attestation over the overlay)
  * and the node's workload registration entries.
  *
- * The join token is minted and consumed here: it goes from the server's stdout
- * to the agent's stdin and nowhere else. The agent's own SPIFFE ID embeds the
- * token, so evidence carries only its digest; the stable handle for the node is
- * the alias ID spiffe://<td>/node/<nodeId>, the parent of every workload entry.
+ * How the node attests is its attestor's business (attestors/): the node's
+ * credential is checked before the agent starts, the agent must come up as
+ * exactly the agent ID the attestor expects, and the node alias is made from
+ * what the server attested. A join token is minted and consumed here: it goes
+ * from the server's stdout to the agent's stdin and nowhere else. The agent's
+ * own SPIFFE ID embeds it, so evidence carries only a digest of agent IDs; the
+ * stable handle for the node is the alias ID spiffe://<td>/node/<nodeId>, the
+ * parent of every workload entry.
  */
 import { X509Certificate, createHash } from 'node:crypto';
 import type { ProvisionInput } from '../../common/input.js';
@@ -17,6 +21,7 @@ import { fsKeyOf, nodePaths } from '../paths.js';
 import { spiffeIdOf } from '../workloads/steps.js';
 import type { AgentEvidence, EntriesEvidence, StepRequest, UndoRequest, UndoResult } from '../types.js';
 import { agentHealthcheck, startAgent, stopAgent } from './agent-cli.js';
+import { attestorOf, nodeAliasId, type AttestorContext, type AttestorType, type NodeAttestorModule } from './attestors/index.js';
 import { daemonAlive, readNodeFile, readProcessRef } from './daemon.js';
 import * as server from './server-cli.js';
 
@@ -26,7 +31,7 @@ export interface SpireDeps {
   signal(): AbortSignal | undefined;
 }
 
-export const nodeAliasId = (input: ProvisionInput) => `spiffe://${input.spire.trustDomain}/node/${input.nodeId}`;
+export { nodeAliasId };
 const digest = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 16);
 
 /**
@@ -50,6 +55,17 @@ export async function runningAgentId(t: HostTransport, dataDir: string): Promise
 /** How long step 4 waits for an agent found running to show who it is (attest) before giving up on it. */
 const IDENTIFY_WAIT_MS = 15_000;
 
+/** The input's attestor, or InvalidInput (validation refuses undrivable types up front: this is the backstop). */
+function attestorFor(input: ProvisionInput): NodeAttestorModule {
+  const type: AttestorType = input.spire.nodeAttestor.type;
+  const a = attestorOf(type);
+  if (!a) throw new ToolError('InvalidInput', `spire.nodeAttestor.type "${type}" is accepted in input but this worker does not drive it`, 'spire-agent');
+  return a as NodeAttestorModule;
+}
+
+/** An agent ID as messages and evidence may show it: join-token IDs embed the token. */
+const shownId = (id: string) => (/\/spire\/agent\/join_token\//.test(id) ? `agent ${digest(id)}` : id);
+
 export function createSpireSteps(deps: SpireDeps) {
   const serverOf = (input: ProvisionInput): server.SpireServerTarget => ({
     transport: deps.transport(input.spire.serverHost),
@@ -58,17 +74,56 @@ export function createSpireSteps(deps: SpireDeps) {
   });
 
   /**
-   * Agent IDs the server has attested for this node, found through its alias
-   * entries; `aliasedIds` also holds those whose token was minted but not yet used.
+   * Agents the server has attested for this node: those its alias entries name
+   * (`spiffe_id:` selectors: join_token) and the one its attestor derives
+   * (x509pop: from the CN). `aliasedIds` also holds those not attested (yet):
+   * a token minted but not used, an agent evicted.
    */
-  async function nodeAgentIds(input: ProvisionInput): Promise<{ aliasEntryIds: string[]; agentIds: string[]; aliasedIds: Set<string> }> {
+  async function nodeAgentIds(input: ProvisionInput): Promise<{ aliasEntryIds: string[]; agents: server.SpireAgent[]; agentIds: string[]; aliasedIds: Set<string> }> {
     const srv = serverOf(input);
     const aliases = await server.entryShow(srv, { spiffeId: nodeAliasId(input) });
     const candidates = new Set(
       aliases.flatMap((e) => e.selectors.filter((s) => s.startsWith('spiffe_id:')).map((s) => s.slice('spiffe_id:'.length))),
     );
-    const attested = await server.agentList(srv);
-    return { aliasEntryIds: aliases.map((e) => e.id), agentIds: attested.map((a) => a.spiffeId).filter((id) => candidates.has(id)), aliasedIds: candidates };
+    const derived = attestorOf(input.spire.nodeAttestor.type)?.agentId(input);
+    if (derived !== undefined) candidates.add(derived);
+    const agents = (await server.agentList(srv)).filter((a) => candidates.has(a.spiffeId));
+    return { aliasEntryIds: aliases.map((e) => e.id), agents, agentIds: agents.map((a) => a.spiffeId), aliasedIds: candidates };
+  }
+
+  /**
+   * After attestation: the agent holds exactly the ID its attestor expects
+   * (else it attested as someone else: a security failure, and the agent is
+   * stopped), the node alias exists, and the server's record of the agent.
+   */
+  async function settleAttestation(
+    ctx: AttestorContext,
+    attestor: NodeAttestorModule,
+    expectedId: string,
+    pidFile: string,
+  ): Promise<server.SpireAgent | undefined> {
+    const p = nodePaths(ctx.input);
+    // Healthy means attested; the stored SVID may trail the health check by a moment.
+    const deadline = Date.now() + IDENTIFY_WAIT_MS;
+    let id = await runningAgentId(ctx.node, p.agentDataDir);
+    while (id === undefined && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 250));
+      id = await runningAgentId(ctx.node, p.agentDataDir);
+    }
+    if (id !== expectedId) {
+      await stopAgent(ctx.node, pidFile, { signal: ctx.signal });
+      throw new ToolError(
+        'AttestationRejected',
+        `the agent on ${ctx.node.label} attested as ${id === undefined ? 'nobody' : shownId(id)}, not as ${shownId(expectedId)}: stopped it`,
+        'spire-agent',
+      );
+    }
+    const listed = (await server.agentList(ctx.server)).find((a) => a.spiffeId === id);
+    if (listed) {
+      const alias = attestor.alias(ctx, listed);
+      if (alias) await server.entryCreate(ctx.server, alias);
+    }
+    return listed;
   }
 
   /**
@@ -99,18 +154,26 @@ export function createSpireSteps(deps: SpireDeps) {
     }
   }
 
-  /** Step 4: an attested, healthy agent on the node. */
+  /** Step 4: an attested, healthy agent on the node, holding the agent ID its attestor expects, and the node alias. */
   async function startSpireAgent({ input }: StepRequest): Promise<AgentEvidence> {
     const t = deps.transport(input.host);
     const p = nodePaths(input);
     const signal = deps.signal();
-    const attestor = input.spire.nodeAttestor;
-    if (attestor.type !== 'join_token') {
-      throw new ToolError('InvalidInput', `spire.nodeAttestor.type "${attestor.type}" is accepted in input but this worker drives only "join_token"`, 'spire-agent');
-    }
+    const attestor = attestorFor(input);
     const alias = nodeAliasId(input);
     const srv = serverOf(input);
+    const ctx: AttestorContext = { input, spec: input.spire.nodeAttestor, node: t, server: srv, signal };
     if (!(await server.healthcheck(srv))) throw new ToolError('SpireServerUnavailable', 'SPIRE server is not healthy', 'spire-server');
+    // Read-only, before anything runs: a credential that is not this node's is never presented.
+    await attestor.checkCredential(ctx);
+    const evidence = (agentId: string, agentPid: number, listed: server.SpireAgent | undefined): AgentEvidence => ({
+      nodeAliasId: alias,
+      agentIdDigest: digest(agentId),
+      agentPid,
+      attestationType: attestor.type,
+      // What the server says, when it lists the agent; else what the attestor promises.
+      canReattest: listed?.canReattest ?? attestor.canReattest,
+    });
 
     // Already attested as this node and running (a retry or rerun): keep it, mint nothing.
     // An agent attested as anyone else is not ours to adopt (nor, in the undo, to stop).
@@ -119,17 +182,18 @@ export function createSpireSteps(deps: SpireDeps) {
       const pid = proc.pid;
       await checkRunningAgent(input, t, pid);
       if (await agentHealthcheck({ transport: t, socketPath: p.agentSocket, signal })) {
-        const { agentIds } = await nodeAgentIds(input);
-        return { nodeAliasId: alias, agentIdDigest: agentIds[0] ? digest(agentIds[0]) : 'unknown', agentPid: pid, attestationType: 'join_token' };
+        const id = (await runningAgentId(t, p.agentDataDir))!;
+        const listed = await settleAttestation(ctx, attestor, attestor.agentId(input) ?? id, p.agentPid);
+        return evidence(id, pid, listed);
       }
     }
 
     const bundle = await server.bundleShow(srv);
-    const token = await server.tokenGenerate(srv, { spiffeId: alias, ttlSeconds: attestor.tokenTtlSeconds });
-    heartbeat('join token minted');
+    const attestation = await attestor.prepare(ctx);
     const agent = await startAgent({
       transport: t,
-      joinToken: token,
+      joinToken: attestation.joinToken,
+      nodeAttestor: { type: attestor.type, pluginData: attestation.pluginData },
       trustBundlePem: bundle,
       trustDomain: input.spire.trustDomain,
       serverAddress: input.spire.serverAddress,
@@ -141,14 +205,18 @@ export function createSpireSteps(deps: SpireDeps) {
       healthTimeoutMs: Math.max(5_000, input.timeouts.startSpireAgent * 1000 - 5_000),
       signal,
     });
-    const agentId = server.joinTokenAgentId(input.spire.trustDomain, token);
-    return { nodeAliasId: alias, agentIdDigest: digest(agentId), agentPid: agent.pid, attestationType: 'join_token' };
+    const listed = await settleAttestation(ctx, attestor, attestation.agentId, p.agentPid);
+    return evidence(attestation.agentId, agent.pid, listed);
   }
 
   /**
-   * Stop the agent; evict it (ban it after a security failure); delete the node
-   * alias. The node side (process, agent dir) only when it is this node's: not
-   * in a nodeDir another node holds, not an agent attested as someone else.
+   * Stop the agent FIRST (a re-attestable agent evicted while it runs is back
+   * within seconds); then ban it after a security failure, or evict it (never
+   * one that is banned: evicting lifts a ban); then delete the node alias. Only
+   * agents of this node are touched: the ones its alias names and the one its
+   * attestor derives, never the ID of another node whose certificate was tried.
+   * The node side (process, agent dir) only when it is this node's: not in a
+   * nodeDir another node holds, not an agent attested as someone else.
    */
   async function undoStartSpireAgent({ input, reason }: UndoRequest): Promise<UndoResult> {
     const t = deps.transport(input.host);
@@ -166,11 +234,12 @@ export function createSpireSteps(deps: SpireDeps) {
       }
     }
     if (ours && (await stopAgent(t, p.agentPid, { signal: deps.signal() }))) removed.push('agent process');
-    const { aliasEntryIds, agentIds } = await nodeAgentIds(input);
-    for (const id of agentIds) {
+    const { aliasEntryIds, agents } = await nodeAgentIds(input);
+    for (const a of agents) {
+      const id = a.spiffeId;
       if (reason === 'security') {
-        if (await server.agentBan(srv, id)) removed.push(`agent ${digest(id)} (banned)`);
-      } else if (await server.agentEvict(srv, id)) {
+        if (!a.banned && (await server.agentBan(srv, id))) removed.push(`agent ${digest(id)} (banned)`);
+      } else if (!a.banned && (await server.agentEvict(srv, id))) {
         removed.push(`agent ${digest(id)} (evicted)`);
       }
     }

@@ -53,7 +53,8 @@ export function evidenceLine(step: StepName, evidence: unknown): string {
     }
     case 'startSpireAgent': {
       const e = evidence as StepEvidence['startSpireAgent'];
-      return `${e.nodeAliasId} (${e.attestationType}), agent pid ${e.agentPid}`;
+      const reattest = e.canReattest === undefined ? '' : `, ${e.canReattest ? 'can' : 'cannot'} re-attest`;
+      return `${e.nodeAliasId} (${e.attestationType}${reattest}), agent pid ${e.agentPid}`;
     }
     case 'registerEntries': {
       const e = evidence as StepEvidence['registerEntries'];
@@ -100,7 +101,7 @@ export function renderStatus(v: RunView): string[] {
     lines.push(`last failure: ${v.lastFailure.step} ${v.lastFailure.type} (${v.lastFailure.errorClass}): ${v.lastFailure.message}`);
     lines.push(`hint: ${v.lastFailure.suggestion}`);
   }
-  if (v.receipt) lines.push(`provisioned: overlay ${v.receipt.overlayIp}, key ${v.receipt.keyFingerprint}, ${v.receipt.nodeAliasId}, ${v.receipt.workloads.length} workload(s)`);
+  if (v.receipt) lines.push(`provisioned: overlay ${v.receipt.overlayIp}, key ${v.receipt.keyFingerprint}, ${v.receipt.nodeAliasId} (${v.receipt.attestationType}, canReattest ${v.receipt.canReattest ?? false}), ${v.receipt.workloads.length} workload(s)`);
   if (v.next.length) lines.push(`next: ${v.next.join('  |  ')}`);
   return lines;
 }
