@@ -25,6 +25,7 @@ import { x509popServerPluginData } from '../activities/spire/attestors/x509pop.j
 import { daemonAlive, sleep, stopDaemon } from '../activities/spire/daemon.js';
 import { healthcheck, type SpireServerTarget } from '../activities/spire/server-cli.js';
 import { ensureNodeCa, labNodeCaDir } from './pki.js';
+import { labServerTpmDevid } from './tpm.js';
 
 const TOOL = 'spire-server';
 const INSTANCE_FILE = 'instance.json';
@@ -44,10 +45,12 @@ export const LAB_SERVER_ATTESTORS: Record<string, LabServerAttestor> = {
   join_token: { setup: async () => ({}) },
   // The lab node CA (lab/pki.ts issues node certificates from it).
   x509pop: { setup: async (dir) => x509popServerPluginData({ caBundlePath: (await ensureNodeCa(labNodeCaDir(dir))).certPath }) },
+  // The lab's EK CA and DevID CA (lab/tpm.ts gives each node a software TPM with a DevID from them).
+  tpm_devid: labServerTpmDevid,
 };
 
 /** The attestors a lab server enables unless told otherwise. */
-export const DEFAULT_LAB_ATTESTORS: readonly string[] = ['join_token', 'x509pop'];
+export const DEFAULT_LAB_ATTESTORS: readonly string[] = ['join_token', 'x509pop', 'tpm_devid'];
 
 
 export interface PostgresAccess {

@@ -4,6 +4,7 @@
  */
 import type { AttestorType, NodeAttestorModule } from './contract.js';
 import { joinTokenAttestor } from './join-token.js';
+import { tpmDevidAttestor } from './tpm-devid.js';
 import { x509popAttestor } from './x509pop.js';
 
 export * from './contract.js';
@@ -16,6 +17,7 @@ export * from './contract.js';
 const ATTESTORS: { [T in AttestorType]?: NodeAttestorModule<T> } = {
   join_token: joinTokenAttestor,
   x509pop: x509popAttestor,
+  tpm_devid: tpmDevidAttestor,
 };
 
 /** The module for `type`; undefined when this worker does not drive it. */

@@ -10,8 +10,7 @@
  * The agent ID is fixed by SPIRE: spiffe://<td>/spire/agent/tpm_devid/<sha1 of
  * the DevID certificate, DER> (no template), so the worker computes it from
  * the certificate on the node. A ban therefore covers that one certificate.
- * The node alias is a `-node` entry on the server's own selectors: the subject
- * CN (this node) and the fingerprint of the CA that issued the certificate.
+ * The node alias is parented on that agent ID (see `alias`).
  * Re-attestable: an evicted agent attests again by itself, and every SVID
  * rotation is a new attestation, so the TPM must stay reachable for the
  * agent's whole life.
@@ -25,7 +24,7 @@ import type { ProvisionInput } from '../../../common/input.js';
 import { ToolError } from '../../host/exec.js';
 import type { HostTransport } from '../../host/transport.js';
 import type { SpireAgent } from '../server-cli.js';
-import { nodeAliasId, serverSpiffeId, type AttestorContext, type NodeAttestorModule, type PluginData } from './contract.js';
+import { nodeAliasId, type AttestorContext, type NodeAttestorModule, type PluginData } from './contract.js';
 
 const TOOL = 'tpm_devid';
 const FIELD = 'spire.nodeAttestor';
@@ -219,19 +218,20 @@ export const tpmDevidAttestor: NodeAttestorModule<'tpm_devid'> = {
     return { pluginData, agentId };
   },
   /**
-   * A node entry (parent: the server) the agent matches by what the server
-   * verified: the DevID certificate's subject CN binds it to this node, the
-   * issuing CA's fingerprint (from the server's own selectors) to that CA.
+   * The node alias parented on the agent itself, with its `spiffe_id:`
+   * selector (the join_token shape): an agent ID names exactly one DevID
+   * certificate, which the server verified (its CA, the key in a TPM whose EK
+   * chains to the vendor CA), and the worker checked (CN = this node) before
+   * the agent presented it. Unlike a `-node` entry on the CN, another DevID
+   * with the same CN (a second TPM, a re-issued certificate) gets no alias
+   * until a run of this node checks it. And step 4 finds this node's agent
+   * through it (steps.ts nodeAgentIds), as the agent ID cannot be known from
+   * the input. The server must have attested the node's CN.
    */
   alias({ input }, attested: SpireAgent) {
-    const cas = attested.selectors.filter((s) => s.startsWith('tpm_devid:ca:fingerprint:'));
-    if (cas.length === 0 || !attested.selectors.includes(`tpm_devid:subject:cn:${input.nodeId}`)) {
+    if (!attested.selectors.includes(`tpm_devid:subject:cn:${input.nodeId}`) || !attested.selectors.some((s) => s.startsWith('tpm_devid:ca:fingerprint:'))) {
       throw new ToolError('AttestationRejected', `the server attested ${attested.spiffeId} without the tpm_devid selectors of node ${input.nodeId}`, TOOL);
     }
-    return {
-      parentId: serverSpiffeId(input.spire.trustDomain),
-      spiffeId: nodeAliasId(input),
-      selectors: [`tpm_devid:subject:cn:${input.nodeId}`, ...cas],
-    };
+    return { parentId: attested.spiffeId, spiffeId: nodeAliasId(input), selectors: [`spiffe_id:${attested.spiffeId}`] };
   },
 };
