@@ -188,8 +188,8 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
       const { original } = expectStepFailureChain(err, 'AttestationRejected', 'startSpireAgent');
       expect(original.message).toMatch(/refused by the server.*tpm_devid.*unable to verify DevID signature.*unknown authority/);
       await expectStaysOut('n2', input, tpmDevidAgentId(TD, Buffer.from(new X509Certificate(readFileSync(tpm.devidCertPath)).raw)), false);
-      // Compensated: the overlay is gone too, the node is not in the inventory.
-      expect(await ledger.getNode(nodeId)).toBeNull();
+      // Compensated: the overlay address is released too.
+      expect((await ledger.getNode(nodeId))?.state).toBe('compensated');
       expect(await ledger.listAllocations(nodeId)).toEqual([]);
     },
     CASE_TIMEOUT_MS,
@@ -221,7 +221,7 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
       expect(daemons).toContain('wireguard-go');
       expect(daemons).not.toContain('spire-agent');
       await expectStaysOut('n3', input, `spiffe://${TD}/spire/agent/tpm_devid/${tpm.devidCertSha1}`, false);
-      expect(await ledger.getNode(nodeId)).toBeNull();
+      expect((await ledger.getNode(nodeId))?.state).toBe('compensated');
     },
     CASE_TIMEOUT_MS,
   );
