@@ -7,6 +7,8 @@
 import { X509Certificate, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { parseTpmtPublic, sameKey, tpmDevidAgentId } from '../../activities/spire/attestors/tpm-devid.js';
+import { checkProvisionInput } from '../../common/validate.js';
+import { sampleInput } from '../fixtures/inputs.js';
 
 /** An RSA-2048 DevID (rsassa-sha256, sign) and the certificate the lab's DevID CA issued for it (CN=node-a). */
 const RSA_PUB = Buffer.from('AAEACwAEAHIAAAAQABQACwgAAAAAAAEAlqX7F3oV1aN2ZyMN7ata0IzsW8vFH92mh4YVA/B9vMUO5H9r5jzo4zAiqYRkY350GhURJLTVob7ijSO02GTxl/+o9jl4zWFxQfv+P3YmxdXHT7jsWf2u7eQRuPbAE1sEaWr0Aw1T2AgXumx4XUc9qB76qJd7ZvqCEzi45SivuQCMGF9MmqLOQZ5jRMHmYH7l2Aj7aOyqlyHiwRj/+KXZs5UH6B0+cUyHU5B+vDW8/sffItW+GlGlUtih5LNZyNfnlZEFyZb8DbjW5Yucvp/Lm5JI7LjRNKsp4HThfYw9Ww39rhJ9xweG5lsEwH3QesQxhawkisoOuFO8nqq4PWN2Kw==', 'base64');
@@ -82,5 +84,29 @@ describe('tpm_devid: agent ID', () => {
     const der = Buffer.from(certOf(RSA_CERT).raw);
     expect(tpmDevidAgentId('lab.nodeboot.test', der)).toBe('spiffe://lab.nodeboot.test/spire/agent/tpm_devid/' + certOf(RSA_CERT).fingerprint.replace(/:/g, '').toLowerCase());
     expect(tpmDevidAgentId('lab.nodeboot.test', der)).toMatch(/^spiffe:\/\/lab\.nodeboot\.test\/spire\/agent\/tpm_devid\/[0-9a-f]{40}$/);
+  });
+});
+
+describe('tpm_devid: input', () => {
+  const withAttestor = (nodeAttestor: Record<string, unknown>) => {
+    const i = structuredClone(sampleInput('edge-01'));
+    (i.spire as Record<string, unknown>).nodeAttestor = nodeAttestor;
+    return i;
+  };
+  const devid = { type: 'tpm_devid', tpmDevicePath: '/dev/tpmrm0', devidCertPath: '/var/lib/nodeboot/devid/devid.pem', devidPrivPath: '/var/lib/nodeboot/devid/devid.priv', devidPubPath: '/var/lib/nodeboot/devid/devid.pub' };
+
+  it('is accepted up front with the TPM and the three DevID files', () => {
+    const r = checkProvisionInput(withAttestor(devid));
+    expect(r.problems).toEqual([]);
+    expect(r.ok).toBe(true);
+  });
+
+  it('refuses up front, naming the field: no tpmDevicePath, a hierarchy password, a DevID file in the agent directory', () => {
+    const { tpmDevicePath: _, ...noDevice } = devid;
+    expect(checkProvisionInput(withAttestor(noDevice)).problems.join('\n')).toMatch(/spire\.nodeAttestor\.tpmDevicePath/);
+    expect(checkProvisionInput(withAttestor({ ...devid, endorsementHierarchyPasswordEnv: 'TPM_EH_PASSWORD' })).problems.join('\n')).toMatch(/endorsementHierarchyPasswordEnv/);
+    const i = withAttestor(devid);
+    (i.spire as Record<string, unknown>).nodeAttestor = { ...devid, devidPrivPath: `${i.nodeDir}/agent/devid.priv` };
+    expect(checkProvisionInput(i).problems.join('\n')).toMatch(/spire\.nodeAttestor\.devidPrivPath: must not be under .*\/agent/);
   });
 });
