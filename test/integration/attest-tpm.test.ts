@@ -12,6 +12,8 @@
  * - a DevID certificate from another CA is refused by the server, and one for
  *   another node by the worker before the agent starts: both are security
  *   failures, compensated, and the node does not come back;
+ * - compensation after attestation stops the agent, then evicts it; a security
+ *   undo stops it, then bans it, and decommission keeps the ban: neither comes back;
  * - the worker SIGKILLed in step 4 after its work: a new worker completes the
  *   run with one agent, one alias, and no secret in the history;
  * - the lab's teardown leaves no swtpm.
@@ -29,12 +31,13 @@ import { nodePaths } from '../../activities/paths.js';
 import { fetchX509Svid } from '../../activities/spire/agent-cli.js';
 import { tpmDevidAgentId } from '../../activities/spire/attestors/tpm-devid.js';
 import * as server from '../../activities/spire/server-cli.js';
-import { startDecommission, startProvisioning } from '../../client/provision.js';
+import { rootFailureType, startDecommission, startProvisioning } from '../../client/provision.js';
 import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput, type LabWorkload } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';
 import { createDevidCa, labTpmAuthority, provisionLabNodeTpm, reissueDevidCert, swtpmRunning, tpmDevidAttestorSpec, type NodeTpm } from '../../lab/tpm.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
+import { statusQuery } from '../../workflows/definitions.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { expectStepFailureChain, failureOf } from '../helpers/failures.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
@@ -222,6 +225,61 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
       expect(daemons).not.toContain('spire-agent');
       await expectStaysOut('n3', input, `spiffe://${TD}/spire/agent/tpm_devid/${tpm.devidCertSha1}`, false);
       expect((await ledger.getNode(nodeId))?.state).toBe('compensated');
+    },
+    CASE_TIMEOUT_MS,
+  );
+
+  it(
+    'compensation after attestation (a workload that exits) stops the agent before evicting it: it does not come back',
+    async () => {
+      const nodeId = uniqueId('tpm5');
+      const tpm = await provisionLabNodeTpm(lab, 'n2', nodeId);
+      const input = labProvisionInput(lab, 'n2', {
+        nodeId,
+        nodeAttestor: tpmDevidAttestorSpec(tpm),
+        workloads: [{ name: 'quitter', spiffePath: '/ns/tpm/sa/quitter', uid: 64005, command: ['/bin/false'] }],
+        overrides: { timeouts: TIMEOUTS, retry: { ...RETRY, maximumAttempts: 1 } },
+      });
+      const agentId = `spiffe://${TD}/spire/agent/tpm_devid/${tpm.devidCertSha1}`;
+      const status = await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
+        const { handle } = await startProvisioning(env.client, input, { taskQueue });
+        const err = await handle.result().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(rootFailureType(err)).toBe('WorkloadFailed');
+        return handle.query(statusQuery);
+      });
+      const step4 = status.steps.find((x) => x.step === 'startSpireAgent');
+      expect(step4).toMatchObject({ state: 'compensated', undo: { reason: 'failure' } });
+      // The agent had attested (it was evicted), and was stopped first.
+      expect(step4!.undo!.removed).toEqual(expect.arrayContaining(['agent process', expect.stringMatching(/\(evicted\)$/)]));
+      await expectStaysOut('n2', input, agentId, false);
+    },
+    CASE_TIMEOUT_MS,
+  );
+
+  it(
+    'a security undo of a running tpm_devid agent stops and bans it; decommission keeps the ban',
+    async () => {
+      const nodeId = uniqueId('tpm6');
+      const tpm = await provisionLabNodeTpm(lab, 'n3', nodeId);
+      const input = tpmInput('n3', nodeId, tpm);
+      const agentId = `spiffe://${TD}/spire/agent/tpm_devid/${tpm.devidCertSha1}`;
+      await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
+        await (await startProvisioning(env.client, input, { taskQueue })).handle.result();
+        expect((await server.agentList(srv())).find((a) => a.spiffeId === agentId)).toMatchObject({ banned: false, canReattest: true });
+        // What the workflow runs on a security failure, on a running re-attestable agent.
+        const undo = await createActivities({ ledger }).undoStartSpireAgent({
+          input: ProvisionInput.parse(input),
+          run: { workflowId: `provision/${nodeId}`, runId: 'security-undo' },
+          reason: 'security',
+        });
+        expect(undo.removed).toEqual(expect.arrayContaining(['agent process', expect.stringMatching(/\(banned\)$/)]));
+        await expectStaysOut('n3', input, agentId, true);
+        await (await startDecommission(env.client, input, { taskQueue })).result();
+      });
+      await expectStaysOut('n3', input, agentId, true);
     },
     CASE_TIMEOUT_MS,
   );
