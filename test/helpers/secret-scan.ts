@@ -107,15 +107,25 @@ export function pemKeySecrets(label: string, pem: string): Secret[] {
   ];
 }
 
-/** Secrets of one provisioned node, read from the node's own files: its WireGuard key and each workload's SVID key. */
+/**
+ * Secrets of one provisioned node, read from the node's own files: its
+ * WireGuard key, each workload's SVID key and its attestation key (x509pop).
+ */
 export function nodeFileSecrets(raw: ProvisionInputJson, label = raw.nodeId): Secret[] {
   const input = ProvisionInput.parse(raw);
   const p = nodePaths(input);
   const out = wireguardKeySecrets(`${label} WireGuard private key`, readFileSync(p.wgKey, 'utf8'));
+  out.push(...attestationKeySecrets(raw, label));
   for (const w of input.workloads) {
     out.push(...pemKeySecrets(`${label} ${w.name} SVID private key`, readFileSync(`${p.workloadDir(w.name)}/verify/svid.0.key`, 'utf8')));
   }
   return out;
+}
+
+/** The node's attestation private key (x509pop's certificate key), read from the node: none for join_token. */
+export function attestationKeySecrets(raw: ProvisionInputJson, label = raw.nodeId): Secret[] {
+  const a = ProvisionInput.parse(raw).spire.nodeAttestor;
+  return a.type === 'x509pop' ? pemKeySecrets(`${label} x509pop private key`, readFileSync(a.privateKeyPath, 'utf8')) : [];
 }
 
 /** The hub's WireGuard private key (the lab keeps it in <hub dir>/wg/<interface>.key). */
