@@ -15,7 +15,8 @@
  * - compensation after attestation stops the agent, then evicts it; a security
  *   undo stops it, then bans it, and decommission keeps the ban: neither comes back;
  * - the worker SIGKILLed in step 4 after its work: a new worker completes the
- *   run with one agent, one alias, and no secret in the history;
+ *   run with one agent, one alias, and no secret in the history; a retry after
+ *   a worker died between attestation and alias adopts the agent;
  * - the lab's teardown leaves no swtpm.
  *
  * TPM RSA keygens are slow on a busy 2-core machine: every duration is generous and an input.
@@ -28,8 +29,9 @@ import { Ledger } from '../../activities/inventory/ledger.js';
 import { localTransport, transportFor, type HostTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
 import { nodePaths } from '../../activities/paths.js';
-import { fetchX509Svid } from '../../activities/spire/agent-cli.js';
-import { tpmDevidAgentId } from '../../activities/spire/attestors/tpm-devid.js';
+import { fetchX509Svid, startAgent } from '../../activities/spire/agent-cli.js';
+import { tpmDevidAgentId, tpmDevidAttestor } from '../../activities/spire/attestors/tpm-devid.js';
+import { readProcessRef } from '../../activities/spire/daemon.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { rootFailureType, startDecommission, startProvisioning } from '../../client/provision.js';
 import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
@@ -336,6 +338,54 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
       } finally {
         for (const w of workers) await w.kill();
       }
+    },
+    CASE_TIMEOUT_MS,
+  );
+
+  it(
+    'startSpireAgent retried after a worker died between attestation and the alias: it adopts the agent, and the undo finds it',
+    async () => {
+      const nodeId = uniqueId('tpm7');
+      const tpm = await provisionLabNodeTpm(lab, 'n2', nodeId);
+      const input = ProvisionInput.parse(tpmInput('n2', nodeId, tpm));
+      const run = { workflowId: `provision/${nodeId}`, runId: 'died-mid-step-4' };
+      const acts = createActivities({ ledger });
+      const t = lab.nodeTransport('n2');
+      const p = nodePaths(input);
+      const agentId = `spiffe://${TD}/spire/agent/tpm_devid/${tpm.devidCertSha1}`;
+      try {
+        await acts.installOverlay({ input, run });
+        await acts.issueOverlayKey({ input, run });
+        await acts.gatePeerHealth({ input, run });
+        // The attempt that died: what step 4 does up to a healthy, attested agent, and no further.
+        const ctx = { input, spec: input.spire.nodeAttestor as Extract<ProvisionInput['spire']['nodeAttestor'], { type: 'tpm_devid' }>, node: t, server: srv() };
+        const attestation = await tpmDevidAttestor.prepare(ctx);
+        await startAgent({
+          transport: t,
+          nodeAttestor: { type: 'tpm_devid', pluginData: attestation.pluginData },
+          trustBundlePem: await server.bundleShow(srv()),
+          trustDomain: TD,
+          serverAddress: input.spire.serverAddress,
+          serverPort: input.spire.serverPort,
+          dataDir: p.agentDataDir,
+          socketPath: p.agentSocket,
+          pidFile: p.agentPid,
+          logFile: p.agentLog,
+          healthTimeoutMs: 110_000,
+        });
+        expect((await server.agentList(srv())).map((a) => a.spiffeId)).toContain(agentId);
+        // The retry: the running agent is this node's (not an OwnershipConflict), adopted, not restarted.
+        const pid = (await readProcessRef(t, p.agentPid))!.pid;
+        const evidence = await acts.startSpireAgent({ input, run });
+        expect(evidence).toMatchObject({ attestationType: 'tpm_devid', canReattest: true, agentPid: pid });
+        expect((await server.entryShow(srv(), { spiffeId: evidence.nodeAliasId })).map((e) => e.parentId)).toEqual([agentId]);
+      } finally {
+        const undo = await acts.undoStartSpireAgent({ input, run, reason: 'failure' });
+        await acts.undoIssueOverlayKey({ input, run, reason: 'failure' });
+        await acts.undoInstallOverlay({ input, run, reason: 'failure' });
+        expect(undo.removed).toEqual(expect.arrayContaining(['agent process', expect.stringMatching(/\(evicted\)$/)]));
+      }
+      await expectStaysOut('n2', tpmInput('n2', nodeId, tpm), agentId, false);
     },
     CASE_TIMEOUT_MS,
   );

@@ -10,7 +10,8 @@
  * The agent ID is fixed by SPIRE: spiffe://<td>/spire/agent/tpm_devid/<sha1 of
  * the DevID certificate, DER> (no template), so the worker computes it from
  * the certificate on the node. A ban therefore covers that one certificate.
- * The node alias is parented on that agent ID (see `alias`).
+ * The node alias is parented on that agent ID (see `aliasOf`), made before
+ * the agent attests.
  * Re-attestable: an evicted agent attests again by itself, and every SVID
  * rotation is a new attestation, so the TPM must stay reachable for the
  * agent's whole life.
@@ -23,7 +24,8 @@ import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
 import type { ProvisionInput } from '../../../common/input.js';
 import { ToolError } from '../../host/exec.js';
 import type { HostTransport } from '../../host/transport.js';
-import type { SpireAgent } from '../server-cli.js';
+import * as server from '../server-cli.js';
+import type { EntrySpec, SpireAgent } from '../server-cli.js';
 import { nodeAliasId, type AttestorContext, type NodeAttestorModule, type PluginData } from './contract.js';
 
 const TOOL = 'tpm_devid';
@@ -200,6 +202,16 @@ async function agentIdOnNode(input: ProvisionInput, spec: Spec, node: HostTransp
   }
 }
 
+/**
+ * The node alias, parented on the agent ID with its `spiffe_id:` selector (the
+ * join_token shape). An agent ID names exactly one DevID certificate, which
+ * the server verifies (its CA, the key in a TPM whose EK chains to the vendor
+ * CA) and the worker checked (CN = this node) before the agent presents it.
+ * Unlike a `-node` entry on the CN, another DevID with the same CN (a second
+ * TPM, a re-issued certificate) gets no alias until a run of this node checks it.
+ */
+const aliasOf = (input: ProvisionInput, agentId: string): EntrySpec => ({ parentId: agentId, spiffeId: nodeAliasId(input), selectors: [`spiffe_id:${agentId}`] });
+
 export const tpmDevidAttestor: NodeAttestorModule<'tpm_devid'> = {
   type: 'tpm_devid',
   canReattest: true,
@@ -209,6 +221,11 @@ export const tpmDevidAttestor: NodeAttestorModule<'tpm_devid'> = {
     const { input, spec, node, signal } = ctx;
     const agentId = await agentIdOnNode(input, spec, node, signal);
     if (agentId === undefined) throw new ToolError('InvalidInput', `${FIELD}.devidCertPath: no readable X.509 certificate at ${spec.devidCertPath} on ${node.label}`, TOOL);
+    // The alias BEFORE the agent attests, as `token generate -spiffeID` does for join_token: step 4
+    // finds the node's agent through it (the agent ID cannot be derived from the input), so a worker
+    // that dies between attestation and alias still finds, adopts or undoes the agent it started.
+    // An attestation the server refuses leaves it unused, and the undo deletes it.
+    await server.entryCreate(ctx.server, aliasOf(input, agentId));
     const pluginData: PluginData = {
       tpm_device_path: spec.tpmDevicePath,
       devid_cert_path: spec.devidCertPath,
@@ -217,21 +234,11 @@ export const tpmDevidAttestor: NodeAttestorModule<'tpm_devid'> = {
     };
     return { pluginData, agentId };
   },
-  /**
-   * The node alias parented on the agent itself, with its `spiffe_id:`
-   * selector (the join_token shape): an agent ID names exactly one DevID
-   * certificate, which the server verified (its CA, the key in a TPM whose EK
-   * chains to the vendor CA), and the worker checked (CN = this node) before
-   * the agent presented it. Unlike a `-node` entry on the CN, another DevID
-   * with the same CN (a second TPM, a re-issued certificate) gets no alias
-   * until a run of this node checks it. And step 4 finds this node's agent
-   * through it (steps.ts nodeAgentIds), as the agent ID cannot be known from
-   * the input. The server must have attested the node's CN.
-   */
+  /** The alias made in `prepare`, once the server attested this node's CN (created again if it went missing). */
   alias({ input }, attested: SpireAgent) {
     if (!attested.selectors.includes(`tpm_devid:subject:cn:${input.nodeId}`) || !attested.selectors.some((s) => s.startsWith('tpm_devid:ca:fingerprint:'))) {
       throw new ToolError('AttestationRejected', `the server attested ${attested.spiffeId} without the tpm_devid selectors of node ${input.nodeId}`, TOOL);
     }
-    return { parentId: attested.spiffeId, spiffeId: nodeAliasId(input), selectors: [`spiffe_id:${attested.spiffeId}`] };
+    return aliasOf(input, attested.spiffeId);
   },
 };
