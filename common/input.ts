@@ -212,8 +212,13 @@ const X509PopAttestor = z
 const SshPopAttestor = z.object({ type: z.literal('sshpop'), hostKeyPath: SafePath, hostCertPath: SafePath }).strict();
 const AwsIidAttestor = z.object({ type: z.literal('aws_iid'), accountId: z.string().regex(/^\d{12}$/, 'must be a 12-digit AWS account id').optional() }).strict();
 const GcpIitAttestor = z.object({ type: z.literal('gcp_iit'), projectId: Label.optional(), serviceAccount: z.string().max(255).optional() }).strict();
+/**
+ * tpm_devid: the node's TPM (a device, or a TPM simulator's unix socket) and its DevID: the certificate (subject CN =
+ * the node id) and the TPM-wrapped key blobs (TPMT_PUBLIC / TPM2B_PRIVATE bodies), files on the NODE. Hierarchy
+ * passwords are not supported: SPIRE takes them in plugin_data, which would put them in the agent's config on disk.
+ */
 const TpmDevidAttestor = z
-  .object({ type: z.literal('tpm_devid'), devidCertPath: SafePath, devidPrivPath: SafePath, devidPubPath: SafePath, endorsementHierarchyPasswordEnv: CredentialEnvName.optional() })
+  .object({ type: z.literal('tpm_devid'), tpmDevicePath: SafePath, devidCertPath: SafePath, devidPrivPath: SafePath, devidPubPath: SafePath })
   .strict();
 
 export const NodeAttestor = z.discriminatedUnion('type', [JoinTokenAttestor, X509PopAttestor, SshPopAttestor, AwsIidAttestor, GcpIitAttestor, TpmDevidAttestor]);

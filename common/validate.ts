@@ -15,7 +15,7 @@ import { nodePaths } from './paths.js';
 export type Checked<T> = { ok: true; value: T; problems: [] } | { ok: false; value: null; problems: string[] };
 
 /** Attestors this worker can drive end to end (step 4). Any other type is refused up front. */
-export const DRIVABLE_ATTESTORS: readonly string[] = ['join_token', 'x509pop', 'sshpop'];
+export const DRIVABLE_ATTESTORS: readonly string[] = ['join_token', 'x509pop', 'sshpop', 'tpm_devid'];
 
 /** sun_path is 108 bytes with its terminating NUL: the longest unix socket path the agent can bind. */
 export const UNIX_SOCKET_PATH_MAX = 107;

@@ -27,6 +27,7 @@ import { daemonAlive, sleep, stopDaemon } from '../activities/spire/daemon.js';
 import { healthcheck, type SpireServerTarget } from '../activities/spire/server-cli.js';
 import { ensureNodeCa, labNodeCaDir } from './pki.js';
 import { createSshCa, labSshCaDir } from './ssh-ca.js';
+import { labServerTpmDevid } from './tpm.js';
 
 const TOOL = 'spire-server';
 const INSTANCE_FILE = 'instance.json';
@@ -48,11 +49,12 @@ export const LAB_SERVER_ATTESTORS: Record<string, LabServerAttestor> = {
   x509pop: { setup: async (dir) => x509popServerPluginData({ caBundlePath: (await ensureNodeCa(labNodeCaDir(dir))).certPath }) },
   // The lab SSH CA (lab/ssh-ca.ts signs node host keys with it).
   sshpop: { setup: async (dir) => sshpopServerPluginData({ certAuthoritiesPath: (await createSshCa(labSshCaDir(dir))).pubFile }) },
+  // The lab's EK CA and DevID CA (lab/tpm.ts gives each node a software TPM with a DevID from them).
+  tpm_devid: labServerTpmDevid,
 };
 
 /** The attestors a lab server enables unless told otherwise. */
-export const DEFAULT_LAB_ATTESTORS: readonly string[] = ['join_token', 'x509pop', 'sshpop'];
-
+export const DEFAULT_LAB_ATTESTORS: readonly string[] = ['join_token', 'x509pop', 'sshpop', 'tpm_devid'];
 
 export interface PostgresAccess {
   /** Unix socket directory (default /var/run/postgresql). */

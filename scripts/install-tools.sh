@@ -24,7 +24,10 @@ stamp_ok() { [[ -f "$TOOLS/$1.version" && "$(cat "$TOOLS/$1.version")" == "$2" &
 
 # --- Debian packages: WireGuard userspace tooling for the lab ---------------
 # curl: the bowtie driver reads the Bowtie client's local API on the node with it.
-apt_packages=(wireguard-tools wireguard-go iproute2 iputils-ping openssh-server openssh-client curl)
+# swtpm, swtpm-tools (swtpm_setup, swtpm_localca; certtool from gnutls-bin), tpm2-tools and
+# the swtpm TCTI: a software TPM per lab node for the tpm_devid attestor (lab/tpm.ts).
+apt_packages=(wireguard-tools wireguard-go iproute2 iputils-ping openssh-server openssh-client curl
+  swtpm swtpm-tools gnutls-bin tpm2-tools libtss2-tcti-swtpm0)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

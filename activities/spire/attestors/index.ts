@@ -5,6 +5,7 @@
 import type { AttestorType, NodeAttestorModule } from './contract.js';
 import { joinTokenAttestor } from './join-token.js';
 import { sshpopAttestor } from './sshpop.js';
+import { tpmDevidAttestor } from './tpm-devid.js';
 import { x509popAttestor } from './x509pop.js';
 
 export * from './contract.js';
@@ -18,6 +19,7 @@ const ATTESTORS: { [T in AttestorType]?: NodeAttestorModule<T> } = {
   join_token: joinTokenAttestor,
   x509pop: x509popAttestor,
   sshpop: sshpopAttestor,
+  tpm_devid: tpmDevidAttestor,
 };
 
 /** The module for `type`; undefined when this worker does not drive it. */
