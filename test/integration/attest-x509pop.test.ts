@@ -216,6 +216,28 @@ describe('x509pop node attestation (real components)', () => {
     }
   });
 
+  it('(c) refuses a key other users can read (UnsafePath, naming the field), without starting an agent', async () => {
+    const nodeId = `${tag}-k`;
+    const cred = await issueNodeCredential(lab, 'n2', nodeId);
+    await localTransport().run('chmod', ['644', '--', cred.privateKeyPath]);
+    try {
+      const { handle } = await startProvisioning(env.client, inputFor('n2', nodeId, cred, 64002), { taskQueue });
+      counted(taskQueue);
+      const err = await handle.result().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(rootFailureType(err)).toBe('UnsafePath');
+      const status = await handle.query(statusQuery);
+      expect(status.lastFailure).toMatchObject({ step: 'startSpireAgent', type: 'UnsafePath' });
+      expect(status.lastFailure!.message).toMatch(/spire\.nodeAttestor\.privateKeyPath: .* must be owned by root with mode 0600 \(is uid 0, mode 644\)/);
+      expect(await agentProcs('n2')).toEqual([]);
+      expect(await agentOf(nodeId)).toBeUndefined();
+    } finally {
+      await localTransport().run('chmod', ['600', '--', cred.privateKeyPath]);
+    }
+  });
+
   it('(d) compensation, a security undo (ban) and decommission leave an agent that does not come back', async () => {
     // Compensation: the workload exits at once, launchWorkloads fails for good after step 4 attested.
     const nodeId = `${tag}-d`;
