@@ -11,7 +11,8 @@
  *   (c) a certificate for another node, an expired one, one from another CA:
  *       AttestationRejected, compensated, the node does not come back, the
  *       other node is untouched;
- *   (d) compensation and decommission leave an agent that does not come back;
+ *   (d) compensation (evict), a security undo (ban) and decommission leave an
+ *       agent that does not come back; decommission does not lift a ban;
  *   (e) the worker SIGKILLed in the middle of startSpireAgent: the run still
  *       ends provisioned with one agent and one alias entry;
  * and no node's attestation key (nor any other secret) is in any history.
@@ -215,7 +216,29 @@ describe('x509pop node attestation (real components)', () => {
     }
   });
 
-  it('(d) compensation and decommission leave an agent that does not come back', async () => {
+  it('(c) refuses a key other users can read (UnsafePath, naming the field), without starting an agent', async () => {
+    const nodeId = `${tag}-k`;
+    const cred = await issueNodeCredential(lab, 'n2', nodeId);
+    await localTransport().run('chmod', ['644', '--', cred.privateKeyPath]);
+    try {
+      const { handle } = await startProvisioning(env.client, inputFor('n2', nodeId, cred, 64002), { taskQueue });
+      counted(taskQueue);
+      const err = await handle.result().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(rootFailureType(err)).toBe('UnsafePath');
+      const status = await handle.query(statusQuery);
+      expect(status.lastFailure).toMatchObject({ step: 'startSpireAgent', type: 'UnsafePath' });
+      expect(status.lastFailure!.message).toMatch(/spire\.nodeAttestor\.privateKeyPath: .* must be owned by root with mode 0600 \(is uid 0, mode 644\)/);
+      expect(await agentProcs('n2')).toEqual([]);
+      expect(await agentOf(nodeId)).toBeUndefined();
+    } finally {
+      await localTransport().run('chmod', ['600', '--', cred.privateKeyPath]);
+    }
+  });
+
+  it('(d) compensation, a security undo (ban) and decommission leave an agent that does not come back', async () => {
     // Compensation: the workload exits at once, launchWorkloads fails for good after step 4 attested.
     const nodeId = `${tag}-d`;
     const cred = await issueNodeCredential(lab, 'n3', nodeId);
@@ -241,9 +264,15 @@ describe('x509pop node attestation (real components)', () => {
     // Decommission of (a)'s node, which re-attested after an eviction.
     if (!victim) return;
     const n1 = labProvisionInput(lab, 'n1', { nodeId: victim.nodeId, nodeAttestor: x509popAttestorInput({ certificatePath: `${lab.node('n1').dir}/attest/node.pem`, privateKeyPath: `${lab.node('n1').dir}/attest/node.key`, certPem: '' }), workloads: [{ name: 'api', spiffePath: `/ns/x509/sa/${victim.nodeId}`, uid: 64001, port: 9443 }], overrides: FAST });
+    // A security undo (what the workflow runs on a security failure), on a running re-attestable agent:
+    // stopped first, then banned: it does not come back, and the later decommission does not lift the ban.
+    const acts = createActivities({ ledger });
+    const undo = await acts.undoStartSpireAgent({ input: ProvisionInput.parse(n1), run: { workflowId: `provision/${victim.nodeId}`, runId: 'security-undo' }, reason: 'security' });
+    expect(undo.removed).toEqual(expect.arrayContaining(['agent process', expect.stringMatching(/\(banned\)$/)]));
+    await expectStaysOut('n1', victim.nodeId, { banned: true });
     await (await startDecommission(env.client, n1, { taskQueue })).result();
     counted(taskQueue);
-    await expectStaysOut('n1', victim.nodeId);
+    await expectStaysOut('n1', victim.nodeId, { banned: true });
     victim = undefined;
   });
 
