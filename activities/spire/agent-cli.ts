@@ -261,6 +261,7 @@ const ATTESTATION_REFUSED = new RegExp(
     'cert principal is not in domain',
     'certificate presented as a host key',
     'cert has no valid principals',
+    String.raw`nodeattestor\(sshpop\): failed to verify signature`,
   ].join('|'),
   'i',
 );

@@ -54,6 +54,7 @@ import { requireRealComponents } from '../helpers/prereqs.js';
 import { attestationKeySecrets, fetchTaskQueueHistories, hubKeySecrets, leakReport, nodeFileSecrets, withCanaryPassword, type Secret } from '../helpers/secret-scan.js';
 import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, workflowBundle, type TemporalTestEnv } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
+import { isAgentDaemon } from '../helpers/procs.js';
 
 const TD = 'sshpop.nodeboot.test';
 /** SPIRE's agent sync interval (5 s): "does not come back" waits more than two of them. */
@@ -86,8 +87,7 @@ describe('sshpop node attestation (real components)', () => {
   const agentOf = async (nodeId: string) => (await server.agentList(srv())).find((a) => a.spiffeId === agentIdOf(nodeId));
   const agentProcs = async (node: string) => {
     const pids = await ip.netnsPids(localTransport(), lab.node(node).netns);
-    // Agent daemons only: a workload's `spire-agent api fetch` child is a spire-agent process too.
-    return pids.filter((pid) => commOf(pid) === 'spire-agent' && argvOf(pid)[1] === 'run');
+    return pids.filter(isAgentDaemon); // not a workload's `spire-agent api fetch` child
   };
 
   beforeAll(async () => {
@@ -387,18 +387,4 @@ describe('sshpop node attestation (real components)', () => {
   });
 });
 
-function commOf(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  } catch {
-    return '';
-  }
-}
 
-function argvOf(pid: number): string[] {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-  } catch {
-    return [];
-  }
-}

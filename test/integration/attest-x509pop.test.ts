@@ -20,7 +20,7 @@
 import 'reflect-metadata';
 import { Worker } from '@temporalio/worker';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
 import { Ledger } from '../../activities/inventory/ledger.js';
@@ -43,6 +43,7 @@ import { requireRealComponents } from '../helpers/prereqs.js';
 import { fetchTaskQueueHistories, hubKeySecrets, leakReport, nodeFileSecrets, attestationKeySecrets, withCanaryPassword, type Secret } from '../helpers/secret-scan.js';
 import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, workflowBundle, type TemporalTestEnv } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
+import { isAgentDaemon } from '../helpers/procs.js';
 
 const TD = 'x509.nodeboot.test';
 /** SPIRE's agent sync interval (5 s): "does not come back" waits more than two of them. */
@@ -76,7 +77,7 @@ describe('x509pop node attestation (real components)', () => {
   const agentOf = async (nodeId: string) => (await server.agentList(srv())).find((a) => a.spiffeId === agentIdOf(nodeId));
   const agentProcs = async (node: string) => {
     const pids = await ip.netnsPids(localTransport(), lab.node(node).netns);
-    return pids.filter((pid) => commOf(pid) === 'spire-agent');
+    return pids.filter(isAgentDaemon); // not a workload's `spire-agent api fetch` child
   };
 
   beforeAll(async () => {
@@ -330,10 +331,3 @@ describe('x509pop node attestation (real components)', () => {
   });
 });
 
-function commOf(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  } catch {
-    return '';
-  }
-}
