@@ -107,6 +107,7 @@ export function createSpireSteps(deps: SpireDeps) {
     const deadline = Date.now() + IDENTIFY_WAIT_MS;
     let id = await runningAgentId(ctx.node, p.agentDataDir);
     while (id === undefined && Date.now() < deadline) {
+      heartbeat('waiting for the agent to store its SVID');
       await new Promise((r) => setTimeout(r, 250));
       id = await runningAgentId(ctx.node, p.agentDataDir);
     }
