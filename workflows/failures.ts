@@ -32,7 +32,7 @@ export function validationRules(): CheckOptions {
   return patched('one-validation') ? {} : { recordedBefore: 'one-validation' };
 }
 
-export function invalidInput(problems: string[]): ApplicationFailure {
+function invalidInput(problems: string[]): ApplicationFailure {
   return failure('InvalidInput', `invalid input: ${problems.join('; ')}`, { details: [{ issues: problems.map(redactSecrets) }] });
 }
 
