@@ -27,7 +27,7 @@ import { STEPS, type StepName } from '../common/steps.js';
 import { labProvisionInput } from '../lab/inputs.js';
 import { Lab } from '../lab/lab.js';
 import { startDevServer, type DevServerHandle } from '../lab/temporal.js';
-import type { FleetResult, ProvisionReceipt } from '../workflows/definitions.js';
+import type { FleetResult, ProvisionReceipt } from '../common/definitions.js';
 import type { provisionFleet, provisionNode } from '../workflows/index.js';
 import { instantActivities } from './instant-activities.js';
 import { mb, peakSampler, sec, summarize, type MemorySample, type Summary } from './measure.js';

@@ -47,7 +47,7 @@ import {
   sshpopAttestorInput,
   type IssuedHostCert,
 } from '../../lab/ssh-ca.js';
-import { statusQuery } from '../../workflows/definitions.js';
+import { statusQuery } from '../../common/definitions.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';

@@ -39,7 +39,7 @@ import { labProvisionInput, type LabWorkload } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';
 import { createDevidCa, labTpmAuthority, provisionLabNodeTpm, reissueDevidCert, swtpmRunning, tpmDevidAttestorSpec, type NodeTpm } from '../../lab/tpm.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
-import { statusQuery } from '../../workflows/definitions.js';
+import { statusQuery } from '../../common/definitions.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { expectStepFailureChain, failureOf } from '../helpers/failures.js';
 import { requireRealComponents } from '../helpers/prereqs.js';

@@ -36,7 +36,7 @@ import { nodePaths } from '../../common/paths.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';
 import { ensureNodeCa, issueNodeCredential, labNodeCa, x509popAttestorInput } from '../../lab/pki.js';
-import { statusQuery } from '../../workflows/definitions.js';
+import { statusQuery } from '../../common/definitions.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';

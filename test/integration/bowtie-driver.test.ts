@@ -46,7 +46,7 @@ import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';
 import type { BowtieTrust } from '../../activities/overlay/bowtie/trust.js';
-import { decideUpdate, statusQuery, type ProvisionStatus } from '../../workflows/definitions.js';
+import { decideUpdate, statusQuery, type ProvisionStatus } from '../../common/definitions.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { expectStepFailureChain, failureOf } from '../helpers/failures.js';

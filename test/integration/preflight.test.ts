@@ -13,7 +13,7 @@ import * as ip from '../../activities/overlay/ip.js';
 import { startProvisioning } from '../../client/provision.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';
-import { statusQuery } from '../../workflows/definitions.js';
+import { statusQuery } from '../../common/definitions.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { expectStepFailureChain, failureOf } from '../helpers/failures.js';

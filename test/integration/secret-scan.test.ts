@@ -24,7 +24,7 @@ import { rootFailureType, startDecommission, startProvisioning } from '../../cli
 import type { ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';
-import { decideUpdate, statusQuery } from '../../workflows/definitions.js';
+import { decideUpdate, statusQuery } from '../../common/definitions.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
 import {
