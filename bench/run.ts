@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
-import { Ledger } from '../activities/inventory/ledger.js';
+import { Ledger } from '../inventory/index.js';
 import type { FleetInputJson } from '../common/fleet.js';
 import { fleetWorkflowId, provisionWorkflowId } from '../common/ids.js';
 import { ProvisionInput, type ProvisionInputJson } from '../common/input.js';

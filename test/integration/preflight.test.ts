@@ -8,7 +8,7 @@ import { chownSync, mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../activities/inventory/ledger.js';
+import { Ledger } from '../../inventory/index.js';
 import * as ip from '../../activities/overlay/ip.js';
 import { startProvisioning } from '../../client/provision.js';
 import { labProvisionInput } from '../../lab/inputs.js';
