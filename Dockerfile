@@ -22,6 +22,7 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 # Only what the worker imports (workflows are bundled from source at start).
 COPY tsconfig.json ./
 COPY common ./common
+COPY inventory ./inventory
 COPY activities ./activities
 COPY workflows ./workflows
 COPY workers ./workers

@@ -43,4 +43,16 @@ export default tseslint.config(
       ],
     },
   },
+  {
+    // The nodeboot CLI and client library talk to the workflows through
+    // common/ (definitions, input) and to the ledger through inventory/: they
+    // never load workflow or activity code.
+    files: ['client/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ['**/workflows/**', '**/activities/**'], message: 'The client uses common/ and inventory/, not workflows/ or activities/.' }] },
+      ],
+    },
+  },
 );

@@ -9,7 +9,7 @@ import { ZodError } from 'zod';
 import { failure, isErrorType } from '../common/errors.js';
 import { InvalidNameError, describeZodError } from '../common/names.js';
 import { ToolError } from './host/exec.js';
-import { LedgerError } from './inventory/errors.js';
+import { LedgerError } from '../inventory/index.js';
 import { heartbeat } from './host/heartbeat.js';
 
 const HEARTBEAT_EVERY_MS = 2_000;

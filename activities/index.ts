@@ -8,11 +8,11 @@ import { withBoundary } from './boundary.js';
 import { activitySignal } from './host/heartbeat.js';
 import { transportFor, type HostTransport } from './host/transport.js';
 import { createFleetActivities } from './fleet/dependencies.js';
-import { createInventoryActivities } from './inventory/index.js';
-import type { Ledger } from './inventory/ledger.js';
+import type { Ledger } from '../inventory/index.js';
 import type { BowtieTrust } from './overlay/bowtie/trust.js';
 import { createOverlayDriverSteps } from './overlay/index.js';
 import { createPreflight } from './preflight.js';
+import { createRecordEvent } from './record-event.js';
 import { createSpireSteps } from './spire/steps.js';
 import type { Activities, FleetActivities } from './types.js';
 import { createWorkloadSteps } from './workloads/steps.js';
@@ -39,7 +39,7 @@ export function createActivities(deps: ActivityDeps): Activities & FleetActiviti
     ...createOverlayDriverSteps(shared),
     ...createSpireSteps(shared),
     ...createWorkloadSteps(shared),
-    ...createInventoryActivities({ ledger: deps.ledger }),
+    ...createRecordEvent({ ledger: deps.ledger }),
     ...createFleetActivities(shared),
   });
 }

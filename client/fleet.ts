@@ -5,8 +5,7 @@
 import { WorkflowFailedError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
 import { checkFleet, type FleetInputJson, type ValidFleet } from '../common/fleet.js';
 import { fleetWorkflowId, TASK_QUEUE } from '../common/ids.js';
-import { progressQuery, type FleetProgress } from '../workflows/definitions.js';
-import type { provisionFleet } from '../workflows/index.js';
+import { progressQuery, type FleetProgress, type ProvisionFleetWorkflow } from '../common/definitions.js';
 import { InvalidInputError, rootFailureType } from './provision.js';
 
 /** Validate a fleet and every node's merged input before anything reaches Temporal. */
@@ -25,10 +24,10 @@ export async function startFleet(
   client: Client,
   raw: FleetInputJson,
   opts: { taskQueue?: string } = {},
-): Promise<{ handle: WorkflowHandle<typeof provisionFleet>; started: boolean; fleet: ValidFleet }> {
+): Promise<{ handle: WorkflowHandle<ProvisionFleetWorkflow>; started: boolean; fleet: ValidFleet }> {
   const fleet = validateFleetInput(raw);
   const before = Date.now();
-  const handle = await client.workflow.start<typeof provisionFleet>('provisionFleet', {
+  const handle = await client.workflow.start<ProvisionFleetWorkflow>('provisionFleet', {
     workflowId: fleetWorkflowId(fleet.input.fleetId),
     taskQueue: opts.taskQueue ?? TASK_QUEUE,
     args: [raw],
@@ -53,9 +52,9 @@ export interface FleetView {
 
 /** The fleet's latest run (after any continue-as-new) and its progress. Throws WorkflowNotFoundError. */
 export async function viewFleet(client: Client, fleetId: string, opts: { queryTimeoutMs?: number } = {}): Promise<FleetView> {
-  const handle = client.workflow.getHandle<typeof provisionFleet>(fleetWorkflowId(fleetId));
+  const handle = client.workflow.getHandle<ProvisionFleetWorkflow>(fleetWorkflowId(fleetId));
   const desc = await handle.describe();
-  const run = client.workflow.getHandle<typeof provisionFleet>(desc.workflowId, desc.runId);
+  const run = client.workflow.getHandle<ProvisionFleetWorkflow>(desc.workflowId, desc.runId);
   const view: FleetView = { workflowId: desc.workflowId, runId: desc.runId, execution: desc.status.name, progress: null, failure: null };
   if (view.execution === 'COMPLETED') {
     view.progress = await run.result();

@@ -7,7 +7,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { decommissionWorkflowId, provisionWorkflowId, TASK_QUEUE } from '../common/ids.js';
 import type { ProvisionInput, ProvisionInputJson } from '../common/input.js';
 import { checkProvisionInput } from '../common/validate.js';
-import type { decommissionNode, provisionNode } from '../workflows/index.js';
+import type { DecommissionNodeWorkflow, ProvisionNodeWorkflow } from '../common/definitions.js';
 
 export class InvalidInputError extends Error {
   constructor(readonly fields: string[]) {
@@ -24,7 +24,7 @@ export function validateProvisionInput(raw: unknown): ProvisionInput {
 }
 
 export interface StartResult {
-  handle: WorkflowHandle<typeof provisionNode>;
+  handle: WorkflowHandle<ProvisionNodeWorkflow>;
   /** False when a run for this node already existed (running, or finished successfully). */
   started: boolean;
 }
@@ -39,7 +39,7 @@ export async function startProvisioning(client: Client, raw: ProvisionInputJson,
   const workflowId = provisionWorkflowId(input.nodeId);
   const before = Date.now();
   try {
-    const handle = await client.workflow.start<typeof provisionNode>('provisionNode', {
+    const handle = await client.workflow.start<ProvisionNodeWorkflow>('provisionNode', {
       workflowId,
       taskQueue: opts.taskQueue ?? TASK_QUEUE,
       // Plain JSON as given (defaults are applied again inside the workflow).
@@ -53,7 +53,7 @@ export async function startProvisioning(client: Client, raw: ProvisionInputJson,
     return { handle, started: desc.startTime.getTime() >= before - 2_000 };
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) {
-      return { handle: client.workflow.getHandle<typeof provisionNode>(workflowId), started: false };
+      return { handle: client.workflow.getHandle<ProvisionNodeWorkflow>(workflowId), started: false };
     }
     throw err;
   }
@@ -68,7 +68,7 @@ export async function startProvisioning(client: Client, raw: ProvisionInputJson,
 export async function startRepair(client: Client, raw: ProvisionInputJson, opts: { taskQueue?: string } = {}) {
   const repairInput = { ...raw, onFailure: 'hold' } as ProvisionInputJson;
   const input = validateProvisionInput(repairInput);
-  return client.workflow.start<typeof provisionNode>('provisionNode', {
+  return client.workflow.start<ProvisionNodeWorkflow>('provisionNode', {
     workflowId: provisionWorkflowId(input.nodeId),
     taskQueue: opts.taskQueue ?? TASK_QUEUE,
     args: [repairInput],
@@ -81,7 +81,7 @@ export async function startRepair(client: Client, raw: ProvisionInputJson, opts:
 
 export async function startDecommission(client: Client, raw: ProvisionInputJson, opts: { taskQueue?: string } = {}) {
   const input = validateProvisionInput(raw);
-  return client.workflow.start<typeof decommissionNode>('decommissionNode', {
+  return client.workflow.start<DecommissionNodeWorkflow>('decommissionNode', {
     workflowId: decommissionWorkflowId(input.nodeId),
     taskQueue: opts.taskQueue ?? TASK_QUEUE,
     args: [raw],

@@ -10,6 +10,7 @@ import {
   Ipv4,
   Ipv4Cidr,
   Ipv4Endpoint,
+  Label,
   NetnsName,
   NodeId,
   SafePath,
@@ -18,12 +19,6 @@ import {
   TrustDomain,
   UnixUid,
 } from './names.js';
-
-const Label = z
-  .string()
-  .min(1)
-  .max(40)
-  .regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/, 'must be lowercase letters, digits and inner hyphens only');
 
 /** An SSH target host: an IPv4 address or a DNS name (never something `ssh` could read as an option). */
 export const SshHostName = z.union(

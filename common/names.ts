@@ -18,6 +18,17 @@ export const NodeId = z
   .regex(DNS_LABELISH, 'must be lowercase letters, digits and inner hyphens only (e.g. "edge-01")');
 export type NodeId = z.infer<typeof NodeId>;
 
+/**
+ * A short name: a segment, a hub, a workload (lowercase DNS-label style, 1-40 chars).
+ * The input and the ledger check it with this one schema, so nothing the ledger
+ * accepts is a name the input would refuse.
+ */
+export const Label = z
+  .string()
+  .min(1)
+  .max(40)
+  .regex(DNS_LABELISH, 'must be lowercase letters, digits and inner hyphens only');
+
 /** A network namespace name (what `ip netns exec` gets). */
 export const NetnsName = z
   .string()

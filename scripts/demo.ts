@@ -24,7 +24,7 @@ import { issueNodeHostCert, sshpopAttestorInput } from '../lab/ssh-ca.js';
 import { Lab } from '../lab/lab.js';
 import { isPortFree, startDevServer } from '../lab/temporal.js';
 import { callWorkload } from '../lab/mtls-proof.js';
-import type { ProvisionReceipt } from '../workflows/definitions.js';
+import type { ProvisionReceipt } from '../common/definitions.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DEMO_DIR = path.join(repoRoot, '.demo');

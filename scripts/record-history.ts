@@ -19,7 +19,7 @@ import { blockUntilCancelled, createFakeActivities, failWith, type FakeActivitie
 import { sampleInput } from '../test/fixtures/inputs.js';
 import { historyToJson } from '../test/replay/history-json.js';
 import { connectEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../test/helpers/temporal.js';
-import { decideUpdate, statusQuery } from '../workflows/definitions.js';
+import { decideUpdate, statusQuery } from '../common/definitions.js';
 import { decommissionNode, provisionFleet, provisionNode } from '../workflows/index.js';
 import { createFleetFakes } from '../test/fixtures/fleet-activities.js';
 

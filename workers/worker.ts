@@ -7,7 +7,7 @@
 import { fileURLToPath } from 'node:url';
 import { NativeConnection, Runtime, Worker, makeTelemetryFilterString, type ActivityInterceptorsFactory, type TelemetryOptions } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
-import { Ledger } from '../activities/inventory/ledger.js';
+import { Ledger } from '../inventory/index.js';
 import { bowtieTrust, loadWorkerConfig, type WorkerConfig } from './config.js';
 import { describeFaultPause, faultPauseInterceptor } from './fault-injection.js';
 import { activityLoggingInterceptor, jsonLineLogger } from './logging.js';

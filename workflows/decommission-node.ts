@@ -12,7 +12,7 @@ import type { UndoRequest } from '../activities/types.js';
 import { redactSecrets } from '../common/errors.js';
 import type { ProvisionInputJson } from '../common/input.js';
 import { ErrorTypeKey, FailedStepKey, NodeIdKey, SegmentKey } from '../common/search-attributes.js';
-import type { DecommissionResult } from './definitions.js';
+import type { DecommissionResult } from '../common/definitions.js';
 import { validateInput, validationRules } from './failures.js';
 import { ledgerFor } from './ledger.js';
 import { activitiesFor } from './proxies.js';

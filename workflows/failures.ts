@@ -10,7 +10,7 @@ import { ApplicationFailure, TimeoutFailure, patched } from '@temporalio/workflo
 import { failure, redactSecrets } from '../common/errors.js';
 import type { ProvisionInput } from '../common/input.js';
 import { checkProvisionInput, type CheckOptions } from '../common/validate.js';
-import type { FailureInfo, UndoReason } from './definitions.js';
+import type { FailureInfo, UndoReason } from '../common/definitions.js';
 
 /**
  * Parse the workflow input with the one validation (common/validate.ts), or

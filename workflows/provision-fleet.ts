@@ -38,7 +38,7 @@ import type { FleetActivities } from '../activities/types.js';
 import { allowedFailures, validateFleet, type FleetInput, type FleetInputJson, type ValidFleet } from '../common/fleet.js';
 import { provisionWorkflowId } from '../common/ids.js';
 import type { ProvisionInput } from '../common/input.js';
-import { progressQuery, type FleetNodeFailure, type FleetProgress, type FleetResult } from './definitions.js';
+import { progressQuery, type FleetNodeFailure, type FleetProgress, type FleetResult } from '../common/definitions.js';
 import { describeFailure, validationRules } from './failures.js';
 import { provisionNode } from './provision-node.js';
 

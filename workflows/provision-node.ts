@@ -38,7 +38,7 @@ import {
   type ProvisionStatus,
   type StepStatus,
   type UndoReason,
-} from './definitions.js';
+} from '../common/definitions.js';
 import { compensatedFailure, describeFailure, validateInput, validationRules } from './failures.js';
 import { ledgerFor, type RecordEvent } from './ledger.js';
 import { activitiesFor, PREFLIGHT_PATCH } from './proxies.js';

@@ -9,7 +9,7 @@
 import { CancellationScope, log } from '@temporalio/workflow';
 import type { UndoResult } from '../activities/types.js';
 import type { StepName } from '../common/steps.js';
-import type { UndoReason } from './definitions.js';
+import type { UndoReason } from '../common/definitions.js';
 import { describeFailure, type UnwindReport } from './failures.js';
 
 export type Undo = (reason: UndoReason) => Promise<UndoResult>;

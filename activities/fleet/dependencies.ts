@@ -8,7 +8,7 @@
 import type { ProvisionInput } from '../../common/input.js';
 import { redactSecrets } from '../../common/errors.js';
 import type { HostTransport } from '../host/transport.js';
-import type { Ledger } from '../inventory/ledger.js';
+import type { Ledger } from '../../inventory/index.js';
 import { BowtieController } from '../overlay/bowtie/controller.js';
 import type { BowtieTrust } from '../overlay/bowtie/trust.js';
 import * as wg from '../overlay/wg.js';

@@ -9,7 +9,7 @@ import type { HubSpec, ProvisionInput } from '../../common/input.js';
 import { fsKeyOf, hostKeyOf, nodePaths } from '../paths.js';
 import { ToolError } from '../host/exec.js';
 import type { HostTransport } from '../host/transport.js';
-import type { Ledger } from '../inventory/ledger.js';
+import type { Ledger } from '../../inventory/index.js';
 import type { HealthEvidence, InstallEvidence, KeyEvidence, StepRequest, UndoRequest, UndoResult } from '../types.js';
 import * as ip from './ip.js';
 import * as wg from './wg.js';

@@ -16,7 +16,7 @@ import type { ProvisionInput } from '../../common/input.js';
 import { ToolError } from '../host/exec.js';
 import { heartbeat } from '../host/heartbeat.js';
 import type { HostTransport } from '../host/transport.js';
-import type { Ledger } from '../inventory/ledger.js';
+import type { Ledger } from '../../inventory/index.js';
 import { fsKeyOf, nodePaths } from '../paths.js';
 import { spiffeIdOf } from '../workloads/steps.js';
 import type { AgentEvidence, EntriesEvidence, StepRequest, UndoRequest, UndoResult } from '../types.js';

@@ -8,7 +8,7 @@ import type { ProvisionInput, WorkloadSpec } from '../../common/input.js';
 import { heartbeat } from '../host/heartbeat.js';
 import { ToolError } from '../host/exec.js';
 import type { HostTransport } from '../host/transport.js';
-import type { Ledger } from '../inventory/ledger.js';
+import type { Ledger } from '../../inventory/index.js';
 import { fsKeyOf, nodePaths } from '../paths.js';
 import { fetchX509Svid } from '../spire/agent-cli.js';
 import {

@@ -3,9 +3,8 @@
  * progress printer behind `watch` and `--wait` (a redrawn block on a TTY,
  * plain lines otherwise, one JSON object per change with --json).
  */
-import type { StepEvidence } from '../../activities/types.js';
 import { STEP_TITLES, type StepName } from '../../common/steps.js';
-import type { StepStatus } from '../../workflows/definitions.js';
+import type { StepEvidence, StepStatus } from '../../common/definitions.js';
 import { stepsOf, type RunView } from './runs.js';
 
 export interface Io {

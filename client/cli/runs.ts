@@ -20,8 +20,15 @@ import { errorClassOf } from '../../common/errors.js';
 import { provisionWorkflowId } from '../../common/ids.js';
 import { BootstrapStepKey, ErrorTypeKey, FailedStepKey, SegmentKey } from '../../common/search-attributes.js';
 import { STEPS, type StepName } from '../../common/steps.js';
-import { statusQuery, type FailureInfo, type ProvisionReceipt, type ProvisionStatus, type RunState, type StepStatus } from '../../workflows/definitions.js';
-import type { provisionNode } from '../../workflows/index.js';
+import {
+  statusQuery,
+  type FailureInfo,
+  type ProvisionNodeWorkflow,
+  type ProvisionReceipt,
+  type ProvisionStatus,
+  type RunState,
+  type StepStatus,
+} from '../../common/definitions.js';
 import { rootFailureType } from '../provision.js';
 import { tlsOf, type CliConfig } from './config.js';
 import { CliError, UnreachableError, isUnreachable, oneLine } from './errors.js';
@@ -130,7 +137,7 @@ export interface RunView {
 export const QUERY_TIMEOUT_MS = 5_000;
 
 export interface RunRef {
-  handle: WorkflowHandle<typeof provisionNode>;
+  handle: WorkflowHandle<ProvisionNodeWorkflow>;
   desc: WorkflowExecutionDescription;
 }
 
@@ -139,7 +146,7 @@ export async function findRun(t: Temporal, nodeId: string, runId?: string): Prom
   const workflowId = provisionWorkflowId(nodeId);
   try {
     const desc = await t.client.workflow.getHandle(workflowId, runId).describe();
-    return { handle: t.client.workflow.getHandle<typeof provisionNode>(workflowId, desc.runId), desc };
+    return { handle: t.client.workflow.getHandle<ProvisionNodeWorkflow>(workflowId, desc.runId), desc };
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) {
       throw new CliError(EXIT.NOT_FOUND, `no provisioning run for node ${nodeId}${runId ? ` with run id ${runId}` : ''}`, {

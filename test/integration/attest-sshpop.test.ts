@@ -22,7 +22,7 @@ import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../activities/inventory/ledger.js';
+import { Ledger } from '../../inventory/index.js';
 import { localTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
 import { fetchX509Svid } from '../../activities/spire/agent-cli.js';
@@ -47,7 +47,7 @@ import {
   sshpopAttestorInput,
   type IssuedHostCert,
 } from '../../lab/ssh-ca.js';
-import { statusQuery } from '../../workflows/definitions.js';
+import { statusQuery } from '../../common/definitions.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';

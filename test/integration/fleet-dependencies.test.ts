@@ -3,7 +3,7 @@
 // server is stopped and a hub is misnamed, and the answer says which is down.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../activities/inventory/ledger.js';
+import { Ledger } from '../../inventory/index.js';
 import { ProvisionInput } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';

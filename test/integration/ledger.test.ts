@@ -6,10 +6,9 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LedgerError } from '../../activities/inventory/errors.js';
-import { Ledger } from '../../activities/inventory/ledger.js';
-import { MIGRATIONS } from '../../activities/inventory/migrations.js';
+import { Ledger, LedgerError, MIGRATIONS } from '../../inventory/index.js';
 import type { RunRef } from '../../activities/types.js';
+import { ProvisionInput } from '../../common/input.js';
 
 const ADMIN_URL = process.env.NODEBOOT_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const DB_NAME = `nbtest_${randomBytes(6).toString('hex')}`;
@@ -100,6 +99,18 @@ describe('nodes', () => {
     expect(e.type).toBe('InvalidInput');
     expect(e.message).toMatch(/^nodeId /);
     expect((await caught(ledger.upsertNode('ok', 'lab', 'bogus' as never))).message).toMatch(/^state /);
+  });
+
+  it('takes the names the provisioning input takes, and no longer ones (one Label schema)', async () => {
+    const longest = 'a'.repeat(40);
+    const tooLong = 'a'.repeat(41);
+    expect(ProvisionInput.shape.segment.safeParse(tooLong).success).toBe(false);
+    expect((await ledger.upsertNode('label-1', longest, 'ready')).segment).toBe(longest);
+    expect((await caught(ledger.upsertNode('label-1', tooLong, 'ready'))).message).toMatch(/^segment /);
+    const peer = { nodeId: 'label-1', hubName: tooLong, nodePublicKey: KEY_A, hubPublicKey: KEY_B, endpoint: '192.0.2.1:51820' };
+    expect((await caught(ledger.recordPeer(peer))).message).toMatch(/^peer\.hubName /);
+    expect((await caught(ledger.removeWorkloads('label-1', [tooLong]))).message).toMatch(/^names\.0 /);
+    expect(await ledger.getNode('label-1')).toMatchObject({ segment: longest });
   });
 });
 

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { Context } from '@temporalio/activity';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Ledger } from '../../activities/inventory/ledger.js';
+import { Ledger } from '../../inventory/index.js';
 import type { Activities } from '../../activities/types.js';
 import { EXIT } from '../../client/cli/exit-codes.js';
 import { provisionWorkflowId } from '../../common/ids.js';

@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../activities/inventory/ledger.js';
+import { Ledger } from '../../inventory/index.js';
 import { localTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
 import * as server from '../../activities/spire/server-cli.js';

@@ -9,7 +9,7 @@ import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle, type W
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { FleetInputJson } from '../../common/fleet.js';
 import { fleetWorkflowId, provisionWorkflowId } from '../../common/ids.js';
-import { progressQuery, type FleetProgress, type FleetResult } from '../../workflows/definitions.js';
+import { progressQuery, type FleetProgress, type FleetResult } from '../../common/definitions.js';
 import { provisionFleet } from '../../workflows/index.js';
 import { createFleetFakes, type FleetFakes } from '../fixtures/fleet-activities.js';
 import { sampleInput } from '../fixtures/inputs.js';

@@ -12,7 +12,7 @@ import type { ProvisionInputJson } from '../../common/input.js';
 import { decommissionWorkflowId, provisionWorkflowId } from '../../common/ids.js';
 import { BootstrapStepKey, ErrorTypeKey, FailedStepKey, NodeIdKey, SegmentKey } from '../../common/search-attributes.js';
 import { STEPS } from '../../common/steps.js';
-import { decideUpdate, statusQuery, type ProvisionStatus } from '../../workflows/definitions.js';
+import { decideUpdate, statusQuery, type ProvisionStatus } from '../../common/definitions.js';
 import { decommissionNode, provisionNode } from '../../workflows/index.js';
 import { blockUntilCancelled, createFakeActivities, failWith, type FakeActivities } from '../fixtures/fake-activities.js';
 import { BAD_INPUTS } from '../fixtures/bad-inputs.js';

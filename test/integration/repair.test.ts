@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../activities/inventory/ledger.js';
+import { Ledger } from '../../inventory/index.js';
 import { processAlive } from '../../activities/host/transport.js';
 import { readPidFile } from '../../activities/spire/daemon.js';
 import * as server from '../../activities/spire/server-cli.js';

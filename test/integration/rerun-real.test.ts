@@ -20,7 +20,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../activities/inventory/ledger.js';
+import { Ledger } from '../../inventory/index.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { EXIT } from '../../client/cli/exit-codes.js';
 import type { ProvisionInputJson } from '../../common/input.js';

@@ -18,13 +18,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { Ledger } from '../../activities/inventory/ledger.js';
+import { Ledger } from '../../inventory/index.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { rootFailureType, startDecommission, startProvisioning } from '../../client/provision.js';
 import type { ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';
-import { decideUpdate, statusQuery } from '../../workflows/definitions.js';
+import { decideUpdate, statusQuery } from '../../common/definitions.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
 import {

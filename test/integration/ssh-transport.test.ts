@@ -10,7 +10,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../activities/inventory/ledger.js';
+import { Ledger } from '../../inventory/index.js';
 import { ToolError } from '../../activities/host/exec.js';
 import { planSsh, remoteArgv, remoteCommandLine, sshControlPath, sshTransport } from '../../activities/host/ssh.js';
 import { localTransport, type HostTransport } from '../../activities/host/transport.js';

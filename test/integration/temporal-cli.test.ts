@@ -14,7 +14,7 @@ import { provisionWorkflowId } from '../../common/ids.js';
 import type { ProvisionInputJson } from '../../common/input.js';
 import { STEPS } from '../../common/steps.js';
 import { TEMPORAL_BIN } from '../../lab/temporal.js';
-import type { ProvisionReceipt, ProvisionStatus } from '../../workflows/definitions.js';
+import type { ProvisionReceipt, ProvisionStatus } from '../../common/definitions.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createCountingActivities } from '../fixtures/counting-activities.js';
 import { failWith, type FakeActivities } from '../fixtures/fake-activities.js';

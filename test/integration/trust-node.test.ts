@@ -18,7 +18,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../activities/inventory/ledger.js';
+import { Ledger } from '../../inventory/index.js';
 import { processAlive, transportFor, type HostTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
 import * as wg from '../../activities/overlay/wg.js';

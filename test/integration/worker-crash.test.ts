@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it, type ExpectStatic } from 'vitest';
-import { Ledger } from '../../activities/inventory/ledger.js';
+import { Ledger } from '../../inventory/index.js';
 import { localTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
 import * as wg from '../../activities/overlay/wg.js';

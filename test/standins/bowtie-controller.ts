@@ -27,7 +27,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { netnsTransport } from '../../activities/host/transport.js';
-import { formatIpv4, parseCidr } from '../../activities/inventory/ipv4.js';
+import { formatIpv4, parseCidr } from '../../common/ipv4.js';
 import * as wg from '../../activities/overlay/wg.js';
 import type { TestServerCert } from './tls.js';
 

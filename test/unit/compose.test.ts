@@ -2,6 +2,7 @@
 // pinned images, health checks and start order, the search attributes the
 // workflows use, and a worker environment that is exactly what workers/config.ts reads.
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
@@ -12,6 +13,21 @@ import { WorkerConfig, loadWorkerConfig } from '../../workers/config.js';
 const root = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
 const composeText = readFileSync(root('docker-compose.yml'), 'utf8');
 const dockerfile = readFileSync(root('Dockerfile'), 'utf8');
+
+/** The top-level folders of every repo file reachable by relative imports from `entries` (the worker loads them all). */
+function foldersImportedFrom(entries: string[]): string[] {
+  const seen = new Set<string>();
+  const visit = (file: string) => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    const text = readFileSync(root(file), 'utf8');
+    for (const m of text.matchAll(/(?:from|import\()\s*'(\.{1,2}\/[^']+)\.js'/g)) {
+      visit(path.posix.join(path.posix.dirname(file), `${m[1]}.ts`));
+    }
+  };
+  entries.forEach(visit);
+  return [...new Set([...seen].map((f) => f.split('/')[0]!))].sort();
+}
 
 interface Service {
   image?: string;
@@ -188,6 +204,8 @@ describe('Dockerfile', () => {
 
   it('copies every source folder the worker imports', () => {
     const copied = [...dockerfile.matchAll(/^COPY (\S+) /gm)].map((m) => m[1]);
-    for (const dir of ['common', 'activities', 'workflows', 'workers']) expect(copied).toContain(dir);
+    const imported = foldersImportedFrom(['workers/worker.ts', 'workflows/index.ts']);
+    expect(imported).toEqual(expect.arrayContaining(['common', 'activities', 'inventory', 'workflows', 'workers']));
+    for (const dir of imported) expect(copied).toContain(dir);
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createFleetActivities } from '../../activities/fleet/dependencies.js';
 import { ToolError } from '../../activities/host/exec.js';
-import type { Ledger } from '../../activities/inventory/ledger.js';
+import type { Ledger } from '../../inventory/index.js';
 import * as ip from '../../activities/overlay/ip.js';
 import * as wg from '../../activities/overlay/wg.js';
 import { recordingTransport } from '../helpers/recording-transport.js';

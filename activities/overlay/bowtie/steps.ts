@@ -19,7 +19,7 @@ import type { BowtieSpec, ProvisionInput } from '../../../common/input.js';
 import { heartbeat } from '../../host/heartbeat.js';
 import { ToolError } from '../../host/exec.js';
 import type { HealthEvidence, InstallEvidence, KeyEvidence, StepRequest, UndoRequest, UndoResult } from '../../types.js';
-import { cidrContains } from '../../inventory/ipv4.js';
+import { cidrContains } from '../../../common/ipv4.js';
 import * as ip from '../ip.js';
 import { probeThroughTunnel, stepDeadline } from '../probe.js';
 import { fsKeyOf } from '../../paths.js';

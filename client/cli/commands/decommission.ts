@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowFailedError } from '@temporalio/client';
 import type { ProvisionInputJson } from '../../../common/input.js';
-import type { DecommissionResult } from '../../../workflows/definitions.js';
+import type { DecommissionResult } from '../../../common/definitions.js';
 import { rootFailureType, startDecommission } from '../../provision.js';
 import { emit, note, timeoutMs, type Context } from '../context.js';
 import { CliError, oneLine } from '../errors.js';

@@ -9,7 +9,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { FleetInputJson } from '../../../common/fleet.js';
-import type { FleetProgress } from '../../../workflows/definitions.js';
+import type { FleetProgress } from '../../../common/definitions.js';
 import { startFleet, validateFleetInput, viewFleet, type FleetView } from '../../fleet.js';
 import { InvalidInputError } from '../../provision.js';
 import { emit, note, timeoutMs, type Context } from '../context.js';

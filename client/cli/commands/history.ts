@@ -10,7 +10,7 @@ import { EXIT, type ExitCode } from '../exit-codes.js';
 export async function history(ctx: Context): Promise<ExitCode> {
   const nodeId = ctx.cmd.target!;
   // Loaded here: only this command needs the PostgreSQL driver.
-  const { Ledger } = await import('../../../activities/inventory/ledger.js');
+  const { Ledger } = await import('../../../inventory/index.js');
   const ledger = await Ledger.connect(ctx.config.DATABASE_URL, { max: 1, connectTimeoutMs: ctx.config.NODEBOOT_CONNECT_TIMEOUT * 1000 });
   try {
     const events = await ledger.listEvents(nodeId, { ...(ctx.flags.run ? { runId: ctx.flags.run } : {}), limit: ctx.flags.limit ?? 1000 });

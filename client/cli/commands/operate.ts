@@ -4,7 +4,7 @@
  *   compensate <node>        held run: undo everything and fail
  *   cancel <node>            any open run: it compensates and ends cancelled
  */
-import { decideUpdate, type Decision } from '../../../workflows/definitions.js';
+import { decideUpdate, type Decision } from '../../../common/definitions.js';
 import { emit, note, type Context } from '../context.js';
 import { CliError } from '../errors.js';
 import { EXIT, type ExitCode } from '../exit-codes.js';

@@ -1,33 +1,18 @@
 /**
- * The inventory subsystem: the PostgreSQL ledger, its migrations, IPv4 helpers,
- * and the one activity the workflows call on it directly (recordEvent).
- * Other steps use the Ledger through their own activities' deps.
+ * The one activity the workflows call on the inventory ledger directly:
+ * recordEvent, which appends to the event log and moves the node's row along
+ * with its runs. Other steps use the Ledger through their own activities' deps.
+ * Its errors are mapped to failures by the activity boundary, like every step's.
  */
-import { failure } from '../../common/errors.js';
-import type { Activities, LedgerEvent } from '../types.js';
-import { LedgerError } from './errors.js';
-import type { Ledger } from './ledger.js';
+import type { Ledger } from '../inventory/index.js';
+import type { Activities, LedgerEvent } from './types.js';
 
-export * from './errors.js';
-export * from './ipv4.js';
-export * from './ledger.js';
-export { MIGRATIONS, applyMigrations, type Migration, type MigrationResult } from './migrations.js';
-
-/** A LedgerError becomes the ApplicationFailure of its type; anything else is passed through. */
-export function ledgerFailure(err: unknown): unknown {
-  return err instanceof LedgerError ? failure(err.type, err.message, { details: err.code ? [{ code: err.code }] : undefined }) : err;
-}
-
-export function createInventoryActivities(deps: { ledger: Ledger }): Pick<Activities, 'recordEvent'> {
+export function createRecordEvent(deps: { ledger: Ledger }): Pick<Activities, 'recordEvent'> {
   return {
     /** Append to the event log; a retried append of the same event is a no-op. */
     async recordEvent(event: LedgerEvent): Promise<void> {
-      try {
-        await deps.ledger.appendEvent(event);
-        await followRunState(deps.ledger, event);
-      } catch (err) {
-        throw ledgerFailure(err);
-      }
+      await deps.ledger.appendEvent(event);
+      await followRunState(deps.ledger, event);
     },
   };
 }

@@ -6,7 +6,7 @@
  * history: it names the host and database, never the password or raw pg output
  * that could echo the connection string.
  */
-import { redactSecrets, type ErrorType } from '../../common/errors.js';
+import { redactSecrets, type ErrorType } from '../common/errors.js';
 
 export type LedgerErrorType = Extract<ErrorType, 'LedgerUnavailable' | 'PoolExhausted' | 'InvalidInput' | 'AddressConflict' | 'OwnershipConflict'>;
 
@@ -20,10 +20,6 @@ export class LedgerError extends Error {
     super(redactSecrets(message));
     this.name = 'LedgerError';
   }
-}
-
-export function isLedgerError(err: unknown): err is LedgerError {
-  return err instanceof LedgerError;
 }
 
 /** SQLSTATEs and socket errors that mean "the database is not there right now". */

@@ -1,13 +1,33 @@
 /**
- * The public face of the node-bootstrap workflows: query and update
- * definitions plus the shapes they and the workflows return.
+ * The public face of the node-bootstrap workflows: their signatures, query and
+ * update definitions, and the shapes they return.
  *
- * Clients (nodeboot, tests) import this module; it holds no workflow logic,
- * so importing it outside the workflow sandbox is safe.
+ * Clients (nodeboot, tests) import this module instead of the workflows: it
+ * holds no workflow logic, so importing it outside the workflow sandbox is
+ * safe, and the workflows import it too. No Node built-ins here.
  */
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import type { StepEvidence, UndoRequest, UndoResult } from '../activities/types.js';
-import type { StepName } from '../common/steps.js';
+import type { FleetInputJson } from './fleet.js';
+import type { ProvisionInputJson } from './input.js';
+import type { StepName } from './steps.js';
+
+/** What each step proved, by step (the `evidence` of a StepStatus). */
+export type { StepEvidence };
+
+/**
+ * The workflows as a client starts them: by type name, with these argument
+ * and result types (`client.workflow.start<ProvisionNodeWorkflow>('provisionNode', ...)`).
+ * test/unit/workflow-signatures.test.ts checks that the workflows match.
+ */
+export interface Workflows {
+  provisionNode: (input: ProvisionInputJson) => Promise<ProvisionReceipt>;
+  decommissionNode: (input: ProvisionInputJson) => Promise<DecommissionResult>;
+  provisionFleet: (input: FleetInputJson) => Promise<FleetResult>;
+}
+export type ProvisionNodeWorkflow = Workflows['provisionNode'];
+export type DecommissionNodeWorkflow = Workflows['decommissionNode'];
+export type ProvisionFleetWorkflow = Workflows['provisionFleet'];
 
 export type UndoReason = UndoRequest['reason'];
 

@@ -19,7 +19,7 @@ export interface Migration {
 }
 
 /** Advisory lock key for migrations (an arbitrary constant: "nbmigr" in ASCII). */
-export const MIGRATION_LOCK_KEY = 0x6e626d696772n;
+const MIGRATION_LOCK_KEY = 0x6e626d696772n;
 
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -165,7 +165,7 @@ CREATE INDEX node_interfaces_node_idx ON node_interfaces (node_id);
   },
 ];
 
-export function checksum(m: Migration): string {
+function checksum(m: Migration): string {
   return createHash('sha256').update(m.sql).digest('hex');
 }
 
