@@ -129,13 +129,13 @@ export interface RunView {
 /** How long a `status` query may take before we fall back to Temporal's record (no worker polling). */
 export const QUERY_TIMEOUT_MS = 5_000;
 
-export interface RunRef {
+export interface FoundRun {
   handle: WorkflowHandle<typeof provisionNode>;
   desc: WorkflowExecutionDescription;
 }
 
 /** The node's latest provisioning run (or `runId`), or CliError NOT_FOUND. */
-export async function findRun(t: Temporal, nodeId: string, runId?: string): Promise<RunRef> {
+export async function findRun(t: Temporal, nodeId: string, runId?: string): Promise<FoundRun> {
   const workflowId = provisionWorkflowId(nodeId);
   try {
     const desc = await t.client.workflow.getHandle(workflowId, runId).describe();
@@ -182,7 +182,7 @@ export async function queryStatus(t: Temporal, handle: WorkflowHandle, timeoutMs
 }
 
 /** Build the view of a run (the latest when `runId` is not given). */
-export async function viewRun(t: Temporal, nodeId: string, runId?: string, ref?: RunRef): Promise<RunView> {
+export async function viewRun(t: Temporal, nodeId: string, runId?: string, ref?: FoundRun): Promise<RunView> {
   const { handle, desc } = ref ?? (await findRun(t, nodeId, runId));
   const execution = desc.status.name;
   const status = await queryStatus(t, handle);
