@@ -1,6 +1,7 @@
 /**
- * decommissionNode: take a node out of the fabric. Runs every undo in reverse
- * runbook order with reason 'decommission'. Each undo is idempotent, so this
+ * decommissionNode: take a node out of the fabric. Runs every undo in the step
+ * table's decommission order (common/steps.ts: the reverse of the runbook)
+ * with reason 'decommission'. Each undo is idempotent, so this
  * is safe on a node that was never (fully) provisioned, and safe to run again
  * after a partial failure. Runs as `decommission/<nodeId>` (common/ids.ts).
  *
@@ -12,6 +13,7 @@ import type { UndoRequest } from '../activities/types.js';
 import { redactSecrets } from '../common/errors.js';
 import type { ProvisionInputJson } from '../common/input.js';
 import { ErrorTypeKey, FailedStepKey, NodeIdKey, SegmentKey } from '../common/search-attributes.js';
+import { DECOMMISSION_ORDER } from '../common/steps.js';
 import type { DecommissionResult } from './definitions.js';
 import { validateInput, validationRules } from './failures.js';
 import { ledgerFor } from './ledger.js';
@@ -31,13 +33,9 @@ export async function decommissionNode(rawInput: ProvisionInputJson): Promise<De
   await record('workflow', 'started', { detail: { decommission: true } });
 
   const req = (reason: UndoRequest['reason']): UndoRequest => ({ input, run: { workflowId, runId }, reason });
-  // Pushed in runbook order, unwound in reverse: the same order a failed provisioning undoes in.
+  // A stack unwinds last-in first: push the decommission order backwards.
   const undos = new Compensations();
-  undos.push('installOverlay', (reason) => acts.undoInstallOverlay(req(reason)));
-  undos.push('issueOverlayKey', (reason) => acts.undoIssueOverlayKey(req(reason)));
-  undos.push('startSpireAgent', (reason) => acts.undoStartSpireAgent(req(reason)));
-  undos.push('registerEntries', (reason) => acts.undoRegisterEntries(req(reason)));
-  undos.push('launchWorkloads', (reason) => acts.undoLaunchWorkloads(req(reason)));
+  for (const { step, undo } of [...DECOMMISSION_ORDER].reverse()) undos.push(step, (reason) => acts[undo](req(reason)));
 
   const removed: DecommissionResult['removed'] = {};
   const report = await undos.unwind('decommission', {

@@ -7,7 +7,7 @@ import { ActivityCancellationType, patched, proxyActivities, proxyLocalActivitie
 import type { Activities } from '../activities/types.js';
 import { NON_RETRYABLE_ERROR_TYPES } from '../common/errors.js';
 import type { ProvisionInput } from '../common/input.js';
-import { STEP_TITLES } from '../common/steps.js';
+import { STEP_TITLES, UNDO_ACTIVITIES, type UndoActivity } from '../common/steps.js';
 
 /** Ledger writes are single-row inserts: a fixed, short deadline. */
 const LEDGER_TIMEOUT_MS = 30_000;
@@ -54,7 +54,8 @@ export function retryPolicyFor(input: ProvisionInput): RetryPolicy {
  *
  * - step: each step's own start-to-close plus a heartbeat timeout (every
  *   activity heartbeats while it runs, so a killed worker is noticed in seconds).
- * - undo: one compensation deadline for every undo (input.timeouts.compensation), same heartbeat.
+ * - undo: one compensation deadline for every undo the step table names
+ *   (common/steps.ts; input.timeouts.compensation), same heartbeat.
  * - ledger: event writes, short and fixed; local activities (LEDGER_LOCAL_PATCH).
  *
  * Steps wait for a cancelled activity to acknowledge before the workflow moves
@@ -70,6 +71,7 @@ export function activitiesFor(input: ProvisionInput) {
   const step = (seconds: number, summary: string) =>
     proxyActivities<Activities>({ ...base, startToCloseTimeout: seconds * 1000, heartbeatTimeout: heartbeatTimeoutMs(seconds), summary });
   const undo = step(t.compensation, 'compensation (undo a finished step)');
+  const undos = Object.fromEntries(UNDO_ACTIVITIES.map((name) => [name, undo[name]])) as Pick<typeof undo, UndoActivity>;
   const ledger = patched(LEDGER_LOCAL_PATCH)
     ? proxyLocalActivities<Activities>({ retry: base.retry, startToCloseTimeout: LEDGER_TIMEOUT_MS })
     : proxyActivities<Activities>({ retry: base.retry, startToCloseTimeout: LEDGER_TIMEOUT_MS });
@@ -83,11 +85,7 @@ export function activitiesFor(input: ProvisionInput) {
     registerEntries: step(t.registerEntries, STEP_TITLES.registerEntries).registerEntries,
     launchWorkloads: step(t.launchWorkloads, STEP_TITLES.launchWorkloads).launchWorkloads,
 
-    undoInstallOverlay: undo.undoInstallOverlay,
-    undoIssueOverlayKey: undo.undoIssueOverlayKey,
-    undoStartSpireAgent: undo.undoStartSpireAgent,
-    undoRegisterEntries: undo.undoRegisterEntries,
-    undoLaunchWorkloads: undo.undoLaunchWorkloads,
+    ...undos,
 
     recordEvent: ledger.recordEvent,
   };
