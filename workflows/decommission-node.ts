@@ -10,13 +10,14 @@
  */
 import { ApplicationFailure, log, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { UndoRequest } from '../activities/types.js';
+import type { CompensationDetails } from '../common/compensation.js';
 import { redactSecrets } from '../common/errors.js';
 import type { ProvisionInputJson } from '../common/input.js';
 import { ErrorTypeKey, FailedStepKey, NodeIdKey, SegmentKey } from '../common/search-attributes.js';
 import { DECOMMISSION_ORDER } from '../common/steps.js';
 import type { DecommissionResult } from './definitions.js';
 import { validateInput, validationRules } from './failures.js';
-import { ledgerFor } from './ledger.js';
+import { eventRecorder } from './events.js';
 import { activitiesFor } from './proxies.js';
 import { Compensations } from './saga.js';
 
@@ -29,7 +30,7 @@ export async function decommissionNode(rawInput: ProvisionInputJson): Promise<De
     { key: NodeIdKey, value: input.nodeId },
     { key: SegmentKey, value: input.segment },
   ]);
-  const record = ledgerFor(acts.recordEvent, input.nodeId);
+  const record = eventRecorder(acts.recordEvent, input.nodeId);
   await record('workflow', 'started', { detail: { decommission: true } });
 
   const req = (reason: UndoRequest['reason']): UndoRequest => ({ input, run: { workflowId, runId }, reason });
@@ -62,7 +63,7 @@ export async function decommissionNode(rawInput: ProvisionInputJson): Promise<De
         `decommission incomplete: ${report.failed.map((f) => `${f.step} (${f.type}): ${f.message}`).join('; ')}; removed: ${report.undone.join(', ') || 'nothing'}; safe to run again`,
       ),
       nonRetryable: true,
-      details: [{ undone: report.undone, undoFailed: report.failed }],
+      details: [{ undone: report.undone, undoFailed: report.failed } satisfies CompensationDetails],
     });
   }
   await record('workflow', 'succeeded', { detail: { decommission: true } });
