@@ -10,7 +10,7 @@ import { transportFor, type HostTransport } from './host/transport.js';
 import { createFleetActivities } from './fleet/dependencies.js';
 import type { Ledger } from '../inventory/index.js';
 import type { BowtieTrust } from './overlay/bowtie/trust.js';
-import { createOverlayDriverSteps } from './overlay/index.js';
+import { createOverlaySteps } from './overlay/index.js';
 import { createPreflight } from './preflight.js';
 import { createRecordEvent } from './record-event.js';
 import { createSpireSteps } from './spire/steps.js';
@@ -36,7 +36,7 @@ export function createActivities(deps: ActivityDeps): Activities & FleetActiviti
   const shared = { ledger: deps.ledger, transport: deps.transport ?? transportFor, signal: activitySignal, env: deps.env, bowtie: deps.bowtie };
   return withBoundary<Activities & FleetActivities>({
     ...createPreflight({ ...shared, spireServerConfig: deps.spireServerConfig }),
-    ...createOverlayDriverSteps(shared),
+    ...createOverlaySteps(shared),
     ...createSpireSteps(shared),
     ...createWorkloadSteps(shared),
     ...createRecordEvent({ ledger: deps.ledger }),

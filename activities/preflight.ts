@@ -14,13 +14,12 @@ import type { ProvisionInput } from '../common/input.js';
 import { parseName, SafePath } from '../common/names.js';
 import { ToolError } from './host/exec.js';
 import { checkNodeDir } from './host/node-dir.js';
-import type { HostTransport } from './host/transport.js';
+import type { StepDeps } from './deps.js';
 import * as server from './spire/server-cli.js';
 import type { PreflightEvidence, StepRequest } from './types.js';
 
-export interface PreflightDeps {
-  transport(spec: ProvisionInput['host']): HostTransport;
-  signal(): AbortSignal | undefined;
+/** The preflight only reads the fabric: it needs no ledger. */
+export interface PreflightDeps extends Omit<StepDeps, 'ledger'> {
   /** The SPIRE server's config file on the server host (NODEBOOT_SPIRE_SERVER_CONFIG). */
   spireServerConfig?: string;
 }

@@ -8,7 +8,7 @@
  * and safe to call for a step that never ran or only half ran.
  */
 import type { HubSpec, ProvisionInput } from '../common/input.js';
-import type { StepName } from '../common/steps.js';
+import type { StepName, UndoActivity } from '../common/steps.js';
 
 export interface RunRef {
   workflowId: string;
@@ -139,15 +139,12 @@ export interface Activities {
   recordEvent(event: LedgerEvent): Promise<void>;
 }
 
-/** Steps that have an undo (the health gate is read-only). */
-export const UNDO_OF = {
-  installOverlay: 'undoInstallOverlay',
-  issueOverlayKey: 'undoIssueOverlayKey',
-  gatePeerHealth: null,
-  startSpireAgent: 'undoStartSpireAgent',
-  registerEntries: 'undoRegisterEntries',
-  launchWorkloads: 'undoLaunchWorkloads',
-} as const satisfies Record<StepName, keyof Activities | null>;
+/**
+ * Compile-time check: every undo the step table (common/steps.ts) names is an
+ * activity above, taking an UndoRequest.
+ */
+type Holds<T extends true> = T;
+export type UndoActivitiesAreActivities = Holds<Pick<Activities, UndoActivity> extends Record<UndoActivity, (req: UndoRequest) => Promise<UndoResult>> ? true : false>;
 
 // --- provisionFleet's circuit breaker ----------------------------------------------------
 

@@ -5,7 +5,7 @@
  * `provision/<nodeId>`: starting it twice is a no-op (or an "already started"
  * error), never a second bootstrap. Imported by workflows: no Node built-ins.
  */
-import type { HostSpec } from './input.js';
+import type { HostSpec, ProvisionInput, WorkloadSpec } from './input.js';
 import { NodeId, parseName } from './names.js';
 
 /** The task queue the node-bootstrap worker polls. */
@@ -34,3 +34,13 @@ export function fleetWorkflowId(fleetId: string): string {
 export function filesystemOf(host: HostSpec): string {
   return host.kind === 'ssh' ? `ssh:${host.host}:${host.port}` : 'worker';
 }
+
+/**
+ * The node's alias SPIFFE ID, `spiffe://<td>/node/<nodeId>`: the stable handle
+ * for the node (its agent ID changes with every attestation) and the parent of
+ * every workload entry of the node.
+ */
+export const nodeAliasId = (input: Pick<ProvisionInput, 'nodeId' | 'spire'>) => `spiffe://${input.spire.trustDomain}/node/${input.nodeId}`;
+
+/** The SPIFFE ID a workload's registration entry gives it: `spiffe://<td><spiffePath>`. */
+export const spiffeIdOf = (input: Pick<ProvisionInput, 'spire'>, w: Pick<WorkloadSpec, 'spiffePath'>) => `spiffe://${input.spire.trustDomain}${w.spiffePath}`;

@@ -16,8 +16,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import path from 'node:path';
 import { localTransport, netnsTransport, processAlive, type HostTransport } from '../activities/host/transport.js';
 import * as ip from '../activities/overlay/ip.js';
-import * as wg from '../activities/overlay/wg.js';
-import { ensureInterface } from '../activities/overlay/wireguard.js';
+import * as wg from '../activities/overlay/wireguard/wg-cli.js';
+import { ensureInterface } from '../activities/overlay/wireguard/interface.js';
 
 export const LAB_PREFIX_RE = /^nb[0-9a-f]{6}$/;
 const LAB_NETNS_RE = /^(nb[0-9a-f]{6})-(ul|hub|n\d+)$/;

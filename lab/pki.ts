@@ -17,7 +17,7 @@ import path from 'node:path';
 import { NodeId, SafePath, parseName } from '../common/names.js';
 import { ToolError } from '../activities/host/exec.js';
 import type { HostTransport } from '../activities/host/transport.js';
-import { ensureDir, writeNodeFile } from '../activities/spire/daemon.js';
+import { ensureDir, writeNodeFile } from '../activities/host/files.js';
 import type { Lab } from './lab.js';
 
 x509.cryptoProvider.set(webcrypto as never);

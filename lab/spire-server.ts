@@ -23,7 +23,7 @@ import { localTransport, type HostTransport } from '../activities/host/transport
 import { renderNodeAttestorBlock, type NodeAttestorBlock } from '../activities/spire/agent-cli.js';
 import { sshpopServerPluginData } from '../activities/spire/attestors/sshpop.js';
 import { x509popServerPluginData } from '../activities/spire/attestors/x509pop.js';
-import { daemonAlive, sleep, stopDaemon } from '../activities/spire/daemon.js';
+import { daemonAlive, sleep, stopDaemon } from '../activities/host/process.js';
 import { healthcheck, type SpireServerTarget } from '../activities/spire/server-cli.js';
 import { ensureNodeCa, labNodeCaDir } from './pki.js';
 import { createSshCa, labSshCaDir } from './ssh-ca.js';

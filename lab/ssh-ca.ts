@@ -19,7 +19,7 @@ import { z } from 'zod';
 import { NodeId, SafePath, parseName } from '../common/names.js';
 import { runCommand } from '../activities/host/exec.js';
 import type { HostTransport } from '../activities/host/transport.js';
-import { ensureDir, readNodeFile, writeNodeFile } from '../activities/spire/daemon.js';
+import { ensureDir, readNodeFile, writeNodeFile } from '../activities/host/files.js';
 import type { Lab } from './lab.js';
 import { keygen } from './ssh.js';
 

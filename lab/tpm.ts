@@ -33,7 +33,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } 
 import path from 'node:path';
 import { ToolError } from '../activities/host/exec.js';
 import type { HostTransport } from '../activities/host/transport.js';
-import { daemonAlive, readProcessRef, sleep, stopDaemon, writePidFile } from '../activities/spire/daemon.js';
+import { daemonAlive, readProcessRef, sleep, stopDaemon, writePidFile } from '../activities/host/process.js';
 import { tpmDevidServerPluginData } from '../activities/spire/attestors/tpm-devid.js';
 import type { Lab } from './lab.js';
 

@@ -18,10 +18,7 @@
 import { Context } from '@temporalio/activity';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import { z } from 'zod';
-import { STEPS } from '../common/steps.js';
-import { UNDO_OF } from '../activities/types.js';
-
-const UNDO_ACTIVITIES = Object.values(UNDO_OF).filter((v): v is NonNullable<typeof v> => v !== null);
+import { STEPS, UNDO_ACTIVITIES } from '../common/steps.js';
 
 /** Activities a pause may target: the six steps and their undos. */
 export const FAULT_ACTIVITIES = [...STEPS, ...UNDO_ACTIVITIES] as const;

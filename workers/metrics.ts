@@ -14,15 +14,17 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
-import { STEPS, type StepName } from '../common/steps.js';
-import { UNDO_OF } from '../activities/types.js';
+import { STEPS, UNDO_OF, type StepName } from '../common/steps.js';
 
 /** Seconds: steps range from a few ms (fakes, idempotent no-ops) to minutes (the peer-health gate). */
 export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600] as const;
 
 const STEP_SET: ReadonlySet<string> = new Set(STEPS);
 const STEP_OF_UNDO: ReadonlyMap<string, StepName> = new Map(
-  (Object.entries(UNDO_OF) as [StepName, string | null][]).filter((e): e is [StepName, string] => e[1] !== null).map(([step, undo]) => [undo, step]),
+  STEPS.flatMap((step) => {
+    const undo = UNDO_OF[step];
+    return undo ? [[undo, step] as const] : [];
+  }),
 );
 
 /** What an activity type is to us: a step, the compensation of a step, or neither (recordEvent). */

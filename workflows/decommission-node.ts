@@ -1,6 +1,7 @@
 /**
- * decommissionNode: take a node out of the fabric. Runs every undo in reverse
- * runbook order with reason 'decommission'. Each undo is idempotent, so this
+ * decommissionNode: take a node out of the fabric. Runs every undo in the step
+ * table's decommission order (common/steps.ts: the reverse of the runbook)
+ * with reason 'decommission'. Each undo is idempotent, so this
  * is safe on a node that was never (fully) provisioned, and safe to run again
  * after a partial failure. Runs as `decommission/<nodeId>` (common/ids.ts).
  *
@@ -9,12 +10,14 @@
  */
 import { ApplicationFailure, log, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { UndoRequest } from '../activities/types.js';
+import type { CompensationDetails } from '../common/compensation.js';
 import { redactSecrets } from '../common/errors.js';
 import type { ProvisionInputJson } from '../common/input.js';
 import { ErrorTypeKey, FailedStepKey, NodeIdKey, SegmentKey } from '../common/search-attributes.js';
 import type { DecommissionResult } from '../common/definitions.js';
+import { DECOMMISSION_ORDER } from '../common/steps.js';
 import { validateInput, validationRules } from './failures.js';
-import { ledgerFor } from './ledger.js';
+import { eventRecorder } from './events.js';
 import { activitiesFor } from './proxies.js';
 import { Compensations } from './saga.js';
 
@@ -27,17 +30,13 @@ export async function decommissionNode(rawInput: ProvisionInputJson): Promise<De
     { key: NodeIdKey, value: input.nodeId },
     { key: SegmentKey, value: input.segment },
   ]);
-  const record = ledgerFor(acts.recordEvent, input.nodeId);
+  const record = eventRecorder(acts.recordEvent, input.nodeId);
   await record('workflow', 'started', { detail: { decommission: true } });
 
   const req = (reason: UndoRequest['reason']): UndoRequest => ({ input, run: { workflowId, runId }, reason });
-  // Pushed in runbook order, unwound in reverse: the same order a failed provisioning undoes in.
+  // A stack unwinds last-in first: push the decommission order backwards.
   const undos = new Compensations();
-  undos.push('installOverlay', (reason) => acts.undoInstallOverlay(req(reason)));
-  undos.push('issueOverlayKey', (reason) => acts.undoIssueOverlayKey(req(reason)));
-  undos.push('startSpireAgent', (reason) => acts.undoStartSpireAgent(req(reason)));
-  undos.push('registerEntries', (reason) => acts.undoRegisterEntries(req(reason)));
-  undos.push('launchWorkloads', (reason) => acts.undoLaunchWorkloads(req(reason)));
+  for (const { step, undo } of [...DECOMMISSION_ORDER].reverse()) undos.push(step, (reason) => acts[undo](req(reason)));
 
   const removed: DecommissionResult['removed'] = {};
   const report = await undos.unwind('decommission', {
@@ -64,7 +63,7 @@ export async function decommissionNode(rawInput: ProvisionInputJson): Promise<De
         `decommission incomplete: ${report.failed.map((f) => `${f.step} (${f.type}): ${f.message}`).join('; ')}; removed: ${report.undone.join(', ') || 'nothing'}; safe to run again`,
       ),
       nonRetryable: true,
-      details: [{ undone: report.undone, undoFailed: report.failed }],
+      details: [{ undone: report.undone, undoFailed: report.failed } satisfies CompensationDetails],
     });
   }
   await record('workflow', 'succeeded', { detail: { decommission: true } });

@@ -7,6 +7,7 @@
  * (ActivityFailure -> ApplicationFailure) underneath.
  */
 import { ApplicationFailure, TimeoutFailure, patched } from '@temporalio/workflow';
+import type { CompensationDetails } from '../common/compensation.js';
 import { failure, redactSecrets } from '../common/errors.js';
 import type { ProvisionInput } from '../common/input.js';
 import { checkProvisionInput, type CheckOptions } from '../common/validate.js';
@@ -62,7 +63,8 @@ export interface UnwindReport {
 /**
  * The failure a workflow ends with after compensating: same `type` as the
  * original, a message that says what failed and what was undone, and the
- * original failure as its cause.
+ * original failure as its cause. Its details are CompensationDetails
+ * (common/compensation.ts: read back with compensationDetailsOf).
  */
 export function compensatedFailure(info: FailureInfo, reason: UndoReason, report: UnwindReport, cause: unknown): ApplicationFailure {
   const parts = [`${info.step} failed (${info.type}): ${info.message}`];
@@ -72,7 +74,7 @@ export function compensatedFailure(info: FailureInfo, reason: UndoReason, report
     type: info.type,
     message: redactSecrets(parts.join('; ')),
     nonRetryable: true,
-    details: [{ step: info.step, reason, undone: report.undone, undoFailed: report.failed }],
+    details: [{ step: info.step, reason, undone: report.undone, undoFailed: report.failed } satisfies CompensationDetails],
     cause: cause instanceof Error ? cause : undefined,
   });
 }

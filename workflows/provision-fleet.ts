@@ -20,7 +20,6 @@
  * compensate. Runs as `fleet/<fleetId>`.
  */
 import {
-  ApplicationFailure,
   CancellationScope,
   TemporalFailure,
   condition,
@@ -35,6 +34,7 @@ import {
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { FleetActivities } from '../activities/types.js';
+import { compensationDetailsOf } from '../common/compensation.js';
 import { allowedFailures, validateFleet, type FleetInput, type FleetInputJson, type ValidFleet } from '../common/fleet.js';
 import { provisionWorkflowId } from '../common/ids.js';
 import type { ProvisionInput } from '../common/input.js';
@@ -315,9 +315,5 @@ class FleetRollout {
 
 /** The step a compensated node failed at (provisionNode puts it in its failure's details). */
 function stepOf(err: TemporalFailure): string | null {
-  for (let e: unknown = err; e instanceof Error; e = e.cause) {
-    const step = e instanceof ApplicationFailure ? (e.details?.[0] as { step?: unknown } | undefined)?.step : undefined;
-    if (typeof step === 'string') return step;
-  }
-  return null;
+  return compensationDetailsOf(err)?.step ?? null;
 }

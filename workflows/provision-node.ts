@@ -40,7 +40,7 @@ import {
   type UndoReason,
 } from '../common/definitions.js';
 import { compensatedFailure, describeFailure, validateInput, validationRules } from './failures.js';
-import { ledgerFor, type RecordEvent } from './ledger.js';
+import { eventRecorder, type RecordEvent } from './events.js';
 import { activitiesFor, PREFLIGHT_PATCH } from './proxies.js';
 import { Compensations } from './saga.js';
 
@@ -119,7 +119,7 @@ class ProvisionRun {
     }
   }
 
-  async begin(input: ProvisionInput, recordEvent: Parameters<typeof ledgerFor>[0]): Promise<void> {
+  async begin(input: ProvisionInput, recordEvent: Parameters<typeof eventRecorder>[0]): Promise<void> {
     this.input = input;
     this.status.nodeId = input.nodeId;
     this.status.segment = input.segment;
@@ -127,7 +127,7 @@ class ProvisionRun {
       { key: NodeIdKey, value: input.nodeId },
       { key: SegmentKey, value: input.segment },
     ]);
-    this.record = ledgerFor(recordEvent, input.nodeId);
+    this.record = eventRecorder(recordEvent, input.nodeId);
     await this.record('workflow', 'started', { detail: { segment: input.segment, onFailure: input.onFailure } });
   }
 

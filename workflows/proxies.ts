@@ -4,10 +4,10 @@
  * operators) can shorten them without a code change.
  */
 import { ActivityCancellationType, patched, proxyActivities, proxyLocalActivities, type ActivityOptions, type RetryPolicy } from '@temporalio/workflow';
-import type { Activities } from '../activities/types.js';
+import type { Activities, LedgerEvent } from '../activities/types.js';
 import { NON_RETRYABLE_ERROR_TYPES } from '../common/errors.js';
 import type { ProvisionInput } from '../common/input.js';
-import { STEP_TITLES } from '../common/steps.js';
+import { STEP_TITLES, UNDO_ACTIVITIES, type UndoActivity } from '../common/steps.js';
 
 /** Ledger writes are single-row inserts: a fixed, short deadline. */
 const LEDGER_TIMEOUT_MS = 30_000;
@@ -54,8 +54,11 @@ export function retryPolicyFor(input: ProvisionInput): RetryPolicy {
  *
  * - step: each step's own start-to-close plus a heartbeat timeout (every
  *   activity heartbeats while it runs, so a killed worker is noticed in seconds).
- * - undo: one compensation deadline for every undo (input.timeouts.compensation), same heartbeat.
- * - ledger: event writes, short and fixed; local activities (LEDGER_LOCAL_PATCH).
+ * - undo: one compensation deadline for every undo the step table names
+ *   (common/steps.ts; input.timeouts.compensation), same heartbeat.
+ * - ledger: event writes, short and fixed; local activities (LEDGER_LOCAL_PATCH),
+ *   each with a summary naming its step and event (workflows/events.ts), so the
+ *   Web UI's timeline says what each marker recorded.
  *
  * Steps wait for a cancelled activity to acknowledge before the workflow moves
  * on, so an undo never races the step it undoes.
@@ -70,9 +73,13 @@ export function activitiesFor(input: ProvisionInput) {
   const step = (seconds: number, summary: string) =>
     proxyActivities<Activities>({ ...base, startToCloseTimeout: seconds * 1000, heartbeatTimeout: heartbeatTimeoutMs(seconds), summary });
   const undo = step(t.compensation, 'compensation (undo a finished step)');
-  const ledger = patched(LEDGER_LOCAL_PATCH)
-    ? proxyLocalActivities<Activities>({ retry: base.retry, startToCloseTimeout: LEDGER_TIMEOUT_MS })
-    : proxyActivities<Activities>({ retry: base.retry, startToCloseTimeout: LEDGER_TIMEOUT_MS });
+  const undos = Object.fromEntries(UNDO_ACTIVITIES.map((name) => [name, undo[name]])) as Pick<typeof undo, UndoActivity>;
+  const ledgerOptions = { retry: base.retry, startToCloseTimeout: LEDGER_TIMEOUT_MS };
+  // A summary is user metadata: it is not part of the command sequence, so replays are unaffected.
+  // Runs recorded before LEDGER_LOCAL_PATCH keep their plain, summary-less activities.
+  const recordEvent: (event: LedgerEvent, summary: string) => Promise<void> = patched(LEDGER_LOCAL_PATCH)
+    ? (event, summary) => proxyLocalActivities<Activities>({ ...ledgerOptions, summary }).recordEvent(event)
+    : (event) => proxyActivities<Activities>(ledgerOptions).recordEvent(event);
 
   return {
     preflight: proxyActivities<Activities>({ ...base, startToCloseTimeout: PREFLIGHT_TIMEOUT_MS, heartbeatTimeout: heartbeatTimeoutMs(PREFLIGHT_TIMEOUT_MS / 1000), summary: 'preflight: read-only checks before step 1' }).preflight,
@@ -83,13 +90,9 @@ export function activitiesFor(input: ProvisionInput) {
     registerEntries: step(t.registerEntries, STEP_TITLES.registerEntries).registerEntries,
     launchWorkloads: step(t.launchWorkloads, STEP_TITLES.launchWorkloads).launchWorkloads,
 
-    undoInstallOverlay: undo.undoInstallOverlay,
-    undoIssueOverlayKey: undo.undoIssueOverlayKey,
-    undoStartSpireAgent: undo.undoStartSpireAgent,
-    undoRegisterEntries: undo.undoRegisterEntries,
-    undoLaunchWorkloads: undo.undoLaunchWorkloads,
+    ...undos,
 
-    recordEvent: ledger.recordEvent,
+    recordEvent,
   };
 }
 

@@ -5,23 +5,18 @@
  * the inventory ledger. A dependency that is down is an answer, not an
  * error: the activity reports it and the fleet pauses its rollout.
  */
-import type { ProvisionInput } from '../../common/input.js';
 import { redactSecrets } from '../../common/errors.js';
-import type { HostTransport } from '../host/transport.js';
-import type { Ledger } from '../../inventory/index.js';
+import type { StepDeps } from '../deps.js';
 import { BowtieController } from '../overlay/bowtie/controller.js';
 import type { BowtieTrust } from '../overlay/bowtie/trust.js';
-import * as wg from '../overlay/wg.js';
+import * as wg from '../overlay/wireguard/wg-cli.js';
 import * as server from '../spire/server-cli.js';
 import type { DependencyState, FleetActivities } from '../types.js';
 
 /** Each check gets this long before it counts as down. */
 const CHECK_TIMEOUT_MS = 5_000;
 
-export interface FleetDeps {
-  ledger: Ledger;
-  transport(spec: ProvisionInput['host']): HostTransport;
-  signal(): AbortSignal | undefined;
+export interface FleetDeps extends StepDeps {
   /** The controllers this worker talks to and the CA it trusts for them (workers/config.ts). */
   bowtie?: BowtieTrust;
 }

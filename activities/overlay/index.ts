@@ -1,16 +1,18 @@
 /**
- * The overlay steps (1-3) for either driver. The workflow calls the same five
- * activities whatever the driver; each picks the driver the input names, so a
- * fleet can mix segments on hand-run WireGuard hubs and on Bowtie.
+ * The overlay steps (1-3), whichever driver the input names: wireguard/ (we
+ * run wireguard-tools on the node and the hubs) or bowtie/ (the Bowtie client
+ * and its controller). The workflow calls the same five activities whatever
+ * the driver; each picks the driver the input names, so a fleet can mix
+ * segments on hand-run WireGuard hubs and on Bowtie.
  */
 import type { ProvisionInput } from '../../common/input.js';
 import type { StepRequest, UndoRequest } from '../types.js';
 import { createBowtieSteps, type BowtieDeps } from './bowtie/steps.js';
-import { createOverlaySteps } from './steps.js';
+import { createWireguardSteps } from './wireguard/steps.js';
 
-export function createOverlayDriverSteps(deps: BowtieDeps) {
-  const drivers: Record<ProvisionInput['overlay']['driver'], ReturnType<typeof createOverlaySteps>> = {
-    wireguard: createOverlaySteps(deps),
+export function createOverlaySteps(deps: BowtieDeps) {
+  const drivers: Record<ProvisionInput['overlay']['driver'], ReturnType<typeof createWireguardSteps>> = {
+    wireguard: createWireguardSteps(deps),
     bowtie: createBowtieSteps(deps),
   };
   const driverOf = (req: StepRequest) => drivers[req.input.overlay.driver];

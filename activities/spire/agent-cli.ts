@@ -17,20 +17,8 @@ import { SafePath, TrustDomain, UnixUid, parseName } from '../../common/names.js
 import { summarizeStderr, ToolError } from '../host/exec.js';
 import type { HostTransport } from '../host/transport.js';
 import { assertReachedHost, runSpire, type SpireCliTarget } from './cli-common.js';
-import {
-  daemonAlive,
-  ensureDir,
-  ensureDirAs,
-  ensureParent,
-  readNodeFileAs,
-  readProcessRef,
-  removeNodeFile,
-  sleep,
-  stopDaemon,
-  writeNodeFile,
-  writePidFile,
-  type ProcessRef,
-} from './daemon.js';
+import { ensureDir, ensureDirAs, ensureParent, readNodeFileAs, removeNodeFile, writeNodeFile } from '../host/files.js';
+import { daemonAlive, readProcessRef, sleep, stopDaemon, writePidFile, type ProcessRef } from '../host/process.js';
 import type { JoinToken } from './server-cli.js';
 
 const TOOL = 'spire-agent';
@@ -221,7 +209,7 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentHandle> {
     logFile,
     input: renderAgentConfig({ ...base, joinToken: o.joinToken }),
   });
-  // Pid and start time: a recycled pid is never taken for this agent (daemon.ts).
+  // Pid and start time: a recycled pid is never taken for this agent (host/process.ts).
   const proc = await writePidFile(t, pidFile, pid);
   await waitAgentHealthy(target, proc, logFile, logFrom, o.healthTimeoutMs ?? 60_000);
   return { pid, socketPath: o.socketPath, pidFile, logFile, alreadyRunning: false };
@@ -327,7 +315,7 @@ export interface FetchX509Options {
   /**
    * Directory the SVID files are written to, by `uid`/`gid`. Made (0700) as that
    * uid when missing; root never creates, changes or reads anything inside a
-   * directory that uid can write (daemon.ts ensureDirAs / readNodeFileAs).
+   * directory that uid can write (host/files.ts ensureDirAs / readNodeFileAs).
    */
   writeDir: string;
   /** The workload's identity as the unix attestor sees it. */

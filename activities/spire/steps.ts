@@ -12,26 +12,20 @@
  * parent of every workload entry.
  */
 import { X509Certificate, createHash } from 'node:crypto';
+import { nodeAliasId, spiffeIdOf } from '../../common/ids.js';
 import type { ProvisionInput } from '../../common/input.js';
+import type { StepDeps } from '../deps.js';
 import { ToolError } from '../host/exec.js';
 import { heartbeat } from '../host/heartbeat.js';
 import type { HostTransport } from '../host/transport.js';
-import type { Ledger } from '../../inventory/index.js';
 import { fsKeyOf, nodePaths } from '../paths.js';
-import { spiffeIdOf } from '../workloads/steps.js';
 import type { AgentEvidence, EntriesEvidence, StepRequest, UndoRequest, UndoResult } from '../types.js';
 import { agentHealthcheck, startAgent, stopAgent } from './agent-cli.js';
-import { attestorOf, nodeAliasId, type AttestorContext, type AttestorType, type NodeAttestorModule } from './attestors/index.js';
-import { daemonAlive, readNodeFile, readProcessRef } from './daemon.js';
+import { attestorOf, type AttestorContext, type AttestorType, type NodeAttestorModule } from './attestors/index.js';
+import { readNodeFile } from '../host/files.js';
+import { daemonAlive, readProcessRef } from '../host/process.js';
 import * as server from './server-cli.js';
 
-export interface SpireDeps {
-  ledger: Ledger;
-  transport(spec: ProvisionInput['host']): HostTransport;
-  signal(): AbortSignal | undefined;
-}
-
-export { nodeAliasId };
 const digest = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 16);
 
 /**
@@ -66,7 +60,7 @@ function attestorFor(input: ProvisionInput): NodeAttestorModule {
 /** An agent ID as messages and evidence may show it: join-token IDs embed the token. */
 const shownId = (id: string) => (/\/spire\/agent\/join_token\//.test(id) ? `agent ${digest(id)}` : id);
 
-export function createSpireSteps(deps: SpireDeps) {
+export function createSpireSteps(deps: StepDeps) {
   const serverOf = (input: ProvisionInput): server.SpireServerTarget => ({
     transport: deps.transport(input.spire.serverHost),
     socketPath: input.spire.serverSocketPath,

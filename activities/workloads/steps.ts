@@ -4,36 +4,21 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spiffeIdOf } from '../../common/ids.js';
 import type { ProvisionInput, WorkloadSpec } from '../../common/input.js';
+import type { StepDeps } from '../deps.js';
 import { heartbeat } from '../host/heartbeat.js';
 import { ToolError } from '../host/exec.js';
-import type { HostTransport } from '../host/transport.js';
-import type { Ledger } from '../../inventory/index.js';
 import { fsKeyOf, nodePaths } from '../paths.js';
 import { fetchX509Svid } from '../spire/agent-cli.js';
-import {
-  assertRootOnlyDir,
-  daemonAlive,
-  ensureDir,
-  readProcessRef,
-  removeNodeFile,
-  runAs,
-  stopDaemon,
-  writePidFile,
-} from '../spire/daemon.js';
+import { assertRootOnlyDir, ensureDir, removeNodeFile } from '../host/files.js';
+import { daemonAlive, readProcessRef, stopDaemon, writePidFile } from '../host/process.js';
+import { runAs } from '../host/run-as.js';
 import { bundleShow } from '../spire/server-cli.js';
 import type { StepRequest, UndoRequest, UndoResult, WorkloadsEvidence } from '../types.js';
 import { verifySvid } from './svid.js';
 
-export interface WorkloadDeps {
-  ledger: Ledger;
-  transport(spec: ProvisionInput['host']): HostTransport;
-  signal(): AbortSignal | undefined;
-}
-
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-
-export const spiffeIdOf = (input: ProvisionInput, w: WorkloadSpec) => `spiffe://${input.spire.trustDomain}${w.spiffePath}`;
 
 /** The built-in demo workload (lab/workload.ts) serving mTLS on the node's overlay address. */
 export function builtinWorkloadCommand(input: ProvisionInput, w: WorkloadSpec, overlayIp: string): string[] {
@@ -52,7 +37,7 @@ export function builtinWorkloadCommand(input: ProvisionInput, w: WorkloadSpec, o
   ];
 }
 
-export function createWorkloadSteps(deps: WorkloadDeps) {
+export function createWorkloadSteps(deps: StepDeps) {
   async function launchWorkloads({ input }: StepRequest): Promise<WorkloadsEvidence> {
     const t = deps.transport(input.host);
     const signal = deps.signal();
@@ -71,7 +56,7 @@ export function createWorkloadSteps(deps: WorkloadDeps) {
     for (const w of input.workloads) {
       const spiffeId = spiffeIdOf(input, w);
       const command = w.command ?? builtinWorkloadCommand(input, w, overlayIp);
-      // Only for pid files written before start times were recorded (daemon.ts).
+      // Only for pid files written before start times were recorded (host/process.ts).
       const program = path.basename(command[0]!);
       const owner = { uid: w.uid, gid: w.uid };
       const pidFile = p.workloadPid(w.name);

@@ -14,8 +14,9 @@ import {
   type WorkflowExecutionStatusName,
   type WorkflowHandle,
 } from '@temporalio/client';
-import { ApplicationFailure, CancelledFailure, TerminatedFailure } from '@temporalio/common';
+import { CancelledFailure, TerminatedFailure } from '@temporalio/common';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow/index.js';
+import { compensationDetailsOf } from '../../common/compensation.js';
 import { errorClassOf } from '../../common/errors.js';
 import { provisionWorkflowId } from '../../common/ids.js';
 import { BootstrapStepKey, ErrorTypeKey, FailedStepKey, SegmentKey } from '../../common/search-attributes.js';
@@ -136,13 +137,13 @@ export interface RunView {
 /** How long a `status` query may take before we fall back to Temporal's record (no worker polling). */
 export const QUERY_TIMEOUT_MS = 5_000;
 
-export interface RunRef {
+export interface FoundRun {
   handle: WorkflowHandle<ProvisionNodeWorkflow>;
   desc: WorkflowExecutionDescription;
 }
 
 /** The node's latest provisioning run (or `runId`), or CliError NOT_FOUND. */
-export async function findRun(t: Temporal, nodeId: string, runId?: string): Promise<RunRef> {
+export async function findRun(t: Temporal, nodeId: string, runId?: string): Promise<FoundRun> {
   const workflowId = provisionWorkflowId(nodeId);
   try {
     const desc = await t.client.workflow.getHandle(workflowId, runId).describe();
@@ -189,7 +190,7 @@ export async function queryStatus(t: Temporal, handle: WorkflowHandle, timeoutMs
 }
 
 /** Build the view of a run (the latest when `runId` is not given). */
-export async function viewRun(t: Temporal, nodeId: string, runId?: string, ref?: RunRef): Promise<RunView> {
+export async function viewRun(t: Temporal, nodeId: string, runId?: string, ref?: FoundRun): Promise<RunView> {
   const { handle, desc } = ref ?? (await findRun(t, nodeId, runId));
   const execution = desc.status.name;
   const status = await queryStatus(t, handle);
@@ -269,15 +270,13 @@ function failureFromClose(closeError: unknown, sa: { failedStep: string | null; 
   const cause = closeError.cause;
   if (cause instanceof CancelledFailure) return { step: (sa.failedStep as StepName | null) ?? 'workflow', type: 'Cancelled', message: 'the run was cancelled' };
   const type = rootFailureType(closeError) ?? sa.errorType ?? 'Error';
-  const details = cause instanceof ApplicationFailure ? (cause.details?.[0] as { step?: StepName } | undefined) : undefined;
-  const step = details?.step ?? (sa.failedStep as StepName | null) ?? (type === 'InvalidInput' ? 'workflow' : 'workflow');
+  const step = compensationDetailsOf(cause)?.step ?? (sa.failedStep as StepName | null) ?? 'workflow';
   return { step, type, message: oneLine(cause ?? closeError) };
 }
 
 function undoFailedIn(closeError: unknown): boolean {
   const cause = closeError instanceof WorkflowFailedError ? closeError.cause : undefined;
-  const details = cause instanceof ApplicationFailure ? (cause.details?.[0] as { undoFailed?: unknown[] } | undefined) : undefined;
-  return Array.isArray(details?.undoFailed) && details.undoFailed.length > 0;
+  return (compensationDetailsOf(cause)?.undoFailed.length ?? 0) > 0;
 }
 
 function terminationReason(closeError: unknown): string {

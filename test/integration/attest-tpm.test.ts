@@ -31,7 +31,7 @@ import * as ip from '../../activities/overlay/ip.js';
 import { nodePaths } from '../../activities/paths.js';
 import { fetchX509Svid, startAgent } from '../../activities/spire/agent-cli.js';
 import { tpmDevidAgentId, tpmDevidAttestor } from '../../activities/spire/attestors/tpm-devid.js';
-import { readProcessRef } from '../../activities/spire/daemon.js';
+import { readProcessRef } from '../../activities/host/process.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { rootFailureType, startDecommission, startProvisioning } from '../../client/provision.js';
 import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';

@@ -39,7 +39,7 @@ import { localTransport } from '../../activities/host/transport.js';
 import { BowtieController } from '../../activities/overlay/bowtie/controller.js';
 import { policyIds } from '../../activities/overlay/bowtie/steps.js';
 import * as ip from '../../activities/overlay/ip.js';
-import * as wg from '../../activities/overlay/wg.js';
+import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { startDecommission, startProvisioning } from '../../client/provision.js';
 import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
-import * as wg from '../../activities/overlay/wg.js';
-import { waitFor } from '../../activities/overlay/wireguard.js';
+import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
+import { waitFor } from '../../activities/overlay/wireguard/interface.js';
 import { Lab } from '../../lab/lab.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
 

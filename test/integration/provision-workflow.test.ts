@@ -7,6 +7,7 @@ import {
   WorkflowUpdateFailedError,
   type WorkflowHandle,
 } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ProvisionInputJson } from '../../common/input.js';
 import { decommissionWorkflowId, provisionWorkflowId } from '../../common/ids.js';
@@ -52,6 +53,18 @@ function untilState(h: WorkflowHandle, state: ProvisionStatus['state']): Promise
 }
 
 describe('provisionNode', () => {
+  it('names each ledger event in the Web UI timeline: its local-activity marker carries "event: <step> <kind>"', async () => {
+    const fake = createFakeActivities();
+    const history = await provision(fake, sampleInput(uniqueId()), async (h) => {
+      await h.result();
+      return h.fetchHistory();
+    });
+    const markers = (history.events ?? []).filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity');
+    const summaries = markers.map((e) => (e.userMetadata?.summary ? defaultPayloadConverter.fromPayload<string>(e.userMetadata.summary) : null));
+    expect(fake.events.length).toBeGreaterThan(10);
+    expect(summaries).toEqual(fake.events.map((e) => `event: ${e.step} ${e.kind}`));
+  });
+
   it('runs the six steps in order and returns the receipt; status shows all evidence', async () => {
     const fake = createFakeActivities();
     const nodeId = uniqueId();

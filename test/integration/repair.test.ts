@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
 import { Ledger } from '../../inventory/index.js';
 import { processAlive } from '../../activities/host/transport.js';
-import { readPidFile } from '../../activities/spire/daemon.js';
+import { readPidFile } from '../../activities/host/process.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { EXIT } from '../../client/cli/exit-codes.js';
 import { nodePaths } from '../../common/paths.js';

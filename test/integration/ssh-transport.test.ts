@@ -15,7 +15,7 @@ import { ToolError } from '../../activities/host/exec.js';
 import { planSsh, remoteArgv, remoteCommandLine, sshControlPath, sshTransport } from '../../activities/host/ssh.js';
 import { localTransport, type HostTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
-import * as wg from '../../activities/overlay/wg.js';
+import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { startDecommission, startProvisioning } from '../../client/provision.js';
 import type { HostSpec, ProvisionInputJson } from '../../common/input.js';

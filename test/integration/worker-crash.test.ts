@@ -20,7 +20,7 @@ import { afterAll, beforeAll, describe, expect, inject, it, type ExpectStatic } 
 import { Ledger } from '../../inventory/index.js';
 import { localTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
-import * as wg from '../../activities/overlay/wg.js';
+import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { startDecommission, startProvisioning } from '../../client/provision.js';
 import type { ProvisionInputJson } from '../../common/input.js';

@@ -28,7 +28,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { netnsTransport } from '../../activities/host/transport.js';
 import { formatIpv4, parseCidr } from '../../common/ipv4.js';
-import * as wg from '../../activities/overlay/wg.js';
+import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import type { TestServerCert } from './tls.js';
 
 const BASE = '/-net/api/v0';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { NodeId, SpiffePath, parseName } from '../../common/names.js';
 import { netnsTransport } from '../../activities/host/transport.js';
-import * as wg from '../../activities/overlay/wg.js';
+import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import { recordingTransport } from '../helpers/recording-transport.js';
 import { redactSecrets } from '../../common/errors.js';
 

@@ -3,7 +3,7 @@ import { createFleetActivities } from '../../activities/fleet/dependencies.js';
 import { ToolError } from '../../activities/host/exec.js';
 import type { Ledger } from '../../inventory/index.js';
 import * as ip from '../../activities/overlay/ip.js';
-import * as wg from '../../activities/overlay/wg.js';
+import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import { recordingTransport } from '../helpers/recording-transport.js';
 
 const PUB = 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=';

@@ -23,13 +23,13 @@ import { cidrContains } from '../../../common/ipv4.js';
 import * as ip from '../ip.js';
 import { probeThroughTunnel, stepDeadline } from '../probe.js';
 import { fsKeyOf } from '../../paths.js';
-import type { OverlayDeps } from '../steps.js';
-import { claimNodeDir, fingerprint } from '../steps.js';
+import type { StepDeps } from '../../deps.js';
+import { claimNodeDir, fingerprint } from '../shared.js';
 import { BowtieController, ControllerError, uuidV5, type BowtieDevice } from './controller.js';
 import * as client from './node.js';
 import { assertAllowedController, type BowtieTrust } from './trust.js';
 
-export interface BowtieDeps extends OverlayDeps {
+export interface BowtieDeps extends StepDeps {
   /** Where the worker reads the controller credentials named in the input (default process.env). */
   env?: NodeJS.ProcessEnv;
   /** The controllers this worker talks to and the extra CA it trusts (worker config). Unset: no controller. */

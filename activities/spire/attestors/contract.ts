@@ -80,8 +80,5 @@ export interface NodeAttestorModule<T extends AttestorType = AttestorType> {
 /** The SPIFFE ID of the SPIRE server: the parent of node (`-node`) entries. */
 export const serverSpiffeId = (trustDomain: string) => `spiffe://${trustDomain}/spire/server`;
 
-/** The node alias every workload entry of the node is parented on. */
-export const nodeAliasId = (input: ProvisionInput) => `spiffe://${input.spire.trustDomain}/node/${input.nodeId}`;
-
 /** spiffe://<td>/spire/agent/<type>/<nodeId>: the agent ID of a template-based attestor. */
 export const templatedAgentId = (input: ProvisionInput, type: string) => `spiffe://${input.spire.trustDomain}/spire/agent/${type}/${input.nodeId}`;

@@ -6,9 +6,10 @@
  * `spiffe_id:` selector), so there is nothing to create after attestation.
  * Not re-attestable: an evicted agent stays out until the node is run again.
  */
+import { nodeAliasId } from '../../../common/ids.js';
 import { heartbeat } from '../../host/heartbeat.js';
 import * as server from '../server-cli.js';
-import { nodeAliasId, type NodeAttestorModule } from './contract.js';
+import type { NodeAttestorModule } from './contract.js';
 
 export const joinTokenAttestor: NodeAttestorModule<'join_token'> = {
   type: 'join_token',

@@ -16,10 +16,11 @@
  * only the certificate (public) and the key's public half (`ssh-keygen -y`,
  * run on the node) are read.
  */
+import { nodeAliasId } from '../../../common/ids.js';
 import { ToolError } from '../../host/exec.js';
 import type { HostTransport } from '../../host/transport.js';
-import { readNodeFile } from '../daemon.js';
-import { nodeAliasId, templatedAgentId, type AttestorContext, type NodeAttestorModule, type PluginData } from './contract.js';
+import { readNodeFile } from '../../host/files.js';
+import { templatedAgentId, type AttestorContext, type NodeAttestorModule, type PluginData } from './contract.js';
 
 const TOOL = 'sshpop';
 

@@ -21,12 +21,13 @@
  * starts, and the agent ID after it attested.
  */
 import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
+import { nodeAliasId } from '../../../common/ids.js';
 import type { ProvisionInput } from '../../../common/input.js';
 import { ToolError } from '../../host/exec.js';
 import type { HostTransport } from '../../host/transport.js';
 import * as server from '../server-cli.js';
 import type { EntrySpec, SpireAgent } from '../server-cli.js';
-import { nodeAliasId, type AttestorContext, type NodeAttestorModule, type PluginData } from './contract.js';
+import { type AttestorContext, type NodeAttestorModule, type PluginData } from './contract.js';
 
 const TOOL = 'tpm_devid';
 const FIELD = 'spire.nodeAttestor';

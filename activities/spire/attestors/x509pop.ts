@@ -12,13 +12,14 @@
  * starts, and the agent ID after it attested. The private key never leaves
  * the node: only its public half (`openssl pkey -pubout`) is read.
  */
+import { nodeAliasId } from '../../../common/ids.js';
 import 'reflect-metadata';
 import { KeyUsageFlags, KeyUsagesExtension, X509Certificate, cryptoProvider } from '@peculiar/x509';
 import { webcrypto } from 'node:crypto';
 import { ToolError } from '../../host/exec.js';
 import type { HostTransport } from '../../host/transport.js';
-import { readNodeFile } from '../daemon.js';
-import { nodeAliasId, serverSpiffeId, templatedAgentId, type AttestorContext, type NodeAttestorModule, type PluginData } from './contract.js';
+import { readNodeFile } from '../../host/files.js';
+import { serverSpiffeId, templatedAgentId, type AttestorContext, type NodeAttestorModule, type PluginData } from './contract.js';
 
 cryptoProvider.set(webcrypto as never);
 

@@ -13,14 +13,14 @@ import { CliError, oneLine } from '../errors.js';
 import { EXIT, type ExitCode } from '../exit-codes.js';
 import { readJsonInput, validateForStart } from '../input.js';
 import { suggestionFor } from '../suggestions.js';
-import { findRun, runInput, type RunRef } from '../runs.js';
+import { findRun, runInput, type FoundRun } from '../runs.js';
 import { followWithProgress } from './start.js';
 
 export async function decommission(ctx: Context): Promise<ExitCode> {
   const t = await ctx.temporal();
   const nodeId = ctx.cmd.target!;
   const deadline = Date.now() + (timeoutMs(ctx.flags) ?? Number.POSITIVE_INFINITY);
-  let last: RunRef | null = null;
+  let last: FoundRun | null = null;
   try {
     last = await findRun(t, nodeId);
   } catch (err) {

@@ -9,9 +9,9 @@
  * refused, never used as the node's key.
  */
 import { z } from 'zod';
-import { IfName, Ipv4Endpoint, SafePath, WgPublicKey, parseName } from '../../common/names.js';
-import type { HostTransport } from '../host/transport.js';
-import { ToolError, summarizeStderr, type RunOptions } from '../host/exec.js';
+import { IfName, Ipv4Endpoint, SafePath, WgPublicKey, parseName } from '../../../common/names.js';
+import type { HostTransport } from '../../host/transport.js';
+import { ToolError, summarizeStderr, type RunOptions } from '../../host/exec.js';
 
 export interface WgPeerConfig {
   publicKey: string;

@@ -3,45 +3,26 @@
  * node and on the hubs. Each step inspects what exists on the node,
  * the hubs and the ledger, and finishes the job from there.
  */
-import { createHash } from 'node:crypto';
-import { heartbeat } from '../host/heartbeat.js';
-import type { HubSpec, ProvisionInput } from '../../common/input.js';
-import { fsKeyOf, hostKeyOf, nodePaths } from '../paths.js';
-import { ToolError } from '../host/exec.js';
-import type { HostTransport } from '../host/transport.js';
-import type { Ledger } from '../../inventory/index.js';
-import type { HealthEvidence, InstallEvidence, KeyEvidence, StepRequest, UndoRequest, UndoResult } from '../types.js';
-import * as ip from './ip.js';
-import * as wg from './wg.js';
-import { probeThroughTunnel, stepDeadline } from './probe.js';
-import { ensureInterface, removeInterface } from './wireguard.js';
-
-export interface OverlayDeps {
-  ledger: Ledger;
-  transport(spec: ProvisionInput['host']): HostTransport;
-  signal(): AbortSignal | undefined;
-}
+import { heartbeat } from '../../host/heartbeat.js';
+import type { HubSpec, ProvisionInput } from '../../../common/input.js';
+import { hostKeyOf, nodePaths } from '../../paths.js';
+import { ToolError } from '../../host/exec.js';
+import type { StepDeps } from '../../deps.js';
+import type { HostTransport } from '../../host/transport.js';
+import type { HealthEvidence, InstallEvidence, KeyEvidence, StepRequest, UndoRequest, UndoResult } from '../../types.js';
+import * as ip from '../ip.js';
+import { probeThroughTunnel, stepDeadline } from '../probe.js';
+import { claimNodeDir, fingerprint } from '../shared.js';
+import { ensureInterface, removeInterface } from './interface.js';
+import * as wg from './wg-cli.js';
 
 const ifaceOf = (input: ProvisionInput) => nodePaths(input).interface;
 const keyPathOf = (input: ProvisionInput) => nodePaths(input).wgKey;
 const prefixLen = (cidr: string) => Number(cidr.split('/')[1]);
 
-export function fingerprint(publicKey: string): string {
-  return createHash('sha256').update(publicKey).digest('hex').slice(0, 16);
-}
-
-/**
- * Claim the node's nodeDir in the ledger (the first thing a run changes), so a
- * second live node naming the same directory on the same filesystem fails here,
- * non-retryably, before it can take over the first node's agent or workloads.
- */
-export async function claimNodeDir(ledger: Ledger, input: ProvisionInput): Promise<void> {
-  await ledger.claimNodeDir(input.nodeId, fsKeyOf(input.host), input.nodeDir);
-}
-
 const conflict = (message: string) => new ToolError('OwnershipConflict', message, 'wg');
 
-export function createOverlaySteps(deps: OverlayDeps) {
+export function createWireguardSteps(deps: StepDeps) {
   const node = (input: ProvisionInput) => deps.transport(input.host);
 
   // Public data only (`wg show <if> public-key`): `dump` would print the hub's private key.

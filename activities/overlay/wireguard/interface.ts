@@ -3,10 +3,10 @@
  * the lab's hub: bring up a userspace (wireguard-go) interface, give it an
  * address, tear it down. Each function is idempotent.
  */
-import { IfName, parseName } from '../../common/names.js';
-import { ToolError, type RunOptions } from '../host/exec.js';
-import type { HostTransport } from '../host/transport.js';
-import * as ip from './ip.js';
+import { IfName, parseName } from '../../../common/names.js';
+import { ToolError, type RunOptions } from '../../host/exec.js';
+import type { HostTransport } from '../../host/transport.js';
+import * as ip from '../ip.js';
 
 export interface EnsureInterfaceOptions {
   /** Where wireguard-go logs on the node. */

@@ -1,5 +1,5 @@
 /**
- * How daemon.ts names a process: pid + start time (/proc/<pid>/stat field 22)
+ * How host/process.ts names a process: pid + start time (/proc/<pid>/stat field 22)
  * in the pid file, with pid files written before that (a bare pid) still read
  * and checked by program name. A fake transport stands in for the node's /proc;
  * test/integration/trust-workload.test.ts runs the same code on a lab node.
@@ -7,16 +7,8 @@
 import { describe, expect, it } from 'vitest';
 import type { RunOptions, RunResult } from '../../activities/host/exec.js';
 import type { HostTransport } from '../../activities/host/transport.js';
-import {
-  assertRootOnlyDir,
-  daemonAlive,
-  parsePidFile,
-  parseProcStat,
-  readPidFile,
-  readProcessRef,
-  stopDaemon,
-  writePidFile,
-} from '../../activities/spire/daemon.js';
+import { assertRootOnlyDir } from '../../activities/host/files.js';
+import { daemonAlive, parsePidFile, parseProcStat, readPidFile, readProcessRef, stopDaemon, writePidFile } from '../../activities/host/process.js';
 
 interface Call {
   command: string;

@@ -16,11 +16,15 @@ export type RecordEvent = (
   extra?: Pick<LedgerEvent, 'attempt' | 'errorType' | 'detail'>,
 ) => Promise<void>;
 
-export function ledgerFor(recordEvent: RunActivities['recordEvent'], nodeId: string): RecordEvent {
+/** What the Web UI shows on the event's activity: "event: installOverlay started". */
+export const eventSummary = (step: LedgerEvent['step'], kind: LedgerEventKind) => `event: ${step} ${kind}`;
+
+/** `record(step, kind, extra)` for this run of `nodeId`. */
+export function eventRecorder(recordEvent: RunActivities['recordEvent'], nodeId: string): RecordEvent {
   const { workflowId, runId } = workflowInfo();
   return async (step, kind, extra = {}) => {
     try {
-      await recordEvent({ nodeId, run: { workflowId, runId }, step, kind, ...extra });
+      await recordEvent({ nodeId, run: { workflowId, runId }, step, kind, ...extra }, eventSummary(step, kind));
     } catch (err) {
       if (isCancellation(err)) throw err;
       log.warn('ledger event not recorded', { step, kind, error: err instanceof Error ? err.message : String(err) });
