@@ -1,56 +1,68 @@
+// @ts-check
 /**
- * The built-in demo workload: a process that gets its identity from the local
- * SPIRE agent and proves it with mTLS across the overlay.
+ * The lab's demo workload: a process that gets its identity from the local
+ * SPIRE agent and proves it with mTLS across the overlay. Plain JavaScript with
+ * nothing but Node built-ins, so the lab installs it on a node as one file
+ * (lab/lab.ts) and a provisioning input names it like any other workload
+ * program (lab/inputs.ts): the worker knows nothing of it.
  *
- *   workload serve --socket S --dir D --listen IP:PORT [--allow spiffe://...]...
- *       fetch an X.509-SVID (and again at half its lifetime), serve mTLS;
+ *   demo-workload serve --dir D (--listen IP:PORT | --interface IF --port PORT) [--allow spiffe://...]...
+ *       fetch an X.509-SVID (and again at half its lifetime), serve mTLS on the
+ *       address (or on the interface's IPv4 address, the node's overlay address);
  *       answer callers whose SPIFFE ID is allowed, refuse the rest.
- *   workload call --socket S --dir D --connect IP:PORT --expect spiffe://...
+ *   demo-workload call --dir D --connect IP:PORT --expect spiffe://...
  *       fetch an SVID, call a server over mTLS, require the server's SPIFFE ID,
  *       print the exchange as JSON (exit 0 ok, 1 refused, 2 usage).
+ *
+ *   Both: --socket S (default: SPIFFE_ENDPOINT_SOCKET), --spire-agent PATH (default: spire-agent on PATH).
  *
  * It runs as the workload's unix uid, so the agent's unix attestor decides
  * which SVID it gets: nothing on the command line names its identity.
  */
-// @peculiar/x509's dependency injection needs the Reflect metadata polyfill first.
-import 'reflect-metadata';
 import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { parseArgs, promisify } from 'node:util';
-import { X509Certificate } from '@peculiar/x509';
 
 const run = promisify(execFile);
-const SPIRE_AGENT = path.join(process.env.NODEBOOT_TOOLS_BIN ?? path.resolve(path.dirname(new URL(import.meta.url).pathname), '../.tools/bin'), 'spire-agent');
 
-interface Svid {
-  id: string;
-  cert: string;
-  key: string;
-  ca: string;
-  notAfter: Date;
-  notBefore: Date;
-}
+/**
+ * @typedef {object} Svid
+ * @property {string} id the SPIFFE ID (URI SAN) of the leaf
+ * @property {string} cert the SVID chain (PEM)
+ * @property {string} key its private key (PEM)
+ * @property {string} ca the trust bundle (PEM)
+ * @property {Date} notAfter
+ * @property {Date} notBefore
+ */
 
 /** Aborted on SIGTERM: a fetch in flight (a `spire-agent` child) goes with the workload. */
 const stopping = new AbortController();
 
-async function fetchSvid(socket: string, dir: string, deadlineMs = 60_000): Promise<Svid> {
+/**
+ * Ask the agent for this process's X.509-SVID until it has one (the entry may not have reached the agent yet).
+ * @param {{ agent: string, socket: string, dir: string }} o
+ * @returns {Promise<Svid>}
+ */
+async function fetchSvid({ agent, socket, dir }, deadlineMs = 60_000) {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const until = Date.now() + deadlineMs;
   for (;;) {
     try {
-      await run(SPIRE_AGENT, ['api', 'fetch', 'x509', '-socketPath', socket, '-write', dir, '-timeout', '5s'], { timeout: 15_000, signal: stopping.signal });
+      await run(agent, ['api', 'fetch', 'x509', '-socketPath', socket, '-write', dir, '-timeout', '5s'], { timeout: 15_000, signal: stopping.signal });
       const cert = readFileSync(path.join(dir, 'svid.0.pem'), 'utf8');
-      const leaf = new X509Certificate(cert.slice(0, cert.indexOf('-----END CERTIFICATE-----') + 25));
+      // X509Certificate reads the first certificate of the chain: the leaf.
+      const leaf = new X509Certificate(cert);
       return {
-        id: uriSan(leaf) ?? '',
+        id: spiffeIdIn(leaf.subjectAltName) ?? '',
         cert,
         key: readFileSync(path.join(dir, 'svid.0.key'), 'utf8'),
         ca: readFileSync(path.join(dir, 'bundle.0.pem'), 'utf8'),
-        notAfter: leaf.notAfter,
-        notBefore: leaf.notBefore,
+        notAfter: new Date(leaf.validTo),
+        notBefore: new Date(leaf.validFrom),
       };
     } catch (err) {
       // "no identity issued" until the entry reaches the agent: keep asking.
@@ -60,34 +72,48 @@ async function fetchSvid(socket: string, dir: string, deadlineMs = 60_000): Prom
   }
 }
 
-function uriSan(cert: X509Certificate): string | undefined {
-  const ext = cert.getExtension('2.5.29.17') as unknown as { names?: { items: { type: string; value: string }[] } } | null;
-  return ext?.names?.items.find((n) => n.type === 'url')?.value;
-}
-
-/** The SPIFFE ID in a peer certificate as Node's TLS layer shows it. */
-function peerSpiffeId(cert: tls.PeerCertificate | undefined): string | undefined {
-  const san = cert?.subjectaltname ?? '';
-  return san
+/**
+ * The SPIFFE ID in a subjectAltName as Node shows it ("URI:spiffe://td/path, DNS:...").
+ * @param {string | undefined} san
+ */
+function spiffeIdIn(san) {
+  return (san ?? '')
     .split(', ')
     .find((s) => s.startsWith('URI:spiffe://'))
     ?.slice(4);
 }
 
-const log = (obj: Record<string, unknown>) => console.log(JSON.stringify({ at: new Date().toISOString(), ...obj }));
+/** @param {Record<string, unknown>} obj */
+const log = (obj) => console.log(JSON.stringify({ at: new Date().toISOString(), ...obj }));
 
-async function serve(socket: string, dir: string, listen: string, allow: string[]) {
+/**
+ * The IPv4 address of a network interface (the node's overlay address on its WireGuard interface).
+ * @param {string} name
+ */
+function interfaceAddress(name) {
+  const addr = networkInterfaces()[name]?.find((a) => a.family === 'IPv4');
+  if (!addr) throw new Error(`interface ${name} has no IPv4 address`);
+  return addr.address;
+}
+
+/**
+ * @param {{ agent: string, socket: string, dir: string }} o
+ * @param {[string, number]} listen
+ * @param {string[]} allow
+ */
+async function serve(o, [host, port], allow) {
   // Until it serves, stopping is just exiting (and ending a fetch in flight).
-  const stop: { close: () => void } = { close: () => process.exit(0) };
+  /** @type {{ close: () => void }} */
+  const stop = { close: () => process.exit(0) };
   process.on('SIGTERM', () => {
     stopping.abort();
     stop.close();
   });
-  let svid = await fetchSvid(socket, dir);
+  let svid = await fetchSvid(o);
   log({ event: 'svid', id: svid.id, notAfter: svid.notAfter.toISOString() });
   const context = () => ({ cert: svid.cert, key: svid.key, ca: svid.ca });
   const server = tls.createServer({ ...context(), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, (sock) => {
-    const caller = peerSpiffeId(sock.getPeerCertificate());
+    const caller = spiffeIdIn(sock.getPeerCertificate()?.subjectaltname);
     if (!caller || !allow.includes(caller)) {
       log({ event: 'refused', caller: caller ?? null });
       sock.end(JSON.stringify({ ok: false, refused: caller ?? null, reason: 'SPIFFE ID not allowed' }) + '\n');
@@ -101,7 +127,7 @@ async function serve(socket: string, dir: string, listen: string, allow: string[
     const half = Math.max(5_000, (svid.notAfter.getTime() - svid.notBefore.getTime()) / 2 - (Date.now() - svid.notBefore.getTime()));
     const renew = async () => {
       try {
-        svid = await fetchSvid(socket, dir);
+        svid = await fetchSvid(o);
         server.setSecureContext(context());
         log({ event: 'rotated', notAfter: svid.notAfter.toISOString() });
       } catch (err) {
@@ -112,13 +138,18 @@ async function serve(socket: string, dir: string, listen: string, allow: string[
     setTimeout(() => void renew(), half).unref();
   };
   rotate();
-  const [host, port] = splitHostPort(listen);
-  server.listen(port, host, () => log({ event: 'listening', listen }));
-  stop.close = () => server.close(() => process.exit(0));
+  server.listen(port, host, () => log({ event: 'listening', listen: `${host}:${port}` }));
+  stop.close = () => void server.close(() => process.exit(0));
 }
 
-async function call(socket: string, dir: string, connect: string, expect: string): Promise<number> {
-  const svid = await fetchSvid(socket, dir);
+/**
+ * @param {{ agent: string, socket: string, dir: string }} o
+ * @param {string} connect
+ * @param {string} expect
+ * @returns {Promise<number>}
+ */
+async function call(o, connect, expect) {
+  const svid = await fetchSvid(o);
   const [host, port] = splitHostPort(connect);
   return new Promise((resolve) => {
     const sock = tls.connect({
@@ -130,7 +161,7 @@ async function call(socket: string, dir: string, connect: string, expect: string
       minVersion: 'TLSv1.3',
       // SVIDs carry no DNS names: the identity to check is the URI SAN.
       checkServerIdentity: (_h, cert) => {
-        const id = peerSpiffeId(cert);
+        const id = spiffeIdIn(cert.subjectaltname);
         return id === expect ? undefined : new Error(`server presented ${id ?? 'no SPIFFE ID'}, expected ${expect}`);
       },
     });
@@ -138,8 +169,9 @@ async function call(socket: string, dir: string, connect: string, expect: string
     sock.setEncoding('utf8');
     sock.on('data', (d) => (body += d));
     sock.on('end', () => {
-      const reply = body.trim() ? (JSON.parse(body.trim()) as { ok: boolean }) : { ok: false };
-      console.log(JSON.stringify({ client: svid.id, server: peerSpiffeId(sock.getPeerCertificate()) ?? null, reply }));
+      /** @type {{ ok: boolean }} */
+      const reply = body.trim() ? JSON.parse(body.trim()) : { ok: false };
+      console.log(JSON.stringify({ client: svid.id, server: spiffeIdIn(sock.getPeerCertificate()?.subjectaltname) ?? null, reply }));
       resolve(reply.ok ? 0 : 1);
     });
     sock.on('error', (err) => {
@@ -150,18 +182,26 @@ async function call(socket: string, dir: string, connect: string, expect: string
   });
 }
 
-function splitHostPort(hp: string): [string, number] {
+/**
+ * @param {string} hp "IP:PORT"
+ * @returns {[string, number]}
+ */
+function splitHostPort(hp) {
   const i = hp.lastIndexOf(':');
   return [hp.slice(0, i), Number(hp.slice(i + 1))];
 }
 
-async function main(): Promise<number> {
+/** @returns {Promise<number>} the exit code, or -1 while it serves */
+async function main() {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
     options: {
       socket: { type: 'string' },
       dir: { type: 'string' },
+      'spire-agent': { type: 'string', default: 'spire-agent' },
       listen: { type: 'string' },
+      interface: { type: 'string' },
+      port: { type: 'string' },
       connect: { type: 'string' },
       expect: { type: 'string' },
       allow: { type: 'string', multiple: true, default: [] },
@@ -169,21 +209,24 @@ async function main(): Promise<number> {
   });
   const socket = values.socket ?? process.env.SPIFFE_ENDPOINT_SOCKET?.replace(/^unix:\/\//, '');
   if (!socket || !values.dir) return usage('--socket (or SPIFFE_ENDPOINT_SOCKET) and --dir are required');
+  const o = { agent: values['spire-agent'], socket, dir: values.dir };
   switch (positionals[0]) {
     case 'serve':
-      if (!values.listen) return usage('serve needs --listen IP:PORT');
-      await serve(socket, values.dir, values.listen, values.allow);
+      if (values.listen) await serve(o, splitHostPort(values.listen), values.allow);
+      else if (values.interface && values.port) await serve(o, [interfaceAddress(values.interface), Number(values.port)], values.allow);
+      else return usage('serve needs --listen IP:PORT, or --interface NAME and --port PORT');
       return -1;
     case 'call':
       if (!values.connect || !values.expect) return usage('call needs --connect IP:PORT and --expect SPIFFE_ID');
-      return call(socket, values.dir, values.connect, values.expect);
+      return call(o, values.connect, values.expect);
     default:
       return usage('first argument must be "serve" or "call"');
   }
 }
 
-function usage(msg: string): number {
-  console.error(`workload: ${msg}`);
+/** @param {string} msg */
+function usage(msg) {
+  console.error(`demo-workload: ${msg}`);
   return 2;
 }
 
@@ -191,8 +234,8 @@ main().then(
   (code) => {
     if (code >= 0) process.exit(code);
   },
-  (err: unknown) => {
-    console.error(`workload: ${err instanceof Error ? err.message : String(err)}`);
+  (/** @type {unknown} */ err) => {
+    console.error(`demo-workload: ${err instanceof Error ? err.message : String(err)}`);
     process.exit(1);
   },
 );
