@@ -6,10 +6,11 @@
  * (lab/lab.ts) and a provisioning input names it like any other workload
  * program (lab/inputs.ts): the worker knows nothing of it.
  *
- *   demo-workload serve --dir D (--listen IP:PORT | --interface IF --port PORT) [--allow spiffe://...]...
+ *   demo-workload serve --dir D (--listen IP:PORT | --in-cidr CIDR --port PORT) [--allow spiffe://...]...
  *       fetch an X.509-SVID (and again at half its lifetime), serve mTLS on the
- *       address (or on the interface's IPv4 address, the node's overlay address);
- *       answer callers whose SPIFFE ID is allowed, refuse the rest.
+ *       address, or on this host's IPv4 address inside CIDR (the node's overlay
+ *       address, whichever driver made the interface); answer callers whose
+ *       SPIFFE ID is allowed, refuse the rest.
  *   demo-workload call --dir D --connect IP:PORT --expect spiffe://...
  *       fetch an SVID, call a server over mTLS, require the server's SPIFFE ID,
  *       print the exchange as JSON (exit 0 ok, 1 refused, 2 usage).
@@ -86,13 +87,22 @@ function spiffeIdIn(san) {
 /** @param {Record<string, unknown>} obj */
 const log = (obj) => console.log(JSON.stringify({ at: new Date().toISOString(), ...obj }));
 
+/** @param {string} ip dotted IPv4 */
+const ipv4ToInt = (ip) => ip.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
+
 /**
- * The IPv4 address of a network interface (the node's overlay address on its WireGuard interface).
- * @param {string} name
+ * This host's IPv4 address inside `cidr`: the node's overlay address (the lab knows the
+ * overlay's range, not the address the ledger will allocate, nor who names the interface).
+ * @param {string} cidr "a.b.c.d/n"
  */
-function interfaceAddress(name) {
-  const addr = networkInterfaces()[name]?.find((a) => a.family === 'IPv4');
-  if (!addr) throw new Error(`interface ${name} has no IPv4 address`);
+function addressIn(cidr) {
+  const [net = '', bits = ''] = cidr.split('/');
+  const size = 2 ** (32 - Number(bits));
+  const base = Math.floor(ipv4ToInt(net) / size);
+  const addr = Object.values(networkInterfaces())
+    .flat()
+    .find((a) => a?.family === 'IPv4' && Math.floor(ipv4ToInt(a.address) / size) === base);
+  if (!addr) throw new Error(`no IPv4 address of this host is inside ${cidr}`);
   return addr.address;
 }
 
@@ -200,7 +210,7 @@ async function main() {
       dir: { type: 'string' },
       'spire-agent': { type: 'string', default: 'spire-agent' },
       listen: { type: 'string' },
-      interface: { type: 'string' },
+      'in-cidr': { type: 'string' },
       port: { type: 'string' },
       connect: { type: 'string' },
       expect: { type: 'string' },
@@ -213,8 +223,8 @@ async function main() {
   switch (positionals[0]) {
     case 'serve':
       if (values.listen) await serve(o, splitHostPort(values.listen), values.allow);
-      else if (values.interface && values.port) await serve(o, [interfaceAddress(values.interface), Number(values.port)], values.allow);
-      else return usage('serve needs --listen IP:PORT, or --interface NAME and --port PORT');
+      else if (values['in-cidr'] && values.port) await serve(o, [addressIn(values['in-cidr']), Number(values.port)], values.allow);
+      else return usage('serve needs --listen IP:PORT, or --in-cidr CIDR and --port PORT');
       return -1;
     case 'call':
       if (!values.connect || !values.expect) return usage('call needs --connect IP:PORT and --expect SPIFFE_ID');

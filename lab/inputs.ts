@@ -26,7 +26,6 @@ type WorkloadJson = NonNullable<ProvisionInputJson['workloads']>[number];
 export interface WorkloadHome {
   nodeId: string;
   nodeDir: string;
-  overlay?: { interface?: string | undefined };
 }
 
 /**
@@ -34,17 +33,18 @@ export interface WorkloadHome {
  * ordinary workload program: the worker's node binary, the script, and what the
  * script cannot know by itself. It finds the agent through SPIFFE_ENDPOINT_SOCKET,
  * which the launch step sets for every workload, and serves on the node's overlay
- * address, which it reads from the overlay interface once the step starts it.
+ * address: its own address inside the lab's overlay range (allocated by step 2, on
+ * an interface named by whichever driver made it).
  */
 export function demoWorkloadCommand(lab: Lab, home: WorkloadHome, w: { name: string; port: number; allow?: string[] }): string[] {
-  const p = nodePaths({ nodeId: home.nodeId, nodeDir: home.nodeDir, overlay: home.overlay ?? {} });
+  const p = nodePaths({ nodeId: home.nodeId, nodeDir: home.nodeDir, overlay: {} });
   return [
     process.execPath,
     lab.demoWorkload,
     'serve',
     '--spire-agent', `${TOOLS_BIN}/spire-agent`,
     '--dir', p.workloadSvidDir(w.name),
-    '--interface', p.interface,
+    '--in-cidr', lab.hub.overlayCidr,
     '--port', String(w.port),
     ...(w.allow ?? []).flatMap((id) => ['--allow', id]),
   ];
@@ -94,6 +94,6 @@ export function labProvisionInput(
     workloads: [],
     ...opts.overrides,
   };
-  // Built from the final input, so an override of nodeDir or the interface moves the workload's paths with it.
+  // Built from the final input, so an override of nodeId or nodeDir moves the workload's paths with it.
   return { ...input, workloads: opts.overrides?.workloads ?? (opts.workloads ?? []).map((w) => labWorkloadSpec(lab, input, w)) };
 }
