@@ -13,7 +13,7 @@ export default tseslint.config(
   {
     // Plain Node scripts (no type information).
     files: ['**/*.mjs', '**/*.js'],
-    languageOptions: { globals: { console: 'readonly', process: 'readonly', URL: 'readonly' } },
+    languageOptions: { globals: { console: 'readonly', process: 'readonly', URL: 'readonly', AbortController: 'readonly', setTimeout: 'readonly' } },
   },
   {
     files: ['**/*.ts'],
@@ -53,6 +53,23 @@ export default tseslint.config(
         'error',
         { patterns: [{ group: ['**/workflows/**', '**/activities/**'], message: 'The client uses common/ and inventory/, not workflows/ or activities/.' }] },
       ],
+    },
+  },
+  {
+    // common/ is imported by workflows, so it runs in the same sandbox.
+    files: ['common/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { paths: nodeBuiltins.map((name) => ({ name, message: 'common/ is imported by workflows: no Node built-ins.' })) },
+      ],
+    },
+  },
+  {
+    // The product never runs lab code: the lab installs its programs on its nodes and names them in its inputs.
+    files: ['activities/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ group: ['**/lab/**', '**/lab'], message: 'activities/ must not import lab/: the lab is not part of the product.' }] }],
     },
   },
 );

@@ -1,27 +1,43 @@
 import { defineConfig } from 'vitest/config';
 
-// Two projects: `unit` runs anywhere in seconds; `integration` drives the real
-// Temporal dev server, SPIRE, wireguard-go in network namespaces and PostgreSQL,
-// so it needs root and `npm run tools` first (it fails loudly otherwise).
+// Three projects, named by what they need, run in this order by `npm test`:
+//   unit         pure code and the recorded replay histories: nothing but `npm ci`
+//                (no server, no .tools, no PostgreSQL, not root);
+//   workflow     a Temporal dev server (the pinned CLI from `npm run tools`) with
+//                activity fakes: no root, no PostgreSQL, no namespaces;
+//   integration  root, network namespaces, real SPIRE, wireguard-go and PostgreSQL.
+// Each fails loudly when what it needs is missing.
+const DEV_SERVER = 'test/helpers/dev-server.global-setup.ts';
+
 export default defineConfig({
   test: {
     projects: [
       {
         test: {
           name: 'unit',
-          include: ['test/unit/**/*.test.ts'],
+          include: ['test/unit/**/*.test.ts', 'test/replay/**/*.test.ts'],
           sequence: { groupOrder: 0 },
           testTimeout: 30_000,
         },
       },
       {
         test: {
-          name: 'integration',
-          // Runs after the unit project (which is fast and catches the cheap mistakes first).
+          name: 'workflow',
+          include: ['test/workflow/**/*.test.ts'],
           sequence: { groupOrder: 1 },
-          include: ['test/integration/**/*.test.ts', 'test/replay/**/*.test.ts'],
-          // One Temporal dev server for the whole run (address via inject('temporalAddress')).
-          globalSetup: ['test/integration/global-setup.ts'],
+          // One Temporal dev server for the project (address via inject('temporalAddress')).
+          globalSetup: [DEV_SERVER],
+          testTimeout: 300_000,
+          hookTimeout: 300_000,
+          maxWorkers: 2,
+        },
+      },
+      {
+        test: {
+          name: 'integration',
+          sequence: { groupOrder: 2 },
+          include: ['test/integration/**/*.test.ts'],
+          globalSetup: [DEV_SERVER],
           testTimeout: 300_000,
           hookTimeout: 300_000,
           // Integration files build real namespaces and processes; two at a time

@@ -24,7 +24,7 @@ import type { FleetInputJson } from '../common/fleet.js';
 import { fleetWorkflowId, provisionWorkflowId } from '../common/ids.js';
 import { ProvisionInput, type ProvisionInputJson } from '../common/input.js';
 import { STEPS, type StepName } from '../common/steps.js';
-import { labProvisionInput } from '../lab/inputs.js';
+import { labProvisionInput, labWorkloadSpec } from '../lab/inputs.js';
 import { Lab } from '../lab/lab.js';
 import { startDevServer, type DevServerHandle } from '../lab/temporal.js';
 import type { FleetResult, ProvisionReceipt } from '../common/definitions.js';
@@ -243,7 +243,8 @@ async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> 
               defaults,
               nodes: lab.nodes.map((node, k) => {
                 const nodeId = `${tag}-${k + 1}`;
-                return { nodeId, host: { kind: 'netns', netns: node.netns }, nodeDir: node.dir, workloads: benchWorkload(nodeId) };
+                const workloads = benchWorkload(nodeId).map((w) => labWorkloadSpec(lab, { nodeId, nodeDir: node.dir }, w));
+                return { nodeId, host: { kind: 'netns', netns: node.netns }, nodeDir: node.dir, workloads };
               }),
               window: n,
               failureBudget: { maxFailedPercent: 100 },
@@ -358,7 +359,7 @@ function simulatedTemplate(): Record<string, unknown> {
     nodeDir: '/var/lib/node-bootstrap/sim',
     overlay: { cidr: '10.200.0.0/16', hubs: [{ name: 'hub', host: { kind: 'netns', netns: 'sim-hub' }, interface: 'simhub', endpoint: '192.0.2.1:51820', overlayIp: '10.200.0.1' }] },
     spire: { trustDomain: 'sim.nodeboot.test', serverAddress: '10.200.0.1', serverHost: { kind: 'local' }, serverSocketPath: '/run/spire/sim.sock' },
-    workloads: [{ name: 'api', spiffePath: '/sim/api', uid: 61001, port: 8443 }],
+    workloads: [{ name: 'api', spiffePath: '/sim/api', uid: 61001, command: ['/usr/local/bin/sim-api'] }],
   };
 }
 

@@ -6,7 +6,7 @@ import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle 
 import { ApplicationFailure } from '@temporalio/common';
 import { decommissionWorkflowId, provisionWorkflowId, TASK_QUEUE } from '../common/ids.js';
 import type { ProvisionInput, ProvisionInputJson } from '../common/input.js';
-import { checkProvisionInput } from '../common/validate.js';
+import { checkProvisionInput, type CheckOptions } from '../common/validate.js';
 import type { DecommissionNodeWorkflow, ProvisionNodeWorkflow } from '../common/definitions.js';
 
 export class InvalidInputError extends Error {
@@ -17,8 +17,8 @@ export class InvalidInputError extends Error {
 }
 
 /** Validate before anything reaches Temporal, exactly as the workflow will: a bad input starts no run. */
-export function validateProvisionInput(raw: unknown): ProvisionInput {
-  const checked = checkProvisionInput(raw);
+export function validateProvisionInput(raw: unknown, opts: CheckOptions = {}): ProvisionInput {
+  const checked = checkProvisionInput(raw, opts);
   if (!checked.ok) throw new InvalidInputError(checked.problems);
   return checked.value;
 }
@@ -80,7 +80,8 @@ export async function startRepair(client: Client, raw: ProvisionInputJson, opts:
 }
 
 export async function startDecommission(client: Client, raw: ProvisionInputJson, opts: { taskQueue?: string } = {}) {
-  const input = validateProvisionInput(raw);
+  // As the workflow does: a node provisioned when a `port` alone named the built-in workload must still come off.
+  const input = validateProvisionInput(raw, { acceptPortOnlyWorkloads: true });
   return client.workflow.start<DecommissionNodeWorkflow>('decommissionNode', {
     workflowId: decommissionWorkflowId(input.nodeId),
     taskQueue: opts.taskQueue ?? TASK_QUEUE,

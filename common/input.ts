@@ -243,13 +243,18 @@ export const WorkloadSpec = z
     selectors: z.array(z.string().regex(/^[a-z0-9_-]+:[A-Za-z0-9:._/=-]+$/, 'must look like "unix:gid:1000"')).max(16).default([]),
     /**
      * Program and arguments the workload runs (argument array, not a shell line).
-     * It finds the agent through SPIFFE_ENDPOINT_SOCKET. Omitted: the built-in
-     * demo workload, which holds its SVID and serves mTLS on `port`.
+     * It finds the agent through SPIFFE_ENDPOINT_SOCKET. Required for every run
+     * started now (common/validate.ts); optional in the schema only so inputs
+     * recorded before still parse.
      */
     command: z.array(z.string().max(4096)).min(1, 'needs a program to run').optional(),
-    /** For the built-in workload: the overlay port it serves mTLS on. */
+    /**
+     * Read by nothing. With no `command` it once named the worker's built-in demo
+     * workload (serving mTLS on this port); kept so recorded inputs still parse
+     * and replay. The lab's demo workload takes its port in `command`.
+     */
     port: z.number().int().min(1024).max(65535).optional(),
-    /** For the built-in workload: SPIFFE IDs allowed to call it (empty: nobody but itself). */
+    /** Read by nothing: the built-in demo workload's callers, kept like `port`. */
     allow: z.array(SpiffeId).max(64).default([]),
     x509TtlSeconds: z.number().int().min(60).max(86_400 * 7).default(3600),
     jwtTtlSeconds: z.number().int().min(30).max(86_400).default(300),

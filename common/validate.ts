@@ -35,24 +35,31 @@ export interface CheckOptions {
    * caller that starts something uses the full rules.
    */
   recordedBefore?: 'one-validation';
+  /**
+   * Accept a workload with a `port` and no `command`: the form that named the
+   * worker's built-in demo workload, which is gone. For the workflow alone: to
+   * replay runs recorded before (`patched`), and for decommission, which
+   * launches nothing and must still remove such a node.
+   */
+  acceptPortOnlyWorkloads?: boolean;
 }
 
 /** Every problem with a provisionNode input as "field.path: message" lines; the parsed input when there are none. */
 export function checkProvisionInput(raw: unknown, opts: CheckOptions = {}): Checked<ProvisionInput> {
   const parsed = ProvisionInput.safeParse(raw);
   if (!parsed.success) return { ok: false, value: null, problems: describeZodError(parsed.error) };
-  const problems = opts.recordedBefore ? retryProblems(parsed.data) : inputProblems(parsed.data);
+  const problems = opts.recordedBefore ? retryProblems(parsed.data) : inputProblems(parsed.data, opts);
   return problems.length ? { ok: false, value: null, problems } : { ok: true, value: parsed.data, problems: [] };
 }
 
 /** The rules across fields, on an input that passed the schema. */
-export function inputProblems(input: ProvisionInput): string[] {
+export function inputProblems(input: ProvisionInput, opts: CheckOptions = {}): string[] {
   return [
     ...retryProblems(input),
     ...attestorProblems(input),
     ...nodeDirProblems(input.nodeDir, input),
     ...addressProblems(input),
-    ...workloadProblems(input),
+    ...workloadProblems(input, opts),
   ];
 }
 
@@ -111,11 +118,15 @@ function addressProblems({ overlay, spire }: ProvisionInput): string[] {
   return problems;
 }
 
-function workloadProblems({ workloads }: ProvisionInput): string[] {
+function workloadProblems({ workloads }: ProvisionInput, opts: CheckOptions): string[] {
   const problems: string[] = [];
   workloads.forEach((w, i) => {
-    if (w.command === undefined && w.port === undefined) {
-      problems.push(`workloads.${i}: needs "command" (the program to run) or "port" (the built-in demo workload serves mTLS on it)`);
+    if (w.command === undefined && !(opts.acceptPortOnlyWorkloads && w.port !== undefined)) {
+      problems.push(
+        w.port === undefined
+          ? `workloads.${i}.command: needs the program to run (an argument array)`
+          : `workloads.${i}.command: needs the program to run: there is no built-in workload any more, so "port" alone names nothing (pass the port to your program in "command")`,
+      );
     }
     // /node/... names agents (a node's alias is spiffe://<td>/node/<nodeId>) and /spire/... the server
     // and agents themselves: an entry there could name another node's alias and borrow its authority.

@@ -2,9 +2,15 @@
  * Provisioning inputs for lab nodes: the same JSON a person would hand to
  * `temporal workflow start`, filled in from a lab's layout.
  */
+import { TOOLS_BIN } from '../activities/host/exec.js';
 import type { ProvisionInputJson } from '../common/input.js';
+import { nodePaths } from '../common/paths.js';
 import type { Lab } from './lab.js';
 
+/**
+ * A lab workload: either its own `command`, or the lab's demo workload
+ * (lab/demo-workload.mjs) serving mTLS on `port` to the callers in `allow`.
+ */
 export interface LabWorkload {
   name: string;
   spiffePath: string;
@@ -12,6 +18,44 @@ export interface LabWorkload {
   port?: number;
   allow?: string[];
   command?: string[];
+}
+
+type WorkloadJson = NonNullable<ProvisionInputJson['workloads']>[number];
+
+/** Where a workload runs: the parts of the input its paths are derived from (common/paths.ts). */
+export interface WorkloadHome {
+  nodeId: string;
+  nodeDir: string;
+}
+
+/**
+ * The command that runs the lab's demo workload (installed by `Lab.up`) as an
+ * ordinary workload program: the worker's node binary, the script, and what the
+ * script cannot know by itself. It finds the agent through SPIFFE_ENDPOINT_SOCKET,
+ * which the launch step sets for every workload, and serves on the node's overlay
+ * address: its own address inside the lab's overlay range (allocated by step 2, on
+ * an interface named by whichever driver made it).
+ */
+export function demoWorkloadCommand(lab: Lab, home: WorkloadHome, w: { name: string; port: number; allow?: string[] }): string[] {
+  const p = nodePaths({ nodeId: home.nodeId, nodeDir: home.nodeDir, overlay: {} });
+  return [
+    process.execPath,
+    lab.demoWorkload,
+    'serve',
+    '--spire-agent', `${TOOLS_BIN}/spire-agent`,
+    '--dir', p.workloadSvidDir(w.name),
+    '--in-cidr', lab.hub.overlayCidr,
+    '--port', String(w.port),
+    ...(w.allow ?? []).flatMap((id) => ['--allow', id]),
+  ];
+}
+
+/** A lab workload as a provisioning input names it: always with its `command`. */
+export function labWorkloadSpec(lab: Lab, home: WorkloadHome, w: LabWorkload): WorkloadJson {
+  const { name, spiffePath, uid } = w;
+  if (w.command) return { name, spiffePath, uid, command: w.command };
+  if (w.port === undefined) throw new Error(`lab workload ${name}: needs "command" or "port" (the demo workload's)`);
+  return { name, spiffePath, uid, command: demoWorkloadCommand(lab, home, { name, port: w.port, allow: w.allow ?? [] }) };
 }
 
 export function labProvisionInput(
@@ -29,7 +73,7 @@ export function labProvisionInput(
   const node = lab.node(nodeName);
   const spire = lab.spire;
   if (!spire) throw new Error(`lab ${lab.prefix} runs no SPIRE server`);
-  return {
+  const input: ProvisionInputJson = {
     nodeId: opts.nodeId,
     segment: opts.segment ?? 'onprem',
     host: { kind: 'netns', netns: node.netns },
@@ -47,7 +91,9 @@ export function labProvisionInput(
       serverSocketPath: spire.socketPath,
       nodeAttestor: opts.nodeAttestor ?? { type: 'join_token', tokenTtlSeconds: 600 },
     },
-    workloads: opts.workloads ?? [],
+    workloads: [],
     ...opts.overrides,
   };
+  // Built from the final input, so an override of nodeId or nodeDir moves the workload's paths with it.
+  return { ...input, workloads: opts.overrides?.workloads ?? (opts.workloads ?? []).map((w) => labWorkloadSpec(lab, input, w)) };
 }

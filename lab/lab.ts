@@ -12,8 +12,9 @@
  * process and stale labs (their owner died) are found and removed by prefix.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { localTransport, netnsTransport, processAlive, type HostTransport } from '../activities/host/transport.js';
 import * as ip from '../activities/overlay/ip.js';
 import * as wg from '../activities/overlay/wireguard/wg-cli.js';
@@ -31,6 +32,9 @@ export const OVERLAY_CIDR = '10.200.0.0/16';
 export const HUB_UNDERLAY_IP = '192.0.2.1';
 export const HUB_OVERLAY_IP = '10.200.0.1';
 export const HUB_LISTEN_PORT = 51820;
+
+/** The demo workload's source (plain JavaScript, Node built-ins only): installed on the lab's nodes by `Lab.up`. */
+const DEMO_WORKLOAD_SOURCE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'demo-workload.mjs');
 
 export interface LabNode {
   /** "n1", "n2", ... */
@@ -103,6 +107,14 @@ export class Lab {
   get spire() {
     return this.state.spire;
   }
+  /**
+   * The demo workload program as installed for this lab's nodes (`Lab.up`). The
+   * nodes share this machine's filesystem, so one root-owned, world-readable copy
+   * serves them all; inputs name it in a workload's `command` (lab/inputs.ts).
+   */
+  get demoWorkload(): string {
+    return path.join(this.state.dir, 'bin', 'demo-workload.mjs');
+  }
 
   hubTransport(): HostTransport {
     return netnsTransport(this.state.hub.netns);
@@ -157,6 +169,7 @@ export class Lab {
     const lab = new Lab(state);
     lab.save();
     try {
+      lab.installDemoWorkload();
       await lab.buildUnderlay(log);
       await lab.buildHub(log);
       if (opts.spire ?? true) {
@@ -183,6 +196,13 @@ export class Lab {
     return readdirSync(LAB_ROOT)
       .filter((p) => LAB_PREFIX_RE.test(p) && existsSync(path.join(LAB_ROOT, p, 'state.json')))
       .map((p) => Lab.load(p));
+  }
+
+  /** Put the demo workload where every workload uid can read it and none can change it. */
+  private installDemoWorkload() {
+    mkdirSync(path.dirname(this.demoWorkload), { recursive: true, mode: 0o755 });
+    copyFileSync(DEMO_WORKLOAD_SOURCE, this.demoWorkload);
+    chmodSync(this.demoWorkload, 0o644);
   }
 
   private save() {

@@ -3,14 +3,11 @@
  * call across the overlay with the caller's own SVID, checking the server's
  * SPIFFE ID. Returns whether the exchange was accepted and what was said.
  */
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { TOOLS_BIN } from '../activities/host/exec.js';
 import type { ProvisionInputJson } from '../common/input.js';
 import { ProvisionInput } from '../common/input.js';
 import { nodePaths } from '../activities/paths.js';
 import type { Lab } from './lab.js';
-
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 export async function callWorkload(
   lab: Lab,
@@ -27,8 +24,8 @@ export async function callWorkload(
     'setpriv',
     [
       `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--',
-      process.execPath, '--import', path.join(repoRoot, 'node_modules/tsx/dist/esm/index.mjs'), path.join(repoRoot, 'lab/workload.ts'),
-      'call', '--socket', p.agentSocket, '--dir', `${p.workloadDir(workload)}/call`, '--connect', connect, '--expect', expectServerId,
+      process.execPath, lab.demoWorkload,
+      'call', '--spire-agent', `${TOOLS_BIN}/spire-agent`, '--socket', p.agentSocket, '--dir', `${p.workloadDir(workload)}/call`, '--connect', connect, '--expect', expectServerId,
     ],
     { allowNonZeroExit: true, timeoutMs: 60_000 },
   );

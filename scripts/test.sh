@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (`npm test`): type-check, lint, then every vitest project
-# (unit + integration on real components). Prints a plain closing line
+# in order: unit (pure code + replay histories), workflow (dev server + activity
+# fakes), integration (root, namespaces, SPIRE, PostgreSQL). Prints a plain closing line
 # "tests: N passed, N failed, N skipped" for CI.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -23,7 +23,8 @@ import { Compensations } from './saga.js';
 
 /** Remove the node: stop workloads, delete entries, stop/evict the agent, remove the key and peers, uninstall. */
 export async function decommissionNode(rawInput: ProvisionInputJson): Promise<DecommissionResult> {
-  const input = validateInput(rawInput, validationRules());
+  // A node provisioned when a `port` alone named the built-in workload must still come off.
+  const input = validateInput(rawInput, { ...validationRules(), acceptPortOnlyWorkloads: true });
   const acts = activitiesFor(input);
   const { workflowId, runId } = workflowInfo();
   upsertSearchAttributes([

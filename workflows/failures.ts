@@ -25,12 +25,13 @@ export function validateInput(raw: unknown, opts: CheckOptions = {}): ProvisionI
 }
 
 /**
- * The rules this run is held to: all of them for runs started since the one
- * validation layer; for older runs (replayed from history) only the rules they
- * were started under, so their histories replay unchanged.
+ * The rules this run is held to: all of them for runs started now; for older
+ * runs (replayed from history) only the rules they were started under, so their
+ * histories replay unchanged (common/validate.ts `recordedBefore`).
  */
 export function validationRules(): CheckOptions {
-  return patched('one-validation') ? {} : { recordedBefore: 'one-validation' };
+  if (!patched('one-validation')) return { recordedBefore: 'one-validation' };
+  return patched('workload-command') ? {} : { acceptPortOnlyWorkloads: true };
 }
 
 function invalidInput(problems: string[]): ApplicationFailure {

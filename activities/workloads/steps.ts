@@ -3,9 +3,8 @@
  * SVID its registration entry promises.
  */
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { spiffeIdOf } from '../../common/ids.js';
-import type { ProvisionInput, WorkloadSpec } from '../../common/input.js';
+import type { WorkloadSpec } from '../../common/input.js';
 import type { StepDeps } from '../deps.js';
 import { heartbeat } from '../host/heartbeat.js';
 import { ToolError } from '../host/exec.js';
@@ -18,23 +17,16 @@ import { bundleShow } from '../spire/server-cli.js';
 import type { StepRequest, UndoRequest, UndoResult, WorkloadsEvidence } from '../types.js';
 import { verifySvid } from './svid.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-
-/** The built-in demo workload (lab/workload.ts) serving mTLS on the node's overlay address. */
-export function builtinWorkloadCommand(input: ProvisionInput, w: WorkloadSpec, overlayIp: string): string[] {
-  const p = nodePaths(input);
-  if (w.port === undefined) throw new ToolError('InvalidInput', `workloads.${w.name}: needs "command" or "port"`, 'workload');
-  return [
-    process.execPath,
-    '--import',
-    path.join(repoRoot, 'node_modules/tsx/dist/esm/index.mjs'),
-    path.join(repoRoot, 'lab/workload.ts'),
-    'serve',
-    '--socket', p.agentSocket,
-    '--dir', p.workloadSvidDir(w.name),
-    '--listen', `${overlayIp}:${w.port}`,
-    ...w.allow.flatMap((id) => ['--allow', id]),
-  ];
+/**
+ * The program a workload runs. Every workload names its own: the worker has no
+ * program of its own to fall back on. Only a run recorded before that (whose
+ * input was held to the older rules, common/validate.ts) can get here without one.
+ */
+function commandOf(w: WorkloadSpec, i: number): string[] {
+  if (w.command === undefined) {
+    throw new ToolError('InvalidInput', `workloads.${i}.command: needs the program to run (there is no built-in workload: "port" alone names nothing to run)`, 'workload');
+  }
+  return w.command;
 }
 
 export function createWorkloadSteps(deps: StepDeps) {
@@ -53,9 +45,9 @@ export function createWorkloadSteps(deps: StepDeps) {
     }
 
     const out: WorkloadsEvidence['workloads'] = [];
-    for (const w of input.workloads) {
+    for (const [i, w] of input.workloads.entries()) {
       const spiffeId = spiffeIdOf(input, w);
-      const command = w.command ?? builtinWorkloadCommand(input, w, overlayIp);
+      const command = commandOf(w, i);
       // Only for pid files written before start times were recorded (host/process.ts).
       const program = path.basename(command[0]!);
       const owner = { uid: w.uid, gid: w.uid };

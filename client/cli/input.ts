@@ -5,6 +5,7 @@
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { ProvisionInput } from '../../common/input.js';
+import type { CheckOptions } from '../../common/validate.js';
 import { InvalidInputError, validateProvisionInput } from '../provision.js';
 import { CliError, splitFieldLines } from './errors.js';
 import { EXIT } from './exit-codes.js';
@@ -82,9 +83,9 @@ function jsonPosition(err: unknown, text: string): string {
  * library client), so the CLI refuses what the run would refuse.
  * Throws CliError(2) naming each field.
  */
-export function validateForStart(raw: unknown, source: string): ProvisionInput {
+export function validateForStart(raw: unknown, source: string, opts: CheckOptions = {}): ProvisionInput {
   try {
-    return validateProvisionInput(raw);
+    return validateProvisionInput(raw, opts);
   } catch (err) {
     if (err instanceof InvalidInputError) {
       throw new CliError(EXIT.INVALID, `invalid provisioning input in ${source}: nothing was started`, { code: 'INVALID_INPUT', fields: splitFieldLines(err.fields) });

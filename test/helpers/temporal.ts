@@ -1,5 +1,5 @@
 /**
- * Test helpers for the shared dev server (test/integration/global-setup.ts):
+ * Test helpers for the shared dev server (test/helpers/dev-server.global-setup.ts):
  * a client + native connection, unique task queues and workflow ids, and
  * `withWorker` / `executeWithWorker`, which run a worker with the given
  * activities for exactly as long as the test needs it.

@@ -95,10 +95,9 @@ function procOf(pid: number): { pid: number; comm: string; ppid: number } {
 }
 
 /**
- * The node's processes by name. The built-in workload's children are counted
- * as part of it: it runs under tsx, whose esbuild service is its child, and it
- * fetches its SVID with a `spire-agent api fetch` child (still at it, under
- * load, when the step's own check of the SVID has already passed).
+ * The node's processes by name. The demo workload's children are counted as
+ * part of it: it fetches its SVID with a `spire-agent api fetch` child (still
+ * at it, under load, when the step's own check of the SVID has already passed).
  */
 async function nodeProcesses(lab: Lab, node: string): Promise<{ comm: string; pid: number }[]> {
   const procs = (await ip.netnsPids(localTransport(), lab.node(node).netns)).map(procOf);

@@ -103,6 +103,25 @@ describe('one validation: nodeboot start, nodeboot fleet start and the library c
   });
 });
 
+describe('a workload named by its port alone (the built-in demo workload, now the lab\'s program)', () => {
+  const portOnly = structuredClone(sampleInput('edge-01'));
+  portOnly.workloads = [{ name: 'api', spiffePath: '/ns/prod/sa/api', uid: 1001, port: 8443 }];
+
+  it('is refused for a new run, naming workloads.0.command', () => {
+    const checked = checkProvisionInput(portOnly);
+    expect(checked.ok).toBe(false);
+    expect(checked.problems).toEqual([expect.stringMatching(/^workloads\.0\.command: .*no built-in workload/)]);
+  });
+
+  it('still validates for a run recorded before (replay) and for decommission, which launch nothing', () => {
+    expect(checkProvisionInput(portOnly, { acceptPortOnlyWorkloads: true }).problems).toEqual([]);
+    // Only the port form: a workload with neither is refused either way.
+    const neither = structuredClone(portOnly);
+    delete neither.workloads![0]!.port;
+    expect(checkProvisionInput(neither, { acceptPortOnlyWorkloads: true }).problems).toEqual([expect.stringMatching(/^workloads\.0\.command: needs the program/)]);
+  });
+});
+
 describe('bowtie credentials and URLs (worker secrets go only where the worker allows)', () => {
   const bowtie = (over: Record<string, unknown>) => {
     const base = sampleInput('edge-01');

@@ -30,7 +30,8 @@ export async function decommission(ctx: Context): Promise<ExitCode> {
   let raw: unknown;
   if (ctx.flags.input) raw = await readJsonInput(ctx.flags.input, ctx.stdin);
   else raw = await runInput(t, last!.desc.workflowId, last!.desc.runId);
-  const input = validateForStart(raw, ctx.flags.input ?? `the input of run ${last!.desc.runId}`);
+  // A node provisioned when a `port` alone named the built-in workload must still come off.
+  const input = validateForStart(raw, ctx.flags.input ?? `the input of run ${last!.desc.runId}`, { acceptPortOnlyWorkloads: true });
   if (input.nodeId !== nodeId) {
     throw new CliError(EXIT.INVALID, `the input is for node "${input.nodeId}", not "${nodeId}"`, { code: 'INVALID_INPUT', fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }] });
   }

@@ -1,5 +1,5 @@
 /**
- * Vitest globalSetup for the integration project: one Temporal dev server
+ * Vitest globalSetup for the workflow and integration projects: one Temporal dev server
  * (the pinned binary from `npm run tools`, headless, random port, throwaway
  * SQLite file) for the whole run. Tests reach it with `inject('temporalAddress')`
  * (test/helpers/temporal.ts wraps that).
@@ -22,7 +22,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   try {
     assertTemporalBinary();
   } catch {
-    throw new Error(`integration tests need the Temporal CLI at ${TEMPORAL_BIN}: run \`npm run tools\` first`);
+    throw new Error(`the ${project.name} tests need the Temporal CLI at ${TEMPORAL_BIN}: run \`npm run tools\` first`);
   }
   const dir = mkdtempSync(join(tmpdir(), 'nb-temporal-'));
   const server = await startDevServer({ headless: true, dbFilename: join(dir, 'temporal.db'), logFile: join(dir, 'server.log') });
