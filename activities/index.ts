@@ -12,6 +12,8 @@ import { createInventoryActivities } from './inventory/index.js';
 import type { Ledger } from './inventory/ledger.js';
 import type { BowtieTrust } from './overlay/bowtie/trust.js';
 import { createOverlayDriverSteps } from './overlay/index.js';
+import { createRotationActivities } from './overlay/rotate.js';
+import type { RotationActivities } from './types-rotation.js';
 import { createPreflight } from './preflight.js';
 import { createSpireSteps } from './spire/steps.js';
 import type { Activities, FleetActivities } from './types.js';
@@ -19,6 +21,7 @@ import { createWorkloadSteps } from './workloads/steps.js';
 
 export type { Activities } from './types.js';
 export type { DependencyCheckRequest, DependencyHealth, FleetActivities } from './types.js';
+export type { RotationActivities } from './types-rotation.js';
 
 export interface ActivityDeps {
   ledger: Ledger;
@@ -32,14 +35,15 @@ export interface ActivityDeps {
   spireServerConfig?: string;
 }
 
-export function createActivities(deps: ActivityDeps): Activities & FleetActivities {
+export function createActivities(deps: ActivityDeps): Activities & FleetActivities & RotationActivities {
   const shared = { ledger: deps.ledger, transport: deps.transport ?? transportFor, signal: activitySignal, env: deps.env, bowtie: deps.bowtie };
-  return withBoundary<Activities & FleetActivities>({
+  return withBoundary<Activities & FleetActivities & RotationActivities>({
     ...createPreflight({ ...shared, spireServerConfig: deps.spireServerConfig }),
     ...createOverlayDriverSteps(shared),
     ...createSpireSteps(shared),
     ...createWorkloadSteps(shared),
     ...createInventoryActivities({ ledger: deps.ledger }),
     ...createFleetActivities(shared),
+    ...createRotationActivities(shared),
   });
 }

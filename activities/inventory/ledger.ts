@@ -127,10 +127,29 @@ export interface OverlayDevice {
   controllerUrl: string;
 }
 
+/** The node's WireGuard key as the ledger knows it (public data only). */
+export interface OverlayKeyRecord {
+  nodeId: string;
+  publicKey: string;
+  fingerprint: string;
+  /** The last rotation; null when the key was never rotated. */
+  rotatedAt: string | null;
+  /** Since when the node holds this key: the last rotation, else its first peering. */
+  since: string;
+}
+
+export interface KeyRotationInput {
+  nodeId: string;
+  publicKey: string;
+  fingerprint: string;
+  previousFingerprint?: string;
+}
+
 export interface PurgeResult {
   nodes: number;
   overlayAllocations: number;
   overlayDevices: number;
+  overlayKeys: number;
   peers: number;
   registrationEntries: number;
   workloads: number;
@@ -183,6 +202,12 @@ const OverlayDeviceSchema = z.object({
   deviceId: Opaque,
   publicKey: WgPublicKey,
   controllerUrl: z.string().min(1).max(2048),
+});
+const KeyRotationSchema = z.object({
+  nodeId: NodeId,
+  publicKey: WgPublicKey,
+  fingerprint: z.string().regex(/^[0-9a-f]{16}$/, 'must be 16 lowercase hex characters'),
+  previousFingerprint: z.string().regex(/^[0-9a-f]{16}$/, 'must be 16 lowercase hex characters').optional(),
 });
 const EntrySchema = z.object({
   entryId: Opaque,
@@ -270,6 +295,11 @@ const ALLOC_LOCK_NS = 0x6e62616c;
 const RETRYABLE = new Set(['40001', '40P01']);
 const UNIQUE_VIOLATION = '23505';
 const TX_ATTEMPTS = 5;
+
+/** sha256 of a WireGuard public key, hex, first 16 chars (the same fingerprint the overlay steps report). */
+export function keyFingerprint(publicKey: string): string {
+  return createHash('sha256').update(publicKey).digest('hex').slice(0, 16);
+}
 
 const iso = (d: Date | string): string => (d instanceof Date ? d.toISOString() : new Date(d).toISOString());
 
@@ -554,6 +584,55 @@ export class Ledger {
     return r.rowCount ?? 0;
   }
 
+  // --- overlay keys (rotation) ----------------------------------------------
+
+  /**
+   * Record that the node now holds `publicKey` (a finished rotation). Idempotent:
+   * recording the same key again keeps the first rotation time.
+   */
+  async recordKeyRotation(rotation: KeyRotationInput): Promise<OverlayKeyRecord> {
+    const r = check(KeyRotationSchema, 'rotation', rotation);
+    await this.query(
+      `INSERT INTO overlay_keys (node_id, public_key, fingerprint, previous_fingerprint)
+       VALUES ($1, $2, $3, $4)
+       ON CONFLICT (node_id) DO UPDATE SET
+         public_key = EXCLUDED.public_key,
+         fingerprint = EXCLUDED.fingerprint,
+         previous_fingerprint = EXCLUDED.previous_fingerprint,
+         rotated_at = now()
+       WHERE overlay_keys.public_key <> EXCLUDED.public_key`,
+      [r.nodeId, r.publicKey, r.fingerprint, r.previousFingerprint ?? null],
+    );
+    return (await this.getOverlayKey(r.nodeId))!;
+  }
+
+  /**
+   * The node's key and since when it holds it: the last rotation's record, else
+   * the key its peerings carry since the first one. Null when neither exists.
+   */
+  async getOverlayKey(nodeId: string): Promise<OverlayKeyRecord | null> {
+    const id = check(NodeId, 'nodeId', nodeId);
+    const { rows } = await this.query<{ public_key: string; fingerprint: string | null; rotated_at: Date | null; since: Date }>(
+      `SELECT k.public_key, k.fingerprint, k.rotated_at, k.rotated_at AS since FROM overlay_keys k WHERE k.node_id = $1
+       UNION ALL
+       SELECT p.node_public_key, NULL, NULL, min(p.created_at) FROM peers p
+        WHERE p.node_id = $1 AND NOT EXISTS (SELECT 1 FROM overlay_keys WHERE node_id = $1)
+        GROUP BY p.node_public_key
+       ORDER BY since
+       LIMIT 1`,
+      [id],
+    );
+    const row = rows[0];
+    if (!row) return null;
+    return {
+      nodeId: id,
+      publicKey: row.public_key,
+      fingerprint: row.fingerprint ?? keyFingerprint(row.public_key),
+      rotatedAt: row.rotated_at ? iso(row.rotated_at) : null,
+      since: iso(row.since),
+    };
+  }
+
   // --- overlay devices (managed overlays) ------------------------------------
 
   /** Record (or replace) the node's device on a managed overlay. */
@@ -787,6 +866,7 @@ export class Ledger {
       return {
         overlayAllocations: await del('overlay_allocations'),
         overlayDevices: await del('overlay_devices'),
+        overlayKeys: await del('overlay_keys'),
         peers: await del('peers'),
         registrationEntries: await del('registration_entries'),
         workloads: await del('workloads'),
