@@ -15,7 +15,7 @@ export const ROTATABLE_DRIVERS: readonly string[] = ['wireguard'];
 const RotateOptions = z
   .object({
     /** The node's provisioning input (its last run's, as `nodeboot rotate` reads it). */
-    input: z.unknown(),
+    input: z.custom<unknown>((v) => v !== undefined, { error: "is required (the node's provisioning input)" }),
     /** A fresh handshake of the new key with every hub, and the probe, within this long; else roll back. */
     handshakeTimeoutSeconds: z.number().int().min(2).max(600).default(30),
   })
@@ -38,7 +38,6 @@ export interface RotateRequest {
 export function checkRotateRequest(raw: unknown): Checked<RotateRequest> {
   const opts = RotateOptions.safeParse(raw);
   if (!opts.success) return { ok: false, value: null, problems: describeZodError(opts.error) };
-  if (opts.data.input === undefined) return { ok: false, value: null, problems: ['input: is required (the node\'s provisioning input)'] };
   const checked = checkProvisionInput(opts.data.input);
   if (!checked.ok) return checked;
   const input = checked.value;
