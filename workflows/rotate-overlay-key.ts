@@ -12,7 +12,8 @@
  *
  * Any failure (or a cancellation) before 5 rolls back to the old key and peer
  * and proves the old tunnel again; the run then fails with the reason. Once 4
- * passed the new key carries the tunnel, so 5 runs to the end whatever happens.
+ * passed the new key carries the tunnel, so 5 is not cancelled; should it fail
+ * for good, the rollback settles the node on one key and one peer all the same.
  * Each stage is idempotent and the state a later stage or the rollback needs is
  * in the earlier stages' results, so a worker dying between (or inside) any two
  * stages only means the next worker repeats the one that was running.
@@ -37,7 +38,7 @@ import { describeFailure } from './failures.js';
 import { ledgerFor, type RecordEvent } from './ledger.js';
 import { heartbeatTimeoutMs, retryPolicyFor } from './proxies.js';
 
-type Stage = 'prepare' | 'add hub peers' | 'switch' | 'verify';
+type Stage = 'prepare' | 'add hub peers' | 'switch' | 'verify' | 'finalize';
 
 /** Rotate the node's overlay key; returns the new fingerprint, or fails with the reason after rolling back. */
 export async function rotateOverlayKey(raw: RotateRequestJson): Promise<RotationReceipt> {
@@ -69,8 +70,13 @@ export async function rotateOverlayKey(raw: RotateRequestJson): Promise<Rotation
     throw await rollBack({ err, stage, keys, req: { ...base, handshakeTimeoutSeconds }, acts, record });
   }
 
-  // Verified: the new key carries the tunnel. Finish the job even if the run is cancelled now.
-  const done = await CancellationScope.nonCancellable(() => acts.rotateFinalize({ ...base, keys }));
+  // Verified: the new key carries the tunnel. Finish the job even if the run is cancelled now;
+  // a finalize that fails for good still must not leave two peers: roll back to the key file's key.
+  stage = 'finalize';
+  const finalKeys = keys;
+  const done = await CancellationScope.nonCancellable(() => acts.rotateFinalize({ ...base, keys: finalKeys })).catch(async (err: unknown) => {
+    throw await rollBack({ err, stage, keys: finalKeys, req: { ...base, handshakeTimeoutSeconds }, acts, record });
+  });
   await record('issueOverlayKey', 'succeeded', {
     detail: { rotation: 'succeeded', fingerprint: done.fingerprint, previousFingerprint: done.previousFingerprint, rotatedAt: done.rotatedAt },
   });

@@ -12,10 +12,11 @@
  *   5 finalize  only then: the old peer leaves every hub, the ledger learns the key, the new key
  *               file replaces the old one
  *
- * Until 5, the old key file is untouched and names the key to roll back to:
- * rollback routes the address back to the old peer (re-adding it if needed),
- * sets the interface from the key file, removes the new peer, deletes the new
- * key and proves the old tunnel again.
+ * Until the end of 5, the key file names the key to roll back to: rollback
+ * routes the address back to that key's peer (re-adding it if needed), sets the
+ * interface from the key file, removes the other peer, deletes the next key,
+ * makes the ledger name the key file's key and proves the tunnel again. (After a
+ * finalize that promoted the new key, "rolling back" settles on the new key.)
  */
 import { IfName, WgPublicKey, parseName } from '../../common/names.js';
 import type { HubSpec, ProvisionInput } from '../../common/input.js';
@@ -91,9 +92,12 @@ export function createRotationActivities(deps: OverlayDeps): RotationActivities 
     if (oldKey === null) throw notProvisioned(`node ${input.nodeId} has no key file ${keyPath}: provision (or repair) it before rotating its key`);
     const overlayIp = await deps.ledger.getAllocation(input.nodeId, input.overlay.cidr);
     if (overlayIp === null) throw notProvisioned(`node ${input.nodeId} holds no overlay address in ${input.overlay.cidr}: provision (or repair) it before rotating its key`);
-    // Made on the node, 0600, or the one a lost attempt made (then the interface may run on it already).
-    const newKey = await wg.ensureKeyPair(t, nextPath, { signal });
-    const current = await interfaceKey(input, t, [oldKey, newKey]);
+    // A next key a lost attempt made (the interface may run on it already) is reused;
+    // the interface is checked before anything is made, so a refusal changes nothing.
+    const existing = await wg.keyFilePublicKey(t, nextPath, { signal });
+    const current = await interfaceKey(input, t, [oldKey, existing]);
+    // Made on the node, 0600, beside the current key.
+    const newKey = existing ?? (await wg.ensureKeyPair(t, nextPath, { signal }));
     heartbeat('new key made on the node');
     const hubs: RotationKeys['hubs'] = [];
     for (const hub of input.overlay.hubs) {
@@ -270,6 +274,19 @@ export function createRotationActivities(deps: OverlayDeps): RotationActivities 
       }
     }
     if (await discardNextKey(t, nextPath, { signal })) removed.push('new key file');
+    // The ledger names the key the node is back on (a failed finalize may have recorded the new one).
+    if ((await deps.ledger.listPeers(input.nodeId)).some((p) => p.nodePublicKey !== oldKey)) {
+      for (const [i, hub] of input.overlay.hubs.entries()) {
+        const hubKey = keys?.hubs[i]?.publicKey ?? (await wg.publicKey(hubT(hub), hub.interface, { signal }));
+        if (hubKey) await deps.ledger.recordPeer({ nodeId: input.nodeId, hubName: hub.name, nodePublicKey: oldKey, hubPublicKey: hubKey, endpoint: hub.endpoint });
+      }
+      restored.push('ledger peers');
+    }
+    const known = await deps.ledger.getOverlayKey(input.nodeId);
+    if (known?.rotatedAt && known.publicKey !== oldKey) {
+      await deps.ledger.recordKeyRotation({ nodeId: input.nodeId, publicKey: oldKey, fingerprint: fingerprint(oldKey), previousFingerprint: known.fingerprint });
+      restored.push('ledger key');
+    }
     heartbeat('rolled back; proving the old tunnel');
     const verified = await verify({ input, run, publicKey: oldKey, handshakeTimeoutSeconds });
     return { fingerprint: fingerprint(oldKey), restored, removed, verified };
