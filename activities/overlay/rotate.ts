@@ -136,7 +136,7 @@ export function createRotationActivities(deps: OverlayDeps): RotationActivities 
     refuseDriver(input);
     const t = node(input);
     const signal = deps.signal();
-    const { iface } = paths(input);
+    const { iface, nextPath } = paths(input);
     const current = await interfaceKey(input, t, [keys.oldPublicKey, keys.newPublicKey]);
     // Routes first, then the node: between the two calls the hub sends to a peer
     // that has no session yet (it queues), rather than the node sending from a key
@@ -145,7 +145,8 @@ export function createRotationActivities(deps: OverlayDeps): RotationActivities 
       await wg.setPeer(hubT(hub), hub.interface, { publicKey: keys.newPublicKey, allowedIps: nodeRoute(keys) }, { signal });
     }
     const nodeSwitched = current !== keys.newPublicKey;
-    if (nodeSwitched) await wg.setInterface(t, iface, { privateKeyPath: keys.nextKeyPath }, { signal });
+    // The path comes from the input (as every stage derives it), never from an earlier result.
+    if (nodeSwitched) await wg.setInterface(t, iface, { privateKeyPath: nextPath }, { signal });
     return { hubs: input.overlay.hubs.map((h) => h.name), nodeSwitched };
   }
 
@@ -205,7 +206,7 @@ export function createRotationActivities(deps: OverlayDeps): RotationActivities 
     refuseDriver(input);
     const t = node(input);
     const signal = deps.signal();
-    const { keyPath } = paths(input);
+    const { keyPath, nextPath } = paths(input);
     // Verified on the new key: finalizing must never strand a node that rolled back.
     await interfaceKey(input, t, [keys.newPublicKey]);
     const removedOldPeer: string[] = [];
@@ -226,7 +227,7 @@ export function createRotationActivities(deps: OverlayDeps): RotationActivities 
       previousFingerprint: keys.oldFingerprint,
     });
     // Last: the key file every step reads becomes the new key. A retry finds it done.
-    if ((await wg.keyFilePublicKey(t, keys.nextKeyPath, { signal })) === keys.newPublicKey) await promoteNextKey(t, keys.nextKeyPath, keyPath, { signal });
+    if ((await wg.keyFilePublicKey(t, nextPath, { signal })) === keys.newPublicKey) await promoteNextKey(t, nextPath, keyPath, { signal });
     const onFile = await wg.keyFilePublicKey(t, keyPath, { signal });
     if (onFile !== keys.newPublicKey) throw conflict(`key file ${keyPath} on ${t.label} does not hold the new key after the rotation: refusing to go on (investigate the node)`);
     return { fingerprint: keys.newFingerprint, previousFingerprint: keys.oldFingerprint, removedOldPeer, rotatedAt: record.rotatedAt ?? record.since };
