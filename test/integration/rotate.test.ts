@@ -9,7 +9,8 @@
  *      the ledger has the new fingerprint and rotation time.
  *   2. rollback: while the hub knows the new peer (the worker holds stage 2's
  *      result back), the hub is given a preshared key for it that the node does
- *      not have: the new key can never complete a handshake. The run fails with
+ *      not have: the new key can never complete a handshake. The worker is killed
+ *      while verify waits, the next one while it rolls back. The run fails with
  *      PeerHandshakeTimeout after rolling back: the node is on its old key, the
  *      tunnel works, the hub holds only the old peer, the new key file is gone.
  *   3. the worker is SIGKILLed in every stage, one after the other, in one run
@@ -52,7 +53,7 @@ import {
   withCanaryPassword,
   type Secret,
 } from '../helpers/secret-scan.js';
-import { connectTestEnv, uniqueId, uniqueTaskQueue, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
+import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 
 const TD = 'rotate.nodeboot.test';
@@ -166,16 +167,18 @@ describe('rotateOverlayKey (real lab)', () => {
     secrets.push(...wireguardKeySecrets('rotated WireGuard private key', readFileSync(files.keyPath, 'utf8')));
   });
 
-  it('rollback: a new key the hub cannot handshake with fails the run with the reason; the node is back on its old key', async () => {
+  it('rollback: a new key the hub cannot handshake with fails the run with the reason (worker killed in verify and in the rollback); the node is back on its old key', async () => {
     const oldKey = (await wg.publicKey(node(), files.iface))!;
     const fingerprintBefore = (await ledger.getOverlayKey(nodeId))!.fingerprint;
     const taskQueue = uniqueTaskQueue('rot-rb');
     taskQueues.push(taskQueue);
-    const w = await startWorkerProcess({ ...workerOpts(taskQueue), faultPause: `rotateAddHubPeers:6000`, name: 'rollback worker' });
+    const workers: WorkerProcess[] = [];
     const pskFile = path.join(lab.hub.dir, 'rotate-test.psk');
     try {
+      const w1 = await startWorkerProcess({ ...workerOpts(taskQueue), faultPause: `rotateAddHubPeers:6000`, name: 'rollback worker 1' });
+      workers.push(w1);
       const { handle } = await startRotation(env.client, { input, handshakeTimeoutSeconds: 8 }, { taskQueue });
-      await w.waitFor(new RegExp(`fault injection: rotateAddHubPeers attempt \\d+ of rotate/${nodeId} did its work; pausing`), 120_000);
+      await w1.waitFor(new RegExp(`fault injection: rotateAddHubPeers attempt \\d+ of rotate/${nodeId} did its work; pausing`), 120_000);
       // The hub knows the new peer now. A preshared key only the hub has: the handshake can never complete.
       const newKey = (await wg.keyFilePublicKey(node(), files.nextPath))!;
       secrets.push(...wireguardKeySecrets('rolled-back WireGuard private key', readFileSync(files.nextPath, 'utf8')));
@@ -183,6 +186,19 @@ describe('rotateOverlayKey (real lab)', () => {
       await tunnelWorks(); // stage 2 left the old tunnel alone
       writeFileSync(pskFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
       await lab.hubTransport().run('wg', ['set', lab.hub.interface, 'peer', newKey, 'preshared-key', pskFile]);
+
+      // Killed while verify waits for the handshake; the next worker verifies again, fails, and is killed in the rollback.
+      const scheduled = (name: string) => async () => ((await handle.fetchHistory()).events ?? []).some((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === name);
+      await eventually(scheduled('rotateVerify'), { timeoutMs: 60_000, intervalMs: 250, what: 'rotateVerify scheduled' });
+      await sleep(2_000);
+      await w1.kill();
+      const w2 = await startWorkerProcess({ ...workerOpts(taskQueue), faultPause: `rotateRollback:${PAUSE_MS}`, name: 'rollback worker 2' });
+      workers.push(w2);
+      await w2.waitFor(new RegExp(`fault injection: rotateRollback attempt \\d+ of rotate/${nodeId} did its work; pausing`), 120_000);
+      await sleep(500);
+      await w2.kill();
+      await tunnelWorks(); // the rollback's work is done, on the old key
+      workers.push(await startWorkerProcess({ ...workerOpts(taskQueue), name: 'rollback worker 3' }));
 
       const err = await handle.result().then(
         () => undefined,
@@ -200,14 +216,22 @@ describe('rotateOverlayKey (real lab)', () => {
       expect((await ledger.listPeers(nodeId)).map((p) => p.nodePublicKey)).toEqual([oldKey]);
       const kinds = (await ledger.listEvents(nodeId, { runId: (await handle.describe()).runId })).map((e) => e.kind);
       expect(kinds).toEqual(['started', 'failed', 'compensated']);
+      // verify and the rollback each ran again after their worker died (attempt >= 2).
+      const events = (await handle.fetchHistory()).events ?? [];
+      for (const name of ['rotateVerify', 'rotateRollback']) {
+        const sched = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === name);
+        expect(sched, name).toHaveLength(1);
+        const started = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(sched[0]!.eventId));
+        expect(started?.activityTaskStartedEventAttributes?.attempt, name).toBeGreaterThanOrEqual(2);
+      }
     } catch (e) {
-      console.error(`--- ${w.name} output tail ---\n${w.output().split('\n').slice(-60).join('\n')}`);
+      for (const w of workers) console.error(`--- ${w.name} output tail ---\n${w.output().split('\n').slice(-40).join('\n')}`);
       throw e;
     } finally {
-      await w.kill();
+      for (const w of workers) await w.kill();
       rmSync(pskFile, { force: true });
     }
-  });
+  }, 600_000);
 
   it('SIGKILL in every stage of one rotation: each stage is repeated by the next worker; the tunnel works throughout; the node ends on the new key', async () => {
     const oldKey = (await wg.publicKey(node(), files.iface))!;
