@@ -11,6 +11,8 @@ import { createFleetActivities } from './fleet/dependencies.js';
 import type { Ledger } from '../inventory/index.js';
 import type { BowtieTrust } from './overlay/bowtie/trust.js';
 import { createOverlaySteps } from './overlay/index.js';
+import { createRotationActivities } from './overlay/wireguard/rotate.js';
+import type { RotationActivities } from './types-rotation.js';
 import { createPreflight } from './preflight.js';
 import { createRecordEvent } from './record-event.js';
 import { createSpireSteps } from './spire/steps.js';
@@ -32,14 +34,15 @@ export interface ActivityDeps {
   spireServerConfig?: string;
 }
 
-export function createActivities(deps: ActivityDeps): Activities & FleetActivities {
+export function createActivities(deps: ActivityDeps): Activities & FleetActivities & RotationActivities {
   const shared = { ledger: deps.ledger, transport: deps.transport ?? transportFor, signal: activitySignal, env: deps.env, bowtie: deps.bowtie };
-  return withBoundary<Activities & FleetActivities>({
+  return withBoundary<Activities & FleetActivities & RotationActivities>({
     ...createPreflight({ ...shared, spireServerConfig: deps.spireServerConfig }),
     ...createOverlaySteps(shared),
     ...createSpireSteps(shared),
     ...createWorkloadSteps(shared),
     ...createRecordEvent({ ledger: deps.ledger }),
     ...createFleetActivities(shared),
+    ...createRotationActivities(shared),
   });
 }

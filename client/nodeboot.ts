@@ -15,6 +15,7 @@ import { list } from './cli/commands/list.js';
 import { cancel, decide } from './cli/commands/operate.js';
 import { repair } from './cli/commands/repair.js';
 import { rerun } from './cli/commands/rerun.js';
+import { rotate } from './cli/commands/rotate.js';
 import { start } from './cli/commands/start.js';
 import { status, watch } from './cli/commands/status.js';
 import { loadCliConfig } from './cli/config.js';
@@ -37,6 +38,7 @@ const COMMANDS: Record<Exclude<ParsedCommand['command'], 'help'>, (ctx: Context)
   compensate: (ctx) => decide(ctx, 'compensate'),
   cancel,
   decommission,
+  rotate,
   history,
   fleet,
 };

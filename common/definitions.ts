@@ -10,6 +10,7 @@ import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import type { StepEvidence, UndoRequest, UndoResult } from '../activities/types.js';
 import type { FleetInputJson } from './fleet.js';
 import type { ProvisionInputJson } from './input.js';
+import type { RotateRequestJson, RotationReceipt } from './rotation.js';
 import type { StepName } from './steps.js';
 
 /** What each step proved, by step (the `evidence` of a StepStatus). */
@@ -24,10 +25,12 @@ export interface Workflows {
   provisionNode: (input: ProvisionInputJson) => Promise<ProvisionReceipt>;
   decommissionNode: (input: ProvisionInputJson) => Promise<DecommissionResult>;
   provisionFleet: (input: FleetInputJson) => Promise<FleetResult>;
+  rotateOverlayKey: (request: RotateRequestJson) => Promise<RotationReceipt>;
 }
 export type ProvisionNodeWorkflow = Workflows['provisionNode'];
 export type DecommissionNodeWorkflow = Workflows['decommissionNode'];
 export type ProvisionFleetWorkflow = Workflows['provisionFleet'];
+export type RotateOverlayKeyWorkflow = Workflows['rotateOverlayKey'];
 
 export type UndoReason = UndoRequest['reason'];
 

@@ -62,6 +62,9 @@ export const ERROR_CLASSES = {
   // the node holds something this node's runs did not make (an interface, a nodeDir another
   // node claimed, another node's agent, a key file we did not write): nothing was changed
   OwnershipConflict: 'permanent',
+  // a day-2 operation (key rotation) found the node without what provisioning gives it (its
+  // overlay interface, key file or address): provision or repair it first; nothing was changed
+  NotProvisioned: 'permanent',
 } as const;
 
 export type ErrorType = keyof typeof ERROR_CLASSES;

@@ -21,6 +21,11 @@ export function decommissionWorkflowId(nodeId: string): string {
   return `decommission/${parseName(NodeId, 'nodeId', nodeId)}`;
 }
 
+/** `rotate/<nodeId>`: one key rotation of a node open at a time; throws InvalidNameError for an invalid node id. */
+export function rotateWorkflowId(nodeId: string): string {
+  return `rotate/${parseName(NodeId, 'nodeId', nodeId)}`;
+}
+
 /** `fleet/<fleetId>`; throws InvalidNameError for an invalid fleet id. */
 export function fleetWorkflowId(fleetId: string): string {
   return `fleet/${parseName(NodeId, 'fleetId', fleetId)}`;

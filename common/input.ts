@@ -181,6 +181,11 @@ export const OverlaySpec = z
     mtu: z.number().int().min(1280).max(9000).default(1420),
     /** Required for the bowtie driver, refused for wireguard. */
     bowtie: BowtieSpec.optional(),
+    /**
+     * Rotate the node's WireGuard key once it is older than this many days
+     * (rotateOverlayKey, started by a schedule). Unset: only on demand (`nodeboot rotate`).
+     */
+    maxKeyAgeDays: z.number().int().positive().max(3650).optional(),
   })
   .strict()
   .superRefine((v, ctx) => {
@@ -191,6 +196,7 @@ export const OverlaySpec = z
       if (!v.bowtie) ctx.addIssue({ code: 'custom', path: ['bowtie'], message: 'is required for driver "bowtie"' });
       if (v.hubs.length > 0) ctx.addIssue({ code: 'custom', path: ['hubs'], message: 'are for driver "wireguard" (Bowtie controllers are the peers)' });
       if (v.interface) ctx.addIssue({ code: 'custom', path: ['interface'], message: 'is for driver "wireguard" (the Bowtie client names its interface)' });
+      if (v.maxKeyAgeDays !== undefined) ctx.addIssue({ code: 'custom', path: ['maxKeyAgeDays'], message: 'is for driver "wireguard" (the Bowtie client keeps its own key)' });
     }
   });
 export type OverlaySpec = z.infer<typeof OverlaySpec>;

@@ -31,6 +31,7 @@ import * as devices from './devices.js';
 import * as entries from './entries.js';
 import * as events from './events.js';
 import * as ipam from './ipam.js';
+import * as keys from './keys.js';
 import type { MigrationResult } from './migrations.js';
 import * as nodes from './nodes.js';
 import * as peers from './peers.js';
@@ -42,6 +43,7 @@ export type { EntryInput, EntryRecord } from './entries.js';
 export { LedgerError, type LedgerErrorType } from './errors.js';
 export type { AppendEventInput, EventRecord } from './events.js';
 export type { Allocation } from './ipam.js';
+export { keyFingerprint, type KeyRotationInput, type OverlayKeyRecord } from './keys.js';
 export { MIGRATIONS, type Migration, type MigrationResult } from './migrations.js';
 export type { NodeInputFacts, NodeRecord, NodeState, PurgeResult } from './nodes.js';
 export type { PeerInput, PeerRecord } from './peers.js';
@@ -142,6 +144,15 @@ export class Ledger {
   /** Remove the node's peerings (all, or one hub's); how many went. */
   removePeers(nodeId: string, hubName?: string) {
     return peers.removePeers(this.db, nodeId, hubName);
+  }
+
+  // --- overlay keys: rotation and key age (keys.ts) ---------------------------
+
+  recordKeyRotation(rotation: keys.KeyRotationInput) {
+    return keys.recordKeyRotation(this.db, rotation);
+  }
+  getOverlayKey(nodeId: string) {
+    return keys.getOverlayKey(this.db, nodeId);
   }
 
   // --- managed-overlay devices (devices.ts) ----------------------------------

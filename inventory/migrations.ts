@@ -163,6 +163,22 @@ CREATE TABLE node_interfaces (
 CREATE INDEX node_interfaces_node_idx ON node_interfaces (node_id);
 `,
   },
+  {
+    version: 4,
+    name: 'overlay key rotation',
+    sql: `
+-- The node's current WireGuard public key as of its last rotation (rotateOverlayKey),
+-- so key age can be computed: now() - rotated_at. A node never rotated has no row;
+-- its key is as old as its first peering (peers.created_at). Public data only.
+CREATE TABLE overlay_keys (
+  node_id               text PRIMARY KEY,
+  public_key            text NOT NULL,
+  fingerprint           text NOT NULL,
+  previous_fingerprint  text,
+  rotated_at            timestamptz NOT NULL DEFAULT now()
+);
+`,
+  },
 ];
 
 function checksum(m: Migration): string {

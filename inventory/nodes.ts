@@ -41,6 +41,7 @@ export interface PurgeResult {
   nodes: number;
   overlayAllocations: number;
   overlayDevices: number;
+  overlayKeys: number;
   peers: number;
   registrationEntries: number;
   workloads: number;
@@ -101,6 +102,7 @@ export async function purgeNode(db: Db, nodeId: string): Promise<PurgeResult> {
     return {
       overlayAllocations: await del('overlay_allocations'),
       overlayDevices: await del('overlay_devices'),
+      overlayKeys: await del('overlay_keys'),
       peers: await del('peers'),
       registrationEntries: await del('registration_entries'),
       workloads: await del('workloads'),

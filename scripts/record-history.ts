@@ -13,15 +13,16 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
-import { decommissionWorkflowId, fleetWorkflowId, provisionWorkflowId } from '../common/ids.js';
+import { decommissionWorkflowId, fleetWorkflowId, provisionWorkflowId, rotateWorkflowId } from '../common/ids.js';
 import { startDevServer } from '../lab/temporal.js';
 import { blockUntilCancelled, createFakeActivities, failWith, type FakeActivities } from '../test/fixtures/fake-activities.js';
 import { sampleInput } from '../test/fixtures/inputs.js';
 import { historyToJson } from '../test/replay/history-json.js';
 import { connectEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../test/helpers/temporal.js';
 import { decideUpdate, statusQuery } from '../common/definitions.js';
-import { decommissionNode, provisionFleet, provisionNode } from '../workflows/index.js';
+import { decommissionNode, provisionFleet, provisionNode, rotateOverlayKey } from '../workflows/index.js';
 import { createFleetFakes } from '../test/fixtures/fleet-activities.js';
+import { createFakeRotation } from '../test/fixtures/rotation-activities.js';
 
 const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 const outDir = fileURLToPath(new URL('../test/replay/histories/', import.meta.url));
@@ -107,6 +108,28 @@ const scenarios: Scenario[] = [
         args: [{ fleetId, defaults, nodes, window: 2, failureBudget: { maxFailed: 1 } }],
       });
       await h.result();
+      return h;
+    },
+  },
+  {
+    // rotateOverlayKey: all five stages.
+    name: 'rotate-success',
+    fake: () => createFakeRotation(),
+    async run(env, taskQueue) {
+      const nodeId = uniqueId('replay');
+      const h = await env.client.workflow.start(rotateOverlayKey, { taskQueue, workflowId: rotateWorkflowId(nodeId), args: [{ input: sampleInput(nodeId), handshakeTimeoutSeconds: 10 }] });
+      await h.result();
+      return h;
+    },
+  },
+  {
+    // rotateOverlayKey: the new key does not handshake; rolled back to the old one.
+    name: 'rotate-rolled-back',
+    fake: () => createFakeRotation({ fail: { stage: 'rotateVerify', type: 'PeerHandshakeTimeout' } }),
+    async run(env, taskQueue) {
+      const nodeId = uniqueId('replay');
+      const h = await env.client.workflow.start(rotateOverlayKey, { taskQueue, workflowId: rotateWorkflowId(nodeId), args: [{ input: sampleInput(nodeId), handshakeTimeoutSeconds: 10 }] });
+      await settle(h.result());
       return h;
     },
   },

@@ -19,9 +19,10 @@ import { Context } from '@temporalio/activity';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import { z } from 'zod';
 import { STEPS, UNDO_ACTIVITIES } from '../common/steps.js';
+import { ROTATION_ACTIVITIES } from '../activities/types-rotation.js';
 
-/** Activities a pause may target: the six steps and their undos. */
-export const FAULT_ACTIVITIES = [...STEPS, ...UNDO_ACTIVITIES] as const;
+/** Activities a pause may target: the six steps, their undos and the key rotation's stages. */
+export const FAULT_ACTIVITIES = [...STEPS, ...UNDO_ACTIVITIES, ...ROTATION_ACTIVITIES] as const;
 
 /** The longest pause accepted (10 min): long enough for any test, short enough to be obviously a fault. */
 export const MAX_FAULT_PAUSE_MS = 600_000;

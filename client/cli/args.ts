@@ -38,6 +38,11 @@ commands:
   cancel <node>            cancel the run; it undoes what it did (compensates) and ends cancelled
   decommission <node>      remove the node from the fabric (decommissionNode with its last input, or --input);
                            an open provisioning run is cancelled first and its compensation awaited
+  rotate <node>            a new WireGuard key for a provisioned node without an outage (workflow rotate/<nodeId>,
+                           with its last input or --input): new key made on the node, hubs get the new peer, the
+                           node switches, fresh handshakes and the probe are verified, then the old peer goes.
+                           Fails back to the old key (tunnel verified) when the new one does not handshake within
+                           --handshake-timeout SEC (default 30). --wait: 0 rotated, 3 rolled back, 9 rollback failed
   history <node>           the node's event log from the inventory ledger (DATABASE_URL)
   fleet start <fleet.json|->  validate the fleet and every node's input, then roll it out (workflow
                            fleet/<fleetId>: child provision/<nodeId> runs through a window, a failure budget and
@@ -63,9 +68,9 @@ flags (every command):
   -h, --help
 
 flags (some commands):
-  --wait                   start, rerun, repair, approve, retry, compensate, cancel, decommission: follow the run to its end
+  --wait                   start, rerun, repair, approve, retry, compensate, cancel, decommission, rotate: follow the run to its end
   --timeout SEC            with --wait / watch: stop following after SEC seconds (exit 8 if still running)
-  --input FILE|-           rerun, repair, decommission: use this input instead of the last run's
+  --input FILE|-           rerun, repair, decommission, rotate: use this input instead of the last run's
   --run RUN_ID             status, history: a specific run instead of the latest
   --interval MS            watch: poll interval (default 500)
   --segment S --state running|held|succeeded|failed|cancelled|terminated|timed-out|open|closed
@@ -74,7 +79,7 @@ flags (some commands):
 
 ${EXIT_CODE_HELP}`;
 
-const COMMANDS = ['start', 'status', 'watch', 'list', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'history', 'fleet', 'help'] as const;
+const COMMANDS = ['start', 'status', 'watch', 'list', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'rotate', 'history', 'fleet', 'help'] as const;
 export const FLEET_COMMANDS = ['start', 'status', 'watch'] as const;
 export type FleetCommand = (typeof FLEET_COMMANDS)[number];
 export type CommandName = (typeof COMMANDS)[number];
@@ -92,12 +97,13 @@ const FLAGS_OF: Record<CommandName, string[]> = {
   compensate: ['wait', 'timeout'],
   cancel: ['wait', 'timeout'],
   decommission: ['input', 'wait', 'timeout'],
+  rotate: ['input', 'wait', 'timeout', 'handshake-timeout'],
   history: ['run', 'limit'],
   fleet: ['wait', 'timeout', 'interval'],
   help: [],
 };
 /** Commands that take a node id (the rest: start takes a file, list none). */
-const NODE_COMMANDS: CommandName[] = ['status', 'watch', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'history'];
+const NODE_COMMANDS: CommandName[] = ['status', 'watch', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'rotate', 'history'];
 
 const OPTIONS = {
   json: { type: 'boolean' },
@@ -116,6 +122,7 @@ const OPTIONS = {
   node: { type: 'string' },
   type: { type: 'string' },
   limit: { type: 'string' },
+  'handshake-timeout': { type: 'string' },
   // config (CONFIG_FLAGS)
   address: { type: 'string' },
   namespace: { type: 'string' },
@@ -152,6 +159,7 @@ const Flags = z.object({
   node: NodeId.optional(),
   type: z.enum(['provision', 'decommission', 'any']).default('provision'),
   limit: z.coerce.number().int().min(1).max(10_000).optional(),
+  'handshake-timeout': z.coerce.number().int('must be a whole number of seconds').min(2, 'must be at least 2 seconds').max(600, 'must be at most 600 seconds').optional(),
 });
 export type Flags = z.output<typeof Flags>;
 

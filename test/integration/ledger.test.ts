@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Ledger, LedgerError, MIGRATIONS } from '../../inventory/index.js';
+import { Ledger, LedgerError, MIGRATIONS, keyFingerprint } from '../../inventory/index.js';
 import type { RunRef } from '../../activities/types.js';
 import { ProvisionInput } from '../../common/input.js';
 
@@ -339,6 +339,26 @@ describe('ownership: node directories and interfaces', () => {
   });
 });
 
+describe('overlay keys (rotation)', () => {
+  it('a node never rotated holds the key of its peerings since the first one; a rotation records key and time once', async () => {
+    expect(await ledger.getOverlayKey('rot-1')).toBeNull();
+    await ledger.recordPeer({ nodeId: 'rot-1', hubName: 'hub-a', nodePublicKey: KEY_A, hubPublicKey: KEY_B, endpoint: '192.0.2.1:51820' });
+    const first = (await ledger.listPeers('rot-1'))[0]!;
+    expect(await ledger.getOverlayKey('rot-1')).toEqual({ nodeId: 'rot-1', publicKey: KEY_A, fingerprint: keyFingerprint(KEY_A), rotatedAt: null, since: first.createdAt });
+
+    const rotated = await ledger.recordKeyRotation({ nodeId: 'rot-1', publicKey: KEY_B, fingerprint: keyFingerprint(KEY_B), previousFingerprint: keyFingerprint(KEY_A) });
+    expect(rotated).toMatchObject({ publicKey: KEY_B, fingerprint: keyFingerprint(KEY_B) });
+    expect(rotated.rotatedAt).not.toBeNull();
+    expect(rotated.since).toBe(rotated.rotatedAt);
+    // A retried record of the same key keeps the first rotation time.
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await ledger.recordKeyRotation({ nodeId: 'rot-1', publicKey: KEY_B, fingerprint: keyFingerprint(KEY_B) })).toEqual(rotated);
+    const e = await caught(ledger.recordKeyRotation({ nodeId: 'rot-1', publicKey: KEY_B, fingerprint: 'not-hex' }));
+    expect(e.type).toBe('InvalidInput');
+    expect(e.message).toMatch(/^rotation\.fingerprint /);
+  });
+});
+
 describe('purgeNode', () => {
   it('removes every row for the node except its events, and leaves other nodes alone', async () => {
     for (const n of ['gone-1', 'kept-1']) {
@@ -351,11 +371,12 @@ describe('purgeNode', () => {
       await ledger.recordWorkload({ nodeId: n, name: 'api', spiffeId: 'spiffe://example.org/api', pid: 100, svidSerial: '01', svidNotAfter: new Date() });
       await ledger.appendEvent({ nodeId: n, run, step: 'workflow', kind: 'succeeded' });
       await ledger.recordOverlayDevice({ nodeId: n, driver: 'bowtie', deviceId: `dev-${n}`, publicKey: KEY_A, controllerUrl: 'https://ctl.example.org' });
+      await ledger.recordKeyRotation({ nodeId: n, publicKey: KEY_B, fingerprint: keyFingerprint(KEY_B) });
     }
     const purged = await ledger.purgeNode('gone-1');
-    expect(purged).toEqual({ nodes: 1, overlayAllocations: 1, overlayDevices: 1, peers: 1, registrationEntries: 1, workloads: 1, nodeDirs: 1, interfaces: 1 });
+    expect(purged).toEqual({ nodes: 1, overlayAllocations: 1, overlayDevices: 1, overlayKeys: 1, peers: 1, registrationEntries: 1, workloads: 1, nodeDirs: 1, interfaces: 1 });
     expect(await ledger.purgeNode('gone-1')).toEqual({
-      nodes: 0, overlayAllocations: 0, overlayDevices: 0, peers: 0, registrationEntries: 0, workloads: 0, nodeDirs: 0, interfaces: 0,
+      nodes: 0, overlayAllocations: 0, overlayDevices: 0, overlayKeys: 0, peers: 0, registrationEntries: 0, workloads: 0, nodeDirs: 0, interfaces: 0,
     });
     // A purged node's directory and interface names are free again; the kept node keeps its own.
     expect(await ledger.nodeDirHolder('local:vm', '/var/lib/nb/gone-1')).toBeNull();

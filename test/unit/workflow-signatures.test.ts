@@ -20,5 +20,7 @@ describe('the workflow signatures clients use', () => {
     // provisionFleet also takes what it carries across continue-as-new; a client passes only the input.
     expectTypeOf<Parameters<typeof workflows.provisionFleet>[0]>().toEqualTypeOf<Parameters<Workflows['provisionFleet']>[0]>();
     expectTypeOf<ReturnType<typeof workflows.provisionFleet>>().toEqualTypeOf<ReturnType<Workflows['provisionFleet']>>();
+    expectTypeOf<Parameters<typeof workflows.rotateOverlayKey>>().toEqualTypeOf<Parameters<Workflows['rotateOverlayKey']>>();
+    expectTypeOf<ReturnType<typeof workflows.rotateOverlayKey>>().toEqualTypeOf<ReturnType<Workflows['rotateOverlayKey']>>();
   });
 });

@@ -39,11 +39,12 @@ export interface WgInterfaceState {
 const CidrList = z.array(z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/, 'must be an IPv4 CIDR'));
 
 /** Exit status of the key scripts for "a key file is there, but not one we wrote". */
-const FOREIGN_KEY_EXIT = 3;
+export const FOREIGN_KEY_EXIT = 3;
 
 // A key file is ours only when it is a regular file (not a link) owned by the
 // user running the command (root) with mode 0600; the script refuses anything else.
-const KEY_CHECK =
+// Checks "$1"; exits FOREIGN_KEY_EXIT when the file there is not ours.
+export const KEY_CHECK =
   'if [ -L "$1" ] || { [ -e "$1" ] && [ ! -f "$1" ]; }; then echo "not a regular file" >&2; exit 3; fi; ' +
   'if [ -s "$1" ] && [ "$(stat -c "%u %a" -- "$1")" != "$(id -u) 600" ]; then echo "owner/mode $(stat -c "%u %a" -- "$1")" >&2; exit 3; fi; ';
 
