@@ -62,6 +62,8 @@ export const ERROR_CLASSES = {
   // the node holds something this node's runs did not make (an interface, a nodeDir another
   // node claimed, another node's agent, a key file we did not write): nothing was changed
   OwnershipConflict: 'permanent',
+  // the node's decommission run is still open: it cannot be provisioned until that ends
+  NodeDecommissioning: 'permanent',
 } as const;
 
 export type ErrorType = keyof typeof ERROR_CLASSES;

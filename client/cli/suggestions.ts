@@ -31,6 +31,8 @@ const SUGGESTIONS: Record<ErrorType, string> = {
   UnsafePath: 'a path root works in on the node could be changed by another user: fix its owner and mode (or choose another nodeDir), then rerun',
   OwnershipConflict:
     'the node already holds something this node did not create (the named interface, nodeDir, agent or key file): pick another overlay.interface / nodeDir, or remove the named thing if it is stale, then rerun',
+  NodeDecommissioning:
+    'the node is being decommissioned: wait for it to end (`nodeboot history <node>`), then start it again (`nodeboot start node.json`, or the fleet again)',
 };
 
 /** The advice for a failure type; a generic line for types we do not own (Cancelled, timeouts, SDK errors). */
