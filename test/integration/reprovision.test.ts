@@ -158,7 +158,8 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
 
   it('nodeboot fleet start counts a decommissioned node as to-do and provisions it; a provisioned one is still skipped', async () => {
     await withCli(async (cli) => {
-      // n1 is provisioned (the test before); decommission it. n2 is provisioned and stays so.
+      // n1 provisioned (attached when the test before left it so), then decommissioned; n2 provisioned and stays so.
+      await cli(['start', '--wait', '--json', nodes.n1.file], EXIT.OK);
       await cli(['decommission', '--wait', '--json', nodes.n1.nodeId], EXIT.OK);
       const n2 = await cli(['start', '--wait', '--json', nodes.n2.file], EXIT.OK);
       const n2Run = n2.json.run.runId as string;
