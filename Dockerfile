@@ -26,6 +26,8 @@ COPY inventory ./inventory
 COPY activities ./activities
 COPY workflows ./workflows
 COPY workers ./workers
+# The fleet's nodeLifecycle activity reads a node's runs with the library client's reader (client/lifecycle.ts).
+COPY client ./client
 
 USER node
 # 9464: our /metrics (NODEBOOT_METRICS_PORT); 9465: Temporal Core's (NODEBOOT_TEMPORAL_METRICS_PORT).

@@ -9,6 +9,7 @@ import { activitySignal } from './host/heartbeat.js';
 import { transportFor, type HostTransport } from './host/transport.js';
 import { createFleetActivities } from './fleet/dependencies.js';
 import type { Ledger } from '../inventory/index.js';
+import { createLifecycleActivities } from './fleet/lifecycle.js';
 import type { BowtieTrust } from './overlay/bowtie/trust.js';
 import { createOverlaySteps } from './overlay/index.js';
 import { createRotationActivities } from './overlay/wireguard/rotate.js';
@@ -44,5 +45,6 @@ export function createActivities(deps: ActivityDeps): Activities & FleetActiviti
     ...createRecordEvent({ ledger: deps.ledger }),
     ...createFleetActivities(shared),
     ...createRotationActivities(shared),
+    ...createLifecycleActivities(),
   });
 }

@@ -7,6 +7,7 @@
  * already exists and finishes the job from there. Every undo is idempotent too,
  * and safe to call for a step that never ran or only half ran.
  */
+import type { NodeLifecycle } from '../common/lifecycle.js';
 import type { HubSpec, ProvisionInput } from '../common/input.js';
 import type { StepName, UndoActivity } from '../common/steps.js';
 
@@ -170,4 +171,6 @@ export interface DependencyHealth {
 
 export interface FleetActivities {
   checkFleetDependencies(req: DependencyCheckRequest): Promise<DependencyHealth>;
+  /** The node's lifecycle state from its latest provision and decommission runs (read-only). */
+  nodeLifecycle(req: { nodeId: string }): Promise<NodeLifecycle>;
 }

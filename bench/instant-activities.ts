@@ -4,6 +4,7 @@
  * the fleet logic are the production ones; only what the activities do (run
  * tools on a node) is gone, so P3 measures orchestration alone.
  */
+import { createLifecycleActivities } from '../activities/fleet/lifecycle.js';
 import type { Activities, FleetActivities } from '../activities/types.js';
 import { defaultInterfaceName } from '../common/input.js';
 
@@ -62,5 +63,6 @@ export function instantActivities(): Activities & FleetActivities {
     async checkFleetDependencies() {
       return { healthy: true, dependencies: [] };
     },
+    ...createLifecycleActivities(),
   };
 }

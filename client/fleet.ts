@@ -18,7 +18,7 @@ export function validateFleetInput(raw: unknown): ValidFleet {
 /**
  * Start the fleet's rollout as `fleet/<fleetId>`, or attach to it while it
  * runs. Starting a finished fleet again is a new rollout over the same nodes:
- * provisioned nodes are skipped, failed ones get a new run.
+ * provisioned nodes are skipped, failed ones and ones decommissioned since get a new run.
  */
 export async function startFleet(
   client: Client,

@@ -65,6 +65,8 @@ export const ERROR_CLASSES = {
   // a day-2 operation (key rotation) found the node without what provisioning gives it (its
   // overlay interface, key file or address): provision or repair it first; nothing was changed
   NotProvisioned: 'permanent',
+  // the node's decommission run is still open: it cannot be provisioned until that ends
+  NodeDecommissioning: 'permanent',
 } as const;
 
 export type ErrorType = keyof typeof ERROR_CLASSES;

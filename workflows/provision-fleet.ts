@@ -16,7 +16,7 @@
  *
  * Each node runs as `provision/<nodeId>`, like a single start: a node already
  * provisioned (or provisioning elsewhere) is skipped, a node whose last run
- * failed gets a new run. Cancelling the fleet cancels its running nodes, which
+ * failed, or that was decommissioned since its last run, gets a new run. Cancelling the fleet cancels its running nodes, which
  * compensate. Runs as `fleet/<fleetId>`.
  */
 import {
@@ -26,6 +26,7 @@ import {
   continueAsNew,
   isCancellation,
   log,
+  patched,
   proxyActivities,
   setHandler,
   sleep,
@@ -37,7 +38,9 @@ import type { FleetActivities } from '../activities/types.js';
 import { compensationDetailsOf } from '../common/compensation.js';
 import { allowedFailures, validateFleet, type FleetInput, type FleetInputJson, type ValidFleet } from '../common/fleet.js';
 import { provisionWorkflowId } from '../common/ids.js';
+import { failure } from '../common/errors.js';
 import type { ProvisionInput } from '../common/input.js';
+import { needsNewProvisionRun } from '../common/lifecycle.js';
 import { progressQuery, type FleetNodeFailure, type FleetProgress, type FleetResult } from '../common/definitions.js';
 import { describeFailure, validationRules } from './failures.js';
 import { provisionNode } from './provision-node.js';
@@ -62,7 +65,10 @@ export interface FleetCarry {
   breakerOpened: number;
 }
 
-const { checkFleetDependencies } = proxyActivities<FleetActivities>({
+/** patched() marker: a node decommissioned since its last run gets a new run instead of being skipped. */
+export const REPROVISION_DECOMMISSIONED = 'fleet-reprovision-decommissioned';
+
+const { checkFleetDependencies, nodeLifecycle } = proxyActivities<FleetActivities>({
   startToCloseTimeout: 30_000,
   retry: { maximumAttempts: 2, initialInterval: 1_000 },
 });
@@ -236,14 +242,7 @@ class FleetRollout {
 
   private async provision(node: ProvisionInput): Promise<void> {
     try {
-      const child = await startChild(provisionNode, {
-        workflowId: provisionWorkflowId(node.nodeId),
-        args: [node],
-        parentClosePolicy: 'REQUEST_CANCEL',
-        workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
-        staticSummary: `provision ${node.nodeId} (${node.segment})`,
-      });
-      await child.result();
+      await this.provisionRun(node);
       this.state.counts.succeeded += 1;
     } catch (err) {
       if (err instanceof WorkflowExecutionAlreadyStartedError) {
@@ -256,6 +255,40 @@ class FleetRollout {
         throw err; // a bug in this workflow: fail the task, keep the run
       }
     }
+  }
+
+  /**
+   * The node's child run to its end. A node whose run is open or completed
+   * cannot start one (WorkflowExecutionAlreadyStartedError: skipped), unless
+   * its state says it was decommissioned after that run: then it gets a NEW
+   * run, like `nodeboot start` (common/lifecycle.ts). A node being
+   * decommissioned fails as NodeDecommissioning.
+   */
+  private async provisionRun(node: ProvisionInput): Promise<void> {
+    try {
+      await this.child(node, 'ALLOW_DUPLICATE_FAILED_ONLY');
+    } catch (err) {
+      // Before the patch a refused start was always "skipped": histories from then replay unchanged.
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError) || !patched(REPROVISION_DECOMMISSIONED)) throw err;
+      const { state, decommission } = await nodeLifecycle({ nodeId: node.nodeId });
+      if (state === 'decommissioning') {
+        throw failure('NodeDecommissioning', `${node.nodeId} is being decommissioned (${decommission?.workflowId} run ${decommission?.runId}): not provisioned by this rollout; start the fleet again once it ends`);
+      }
+      if (!needsNewProvisionRun(state)) throw err;
+      log.info('node was decommissioned after its last run: provisioning it again', { nodeId: node.nodeId, decommissionRunId: decommission?.runId });
+      await this.child(node, 'ALLOW_DUPLICATE');
+    }
+  }
+
+  private async child(node: ProvisionInput, workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY' | 'ALLOW_DUPLICATE'): Promise<void> {
+    const child = await startChild(provisionNode, {
+      workflowId: provisionWorkflowId(node.nodeId),
+      args: [node],
+      parentClosePolicy: 'REQUEST_CANCEL',
+      workflowIdReusePolicy,
+      staticSummary: `provision ${node.nodeId} (${node.segment})`,
+    });
+    await child.result();
   }
 
   private failed(nodeId: string, err: TemporalFailure): void {

@@ -21,7 +21,7 @@ export interface FleetDeps extends StepDeps {
   bowtie?: BowtieTrust;
 }
 
-export function createFleetActivities(deps: FleetDeps): FleetActivities {
+export function createFleetActivities(deps: FleetDeps): Pick<FleetActivities, 'checkFleetDependencies'> {
   async function check(name: string, probe: () => Promise<boolean | void>): Promise<DependencyState> {
     try {
       const ok = await probe();

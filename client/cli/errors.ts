@@ -14,7 +14,7 @@ import {
 import { ZodError } from 'zod';
 import { errorClassOf } from '../../common/errors.js';
 import { InvalidNameError } from '../../common/names.js';
-import { InvalidInputError, rootFailureType } from '../provision.js';
+import { InvalidInputError, NodeStateError, rootFailureType } from '../provision.js';
 import { EXIT, exitName, type ExitCode } from './exit-codes.js';
 import { suggestionFor } from './suggestions.js';
 
@@ -96,6 +96,9 @@ export function describeError(err: unknown, ctx: { address?: string; nodeId?: st
   if (err instanceof InvalidInputError) {
     return base(EXIT.INVALID, 'invalid provisioning input: nothing was started', { code: 'INVALID_INPUT', fields: splitFieldLines(err.fields) });
   }
+  if (err instanceof NodeStateError) {
+    return base(EXIT.CONFLICT, err.message, { code: `NODE_${err.state.toUpperCase().replace('-', '_')}`, suggestion: nodeStateSuggestion(err) });
+  }
   if (err instanceof ZodError) {
     return base(EXIT.INVALID, 'invalid input: nothing was started', {
       code: 'INVALID_INPUT',
@@ -134,6 +137,19 @@ export function describeError(err: unknown, ctx: { address?: string; nodeId?: st
   }
   if (ledgerType === 'InvalidInput') return base(EXIT.INVALID, oneLine(err), { code: 'INVALID_CONFIG' });
   return base(EXIT.ERROR, oneLine(err));
+}
+
+/** What to do about a start or repair the node's lifecycle state refused. */
+function nodeStateSuggestion(err: NodeStateError): string {
+  const id = err.nodeId;
+  switch (err.state) {
+    case 'decommissioning':
+      return `wait for it (\`nodeboot history ${id}\` shows its progress), then \`nodeboot start node.json\` provisions the node again`;
+    case 'decommission-failed':
+      return `\`nodeboot decommission ${id}\` again to finish it, or \`nodeboot start node.json\` to provision the node again (a new run)`;
+    default:
+      return `\`nodeboot start node.json\` provisions it again (a new run)`;
+  }
 }
 
 /** gRPC UNAVAILABLE / DEADLINE_EXCEEDED, or the SDK's connect timeout. */

@@ -100,7 +100,11 @@ export function renderStatus(v: RunView): string[] {
     lines.push(`last failure: ${v.lastFailure.step} ${v.lastFailure.type} (${v.lastFailure.errorClass}): ${v.lastFailure.message}`);
     lines.push(`hint: ${v.lastFailure.suggestion}`);
   }
-  if (v.receipt) lines.push(`provisioned: overlay ${v.receipt.overlayIp}, key ${v.receipt.keyFingerprint}, ${v.receipt.nodeAliasId} (${v.receipt.attestationType}, canReattest ${v.receipt.canReattest ?? false}), ${v.receipt.workloads.length} workload(s)`);
+  if (v.decommission) {
+    const d = v.decommission;
+    lines.push(`${v.outcome} after this run: ${d.workflowId} run ${d.runId} ${d.status.toLowerCase()}${d.closeTime ? ` at ${d.closeTime}` : ` since ${d.startTime}`}`);
+  }
+  if (v.receipt) lines.push(`${v.decommission ? 'was provisioned (before the decommission)' : 'provisioned'}: overlay ${v.receipt.overlayIp}, key ${v.receipt.keyFingerprint}, ${v.receipt.nodeAliasId} (${v.receipt.attestationType}, canReattest ${v.receipt.canReattest ?? false}), ${v.receipt.workloads.length} workload(s)`);
   if (v.next.length) lines.push(`next: ${v.next.join('  |  ')}`);
   return lines;
 }

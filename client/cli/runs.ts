@@ -18,7 +18,8 @@ import { CancelledFailure, TerminatedFailure } from '@temporalio/common';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow/index.js';
 import { compensationDetailsOf } from '../../common/compensation.js';
 import { errorClassOf } from '../../common/errors.js';
-import { provisionWorkflowId } from '../../common/ids.js';
+import { decommissionWorkflowId, provisionWorkflowId } from '../../common/ids.js';
+import { lifecycleState, type RunFacts } from '../../common/lifecycle.js';
 import { BootstrapStepKey, ErrorTypeKey, FailedStepKey, SegmentKey } from '../../common/search-attributes.js';
 import { STEPS, type StepName } from '../../common/steps.js';
 import {
@@ -30,6 +31,7 @@ import {
   type RunState,
   type StepStatus,
 } from '../../common/definitions.js';
+import { latestRun, runFacts } from '../lifecycle.js';
 import { rootFailureType } from '../provision.js';
 import { tlsOf, type CliConfig } from './config.js';
 import { CliError, UnreachableError, isUnreachable, oneLine } from './errors.js';
@@ -87,7 +89,11 @@ export type Outcome =
   | 'failed'
   | 'invalid-input'
   | 'terminated'
-  | 'timed-out';
+  | 'timed-out'
+  // The run itself completed or failed, but a decommission ran after it (common/lifecycle.ts).
+  | 'decommissioning'
+  | 'decommissioned'
+  | 'decommission-failed';
 
 export const OUTCOME_EXIT: Record<Outcome, ExitCode> = {
   provisioned: EXIT.OK,
@@ -100,6 +106,9 @@ export const OUTCOME_EXIT: Record<Outcome, ExitCode> = {
   'invalid-input': EXIT.INVALID,
   terminated: EXIT.INCOMPLETE,
   'timed-out': EXIT.INCOMPLETE,
+  decommissioning: EXIT.RUNNING,
+  decommissioned: EXIT.DECOMMISSIONED,
+  'decommission-failed': EXIT.INCOMPLETE,
 };
 
 export interface FailureView extends FailureInfo {
@@ -130,6 +139,8 @@ export interface RunView {
   source: 'query' | 'describe';
   /** The provisioning receipt, once the node is provisioned. */
   receipt?: ProvisionReceipt;
+  /** The decommission run that ran after this run (then the outcome is decommissioning / decommissioned / decommission-failed). */
+  decommission: RunFacts | null;
   /** The command to run next, when there is an obvious one. */
   next: string[];
 }
@@ -207,7 +218,12 @@ export async function viewRun(t: Temporal, nodeId: string, runId?: string, ref?:
   if (execution === 'COMPLETED') receipt = await handle.result();
   else if (execution !== 'RUNNING' && execution !== 'PAUSED') closeError = await handle.result().then(() => undefined, (e: unknown) => e);
 
-  const outcome = outcomeOf(execution, status, searchAttributes.failedStep, closeError);
+  const runOutcome = outcomeOf(execution, status, searchAttributes.failedStep, closeError);
+  // A closed run is not the last word when a decommission ran after it: the node's state is.
+  const decommission = execution === 'RUNNING' || execution === 'PAUSED' ? null : await latestRun(t.client, decommissionWorkflowId(nodeId));
+  const nodeState = decommission ? lifecycleState(runFacts(desc), decommission) : null;
+  const decommissioned = nodeState === 'decommissioning' || nodeState === 'decommissioned' || nodeState === 'decommission-failed';
+  const outcome: Outcome = decommissioned ? nodeState : runOutcome;
   let failure: FailureInfo | null = status?.lastFailure ?? null;
   if (outcome === 'terminated') {
     failure = { step: (searchAttributes.bootstrapStep as StepName | null) ?? 'workflow', type: 'Terminated', message: terminationReason(closeError) };
@@ -237,6 +253,7 @@ export async function viewRun(t: Temporal, nodeId: string, runId?: string, ref?:
     closeTime: desc.closeTime?.toISOString() ?? null,
     source: status ? 'query' : 'describe',
     ...(receipt ? { receipt } : {}),
+    decommission: decommissioned ? decommission : null,
     next: nextCommands(outcome, nodeId),
   };
 }
@@ -301,6 +318,10 @@ function nextCommands(outcome: Outcome, nodeId: string): string[] {
     case 'terminated':
     case 'timed-out':
       return [`nodeboot rerun ${nodeId}`, `nodeboot decommission ${nodeId}`];
+    case 'decommissioned':
+      return ['nodeboot start node.json'];
+    case 'decommission-failed':
+      return [`nodeboot decommission ${nodeId}`, 'nodeboot start node.json'];
     default:
       return [];
   }

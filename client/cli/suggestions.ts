@@ -32,6 +32,8 @@ const SUGGESTIONS: Record<ErrorType, string> = {
   OwnershipConflict:
     'the node already holds something this node did not create (the named interface, nodeDir, agent or key file): pick another overlay.interface / nodeDir, or remove the named thing if it is stale, then rerun',
   NotProvisioned: 'the node lacks its overlay interface, key file or address: `nodeboot repair <node>` (or provision it), then rotate again',
+  NodeDecommissioning:
+    'the node is being decommissioned: wait for it to end (`nodeboot history <node>`), then start it again (`nodeboot start node.json`, or the fleet again)',
 };
 
 /** The advice for a failure type; a generic line for types we do not own (Cancelled, timeouts, SDK errors). */

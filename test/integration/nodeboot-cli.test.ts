@@ -434,6 +434,10 @@ describe.concurrent('nodeboot decommission / history', () => {
       expectExit(d1, EXIT.OK);
       expect(d1.json).toMatchObject({ ok: true, nodeId: done, cancelledProvisionRun: null, workflowId: `decommission/${done}`, state: 'succeeded' });
       expect(d1.json.result.removed.startSpireAgent).toEqual([`undoStartSpireAgent:${done}`]);
+      // The completed run is not the last word: the node is decommissioned (exit 10), not provisioned.
+      const after = await cli(['status', '--json', done]);
+      expectExit(after, EXIT.DECOMMISSIONED);
+      expect(after.json.run).toMatchObject({ execution: 'COMPLETED', outcome: 'decommissioned', decommission: { workflowId: `decommission/${done}`, runId: d1.json.runId } });
     });
 
     const fake2 = createFakeActivities({ issueOverlayKey: failWith('PoolExhausted') });
@@ -444,8 +448,8 @@ describe.concurrent('nodeboot decommission / history', () => {
       expectExit(d2, EXIT.OK);
       expect(d2.json).toMatchObject({ ok: true, cancelledProvisionRun: start.json.run.runId, state: 'succeeded' });
       const status = await cli(['status', '--json', held]);
-      expectExit(status, EXIT.FAILED);
-      expect(status.json.run.outcome).toBe('cancelled');
+      expectExit(status, EXIT.DECOMMISSIONED);
+      expect(status.json.run).toMatchObject({ execution: 'CANCELLED', outcome: 'decommissioned', decommission: { workflowId: `decommission/${held}` } });
 
       const [history, human, none, missing] = await Promise.all([
         cli(['history', '--json', held]),

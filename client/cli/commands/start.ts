@@ -1,5 +1,6 @@
 /** `nodeboot start <input.json|->`: validate, start or attach, optionally follow to the end. */
 import { ProvisionInput, type ProvisionInputJson } from '../../../common/input.js';
+import { needsNewProvisionRun } from '../../../common/lifecycle.js';
 import { startProvisioning } from '../../provision.js';
 import { emit, note, sameJson, timeoutMs, type Context } from '../context.js';
 import { EXIT, type ExitCode } from '../exit-codes.js';
@@ -13,11 +14,12 @@ export async function start(ctx: Context): Promise<ExitCode> {
   const input = validateForStart(raw, path === '-' ? 'stdin' : path);
   const t = await ctx.temporal();
 
-  const { started } = await startProvisioning(t.client, raw as ProvisionInputJson, { taskQueue: t.config.TEMPORAL_TASK_QUEUE });
+  const { started, lifecycle } = await startProvisioning(t.client, raw as ProvisionInputJson, { taskQueue: t.config.TEMPORAL_TASK_QUEUE });
   const { desc } = await findRun(t, input.nodeId);
   let inputDiffers = false;
+  const after = needsNewProvisionRun(lifecycle.state) ? lifecycle.decommission : null;
   if (started) {
-    note(ctx, `started ${desc.workflowId} run ${desc.runId} on task queue ${desc.taskQueue}`);
+    note(ctx, `started ${desc.workflowId} run ${desc.runId} on task queue ${desc.taskQueue}${after ? ` (a new run: the node was decommissioned by ${after.workflowId} run ${after.runId})` : ''}`);
   } else {
     inputDiffers = !(await sameInputAs(t, desc.workflowId, desc.runId, raw));
     note(ctx, `attached to the existing run ${desc.workflowId} run ${desc.runId} (${desc.status.name.toLowerCase()}): a node is never bootstrapped twice`);
@@ -27,7 +29,7 @@ export async function start(ctx: Context): Promise<ExitCode> {
   const view = ctx.flags.wait ? await followWithProgress(ctx, t, input.nodeId, desc.runId) : await viewRun(t, input.nodeId, desc.runId);
   // Without --wait, a run that is under way is what was asked for.
   const exitCode = ctx.flags.wait || (view.outcome !== 'running' && view.outcome !== 'compensating') ? view.exitCode : EXIT.OK;
-  return emit(ctx, exitCode, { started, attached: !started, inputDiffers, run: view }, ctx.flags.wait ? finalLines(ctx, view) : [`${view.workflowId} run ${view.runId}: ${view.outcome}`, ...(view.next.length ? [`next: ${view.next.join('  |  ')}`] : [])]);
+  return emit(ctx, exitCode, { started, attached: !started, inputDiffers, nodeStateBefore: lifecycle.state, run: view }, ctx.flags.wait ? finalLines(ctx, view) : [`${view.workflowId} run ${view.runId}: ${view.outcome}`, ...(view.next.length ? [`next: ${view.next.join('  |  ')}`] : [])]);
 }
 
 /** Human lines after following a run: the final status block, unless the live block on this terminal already shows it. */
