@@ -8,6 +8,7 @@ import { withBoundary } from './boundary.js';
 import { activitySignal } from './host/heartbeat.js';
 import { transportFor, type HostTransport } from './host/transport.js';
 import { createFleetActivities } from './fleet/dependencies.js';
+import { createHealthActivities } from './health/check.js';
 import { createInventoryActivities } from './inventory/index.js';
 import type { Ledger } from './inventory/ledger.js';
 import type { BowtieTrust } from './overlay/bowtie/trust.js';
@@ -41,5 +42,6 @@ export function createActivities(deps: ActivityDeps): Activities & FleetActiviti
     ...createWorkloadSteps(shared),
     ...createInventoryActivities({ ledger: deps.ledger }),
     ...createFleetActivities(shared),
+    ...createHealthActivities(shared),
   });
 }

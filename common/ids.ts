@@ -21,6 +21,11 @@ export function decommissionWorkflowId(nodeId: string): string {
   return `decommission/${parseName(NodeId, 'nodeId', nodeId)}`;
 }
 
+/** `maintain/<nodeId>`: one check-and-repair run of a node at a time; throws InvalidNameError for an invalid node id. */
+export function maintainWorkflowId(nodeId: string): string {
+  return `maintain/${parseName(NodeId, 'nodeId', nodeId)}`;
+}
+
 /** `fleet/<fleetId>`; throws InvalidNameError for an invalid fleet id. */
 export function fleetWorkflowId(fleetId: string): string {
   return `fleet/${parseName(NodeId, 'fleetId', fleetId)}`;

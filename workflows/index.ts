@@ -2,3 +2,4 @@
 export { provisionNode } from './provision-node.js';
 export { decommissionNode } from './decommission-node.js';
 export { provisionFleet } from './provision-fleet.js';
+export { maintainNode } from './maintain-node.js';
