@@ -23,6 +23,8 @@ export const EXIT = {
   RUNNING: 8,
   /** The run failed and something was left behind (an undo failed, or the run was terminated). Decommission it. */
   INCOMPLETE: 9,
+  /** maintain --wait: the node ended degraded or broken (no run is held). */
+  UNHEALTHY: 10,
 } as const;
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
@@ -44,4 +46,5 @@ export const EXIT_CODE_HELP = `exit codes:
   7  conflict: the command does not apply to the run's current state
   8  still running (status of a run in progress; --wait hit --timeout)
   9  failed and NOT fully compensated (an undo failed, or the run was terminated): decommission
+  10 maintain --wait: the node ended degraded or broken
   (cancel, compensate --wait, decommission --wait: 0 = everything undone, 9 = something left behind)`;

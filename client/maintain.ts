@@ -1,0 +1,28 @@
+/**
+ * The typed client for maintainNode: start one check-and-repair of a node
+ * (`maintain/<nodeId>`), or attach to the one already running.
+ */
+import type { Client } from '@temporalio/client';
+import { maintainWorkflowId, TASK_QUEUE } from '../common/ids.js';
+import type { ProvisionInputJson } from '../common/input.js';
+import type { MaintainInput } from '../common/maintain.js';
+import type { maintainNode } from '../workflows/index.js';
+import { validateProvisionInput } from './provision.js';
+
+/**
+ * Start maintainNode for the node `provision` (its latest provisioning input)
+ * describes. A maintain run already open for the node is attached to (two
+ * repairs of one node never run side by side); a finished one may run again.
+ */
+export async function startMaintain(client: Client, provision: ProvisionInputJson, opts: Omit<MaintainInput, 'provision'> & { taskQueue?: string } = {}) {
+  const input = validateProvisionInput(provision);
+  const { taskQueue, ...options } = opts;
+  return client.workflow.start<typeof maintainNode>('maintainNode', {
+    workflowId: maintainWorkflowId(input.nodeId),
+    taskQueue: taskQueue ?? TASK_QUEUE,
+    args: [{ provision, ...options }],
+    workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    staticSummary: `maintain ${input.nodeId} (${input.segment})`,
+  });
+}
