@@ -100,15 +100,21 @@ export async function maintainNode(raw: MaintainInput): Promise<MaintainResult> 
     return action;
   };
 
-  /** Re-run `steps` in order; the first failure stops the round. */
-  const repair = async (round: number, steps: StepName[], broken: string[]): Promise<MaintainStatus['rounds'][number]> => {
+  /**
+   * Re-run `steps` in order; the first failure stops the round. An agent the
+   * check says must start afresh (`restart`: dead, wiped, evicted, unhealthy) is
+   * first taken down by step 4's own undo, so step 4 attests it anew.
+   */
+  const repair = async (round: number, steps: StepName[], broken: HealthReport['links']): Promise<MaintainStatus['rounds'][number]> => {
     status.state = 'repairing';
     setHealth('repairing');
-    const r: MaintainStatus['rounds'][number] = { round, broken, steps, failedStep: null };
+    const r: MaintainStatus['rounds'][number] = { round, broken: broken.map((l) => l.link), steps, failedStep: null };
     status.rounds.push(r);
+    const resetAgent = broken.some((l) => l.kind === 'agent' && !l.security && l.evidence.restart === true);
     for (const step of steps) {
       await record(step, 'started', { attempt: round, detail: { repair: true } });
       try {
+        if (step === 'startSpireAgent' && resetAgent) await acts.undoStartSpireAgent({ ...req, reason: 'failure' });
         await acts[step](req);
         await record(step, 'succeeded', { attempt: round, detail: { repair: true } });
       } catch (err) {
@@ -138,7 +144,7 @@ export async function maintainNode(raw: MaintainInput): Promise<MaintainResult> 
       held = { hold: { reason: 'still-broken', step: broken[0]!.step, detail: describeLinks({ ...report, links: broken }).join('; ') } };
     } else {
       roundsLeft -= 1;
-      const r = await repair(++round, repairPlan(report), broken.map((l) => l.link));
+      const r = await repair(++round, repairPlan(report), broken);
       if (r.failedStep) held = { hold: { reason: 'repair-failed', step: r.failedStep, detail: `${r.failedStep} failed (${r.errorType})` }, errorType: r.errorType };
       else report = await check();
     }

@@ -81,9 +81,11 @@ async function agentLink(deps: CheckDeps, input: ProvisionInput, th: HealthThres
   const p = nodePaths(input);
   const proc = await readProcessRef(t, p.agentPid);
   const ev: Record<string, unknown> = { pid: proc?.pid ?? null };
-  if (!proc || !(await daemonAlive(t, proc, 'spire-agent'))) return link('agent', undefined, 'startSpireAgent', 'broken', 'the agent process is not running', ev);
+  // `restart`: step 4 must start this agent afresh (its undo first: stop, evict, forget the alias):
+  // a join-token agent restarted on its stored SVID would come back as the old ID, not the new token's.
+  if (!proc || !(await daemonAlive(t, proc, 'spire-agent'))) return link('agent', undefined, 'startSpireAgent', 'broken', 'the agent process is not running', { ...ev, restart: true });
   if (!(await agentHealthcheck({ transport: t, socketPath: p.agentSocket, signal: deps.signal() }))) {
-    return link('agent', undefined, 'startSpireAgent', 'broken', `the agent (pid ${proc.pid}) does not answer its healthcheck`, ev);
+    return link('agent', undefined, 'startSpireAgent', 'broken', `the agent (pid ${proc.pid}) does not answer its healthcheck`, { ...ev, restart: true });
   }
   const stored = await storedAgentSvid(t, p.agentDataDir);
   if (!stored) {

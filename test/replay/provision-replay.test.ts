@@ -14,8 +14,10 @@ const historiesDir = fileURLToPath(new URL('./histories/', import.meta.url));
 const files = readdirSync(historiesDir).filter((f) => f.endsWith('.json')).sort();
 
 describe('workflow replay', () => {
-  it('has the recorded histories (success, compensated, held, cancelled, decommission, fleet)', () => {
-    expect(files).toEqual(expect.arrayContaining(['provision-success.json', 'provision-compensated.json', 'provision-success-local-ledger.json', 'fleet-three-nodes.json']));
+  it('has the recorded histories (success, compensated, held, cancelled, decommission, fleet, maintain)', () => {
+    expect(files).toEqual(
+      expect.arrayContaining(['provision-success.json', 'provision-compensated.json', 'provision-success-local-ledger.json', 'fleet-three-nodes.json', 'maintain-repair.json', 'maintain-security-hold.json']),
+    );
   });
 
   it('covers both ledger paths: activities before LEDGER_LOCAL_PATCH, local-activity markers after it', () => {
