@@ -5,9 +5,9 @@
 import type { Client } from '@temporalio/client';
 import { maintainWorkflowId, TASK_QUEUE } from '../common/ids.js';
 import type { ProvisionInputJson } from '../common/input.js';
-import type { MaintainInput } from '../common/maintain.js';
+import { MaintainOptions, type MaintainInput } from '../common/maintain.js';
 import type { maintainNode } from '../workflows/index.js';
-import { validateProvisionInput } from './provision.js';
+import { InvalidInputError, validateProvisionInput } from './provision.js';
 
 /**
  * Start maintainNode for the node `provision` (its latest provisioning input)
@@ -17,6 +17,9 @@ import { validateProvisionInput } from './provision.js';
 export async function startMaintain(client: Client, provision: ProvisionInputJson, opts: Omit<MaintainInput, 'provision'> & { taskQueue?: string } = {}) {
   const input = validateProvisionInput(provision);
   const { taskQueue, ...options } = opts;
+  // Same check as the workflow's: bad thresholds start no run (InvalidInputError names the field).
+  const checked = MaintainOptions.safeParse(options);
+  if (!checked.success) throw new InvalidInputError(checked.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
   return client.workflow.start<typeof maintainNode>('maintainNode', {
     workflowId: maintainWorkflowId(input.nodeId),
     taskQueue: taskQueue ?? TASK_QUEUE,
