@@ -28,8 +28,12 @@ import { verifySvid } from '../workloads/svid.js';
 import { expiryStatus, guarded, link, secondsUntil } from './links.js';
 import type { CheckDeps } from './overlay.js';
 
-/** How long the check waits for the agent to issue a workload its SVID (step 6 waits much longer). */
-const FETCH_WAIT_MS = 3_000;
+/**
+ * How long the check waits for the agent to issue a workload its SVID: longer
+ * than the agent's entry sync (5 s), so an entry made again a moment ago (its
+ * old SVID dropped, the new one not issued yet) is not taken for a broken workload.
+ */
+const FETCH_WAIT_MS = 12_000;
 
 /** The agent's stored SVID: its SPIFFE ID and expiry, or undefined when there is none. */
 async function storedAgentSvid(t: ReturnType<CheckDeps['transport']>, dataDir: string): Promise<{ id: string; notAfter: string } | undefined> {
