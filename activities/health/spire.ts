@@ -76,7 +76,9 @@ export async function spireLinks(deps: CheckDeps, input: ProvisionInput, th: Hea
     );
   }
   const bundle = await server.bundleShow(srv).catch(() => undefined);
-  for (const w of input.workloads) links.push(await guarded('workload', w.name, 'launchWorkloads', () => workloadLink(deps, input, th, w, bundle)));
+  // No agent, no SVIDs: not worth waiting out a fetch per workload (step 6 runs after step 4 anyway).
+  const agentDown = links[0]!.status === 'broken';
+  for (const w of input.workloads) links.push(await guarded('workload', w.name, 'launchWorkloads', () => workloadLink(deps, input, th, w, bundle, agentDown)));
   return links;
 }
 
@@ -118,6 +120,7 @@ async function workloadLink(
   th: HealthThresholds,
   w: ProvisionInput['workloads'][number],
   bundle: string | undefined,
+  agentDown: boolean,
 ): Promise<LinkCheck> {
   const t = deps.transport(input.host);
   const p = nodePaths(input);
@@ -127,6 +130,7 @@ async function workloadLink(
   const ev: Record<string, unknown> = { pid: proc?.pid ?? null, spiffeId };
   if (!proc || !(await daemonAlive(t, proc, program))) return link('workload', w.name, 'launchWorkloads', 'broken', `workload ${w.name} is not running`, ev);
   if (!bundle) return link('workload', w.name, 'launchWorkloads', 'broken', 'not checked: the SPIRE server gave no bundle', ev);
+  if (agentDown) return link('workload', w.name, 'launchWorkloads', 'broken', 'SVID not checked: the agent is broken', ev);
   // As the workload's uid, in its own dir (it may have planted links there: made and read as that uid).
   const verifyDir = `${p.workloadDir(w.name)}/verify`;
   await runAs(t, { uid: w.uid, gid: w.uid }, 'rm', ['-rf', '--', verifyDir], { signal: deps.signal() });
