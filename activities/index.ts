@@ -10,6 +10,7 @@ import { transportFor, type HostTransport } from './host/transport.js';
 import { createFleetActivities } from './fleet/dependencies.js';
 import type { Ledger } from '../inventory/index.js';
 import { createLifecycleActivities } from './fleet/lifecycle.js';
+import { createHealthActivities } from './health/check.js';
 import type { BowtieTrust } from './overlay/bowtie/trust.js';
 import { createOverlaySteps } from './overlay/index.js';
 import { createRotationActivities } from './overlay/wireguard/rotate.js';
@@ -46,5 +47,6 @@ export function createActivities(deps: ActivityDeps): Activities & FleetActiviti
     ...createFleetActivities(shared),
     ...createRotationActivities(shared),
     ...createLifecycleActivities(),
+    ...createHealthActivities(shared),
   });
 }

@@ -23,6 +23,9 @@ export function createRecordEvent(deps: { ledger: Ledger }): Pick<Activities, 'r
  * decommission purges everything of the node but its event log.
  */
 async function followRunState(ledger: Ledger, event: LedgerEvent): Promise<void> {
+  // A maintain run checks and repairs a node that stays provisioned: its events are
+  // the node's log, not its lifecycle (a held repair must not make the node 'held').
+  if (event.run.workflowId.startsWith('maintain/')) return;
   const decommission = event.run.workflowId.startsWith('decommission/');
   if (event.kind === 'held') {
     await ledger.setNodeState(event.nodeId, 'held');

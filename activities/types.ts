@@ -9,6 +9,7 @@
  */
 import type { NodeLifecycle } from '../common/lifecycle.js';
 import type { HubSpec, ProvisionInput } from '../common/input.js';
+import type { HealthReport, HealthThresholds } from '../common/health.js';
 import type { StepName, UndoActivity } from '../common/steps.js';
 
 export interface RunRef {
@@ -106,7 +107,8 @@ export interface UndoResult {
   removed: string[];
 }
 
-export type LedgerEventKind = 'started' | 'succeeded' | 'failed' | 'compensated' | 'compensation_failed' | 'held' | 'decision';
+/** `checked`: a maintain run's health check (detail: the overall status and the links that are not ok). */
+export type LedgerEventKind = 'started' | 'succeeded' | 'failed' | 'compensated' | 'compensation_failed' | 'held' | 'decision' | 'checked';
 
 export interface LedgerEvent {
   nodeId: string;
@@ -138,6 +140,18 @@ export interface Activities {
 
   /** Append to the ledger's event log (never throws for a duplicate). */
   recordEvent(event: LedgerEvent): Promise<void>;
+
+  /**
+   * Read-only: check every link of a provisioned node (activities/health/).
+   * A broken link is a result, not a failure: this throws only when it cannot
+   * look (the ledger is down).
+   */
+  checkNode(req: CheckRequest): Promise<HealthReport>;
+}
+
+export interface CheckRequest {
+  input: ProvisionInput;
+  thresholds: HealthThresholds;
 }
 
 /**

@@ -17,6 +17,9 @@ export function instantActivities(): Activities & FleetActivities {
     async preflight() {
       return { checks: [] };
     },
+    async checkNode({ input }) {
+      return { nodeId: input.nodeId, driver: input.overlay.driver, checkedAt: new Date().toISOString(), status: 'ok', links: [], durationMs: 0 };
+    },
     async installOverlay({ input }) {
       return { interface: input.overlay.interface ?? defaultInterfaceName(input.nodeId), toolVersion: 'simulated', alreadyPresent: false };
     },

@@ -12,6 +12,7 @@ import { decommission } from './cli/commands/decommission.js';
 import { fleet } from './cli/commands/fleet.js';
 import { history } from './cli/commands/history.js';
 import { list } from './cli/commands/list.js';
+import { maintain } from './cli/commands/maintain.js';
 import { cancel, decide } from './cli/commands/operate.js';
 import { repair } from './cli/commands/repair.js';
 import { rerun } from './cli/commands/rerun.js';
@@ -39,6 +40,7 @@ const COMMANDS: Record<Exclude<ParsedCommand['command'], 'help'>, (ctx: Context)
   cancel,
   decommission,
   rotate,
+  maintain,
   history,
   fleet,
 };

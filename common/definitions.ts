@@ -10,6 +10,7 @@ import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import type { StepEvidence, UndoRequest, UndoResult } from '../activities/types.js';
 import type { FleetInputJson } from './fleet.js';
 import type { ProvisionInputJson } from './input.js';
+import type { MaintainInput, MaintainResult } from './maintain.js';
 import type { RotateRequestJson, RotationReceipt } from './rotation.js';
 import type { StepName } from './steps.js';
 
@@ -26,11 +27,13 @@ export interface Workflows {
   decommissionNode: (input: ProvisionInputJson) => Promise<DecommissionResult>;
   provisionFleet: (input: FleetInputJson) => Promise<FleetResult>;
   rotateOverlayKey: (request: RotateRequestJson) => Promise<RotationReceipt>;
+  maintainNode: (input: MaintainInput) => Promise<MaintainResult>;
 }
 export type ProvisionNodeWorkflow = Workflows['provisionNode'];
 export type DecommissionNodeWorkflow = Workflows['decommissionNode'];
 export type ProvisionFleetWorkflow = Workflows['provisionFleet'];
 export type RotateOverlayKeyWorkflow = Workflows['rotateOverlayKey'];
+export type MaintainNodeWorkflow = Workflows['maintainNode'];
 
 export type UndoReason = UndoRequest['reason'];
 

@@ -26,6 +26,11 @@ export function rotateWorkflowId(nodeId: string): string {
   return `rotate/${parseName(NodeId, 'nodeId', nodeId)}`;
 }
 
+/** `maintain/<nodeId>`: one check-and-repair run of a node at a time; throws InvalidNameError for an invalid node id. */
+export function maintainWorkflowId(nodeId: string): string {
+  return `maintain/${parseName(NodeId, 'nodeId', nodeId)}`;
+}
+
 /** `fleet/<fleetId>`; throws InvalidNameError for an invalid fleet id. */
 export function fleetWorkflowId(fleetId: string): string {
   return `fleet/${parseName(NodeId, 'fleetId', fleetId)}`;

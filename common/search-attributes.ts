@@ -19,8 +19,10 @@ export const BootstrapStepKey = defineSearchAttributeKey('BootstrapStep', Search
 export const FailedStepKey = defineSearchAttributeKey('FailedStep', SearchAttributeType.KEYWORD);
 /** The failure's type (one of ERROR_TYPES when it came from our activities). */
 export const ErrorTypeKey = defineSearchAttributeKey('ErrorType', SearchAttributeType.KEYWORD);
+/** A maintain run's view of its node: healthy, degraded, repairing or broken (common/health.ts HEALTH_STATES). */
+export const HealthKey = defineSearchAttributeKey('Health', SearchAttributeType.KEYWORD);
 
-export const SEARCH_ATTRIBUTE_KEYS = [NodeIdKey, SegmentKey, BootstrapStepKey, FailedStepKey, ErrorTypeKey] as const;
+export const SEARCH_ATTRIBUTE_KEYS = [NodeIdKey, SegmentKey, BootstrapStepKey, FailedStepKey, ErrorTypeKey, HealthKey] as const;
 
 /** `--search-attribute` values for `temporal server start-dev` ("Name=Keyword"). */
 export const DEV_SERVER_SEARCH_ATTRIBUTES: string[] = SEARCH_ATTRIBUTE_KEYS.map((k) => `${k.name}=Keyword`);

@@ -39,7 +39,7 @@ const EventSchema = z.object({
   nodeId: NodeId,
   run: z.object({ workflowId: z.string().min(1).max(1000), runId: z.string().min(1).max(256) }),
   step: z.enum([...STEPS, 'workflow']),
-  kind: z.enum(['started', 'succeeded', 'failed', 'compensated', 'compensation_failed', 'held', 'decision'] satisfies LedgerEventKind[]),
+  kind: z.enum(['started', 'succeeded', 'failed', 'compensated', 'compensation_failed', 'held', 'decision', 'checked'] satisfies LedgerEventKind[]),
   attempt: z.number().int().min(0).max(1_000_000).optional(),
   errorType: z.string().min(1).max(128).optional(),
   detail: Json.optional(),

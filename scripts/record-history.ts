@@ -13,14 +13,16 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
-import { decommissionWorkflowId, fleetWorkflowId, provisionWorkflowId, rotateWorkflowId } from '../common/ids.js';
+import { decommissionWorkflowId, fleetWorkflowId, maintainWorkflowId, provisionWorkflowId, rotateWorkflowId } from '../common/ids.js';
+import type { LinkCheck } from '../common/health.js';
+import { maintainStatusQuery } from '../common/maintain.js';
 import { startDevServer } from '../lab/temporal.js';
 import { blockUntilCancelled, createFakeActivities, failWith, type FakeActivities } from '../test/fixtures/fake-activities.js';
 import { sampleInput } from '../test/fixtures/inputs.js';
 import { historyToJson } from '../test/replay/history-json.js';
 import { connectEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../test/helpers/temporal.js';
 import { decideUpdate, statusQuery } from '../common/definitions.js';
-import { decommissionNode, provisionFleet, provisionNode, rotateOverlayKey } from '../workflows/index.js';
+import { decommissionNode, maintainNode, provisionFleet, provisionNode, rotateOverlayKey } from '../workflows/index.js';
 import { createFleetFakes } from '../test/fixtures/fleet-activities.js';
 import { createFakeRotation } from '../test/fixtures/rotation-activities.js';
 
@@ -32,6 +34,18 @@ interface Scenario {
   fake: () => FakeActivities;
   run: (env: TemporalTestEnv, taskQueue: string, fake: FakeActivities) => Promise<WorkflowHandle>;
 }
+
+/** A broken link as checkNode reports it (for the maintainNode scenarios). */
+const brokenLink = (link: string, step: LinkCheck['step'], security = false): LinkCheck => ({
+  link,
+  kind: link.split(':')[0] as LinkCheck['kind'],
+  status: 'broken',
+  step,
+  detail: `fake: ${link} broken`,
+  ...(security ? { security: true } : {}),
+  evidence: {},
+});
+
 
 const settle = (p: Promise<unknown>) => p.then(() => undefined, () => undefined);
 
@@ -130,6 +144,38 @@ const scenarios: Scenario[] = [
       const nodeId = uniqueId('replay');
       const h = await env.client.workflow.start(rotateOverlayKey, { taskQueue, workflowId: rotateWorkflowId(nodeId), args: [{ input: sampleInput(nodeId), handshakeTimeoutSeconds: 10 }] });
       await settle(h.result());
+      return h;
+    },
+  },
+  {
+    // maintainNode: the hub lost the node's peer; steps 2-3 re-run; the next check is healthy.
+    name: 'maintain-repair',
+    fake: () => {
+      const fake = createFakeActivities();
+      fake.healthReports.push({ status: 'broken', links: [brokenLink('hubPeer:hub', 'issueOverlayKey')] });
+      return fake;
+    },
+    async run(env, taskQueue) {
+      const nodeId = uniqueId('replay');
+      const h = await env.client.workflow.start(maintainNode, { taskQueue, workflowId: maintainWorkflowId(nodeId), args: [{ provision: sampleInput(nodeId) }] });
+      await h.result();
+      return h;
+    },
+  },
+  {
+    // maintainNode: a foreign key on the interface holds the run; the operator retries; healthy.
+    name: 'maintain-security-hold',
+    fake: () => {
+      const fake = createFakeActivities();
+      fake.healthReports.push({ status: 'broken', links: [brokenLink('overlayKey', 'issueOverlayKey', true)] });
+      return fake;
+    },
+    async run(env, taskQueue) {
+      const nodeId = uniqueId('replay');
+      const h = await env.client.workflow.start(maintainNode, { taskQueue, workflowId: maintainWorkflowId(nodeId), args: [{ provision: sampleInput(nodeId) }] });
+      await eventually(async () => (await h.query(maintainStatusQuery)).state === 'held', { what: 'held' });
+      await h.executeUpdate(decideUpdate, { args: [{ action: 'retry' }] });
+      await h.result();
       return h;
     },
   },

@@ -3,3 +3,4 @@ export { provisionNode } from './provision-node.js';
 export { decommissionNode } from './decommission-node.js';
 export { provisionFleet } from './provision-fleet.js';
 export { rotateOverlayKey } from './rotate-overlay-key.js';
+export { maintainNode } from './maintain-node.js';

@@ -248,6 +248,7 @@ export function createSpireSteps(deps: StepDeps) {
     const srv = serverOf(input);
     const parentId = nodeAliasId(input);
     const entries: EntriesEvidence['entries'] = [];
+    const known = await deps.ledger.listEntries(input.nodeId);
     for (const w of input.workloads) {
       const spiffeId = spiffeIdOf(input, w);
       const { entry, created } = await server.entryCreate(srv, {
@@ -258,6 +259,11 @@ export function createSpireSteps(deps: StepDeps) {
         jwtSvidTtl: w.jwtTtlSeconds,
       });
       await deps.ledger.recordEntry({ entryId: entry.id, nodeId: input.nodeId, workload: w.name, spiffeId, parentId, createdByRun: run.runId });
+      // Made again because the old one is gone from the server: the ledger forgets the old id,
+      // so it records exactly the entries that exist (maintainNode checks each one it records).
+      for (const stale of known.filter((e) => e.workload === w.name && e.entryId !== entry.id)) {
+        if ((await server.entryGet(srv, stale.entryId)) === undefined) await deps.ledger.removeEntry(stale.entryId);
+      }
       entries.push({ workload: w.name, spiffeId, entryId: entry.id, created });
       heartbeat(`entry for ${w.name}`);
     }

@@ -43,6 +43,11 @@ commands:
                            node switches, fresh handshakes and the probe are verified, then the old peer goes.
                            Fails back to the old key (tunnel verified) when the new one does not handshake within
                            --handshake-timeout SEC (default 30). --wait: 0 rotated, 3 rolled back, 9 rollback failed
+  maintain <node>          one check-and-repair of a provisioned node now (workflow maintain/<nodeId>, with its
+                           last provisioning input or --input): checks every link (interface, key, hub peers,
+                           handshakes, probe, agent, entries, workloads) and re-runs only the steps that own the
+                           broken ones. It holds (exit 4) on a security finding or a failed repair, never re-keys.
+                           --wait: exit 0 when the node ends healthy, 11 when degraded or broken
   history <node>           the node's event log from the inventory ledger (DATABASE_URL)
   fleet start <fleet.json|->  validate the fleet and every node's input, then roll it out (workflow
                            fleet/<fleetId>: child provision/<nodeId> runs through a window, a failure budget and
@@ -68,9 +73,9 @@ flags (every command):
   -h, --help
 
 flags (some commands):
-  --wait                   start, rerun, repair, approve, retry, compensate, cancel, decommission, rotate: follow the run to its end
+  --wait                   start, rerun, repair, maintain, approve, retry, compensate, cancel, decommission, rotate: follow the run to its end
   --timeout SEC            with --wait / watch: stop following after SEC seconds (exit 8 if still running)
-  --input FILE|-           rerun, repair, decommission, rotate: use this input instead of the last run's
+  --input FILE|-           rerun, repair, maintain, decommission, rotate: use this input instead of the last run's
   --run RUN_ID             status, history: a specific run instead of the latest
   --interval MS            watch: poll interval (default 500)
   --segment S --state running|held|succeeded|failed|cancelled|terminated|timed-out|open|closed
@@ -79,7 +84,7 @@ flags (some commands):
 
 ${EXIT_CODE_HELP}`;
 
-const COMMANDS = ['start', 'status', 'watch', 'list', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'rotate', 'history', 'fleet', 'help'] as const;
+const COMMANDS = ['start', 'status', 'watch', 'list', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'rotate', 'maintain', 'history', 'fleet', 'help'] as const;
 export const FLEET_COMMANDS = ['start', 'status', 'watch'] as const;
 export type FleetCommand = (typeof FLEET_COMMANDS)[number];
 export type CommandName = (typeof COMMANDS)[number];
@@ -98,12 +103,13 @@ const FLAGS_OF: Record<CommandName, string[]> = {
   cancel: ['wait', 'timeout'],
   decommission: ['input', 'wait', 'timeout'],
   rotate: ['input', 'wait', 'timeout', 'handshake-timeout'],
+  maintain: ['input', 'wait', 'timeout'],
   history: ['run', 'limit'],
   fleet: ['wait', 'timeout', 'interval'],
   help: [],
 };
 /** Commands that take a node id (the rest: start takes a file, list none). */
-const NODE_COMMANDS: CommandName[] = ['status', 'watch', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'rotate', 'history'];
+const NODE_COMMANDS: CommandName[] = ['status', 'watch', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'rotate', 'maintain', 'history'];
 
 const OPTIONS = {
   json: { type: 'boolean' },

@@ -25,6 +25,8 @@ export const EXIT = {
   INCOMPLETE: 9,
   /** `status`: the node was decommissioned after its last run; `nodeboot start` provisions it again. */
   DECOMMISSIONED: 10,
+  /** maintain --wait: the node ended degraded or broken (no run is held). */
+  UNHEALTHY: 11,
 } as const;
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
@@ -48,4 +50,5 @@ export const EXIT_CODE_HELP = `exit codes:
   9  failed and NOT fully compensated (an undo failed, or the run was terminated): decommission
      (status: also a decommission that did not finish)
  10  decommissioned (status): not provisioned; \`nodeboot start\` provisions it again (a new run)
+ 11  maintain --wait: the node ended degraded or broken
   (cancel, compensate --wait, decommission --wait: 0 = everything undone, 9 = something left behind)`;

@@ -14,9 +14,9 @@ const historiesDir = fileURLToPath(new URL('./histories/', import.meta.url));
 const files = readdirSync(historiesDir).filter((f) => f.endsWith('.json')).sort();
 
 describe('workflow replay', () => {
-  it('has the recorded histories (success, compensated, held, cancelled, decommission, fleet, key rotation)', () => {
+  it('has the recorded histories (success, compensated, held, cancelled, decommission, fleet, key rotation, maintain)', () => {
     expect(files).toEqual(
-      expect.arrayContaining(['provision-success.json', 'provision-compensated.json', 'provision-success-local-ledger.json', 'fleet-three-nodes.json', 'rotate-success.json', 'rotate-rolled-back.json']),
+      expect.arrayContaining(['provision-success.json', 'provision-compensated.json', 'provision-success-local-ledger.json', 'fleet-three-nodes.json', 'rotate-success.json', 'rotate-rolled-back.json', 'maintain-repair.json', 'maintain-security-hold.json']),
     );
   });
 

@@ -22,5 +22,7 @@ describe('the workflow signatures clients use', () => {
     expectTypeOf<ReturnType<typeof workflows.provisionFleet>>().toEqualTypeOf<ReturnType<Workflows['provisionFleet']>>();
     expectTypeOf<Parameters<typeof workflows.rotateOverlayKey>>().toEqualTypeOf<Parameters<Workflows['rotateOverlayKey']>>();
     expectTypeOf<ReturnType<typeof workflows.rotateOverlayKey>>().toEqualTypeOf<ReturnType<Workflows['rotateOverlayKey']>>();
+    expectTypeOf<Parameters<typeof workflows.maintainNode>>().toEqualTypeOf<Parameters<Workflows['maintainNode']>>();
+    expectTypeOf<ReturnType<typeof workflows.maintainNode>>().toEqualTypeOf<ReturnType<Workflows['maintainNode']>>();
   });
 });
