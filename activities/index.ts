@@ -8,6 +8,7 @@ import { withBoundary } from './boundary.js';
 import { activitySignal } from './host/heartbeat.js';
 import { transportFor, type HostTransport } from './host/transport.js';
 import { createFleetActivities } from './fleet/dependencies.js';
+import { createProvisionedNodes } from './fleet/provisioned.js';
 import { createHealthActivities } from './health/check.js';
 import { createInventoryActivities } from './inventory/index.js';
 import type { Ledger } from './inventory/ledger.js';
@@ -15,11 +16,11 @@ import type { BowtieTrust } from './overlay/bowtie/trust.js';
 import { createOverlayDriverSteps } from './overlay/index.js';
 import { createPreflight } from './preflight.js';
 import { createSpireSteps } from './spire/steps.js';
-import type { Activities, FleetActivities } from './types.js';
+import type { Activities, FleetActivities, FleetMaintenanceActivities } from './types.js';
 import { createWorkloadSteps } from './workloads/steps.js';
 
 export type { Activities } from './types.js';
-export type { DependencyCheckRequest, DependencyHealth, FleetActivities } from './types.js';
+export type { DependencyCheckRequest, DependencyHealth, FleetActivities, FleetMaintenanceActivities } from './types.js';
 
 export interface ActivityDeps {
   ledger: Ledger;
@@ -33,15 +34,16 @@ export interface ActivityDeps {
   spireServerConfig?: string;
 }
 
-export function createActivities(deps: ActivityDeps): Activities & FleetActivities {
+export function createActivities(deps: ActivityDeps): Activities & FleetActivities & FleetMaintenanceActivities {
   const shared = { ledger: deps.ledger, transport: deps.transport ?? transportFor, signal: activitySignal, env: deps.env, bowtie: deps.bowtie };
-  return withBoundary<Activities & FleetActivities>({
+  return withBoundary<Activities & FleetActivities & FleetMaintenanceActivities>({
     ...createPreflight({ ...shared, spireServerConfig: deps.spireServerConfig }),
     ...createOverlayDriverSteps(shared),
     ...createSpireSteps(shared),
     ...createWorkloadSteps(shared),
     ...createInventoryActivities({ ledger: deps.ledger }),
     ...createFleetActivities(shared),
+    ...createProvisionedNodes(shared),
     ...createHealthActivities(shared),
   });
 }

@@ -188,3 +188,9 @@ export interface DependencyHealth {
 export interface FleetActivities {
   checkFleetDependencies(req: DependencyCheckRequest): Promise<DependencyHealth>;
 }
+
+/** What maintainFleet asks the ledger (activities/fleet/provisioned.ts). */
+export interface FleetMaintenanceActivities {
+  /** The nodes the ledger says are provisioned (`ready`), by node id; read-only. */
+  listProvisionedNodes(req: { segment?: string }): Promise<{ nodeId: string; segment: string }[]>;
+}

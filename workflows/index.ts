@@ -3,3 +3,5 @@ export { provisionNode } from './provision-node.js';
 export { decommissionNode } from './decommission-node.js';
 export { provisionFleet } from './provision-fleet.js';
 export { maintainNode } from './maintain-node.js';
+export { maintainFleet } from './maintain-fleet.js';
+export { checkHealth } from './check-health.js';
