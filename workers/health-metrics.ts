@@ -19,6 +19,8 @@ interface NodeSample {
   status: LinkStatus;
   /** Absolute ms of the soonest credential expiry; null when none was read. */
   soonestExpiryAtMs: number | null;
+  /** Absolute ms of each credential's expiry: `agent-svid`, `workload:<name>`, `attestor-cert`. */
+  expiriesAtMs: [string, number][];
   keyRecordedAtMs: number | null;
   handshakeAgeSeconds: number | null;
   brokenLinks: number;
@@ -39,6 +41,15 @@ export class HealthGauges {
       checkedAtMs: at,
       status: s.status,
       soonestExpiryAtMs: s.soonestExpirySeconds === null ? null : at + s.soonestExpirySeconds * 1000,
+      expiriesAtMs: (
+        [
+          ['agent-svid', s.agentSvidSecondsLeft],
+          ['attestor-cert', s.attestorCertSecondsLeft],
+          ...s.workloadSvids.map((w): [string, number | null] => [`workload:${w.name}`, w.secondsLeft]),
+        ] as [string, number | null][]
+      )
+        .filter((e): e is [string, number] => e[1] !== null)
+        .map(([c, left]) => [c, at + left * 1000]),
       keyRecordedAtMs: s.keyAgeSeconds === null ? null : at - s.keyAgeSeconds * 1000,
       handshakeAgeSeconds: s.lastHandshakeAgeSeconds,
       brokenLinks: s.problems.filter((p) => p.status === 'broken').length,
@@ -62,6 +73,7 @@ export class HealthGauges {
     };
     const each = <T>(f: (id: string, s: NodeSample) => T) => [...this.nodes].map(([id, s]) => f(id, s));
     gauge('nodeboot_node_soonest_expiry_seconds', 'Seconds until the soonest credential of the node expires (agent SVID, workload SVIDs, attestor certificate), as of now.', each((node, s) => [{ node }, s.soonestExpiryAtMs === null ? null : Math.round((s.soonestExpiryAtMs - now) / 1000)]));
+    gauge('nodeboot_node_credential_expiry_seconds', 'Seconds until each credential of the node expires (credential: agent-svid, workload:<name>, attestor-cert), as of now.', [...this.nodes].flatMap(([node, s]) => s.expiriesAtMs.map(([credential, ms]): [Record<string, string>, number] => [{ node, credential }, Math.round((ms - now) / 1000)])));
     gauge('nodeboot_node_key_age_seconds', "Age of the node's overlay key in seconds (since the ledger first recorded its peering), as of now.", each((node, s) => [{ node }, s.keyRecordedAtMs === null ? null : Math.round((now - s.keyRecordedAtMs) / 1000)]));
     gauge('nodeboot_node_last_handshake_age_seconds', "Age of the oldest of the node's latest hub handshakes, in seconds, as of its last check.", each((node, s) => [{ node }, s.handshakeAgeSeconds]));
     gauge('nodeboot_node_health', 'The node\'s health at its last check: 1 for its status (ok|degraded|broken), 0 for the others.', [...this.nodes].flatMap(([node, s]) => STATUSES.map((st): [Record<string, string>, number] => [{ node, status: st }, s.status === st ? 1 : 0])));

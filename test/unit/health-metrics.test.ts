@@ -62,6 +62,9 @@ describe('health gauges', () => {
     const at = m.health.render(T + 200_000).join('\n');
     expect(value(at, 'nodeboot_node_soonest_expiry_seconds{node="n1"}')).toBe(1000);
     expect(value(at, 'nodeboot_node_soonest_expiry_seconds{node="n2"}')).toBe(89_800);
+    expect(value(at, 'nodeboot_node_credential_expiry_seconds{node="n1",credential="agent-svid"}')).toBe(2800);
+    expect(value(at, 'nodeboot_node_credential_expiry_seconds{node="n1",credential="workload:api"}')).toBe(1000);
+    expect(value(at, 'nodeboot_node_credential_expiry_seconds{node="n1",credential="attestor-cert"}')).toBeUndefined();
     expect(value(at, 'nodeboot_node_key_age_seconds{node="n1"}')).toBe(10 * 86_400 + 200);
     expect(value(at, 'nodeboot_node_key_age_seconds{node="n2"}')).toBeUndefined();
     expect(value(at, 'nodeboot_node_last_handshake_age_seconds{node="n1"}')).toBe(70);
