@@ -10,7 +10,7 @@
  * Exit 0 only when every link of every checked node is ok; 10 otherwise.
  */
 import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
-import { fleetWorkflowId } from '../../../common/ids.js';
+import { decommissionWorkflowId, fleetWorkflowId } from '../../../common/ids.js';
 import type { HealthReport } from '../../../common/health.js';
 import { formatSeconds, summarizeHealth, type HealthSummary } from '../../../common/health-summary.js';
 import type { ProvisionInputJson } from '../../../common/input.js';
@@ -89,11 +89,22 @@ async function provisionedInput(t: Temporal, nodeId: string): Promise<unknown> {
   return runInput(t, last.desc.workflowId, last.desc.runId);
 }
 
+/** Its latest provisioning run completed, and no decommission run started after it. */
 async function isProvisioned(t: Temporal, nodeId: string): Promise<boolean> {
+  let provisioned: Date;
   try {
-    return (await findRun(t, nodeId)).desc.status.name === 'COMPLETED';
+    const { desc } = await findRun(t, nodeId);
+    if (desc.status.name !== 'COMPLETED') return false;
+    provisioned = desc.startTime;
   } catch (err) {
     if (err instanceof CliError && err.exitCode === EXIT.NOT_FOUND) return false;
+    throw err;
+  }
+  try {
+    const d = await t.client.workflow.getHandle(decommissionWorkflowId(nodeId)).describe();
+    return d.startTime < provisioned;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return true;
     throw err;
   }
 }
