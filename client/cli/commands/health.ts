@@ -86,6 +86,9 @@ async function provisionedInput(t: Temporal, nodeId: string): Promise<unknown> {
       suggestion: `\`nodeboot status ${nodeId}\``,
     });
   }
+  if (!(await isProvisioned(t, nodeId))) {
+    throw new CliError(EXIT.CONFLICT, `${nodeId} was decommissioned after its last provisioning: there is nothing to check`, { suggestion: `\`nodeboot status ${nodeId}\`` });
+  }
   return runInput(t, last.desc.workflowId, last.desc.runId);
 }
 
