@@ -10,6 +10,7 @@ import { transportFor, type HostTransport } from './host/transport.js';
 import { createFleetActivities } from './fleet/dependencies.js';
 import type { Ledger } from '../inventory/index.js';
 import { createLifecycleActivities } from './fleet/lifecycle.js';
+import { createProvisionedNodes } from './fleet/provisioned.js';
 import { createHealthActivities } from './health/check.js';
 import type { BowtieTrust } from './overlay/bowtie/trust.js';
 import { createOverlaySteps } from './overlay/index.js';
@@ -18,11 +19,11 @@ import type { RotationActivities } from './types-rotation.js';
 import { createPreflight } from './preflight.js';
 import { createRecordEvent } from './record-event.js';
 import { createSpireSteps } from './spire/steps.js';
-import type { Activities, FleetActivities } from './types.js';
+import type { Activities, FleetActivities, FleetMaintenanceActivities } from './types.js';
 import { createWorkloadSteps } from './workloads/steps.js';
 
 export type { Activities } from './types.js';
-export type { DependencyCheckRequest, DependencyHealth, FleetActivities } from './types.js';
+export type { DependencyCheckRequest, DependencyHealth, FleetActivities, FleetMaintenanceActivities } from './types.js';
 
 export interface ActivityDeps {
   ledger: Ledger;
@@ -36,9 +37,9 @@ export interface ActivityDeps {
   spireServerConfig?: string;
 }
 
-export function createActivities(deps: ActivityDeps): Activities & FleetActivities & RotationActivities {
+export function createActivities(deps: ActivityDeps): Activities & FleetActivities & FleetMaintenanceActivities & RotationActivities {
   const shared = { ledger: deps.ledger, transport: deps.transport ?? transportFor, signal: activitySignal, env: deps.env, bowtie: deps.bowtie };
-  return withBoundary<Activities & FleetActivities & RotationActivities>({
+  return withBoundary<Activities & FleetActivities & FleetMaintenanceActivities & RotationActivities>({
     ...createPreflight({ ...shared, spireServerConfig: deps.spireServerConfig }),
     ...createOverlaySteps(shared),
     ...createSpireSteps(shared),
@@ -47,6 +48,7 @@ export function createActivities(deps: ActivityDeps): Activities & FleetActiviti
     ...createFleetActivities(shared),
     ...createRotationActivities(shared),
     ...createLifecycleActivities(),
+    ...createProvisionedNodes(shared),
     ...createHealthActivities(shared),
   });
 }

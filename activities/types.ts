@@ -188,3 +188,9 @@ export interface FleetActivities {
   /** The node's lifecycle state from its latest provision and decommission runs (read-only). */
   nodeLifecycle(req: { nodeId: string }): Promise<NodeLifecycle>;
 }
+
+/** What maintainFleet asks the ledger (activities/fleet/provisioned.ts). */
+export interface FleetMaintenanceActivities {
+  /** The nodes the ledger says are provisioned (`ready`), by node id; read-only. */
+  listProvisionedNodes(req: { segment?: string }): Promise<{ nodeId: string; segment: string }[]>;
+}

@@ -13,6 +13,8 @@ import { fleet } from './cli/commands/fleet.js';
 import { history } from './cli/commands/history.js';
 import { list } from './cli/commands/list.js';
 import { maintain } from './cli/commands/maintain.js';
+import { maintainSchedule } from './cli/commands/maintain-schedule.js';
+import { health } from './cli/commands/health.js';
 import { cancel, decide } from './cli/commands/operate.js';
 import { repair } from './cli/commands/repair.js';
 import { rerun } from './cli/commands/rerun.js';
@@ -40,7 +42,8 @@ const COMMANDS: Record<Exclude<ParsedCommand['command'], 'help'>, (ctx: Context)
   cancel,
   decommission,
   rotate,
-  maintain,
+  maintain: (ctx) => (ctx.cmd.sub === 'schedule' ? maintainSchedule(ctx) : maintain(ctx)),
+  health,
   history,
   fleet,
 };
@@ -70,7 +73,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv, io: Io, std
     }
     const config = loadCliConfig(env, cmd.config);
     address = config.TEMPORAL_ADDRESS;
-    nodeId = cmd.command === 'start' || cmd.command === 'list' || cmd.command === 'fleet' ? undefined : cmd.target;
+    nodeId = cmd.command === 'start' || cmd.command === 'list' || cmd.command === 'fleet' || cmd.sub === 'schedule' ? undefined : cmd.target;
     const ctx: Context = {
       cmd,
       flags: cmd.flags,

@@ -10,7 +10,9 @@ import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import type { StepEvidence, UndoRequest, UndoResult } from '../activities/types.js';
 import type { FleetInputJson } from './fleet.js';
 import type { ProvisionInputJson } from './input.js';
+import type { CheckHealthInput, HealthReport } from './health.js';
 import type { MaintainInput, MaintainResult } from './maintain.js';
+import type { FleetMaintainResult, MaintainFleetInput } from './maintain-fleet.js';
 import type { RotateRequestJson, RotationReceipt } from './rotation.js';
 import type { StepName } from './steps.js';
 
@@ -28,12 +30,16 @@ export interface Workflows {
   provisionFleet: (input: FleetInputJson) => Promise<FleetResult>;
   rotateOverlayKey: (request: RotateRequestJson) => Promise<RotationReceipt>;
   maintainNode: (input: MaintainInput) => Promise<MaintainResult>;
+  maintainFleet: (input: MaintainFleetInput) => Promise<FleetMaintainResult>;
+  checkHealth: (input: CheckHealthInput) => Promise<HealthReport[]>;
 }
 export type ProvisionNodeWorkflow = Workflows['provisionNode'];
 export type DecommissionNodeWorkflow = Workflows['decommissionNode'];
 export type ProvisionFleetWorkflow = Workflows['provisionFleet'];
 export type RotateOverlayKeyWorkflow = Workflows['rotateOverlayKey'];
 export type MaintainNodeWorkflow = Workflows['maintainNode'];
+export type MaintainFleetWorkflow = Workflows['maintainFleet'];
+export type CheckHealthWorkflow = Workflows['checkHealth'];
 
 export type UndoReason = UndoRequest['reason'];
 

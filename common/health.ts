@@ -9,6 +9,7 @@
  */
 import { z } from 'zod';
 import { STEPS, type StepName } from './steps.js';
+import type { ProvisionInputJson } from './input.js';
 
 /** ok: as provisioned; degraded: works, but will not for long (an SVID near expiry); broken: does not work. */
 export type LinkStatus = 'ok' | 'degraded' | 'broken';
@@ -124,4 +125,11 @@ export function describeLinks(report: HealthReport): string[] {
   return report.links
     .filter((l) => l.status !== 'ok')
     .map((l) => `${l.link} (${l.step}): ${l.status}${l.security ? ' [security]' : ''}: ${l.detail}`);
+}
+
+/** What the read-only checkHealth workflow takes (nodeboot health, nodeboot fleet health). */
+export interface CheckHealthInput {
+  /** Each node's provisioning input (its latest provision run's). */
+  nodes: ProvisionInputJson[];
+  thresholds?: HealthThresholdsJson;
 }

@@ -107,6 +107,9 @@ export class Ledger {
   getNode(nodeId: string) {
     return nodes.getNode(this.db, nodeId);
   }
+  listNodes(filter: { segment?: string; state?: nodes.NodeState } = {}) {
+    return nodes.listNodes(this.db, filter);
+  }
   /** Remove every row about the node except its events, in one transaction. */
   purgeNode(nodeId: string) {
     return nodes.purgeNode(this.db, nodeId);

@@ -88,6 +88,17 @@ export async function setNodeState(db: Db, nodeId: string, state: NodeState): Pr
   return rows[0] ? toNode(rows[0]) : null;
 }
 
+/** The nodes in one segment and/or state (fleet maintenance lists the `ready` ones), by node id. */
+export async function listNodes(db: Db, filter: { segment?: string; state?: NodeState } = {}): Promise<NodeRecord[]> {
+  const seg = filter.segment === undefined ? null : check(Label, 'segment', filter.segment);
+  const st = filter.state === undefined ? null : check(State, 'state', filter.state);
+  const { rows } = await db.query<NodeRow>(
+    `SELECT * FROM nodes WHERE ($1::text IS NULL OR segment = $1) AND ($2::text IS NULL OR state = $2) ORDER BY node_id`,
+    [seg, st],
+  );
+  return rows.map(toNode);
+}
+
 export async function getNode(db: Db, nodeId: string): Promise<NodeRecord | null> {
   const id = check(NodeId, 'nodeId', nodeId);
   const { rows } = await db.query<NodeRow>('SELECT * FROM nodes WHERE node_id = $1', [id]);

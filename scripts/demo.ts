@@ -16,7 +16,9 @@ import { Client, Connection } from '@temporalio/client';
 import pg from 'pg';
 import { processAlive } from '../activities/host/transport.js';
 import { TOOLS_BIN } from '../activities/host/exec.js';
+import { checkHealthNow } from '../client/health.js';
 import { startDecommission, startProvisioning } from '../client/provision.js';
+import { describeLinks } from '../common/health.js';
 import type { ProvisionInputJson } from '../common/input.js';
 import { labProvisionInput } from '../lab/inputs.js';
 import { issueNodeCredential, x509popAttestorInput } from '../lab/pki.js';
@@ -187,11 +189,19 @@ async function up() {
     ];
     const passed = proof.every((p) => (p.expect === 'accepted') === p.ok);
     for (const p of proof) say(`  ${(p.expect === 'accepted') === p.ok ? 'PASS' : 'FAIL'}  ${p.what}: ${p.ok ? 'accepted' : 'refused'} — ${p.detail}`);
+
+    // Day 2 starts here: one read-only check of every link of each node (checkNode, on the worker).
+    say('[demo] checking every link of each node (checkNode)');
+    const health = await checkHealthNow(client, inputs, { name: 'demo' });
+    for (const h of health) {
+      say(`  ${h.nodeId}: ${h.status === 'ok' ? 'healthy' : h.status} (${h.links.length} links, ${h.durationMs} ms)`);
+      for (const line of describeLinks(h)) say(`    ${line}`);
+    }
     const ui = state.temporal.uiUrl;
     const elapsedMs = Date.now() - t0;
     const next = nextCommands(state.temporal.address, ui);
     if (values.json) {
-      console.log(JSON.stringify({ receipts, proof: { passed, checks: proof }, ui, next, elapsedMs }, null, 2));
+      console.log(JSON.stringify({ receipts, proof: { passed, checks: proof }, health, ui, next, elapsedMs }, null, 2));
     } else {
       say(`\n[demo] mTLS proof: ${passed ? 'PASSED' : 'FAILED'}`);
       say(`[demo] done in ${(elapsedMs / 1000).toFixed(1)} s. The demo keeps running; try next:`);

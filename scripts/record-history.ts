@@ -22,7 +22,10 @@ import { sampleInput } from '../test/fixtures/inputs.js';
 import { historyToJson } from '../test/replay/history-json.js';
 import { connectEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../test/helpers/temporal.js';
 import { decideUpdate, statusQuery } from '../common/definitions.js';
-import { decommissionNode, maintainNode, provisionFleet, provisionNode, rotateOverlayKey } from '../workflows/index.js';
+import { decommissionNode, maintainFleet, maintainNode, provisionFleet, provisionNode, rotateOverlayKey } from '../workflows/index.js';
+import { fleetMaintenanceQuery } from '../common/maintain-fleet.js';
+import { fleetDecideUpdate } from '../workflows/maintain-fleet.js';
+import type { DependencyHealth } from '../activities/types.js';
 import { createFleetFakes } from '../test/fixtures/fleet-activities.js';
 import { createFakeRotation } from '../test/fixtures/rotation-activities.js';
 
@@ -46,6 +49,16 @@ const brokenLink = (link: string, step: LinkCheck['step'], security = false): Li
   evidence: {},
 });
 
+/** The fake activities plus maintainFleet's: every node provisioned, the shared dependencies as given. */
+function fleetMaintenanceFake(fake: FakeActivities, nodeIds: () => string[], dependencies: DependencyHealth): FakeActivities {
+  return Object.assign(fake, {
+    activities: {
+      ...fake.activities,
+      checkFleetDependencies: async () => dependencies,
+      listProvisionedNodes: async () => nodeIds().map((nodeId) => ({ nodeId, segment: 'default' })),
+    },
+  });
+}
 
 const settle = (p: Promise<unknown>) => p.then(() => undefined, () => undefined);
 
@@ -55,6 +68,16 @@ async function provisionToTheEnd(env: TemporalTestEnv, taskQueue: string): Promi
   const h = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(nodeId), args: [sampleInput(nodeId)] });
   await h.result();
   return h;
+}
+
+/** The nodes of the last fleetOf() (the fake ledger lists them as provisioned). */
+let fleetNodes: { nodeId: string; nodeDir: string }[] = [];
+
+function fleetOf(n: number) {
+  const fleetId = uniqueId('replay');
+  const { nodeId: _n, ...defaults } = sampleInput('template');
+  fleetNodes = Array.from({ length: n }, (_, i) => ({ nodeId: `${fleetId}-n${i + 1}`, nodeDir: `/var/lib/node-bootstrap/${fleetId}-n${i + 1}` }));
+  return { fleetId, defaults, nodes: fleetNodes };
 }
 
 const scenarios: Scenario[] = [
@@ -175,6 +198,34 @@ const scenarios: Scenario[] = [
       const h = await env.client.workflow.start(maintainNode, { taskQueue, workflowId: maintainWorkflowId(nodeId), args: [{ provision: sampleInput(nodeId) }] });
       await eventually(async () => (await h.query(maintainStatusQuery)).state === 'held', { what: 'held' });
       await h.executeUpdate(decideUpdate, { args: [{ action: 'retry' }] });
+      await h.result();
+      return h;
+    },
+  },
+  {
+    // maintainFleet: three nodes checked, one broken: one child maintainNode repairs it (steps 2-3).
+    name: 'maintain-fleet-repair',
+    fake: () => {
+      const fake = createFakeActivities();
+      // The fleet's three checks (one broken), then the child's first check (broken), then ok.
+      fake.healthReports.push({ status: 'broken', links: [brokenLink('hubPeer:hub', 'issueOverlayKey')] }, { status: 'ok', links: [] }, { status: 'ok', links: [] });
+      fake.healthReports.push({ status: 'broken', links: [brokenLink('hubPeer:hub', 'issueOverlayKey')] });
+      return fleetMaintenanceFake(fake, () => fleetNodes.map((n) => n.nodeId), { healthy: true, dependencies: [{ name: 'spire-server', healthy: true }] });
+    },
+    async run(env, taskQueue) {
+      const h = await env.client.workflow.start(maintainFleet, { taskQueue, workflowId: uniqueId('maintain-fleet-replay'), args: [{ fleet: fleetOf(3), budget: { maxBrokenPercent: 50, maxConcurrentRepairs: 1 } }] });
+      await h.result();
+      return h;
+    },
+  },
+  {
+    // maintainFleet: the SPIRE server is down: hold, check and repair nothing; the operator stops it.
+    name: 'maintain-fleet-dependency-hold',
+    fake: () => fleetMaintenanceFake(createFakeActivities(), () => fleetNodes.map((n) => n.nodeId), { healthy: false, dependencies: [{ name: 'spire-server', healthy: false, detail: 'fake: not serving' }] }),
+    async run(env, taskQueue) {
+      const h = await env.client.workflow.start(maintainFleet, { taskQueue, workflowId: uniqueId('maintain-fleet-replay'), args: [{ fleet: fleetOf(2) }] });
+      await eventually(async () => (await h.query(fleetMaintenanceQuery)).state === 'held', { what: 'held' });
+      await h.executeUpdate(fleetDecideUpdate, { args: [{ action: 'compensate' }] });
       await h.result();
       return h;
     },

@@ -15,6 +15,8 @@ import type { AddressInfo } from 'node:net';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import { STEPS, UNDO_OF, type StepName } from '../common/steps.js';
+import type { HealthReport } from '../common/health.js';
+import { HealthGauges } from './health-metrics.js';
 
 /** Seconds: steps range from a few ms (fakes, idempotent no-ops) to minutes (the peer-health gate). */
 export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600] as const;
@@ -119,6 +121,8 @@ export class StepMetrics {
   readonly stepDuration = new Histogram('nodeboot_step_duration_seconds', 'Step attempt duration in seconds, by step and outcome (succeeded|failed).');
   readonly compensations = new Counter('nodeboot_compensations_total', 'Compensation (undo) attempts, by the step undone and result (succeeded|failed).');
   readonly compensationDuration = new Histogram('nodeboot_compensation_duration_seconds', 'Compensation attempt duration in seconds, by the step undone and result.');
+  /** Per-node gauges from checkNode results (workers/health-metrics.ts). */
+  readonly health = new HealthGauges();
 
   constructor() {
     // Zero series for every step, so rate() works from the first scrape.
@@ -131,7 +135,7 @@ export class StepMetrics {
   /** The Prometheus text exposition (format 0.0.4). */
   render(): string {
     const metrics = [this.stepsStarted, this.stepsSucceeded, this.stepsFailed, this.stepDuration, this.compensations, this.compensationDuration];
-    return `${metrics.flatMap((m) => m.render()).join('\n')}\n`;
+    return `${[...metrics.flatMap((m) => m.render()), ...this.health.render()].join('\n')}\n`;
   }
 }
 
@@ -142,6 +146,10 @@ export class StepMetrics {
  */
 export function metricsInterceptor(metrics: StepMetrics): ActivityInterceptorsFactory {
   return (ctx) => {
+    if (ctx.info.activityType === 'checkNode') {
+      // A check's result feeds the per-node gauges; a check that could not look changes nothing.
+      return { inbound: { execute: async (input, next) => observed(metrics, (await next(input)) as HealthReport) } };
+    }
     const what = classifyActivity(ctx.info.activityType);
     if (what.kind === 'other') return {};
     const { step } = what;
@@ -206,4 +214,13 @@ export async function startMetricsServer(metrics: StepMetrics, opts: { port: num
     port: (server.address() as AddressInfo).port,
     close: () => new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve()))),
   };
+}
+
+function observed(metrics: StepMetrics, report: HealthReport): HealthReport {
+  try {
+    metrics.health.observe(report);
+  } catch {
+    // A malformed report must not fail the activity: the gauges just miss it.
+  }
+  return report;
 }

@@ -52,7 +52,9 @@ export async function maintainNode(raw: MaintainInput): Promise<MaintainResult> 
     },
   );
 
-  const input = validateInput(raw?.provision, validationRules());
+  // As decommission and rotation do: a node provisioned when a `port` alone named the built-in
+  // workload can still be checked (a repair of its step 6 then fails InvalidInput naming the field).
+  const input = validateInput(raw?.provision, { ...validationRules(), acceptPortOnlyWorkloads: true });
   const opts = parseOptions(raw);
   status.nodeId = input.nodeId;
   const acts = activitiesFor(input);

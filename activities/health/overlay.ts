@@ -52,7 +52,9 @@ export async function wireguardLinks(deps: CheckDeps, input: ProvisionInput, th:
   // Step 2: the node's key (interface and key file), its address, its peers on both sides.
   links.push(
     await guarded('overlayKey', undefined, 'issueOverlayKey', async () => {
-      const ev: Record<string, unknown> = { interface: iface, recordedFingerprint: recordedKey ? fingerprint(recordedKey) : null, overlayIp };
+      // keyRecordedAt: when the ledger first recorded the node's peering (its key's age, for expiry metrics and rotation).
+      const keyRecordedAt = peers.length ? peers.map((p) => p.createdAt).sort()[0] : null;
+      const ev: Record<string, unknown> = { interface: iface, recordedFingerprint: recordedKey ? fingerprint(recordedKey) : null, overlayIp, keyRecordedAt };
       if (!recordedKey || !overlayIp) return link('overlayKey', undefined, 'issueOverlayKey', 'broken', 'the ledger has no key or address for this node', ev);
       let fileKey: string | null;
       try {

@@ -29,6 +29,7 @@ import * as server from '../spire/server-cli.js';
 import { verifySvid } from '../workloads/svid.js';
 import { expiryStatus, guarded, link, secondsUntil } from './links.js';
 import type { CheckDeps } from './overlay.js';
+import { attestorCertExpiry } from './attestor-cert.js';
 
 /**
  * How long the check waits for the agent to issue a workload its SVID: longer
@@ -88,7 +89,8 @@ async function agentLink(deps: CheckDeps, input: ProvisionInput, th: HealthThres
   const t = deps.transport(input.host);
   const p = nodePaths(input);
   const proc = await readProcessRef(t, p.agentPid);
-  const ev: Record<string, unknown> = { pid: proc?.pid ?? null };
+  // The attestor certificate's expiry is evidence (health CLI, gauges), not a verdict: a live agent does not need it.
+  const ev: Record<string, unknown> = { pid: proc?.pid ?? null, ...(await attestorCertExpiry(t, input)) };
   // `restart`: step 4 must start this agent afresh (its undo first: stop, evict, forget the alias):
   // a join-token agent restarted on its stored SVID would come back as the old ID, not the new token's.
   if (!proc || !(await daemonAlive(t, proc, 'spire-agent'))) return link('agent', undefined, 'startSpireAgent', 'broken', 'the agent process is not running', { ...ev, restart: true });

@@ -48,6 +48,14 @@ commands:
                            handshakes, probe, agent, entries, workloads) and re-runs only the steps that own the
                            broken ones. It holds (exit 4) on a security finding or a failed repair, never re-keys.
                            --wait: exit 0 when the node ends healthy, 11 when degraded or broken
+  maintain schedule <fleet> --every 5m [--segment S] [--input fleet.json] [--max-repairs K] [--max-broken-percent X]
+                           create or update the Temporal Schedule maintain-fleet-<fleet>[-<segment>]: every
+                           interval, maintainFleet checks the fleet's provisioned nodes and repairs the broken
+                           ones, at most K at once; a shared dependency down, or more than X % broken: it repairs
+                           nothing and holds. The fleet file defaults to the input of run fleet/<fleet>.
+                           --delete removes the schedule; --list (no fleet) lists them
+  health <node>            read-only check of every link now (on the worker): key age, SVID expiries, handshake
+                           age, each broken link and the step that owns it. Exit 0 only when every link is ok, 11 if not
   history <node>           the node's event log from the inventory ledger (DATABASE_URL)
   fleet start <fleet.json|->  validate the fleet and every node's input, then roll it out (workflow
                            fleet/<fleetId>: child provision/<nodeId> runs through a window, a failure budget and
@@ -55,6 +63,7 @@ commands:
                            provisioned nodes and reruns failed ones. --wait follows it to the end.
   fleet status <fleet>     counts by state, failures by type, budget, breaker, latest failures
   fleet watch <fleet>      a line per change until the rollout ends (--json: one object per change)
+  fleet health <fleet>     \`health\` for every node of the fleet (--segment S: one segment; --input fleet.json)
 
 flags (every command):
   --json                   machine output: one JSON document on stdout (watch: one object per line),
@@ -84,8 +93,8 @@ flags (some commands):
 
 ${EXIT_CODE_HELP}`;
 
-const COMMANDS = ['start', 'status', 'watch', 'list', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'rotate', 'maintain', 'history', 'fleet', 'help'] as const;
-export const FLEET_COMMANDS = ['start', 'status', 'watch'] as const;
+const COMMANDS = ['start', 'status', 'watch', 'list', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'rotate', 'maintain', 'health', 'history', 'fleet', 'help'] as const;
+export const FLEET_COMMANDS = ['start', 'status', 'watch', 'health'] as const;
 export type FleetCommand = (typeof FLEET_COMMANDS)[number];
 export type CommandName = (typeof COMMANDS)[number];
 
@@ -103,13 +112,16 @@ const FLAGS_OF: Record<CommandName, string[]> = {
   cancel: ['wait', 'timeout'],
   decommission: ['input', 'wait', 'timeout'],
   rotate: ['input', 'wait', 'timeout', 'handshake-timeout'],
-  maintain: ['input', 'wait', 'timeout'],
+  maintain: ['input', 'wait', 'timeout', 'every', 'segment', 'delete', 'list', 'max-repairs', 'max-broken-percent'],
+  health: ['input', 'timeout'],
   history: ['run', 'limit'],
-  fleet: ['wait', 'timeout', 'interval'],
+  fleet: ['wait', 'timeout', 'interval', 'input', 'segment'],
   help: [],
 };
 /** Commands that take a node id (the rest: start takes a file, list none). */
-const NODE_COMMANDS: CommandName[] = ['status', 'watch', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'rotate', 'maintain', 'history'];
+const NODE_COMMANDS: CommandName[] = ['status', 'watch', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'rotate', 'maintain', 'health', 'history'];
+/** Flags only `maintain schedule` takes. */
+const SCHEDULE_FLAGS = ['every', 'delete', 'list', 'max-repairs', 'max-broken-percent', 'segment'];
 
 const OPTIONS = {
   json: { type: 'boolean' },
@@ -129,6 +141,11 @@ const OPTIONS = {
   type: { type: 'string' },
   limit: { type: 'string' },
   'handshake-timeout': { type: 'string' },
+  every: { type: 'string' },
+  delete: { type: 'boolean' },
+  list: { type: 'boolean' },
+  'max-repairs': { type: 'string' },
+  'max-broken-percent': { type: 'string' },
   // config (CONFIG_FLAGS)
   address: { type: 'string' },
   namespace: { type: 'string' },
@@ -166,6 +183,11 @@ const Flags = z.object({
   type: z.enum(['provision', 'decommission', 'any']).default('provision'),
   limit: z.coerce.number().int().min(1).max(10_000).optional(),
   'handshake-timeout': z.coerce.number().int('must be a whole number of seconds').min(2, 'must be at least 2 seconds').max(600, 'must be at most 600 seconds').optional(),
+  every: z.string().regex(/^[1-9][0-9]*(s|m|h|d)$/, 'must be a duration such as "5m", "1h" or "1d"').optional(),
+  delete: z.boolean().default(false),
+  list: z.boolean().default(false),
+  'max-repairs': z.coerce.number().int().min(1, 'must be at least 1').max(100).optional(),
+  'max-broken-percent': z.coerce.number().min(0).max(100, 'must be a percentage (0-100)').optional(),
 });
 export type Flags = z.output<typeof Flags>;
 
@@ -173,8 +195,8 @@ export interface ParsedCommand {
   command: CommandName;
   /** The node id (node commands), the input path (start, fleet start) or the fleet id (fleet status/watch). */
   target: string | undefined;
-  /** fleet's subcommand. */
-  sub?: FleetCommand;
+  /** fleet's subcommand, or `schedule` (maintain schedule). */
+  sub?: FleetCommand | 'schedule';
   flags: Flags;
   config: Partial<Record<ConfigFlag, string>>;
 }
@@ -203,7 +225,9 @@ export function parseCommandLine(argv: string[]): ParsedCommand {
   if (!name) throw usage('a command is required');
   if (!(COMMANDS as readonly string[]).includes(name)) throw usage(`unknown command "${name}"`);
   const command = name as CommandName;
-  let sub: FleetCommand | undefined;
+  let sub: FleetCommand | 'schedule' | undefined;
+  // `maintain schedule ...`: fleet maintenance (so no node can be maintained under the name "schedule").
+  if (command === 'maintain' && positionals[1] === 'schedule') sub = 'schedule';
   if (command === 'fleet') {
     const s = positionals[1];
     if (!s || !(FLEET_COMMANDS as readonly string[]).includes(s)) throw usage(`fleet needs a subcommand: ${FLEET_COMMANDS.join(', ')}`);
@@ -212,12 +236,25 @@ export function parseCommandLine(argv: string[]): ParsedCommand {
   const [target, ...extra] = positionals.slice(sub ? 2 : 1);
 
   const allowed = new Set([...COMMON_FLAGS, ...FLAGS_OF[command]]);
+  if (command === 'maintain') for (const f of SCHEDULE_FLAGS) if (sub !== 'schedule') allowed.delete(f);
+  if (sub === 'schedule') for (const f of ['wait', 'timeout']) allowed.delete(f);
+  if (command === 'fleet' && sub !== 'health') for (const f of ['input', 'segment']) allowed.delete(f);
   const used = Object.keys(values).filter((k) => values[k as keyof typeof values] !== undefined);
   const stray = used.filter((k) => !allowed.has(k));
   if (stray.length) throw usage(`${stray.map((s) => `--${s}`).join(', ')} does not apply to "${command}"`);
 
   if (command === 'list') {
     if (target !== undefined) throw usage('list takes no positional argument (filter with --node, --segment, ...)');
+  } else if (sub === 'schedule') {
+    if (values.list) {
+      if (target !== undefined) throw usage('maintain schedule --list takes no fleet id');
+    } else {
+      if (!target) throw usage('maintain schedule needs a fleet id (or --list)');
+      if (!NodeId.safeParse(target).success) {
+        throw new CliError(EXIT.INVALID, `invalid fleet id "${target}"`, { code: 'USAGE', fields: [{ path: 'fleet', message: 'must be lowercase letters, digits and inner hyphens only' }] });
+      }
+      if (!values.delete && values.every === undefined) throw usage('maintain schedule needs --every (e.g. --every 5m), or --delete / --list');
+    }
   } else if (!target) {
     if (command === 'fleet') throw usage(sub === 'start' ? 'fleet start needs a fleet file (or - for stdin)' : `fleet ${sub} needs a fleet id`);
     throw usage(command === 'start' ? 'start needs an input file (or - for stdin)' : `${command} needs a node id`);
@@ -226,7 +263,7 @@ export function parseCommandLine(argv: string[]): ParsedCommand {
     throw new CliError(EXIT.INVALID, `invalid fleet id "${target}"`, { code: 'USAGE', fields: [{ path: 'fleet', message: 'must be lowercase letters, digits and inner hyphens only' }] });
   }
   if (extra.length) throw usage(`unexpected argument "${extra[0]}"`);
-  if (target && NODE_COMMANDS.includes(command)) {
+  if (target && NODE_COMMANDS.includes(command) && sub !== 'schedule') {
     const r = NodeId.safeParse(target);
     if (!r.success) {
       throw new CliError(EXIT.INVALID, `invalid node id "${target}"`, { code: 'USAGE', fields: [{ path: 'node', message: r.error.issues[0]?.message ?? 'is invalid' }] });

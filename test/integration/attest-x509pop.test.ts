@@ -19,7 +19,7 @@
  */
 import 'reflect-metadata';
 import { Worker } from '@temporalio/worker';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
@@ -31,6 +31,8 @@ import * as server from '../../activities/spire/server-cli.js';
 import { verifySvid } from '../../activities/workloads/svid.js';
 import { stepLine } from '../../client/cli/render.js';
 import { rootFailureType, startDecommission, startProvisioning } from '../../client/provision.js';
+import { DEFAULT_THRESHOLDS } from '../../common/health.js';
+import { summarizeHealth } from '../../common/health-summary.js';
 import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
 import { nodePaths } from '../../common/paths.js';
 import { labProvisionInput } from '../../lab/inputs.js';
@@ -142,6 +144,11 @@ describe('x509pop node attestation (real components)', () => {
     const step4 = status.steps.find((s) => s.step === 'startSpireAgent')!;
     expect(step4.evidence).toMatchObject({ attestationType: 'x509pop', canReattest: true });
     expect(stepLine(step4)).toMatch(/\(x509pop, can re-attest\)/);
+    // checkNode reads the machine certificate's expiry (nodeboot health, the expiry gauges).
+    const health = await createActivities({ ledger }).checkNode({ input: ProvisionInput.parse(input), thresholds: DEFAULT_THRESHOLDS });
+    const agentLink = health.links.find((l) => l.link === 'agent')!;
+    expect(agentLink.evidence.attestorCertNotAfter).toBe(new Date(new X509Certificate(cred.certPem).validTo).toISOString());
+    expect(summarizeHealth(health).attestorCertSecondsLeft).toBeGreaterThan(0);
 
     // The server's own view, as an operator reads it.
     const list = await lab.hubTransport().run('spire-server', ['agent', 'list', '-socketPath', lab.spire!.socketPath]);

@@ -30,9 +30,16 @@ describe('npm run demo', () => {
     const out = JSON.parse(String(demo.stdout)) as {
       receipts: { nodeId: string; attestationType: string; canReattest: boolean }[];
       proof: { passed: boolean };
+      health: { nodeId: string; status: string; links: { link: string; status: string }[] }[];
       next: string[];
     };
     expect(out.proof.passed).toBe(true);
+    // One checkNode result per node, every link ok right after provisioning.
+    expect(out.health.map((h) => [h.nodeId, h.status])).toEqual([
+      ['demo-n1', 'ok'],
+      ['demo-n2', 'ok'],
+    ]);
+    for (const h of out.health) expect(h.links.filter((l) => l.status !== 'ok'), h.nodeId).toEqual([]);
     expect(out.receipts.find((r) => r.nodeId === 'demo-n1')).toMatchObject({ attestationType: 'x509pop', canReattest: true });
     expect(out.receipts.find((r) => r.nodeId === 'demo-n2')).toMatchObject({ attestationType: 'sshpop', canReattest: true });
     // As SPIRE's own CLI shows it.

@@ -16,7 +16,7 @@ const files = readdirSync(historiesDir).filter((f) => f.endsWith('.json')).sort(
 describe('workflow replay', () => {
   it('has the recorded histories (success, compensated, held, cancelled, decommission, fleet, key rotation, maintain)', () => {
     expect(files).toEqual(
-      expect.arrayContaining(['provision-success.json', 'provision-compensated.json', 'provision-success-local-ledger.json', 'fleet-three-nodes.json', 'rotate-success.json', 'rotate-rolled-back.json', 'maintain-repair.json', 'maintain-security-hold.json']),
+      expect.arrayContaining(['provision-success.json', 'provision-compensated.json', 'provision-success-local-ledger.json', 'fleet-three-nodes.json', 'rotate-success.json', 'rotate-rolled-back.json', 'maintain-repair.json', 'maintain-security-hold.json', 'maintain-fleet-repair.json', 'maintain-fleet-dependency-hold.json']),
     );
   });
 

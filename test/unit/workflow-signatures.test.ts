@@ -24,5 +24,9 @@ describe('the workflow signatures clients use', () => {
     expectTypeOf<ReturnType<typeof workflows.rotateOverlayKey>>().toEqualTypeOf<ReturnType<Workflows['rotateOverlayKey']>>();
     expectTypeOf<Parameters<typeof workflows.maintainNode>>().toEqualTypeOf<Parameters<Workflows['maintainNode']>>();
     expectTypeOf<ReturnType<typeof workflows.maintainNode>>().toEqualTypeOf<ReturnType<Workflows['maintainNode']>>();
+    expectTypeOf<Parameters<typeof workflows.maintainFleet>>().toEqualTypeOf<Parameters<Workflows['maintainFleet']>>();
+    expectTypeOf<ReturnType<typeof workflows.maintainFleet>>().toEqualTypeOf<ReturnType<Workflows['maintainFleet']>>();
+    expectTypeOf<Parameters<typeof workflows.checkHealth>>().toEqualTypeOf<Parameters<Workflows['checkHealth']>>();
+    expectTypeOf<ReturnType<typeof workflows.checkHealth>>().toEqualTypeOf<ReturnType<Workflows['checkHealth']>>();
   });
 });

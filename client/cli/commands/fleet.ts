@@ -17,6 +17,7 @@ import { CliError, splitFieldLines } from '../errors.js';
 import { EXIT, type ExitCode } from '../exit-codes.js';
 import { readJsonInput } from '../input.js';
 import type { Temporal } from '../runs.js';
+import { fleetHealth } from './health.js';
 
 export async function fleet(ctx: Context): Promise<ExitCode> {
   switch (ctx.cmd.sub) {
@@ -24,6 +25,8 @@ export async function fleet(ctx: Context): Promise<ExitCode> {
       return fleetStart(ctx);
     case 'status':
       return fleetStatus(ctx);
+    case 'health':
+      return fleetHealth(ctx);
     default:
       return fleetWatch(ctx);
   }

@@ -1,0 +1,206 @@
+/**
+ * Fleet maintenance on real components: two lab nodes provisioned as a fleet,
+ * then `nodeboot health` / `fleet health` (exit codes, --json naming the
+ * broken link and its step), the remediation budget (one node of two broken
+ * is over a 30 % budget: hold, repair nothing; under a 60 % one the scheduled
+ * run repairs it with one child maintainNode), the per-node gauges, and a
+ * broken shared dependency (the SPIRE server stopped) under the Temporal
+ * Schedule: the run holds, checks no node and repairs none.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { WorkflowHandle } from '@temporalio/client';
+import { Worker } from '@temporalio/worker';
+import { createActivities } from '../../activities/index.js';
+import { Ledger } from '../../inventory/index.js';
+import { processAlive } from '../../activities/host/transport.js';
+import { readPidFile } from '../../activities/host/process.js';
+import { EXIT } from '../../client/cli/exit-codes.js';
+import { startProvisioning } from '../../client/provision.js';
+import { deleteFleetMaintenance, scheduleFleetMaintenance } from '../../client/schedule.js';
+import type { FleetInputJson } from '../../common/fleet.js';
+import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
+import { fleetMaintenanceQuery, type FleetMaintainResult, type MaintainFleetInput } from '../../common/maintain-fleet.js';
+import { nodePaths } from '../../common/paths.js';
+import { labProvisionInput } from '../../lab/inputs.js';
+import { Lab } from '../../lab/lab.js';
+import { stopSpireServerByDir } from '../../lab/spire-server.js';
+import { metricsInterceptor, StepMetrics } from '../../workers/metrics.js';
+import { WORKFLOWS_PATH } from '../../workers/worker.js';
+import { fleetDecideUpdate } from '../../workflows/maintain-fleet.js';
+import { describeRun, nodeboot } from '../fixtures/nodeboot-cli.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { requireRealComponents } from '../helpers/prereqs.js';
+import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, workflowBundle, type TemporalTestEnv } from '../helpers/temporal.js';
+
+describe('fleet maintenance on real lab nodes', () => {
+  let lab: Lab;
+  let db: TestDatabase;
+  let ledger: Ledger;
+  let env: TemporalTestEnv;
+  let worker: Worker;
+  let running: Promise<void>;
+  const metrics = new StepMetrics();
+  const taskQueue = uniqueTaskQueue('mfleet');
+  const fleetId = uniqueId('mfleet');
+  let raws: ProvisionInputJson[];
+  let inputs: ProvisionInput[];
+  let fleet: FleetInputJson;
+  let fleetPath: string;
+  let scheduleId: string | undefined;
+
+  beforeAll(async () => {
+    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
+    [lab, db, env] = await Promise.all([Lab.up({ nodes: 2, ephemeral: true, trustDomain: 'mfleet.nodeboot.test' }), createTestDatabase(), connectTestEnv()]);
+    ledger = await Ledger.connect(db.url, { migrate: true });
+    worker = await Worker.create({
+      connection: env.nativeConnection,
+      namespace: env.namespace,
+      taskQueue,
+      workflowBundle: await workflowBundle(WORKFLOWS_PATH),
+      activities: createActivities({ ledger }),
+      interceptors: { activity: [metricsInterceptor(metrics)] },
+      maxHeartbeatThrottleInterval: 100,
+      defaultHeartbeatThrottleInterval: 100,
+    });
+    running = worker.run();
+    raws = (['n1', 'n2'] as const).map((n, i) =>
+      labProvisionInput(lab, n, { nodeId: uniqueId(`mf${i + 1}`), workloads: [{ name: 'api', spiffePath: `/ns/mfleet/sa/api${i}`, uid: 62061 + i, port: 9451 + i }] }),
+    );
+    inputs = raws.map((r) => ProvisionInput.parse(r));
+    fleet = { fleetId, nodes: raws as FleetInputJson['nodes'] };
+    fleetPath = join(mkdtempSync(join(tmpdir(), 'nb-mfleet-')), 'fleet.json');
+    writeFileSync(fleetPath, JSON.stringify(fleet));
+  });
+
+  afterAll(async () => {
+    if (scheduleId) await deleteFleetMaintenance(env.client, scheduleId).catch(() => undefined);
+    worker?.shutdown();
+    await running?.catch(() => undefined);
+    await ledger?.close();
+    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+  });
+
+  const cliEnv = () => ({ TEMPORAL_ADDRESS: inject('temporalAddress'), TEMPORAL_NAMESPACE: env.namespace, TEMPORAL_TASK_QUEUE: taskQueue });
+
+  /** Activities scheduled and child workflows started in a run. */
+  async function commands(h: WorkflowHandle) {
+    const activities: Record<string, number> = {};
+    const children: string[] = [];
+    for (const e of (await h.fetchHistory()).events ?? []) {
+      const name = e.activityTaskScheduledEventAttributes?.activityType?.name;
+      if (name) activities[name] = (activities[name] ?? 0) + 1;
+      const child = e.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId;
+      if (child) children.push(child);
+    }
+    return { activities, children };
+  }
+
+  async function killWorkload(i: number) {
+    const pid = (await readPidFile(lab.nodeTransport(i === 0 ? 'n1' : 'n2'), nodePaths(inputs[i]!).workloadPid('api')))!;
+    process.kill(pid, 'SIGKILL');
+    await eventually(async () => !processAlive(pid), { what: 'the workload to die' });
+  }
+
+  const heldRun = (h: WorkflowHandle) =>
+    eventually(async () => {
+      const s = await h.query(fleetMaintenanceQuery).catch(() => undefined);
+      return s?.state === 'held' ? s : undefined;
+    }, { what: 'the fleet run to hold', timeoutMs: 120_000 });
+
+  it('provisions two nodes; `nodeboot health` of a fresh node exits 0 with its key age, expiries and handshake age', async () => {
+    await Promise.all(raws.map(async (r) => (await startProvisioning(env.client, r, { taskQueue })).handle.result()));
+    const args = ['health', inputs[0]!.nodeId, '--json'];
+    const r = await nodeboot(args, cliEnv(), { timeoutMs: 120_000 });
+    expect(r.code, describeRun(args, r)).toBe(EXIT.OK);
+    const [n] = r.json.nodes;
+    expect(n).toMatchObject({ nodeId: inputs[0]!.nodeId, status: 'ok', broken: [] });
+    expect(n.keyAgeSeconds).toBeGreaterThanOrEqual(0);
+    expect(n.agentSvidSecondsLeft).toBeGreaterThan(0);
+    expect(n.workloadSvids).toEqual([{ name: 'api', secondsLeft: expect.any(Number) }]);
+    expect(n.lastHandshakeAgeSeconds).toBeGreaterThanOrEqual(0);
+    expect(n.soonestExpirySeconds).toBeGreaterThan(0);
+    // The worker's gauges saw that check.
+    const text = metrics.render();
+    expect(text).toContain(`nodeboot_node_health{node="${inputs[0]!.nodeId}",status="ok"} 1`);
+    expect(Number(new RegExp(`nodeboot_node_soonest_expiry_seconds\\{node="${inputs[0]!.nodeId}"\\} (\\d+)`).exec(text)?.[1])).toBeGreaterThan(0);
+  });
+
+  it('a killed workload: `health` exits 10 naming the link and its step; `fleet health` tells the broken node from the healthy one', async () => {
+    await killWorkload(0);
+    const args = ['health', inputs[0]!.nodeId, '--json'];
+    const r = await nodeboot(args, cliEnv(), { timeoutMs: 120_000 });
+    expect(r.code, describeRun(args, r)).toBe(EXIT.UNHEALTHY);
+    expect(r.json.nodes[0].broken).toContainEqual(expect.objectContaining({ link: 'workload:api', step: 'launchWorkloads' }));
+    const fargs = ['fleet', 'health', fleetId, '--input', fleetPath, '--json'];
+    const f = await nodeboot(fargs, cliEnv(), { timeoutMs: 120_000 });
+    expect(f.code, describeRun(fargs, f)).toBe(EXIT.UNHEALTHY);
+    expect(f.json.nodes.map((n: { nodeId: string; status: string }) => [n.nodeId, n.status])).toEqual([
+      [inputs[0]!.nodeId, 'broken'],
+      [inputs[1]!.nodeId, 'ok'],
+    ]);
+    expect(metrics.render()).toContain(`nodeboot_node_health{node="${inputs[0]!.nodeId}",status="broken"} 1`);
+  });
+
+  it('one node of two broken is over a 30 % budget: the run holds and repairs nothing', async () => {
+    const input: MaintainFleetInput = { fleet, budget: { maxBrokenPercent: 30 } };
+    const h = await env.client.workflow.start('maintainFleet', { workflowId: uniqueId('mfleet-budget'), taskQueue, args: [input] });
+    const s = await heldRun(h);
+    expect(s.heldFor?.reason).toBe('over-budget');
+    expect([s.checked, s.broken, s.repairsStarted]).toEqual([2, 1, 0]);
+    const c = await commands(h);
+    expect(c.children).toEqual([]);
+    expect(c.activities.checkNode).toBe(2);
+    expect(Object.keys(c.activities).sort()).toEqual(['checkFleetDependencies', 'checkNode', 'listProvisionedNodes']);
+    expect(await processAlive((await readPidFile(lab.nodeTransport('n1'), nodePaths(inputs[0]!).workloadPid('api')))!)).toBe(false);
+    await h.executeUpdate(fleetDecideUpdate, { args: [{ action: 'compensate' }] });
+    expect(((await h.result()) as FleetMaintainResult).outcome).toBe('stopped');
+  });
+
+  it('the schedule (60 % budget), triggered now: one child maintainNode repairs the broken node, the healthy one is left alone', async () => {
+    const created = await scheduleFleetMaintenance(env.client, fleet, { every: '1h', taskQueue, budget: { maxBrokenPercent: 60, maxConcurrentRepairs: 1 } });
+    scheduleId = created.scheduleId;
+    expect(scheduleId).toBe(`maintain-fleet-${fleetId}`);
+    await created.handle.trigger();
+    const h = await scheduledRun(created.handle, 0);
+    const result = (await h.result()) as FleetMaintainResult;
+    expect(result.outcome).toBe('done');
+    const c = await commands(h);
+    expect(c.children).toEqual([`maintain/${inputs[0]!.nodeId}`]);
+    expect(result.nodes.find((n) => n.nodeId === inputs[0]!.nodeId)?.repair?.health).toBe('healthy');
+    expect(result.nodes.find((n) => n.nodeId === inputs[1]!.nodeId)?.repair).toBeUndefined();
+    expect(result.rotationDue).toEqual([]);
+    // Only the workload step was re-run, in the child.
+    const child = await commands(env.client.workflow.getHandle(`maintain/${inputs[0]!.nodeId}`));
+    expect(child.activities.launchWorkloads).toBe(1);
+    expect(child.activities.startSpireAgent ?? 0).toBe(0);
+    expect(metrics.render()).toContain(`nodeboot_node_health{node="${inputs[0]!.nodeId}",status="ok"} 1`);
+  });
+
+  it('the SPIRE server stopped under the scheduled check: the run holds, checks no node, repairs none', async () => {
+    const eventsBefore = await Promise.all(inputs.map(async (i) => (await ledger.listEvents(i.nodeId)).length));
+    await stopSpireServerByDir(lab.spire!.dataDir);
+    const handle = env.client.schedule.getHandle(scheduleId!);
+    await handle.trigger();
+    const h = await scheduledRun(handle, 1);
+    const s = await heldRun(h);
+    expect(s.heldFor?.reason).toBe('dependency-down');
+    expect(s.down.map((d) => d.name)).toContain('spire-server');
+    const c = await commands(h);
+    expect(c.children).toEqual([]);
+    expect(c.activities.checkNode ?? 0).toBe(0);
+    expect(s.repairsStarted).toBe(0);
+    // Nothing was recorded for either node meanwhile: no maintain run, no repair step.
+    expect(await Promise.all(inputs.map(async (i) => (await ledger.listEvents(i.nodeId)).length))).toEqual(eventsBefore);
+    await h.executeUpdate(fleetDecideUpdate, { args: [{ action: 'compensate' }] });
+    expect(((await h.result()) as FleetMaintainResult).outcome).toBe('stopped');
+  });
+
+  /** The workflow the schedule started as its `n`th action (0-based). */
+  async function scheduledRun(handle: ReturnType<TemporalTestEnv['client']['schedule']['getHandle']>, n: number): Promise<WorkflowHandle> {
+    const id = await eventually(async () => (await handle.describe()).info.recentActions[n]?.action.workflow.workflowId, { what: 'the schedule to start a run', timeoutMs: 30_000 });
+    return env.client.workflow.getHandle(id);
+  }
+});
