@@ -13,7 +13,15 @@ export default tseslint.config(
   {
     // Plain Node scripts (no type information).
     files: ['**/*.mjs', '**/*.js'],
-    languageOptions: { globals: { console: 'readonly', process: 'readonly', URL: 'readonly', AbortController: 'readonly', setTimeout: 'readonly' } },
+    languageOptions: {
+      globals: {
+        console: 'readonly',
+        process: 'readonly',
+        URL: 'readonly',
+        AbortController: 'readonly',
+        setTimeout: 'readonly',
+      },
+    },
   },
   {
     files: ['**/*.ts'],
@@ -35,9 +43,15 @@ export default tseslint.config(
       'no-restricted-imports': [
         'error',
         {
-          paths: nodeBuiltins.map((name) => ({ name, message: 'Workflow code must be deterministic: no Node built-ins.' })),
+          paths: nodeBuiltins.map((name) => ({
+            name,
+            message: 'Workflow code must be deterministic: no Node built-ins.',
+          })),
           patterns: [
-            { group: ['**/activities/**', '!**/activities/types*'], message: 'Import activities as types only (activities/types).' },
+            {
+              group: ['**/activities/**', '!**/activities/types*'],
+              message: 'Import activities as types only (activities/types).',
+            },
           ],
         },
       ],
@@ -51,7 +65,14 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: [{ group: ['**/workflows/**', '**/activities/**'], message: 'The client uses common/ and inventory/, not workflows/ or activities/.' }] },
+        {
+          patterns: [
+            {
+              group: ['**/workflows/**', '**/activities/**'],
+              message: 'The client uses common/ and inventory/, not workflows/ or activities/.',
+            },
+          ],
+        },
       ],
     },
   },
@@ -61,7 +82,12 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { paths: nodeBuiltins.map((name) => ({ name, message: 'common/ is imported by workflows: no Node built-ins.' })) },
+        {
+          paths: nodeBuiltins.map((name) => ({
+            name,
+            message: 'common/ is imported by workflows: no Node built-ins.',
+          })),
+        },
       ],
     },
   },
@@ -69,7 +95,17 @@ export default tseslint.config(
     // The product never runs lab code: the lab installs its programs on its nodes and names them in its inputs.
     files: ['activities/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [{ group: ['**/lab/**', '**/lab'], message: 'activities/ must not import lab/: the lab is not part of the product.' }] }],
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['**/lab/**', '**/lab'],
+              message: 'activities/ must not import lab/: the lab is not part of the product.',
+            },
+          ],
+        },
+      ],
     },
   },
 );

@@ -17,10 +17,14 @@ const HEARTBEAT_EVERY_MS = 2_000;
 export function toFailure(err: unknown, step: string): unknown {
   if (err instanceof ApplicationFailure || err instanceof CancelledFailure) return err;
   if (err instanceof ToolError || err instanceof LedgerError) {
-    return failure(err.type, `${step}: ${err.message}`, { details: [{ step, tool: (err as ToolError).tool ?? 'ledger' }] });
+    return failure(err.type, `${step}: ${err.message}`, {
+      details: [{ step, tool: (err as ToolError).tool ?? 'ledger' }],
+    });
   }
-  if (err instanceof InvalidNameError) return failure('InvalidInput', `${step}: ${err.message}`, { details: [{ step, field: err.field }] });
-  if (err instanceof ZodError) return failure('InvalidInput', `${step}: ${describeZodError(err).join('; ')}`, { details: [{ step }] });
+  if (err instanceof InvalidNameError)
+    return failure('InvalidInput', `${step}: ${err.message}`, { details: [{ step, field: err.field }] });
+  if (err instanceof ZodError)
+    return failure('InvalidInput', `${step}: ${describeZodError(err).join('; ')}`, { details: [{ step }] });
   const typed = (err as { type?: unknown } | null)?.type;
   if (isErrorType(typed)) return failure(typed, `${step}: ${(err as Error).message}`);
   // Unknown errors are retried (transient) but their message is still scrubbed.

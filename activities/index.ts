@@ -37,8 +37,16 @@ export interface ActivityDeps {
   spireServerConfig?: string;
 }
 
-export function createActivities(deps: ActivityDeps): Activities & FleetActivities & FleetMaintenanceActivities & RotationActivities {
-  const shared = { ledger: deps.ledger, transport: deps.transport ?? transportFor, signal: activitySignal, env: deps.env, bowtie: deps.bowtie };
+export function createActivities(
+  deps: ActivityDeps,
+): Activities & FleetActivities & FleetMaintenanceActivities & RotationActivities {
+  const shared = {
+    ledger: deps.ledger,
+    transport: deps.transport ?? transportFor,
+    signal: activitySignal,
+    env: deps.env,
+    bowtie: deps.bowtie,
+  };
   return withBoundary<Activities & FleetActivities & FleetMaintenanceActivities & RotationActivities>({
     ...createPreflight({ ...shared, spireServerConfig: deps.spireServerConfig }),
     ...createOverlaySteps(shared),

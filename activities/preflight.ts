@@ -35,10 +35,18 @@ export interface PreflightCheck {
 export const spireTrustDomain: PreflightCheck = {
   name: 'spire trust domain',
   async run(input, deps) {
-    const srv = { transport: deps.transport(input.spire.serverHost), socketPath: input.spire.serverSocketPath, signal: deps.signal() };
+    const srv = {
+      transport: deps.transport(input.spire.serverHost),
+      socketPath: input.spire.serverSocketPath,
+      signal: deps.signal(),
+    };
     const td = await server.bundleTrustDomain(srv);
     if (td !== input.spire.trustDomain) {
-      throw new ToolError('InvalidInput', `spire.trustDomain is "${input.spire.trustDomain}" but the SPIRE server's trust domain is "${td}"`, 'spire-server');
+      throw new ToolError(
+        'InvalidInput',
+        `spire.trustDomain is "${input.spire.trustDomain}" but the SPIRE server's trust domain is "${td}"`,
+        'spire-server',
+      );
     }
     return `the SPIRE server's trust domain is "${td}"`;
   },
@@ -49,7 +57,9 @@ export const nodeDirSafe: PreflightCheck = {
   name: 'nodeDir safe for root',
   async run(input, deps) {
     const r = await checkNodeDir(deps.transport(input.host), input.nodeDir, { signal: deps.signal() });
-    return r.missingFrom ? `${r.existing.at(-1) ?? '/'} is root's; ${r.missingFrom} will be created` : `${input.nodeDir} is root's`;
+    return r.missingFrom
+      ? `${r.existing.at(-1) ?? '/'} is root's; ${r.missingFrom} will be created`
+      : `${input.nodeDir} is root's`;
   },
 };
 
@@ -65,14 +75,22 @@ export const serverAttestor: PreflightCheck = {
   async run(input, deps) {
     const type = input.spire.nodeAttestor.type;
     if (type === 'join_token') return 'join_token is built into the SPIRE server';
-    if (!deps.spireServerConfig) return `not checked: the worker does not know the server's config file (NODEBOOT_SPIRE_SERVER_CONFIG)`;
+    if (!deps.spireServerConfig)
+      return `not checked: the worker does not know the server's config file (NODEBOOT_SPIRE_SERVER_CONFIG)`;
     const configPath = parseName(SafePath, 'NODEBOOT_SPIRE_SERVER_CONFIG', deps.spireServerConfig);
     // Only the plugin names leave the server host: the config holds paths and maybe credentials.
-    const r = await deps.transport(input.spire.serverHost).run('grep', ['-ohE', 'NodeAttestor[[:space:]]+"[a-z0-9_]+"', '--', configPath], {
-      signal: deps.signal(),
-      allowNonZeroExit: true,
-    });
-    if (r.exitCode > 1) throw new ToolError('SpireServerUnavailable', `cannot read the SPIRE server's config ${configPath} on ${input.spire.serverHost.kind} host`, 'spire-server');
+    const r = await deps
+      .transport(input.spire.serverHost)
+      .run('grep', ['-ohE', 'NodeAttestor[[:space:]]+"[a-z0-9_]+"', '--', configPath], {
+        signal: deps.signal(),
+        allowNonZeroExit: true,
+      });
+    if (r.exitCode > 1)
+      throw new ToolError(
+        'SpireServerUnavailable',
+        `cannot read the SPIRE server's config ${configPath} on ${input.spire.serverHost.kind} host`,
+        'spire-server',
+      );
     const types = [...r.stdout.matchAll(/"([a-z0-9_]+)"/g)].map((m) => m[1]!);
     if (!types.includes(type)) {
       throw new ToolError(

@@ -38,6 +38,8 @@ async function followRunState(ledger: Ledger, event: LedgerEvent): Promise<void>
     else if (event.kind === 'failed') await ledger.setNodeState(event.nodeId, 'failed');
     return;
   }
-  const next = ({ started: 'provisioning', succeeded: 'ready', failed: 'failed', compensated: 'compensated' } as const)[event.kind as string];
+  const next = ({ started: 'provisioning', succeeded: 'ready', failed: 'failed', compensated: 'compensated' } as const)[
+    event.kind as string
+  ];
   if (next) await ledger.setNodeState(event.nodeId, next);
 }

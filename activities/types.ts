@@ -108,7 +108,8 @@ export interface UndoResult {
 }
 
 /** `checked`: a maintain run's health check (detail: the overall status and the links that are not ok). */
-export type LedgerEventKind = 'started' | 'succeeded' | 'failed' | 'compensated' | 'compensation_failed' | 'held' | 'decision' | 'checked';
+export type LedgerEventKind =
+  'started' | 'succeeded' | 'failed' | 'compensated' | 'compensation_failed' | 'held' | 'decision' | 'checked';
 
 export interface LedgerEvent {
   nodeId: string;
@@ -159,7 +160,9 @@ export interface CheckRequest {
  * activity above, taking an UndoRequest.
  */
 type Holds<T extends true> = T;
-export type UndoActivitiesAreActivities = Holds<Pick<Activities, UndoActivity> extends Record<UndoActivity, (req: UndoRequest) => Promise<UndoResult>> ? true : false>;
+export type UndoActivitiesAreActivities = Holds<
+  Pick<Activities, UndoActivity> extends Record<UndoActivity, (req: UndoRequest) => Promise<UndoResult>> ? true : false
+>;
 
 // --- provisionFleet's circuit breaker ----------------------------------------------------
 

@@ -18,10 +18,21 @@ export function instantActivities(): Activities & FleetActivities {
       return { checks: [] };
     },
     async checkNode({ input }) {
-      return { nodeId: input.nodeId, driver: input.overlay.driver, checkedAt: new Date().toISOString(), status: 'ok', links: [], durationMs: 0 };
+      return {
+        nodeId: input.nodeId,
+        driver: input.overlay.driver,
+        checkedAt: new Date().toISOString(),
+        status: 'ok',
+        links: [],
+        durationMs: 0,
+      };
     },
     async installOverlay({ input }) {
-      return { interface: input.overlay.interface ?? defaultInterfaceName(input.nodeId), toolVersion: 'simulated', alreadyPresent: false };
+      return {
+        interface: input.overlay.interface ?? defaultInterfaceName(input.nodeId),
+        toolVersion: 'simulated',
+        alreadyPresent: false,
+      };
     },
     async issueOverlayKey({ input }) {
       const n = next++;
@@ -35,15 +46,31 @@ export function instantActivities(): Activities & FleetActivities {
     },
     async gatePeerHealth({ input }) {
       return {
-        hubs: input.overlay.hubs.map((h) => ({ name: h.name, latestHandshakeUnix: Math.floor(Date.now() / 1000), handshakeAgeSeconds: 0 })),
+        hubs: input.overlay.hubs.map((h) => ({
+          name: h.name,
+          latestHandshakeUnix: Math.floor(Date.now() / 1000),
+          handshakeAgeSeconds: 0,
+        })),
         probe: { target: `${input.spire.serverAddress}:${input.spire.serverPort}`, connectMs: 0 },
       };
     },
     async startSpireAgent({ input }) {
-      return { nodeAliasId: `spiffe://${input.spire.trustDomain}/node/${input.nodeId}`, agentIdDigest: 'simulated', agentPid: 1, attestationType: 'join_token' };
+      return {
+        nodeAliasId: `spiffe://${input.spire.trustDomain}/node/${input.nodeId}`,
+        agentIdDigest: 'simulated',
+        agentPid: 1,
+        attestationType: 'join_token',
+      };
     },
     async registerEntries({ input }) {
-      return { entries: input.workloads.map((w) => ({ workload: w.name, spiffeId: `spiffe://${input.spire.trustDomain}${w.spiffePath}`, entryId: `sim-${w.name}`, created: true })) };
+      return {
+        entries: input.workloads.map((w) => ({
+          workload: w.name,
+          spiffeId: `spiffe://${input.spire.trustDomain}${w.spiffePath}`,
+          entryId: `sim-${w.name}`,
+          created: true,
+        })),
+      };
     },
     async launchWorkloads({ input }) {
       return {

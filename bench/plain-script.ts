@@ -26,7 +26,12 @@ export async function plainProvision(acts: Activities, input: ProvisionInput, ru
 }
 
 /** Undo a provisioned node, last step first (between measured runs; not timed). */
-export async function plainTeardown(acts: Activities, input: ProvisionInput, workflowId: string, runId: string): Promise<void> {
+export async function plainTeardown(
+  acts: Activities,
+  input: ProvisionInput,
+  workflowId: string,
+  runId: string,
+): Promise<void> {
   const req: UndoRequest = { input, run: { workflowId, runId }, reason: 'decommission' };
   await acts.undoLaunchWorkloads(req);
   await acts.undoRegisterEntries(req);

@@ -11,19 +11,37 @@ export function renderReport(r: BenchReport): string {
   const out: string[] = [];
   const m = r.machine;
   out.push('# node-bootstrap benchmark', '');
-  out.push(`${r.startedAt} → ${r.finishedAt} · ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, load ${m.load1.toFixed(2)} at start`);
-  out.push(`Temporal CLI ${r.versions.temporalCli} (dev server, SQLite file), Temporal TS SDK ${r.versions.temporalTsSdk}, SPIRE ${r.versions.spire}. Medians; spread = (max − min) / median.`, '');
+  out.push(
+    `${r.startedAt} → ${r.finishedAt} · ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, load ${m.load1.toFixed(2)} at start`,
+  );
+  out.push(
+    `Temporal CLI ${r.versions.temporalCli} (dev server, SQLite file), Temporal TS SDK ${r.versions.temporalTsSdk}, SPIRE ${r.versions.spire}. Medians; spread = (max − min) / median.`,
+    '',
+  );
 
   if (r.p1) {
     const p = r.p1;
     const met = p.ratio.median <= TARGETS.p1Ratio;
     out.push('## P1 — one node: Temporal vs a plain script', '');
-    out.push(`Same lab node, same step code and tools; the script calls the six steps in sequence with no Temporal (bench/plain-script.ts). ${p.pairs.length} pairs, alternating which goes first.`, '');
+    out.push(
+      `Same lab node, same step code and tools; the script calls the six steps in sequence with no Temporal (bench/plain-script.ts). ${p.pairs.length} pairs, alternating which goes first.`,
+      '',
+    );
     out.push('| | median | min | max | spread |', '|---|---|---|---|---|');
-    out.push(`| through Temporal | ${sec(p.temporal.median)} s | ${sec(p.temporal.min)} s | ${sec(p.temporal.max)} s | ${pct(p.temporal.spread)} |`);
-    out.push(`| plain script | ${sec(p.plain.median)} s | ${sec(p.plain.min)} s | ${sec(p.plain.max)} s | ${pct(p.plain.spread)} |`);
-    out.push(`| **ratio** (per pair) | **${p.ratio.median.toFixed(3)}×** | ${p.ratio.min.toFixed(3)}× | ${p.ratio.max.toFixed(3)}× | target ≤ ${TARGETS.p1Ratio}× — ${met ? 'met' : 'MISSED'} |`, '');
-    out.push('Where the time goes (median per step; Temporal\'s step time is from scheduling the activity to its result):', '');
+    out.push(
+      `| through Temporal | ${sec(p.temporal.median)} s | ${sec(p.temporal.min)} s | ${sec(p.temporal.max)} s | ${pct(p.temporal.spread)} |`,
+    );
+    out.push(
+      `| plain script | ${sec(p.plain.median)} s | ${sec(p.plain.min)} s | ${sec(p.plain.max)} s | ${pct(p.plain.spread)} |`,
+    );
+    out.push(
+      `| **ratio** (per pair) | **${p.ratio.median.toFixed(3)}×** | ${p.ratio.min.toFixed(3)}× | ${p.ratio.max.toFixed(3)}× | target ≤ ${TARGETS.p1Ratio}× — ${met ? 'met' : 'MISSED'} |`,
+      '',
+    );
+    out.push(
+      "Where the time goes (median per step; Temporal's step time is from scheduling the activity to its result):",
+      '',
+    );
     out.push('| step | what it waits for | Temporal | plain | difference |', '|---|---|---|---|---|');
     const what: Record<string, string> = {
       installOverlay: 'wireguard-go start, interface up',
@@ -34,37 +52,56 @@ export function renderReport(r: BenchReport): string {
       launchWorkloads: 'agent entry sync, SVID issuance and verification',
     };
     for (const s of p.steps) {
-      out.push(`| ${s.step} | ${what[s.step] ?? ''} | ${sec(s.temporalMedianMs)} s | ${sec(s.plainMedianMs)} s | ${signed(s.temporalMedianMs - s.plainMedianMs)} |`);
+      out.push(
+        `| ${s.step} | ${what[s.step] ?? ''} | ${sec(s.temporalMedianMs)} s | ${sec(s.plainMedianMs)} s | ${signed(s.temporalMedianMs - s.plainMedianMs)} |`,
+      );
     }
-    out.push(`| orchestration | workflow tasks, activity dispatch, 14 ledger events (local activities) | ${sec(p.orchestrationMedianMs)} s | — | ${signed(p.orchestrationMedianMs)} |`, '');
+    out.push(
+      `| orchestration | workflow tasks, activity dispatch, 14 ledger events (local activities) | ${sec(p.orchestrationMedianMs)} s | — | ${signed(p.orchestrationMedianMs)} |`,
+      '',
+    );
   }
 
   if (r.p2) {
     out.push('## P2 — a fleet of lab nodes at once (provisionFleet, window = N)', '');
-    out.push('| nodes | wall (median) | spread | nodes/min | peak RSS per node | × one node\'s time |', '|---|---|---|---|---|---|');
+    out.push(
+      "| nodes | wall (median) | spread | nodes/min | peak RSS per node | × one node's time |",
+      '|---|---|---|---|---|---|',
+    );
     const one = r.p2.bySize.find((s) => s.nodes === 1)?.wall.median;
     for (const s of r.p2.bySize) {
       const factor = one ? s.wall.median / one : NaN;
-      const target = s.nodes === 50 ? ` (target ≤ ${TARGETS.p2Factor}× — ${factor <= TARGETS.p2Factor ? 'met' : 'MISSED'})` : '';
-      out.push(`| ${s.nodes} | ${sec(s.wall.median)} s | ${pct(s.wall.spread)} | ${s.nodesPerMinute.median.toFixed(1)} | ${s.peakPerNodeMiB.median} MiB | ${factor.toFixed(2)}×${target} |`);
+      const target =
+        s.nodes === 50 ? ` (target ≤ ${TARGETS.p2Factor}× — ${factor <= TARGETS.p2Factor ? 'met' : 'MISSED'})` : '';
+      out.push(
+        `| ${s.nodes} | ${sec(s.wall.median)} s | ${pct(s.wall.spread)} | ${s.nodesPerMinute.median.toFixed(1)} | ${s.peakPerNodeMiB.median} MiB | ${factor.toFixed(2)}×${target} |`,
+      );
     }
     out.push('', 'Peak memory by process (largest run of each size; RSS summed over the node namespaces):', '');
     out.push('| nodes | process | count | RSS | per node |', '|---|---|---|---|---|');
     for (const s of r.p2.bySize) {
-      const run = r.p2.runs.filter((x) => x.nodes === s.nodes).sort((a, b) => b.peak.totalBytes - a.peak.totalBytes)[0]!;
+      const run = r.p2.runs
+        .filter((x) => x.nodes === s.nodes)
+        .sort((a, b) => b.peak.totalBytes - a.peak.totalBytes)[0]!;
       for (const [cmd, v] of Object.entries(run.peak.byCommand).sort((a, b) => b[1].bytes - a[1].bytes)) {
         out.push(`| ${s.nodes} | ${cmd} | ${v.processes} | ${mb(v.bytes)} MiB | ${mb(v.bytes / s.nodes)} MiB |`);
       }
     }
-    out.push('', 'Median step time per node as N grows (from the node runs\' receipts):', '');
+    out.push('', "Median step time per node as N grows (from the node runs' receipts):", '');
     const steps = Object.keys(r.p2.runs[0]?.medianStepMs ?? {});
     out.push(`| nodes | ${steps.join(' | ')} |`, `|---|${steps.map(() => '---').join('|')}|`);
     for (const s of r.p2.bySize) {
       const run = r.p2.runs.find((x) => x.nodes === s.nodes)!;
-      out.push(`| ${s.nodes} | ${steps.map((st) => `${sec(run.medianStepMs[st as keyof typeof run.medianStepMs])} s`).join(' | ')} |`);
+      out.push(
+        `| ${s.nodes} | ${steps.map((st) => `${sec(run.medianStepMs[st as keyof typeof run.medianStepMs])} s`).join(' | ')} |`,
+      );
     }
     const failed = r.p2.runs.reduce((n, x) => n + x.failed, 0);
-    out.push('', failed ? `**${failed} node run(s) failed** across P2 (see report.json).` : 'Every P2 node provisioned.', '');
+    out.push(
+      '',
+      failed ? `**${failed} node run(s) failed** across P2 (see report.json).` : 'Every P2 node provisioned.',
+      '',
+    );
   }
 
   if (r.p3) {
@@ -72,8 +109,13 @@ export function renderReport(r: BenchReport): string {
     out.push('| nodes | window | wall (median) | spread | workflows/s | time per node |', '|---|---|---|---|---|---|');
     for (const s of r.p3.bySize) {
       const run = r.p3.runs.find((x) => x.nodes === s.nodes)!;
-      const target = s.nodes === 1000 ? ` (target ≤ ${sec(TARGETS.p3ThousandMs)} s — ${s.wall.median <= TARGETS.p3ThousandMs ? 'met' : 'MISSED'})` : '';
-      out.push(`| ${s.nodes} | ${run.window} | ${sec(s.wall.median)} s${target} | ${pct(s.wall.spread)} | ${s.workflowsPerSecond.median.toFixed(1)} | ${(s.wall.median / s.nodes).toFixed(1)} ms |`);
+      const target =
+        s.nodes === 1000
+          ? ` (target ≤ ${sec(TARGETS.p3ThousandMs)} s — ${s.wall.median <= TARGETS.p3ThousandMs ? 'met' : 'MISSED'})`
+          : '';
+      out.push(
+        `| ${s.nodes} | ${run.window} | ${sec(s.wall.median)} s${target} | ${pct(s.wall.spread)} | ${s.workflowsPerSecond.median.toFixed(1)} | ${(s.wall.median / s.nodes).toFixed(1)} ms |`,
+      );
     }
     const big = [...r.p3.runs].sort((x, y) => y.nodes - x.nodes)[0];
     if (big?.cpu) {
@@ -88,9 +130,16 @@ export function renderReport(r: BenchReport): string {
     const [a, b] = [r.p3.bySize[0], r.p3.bySize.at(-1)];
     if (a && b && a !== b) {
       const growth = b.wall.median / a.wall.median / (b.nodes / a.nodes);
-      out.push('', `Cost per node at ${b.nodes} vs ${a.nodes}: ${growth.toFixed(2)}× (1.00 = linear${growth > 1.2 ? '; above linear' : ''}).`);
+      out.push(
+        '',
+        `Cost per node at ${b.nodes} vs ${a.nodes}: ${growth.toFixed(2)}× (1.00 = linear${growth > 1.2 ? '; above linear' : ''}).`,
+      );
     }
-    out.push('', 'Each simulated node is a full provisionNode run as a fleet child: 6 step activities, 14 ledger events as local activities, and the workflow tasks between them.', '');
+    out.push(
+      '',
+      'Each simulated node is a full provisionNode run as a fleet child: 6 step activities, 14 ledger events as local activities, and the workflow tasks between them.',
+      '',
+    );
   }
   return out.join('\n') + '\n';
 }

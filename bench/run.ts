@@ -17,7 +17,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import {
+  DefaultLogger,
+  NativeConnection,
+  Runtime,
+  Worker,
+  bundleWorkflowCode,
+  type WorkflowBundleWithSourceMap,
+} from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
 import { Ledger } from '../inventory/index.js';
 import type { FleetInputJson } from '../common/fleet.js';
@@ -56,8 +63,13 @@ const { values: opts } = parseArgs({
   },
 });
 const only = new Set(opts.only.split(','));
-const ints = (s: string) => s.split(',').map((x) => Number.parseInt(x, 10)).filter((n) => n > 0);
-const repeatsFor = (n: number, large: number, repeats: number) => (n >= large ? Number(opts['large-repeats']) : repeats);
+const ints = (s: string) =>
+  s
+    .split(',')
+    .map((x) => Number.parseInt(x, 10))
+    .filter((n) => n > 0);
+const repeatsFor = (n: number, large: number, repeats: number) =>
+  n >= large ? Number(opts['large-repeats']) : repeats;
 const log = (line: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}`);
 
 // --- report shapes ------------------------------------------------------------------------
@@ -128,7 +140,11 @@ async function setUp(): Promise<Bench> {
   Runtime.install({ logger: new DefaultLogger(process.env.NB_BENCH_LOG === 'warn' ? 'WARN' : 'ERROR') });
   const dir = mkdtempSync(path.join(os.tmpdir(), 'nb-bench-'));
   log('starting the Temporal dev server (SQLite file, headless)');
-  const server = await startDevServer({ headless: true, ...(process.env.NB_BENCH_MEMORY ? {} : { dbFilename: path.join(dir, 'temporal.db') }), logFile: path.join(dir, 'server.log') });
+  const server = await startDevServer({
+    headless: true,
+    ...(process.env.NB_BENCH_MEMORY ? {} : { dbFilename: path.join(dir, 'temporal.db') }),
+    logFile: path.join(dir, 'server.log'),
+  });
   const connection = await Connection.connect({ address: server.address });
   const native = await NativeConnection.connect({ address: server.address });
   const bundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: new DefaultLogger('WARN') });
@@ -148,8 +164,20 @@ async function setUp(): Promise<Bench> {
 }
 
 /** Run a worker on `taskQueue` for as long as `fn` runs. */
-async function withWorker<T>(b: Bench, taskQueue: string, activities: object, fn: () => Promise<T>, tuning: Partial<Parameters<typeof Worker.create>[0]> = {}): Promise<T> {
-  const worker = await Worker.create({ connection: b.native, taskQueue, workflowBundle: b.bundle, activities, ...tuning });
+async function withWorker<T>(
+  b: Bench,
+  taskQueue: string,
+  activities: object,
+  fn: () => Promise<T>,
+  tuning: Partial<Parameters<typeof Worker.create>[0]> = {},
+): Promise<T> {
+  const worker = await Worker.create({
+    connection: b.native,
+    taskQueue,
+    workflowBundle: b.bundle,
+    activities,
+    ...tuning,
+  });
   return worker.runUntil(fn);
 }
 
@@ -162,7 +190,8 @@ function benchWorkload(nodeId: string) {
 async function p1(b: Bench, pairs: number): Promise<P1Report> {
   const lab = await Lab.up({ nodes: 1, trustDomain: TRUST_DOMAIN, ephemeral: true, log: (l) => log(`[lab] ${l}`) });
   const acts = createActivities({ ledger: b.ledger });
-  const inputFor = (nodeId: string): ProvisionInputJson => labProvisionInput(lab, 'n1', { nodeId, workloads: benchWorkload(nodeId) });
+  const inputFor = (nodeId: string): ProvisionInputJson =>
+    labProvisionInput(lab, 'n1', { nodeId, workloads: benchWorkload(nodeId) });
   const out: P1Pair[] = [];
   try {
     await withWorker(b, REAL_QUEUE, acts, async () => {
@@ -196,7 +225,13 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
           p = await viaScript();
           t = await viaTemporal();
         }
-        const pair: P1Pair = { order, temporalMs: t.ms, plainMs: p.ms, temporalStepsMs: t.steps, plainStepsMs: p.steps };
+        const pair: P1Pair = {
+          order,
+          temporalMs: t.ms,
+          plainMs: p.ms,
+          temporalStepsMs: t.steps,
+          plainStepsMs: p.steps,
+        };
         out.push(pair);
         log(`P1 pair ${i + 1}/${pairs} (${order}): temporal ${sec(pair.temporalMs)} s, plain ${sec(pair.plainMs)} s`);
       }
@@ -243,7 +278,9 @@ async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> 
               defaults,
               nodes: lab.nodes.map((node, k) => {
                 const nodeId = `${tag}-${k + 1}`;
-                const workloads = benchWorkload(nodeId).map((w) => labWorkloadSpec(lab, { nodeId, nodeDir: node.dir }, w));
+                const workloads = benchWorkload(nodeId).map((w) =>
+                  labWorkloadSpec(lab, { nodeId, nodeDir: node.dir }, w),
+                );
                 return { nodeId, host: { kind: 'netns', netns: node.netns }, nodeDir: node.dir, workloads };
               }),
               window: n,
@@ -266,7 +303,9 @@ async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> 
               medianStepMs: stepsMs,
             };
             runs.push(run);
-            log(`P2 ${n} nodes (run ${r + 1}/${times}): ${sec(wallMs)} s, ${run.succeeded} ok / ${run.failed} failed, peak ${mb(run.peakPerNodeBytes)} MiB per node`);
+            log(
+              `P2 ${n} nodes (run ${r + 1}/${times}): ${sec(wallMs)} s, ${run.succeeded} ok / ${run.failed} failed, peak ${mb(run.peakPerNodeBytes)} MiB per node`,
+            );
           } finally {
             await lab.down();
           }
@@ -292,10 +331,16 @@ async function startFleetAndWait(b: Bench, fleet: FleetInputJson, taskQueue: str
 async function childStepDurations(b: Bench, fleet: FleetInputJson): Promise<Record<StepName, number>> {
   const receipts: ProvisionReceipt[] = [];
   for (const node of fleet.nodes) {
-    const r = await b.client.workflow.getHandle<typeof provisionNode>(provisionWorkflowId(node.nodeId)).result().catch(() => null);
+    const r = await b.client.workflow
+      .getHandle<typeof provisionNode>(provisionWorkflowId(node.nodeId))
+      .result()
+      .catch(() => null);
     if (r) receipts.push(r);
   }
-  return Object.fromEntries(STEPS.map((s) => [s, summarize(receipts.map((r) => r.durationsMs[s])).median])) as Record<StepName, number>;
+  return Object.fromEntries(STEPS.map((s) => [s, summarize(receipts.map((r) => r.durationsMs[s])).median])) as Record<
+    StepName,
+    number
+  >;
 }
 
 // --- P3 ---------------------------------------------------------------------------------------
@@ -336,7 +381,9 @@ async function p3(b: Bench, sizes: number[], repeats: number): Promise<P3Run[]> 
             succeeded: result.counts.succeeded,
           };
           runs.push(run);
-          log(`P3 ${n} simulated nodes (run ${r + 1}/${times}): ${sec(wallMs)} s, ${run.workflowsPerSecond.toFixed(1)} workflows/s, ${result.generation} fleet run(s)`);
+          log(
+            `P3 ${n} simulated nodes (run ${r + 1}/${times}): ${sec(wallMs)} s, ${run.workflowsPerSecond.toFixed(1)} workflows/s, ${result.generation} fleet run(s)`,
+          );
         }
       }
     },
@@ -357,8 +404,24 @@ function simulatedTemplate(): Record<string, unknown> {
     segment: 'sim',
     host: { kind: 'netns', netns: 'sim-node' },
     nodeDir: '/var/lib/node-bootstrap/sim',
-    overlay: { cidr: '10.200.0.0/16', hubs: [{ name: 'hub', host: { kind: 'netns', netns: 'sim-hub' }, interface: 'simhub', endpoint: '192.0.2.1:51820', overlayIp: '10.200.0.1' }] },
-    spire: { trustDomain: 'sim.nodeboot.test', serverAddress: '10.200.0.1', serverHost: { kind: 'local' }, serverSocketPath: '/run/spire/sim.sock' },
+    overlay: {
+      cidr: '10.200.0.0/16',
+      hubs: [
+        {
+          name: 'hub',
+          host: { kind: 'netns', netns: 'sim-hub' },
+          interface: 'simhub',
+          endpoint: '192.0.2.1:51820',
+          overlayIp: '10.200.0.1',
+        },
+      ],
+    },
+    spire: {
+      trustDomain: 'sim.nodeboot.test',
+      serverAddress: '10.200.0.1',
+      serverHost: { kind: 'local' },
+      serverSocketPath: '/run/spire/sim.sock',
+    },
     workloads: [{ name: 'api', spiffePath: '/sim/api', uid: 61001, command: ['/usr/local/bin/sim-api'] }],
   };
 }
@@ -367,14 +430,24 @@ function simulatedTemplate(): Record<string, unknown> {
 
 /** The runs grouped by fleet size (in the order first measured), each group summarized by `summary`. */
 function bySize<R extends { nodes: number }, S>(runs: R[], summary: (group: R[]) => S): ({ nodes: number } & S)[] {
-  return [...new Set(runs.map((r) => r.nodes))].map((nodes) => ({ nodes, ...summary(runs.filter((r) => r.nodes === nodes)) }));
+  return [...new Set(runs.map((r) => r.nodes))].map((nodes) => ({
+    nodes,
+    ...summary(runs.filter((r) => r.nodes === nodes)),
+  }));
 }
 
 function versions(): Record<string, string> {
-  const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'node_modules/@temporalio/worker/package.json'), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'node_modules/@temporalio/worker/package.json'), 'utf8')) as {
+    version: string;
+  };
   const pinned = readFileSync(path.join(repoRoot, 'scripts/install-tools.sh'), 'utf8');
   const pin = (name: string) => new RegExp(`${name}=["']?([^"'\\s]+)`).exec(pinned)?.[1] ?? 'unknown';
-  return { temporalCli: pin('TEMPORAL_CLI_VERSION'), spire: pin('SPIRE_VERSION'), temporalTsSdk: pkg.version, node: process.version };
+  return {
+    temporalCli: pin('TEMPORAL_CLI_VERSION'),
+    spire: pin('SPIRE_VERSION'),
+    temporalTsSdk: pkg.version,
+    node: process.version,
+  };
 }
 
 async function main() {
@@ -392,7 +465,10 @@ async function main() {
     },
     versions: versions(),
   };
-  const previous = opts.update && existsSync(path.join(opts.out, 'report.json')) ? (JSON.parse(readFileSync(path.join(opts.out, 'report.json'), 'utf8')) as BenchReport) : undefined;
+  const previous =
+    opts.update && existsSync(path.join(opts.out, 'report.json'))
+      ? (JSON.parse(readFileSync(path.join(opts.out, 'report.json'), 'utf8')) as BenchReport)
+      : undefined;
   if (previous) Object.assign(report, { p1: previous.p1, p2: previous.p2, p3: previous.p3 });
   const b = await setUp();
   try {
@@ -412,7 +488,10 @@ async function main() {
       const runs = await p3(b, ints(opts.sim), Number(opts.repeats));
       report.p3 = {
         runs,
-        bySize: bySize(runs, (rs) => ({ wall: summarize(rs.map((r) => r.wallMs)), workflowsPerSecond: summarize(rs.map((r) => r.workflowsPerSecond)) })),
+        bySize: bySize(runs, (rs) => ({
+          wall: summarize(rs.map((r) => r.wallMs)),
+          workflowsPerSecond: summarize(rs.map((r) => r.workflowsPerSecond)),
+        })),
       };
     }
   } finally {

@@ -2,7 +2,12 @@
  * The typed client for fleets: start a provisionFleet run (validated first,
  * idempotent while it runs) and read its progress, running or finished.
  */
-import { WorkflowFailedError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
+import {
+  WorkflowFailedError,
+  type Client,
+  type WorkflowExecutionDescription,
+  type WorkflowHandle,
+} from '@temporalio/client';
 import { checkFleet, type FleetInputJson, type ValidFleet } from '../common/fleet.js';
 import { fleetWorkflowId, TASK_QUEUE } from '../common/ids.js';
 import { progressQuery, type FleetProgress, type ProvisionFleetWorkflow } from '../common/definitions.js';
@@ -51,11 +56,21 @@ export interface FleetView {
 }
 
 /** The fleet's latest run (after any continue-as-new) and its progress. Throws WorkflowNotFoundError. */
-export async function viewFleet(client: Client, fleetId: string, opts: { queryTimeoutMs?: number } = {}): Promise<FleetView> {
+export async function viewFleet(
+  client: Client,
+  fleetId: string,
+  opts: { queryTimeoutMs?: number } = {},
+): Promise<FleetView> {
   const handle = client.workflow.getHandle<ProvisionFleetWorkflow>(fleetWorkflowId(fleetId));
   const desc = await handle.describe();
   const run = client.workflow.getHandle<ProvisionFleetWorkflow>(desc.workflowId, desc.runId);
-  const view: FleetView = { workflowId: desc.workflowId, runId: desc.runId, execution: desc.status.name, progress: null, failure: null };
+  const view: FleetView = {
+    workflowId: desc.workflowId,
+    runId: desc.runId,
+    execution: desc.status.name,
+    progress: null,
+    failure: null,
+  };
   if (view.execution === 'COMPLETED') {
     view.progress = await run.result();
     return view;
@@ -63,11 +78,16 @@ export async function viewFleet(client: Client, fleetId: string, opts: { queryTi
   if (view.execution !== 'RUNNING') {
     await run.result().catch((err: unknown) => {
       const cause = err instanceof WorkflowFailedError ? (err.cause ?? err) : err;
-      view.failure = { type: rootFailureType(err) ?? null, message: cause instanceof Error ? cause.message : String(cause) };
+      view.failure = {
+        type: rootFailureType(err) ?? null,
+        message: cause instanceof Error ? cause.message : String(cause),
+      };
     });
   }
   try {
-    view.progress = await client.withDeadline(Date.now() + (opts.queryTimeoutMs ?? 5_000), () => run.query(progressQuery));
+    view.progress = await client.withDeadline(Date.now() + (opts.queryTimeoutMs ?? 5_000), () =>
+      run.query(progressQuery),
+    );
   } catch {
     // No worker answered (or a run that failed before it had progress): what Temporal knows is all there is.
   }

@@ -9,7 +9,10 @@ import { decommissionWorkflowId, provisionWorkflowId } from '../common/ids.js';
 import { lifecycleState, type NodeLifecycle, type RunFacts } from '../common/lifecycle.js';
 
 export async function readNodeLifecycle(client: Client, nodeId: string): Promise<NodeLifecycle> {
-  const [provision, decommission] = await Promise.all([latestRun(client, provisionWorkflowId(nodeId)), latestRun(client, decommissionWorkflowId(nodeId))]);
+  const [provision, decommission] = await Promise.all([
+    latestRun(client, provisionWorkflowId(nodeId)),
+    latestRun(client, decommissionWorkflowId(nodeId)),
+  ]);
   return { nodeId, state: lifecycleState(provision, decommission), provision, decommission };
 }
 

@@ -14,12 +14,17 @@ import { InvalidInputError, validateProvisionInput } from './provision.js';
  * describes. A maintain run already open for the node is attached to (two
  * repairs of one node never run side by side); a finished one may run again.
  */
-export async function startMaintain(client: Client, provision: ProvisionInputJson, opts: Omit<MaintainInput, 'provision'> & { taskQueue?: string } = {}) {
+export async function startMaintain(
+  client: Client,
+  provision: ProvisionInputJson,
+  opts: Omit<MaintainInput, 'provision'> & { taskQueue?: string } = {},
+) {
   const input = validateProvisionInput(provision);
   const { taskQueue, ...options } = opts;
   // Same check as the workflow's: bad thresholds start no run (InvalidInputError names the field).
   const checked = MaintainOptions.safeParse(options);
-  if (!checked.success) throw new InvalidInputError(checked.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  if (!checked.success)
+    throw new InvalidInputError(checked.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
   return client.workflow.start<MaintainNodeWorkflow>('maintainNode', {
     workflowId: maintainWorkflowId(input.nodeId),
     taskQueue: taskQueue ?? TASK_QUEUE,

@@ -57,7 +57,12 @@ export const processIo: Io = {
 };
 
 /** Run one command line; returns the exit code. Every error goes through handleError once. */
-export async function runCli(argv: string[], env: NodeJS.ProcessEnv, io: Io, stdin: () => Promise<string> = readStdin): Promise<ExitCode> {
+export async function runCli(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  io: Io,
+  stdin: () => Promise<string> = readStdin,
+): Promise<ExitCode> {
   // Known before parsing, so even a usage error comes out as JSON.
   const json = argv.includes('--json');
   const debug = argv.includes('--debug');
@@ -73,7 +78,10 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv, io: Io, std
     }
     const config = loadCliConfig(env, cmd.config);
     address = config.TEMPORAL_ADDRESS;
-    nodeId = cmd.command === 'start' || cmd.command === 'list' || cmd.command === 'fleet' || cmd.sub === 'schedule' ? undefined : cmd.target;
+    nodeId =
+      cmd.command === 'start' || cmd.command === 'list' || cmd.command === 'fleet' || cmd.sub === 'schedule'
+        ? undefined
+        : cmd.target;
     const ctx: Context = {
       cmd,
       flags: cmd.flags,

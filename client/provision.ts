@@ -6,7 +6,12 @@ import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle 
 import { ApplicationFailure } from '@temporalio/common';
 import { decommissionWorkflowId, provisionWorkflowId, TASK_QUEUE } from '../common/ids.js';
 import type { ProvisionInput, ProvisionInputJson } from '../common/input.js';
-import { needsNewProvisionRun, type NodeLifecycle, type NodeLifecycleState, type RunFacts } from '../common/lifecycle.js';
+import {
+  needsNewProvisionRun,
+  type NodeLifecycle,
+  type NodeLifecycleState,
+  type RunFacts,
+} from '../common/lifecycle.js';
 import { checkProvisionInput, type CheckOptions } from '../common/validate.js';
 import type { DecommissionNodeWorkflow, ProvisionNodeWorkflow } from '../common/definitions.js';
 import { readNodeLifecycle } from './lifecycle.js';
@@ -53,7 +58,12 @@ export class NodeStateError extends Error {
 
 function decommissioningError(lifecycle: NodeLifecycle): NodeStateError {
   const run = lifecycle.decommission!;
-  return new NodeStateError(lifecycle.nodeId, 'decommissioning', run, `${lifecycle.nodeId} is being decommissioned (${run.workflowId} run ${run.runId} is still running): it cannot be provisioned until that ends`);
+  return new NodeStateError(
+    lifecycle.nodeId,
+    'decommissioning',
+    run,
+    `${lifecycle.nodeId} is being decommissioned (${run.workflowId} run ${run.runId} is still running): it cannot be provisioned until that ends`,
+  );
 }
 
 /**
@@ -67,7 +77,11 @@ function decommissioningError(lifecycle: NodeLifecycle): NodeStateError {
  * Two starts at once get one run: both start with conflict policy USE_EXISTING,
  * so the second attaches to the run the first made.
  */
-export async function startProvisioning(client: Client, raw: ProvisionInputJson, opts: { taskQueue?: string } = {}): Promise<StartResult> {
+export async function startProvisioning(
+  client: Client,
+  raw: ProvisionInputJson,
+  opts: { taskQueue?: string } = {},
+): Promise<StartResult> {
   const input = validateProvisionInput(raw);
   let lifecycle = await readNodeLifecycle(client, input.nodeId);
   for (let attempt = 1; ; attempt++) {
@@ -81,7 +95,13 @@ export async function startProvisioning(client: Client, raw: ProvisionInputJson,
   }
 }
 
-async function startOrAttach(client: Client, raw: ProvisionInputJson, input: ProvisionInput, lifecycle: NodeLifecycle, taskQueue: string) {
+async function startOrAttach(
+  client: Client,
+  raw: ProvisionInputJson,
+  input: ProvisionInput,
+  lifecycle: NodeLifecycle,
+  taskQueue: string,
+) {
   const workflowId = provisionWorkflowId(input.nodeId);
   const before = Date.now();
   try {
@@ -122,7 +142,12 @@ export async function startRepair(client: Client, raw: ProvisionInputJson, opts:
   if (lifecycle.state === 'decommissioning') throw decommissioningError(lifecycle);
   if (needsNewProvisionRun(lifecycle.state)) {
     const run = lifecycle.decommission!;
-    throw new NodeStateError(input.nodeId, lifecycle.state, run, `${input.nodeId} was decommissioned (${run.workflowId} run ${run.runId}${lifecycle.state === 'decommission-failed' ? ', which did not finish' : ''}): there is nothing to repair`);
+    throw new NodeStateError(
+      input.nodeId,
+      lifecycle.state,
+      run,
+      `${input.nodeId} was decommissioned (${run.workflowId} run ${run.runId}${lifecycle.state === 'decommission-failed' ? ', which did not finish' : ''}): there is nothing to repair`,
+    );
   }
   return client.workflow.start<ProvisionNodeWorkflow>('provisionNode', {
     workflowId: provisionWorkflowId(input.nodeId),

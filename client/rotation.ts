@@ -18,7 +18,11 @@ export interface RotationStart {
  * Start rotating a node's overlay key (workflow `rotate/<nodeId>`). A rotation
  * already open for the node is attached to; a finished one does not stop a new one.
  */
-export async function startRotation(client: Client, raw: RotateRequestJson, opts: { taskQueue?: string } = {}): Promise<RotationStart> {
+export async function startRotation(
+  client: Client,
+  raw: RotateRequestJson,
+  opts: { taskQueue?: string } = {},
+): Promise<RotationStart> {
   const checked = checkRotateRequest(raw);
   if (!checked.ok) throw new InvalidInputError(checked.problems);
   const nodeId = checked.value.input.nodeId;
@@ -36,7 +40,8 @@ export async function startRotation(client: Client, raw: RotateRequestJson, opts
     const desc = await handle.describe();
     return { handle, started: desc.startTime.getTime() >= before - 2_000 };
   } catch (err) {
-    if (err instanceof WorkflowExecutionAlreadyStartedError) return { handle: client.workflow.getHandle<RotateOverlayKeyWorkflow>(workflowId), started: false };
+    if (err instanceof WorkflowExecutionAlreadyStartedError)
+      return { handle: client.workflow.getHandle<RotateOverlayKeyWorkflow>(workflowId), started: false };
     throw err;
   }
 }

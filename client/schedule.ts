@@ -7,7 +7,14 @@
  * for an operator) the schedule starts no other, so a held run also pauses
  * the schedule instead of piling up runs behind it.
  */
-import { ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, type Client, type ScheduleDescription, type ScheduleHandle } from '@temporalio/client';
+import {
+  ScheduleAlreadyRunning,
+  ScheduleNotFoundError,
+  ScheduleOverlapPolicy,
+  type Client,
+  type ScheduleDescription,
+  type ScheduleHandle,
+} from '@temporalio/client';
 import type { FleetInputJson } from '../common/fleet.js';
 import { TASK_QUEUE } from '../common/ids.js';
 import { MaintainFleetOptions, maintainScheduleId, type MaintainFleetInput } from '../common/maintain-fleet.js';
@@ -32,7 +39,11 @@ export function parseEvery(every: string | number): number | null {
 }
 
 /** Create or update the fleet's maintenance schedule. Invalid options or fleet: InvalidInputError, nothing changed. */
-export async function scheduleFleetMaintenance(client: Client, fleet: FleetInputJson, opts: ScheduleOptions): Promise<{ scheduleId: string; created: boolean; handle: ScheduleHandle }> {
+export async function scheduleFleetMaintenance(
+  client: Client,
+  fleet: FleetInputJson,
+  opts: ScheduleOptions,
+): Promise<{ scheduleId: string; created: boolean; handle: ScheduleHandle }> {
   const valid = validateFleetInput(fleet);
   const { every, taskQueue, ...rest } = opts;
   const ms = parseEvery(every);
@@ -40,7 +51,8 @@ export async function scheduleFleetMaintenance(client: Client, fleet: FleetInput
   if (ms === null || ms < 60_000) problems.push('every: must be a duration of at least 1m, such as "5m" or "1h"');
   const checked = MaintainFleetOptions.safeParse(rest);
   if (!checked.success) problems.push(...checked.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
-  if (rest.segment && !valid.nodes.some((n) => n.segment === rest.segment)) problems.push(`segment: no node of fleet ${valid.input.fleetId} is in segment "${rest.segment}"`);
+  if (rest.segment && !valid.nodes.some((n) => n.segment === rest.segment))
+    problems.push(`segment: no node of fleet ${valid.input.fleetId} is in segment "${rest.segment}"`);
   if (problems.length) throw new InvalidInputError(problems);
 
   const scheduleId = maintainScheduleId(valid.input.fleetId, rest.segment);
@@ -108,7 +120,10 @@ function viewOf(d: ScheduleDescription): ScheduleView {
     scheduleId: d.scheduleId,
     everyMs: typeof every === 'number' ? every : every === undefined ? null : (parseEvery(String(every)) ?? null),
     paused: d.state.paused,
-    recent: d.info.recentActions.map((a) => ({ workflowId: a.action.workflow.workflowId, at: a.takenAt.toISOString() })),
+    recent: d.info.recentActions.map((a) => ({
+      workflowId: a.action.workflow.workflowId,
+      at: a.takenAt.toISOString(),
+    })),
     nextRunAt: d.info.nextActionTimes[0]?.toISOString() ?? null,
   };
 }

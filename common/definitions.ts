@@ -52,14 +52,7 @@ export type UndoReason = UndoRequest['reason'];
 export type RunState = 'running' | 'held' | 'compensating' | 'compensated' | 'failed' | 'succeeded';
 
 export type StepState =
-  | 'pending'
-  | 'running'
-  | 'succeeded'
-  | 'failed'
-  | 'cancelled'
-  | 'compensating'
-  | 'compensated'
-  | 'compensation_failed';
+  'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'compensating' | 'compensated' | 'compensation_failed';
 
 /** A failure as people read it. `type` is the ApplicationFailure type (one of ERROR_TYPES for our activities). */
 export interface FailureInfo {

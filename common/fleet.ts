@@ -84,7 +84,10 @@ export interface ValidFleet {
  * The provisionNode input of fleet node `i`, before validation: the defaults,
  * its segment's fields merged in deeply, then the node's own fields over the top.
  */
-export function mergeNodeInput(fleet: Pick<FleetInput, 'defaults' | 'nodes'> & Partial<Pick<FleetInput, 'segments'>>, i: number): ProvisionInputJson {
+export function mergeNodeInput(
+  fleet: Pick<FleetInput, 'defaults' | 'nodes'> & Partial<Pick<FleetInput, 'segments'>>,
+  i: number,
+): ProvisionInputJson {
   const node = fleet.nodes[i]!;
   const segment = node.segment ?? fleet.defaults.segment;
   const bySegment = typeof segment === 'string' && fleet.segments ? fleet.segments[segment] : undefined;
@@ -92,7 +95,8 @@ export function mergeNodeInput(fleet: Pick<FleetInput, 'defaults' | 'nodes'> & P
   return { ...base, ...node } as ProvisionInputJson;
 }
 
-const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base };
@@ -111,7 +115,10 @@ function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>)
  * provisionNode validation (common/validate.ts), so a fleet never launches a
  * node its own run would refuse; then the rules across nodes.
  */
-export function checkFleet(raw: unknown, opts: CheckOptions = {}): { fleet: ValidFleet; problems: [] } | { fleet: null; problems: string[] } {
+export function checkFleet(
+  raw: unknown,
+  opts: CheckOptions = {},
+): { fleet: ValidFleet; problems: [] } | { fleet: null; problems: string[] } {
   const parsed = FleetInput.safeParse(raw);
   if (!parsed.success) return { fleet: null, problems: describeZodError(parsed.error) };
   const input = parsed.data;
@@ -129,7 +136,8 @@ export function checkFleet(raw: unknown, opts: CheckOptions = {}): { fleet: Vali
   // A segment no node is in is a typo that would silently apply nothing.
   const used = new Set(nodes.map((n) => n.segment));
   for (const name of Object.keys(input.segments)) {
-    if (problems.length === 0 && !used.has(name)) problems.push(`segments.${name}: no node of the fleet is in segment "${name}"`);
+    if (problems.length === 0 && !used.has(name))
+      problems.push(`segments.${name}: no node of the fleet is in segment "${name}"`);
   }
   if (problems.length > 0) return { fleet: null, problems };
   return { fleet: { input, nodes }, problems: [] };
@@ -145,10 +153,15 @@ function sharedNodeDirProblems(nodes: ProvisionInput[]): string[] {
   const claimed: { fs: string; dir: string; i: number }[] = [];
   nodes.forEach((n, i) => {
     const fs = filesystemOf(n.host);
-    const clash = claimed.find((c) => c.fs === fs && (c.dir === n.nodeDir || c.dir.startsWith(`${n.nodeDir}/`) || n.nodeDir.startsWith(`${c.dir}/`)));
+    const clash = claimed.find(
+      (c) =>
+        c.fs === fs && (c.dir === n.nodeDir || c.dir.startsWith(`${n.nodeDir}/`) || n.nodeDir.startsWith(`${c.dir}/`)),
+    );
     if (clash) {
       const how = clash.dir === n.nodeDir ? 'the same nodeDir as' : 'a nodeDir overlapping that of';
-      problems.push(`nodes.${i}.nodeDir: ${n.nodeDir} is ${how} nodes.${clash.i} ("${nodes[clash.i]!.nodeId}") on the same host`);
+      problems.push(
+        `nodes.${i}.nodeDir: ${n.nodeDir} is ${how} nodes.${clash.i} ("${nodes[clash.i]!.nodeId}") on the same host`,
+      );
     }
     claimed.push({ fs, dir: n.nodeDir, i });
   });
@@ -167,7 +180,9 @@ export function validateFleet(raw: unknown, opts: CheckOptions = {}): ValidFleet
 }
 
 function invalid(problems: string[]) {
-  return failure('InvalidInput', `invalid fleet input: ${problems.join('; ')}`, { details: [{ issues: problems.map(redactSecrets) }] });
+  return failure('InvalidInput', `invalid fleet input: ${problems.join('; ')}`, {
+    details: [{ issues: problems.map(redactSecrets) }],
+  });
 }
 
 /** Failures the budget allows before the rollout stops; null when there is no budget. */

@@ -35,13 +35,22 @@ export function summarizeHealth(report: HealthReport): HealthSummary {
   const at = Date.parse(report.checkedAt);
   const of = (kind: LinkCheck['kind']) => report.links.filter((l) => l.kind === kind);
   const keyRecordedAt = of('overlayKey')[0]?.evidence.keyRecordedAt;
-  const keyAgeSeconds = typeof keyRecordedAt === 'string' && !Number.isNaN(Date.parse(keyRecordedAt)) ? Math.max(0, Math.round((at - Date.parse(keyRecordedAt)) / 1000)) : null;
+  const keyAgeSeconds =
+    typeof keyRecordedAt === 'string' && !Number.isNaN(Date.parse(keyRecordedAt))
+      ? Math.max(0, Math.round((at - Date.parse(keyRecordedAt)) / 1000))
+      : null;
   const agentSvidSecondsLeft = num(of('agent')[0]?.evidence.svidSecondsLeft);
-  const workloadSvids = of('workload').map((l) => ({ name: l.link.slice('workload:'.length), secondsLeft: num(l.evidence.svidSecondsLeft) }));
+  const workloadSvids = of('workload').map((l) => ({
+    name: l.link.slice('workload:'.length),
+    secondsLeft: num(l.evidence.svidSecondsLeft),
+  }));
   const attestorCertSecondsLeft = num(of('agent')[0]?.evidence.attestorCertSecondsLeft);
   const handshakes = of('handshake').map((l) => num(l.evidence.handshakeAgeSeconds));
-  const lastHandshakeAgeSeconds = handshakes.length === 0 || handshakes.includes(null) ? null : Math.max(...(handshakes as number[]));
-  const expiries = [agentSvidSecondsLeft, attestorCertSecondsLeft, ...workloadSvids.map((w) => w.secondsLeft)].filter((n): n is number => n !== null);
+  const lastHandshakeAgeSeconds =
+    handshakes.length === 0 || handshakes.includes(null) ? null : Math.max(...(handshakes as number[]));
+  const expiries = [agentSvidSecondsLeft, attestorCertSecondsLeft, ...workloadSvids.map((w) => w.secondsLeft)].filter(
+    (n): n is number => n !== null,
+  );
   return {
     nodeId: report.nodeId,
     status: report.status,

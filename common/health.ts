@@ -23,7 +23,8 @@ export type HealthState = (typeof HEALTH_STATES)[number];
  * `handshake:<hub>`, `probe`, `agent`, `entry:<workload>`, `workload:<workload>`.
  * A driver that has no such link (bowtie has no hub peers) does not report it.
  */
-export type LinkKind = 'interface' | 'overlayKey' | 'hubPeer' | 'handshake' | 'probe' | 'agent' | 'entry' | 'workload' | 'device';
+export type LinkKind =
+  'interface' | 'overlayKey' | 'hubPeer' | 'handshake' | 'probe' | 'agent' | 'entry' | 'workload' | 'device';
 
 export interface LinkCheck {
   /** `<kind>` or `<kind>:<name>`, e.g. `handshake:hub`, `workload:api`. */

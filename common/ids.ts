@@ -50,7 +50,9 @@ export function filesystemOf(host: HostSpec): string {
  * for the node (its agent ID changes with every attestation) and the parent of
  * every workload entry of the node.
  */
-export const nodeAliasId = (input: Pick<ProvisionInput, 'nodeId' | 'spire'>) => `spiffe://${input.spire.trustDomain}/node/${input.nodeId}`;
+export const nodeAliasId = (input: Pick<ProvisionInput, 'nodeId' | 'spire'>) =>
+  `spiffe://${input.spire.trustDomain}/node/${input.nodeId}`;
 
 /** The SPIFFE ID a workload's registration entry gives it: `spiffe://<td><spiffePath>`. */
-export const spiffeIdOf = (input: Pick<ProvisionInput, 'spire'>, w: Pick<WorkloadSpec, 'spiffePath'>) => `spiffe://${input.spire.trustDomain}${w.spiffePath}`;
+export const spiffeIdOf = (input: Pick<ProvisionInput, 'spire'>, w: Pick<WorkloadSpec, 'spiffePath'>) =>
+  `spiffe://${input.spire.trustDomain}${w.spiffePath}`;

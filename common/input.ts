@@ -27,7 +27,10 @@ export const SshHostName = z.union(
     z
       .string()
       .max(253)
-      .regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i, 'must be a DNS name'),
+      .regex(
+        /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i,
+        'must be a DNS name',
+      ),
   ],
   { error: 'must be an IPv4 address or a DNS name' },
 );
@@ -93,7 +96,10 @@ export const CredentialEnvName = z
 const HttpsUrl = z
   .string()
   .max(2048)
-  .regex(/^https:\/\/[^\s/@]+(?::\d+)?(?:\/[^\s]*)?$/, 'must be an https URL such as "https://ctl1.example.net" (no credentials in it; http is refused)');
+  .regex(
+    /^https:\/\/[^\s/@]+(?::\d+)?(?:\/[^\s]*)?$/,
+    'must be an https URL such as "https://ctl1.example.net" (no credentials in it; http is refused)',
+  );
 
 const Sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
 
@@ -131,7 +137,10 @@ export const BowtieSpec = z
         /** Checked on the node before anything is installed or configured: a package is only ever installed by its digest. */
         sha256: Sha256,
         /** The Debian package name (to check and to uninstall). */
-        name: z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/, 'must be a Debian package name').default('bowtie-service'),
+        name: z
+          .string()
+          .regex(/^[a-z0-9][a-z0-9+.-]+$/, 'must be a Debian package name')
+          .default('bowtie-service'),
       })
       .strict(),
     /**
@@ -143,7 +152,12 @@ export const BowtieSpec = z
     /** How the device gets approved: after it enrolls (by the id the client reports), or up front by its serial. */
     approval: z.enum(['approve', 'preApprove']).default('approve'),
     /** The device serial the client reports (needed for preApprove; also used to find the device). */
-    serial: z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/, 'must be letters, digits and "._:-" only').optional(),
+    serial: z
+      .string()
+      .min(1)
+      .max(128)
+      .regex(/^[A-Za-z0-9._:-]+$/, 'must be letters, digits and "._:-" only')
+      .optional(),
     /** Further config.toml keys, written as given (the documented ones, entrypoint and auth_prompt_strategy, are ours). */
     clientConfig: z
       .record(
@@ -158,10 +172,17 @@ export const BowtieSpec = z
   })
   .strict()
   .superRefine((v, ctx) => {
-    if (v.approval === 'preApprove' && !v.serial) ctx.addIssue({ code: 'custom', path: ['serial'], message: 'is required when approval is "preApprove"' });
+    if (v.approval === 'preApprove' && !v.serial)
+      ctx.addIssue({ code: 'custom', path: ['serial'], message: 'is required when approval is "preApprove"' });
     for (const k of Object.keys(v.clientConfig)) {
-      if (k === 'entrypoint' || k === 'auth_prompt_strategy') ctx.addIssue({ code: 'custom', path: ['clientConfig', k], message: 'is set by the driver' });
-      else if (!/^[A-Za-z0-9_-]{1,64}$/.test(k)) ctx.addIssue({ code: 'custom', path: ['clientConfig', k], message: 'must be a bare TOML key (letters, digits, "_", "-")' });
+      if (k === 'entrypoint' || k === 'auth_prompt_strategy')
+        ctx.addIssue({ code: 'custom', path: ['clientConfig', k], message: 'is set by the driver' });
+      else if (!/^[A-Za-z0-9_-]{1,64}$/.test(k))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['clientConfig', k],
+          message: 'must be a bare TOML key (letters, digits, "_", "-")',
+        });
     }
   });
 export type BowtieSpec = z.infer<typeof BowtieSpec>;
@@ -194,35 +215,80 @@ export const OverlaySpec = z
       if (v.bowtie) ctx.addIssue({ code: 'custom', path: ['bowtie'], message: 'is only for driver "bowtie"' });
     } else {
       if (!v.bowtie) ctx.addIssue({ code: 'custom', path: ['bowtie'], message: 'is required for driver "bowtie"' });
-      if (v.hubs.length > 0) ctx.addIssue({ code: 'custom', path: ['hubs'], message: 'are for driver "wireguard" (Bowtie controllers are the peers)' });
-      if (v.interface) ctx.addIssue({ code: 'custom', path: ['interface'], message: 'is for driver "wireguard" (the Bowtie client names its interface)' });
-      if (v.maxKeyAgeDays !== undefined) ctx.addIssue({ code: 'custom', path: ['maxKeyAgeDays'], message: 'is for driver "wireguard" (the Bowtie client keeps its own key)' });
+      if (v.hubs.length > 0)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['hubs'],
+          message: 'are for driver "wireguard" (Bowtie controllers are the peers)',
+        });
+      if (v.interface)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['interface'],
+          message: 'is for driver "wireguard" (the Bowtie client names its interface)',
+        });
+      if (v.maxKeyAgeDays !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['maxKeyAgeDays'],
+          message: 'is for driver "wireguard" (the Bowtie client keeps its own key)',
+        });
     }
   });
 export type OverlaySpec = z.infer<typeof OverlaySpec>;
 
-const JoinTokenAttestor = z.object({ type: z.literal('join_token'), tokenTtlSeconds: z.number().int().min(30).max(86_400).default(600) }).strict();
+const JoinTokenAttestor = z
+  .object({ type: z.literal('join_token'), tokenTtlSeconds: z.number().int().min(30).max(86_400).default(600) })
+  .strict();
 /**
  * x509pop: a machine certificate (subject CN = the node id) and its key, files
  * on the NODE (the key owned by root, mode 0600; the worker never reads it).
  */
 const X509PopAttestor = z
-  .object({ type: z.literal('x509pop'), certificatePath: SafePath, privateKeyPath: SafePath, intermediatesPath: SafePath.optional() })
+  .object({
+    type: z.literal('x509pop'),
+    certificatePath: SafePath,
+    privateKeyPath: SafePath,
+    intermediatesPath: SafePath.optional(),
+  })
   .strict();
 /** sshpop: the node's SSH host key and its host certificate from the SSH CA the server trusts, files on the NODE. */
 const SshPopAttestor = z.object({ type: z.literal('sshpop'), hostKeyPath: SafePath, hostCertPath: SafePath }).strict();
-const AwsIidAttestor = z.object({ type: z.literal('aws_iid'), accountId: z.string().regex(/^\d{12}$/, 'must be a 12-digit AWS account id').optional() }).strict();
-const GcpIitAttestor = z.object({ type: z.literal('gcp_iit'), projectId: Label.optional(), serviceAccount: z.string().max(255).optional() }).strict();
+const AwsIidAttestor = z
+  .object({
+    type: z.literal('aws_iid'),
+    accountId: z
+      .string()
+      .regex(/^\d{12}$/, 'must be a 12-digit AWS account id')
+      .optional(),
+  })
+  .strict();
+const GcpIitAttestor = z
+  .object({ type: z.literal('gcp_iit'), projectId: Label.optional(), serviceAccount: z.string().max(255).optional() })
+  .strict();
 /**
  * tpm_devid: the node's TPM (a device, or a TPM simulator's unix socket) and its DevID: the certificate (subject CN =
  * the node id) and the TPM-wrapped key blobs (TPMT_PUBLIC / TPM2B_PRIVATE bodies), files on the NODE. Hierarchy
  * passwords are not supported: SPIRE takes them in plugin_data, which would put them in the agent's config on disk.
  */
 const TpmDevidAttestor = z
-  .object({ type: z.literal('tpm_devid'), tpmDevicePath: SafePath, devidCertPath: SafePath, devidPrivPath: SafePath, devidPubPath: SafePath })
+  .object({
+    type: z.literal('tpm_devid'),
+    tpmDevicePath: SafePath,
+    devidCertPath: SafePath,
+    devidPrivPath: SafePath,
+    devidPubPath: SafePath,
+  })
   .strict();
 
-export const NodeAttestor = z.discriminatedUnion('type', [JoinTokenAttestor, X509PopAttestor, SshPopAttestor, AwsIidAttestor, GcpIitAttestor, TpmDevidAttestor]);
+export const NodeAttestor = z.discriminatedUnion('type', [
+  JoinTokenAttestor,
+  X509PopAttestor,
+  SshPopAttestor,
+  AwsIidAttestor,
+  GcpIitAttestor,
+  TpmDevidAttestor,
+]);
 export type NodeAttestor = z.infer<typeof NodeAttestor>;
 
 export const SpireSpec = z
@@ -246,7 +312,10 @@ export const WorkloadSpec = z
     /** Unix uid the workload runs as; becomes the selector unix:uid:<uid>. */
     uid: UnixUid,
     /** Extra selectors ("type:value"), e.g. "unix:gid:1000". */
-    selectors: z.array(z.string().regex(/^[a-z0-9_-]+:[A-Za-z0-9:._/=-]+$/, 'must look like "unix:gid:1000"')).max(16).default([]),
+    selectors: z
+      .array(z.string().regex(/^[a-z0-9_-]+:[A-Za-z0-9:._/=-]+$/, 'must look like "unix:gid:1000"'))
+      .max(16)
+      .default([]),
     /**
      * Program and arguments the workload runs (argument array, not a shell line).
      * It finds the agent through SPIFFE_ENDPOINT_SOCKET. Required for every run
@@ -262,7 +331,12 @@ export const WorkloadSpec = z
     port: z.number().int().min(1024).max(65535).optional(),
     /** Read by nothing: the built-in demo workload's callers, kept like `port`. */
     allow: z.array(SpiffeId).max(64).default([]),
-    x509TtlSeconds: z.number().int().min(60).max(86_400 * 7).default(3600),
+    x509TtlSeconds: z
+      .number()
+      .int()
+      .min(60)
+      .max(86_400 * 7)
+      .default(3600),
     jwtTtlSeconds: z.number().int().min(30).max(86_400).default(300),
   })
   .strict();
@@ -310,12 +384,22 @@ export const ProvisionInput = z
   .superRefine((v, ctx) => {
     const names = new Set<string>();
     v.workloads.forEach((w, i) => {
-      if (names.has(w.name)) ctx.addIssue({ code: 'custom', path: ['workloads', i, 'name'], message: `duplicate workload name "${w.name}"` });
+      if (names.has(w.name))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['workloads', i, 'name'],
+          message: `duplicate workload name "${w.name}"`,
+        });
       names.add(w.name);
     });
     const hubNames = new Set<string>();
     v.overlay.hubs.forEach((h, i) => {
-      if (hubNames.has(h.name)) ctx.addIssue({ code: 'custom', path: ['overlay', 'hubs', i, 'name'], message: `duplicate hub name "${h.name}"` });
+      if (hubNames.has(h.name))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['overlay', 'hubs', i, 'name'],
+          message: `duplicate hub name "${h.name}"`,
+        });
       hubNames.add(h.name);
     });
   });

@@ -130,7 +130,7 @@ export function normalizeCidr(cidr: string): string {
 export function cidrContains(cidr: string | Ipv4Network, ip: string | number): boolean {
   const n = net(cidr);
   const a = typeof ip === 'number' ? ip : parseIpv4(ip);
-  return ((a & n.mask) >>> 0) === n.network;
+  return (a & n.mask) >>> 0 === n.network;
 }
 
 /** True when `ip` is a usable host address of the block. */

@@ -10,7 +10,17 @@
  */
 
 /** Temporal's execution status names (WorkflowExecutionStatusName), as plain strings. */
-export type RunStatusName = 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELLED' | 'TERMINATED' | 'CONTINUED_AS_NEW' | 'TIMED_OUT' | 'PAUSED' | 'UNKNOWN' | 'UNSPECIFIED';
+export type RunStatusName =
+  | 'RUNNING'
+  | 'COMPLETED'
+  | 'FAILED'
+  | 'CANCELLED'
+  | 'TERMINATED'
+  | 'CONTINUED_AS_NEW'
+  | 'TIMED_OUT'
+  | 'PAUSED'
+  | 'UNKNOWN'
+  | 'UNSPECIFIED';
 
 /** What the rule needs to know about one run. */
 export interface RunFacts {
@@ -36,7 +46,8 @@ export interface RunFacts {
  *   failed, or it was cancelled/terminated): parts of the node may be left; a new
  *   provision run adopts what is left (every step is idempotent), or decommission again.
  */
-export type NodeLifecycleState = 'new' | 'provisioning' | 'provisioned' | 'failed' | 'decommissioning' | 'decommissioned' | 'decommission-failed';
+export type NodeLifecycleState =
+  'new' | 'provisioning' | 'provisioned' | 'failed' | 'decommissioning' | 'decommissioned' | 'decommission-failed';
 
 export interface NodeLifecycle {
   nodeId: string;

@@ -18,7 +18,10 @@ import { HealthThresholds, type HealthReport, type HealthThresholdsJson } from '
 import type { MaintainResult } from './maintain.js';
 import { NodeId } from './names.js';
 
-const Label = z.string().max(64).regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/, 'must be lowercase letters, digits and inner hyphens only');
+const Label = z
+  .string()
+  .max(64)
+  .regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/, 'must be lowercase letters, digits and inner hyphens only');
 
 /**
  * The remediation budget: how much repairing one fleet run may do. A shared

@@ -66,7 +66,14 @@ export const SpiffeId = z
     /^spiffe:\/\/[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?(\/[A-Za-z0-9._-]+)*$/,
     'must be a SPIFFE ID such as "spiffe://example.org/ns/prod"',
   )
-  .refine((id) => !id.split('/').slice(3).some((s) => s === '.' || s === '..'), 'must not contain "." or ".." segments');
+  .refine(
+    (id) =>
+      !id
+        .split('/')
+        .slice(3)
+        .some((s) => s === '.' || s === '..'),
+    'must not contain "." or ".." segments',
+  );
 
 /** An absolute filesystem path with no traversal and no shell-ish characters. */
 export const SafePath = z
@@ -100,7 +107,9 @@ export const Ipv4Endpoint = z
   }, 'must have a valid IPv4 address and a port 1-65535');
 
 /** A WireGuard public key: 32 bytes, base64. (Public keys only ever cross the wire.) */
-export const WgPublicKey = z.string().regex(/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/, 'must be a base64 WireGuard public key');
+export const WgPublicKey = z
+  .string()
+  .regex(/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/, 'must be a base64 WireGuard public key');
 
 /**
  * Parse `value` with `schema` or throw an Error whose message names the field.

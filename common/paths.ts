@@ -5,7 +5,9 @@
  */
 import { defaultInterfaceName, type ProvisionInput } from './input.js';
 
-export function nodePaths(input: Pick<ProvisionInput, 'nodeDir' | 'nodeId'> & { overlay: { interface?: string | undefined } }) {
+export function nodePaths(
+  input: Pick<ProvisionInput, 'nodeDir' | 'nodeId'> & { overlay: { interface?: string | undefined } },
+) {
   const d = input.nodeDir;
   const iface = input.overlay.interface ?? defaultInterfaceName(input.nodeId);
   return {

@@ -47,7 +47,9 @@ export function checkRotateRequest(raw: unknown): Checked<RotateRequest> {
     return {
       ok: false,
       value: null,
-      problems: [`overlay.driver: key rotation supports "${ROTATABLE_DRIVERS.join('", "')}" only; with "${input.overlay.driver}" the overlay client keeps and rotates its own key`],
+      problems: [
+        `overlay.driver: key rotation supports "${ROTATABLE_DRIVERS.join('", "')}" only; with "${input.overlay.driver}" the overlay client keeps and rotates its own key`,
+      ],
     };
   }
   return { ok: true, value: { input, handshakeTimeoutSeconds: opts.data.handshakeTimeoutSeconds }, problems: [] };

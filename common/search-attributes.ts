@@ -22,7 +22,14 @@ export const ErrorTypeKey = defineSearchAttributeKey('ErrorType', SearchAttribut
 /** A maintain run's view of its node: healthy, degraded, repairing or broken (common/health.ts HEALTH_STATES). */
 export const HealthKey = defineSearchAttributeKey('Health', SearchAttributeType.KEYWORD);
 
-export const SEARCH_ATTRIBUTE_KEYS = [NodeIdKey, SegmentKey, BootstrapStepKey, FailedStepKey, ErrorTypeKey, HealthKey] as const;
+export const SEARCH_ATTRIBUTE_KEYS = [
+  NodeIdKey,
+  SegmentKey,
+  BootstrapStepKey,
+  FailedStepKey,
+  ErrorTypeKey,
+  HealthKey,
+] as const;
 
 /** `--search-attribute` values for `temporal server start-dev` ("Name=Keyword"). */
 export const DEV_SERVER_SEARCH_ATTRIBUTES: string[] = SEARCH_ATTRIBUTE_KEYS.map((k) => `${k.name}=Keyword`);

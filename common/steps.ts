@@ -28,7 +28,9 @@ export const STEPS: readonly StepName[] = STEP_TABLE.map((s) => s.name);
 export const STEP_TITLES = Object.fromEntries(STEP_TABLE.map((s) => [s.name, s.title])) as Record<StepName, string>;
 
 /** The activity that undoes each step; null for a read-only step. */
-export const UNDO_OF = Object.fromEntries(STEP_TABLE.map((s) => [s.name, s.undo])) as { [R in StepRow as R['name']]: R['undo'] };
+export const UNDO_OF = Object.fromEntries(STEP_TABLE.map((s) => [s.name, s.undo])) as {
+  [R in StepRow as R['name']]: R['undo'];
+};
 
 /** Every undo activity, in runbook order of the step it undoes. */
 export const UNDO_ACTIVITIES: readonly UndoActivity[] = STEP_TABLE.flatMap((s) => (s.undo ? [s.undo] : []));

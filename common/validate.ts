@@ -25,7 +25,28 @@ export const UNIX_SOCKET_PATH_MAX = 107;
  * directories (a nodeDir is created, chowned and finally removed by root) and
  * world-writable trees where another user can plant files or links first.
  */
-const SYSTEM_DIRS = ['/bin', '/boot', '/etc', '/home', '/lib', '/lib32', '/lib64', '/media', '/mnt', '/opt', '/root', '/run', '/sbin', '/srv', '/usr', '/var', '/var/lib', '/var/run', '/var/log', '/usr/local'];
+const SYSTEM_DIRS = [
+  '/bin',
+  '/boot',
+  '/etc',
+  '/home',
+  '/lib',
+  '/lib32',
+  '/lib64',
+  '/media',
+  '/mnt',
+  '/opt',
+  '/root',
+  '/run',
+  '/sbin',
+  '/srv',
+  '/usr',
+  '/var',
+  '/var/lib',
+  '/var/run',
+  '/var/log',
+  '/usr/local',
+];
 const FORBIDDEN_TREES = ['/dev', '/proc', '/sys', '/tmp', '/var/tmp', '/run/user', '/run/lock'];
 
 export interface CheckOptions {
@@ -64,21 +85,31 @@ export function inputProblems(input: ProvisionInput, opts: CheckOptions = {}): s
 }
 
 function retryProblems({ retry }: ProvisionInput): string[] {
-  return retry.maximumIntervalMs < retry.initialIntervalMs ? ['retry.maximumIntervalMs: must be at least retry.initialIntervalMs'] : [];
+  return retry.maximumIntervalMs < retry.initialIntervalMs
+    ? ['retry.maximumIntervalMs: must be at least retry.initialIntervalMs']
+    : [];
 }
 
 function attestorProblems(input: ProvisionInput): string[] {
   const a = input.spire.nodeAttestor;
   if (!DRIVABLE_ATTESTORS.includes(a.type)) {
-    return [`spire.nodeAttestor.type: "${a.type}" is not supported by this worker (supported: ${DRIVABLE_ATTESTORS.join(', ')})`];
+    return [
+      `spire.nodeAttestor.type: "${a.type}" is not supported by this worker (supported: ${DRIVABLE_ATTESTORS.join(', ')})`,
+    ];
   }
   // Credential files the attestor names: distinct, and outside the agent's directory, which every undo removes.
-  const files = Object.entries(a).filter((e): e is [string, string] => e[0].endsWith('Path') && typeof e[1] === 'string');
+  const files = Object.entries(a).filter(
+    (e): e is [string, string] => e[0].endsWith('Path') && typeof e[1] === 'string',
+  );
   const agentDir = nodePaths(input).agentDir;
   const problems: string[] = [];
   files.forEach(([k, v], i) => {
-    if (v === agentDir || v.startsWith(`${agentDir}/`)) problems.push(`spire.nodeAttestor.${k}: must not be under ${agentDir} (the agent's directory, removed by every undo)`);
-    if (files.slice(0, i).some(([, w]) => w === v)) problems.push(`spire.nodeAttestor.${k}: names the same file as another credential path`);
+    if (v === agentDir || v.startsWith(`${agentDir}/`))
+      problems.push(
+        `spire.nodeAttestor.${k}: must not be under ${agentDir} (the agent's directory, removed by every undo)`,
+      );
+    if (files.slice(0, i).some(([, w]) => w === v))
+      problems.push(`spire.nodeAttestor.${k}: names the same file as another credential path`);
   });
   return problems;
 }
@@ -93,9 +124,15 @@ function nodeDirProblems(nodeDir: string, input: ProvisionInput): string[] {
     );
   }
   const dir = nodeDir.replace(/\/+$/, '') || '/';
-  if (dir === '/' || SYSTEM_DIRS.includes(dir)) problems.push(`nodeDir: must be a directory of its own, not the system directory ${dir} (e.g. "/var/lib/node-bootstrap/${input.nodeId}")`);
+  if (dir === '/' || SYSTEM_DIRS.includes(dir))
+    problems.push(
+      `nodeDir: must be a directory of its own, not the system directory ${dir} (e.g. "/var/lib/node-bootstrap/${input.nodeId}")`,
+    );
   const tree = FORBIDDEN_TREES.find((t) => dir === t || dir.startsWith(`${t}/`));
-  if (tree) problems.push(`nodeDir: must not be under ${tree} (world-writable or virtual: another user could plant files there first)`);
+  if (tree)
+    problems.push(
+      `nodeDir: must not be under ${tree} (world-writable or virtual: another user could plant files there first)`,
+    );
   return problems;
 }
 
@@ -103,17 +140,22 @@ function addressProblems({ overlay, spire }: ProvisionInput): string[] {
   const problems: string[] = [];
   const net = parseCidr(overlay.cidr);
   if (!cidrContains(net, spire.serverAddress)) {
-    problems.push(`spire.serverAddress: ${spire.serverAddress} is outside overlay.cidr ${overlay.cidr} (the agent must reach the server through the tunnel)`);
+    problems.push(
+      `spire.serverAddress: ${spire.serverAddress} is outside overlay.cidr ${overlay.cidr} (the agent must reach the server through the tunnel)`,
+    );
   }
   const reserved = new Set<string>();
   if (cidrContains(net, spire.serverAddress)) reserved.add(spire.serverAddress);
   overlay.hubs.forEach((hub, i) => {
-    if (!cidrContains(net, hub.overlayIp)) problems.push(`overlay.hubs.${i}.overlayIp: ${hub.overlayIp} is outside overlay.cidr ${overlay.cidr}`);
+    if (!cidrContains(net, hub.overlayIp))
+      problems.push(`overlay.hubs.${i}.overlayIp: ${hub.overlayIp} is outside overlay.cidr ${overlay.cidr}`);
     else reserved.add(hub.overlayIp);
   });
   // Every hub address, the server's and one for this node.
   if (hostCount(net) < reserved.size + 1) {
-    problems.push(`overlay.cidr: ${overlay.cidr} has ${hostCount(net)} usable address(es), too few for ${reserved.size} reserved (hubs, SPIRE server) and one node`);
+    problems.push(
+      `overlay.cidr: ${overlay.cidr} has ${hostCount(net)} usable address(es), too few for ${reserved.size} reserved (hubs, SPIRE server) and one node`,
+    );
   }
   return problems;
 }
@@ -131,7 +173,10 @@ function workloadProblems({ workloads }: ProvisionInput, opts: CheckOptions): st
     // /node/... names agents (a node's alias is spiffe://<td>/node/<nodeId>) and /spire/... the server
     // and agents themselves: an entry there could name another node's alias and borrow its authority.
     const reserved = ['/node', '/spire'].find((p) => w.spiffePath === p || w.spiffePath.startsWith(`${p}/`));
-    if (reserved) problems.push(`workloads.${i}.spiffePath: must not be under ${reserved}/ (reserved for SPIRE agents and node aliases)`);
+    if (reserved)
+      problems.push(
+        `workloads.${i}.spiffePath: must not be under ${reserved}/ (reserved for SPIRE agents and node aliases)`,
+      );
     for (let j = 0; j < i; j++) {
       const other = workloads[j]!;
       if (other.uid === w.uid && !tellsApart(other, w)) {

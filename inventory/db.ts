@@ -44,7 +44,10 @@ const DatabaseUrl = z.string().superRefine((value, ctx) => {
     return;
   }
   if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
-    ctx.addIssue({ code: 'custom', message: `must use the postgres:// or postgresql:// scheme (got "${url.protocol}")` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `must use the postgres:// or postgresql:// scheme (got "${url.protocol}")`,
+    });
   }
   if (!url.hostname && !url.searchParams.get('host')) {
     ctx.addIssue({ code: 'custom', message: 'must name a host' });
@@ -110,7 +113,9 @@ export class Db {
   ) {
     this.target = opts.target ?? describePool(pool);
     const o = pool.options as { password?: unknown } | undefined;
-    this.secrets = [...(opts.secrets ?? []), ...(typeof o?.password === 'string' ? [o.password] : [])].filter((s) => s.length > 0);
+    this.secrets = [...(opts.secrets ?? []), ...(typeof o?.password === 'string' ? [o.password] : [])].filter(
+      (s) => s.length > 0,
+    );
     // An idle client losing its connection emits 'error' on the pool; unhandled, that
     // kills the worker. The next query reports LedgerUnavailable instead.
     if (pool.listenerCount('error') === 0) pool.on('error', () => undefined);
@@ -137,7 +142,10 @@ export class Db {
         return out;
       } catch (err) {
         if (isUnavailable(err)) broken = err as Error;
-        else await client.query('ROLLBACK').catch((e: unknown) => (broken = e instanceof Error ? e : new Error(String(e))));
+        else
+          await client
+            .query('ROLLBACK')
+            .catch((e: unknown) => (broken = e instanceof Error ? e : new Error(String(e))));
         const code = pgCode(err);
         if (!broken && code && attempt < TX_ATTEMPTS && (RETRYABLE.has(code) || alsoRetryOn.includes(code))) {
           await new Promise((r) => setTimeout(r, 5 * attempt * Math.random()));

@@ -43,7 +43,9 @@ export async function getOverlayDevice(db: Db, nodeId: string): Promise<OverlayD
     [id],
   );
   const r = rows[0];
-  return r ? { nodeId: id, driver: r.driver, deviceId: r.device_id, publicKey: r.public_key, controllerUrl: r.controller_url } : null;
+  return r
+    ? { nodeId: id, driver: r.driver, deviceId: r.device_id, publicKey: r.public_key, controllerUrl: r.controller_url }
+    : null;
 }
 
 /** Forget the node's device. True when it had one. */

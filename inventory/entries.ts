@@ -47,7 +47,11 @@ export async function recordEntry(db: Db, entry: EntryInput): Promise<EntryRecor
 }
 
 /** The node's entries, optionally only those a given run created. */
-export async function listEntries(db: Db, nodeId: string, filter: { createdByRun?: string } = {}): Promise<EntryRecord[]> {
+export async function listEntries(
+  db: Db,
+  nodeId: string,
+  filter: { createdByRun?: string } = {},
+): Promise<EntryRecord[]> {
   const id = check(NodeId, 'nodeId', nodeId);
   const run = filter.createdByRun === undefined ? null : check(Opaque, 'createdByRun', filter.createdByRun);
   const { rows } = await db.query<EntryRow>(

@@ -8,7 +8,10 @@
  */
 import { redactSecrets, type ErrorType } from '../common/errors.js';
 
-export type LedgerErrorType = Extract<ErrorType, 'LedgerUnavailable' | 'PoolExhausted' | 'InvalidInput' | 'AddressConflict' | 'OwnershipConflict'>;
+export type LedgerErrorType = Extract<
+  ErrorType,
+  'LedgerUnavailable' | 'PoolExhausted' | 'InvalidInput' | 'AddressConflict' | 'OwnershipConflict'
+>;
 
 export class LedgerError extends Error {
   constructor(
@@ -24,8 +27,18 @@ export class LedgerError extends Error {
 
 /** SQLSTATEs and socket errors that mean "the database is not there right now". */
 const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[123]|55P03|3D000|28)/;
-const UNAVAILABLE_ERRNO = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE']);
-const UNAVAILABLE_TEXT = /Connection terminated|timeout exceeded when trying to connect|Cannot use a pool after calling end|Client has encountered a connection error/i;
+const UNAVAILABLE_ERRNO = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EPIPE',
+]);
+const UNAVAILABLE_TEXT =
+  /Connection terminated|timeout exceeded when trying to connect|Cannot use a pool after calling end|Client has encountered a connection error/i;
 
 /** The SQLSTATE (or errno code) of a pg / socket error. */
 export function pgCode(err: unknown): string | undefined {
@@ -37,7 +50,8 @@ export function pgCode(err: unknown): string | undefined {
 export function isUnavailable(err: unknown): boolean {
   if (err instanceof LedgerError) return err.type === 'LedgerUnavailable';
   const code = pgCode(err);
-  if (code && (UNAVAILABLE_ERRNO.has(code) || (/^[0-9A-Z]{5}$/.test(code) && UNAVAILABLE_SQLSTATE.test(code)))) return true;
+  if (code && (UNAVAILABLE_ERRNO.has(code) || (/^[0-9A-Z]{5}$/.test(code) && UNAVAILABLE_SQLSTATE.test(code))))
+    return true;
   // AggregateError (one failure per resolved address) carries the errno on its parts.
   const inner = (err as { errors?: unknown[] } | null)?.errors;
   if (Array.isArray(inner) && inner.some(isUnavailable)) return true;

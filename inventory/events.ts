@@ -39,7 +39,16 @@ const EventSchema = z.object({
   nodeId: NodeId,
   run: z.object({ workflowId: z.string().min(1).max(1000), runId: z.string().min(1).max(256) }),
   step: z.enum([...STEPS, 'workflow']),
-  kind: z.enum(['started', 'succeeded', 'failed', 'compensated', 'compensation_failed', 'held', 'decision', 'checked'] satisfies LedgerEventKind[]),
+  kind: z.enum([
+    'started',
+    'succeeded',
+    'failed',
+    'compensated',
+    'compensation_failed',
+    'held',
+    'decision',
+    'checked',
+  ] satisfies LedgerEventKind[]),
   attempt: z.number().int().min(0).max(1_000_000).optional(),
   errorType: z.string().min(1).max(128).optional(),
   detail: Json.optional(),
@@ -57,7 +66,16 @@ export async function appendEvent(db: Db, event: AppendEventInput): Promise<{ id
   if (Buffer.byteLength(detailJson) > MAX_DETAIL_BYTES) {
     throw new LedgerError('InvalidInput', `event.detail is larger than ${MAX_DETAIL_BYTES} bytes`);
   }
-  const digest = canonicalJson([e.nodeId, e.run.workflowId, e.run.runId, e.step, e.kind, e.attempt ?? null, e.errorType ?? null, detail]);
+  const digest = canonicalJson([
+    e.nodeId,
+    e.run.workflowId,
+    e.run.runId,
+    e.step,
+    e.kind,
+    e.attempt ?? null,
+    e.errorType ?? null,
+    detail,
+  ]);
   const key = e.idempotencyKey ?? 'sha256:' + createHash('sha256').update(digest).digest('hex');
   const ins = await db.query<{ id: string }>(
     `INSERT INTO events (node_id, workflow_id, run_id, step, kind, attempt, error_type, detail, idempotency_key)
@@ -72,7 +90,11 @@ export async function appendEvent(db: Db, event: AppendEventInput): Promise<{ id
 }
 
 /** The node's events, oldest first. */
-export async function listEvents(db: Db, nodeId: string, filter: { runId?: string; afterId?: number; limit?: number } = {}): Promise<EventRecord[]> {
+export async function listEvents(
+  db: Db,
+  nodeId: string,
+  filter: { runId?: string; afterId?: number; limit?: number } = {},
+): Promise<EventRecord[]> {
   const id = check(NodeId, 'nodeId', nodeId);
   const limit = check(z.number().int().min(1).max(10_000), 'limit', filter.limit ?? 1000);
   const after = check(z.number().int().min(0), 'afterId', filter.afterId ?? 0);

@@ -29,38 +29,60 @@ const LOCK_CIDR = 'SELECT pg_advisory_xact_lock($1::int, hashtext($2))';
  * lowest free usable host (network, broadcast and `reserved`, e.g. hub IPs,
  * skipped). Throws PoolExhausted when no address is free.
  */
-export async function allocateAddress(db: Db, nodeId: string, cidr: string, opts: { reserved?: readonly string[] } = {}): Promise<Allocation> {
+export async function allocateAddress(
+  db: Db,
+  nodeId: string,
+  cidr: string,
+  opts: { reserved?: readonly string[] } = {},
+): Promise<Allocation> {
   const id = check(NodeId, 'nodeId', nodeId);
   const net = cidrOf(cidr);
   const reserved = (opts.reserved ?? []).map((ip, i) => {
     try {
       return parseIpv4(ip);
     } catch (err) {
-      throw new LedgerError('InvalidInput', `reserved.${i}: ${err instanceof Ipv4Error ? err.message : 'is not an IPv4 address'}`);
+      throw new LedgerError(
+        'InvalidInput',
+        `reserved.${i}: ${err instanceof Ipv4Error ? err.message : 'is not an IPv4 address'}`,
+      );
     }
   });
-  const result = (ip: string, created: boolean): Allocation => ({ nodeId: id, cidr: net.cidr, ip, prefixLength: net.prefixLength, created });
+  const result = (ip: string, created: boolean): Allocation => ({
+    nodeId: id,
+    cidr: net.cidr,
+    ip,
+    prefixLength: net.prefixLength,
+    created,
+  });
 
   // Fast path, no lock: a retry or rerun finds its address.
   const existing = await getAllocation(db, id, net.cidr);
   if (existing) return result(existing, false);
 
-  return db.tx(async (c) => {
-    await c.query(LOCK_CIDR, [ALLOC_LOCK_NS, net.cidr]);
-    const mine = await c.query<{ ip: string }>('SELECT host(ip) AS ip FROM overlay_allocations WHERE cidr = $1 AND node_id = $2', [net.cidr, id]);
-    if (mine.rows[0]) return result(mine.rows[0].ip, false);
-    const taken = await c.query<{ ip: string }>('SELECT host(ip) AS ip FROM overlay_allocations WHERE cidr = $1', [net.cidr]);
-    const ip = lowestFreeHost(net, [...taken.rows.map((r) => r.ip), ...reserved]);
-    if (ip === null) {
-      const reservedInside = new Set(reserved.filter((a) => a >= net.firstHost && a <= net.lastHost)).size;
-      throw new LedgerError(
-        'PoolExhausted',
-        `overlay pool ${net.cidr} has no free address for node ${id}: ${net.hostCount} usable, ${taken.rowCount ?? 0} allocated, ${reservedInside} reserved`,
+  return db.tx(
+    async (c) => {
+      await c.query(LOCK_CIDR, [ALLOC_LOCK_NS, net.cidr]);
+      const mine = await c.query<{ ip: string }>(
+        'SELECT host(ip) AS ip FROM overlay_allocations WHERE cidr = $1 AND node_id = $2',
+        [net.cidr, id],
       );
-    }
-    await c.query('INSERT INTO overlay_allocations (cidr, ip, node_id) VALUES ($1, $2, $3)', [net.cidr, ip, id]);
-    return result(ip, true);
-  }, [UNIQUE_VIOLATION]);
+      if (mine.rows[0]) return result(mine.rows[0].ip, false);
+      const taken = await c.query<{ ip: string }>('SELECT host(ip) AS ip FROM overlay_allocations WHERE cidr = $1', [
+        net.cidr,
+      ]);
+      const ip = lowestFreeHost(net, [...taken.rows.map((r) => r.ip), ...reserved]);
+      if (ip === null) {
+        const reservedInside = new Set(reserved.filter((a) => a >= net.firstHost && a <= net.lastHost)).size;
+        throw new LedgerError(
+          'PoolExhausted',
+          `overlay pool ${net.cidr} has no free address for node ${id}: ${net.hostCount} usable, ${taken.rowCount ?? 0} allocated, ${reservedInside} reserved`,
+        );
+      }
+      await c.query('INSERT INTO overlay_allocations (cidr, ip, node_id) VALUES ($1, $2, $3)', [net.cidr, ip, id]);
+      return result(ip, true);
+    },
+    [UNIQUE_VIOLATION],
+  );
 }
 
 /**
@@ -77,24 +99,44 @@ export async function claimAddress(db: Db, nodeId: string, cidr: string, ip: str
   } catch (err) {
     throw new LedgerError('InvalidInput', `ip: ${err instanceof Ipv4Error ? err.message : 'is not an IPv4 address'}`);
   }
-  if (addr < net.firstHost || addr > net.lastHost) throw new LedgerError('InvalidInput', `ip: ${ip} is not a host address in ${net.cidr}`);
-  const result = (created: boolean): Allocation => ({ nodeId: id, cidr: net.cidr, ip, prefixLength: net.prefixLength, created });
-  return db.tx(async (c) => {
-    await c.query(LOCK_CIDR, [ALLOC_LOCK_NS, net.cidr]);
-    const holder = await c.query<{ node_id: string }>('SELECT node_id FROM overlay_allocations WHERE cidr = $1 AND ip = $2', [net.cidr, ip]);
-    if (holder.rows[0]?.node_id === id) return result(false);
-    if (holder.rows[0]) throw new LedgerError('AddressConflict', `overlay address ${ip} in ${net.cidr} is already held by node ${holder.rows[0].node_id}`);
-    await c.query('DELETE FROM overlay_allocations WHERE cidr = $1 AND node_id = $2', [net.cidr, id]);
-    await c.query('INSERT INTO overlay_allocations (cidr, ip, node_id) VALUES ($1, $2, $3)', [net.cidr, ip, id]);
-    return result(true);
-  }, [UNIQUE_VIOLATION]);
+  if (addr < net.firstHost || addr > net.lastHost)
+    throw new LedgerError('InvalidInput', `ip: ${ip} is not a host address in ${net.cidr}`);
+  const result = (created: boolean): Allocation => ({
+    nodeId: id,
+    cidr: net.cidr,
+    ip,
+    prefixLength: net.prefixLength,
+    created,
+  });
+  return db.tx(
+    async (c) => {
+      await c.query(LOCK_CIDR, [ALLOC_LOCK_NS, net.cidr]);
+      const holder = await c.query<{ node_id: string }>(
+        'SELECT node_id FROM overlay_allocations WHERE cidr = $1 AND ip = $2',
+        [net.cidr, ip],
+      );
+      if (holder.rows[0]?.node_id === id) return result(false);
+      if (holder.rows[0])
+        throw new LedgerError(
+          'AddressConflict',
+          `overlay address ${ip} in ${net.cidr} is already held by node ${holder.rows[0].node_id}`,
+        );
+      await c.query('DELETE FROM overlay_allocations WHERE cidr = $1 AND node_id = $2', [net.cidr, id]);
+      await c.query('INSERT INTO overlay_allocations (cidr, ip, node_id) VALUES ($1, $2, $3)', [net.cidr, ip, id]);
+      return result(true);
+    },
+    [UNIQUE_VIOLATION],
+  );
 }
 
 /** The node's address in `cidr`, or null. */
 export async function getAllocation(db: Db, nodeId: string, cidr: string): Promise<string | null> {
   const id = check(NodeId, 'nodeId', nodeId);
   const net = cidrOf(cidr);
-  const { rows } = await db.query<{ ip: string }>('SELECT host(ip) AS ip FROM overlay_allocations WHERE cidr = $1 AND node_id = $2', [net.cidr, id]);
+  const { rows } = await db.query<{ ip: string }>(
+    'SELECT host(ip) AS ip FROM overlay_allocations WHERE cidr = $1 AND node_id = $2',
+    [net.cidr, id],
+  );
   return rows[0]?.ip ?? null;
 }
 
@@ -113,10 +155,10 @@ export async function listAllocations(db: Db, nodeId: string): Promise<Omit<Allo
 export async function releaseAddress(db: Db, nodeId: string, cidr: string): Promise<string | null> {
   const id = check(NodeId, 'nodeId', nodeId);
   const net = cidrOf(cidr);
-  const { rows } = await db.query<{ ip: string }>('DELETE FROM overlay_allocations WHERE cidr = $1 AND node_id = $2 RETURNING host(ip) AS ip', [
-    net.cidr,
-    id,
-  ]);
+  const { rows } = await db.query<{ ip: string }>(
+    'DELETE FROM overlay_allocations WHERE cidr = $1 AND node_id = $2 RETURNING host(ip) AS ip',
+    [net.cidr, id],
+  );
   return rows[0]?.ip ?? null;
 }
 

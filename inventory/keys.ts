@@ -67,7 +67,12 @@ export async function recordKeyRotation(db: Db, rotation: KeyRotationInput): Pro
  */
 export async function getOverlayKey(db: Db, nodeId: string): Promise<OverlayKeyRecord | null> {
   const id = check(NodeId, 'nodeId', nodeId);
-  const { rows } = await db.query<{ public_key: string; fingerprint: string | null; rotated_at: Date | null; since: Date }>(
+  const { rows } = await db.query<{
+    public_key: string;
+    fingerprint: string | null;
+    rotated_at: Date | null;
+    since: Date;
+  }>(
     `SELECT k.public_key, k.fingerprint, k.rotated_at, k.rotated_at AS since FROM overlay_keys k WHERE k.node_id = $1
      UNION ALL
      SELECT p.node_public_key, NULL, NULL, min(p.created_at) FROM peers p

@@ -217,19 +217,27 @@ export async function applyMigrations(
         checksum    text NOT NULL,
         applied_at  timestamptz NOT NULL DEFAULT now()
       )`);
-    const { rows } = await client.query<{ version: number; checksum: string }>('SELECT version, checksum FROM schema_migrations');
+    const { rows } = await client.query<{ version: number; checksum: string }>(
+      'SELECT version, checksum FROM schema_migrations',
+    );
     const done = new Map(rows.map((r) => [r.version, r.checksum]));
     const applied: number[] = [];
     for (const m of ordered) {
       const recorded = done.get(m.version);
       if (recorded !== undefined) {
         if (recorded !== checksum(m)) {
-          throw new Error(`migration ${m.version} (${m.name}) was changed after it was applied; add a new migration instead`);
+          throw new Error(
+            `migration ${m.version} (${m.name}) was changed after it was applied; add a new migration instead`,
+          );
         }
         continue;
       }
       await client.query(m.sql);
-      await client.query('INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)', [m.version, m.name, checksum(m)]);
+      await client.query('INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)', [
+        m.version,
+        m.name,
+        checksum(m),
+      ]);
       applied.push(m.version);
     }
     await client.query('COMMIT');

@@ -51,7 +51,13 @@ export interface PurgeResult {
 
 const State = z.enum(NODE_STATES);
 
-export async function upsertNode(db: Db, nodeId: string, segment: string, state: NodeState, input: NodeInputFacts = {}): Promise<NodeRecord> {
+export async function upsertNode(
+  db: Db,
+  nodeId: string,
+  segment: string,
+  state: NodeState,
+  input: NodeInputFacts = {},
+): Promise<NodeRecord> {
   const id = check(NodeId, 'nodeId', nodeId);
   const seg = check(Label, 'segment', segment);
   const st = check(State, 'state', state);

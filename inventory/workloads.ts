@@ -22,8 +22,16 @@ const WorkloadSchema = z.object({
   nodeId: NodeId,
   name: Label,
   spiffeId: SpiffeId,
-  pid: z.number().int().min(1).max(2 ** 31 - 1),
-  svidSerial: z.string().min(1).max(128).regex(/^[A-Za-z0-9:]+$/, 'must be a hex or decimal serial'),
+  pid: z
+    .number()
+    .int()
+    .min(1)
+    .max(2 ** 31 - 1),
+  svidSerial: z
+    .string()
+    .min(1)
+    .max(128)
+    .regex(/^[A-Za-z0-9:]+$/, 'must be a hex or decimal serial'),
   svidNotAfter: z.union([z.date(), z.iso.datetime({ offset: true })]),
 });
 
@@ -58,7 +66,10 @@ export async function listWorkloads(db: Db, nodeId: string): Promise<WorkloadRec
 export async function removeWorkloads(db: Db, nodeId: string, names?: readonly string[]): Promise<number> {
   const id = check(NodeId, 'nodeId', nodeId);
   const only = names === undefined ? null : check(z.array(Label), 'names', names);
-  const r = await db.query('DELETE FROM workloads WHERE node_id = $1 AND ($2::text[] IS NULL OR name = ANY($2))', [id, only]);
+  const r = await db.query('DELETE FROM workloads WHERE node_id = $1 AND ($2::text[] IS NULL OR name = ANY($2))', [
+    id,
+    only,
+  ]);
   return r.rowCount ?? 0;
 }
 

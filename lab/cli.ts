@@ -35,8 +35,10 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'up': {
       const nodes = Number(values.nodes);
-      if (!Number.isInteger(nodes) || nodes < 0 || nodes > 200) return usageError('--nodes must be an integer from 0 to 200');
-      if (values.datastore !== 'sqlite' && values.datastore !== 'postgres') return usageError('--datastore must be "sqlite" or "postgres"');
+      if (!Number.isInteger(nodes) || nodes < 0 || nodes > 200)
+        return usageError('--nodes must be an integer from 0 to 200');
+      if (values.datastore !== 'sqlite' && values.datastore !== 'postgres')
+        return usageError('--datastore must be "sqlite" or "postgres"');
       const lab = await Lab.up({ nodes, datastore: values.datastore, spire: !values['no-spire'], log });
       const status = await lab.status();
       if (values.json) console.log(JSON.stringify(status, null, 2));
@@ -44,7 +46,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'down': {
-      const gone = values.prefix ? (await Lab.load(values.prefix).down(), [values.prefix]) : await downAll(log, { force: values.force });
+      const gone = values.prefix
+        ? (await Lab.load(values.prefix).down(), [values.prefix])
+        : await downAll(log, { force: values.force });
       if (values.json) console.log(JSON.stringify({ removed: gone }));
       else console.log(gone.length ? `removed ${gone.join(', ')}` : 'no lab to remove');
       return 0;
@@ -71,10 +75,13 @@ function usageError(msg: string): number {
 function printStatus(s: Awaited<ReturnType<Lab['status']>>) {
   console.log(`lab ${s.prefix}  (${s.dir})`);
   console.log(`  hub  ${s.hub.netns}  ${s.hub.interface} ${s.hub.overlayIp}  endpoint ${s.hub.endpoint}`);
-  if (s.spire) console.log(`  spire ${s.spire.trustDomain} :${s.spire.port} ${s.spire.datastore} healthy=${s.spire.healthy}`);
+  if (s.spire)
+    console.log(`  spire ${s.spire.trustDomain} :${s.spire.port} ${s.spire.datastore} healthy=${s.spire.healthy}`);
   for (const n of s.nodes) console.log(`  node ${n.name}  ${n.netns}  ${n.underlayIp}`);
   for (const ns of s.namespaces) {
-    console.log(`  netns ${ns.name} ${ns.exists ? '' : '(missing)'} if=[${ns.interfaces.map((i) => i.name).join(' ')}] procs=[${ns.processes.map((p) => `${p.command}:${p.pid}`).join(' ')}]`);
+    console.log(
+      `  netns ${ns.name} ${ns.exists ? '' : '(missing)'} if=[${ns.interfaces.map((i) => i.name).join(' ')}] procs=[${ns.processes.map((p) => `${p.command}:${p.pid}`).join(' ')}]`,
+    );
   }
 }
 

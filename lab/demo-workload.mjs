@@ -53,7 +53,10 @@ async function fetchSvid({ agent, socket, dir }, deadlineMs = 60_000) {
   const until = Date.now() + deadlineMs;
   for (;;) {
     try {
-      await run(agent, ['api', 'fetch', 'x509', '-socketPath', socket, '-write', dir, '-timeout', '5s'], { timeout: 15_000, signal: stopping.signal });
+      await run(agent, ['api', 'fetch', 'x509', '-socketPath', socket, '-write', dir, '-timeout', '5s'], {
+        timeout: 15_000,
+        signal: stopping.signal,
+      });
       const cert = readFileSync(path.join(dir, 'svid.0.pem'), 'utf8');
       // X509Certificate reads the first certificate of the chain: the leaf.
       const leaf = new X509Certificate(cert);
@@ -122,19 +125,25 @@ async function serve(o, [host, port], allow) {
   let svid = await fetchSvid(o);
   log({ event: 'svid', id: svid.id, notAfter: svid.notAfter.toISOString() });
   const context = () => ({ cert: svid.cert, key: svid.key, ca: svid.ca });
-  const server = tls.createServer({ ...context(), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, (sock) => {
-    const caller = spiffeIdIn(sock.getPeerCertificate()?.subjectaltname);
-    if (!caller || !allow.includes(caller)) {
-      log({ event: 'refused', caller: caller ?? null });
-      sock.end(JSON.stringify({ ok: false, refused: caller ?? null, reason: 'SPIFFE ID not allowed' }) + '\n');
-      return;
-    }
-    log({ event: 'accepted', caller });
-    sock.end(JSON.stringify({ ok: true, server: svid.id, client: caller }) + '\n');
-  });
+  const server = tls.createServer(
+    { ...context(), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' },
+    (sock) => {
+      const caller = spiffeIdIn(sock.getPeerCertificate()?.subjectaltname);
+      if (!caller || !allow.includes(caller)) {
+        log({ event: 'refused', caller: caller ?? null });
+        sock.end(JSON.stringify({ ok: false, refused: caller ?? null, reason: 'SPIFFE ID not allowed' }) + '\n');
+        return;
+      }
+      log({ event: 'accepted', caller });
+      sock.end(JSON.stringify({ ok: true, server: svid.id, client: caller }) + '\n');
+    },
+  );
   // Rotate at half-life, as SPIRE's own SDKs do.
   const rotate = () => {
-    const half = Math.max(5_000, (svid.notAfter.getTime() - svid.notBefore.getTime()) / 2 - (Date.now() - svid.notBefore.getTime()));
+    const half = Math.max(
+      5_000,
+      (svid.notAfter.getTime() - svid.notBefore.getTime()) / 2 - (Date.now() - svid.notBefore.getTime()),
+    );
     const renew = async () => {
       try {
         svid = await fetchSvid(o);
@@ -181,7 +190,13 @@ async function call(o, connect, expect) {
     sock.on('end', () => {
       /** @type {{ ok: boolean }} */
       const reply = body.trim() ? JSON.parse(body.trim()) : { ok: false };
-      console.log(JSON.stringify({ client: svid.id, server: spiffeIdIn(sock.getPeerCertificate()?.subjectaltname) ?? null, reply }));
+      console.log(
+        JSON.stringify({
+          client: svid.id,
+          server: spiffeIdIn(sock.getPeerCertificate()?.subjectaltname) ?? null,
+          reply,
+        }),
+      );
       resolve(reply.ok ? 0 : 1);
     });
     sock.on('error', (err) => {
@@ -223,7 +238,8 @@ async function main() {
   switch (positionals[0]) {
     case 'serve':
       if (values.listen) await serve(o, splitHostPort(values.listen), values.allow);
-      else if (values['in-cidr'] && values.port) await serve(o, [addressIn(values['in-cidr']), Number(values.port)], values.allow);
+      else if (values['in-cidr'] && values.port)
+        await serve(o, [addressIn(values['in-cidr']), Number(values.port)], values.allow);
       else return usage('serve needs --listen IP:PORT, or --in-cidr CIDR and --port PORT');
       return -1;
     case 'call':

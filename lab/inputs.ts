@@ -36,16 +36,24 @@ export interface WorkloadHome {
  * address: its own address inside the lab's overlay range (allocated by step 2, on
  * an interface named by whichever driver made it).
  */
-export function demoWorkloadCommand(lab: Lab, home: WorkloadHome, w: { name: string; port: number; allow?: string[] }): string[] {
+export function demoWorkloadCommand(
+  lab: Lab,
+  home: WorkloadHome,
+  w: { name: string; port: number; allow?: string[] },
+): string[] {
   const p = nodePaths({ nodeId: home.nodeId, nodeDir: home.nodeDir, overlay: {} });
   return [
     process.execPath,
     lab.demoWorkload,
     'serve',
-    '--spire-agent', `${TOOLS_BIN}/spire-agent`,
-    '--dir', p.workloadSvidDir(w.name),
-    '--in-cidr', lab.hub.overlayCidr,
-    '--port', String(w.port),
+    '--spire-agent',
+    `${TOOLS_BIN}/spire-agent`,
+    '--dir',
+    p.workloadSvidDir(w.name),
+    '--in-cidr',
+    lab.hub.overlayCidr,
+    '--port',
+    String(w.port),
     ...(w.allow ?? []).flatMap((id) => ['--allow', id]),
   ];
 }
@@ -55,7 +63,12 @@ export function labWorkloadSpec(lab: Lab, home: WorkloadHome, w: LabWorkload): W
   const { name, spiffePath, uid } = w;
   if (w.command) return { name, spiffePath, uid, command: w.command };
   if (w.port === undefined) throw new Error(`lab workload ${name}: needs "command" or "port" (the demo workload's)`);
-  return { name, spiffePath, uid, command: demoWorkloadCommand(lab, home, { name, port: w.port, allow: w.allow ?? [] }) };
+  return {
+    name,
+    spiffePath,
+    uid,
+    command: demoWorkloadCommand(lab, home, { name, port: w.port, allow: w.allow ?? [] }),
+  };
 }
 
 export function labProvisionInput(
@@ -81,7 +94,15 @@ export function labProvisionInput(
     overlay: {
       driver: 'wireguard',
       cidr: lab.hub.overlayCidr,
-      hubs: [{ name: 'hub', host: { kind: 'netns', netns: lab.hub.netns }, interface: lab.hub.interface, endpoint: lab.hub.endpoint, overlayIp: lab.hub.overlayIp }],
+      hubs: [
+        {
+          name: 'hub',
+          host: { kind: 'netns', netns: lab.hub.netns },
+          interface: lab.hub.interface,
+          endpoint: lab.hub.endpoint,
+          overlayIp: lab.hub.overlayIp,
+        },
+      ],
     },
     spire: {
       trustDomain: spire.trustDomain,
@@ -95,5 +116,8 @@ export function labProvisionInput(
     ...opts.overrides,
   };
   // Built from the final input, so an override of nodeId or nodeDir moves the workload's paths with it.
-  return { ...input, workloads: opts.overrides?.workloads ?? (opts.workloads ?? []).map((w) => labWorkloadSpec(lab, input, w)) };
+  return {
+    ...input,
+    workloads: opts.overrides?.workloads ?? (opts.workloads ?? []).map((w) => labWorkloadSpec(lab, input, w)),
+  };
 }

@@ -12,7 +12,16 @@
  * process and stale labs (their owner died) are found and removed by prefix.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { localTransport, netnsTransport, processAlive, type HostTransport } from '../activities/host/transport.js';
@@ -173,7 +182,12 @@ export class Lab {
       await lab.buildUnderlay(log);
       await lab.buildHub(log);
       if (opts.spire ?? true) {
-        await lab.startSpire(opts.datastore ?? 'sqlite', opts.trustDomain ?? 'lab.nodeboot.test', log, opts.nodeAttestors);
+        await lab.startSpire(
+          opts.datastore ?? 'sqlite',
+          opts.trustDomain ?? 'lab.nodeboot.test',
+          log,
+          opts.nodeAttestors,
+        );
       }
       lab.save();
       return lab;
@@ -248,7 +262,12 @@ export class Lab {
     this.save();
   }
 
-  private async startSpire(datastore: 'sqlite' | 'postgres', trustDomain: string, log: (l: string) => void, nodeAttestors?: readonly string[]) {
+  private async startSpire(
+    datastore: 'sqlite' | 'postgres',
+    trustDomain: string,
+    log: (l: string) => void,
+    nodeAttestors?: readonly string[],
+  ) {
     const { startSpireServer } = await import('./spire-server.js');
     log(`SPIRE server on ${this.hub.netns} (${datastore}, trust domain ${trustDomain})`);
     const dataDir = path.join(this.hub.dir, 'spire');
@@ -270,7 +289,11 @@ export class Lab {
    * the node, hub peer both ways. The bootstrap does this through its steps;
    * tests of lower layers use this.
    */
-  async wireNode(name: string, overlayIp: string, ifname = `${this.prefix}${name}`.slice(0, 15)): Promise<{ interface: string; publicKey: string }> {
+  async wireNode(
+    name: string,
+    overlayIp: string,
+    ifname = `${this.prefix}${name}`.slice(0, 15),
+  ): Promise<{ interface: string; publicKey: string }> {
     const node = this.node(name);
     const t = this.nodeTransport(node);
     await ensureInterface(t, ifname, { logFile: path.join(node.dir, 'wireguard-go.log') });
@@ -281,7 +304,12 @@ export class Lab {
     await ip.linkUp(t, ifname, 1420);
     // Hub first, so the node's first handshake is answered (not retried 5 s later).
     await wg.setPeer(this.hubTransport(), this.hub.interface, { publicKey, allowedIps: [`${overlayIp}/32`] });
-    await wg.setPeer(t, ifname, { publicKey: this.hub.publicKey, endpoint: this.hub.endpoint, allowedIps: [OVERLAY_CIDR], persistentKeepaliveSeconds: 5 });
+    await wg.setPeer(t, ifname, {
+      publicKey: this.hub.publicKey,
+      endpoint: this.hub.endpoint,
+      allowedIps: [OVERLAY_CIDR],
+      persistentKeepaliveSeconds: 5,
+    });
     return { interface: ifname, publicKey };
   }
 
@@ -305,7 +333,10 @@ export class Lab {
     let spireHealthy: boolean | null = null;
     if (this.spire) {
       const r = await this.hubTransport()
-        .run('spire-server', ['healthcheck', '-socketPath', this.spire.socketPath], { allowNonZeroExit: true, timeoutMs: 10_000 })
+        .run('spire-server', ['healthcheck', '-socketPath', this.spire.socketPath], {
+          allowNonZeroExit: true,
+          timeoutMs: 10_000,
+        })
         .catch(() => ({ exitCode: 1 }));
       spireHealthy = r.exitCode === 0;
     }
@@ -335,7 +366,12 @@ export interface LabStatus {
   dir: string;
   hub: LabHub;
   nodes: LabNode[];
-  namespaces: { name: string; exists: boolean; interfaces: { name: string; state: string }[]; processes: { pid: number; command: string }[] }[];
+  namespaces: {
+    name: string;
+    exists: boolean;
+    interfaces: { name: string; state: string }[];
+    processes: { pid: number; command: string }[];
+  }[];
   spire: (LabSpire & { healthy: boolean | null }) | null;
 }
 
@@ -415,7 +451,10 @@ export async function reapStaleLabs(log: (l: string) => void = () => undefined):
  * Tear down every lab on the machine (CLI `down`), except ephemeral labs whose
  * owner (a running test) is still alive, unless `force`.
  */
-export async function downAll(log: (l: string) => void = () => undefined, opts: { force?: boolean } = {}): Promise<string[]> {
+export async function downAll(
+  log: (l: string) => void = () => undefined,
+  opts: { force?: boolean } = {},
+): Promise<string[]> {
   const gone: string[] = [];
   for (const lab of Lab.list()) {
     const { pid, ephemeral } = lab.state.owner;

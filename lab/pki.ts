@@ -45,10 +45,14 @@ function caFrom(certPath: string, certPem: string, privateKey: webcrypto.CryptoK
     fingerprint: createHash('sha1').update(Buffer.from(cert.rawData)).digest('hex'),
     async sign({ publicKeyPem, cn, notBefore, notAfter, keyUsage }) {
       const spki = x509.PemConverter.decodeFirst(publicKeyPem);
-      const publicKey = await webcrypto.subtle.importKey('spki', spki, { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']);
+      const publicKey = await webcrypto.subtle.importKey('spki', spki, { name: 'ECDSA', namedCurve: 'P-256' }, true, [
+        'verify',
+      ]);
       const now = Date.now();
       const leaf = await x509.X509CertificateGenerator.create({
-        serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(16))).toString('hex').replace(/^[89a-f]/, '1'),
+        serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(16)))
+          .toString('hex')
+          .replace(/^[89a-f]/, '1'),
         subject: `CN=${parseName(NodeId, 'cn', cn)}`,
         issuer: cert.subject,
         notBefore: notBefore ?? new Date(now - 5 * 60 * 1000),
@@ -97,7 +101,9 @@ export async function ensureNodeCa(dir: string, name = 'nodeboot lab node CA'): 
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  writeFileSync(keyPath, pemOf(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY'), { mode: 0o600 });
+  writeFileSync(keyPath, pemOf(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY'), {
+    mode: 0o600,
+  });
   writeFileSync(certPath, ca.toString('pem'), { mode: 0o644 });
   return caFrom(certPath, ca.toString('pem'), keys.privateKey);
 }
@@ -136,7 +142,12 @@ export interface IssueOptions {
  * key made on the node (kept when already there), a certificate for it from
  * the lab node CA. Returns the paths an input's nodeAttestor names.
  */
-export async function issueNodeCredential(lab: Lab, nodeName: string, nodeId: string, o: IssueOptions = {}): Promise<NodeCredential> {
+export async function issueNodeCredential(
+  lab: Lab,
+  nodeName: string,
+  nodeId: string,
+  o: IssueOptions = {},
+): Promise<NodeCredential> {
   const node = lab.node(nodeName);
   const t = lab.nodeTransport(node);
   const dir = parseName(SafePath, 'dir', o.dir ?? path.join(node.dir, 'attest'));
@@ -145,19 +156,35 @@ export async function issueNodeCredential(lab: Lab, nodeName: string, nodeId: st
   const privateKeyPath = path.join(dir, 'node.key');
   const certificatePath = path.join(dir, 'node.pem');
   const publicKeyPem = await nodePublicKey(t, privateKeyPath);
-  const certPem = await ca.sign({ publicKeyPem, cn: o.cn ?? nodeId, notBefore: o.notBefore, notAfter: o.notAfter, keyUsage: o.keyUsage });
+  const certPem = await ca.sign({
+    publicKeyPem,
+    cn: o.cn ?? nodeId,
+    notBefore: o.notBefore,
+    notAfter: o.notAfter,
+    keyUsage: o.keyUsage,
+  });
   await writeNodeFile(t, certificatePath, certPem, 0o644);
   return { certificatePath, privateKeyPath, certPem };
 }
 
 /** Make the key on the node (umask 077: it is never readable by others, not even for a moment) unless it exists; return its public half. */
 async function nodePublicKey(t: HostTransport, keyPath: string): Promise<string> {
-  await t.run('sh', ['-c', 'umask 077; [ -s "$1" ] || exec openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"', 'sh', keyPath]);
+  await t.run('sh', [
+    '-c',
+    'umask 077; [ -s "$1" ] || exec openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"',
+    'sh',
+    keyPath,
+  ]);
   await t.run('chmod', ['600', '--', keyPath]);
   const r = await t.run('openssl', ['pkey', '-in', keyPath, '-pubout']);
-  if (!/-----BEGIN PUBLIC KEY-----/.test(r.stdout)) throw new ToolError('ToolFailed', `openssl printed no public key for ${keyPath} on ${t.label}`, 'openssl');
+  if (!/-----BEGIN PUBLIC KEY-----/.test(r.stdout))
+    throw new ToolError('ToolFailed', `openssl printed no public key for ${keyPath} on ${t.label}`, 'openssl');
   return r.stdout;
 }
 
 /** x509pop input fields for a credential. */
-export const x509popAttestorInput = (c: NodeCredential) => ({ type: 'x509pop' as const, certificatePath: c.certificatePath, privateKeyPath: c.privateKeyPath });
+export const x509popAttestorInput = (c: NodeCredential) => ({
+  type: 'x509pop' as const,
+  certificatePath: c.certificatePath,
+  privateKeyPath: c.privateKeyPath,
+});

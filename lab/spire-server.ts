@@ -46,9 +46,14 @@ export interface LabServerAttestor {
 export const LAB_SERVER_ATTESTORS: Record<string, LabServerAttestor> = {
   join_token: { setup: async () => ({}) },
   // The lab node CA (lab/pki.ts issues node certificates from it).
-  x509pop: { setup: async (dir) => x509popServerPluginData({ caBundlePath: (await ensureNodeCa(labNodeCaDir(dir))).certPath }) },
+  x509pop: {
+    setup: async (dir) => x509popServerPluginData({ caBundlePath: (await ensureNodeCa(labNodeCaDir(dir))).certPath }),
+  },
   // The lab SSH CA (lab/ssh-ca.ts signs node host keys with it).
-  sshpop: { setup: async (dir) => sshpopServerPluginData({ certAuthoritiesPath: (await createSshCa(labSshCaDir(dir))).pubFile }) },
+  sshpop: {
+    setup: async (dir) =>
+      sshpopServerPluginData({ certAuthoritiesPath: (await createSshCa(labSshCaDir(dir))).pubFile }),
+  },
   // The lab's EK CA and DevID CA (lab/tpm.ts gives each node a software TPM with a DevID from them).
   tpm_devid: labServerTpmDevid,
 };
@@ -140,7 +145,10 @@ export function renderServerConfig(o: ServerConfigOptions): string {
     o.datastore.type === 'sqlite3'
       ? ['database_type = "sqlite3"', `connection_string = "${o.datastore.file}"`]
       : ['database_type = "postgres"', `connection_string = "${o.datastore.connectionString}"`];
-  const km = o.keyManager.type === 'disk' ? ['  KeyManager "disk" {', '    plugin_data {', `      keys_path = "${o.keyManager.keysPath}"`, '    }', '  }'] : ['  KeyManager "memory" {', '    plugin_data {}', '  }'];
+  const km =
+    o.keyManager.type === 'disk'
+      ? ['  KeyManager "disk" {', '    plugin_data {', `      keys_path = "${o.keyManager.keysPath}"`, '    }', '  }']
+      : ['  KeyManager "memory" {', '    plugin_data {}', '  }'];
   return [
     'server {',
     `  bind_address = "${o.bindAddress}"`,
@@ -179,7 +187,8 @@ export async function startSpireServer(opts: SpireServerOptions): Promise<SpireS
   const datastore: SpireDatastore = opts.datastore === 'postgres' ? 'postgres' : 'sqlite3';
   const binary = opts.binary ?? TOOL;
   const socketPath = path.join(dir, 'admin', 'api.sock');
-  if (Buffer.byteLength(socketPath) > 107) throw new ToolError('InvalidInput', `dir is too long for a unix socket path (${socketPath})`, TOOL);
+  if (Buffer.byteLength(socketPath) > 107)
+    throw new ToolError('InvalidInput', `dir is too long for a unix socket path (${socketPath})`, TOOL);
   const dataDir = path.join(dir, 'data');
   const logFile = path.join(dir, 'spire-server.log');
 
@@ -195,9 +204,21 @@ export async function startSpireServer(opts: SpireServerOptions): Promise<SpireS
     let ds: ServerConfigOptions['datastore'];
     if (datastore === 'postgres') {
       const pgHost = parseName(SafePath, 'postgres.host', opts.postgres?.host ?? '/var/run/postgresql');
-      const pgUser = parseName(z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/), 'postgres.user', opts.postgres?.user ?? 'postgres');
-      const label = (opts.name ?? '').toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_+|_+$/g, '').slice(0, 32);
-      const database = parseName(DbName, 'database', `nbt_spire_${label ? `${label}_` : ''}${randomBytes(6).toString('hex')}`);
+      const pgUser = parseName(
+        z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/),
+        'postgres.user',
+        opts.postgres?.user ?? 'postgres',
+      );
+      const label = (opts.name ?? '')
+        .toLowerCase()
+        .replace(/[^a-z0-9]+/g, '_')
+        .replace(/^_+|_+$/g, '')
+        .slice(0, 32);
+      const database = parseName(
+        DbName,
+        'database',
+        `nbt_spire_${label ? `${label}_` : ''}${randomBytes(6).toString('hex')}`,
+      );
       // Record before creating, so a crash between the two still gets the database dropped.
       Object.assign(record, { database, pgHost, pgUser });
       save();
@@ -209,7 +230,12 @@ export async function startSpireServer(opts: SpireServerOptions): Promise<SpireS
     const nodeAttestors: NodeAttestorBlock[] = [];
     for (const type of opts.nodeAttestors ?? DEFAULT_LAB_ATTESTORS) {
       const a = LAB_SERVER_ATTESTORS[type];
-      if (!a) throw new ToolError('InvalidInput', `nodeAttestors: the lab cannot set up "${type}" (it can: ${Object.keys(LAB_SERVER_ATTESTORS).join(', ')})`, TOOL);
+      if (!a)
+        throw new ToolError(
+          'InvalidInput',
+          `nodeAttestors: the lab cannot set up "${type}" (it can: ${Object.keys(LAB_SERVER_ATTESTORS).join(', ')})`,
+          TOOL,
+        );
       nodeAttestors.push({ type, pluginData: await a.setup(dir) });
     }
     const config = renderServerConfig({
@@ -219,7 +245,10 @@ export async function startSpireServer(opts: SpireServerOptions): Promise<SpireS
       socketPath,
       dataDir,
       datastore: ds,
-      keyManager: (opts.keyManager ?? 'disk') === 'disk' ? { type: 'disk', keysPath: path.join(dataDir, 'keys.json') } : { type: 'memory' },
+      keyManager:
+        (opts.keyManager ?? 'disk') === 'disk'
+          ? { type: 'disk', keysPath: path.join(dataDir, 'keys.json') }
+          : { type: 'memory' },
       logLevel: opts.logLevel,
       defaultX509SvidTtlSeconds: opts.defaultX509SvidTtlSeconds,
       defaultJwtSvidTtlSeconds: opts.defaultJwtSvidTtlSeconds,
@@ -257,15 +286,30 @@ export async function startSpireServer(opts: SpireServerOptions): Promise<SpireS
   }
 }
 
-async function waitHealthy(target: SpireServerTarget, pid: number, program: string, logFile: string, timeoutMs: number): Promise<void> {
+async function waitHealthy(
+  target: SpireServerTarget,
+  pid: number,
+  program: string,
+  logFile: string,
+  timeoutMs: number,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const host = localTransport();
   for (;;) {
     if (await healthcheck(target)) return;
     if (!(await daemonAlive(host, pid, program))) {
-      throw new ToolError('SpireServerUnavailable', `spire-server exited during startup: ${summarizeStderr(lastErrorLines(logFile), 400)}`, TOOL);
+      throw new ToolError(
+        'SpireServerUnavailable',
+        `spire-server exited during startup: ${summarizeStderr(lastErrorLines(logFile), 400)}`,
+        TOOL,
+      );
     }
-    if (Date.now() >= deadline) throw new ToolError('SpireServerUnavailable', `spire-server not healthy after ${timeoutMs} ms (log ${logFile})`, TOOL);
+    if (Date.now() >= deadline)
+      throw new ToolError(
+        'SpireServerUnavailable',
+        `spire-server not healthy after ${timeoutMs} ms (log ${logFile})`,
+        TOOL,
+      );
     await sleep(250);
   }
 }
@@ -333,7 +377,8 @@ function readFileIfAny(file: string): string {
 function checkedDir(dir: string): string {
   const d = parseName(SafePath, 'dir', dir).replace(/\/+$/, '');
   // A dedicated instance directory is at least two levels deep: never "/" or "/tmp".
-  if (d.split('/').filter(Boolean).length < 2) throw new ToolError('InvalidInput', `dir ${d} is too shallow for a dedicated instance directory`, TOOL);
+  if (d.split('/').filter(Boolean).length < 2)
+    throw new ToolError('InvalidInput', `dir ${d} is too shallow for a dedicated instance directory`, TOOL);
   return d;
 }
 
@@ -343,7 +388,11 @@ async function withPg<T>(access: { host: string; user: string }, fn: (c: pg.Clie
     await client.connect();
     return await fn(client);
   } catch (err) {
-    throw new ToolError('SpireServerUnavailable', `postgres for the SPIRE datastore at ${access.host}: ${(err as Error).message}`, 'postgres');
+    throw new ToolError(
+      'SpireServerUnavailable',
+      `postgres for the SPIRE datastore at ${access.host}: ${(err as Error).message}`,
+      'postgres',
+    );
   } finally {
     await client.end().catch(() => undefined);
   }

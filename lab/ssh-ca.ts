@@ -95,7 +95,11 @@ export function labSshCa(lab: Lab): Promise<LabSshCa> {
 }
 
 /** sshpop input fields for a node's host key and certificate. */
-export const sshpopAttestorInput = (c: Pick<NodeHostKey, 'keyFile' | 'certFile'>) => ({ type: 'sshpop' as const, hostKeyPath: c.keyFile, hostCertPath: c.certFile });
+export const sshpopAttestorInput = (c: Pick<NodeHostKey, 'keyFile' | 'certFile'>) => ({
+  type: 'sshpop' as const,
+  hostKeyPath: c.keyFile,
+  hostCertPath: c.certFile,
+});
 
 /** Where a lab node keeps its attestation host key (`<node dir>/attest`). */
 export function labHostKeyDir(lab: Lab, nodeName: string): string {
@@ -119,7 +123,8 @@ export async function makeNodeHostKey(t: HostTransport, dir: string, comment: st
   await keygen(paths.keyFile, comment, t);
   // ssh-keygen writes the private key 0600 as the caller (root); assert it, the agent trusts the file.
   const st = await t.run('stat', ['-c', '%u %a %F', '--', paths.keyFile]);
-  if (st.stdout.trim() !== '0 600 regular file') throw new Error(`${paths.keyFile} on ${t.label} is "${st.stdout.trim()}", expected root's 0600 regular file`);
+  if (st.stdout.trim() !== '0 600 regular file')
+    throw new Error(`${paths.keyFile} on ${t.label} is "${st.stdout.trim()}", expected root's 0600 regular file`);
   return { transport: t, ...paths };
 }
 
@@ -135,16 +140,32 @@ export async function signHostKey(ca: LabSshCa, host: NodeHostKey, opts: HostCer
   const validity = opts.validity ?? '-5m:+30d';
   if (!Validity.test(validity)) throw new Error(`validity "${validity}" is not an ssh-keygen -V window`);
   const serial = opts.serial ?? BigInt(`0x${randomBytes(7).toString('hex')}`);
-  if (!/^[A-Za-z0-9._@-]{1,64}$/.test(identity)) throw new Error(`identity "${identity}" has characters ssh-keygen -I should not get`);
+  if (!/^[A-Za-z0-9._@-]{1,64}$/.test(identity))
+    throw new Error(`identity "${identity}" has characters ssh-keygen -I should not get`);
 
   const pub = await readNodeFile(host.transport, host.pubFile);
-  if (!pub || !/^ssh-ed25519 [A-Za-z0-9+/=]+(?: \S.*)?\n?$/.test(pub)) throw new Error(`${host.pubFile} on ${host.transport.label} is not an ed25519 public key`);
+  if (!pub || !/^ssh-ed25519 [A-Za-z0-9+/=]+(?: \S.*)?\n?$/.test(pub))
+    throw new Error(`${host.pubFile} on ${host.transport.label} is not an ed25519 public key`);
   const work = path.join(ca.dir, 'issue', randomBytes(6).toString('hex'));
   mkdirSync(work, { recursive: true, mode: 0o700 });
   try {
     const pubCopy = path.join(work, 'host.pub');
     await runCommand('sh', ['-c', 'umask 022; cat > "$1"', 'write', pubCopy], { input: pub });
-    await runCommand('ssh-keygen', ['-q', '-s', ca.keyFile, '-h', '-I', identity, '-n', principals.join(','), '-V', validity, '-z', serial.toString(), pubCopy]);
+    await runCommand('ssh-keygen', [
+      '-q',
+      '-s',
+      ca.keyFile,
+      '-h',
+      '-I',
+      identity,
+      '-n',
+      principals.join(','),
+      '-V',
+      validity,
+      '-z',
+      serial.toString(),
+      pubCopy,
+    ]);
     const cert = readFileSync(path.join(work, 'host-cert.pub'), 'utf8');
     await writeNodeFile(host.transport, host.certFile, cert, 0o644);
     return { ...host, principals, identity, serial, cert };
@@ -165,31 +186,59 @@ export interface LabHostCertOptions extends Partial<HostCertOptions> {
  * exists) and a certificate from the lab's SSH CA for `nodeId` (principal and
  * key id), valid from 5 minutes ago for 30 days, unless `opts` says otherwise.
  */
-export async function issueNodeHostCert(lab: Lab, nodeName: string, nodeId: string, opts: LabHostCertOptions = {}): Promise<IssuedHostCert> {
+export async function issueNodeHostCert(
+  lab: Lab,
+  nodeName: string,
+  nodeId: string,
+  opts: LabHostCertOptions = {},
+): Promise<IssuedHostCert> {
   const id = parseName(NodeId, 'nodeId', nodeId);
   const ca = opts.ca ?? (await labSshCa(lab));
   const host = await makeNodeHostKey(lab.nodeTransport(nodeName), opts.dir ?? labHostKeyDir(lab, nodeName), id);
-  return signHostKey(ca, host, { principals: opts.principals ?? [id], identity: opts.identity ?? id, validity: opts.validity, serial: opts.serial });
+  return signHostKey(ca, host, {
+    principals: opts.principals ?? [id],
+    identity: opts.identity ?? id,
+    validity: opts.validity,
+    serial: opts.serial,
+  });
 }
 
 /** Refusal test: a certificate whose validity ended in 2020. */
-export function issueExpiredHostCert(lab: Lab, nodeName: string, nodeId: string, opts: LabHostCertOptions = {}): Promise<IssuedHostCert> {
+export function issueExpiredHostCert(
+  lab: Lab,
+  nodeName: string,
+  nodeId: string,
+  opts: LabHostCertOptions = {},
+): Promise<IssuedHostCert> {
   return issueNodeHostCert(lab, nodeName, nodeId, { ...opts, validity: '20200101:20200102' });
 }
 
 /** Refusal test: a certificate from the trusted CA that names `principal` (e.g. another node's id). */
-export function issueHostCertForPrincipal(lab: Lab, nodeName: string, nodeId: string, principal: string, opts: LabHostCertOptions = {}): Promise<IssuedHostCert> {
+export function issueHostCertForPrincipal(
+  lab: Lab,
+  nodeName: string,
+  nodeId: string,
+  principal: string,
+  opts: LabHostCertOptions = {},
+): Promise<IssuedHostCert> {
   return issueNodeHostCert(lab, nodeName, nodeId, { ...opts, principals: [principal], identity: principal });
 }
 
 /** Refusal test: a certificate for `nodeId` from a CA of its own (under `<lab>/ssh-ca-rogue`), which the server does not trust. */
-export async function issueHostCertFromOtherCa(lab: Lab, nodeName: string, nodeId: string, opts: LabHostCertOptions = {}): Promise<IssuedHostCert & { otherCa: LabSshCa }> {
+export async function issueHostCertFromOtherCa(
+  lab: Lab,
+  nodeName: string,
+  nodeId: string,
+  opts: LabHostCertOptions = {},
+): Promise<IssuedHostCert & { otherCa: LabSshCa }> {
   const otherCa = await createSshCa(path.join(lab.state.dir, 'ssh-ca-rogue'), 'nodeboot-lab-rogue-ssh-ca');
   return { ...(await issueNodeHostCert(lab, nodeName, nodeId, { ...opts, ca: otherCa })), otherCa };
 }
 
 /** Remove a node's host key and certificate (what a decommissioned lab node no longer holds). */
-export async function removeNodeHostKey(host: Pick<NodeHostKey, 'transport' | 'keyFile' | 'pubFile' | 'certFile'>): Promise<void> {
+export async function removeNodeHostKey(
+  host: Pick<NodeHostKey, 'transport' | 'keyFile' | 'pubFile' | 'certFile'>,
+): Promise<void> {
   await host.transport.run('rm', ['-f', '--', host.keyFile, host.pubFile, host.certFile]);
 }
 

@@ -18,7 +18,13 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { runCommand, TOOLS_BIN } from '../activities/host/exec.js';
 import { closeSshMaster, sshTransport, type SshTransportOptions } from '../activities/host/ssh.js';
-import { localTransport, netnsTransport, processAlive, transportFor, type HostTransport } from '../activities/host/transport.js';
+import {
+  localTransport,
+  netnsTransport,
+  processAlive,
+  transportFor,
+  type HostTransport,
+} from '../activities/host/transport.js';
 import * as ip from '../activities/overlay/ip.js';
 import type { HostSpec, SshHostSpec } from '../common/input.js';
 import { terminateProcesses, type Lab, type LabNode } from './lab.js';
@@ -126,8 +132,12 @@ export function labSshTransport(sshd: LabSshd, opts: SshTransportOptions = {}): 
  * What `createActivities({ transport })` gets in lab tests: ssh specs reach the
  * node from the hub namespace; local and netns specs as usual.
  */
-export function labTransportFactory(lab: Lab, controlDir = path.join(lab.state.dir, 'ssh', 'control')): (spec: HostSpec) => HostTransport {
-  return (spec) => (spec.kind === 'ssh' ? sshTransport(spec, { clientNetns: lab.hub.netns, controlDir }) : transportFor(spec));
+export function labTransportFactory(
+  lab: Lab,
+  controlDir = path.join(lab.state.dir, 'ssh', 'control'),
+): (spec: HostSpec) => HostTransport {
+  return (spec) =>
+    spec.kind === 'ssh' ? sshTransport(spec, { clientNetns: lab.hub.netns, controlDir }) : transportFor(spec);
 }
 
 /**
@@ -145,7 +155,9 @@ export async function rotateHostKey(sshd: LabSshd): Promise<void> {
 export async function pinHostKey(sshd: LabSshd): Promise<void> {
   const pub = readFileSync(`${sshd.hostKeyFile}.pub`, 'utf8').trim().split(/\s+/).slice(0, 2).join(' ');
   const host = sshd.spec.port === 22 ? sshd.spec.host : `[${sshd.spec.host}]:${sshd.spec.port}`;
-  await runCommand('sh', ['-c', 'umask 022; cat > "$1"', 'write', sshd.spec.knownHostsFile], { input: `${host} ${pub}\n` });
+  await runCommand('sh', ['-c', 'umask 022; cat > "$1"', 'write', sshd.spec.knownHostsFile], {
+    input: `${host} ${pub}\n`,
+  });
 }
 
 /**

@@ -70,7 +70,9 @@ export interface DevServerHandle {
 /** Throw a clear error when the Temporal CLI has not been built yet. */
 export function assertTemporalBinary(binary: string = TEMPORAL_BIN): void {
   if (!existsSync(binary)) {
-    throw new Error(`Temporal CLI not found at ${binary}: run \`npm run tools\` first (it builds the pinned dev server).`);
+    throw new Error(
+      `Temporal CLI not found at ${binary}: run \`npm run tools\` first (it builds the pinned dev server).`,
+    );
   }
 }
 
@@ -118,7 +120,15 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   // a detached server holds no pipe to us and outlives us.
   const logFd = opts.detached ? openSync(opts.logFile ?? '/dev/null', 'a') : undefined;
   const child = opts.detached
-    ? execa(binary, args, { stdin: 'ignore', stdout: logFd, stderr: logFd, buffer: false, reject: false, cleanup: false, detached: true } as never)
+    ? execa(binary, args, {
+        stdin: 'ignore',
+        stdout: logFd,
+        stderr: logFd,
+        buffer: false,
+        reject: false,
+        cleanup: false,
+        detached: true,
+      } as never)
     : execa(binary, args, { stdin: 'ignore', buffer: false, reject: false, cleanup: true });
   if (logFd !== undefined) closeSync(logFd);
   child.stdout?.on('data', keep);
@@ -138,7 +148,9 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   } catch (err) {
     await stop();
     const why = err instanceof Error ? err.message : String(err);
-    throw new Error(`Temporal dev server (${binary} ${args.join(' ')}) did not become ready: ${why}\n--- server output (last lines) ---\n${tail.join('\n')}`);
+    throw new Error(
+      `Temporal dev server (${binary} ${args.join(' ')}) did not become ready: ${why}\n--- server output (last lines) ---\n${tail.join('\n')}`,
+    );
   }
 
   if (opts.detached) {

@@ -40,7 +40,12 @@ import type { Lab } from './lab.js';
 x509.cryptoProvider.set(webcrypto as never);
 
 const DAY = 24 * 3600 * 1000;
-const RSA = { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]) } as const;
+const RSA = {
+  name: 'RSASSA-PKCS1-v1_5',
+  hash: 'SHA-256',
+  modulusLength: 2048,
+  publicExponent: new Uint8Array([1, 0, 1]),
+} as const;
 const AUTHORITY_FILE = 'authority.json';
 
 /** The trust anchors of the lab's TPMs. Paths are on this machine (the hub's and the nodes' filesystem). */
@@ -65,14 +70,18 @@ export interface DevidCa {
 }
 
 const writePrivate = (file: string, text: string) => writeFileSync(file, text, { mode: 0o600 });
-const pemKey = async (k: webcrypto.CryptoKey) => x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', k), 'PRIVATE KEY');
+const pemKey = async (k: webcrypto.CryptoKey) =>
+  x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', k), 'PRIVATE KEY');
 const serial = () => {
   const b = randomBytes(16);
   b[0] = b[0]! & 0x7f; // positive
   return b.toString('hex');
 };
 
-async function selfSignedCa(cn: string, validityDays: number): Promise<{ cert: x509.X509Certificate; keys: webcrypto.CryptoKeyPair }> {
+async function selfSignedCa(
+  cn: string,
+  validityDays: number,
+): Promise<{ cert: x509.X509Certificate; keys: webcrypto.CryptoKeyPair }> {
   const keys = (await webcrypto.subtle.generateKey(RSA, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
@@ -101,14 +110,20 @@ export async function createDevidCa(dir: string, cn: string, validityDays = 30):
   return ca;
 }
 
-export const certFingerprint = (pem: string) => createHash('sha1').update(Buffer.from(new x509.X509Certificate(pem).rawData)).digest('hex');
+export const certFingerprint = (pem: string) =>
+  createHash('sha1')
+    .update(Buffer.from(new x509.X509Certificate(pem).rawData))
+    .digest('hex');
 
 /**
  * Make the lab's EK CA and DevID CA in `dir` (mode 0700; keys 0600) and
  * swtpm_setup's config. Made before the SPIRE server starts: its tpm_devid
  * plugin reads both CA files when it is configured.
  */
-export async function createTpmAuthority(dir: string, opts: { name?: string; validityDays?: number } = {}): Promise<TpmAuthority> {
+export async function createTpmAuthority(
+  dir: string,
+  opts: { name?: string; validityDays?: number } = {},
+): Promise<TpmAuthority> {
   const name = opts.name ?? 'nodeboot lab';
   const days = opts.validityDays ?? 30;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -117,7 +132,10 @@ export async function createTpmAuthority(dir: string, opts: { name?: string; val
     dir,
     endorsementCaPath: path.join(dir, 'ek-ca.pem'),
     endorsementCaKeyPath: path.join(dir, 'ek-ca.key'),
-    ...(await createDevidCa(dir, `${name} DevID CA`, days).then((d) => ({ devidCaPath: d.certPath, devidCaKeyPath: d.keyPath }))),
+    ...(await createDevidCa(dir, `${name} DevID CA`, days).then((d) => ({
+      devidCaPath: d.certPath,
+      devidCaKeyPath: d.keyPath,
+    }))),
     devidCaFingerprint: '',
     setupConfigPath: path.join(dir, 'swtpm_setup.conf'),
   };
@@ -129,19 +147,37 @@ export async function createTpmAuthority(dir: string, opts: { name?: string; val
   const options = path.join(dir, 'swtpm-localca.options');
   writeFileSync(
     localca,
-    [`statedir = ${dir}`, `signingkey = ${a.endorsementCaKeyPath}`, `issuercert = ${a.endorsementCaPath}`, `certserial = ${path.join(dir, 'ek-certserial')}`, ''].join('\n'),
+    [
+      `statedir = ${dir}`,
+      `signingkey = ${a.endorsementCaKeyPath}`,
+      `issuercert = ${a.endorsementCaPath}`,
+      `certserial = ${path.join(dir, 'ek-certserial')}`,
+      '',
+    ].join('\n'),
   );
-  writeFileSync(options, ['--platform-manufacturer nodeboot', '--platform-version 1.0', '--platform-model swtpm', ''].join('\n'));
+  writeFileSync(
+    options,
+    ['--platform-manufacturer nodeboot', '--platform-version 1.0', '--platform-model swtpm', ''].join('\n'),
+  );
   writeFileSync(
     a.setupConfigPath,
-    ['create_certs_tool = /usr/bin/swtpm_localca', `create_certs_tool_config = ${localca}`, `create_certs_tool_options = ${options}`, 'active_pcr_banks = sha256', ''].join('\n'),
+    [
+      'create_certs_tool = /usr/bin/swtpm_localca',
+      `create_certs_tool_config = ${localca}`,
+      `create_certs_tool_options = ${options}`,
+      'active_pcr_banks = sha256',
+      '',
+    ].join('\n'),
   );
   writeFileSync(path.join(dir, AUTHORITY_FILE), JSON.stringify(a, null, 2) + '\n');
   return a;
 }
 
 /** The authority kept in `dir`, made on first use. Idempotent: later calls load the same CAs. */
-export async function ensureTpmAuthority(dir: string, opts: { name?: string; validityDays?: number } = {}): Promise<TpmAuthority> {
+export async function ensureTpmAuthority(
+  dir: string,
+  opts: { name?: string; validityDays?: number } = {},
+): Promise<TpmAuthority> {
   const file = path.join(dir, AUTHORITY_FILE);
   if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as TpmAuthority;
   return createTpmAuthority(dir, opts);
@@ -206,8 +242,16 @@ export interface IssueDevidOptions {
 /** A DevID certificate (PEM) for a TPM-resident key. No CSR: the key cannot leave the TPM, so its public half is certified directly. */
 export async function issueDevidCert(o: IssueDevidOptions): Promise<string> {
   const caCert = new x509.X509Certificate(readFileSync(o.ca.certPath, 'utf8'));
-  const caKey = await webcrypto.subtle.importKey('pkcs8', x509.PemConverter.decodeFirst(readFileSync(o.ca.keyPath, 'utf8')), RSA, false, ['sign']);
-  const publicKey = await webcrypto.subtle.importKey('spki', x509.PemConverter.decodeFirst(o.publicKeyPem), RSA, true, ['verify']);
+  const caKey = await webcrypto.subtle.importKey(
+    'pkcs8',
+    x509.PemConverter.decodeFirst(readFileSync(o.ca.keyPath, 'utf8')),
+    RSA,
+    false,
+    ['sign'],
+  );
+  const publicKey = await webcrypto.subtle.importKey('spki', x509.PemConverter.decodeFirst(o.publicKeyPem), RSA, true, [
+    'verify',
+  ]);
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial(),
@@ -239,7 +283,13 @@ const tcti = (dir: string) => ({ TPM2TOOLS_TCTI: `swtpm:path=${nodeTpmPaths(dir)
 /** A tpm2-tools call against the node's swtpm. */
 async function tpm2(t: HostTransport, dir: string, tool: string, args: string[], timeoutMs: number): Promise<string> {
   const r = await t.run(tool, args, { env: tcti(dir), timeoutMs, allowNonZeroExit: true });
-  if (r.exitCode !== 0) throw new ToolError('ToolFailed', `${tool} on ${t.label} failed: ${r.stderr.trim().split('\n').slice(-2).join(' ')}`, tool, r.exitCode);
+  if (r.exitCode !== 0)
+    throw new ToolError(
+      'ToolFailed',
+      `${tool} on ${t.label} failed: ${r.stderr.trim().split('\n').slice(-2).join(' ')}`,
+      tool,
+      r.exitCode,
+    );
   return r.stdout;
 }
 
@@ -286,13 +336,22 @@ export async function startSwtpm(t: HostTransport, dir: string, opts: { timeoutM
   const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
   for (;;) {
     if (existsSync(p.socketPath) && statSync(p.socketPath).isSocket()) {
-      const r = await t.run('tpm2_getrandom', ['--hex', '8'], { env: tcti(dir), allowNonZeroExit: true, timeoutMs: 10_000 });
+      const r = await t.run('tpm2_getrandom', ['--hex', '8'], {
+        env: tcti(dir),
+        allowNonZeroExit: true,
+        timeoutMs: 10_000,
+      });
       if (r.exitCode === 0) return;
     }
-    if (!(await daemonAlive(t, ref, 'swtpm'))) throw new ToolError('ToolFailed', `swtpm on ${t.label} exited at start (log ${p.logFile})`, 'swtpm');
+    if (!(await daemonAlive(t, ref, 'swtpm')))
+      throw new ToolError('ToolFailed', `swtpm on ${t.label} exited at start (log ${p.logFile})`, 'swtpm');
     if (Date.now() >= deadline) {
       await stopDaemon(t, ref, { program: 'swtpm' });
-      throw new ToolError('ToolFailed', `swtpm on ${t.label} did not answer within ${opts.timeoutMs ?? 30_000} ms (log ${p.logFile})`, 'swtpm');
+      throw new ToolError(
+        'ToolFailed',
+        `swtpm on ${t.label} did not answer within ${opts.timeoutMs ?? 30_000} ms (log ${p.logFile})`,
+        'swtpm',
+      );
     }
     await sleep(100);
   }
@@ -327,7 +386,8 @@ export interface ProvisionTpmOptions {
 export async function provisionNodeTpm(t: HostTransport, o: ProvisionTpmOptions): Promise<NodeTpm> {
   const p = nodeTpmPaths(o.dir);
   const timeoutMs = o.timeoutMs ?? 120_000;
-  if (Buffer.byteLength(p.ctrlPath) > 107) throw new ToolError('InvalidInput', `dir is too long for a unix socket path (${p.ctrlPath})`, 'swtpm');
+  if (Buffer.byteLength(p.ctrlPath) > 107)
+    throw new ToolError('InvalidInput', `dir is too long for a unix socket path (${p.ctrlPath})`, 'swtpm');
   await stopSwtpm(t, o.dir);
   rmSync(o.dir, { recursive: true, force: true });
   mkdirSync(p.stateDir, { recursive: true, mode: 0o700 });
@@ -335,10 +395,26 @@ export async function provisionNodeTpm(t: HostTransport, o: ProvisionTpmOptions)
   // The EK (RSA-2048, TCG default template: what SPIRE regenerates) and its certificate in NV 0x01c00002.
   const setup = await t.run(
     'swtpm_setup',
-    ['--tpm2', '--tpmstate', p.stateDir, '--create-ek-cert', '--config', o.authority.setupConfigPath, '--overwrite', '--runas', 'root'],
+    [
+      '--tpm2',
+      '--tpmstate',
+      p.stateDir,
+      '--create-ek-cert',
+      '--config',
+      o.authority.setupConfigPath,
+      '--overwrite',
+      '--runas',
+      'root',
+    ],
     { timeoutMs, allowNonZeroExit: true },
   );
-  if (setup.exitCode !== 0) throw new ToolError('ToolFailed', `swtpm_setup on ${t.label} failed: ${setup.stderr.trim().split('\n').slice(-3).join(' ')}`, 'swtpm_setup', setup.exitCode);
+  if (setup.exitCode !== 0)
+    throw new ToolError(
+      'ToolFailed',
+      `swtpm_setup on ${t.label} failed: ${setup.stderr.trim().split('\n').slice(-3).join(' ')}`,
+      'swtpm_setup',
+      setup.exitCode,
+    );
 
   await startSwtpm(t, o.dir, { timeoutMs });
   try {
@@ -347,9 +423,47 @@ export async function provisionNodeTpm(t: HostTransport, o: ProvisionTpmOptions)
     const priv2b = path.join(o.dir, 'devid.tpm2b_priv');
     await flushTpm(t, o.dir, timeoutMs);
     // SPIRE's SRK: SRKTemplateHighRSA = RSA-2048, AES-128-CFB, restricted decrypt, empty unique (tpm2-tools' default).
-    await tpm2(t, o.dir, 'tpm2_createprimary', ['-Q', '-C', 'o', '-g', 'sha256', '-G', 'rsa2048:null:aes128cfb', '-a', 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt|noda', '-c', srk], timeoutMs);
+    await tpm2(
+      t,
+      o.dir,
+      'tpm2_createprimary',
+      [
+        '-Q',
+        '-C',
+        'o',
+        '-g',
+        'sha256',
+        '-G',
+        'rsa2048:null:aes128cfb',
+        '-a',
+        'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt|noda',
+        '-c',
+        srk,
+      ],
+      timeoutMs,
+    );
     // The DevID: a signing key with scheme RSASSA-SHA256 (SPIRE checks the challenge signature as SHA256WithRSA).
-    await tpm2(t, o.dir, 'tpm2_create', ['-Q', '-C', srk, '-g', 'sha256', '-G', 'rsa2048:rsassa-sha256:null', '-a', 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign', '-u', pub2b, '-r', priv2b], timeoutMs);
+    await tpm2(
+      t,
+      o.dir,
+      'tpm2_create',
+      [
+        '-Q',
+        '-C',
+        srk,
+        '-g',
+        'sha256',
+        '-G',
+        'rsa2048:rsassa-sha256:null',
+        '-a',
+        'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign',
+        '-u',
+        pub2b,
+        '-r',
+        priv2b,
+      ],
+      timeoutMs,
+    );
     await flushTpm(t, o.dir, timeoutMs);
     const pubPem = await tpm2(t, o.dir, 'tpm2_print', ['-t', 'TPM2B_PUBLIC', '-f', 'pem', pub2b], timeoutMs);
     writeFileSync(p.devidPubPemPath, pubPem, { mode: 0o644 });
@@ -375,7 +489,8 @@ export async function provisionNodeTpm(t: HostTransport, o: ProvisionTpmOptions)
 }
 
 function stripTpm2b(buf: Buffer, what: string): Buffer {
-  if (buf.length < 2 || buf.readUInt16BE(0) !== buf.length - 2) throw new ToolError('ToolFailed', `${what}: not a TPM2B blob (size prefix does not match)`, 'tpm2_create');
+  if (buf.length < 2 || buf.readUInt16BE(0) !== buf.length - 2)
+    throw new ToolError('ToolFailed', `${what}: not a TPM2B blob (size prefix does not match)`, 'tpm2_create');
   return buf.subarray(2);
 }
 
@@ -403,5 +518,10 @@ export async function provisionLabNodeTpm(
   nodeId: string,
   o: Omit<ProvisionTpmOptions, 'dir' | 'authority' | 'nodeId'> = {},
 ): Promise<NodeTpm> {
-  return provisionNodeTpm(lab.nodeTransport(nodeName), { ...o, dir: labNodeTpmDir(lab, nodeName), authority: await labTpmAuthority(lab), nodeId });
+  return provisionNodeTpm(lab.nodeTransport(nodeName), {
+    ...o,
+    dir: labNodeTpmDir(lab, nodeName),
+    authority: await labTpmAuthority(lab),
+    nodeId,
+  });
 }

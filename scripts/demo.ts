@@ -43,7 +43,11 @@ interface DemoState {
 }
 
 const { values } = parseArgs({
-  options: { json: { type: 'boolean', default: false }, down: { type: 'boolean', default: false }, 'print-input': { type: 'string' } },
+  options: {
+    json: { type: 'boolean', default: false },
+    down: { type: 'boolean', default: false },
+    'print-input': { type: 'string' },
+  },
 });
 const say = (line: string) => {
   if (!values.json) console.log(line);
@@ -62,7 +66,9 @@ function ensureTools() {
   const missing = ['temporal', 'spire-server', 'spire-agent'].filter((t) => !existsSync(path.join(TOOLS_BIN, t)));
   if (missing.length === 0 && existsSync('/usr/bin/wireguard-go')) return;
   say(`[demo] installing tools (${missing.join(', ') || 'wireguard'}): first run builds them, ~10 min`);
-  const r = spawnSync('bash', [path.join(repoRoot, 'scripts/install-tools.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const r = spawnSync('bash', [path.join(repoRoot, 'scripts/install-tools.sh')], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
   if (r.status !== 0) throw new Error('npm run tools failed');
 }
 
@@ -70,7 +76,8 @@ function ensureTools() {
 async function ensureDatabase(url: string) {
   const u = new URL(url);
   const name = u.pathname.slice(1);
-  if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`DATABASE_URL database name "${name}" must be a plain identifier`);
+  if (!/^[a-z_][a-z0-9_]*$/.test(name))
+    throw new Error(`DATABASE_URL database name "${name}" must be a plain identifier`);
   const admin = new URL(url);
   admin.pathname = '/postgres';
   const c = new pg.Client({ connectionString: admin.toString() });
@@ -113,24 +120,53 @@ const idOf = (w: keyof typeof DEMO_WORKLOADS) => `spiffe://${TRUST_DOMAIN}${DEMO
 async function demoInputs(lab: Lab): Promise<ProvisionInputJson[]> {
   const n1 = await issueNodeCredential(lab, 'n1', 'demo-n1');
   const n2 = await issueNodeHostCert(lab, 'n2', 'demo-n2');
-  const withAttestor = (i: ProvisionInputJson, nodeAttestor: NonNullable<ProvisionInputJson['spire']['nodeAttestor']>): ProvisionInputJson => ({
+  const withAttestor = (
+    i: ProvisionInputJson,
+    nodeAttestor: NonNullable<ProvisionInputJson['spire']['nodeAttestor']>,
+  ): ProvisionInputJson => ({
     ...i,
     spire: { ...i.spire, nodeAttestor },
   });
   return [
-    withAttestor(labProvisionInput(lab, 'n1', {
-      nodeId: 'demo-n1',
-      segment: 'onprem',
-      workloads: [
-        { name: 'api', spiffePath: DEMO_WORKLOADS.api.path, uid: DEMO_WORKLOADS.api.uid, port: 8443, allow: [idOf('web')] },
-        { name: 'intruder', spiffePath: DEMO_WORKLOADS.intruder.path, uid: DEMO_WORKLOADS.intruder.uid, port: 8444, allow: [] },
-      ],
-    }), x509popAttestorInput(n1)),
-    withAttestor(labProvisionInput(lab, 'n2', {
-      nodeId: 'demo-n2',
-      segment: 'cloud',
-      workloads: [{ name: 'web', spiffePath: DEMO_WORKLOADS.web.path, uid: DEMO_WORKLOADS.web.uid, port: 8443, allow: [idOf('api')] }],
-    }), sshpopAttestorInput(n2)),
+    withAttestor(
+      labProvisionInput(lab, 'n1', {
+        nodeId: 'demo-n1',
+        segment: 'onprem',
+        workloads: [
+          {
+            name: 'api',
+            spiffePath: DEMO_WORKLOADS.api.path,
+            uid: DEMO_WORKLOADS.api.uid,
+            port: 8443,
+            allow: [idOf('web')],
+          },
+          {
+            name: 'intruder',
+            spiffePath: DEMO_WORKLOADS.intruder.path,
+            uid: DEMO_WORKLOADS.intruder.uid,
+            port: 8444,
+            allow: [],
+          },
+        ],
+      }),
+      x509popAttestorInput(n1),
+    ),
+    withAttestor(
+      labProvisionInput(lab, 'n2', {
+        nodeId: 'demo-n2',
+        segment: 'cloud',
+        workloads: [
+          {
+            name: 'web',
+            spiffePath: DEMO_WORKLOADS.web.path,
+            uid: DEMO_WORKLOADS.web.uid,
+            port: 8443,
+            allow: [idOf('api')],
+          },
+        ],
+      }),
+      sshpopAttestorInput(n2),
+    ),
   ];
 }
 
@@ -145,11 +181,17 @@ async function up() {
     // The frontend on Temporal's default port when it is free, so `nodeboot` and the
     // Temporal CLI find it with no configuration (else the printed export line says where).
     const port = (await isPortFree('127.0.0.1', DEFAULT_TEMPORAL_PORT)) ? DEFAULT_TEMPORAL_PORT : undefined;
-    const srv = await startDevServer({ dbFilename: path.join(DEMO_DIR, 'temporal.db'), logFile: path.join(DEMO_DIR, 'temporal.log'), detached: true, ...(port ? { port } : {}) });
+    const srv = await startDevServer({
+      dbFilename: path.join(DEMO_DIR, 'temporal.db'),
+      logFile: path.join(DEMO_DIR, 'temporal.log'),
+      detached: true,
+      ...(port ? { port } : {}),
+    });
     state.temporal = { pid: srv.pid, address: srv.address, uiUrl: srv.uiUrl };
     saveState(state);
   }
-  let lab = state.labPrefix && existsSync(`/run/nodeboot/lab/${state.labPrefix}`) ? Lab.load(state.labPrefix) : undefined;
+  let lab =
+    state.labPrefix && existsSync(`/run/nodeboot/lab/${state.labPrefix}`) ? Lab.load(state.labPrefix) : undefined;
   if (!lab) {
     say('[demo] building the lab: hub (WireGuard + SPIRE server) and two nodes');
     lab = await Lab.up({ nodes: 2, trustDomain: TRUST_DOMAIN, log: (l) => say(`[lab] ${l}`) });
@@ -182,13 +224,32 @@ async function up() {
     const n2 = receipts[1]!.overlayIp;
     const input = (i: number) => inputs[i]!;
     const proof = [
-      { what: 'web@demo-n2 calls api@demo-n1', expect: 'accepted', ...(await callWorkload(lab, input(1), 'web', DEMO_WORKLOADS.web.uid, `${n1}:8443`, idOf('api'))) },
-      { what: 'api@demo-n1 calls web@demo-n2', expect: 'accepted', ...(await callWorkload(lab, input(0), 'api', DEMO_WORKLOADS.api.uid, `${n2}:8443`, idOf('web'))) },
-      { what: 'intruder@demo-n1 (valid SVID, wrong SPIFFE ID) calls web@demo-n2', expect: 'refused', ...(await callWorkload(lab, input(0), 'intruder', DEMO_WORKLOADS.intruder.uid, `${n2}:8443`, idOf('web'))) },
-      { what: 'web@demo-n2 calls api@demo-n1 but demands the intruder\'s ID', expect: 'refused', ...(await callWorkload(lab, input(1), 'web', DEMO_WORKLOADS.web.uid, `${n1}:8443`, idOf('intruder'))) },
+      {
+        what: 'web@demo-n2 calls api@demo-n1',
+        expect: 'accepted',
+        ...(await callWorkload(lab, input(1), 'web', DEMO_WORKLOADS.web.uid, `${n1}:8443`, idOf('api'))),
+      },
+      {
+        what: 'api@demo-n1 calls web@demo-n2',
+        expect: 'accepted',
+        ...(await callWorkload(lab, input(0), 'api', DEMO_WORKLOADS.api.uid, `${n2}:8443`, idOf('web'))),
+      },
+      {
+        what: 'intruder@demo-n1 (valid SVID, wrong SPIFFE ID) calls web@demo-n2',
+        expect: 'refused',
+        ...(await callWorkload(lab, input(0), 'intruder', DEMO_WORKLOADS.intruder.uid, `${n2}:8443`, idOf('web'))),
+      },
+      {
+        what: "web@demo-n2 calls api@demo-n1 but demands the intruder's ID",
+        expect: 'refused',
+        ...(await callWorkload(lab, input(1), 'web', DEMO_WORKLOADS.web.uid, `${n1}:8443`, idOf('intruder'))),
+      },
     ];
     const passed = proof.every((p) => (p.expect === 'accepted') === p.ok);
-    for (const p of proof) say(`  ${(p.expect === 'accepted') === p.ok ? 'PASS' : 'FAIL'}  ${p.what}: ${p.ok ? 'accepted' : 'refused'} — ${p.detail}`);
+    for (const p of proof)
+      say(
+        `  ${(p.expect === 'accepted') === p.ok ? 'PASS' : 'FAIL'}  ${p.what}: ${p.ok ? 'accepted' : 'refused'} — ${p.detail}`,
+      );
 
     // Day 2 starts here: one read-only check of every link of each node (checkNode, on the worker).
     say('[demo] checking every link of each node (checkNode)');
@@ -236,28 +297,46 @@ function formatReceipt(r: ProvisionReceipt): string {
   return [
     `\n  node ${r.nodeId} (${r.segment})  run ${r.runId}`,
     `    overlay ${r.overlayIp} on ${r.interface}, key fingerprint ${r.keyFingerprint}`,
-    ...r.hubHandshakes.map((h) => `    handshake with ${h.hub}: ${h.handshakeAgeSeconds}s ago; probe ${r.probe.target} ${r.probe.connectMs} ms`),
+    ...r.hubHandshakes.map(
+      (h) =>
+        `    handshake with ${h.hub}: ${h.handshakeAgeSeconds}s ago; probe ${r.probe.target} ${r.probe.connectMs} ms`,
+    ),
     `    SPIRE agent attested by ${r.attestationType}${r.canReattest ? ' (can re-attest)' : ''}, node alias ${r.nodeAliasId}`,
     ...r.entries.map((e) => `    entry ${e.entryId} ${e.spiffeId}${e.created ? '' : ' (existing)'}`),
-    ...r.workloads.map((w) => `    workload ${w.name}: SVID serial ${w.svidSerial} until ${w.svidNotAfter} (${w.svidTtlSeconds}s)`),
-    `    steps: ${Object.entries(r.durationsMs).map(([s, ms]) => `${s} ${ms}ms`).join(', ')} (total ${total} ms)`,
+    ...r.workloads.map(
+      (w) => `    workload ${w.name}: SVID serial ${w.svidSerial} until ${w.svidNotAfter} (${w.svidTtlSeconds}s)`,
+    ),
+    `    steps: ${Object.entries(r.durationsMs)
+      .map(([s, ms]) => `${s} ${ms}ms`)
+      .join(', ')} (total ${total} ms)`,
   ].join('\n');
 }
 
 async function down() {
   const state = loadState();
-  if (state.temporal && processAlive(state.temporal.pid) && state.worker && processAlive(state.worker.pid) && state.inputs) {
+  if (
+    state.temporal &&
+    processAlive(state.temporal.pid) &&
+    state.worker &&
+    processAlive(state.worker.pid) &&
+    state.inputs
+  ) {
     say('[demo] decommissioning the demo nodes through Temporal');
     const connection = await Connection.connect({ address: state.temporal.address });
     try {
       const client = new Client({ connection });
       const runs = await Promise.all(state.inputs.map((i) => startDecommission(client, i)));
-      await Promise.all(runs.map((h) => h.result().catch((err: Error) => say(`[demo] decommission ${h.workflowId}: ${err.message}`))));
+      await Promise.all(
+        runs.map((h) => h.result().catch((err: Error) => say(`[demo] decommission ${h.workflowId}: ${err.message}`))),
+      );
     } finally {
       await connection.close();
     }
   }
-  for (const [name, pid] of [['worker', state.worker?.pid], ['temporal', state.temporal?.pid]] as const) {
+  for (const [name, pid] of [
+    ['worker', state.worker?.pid],
+    ['temporal', state.temporal?.pid],
+  ] as const) {
     if (pid && processAlive(pid)) {
       say(`[demo] stopping ${name} (pid ${pid})`);
       process.kill(pid, 'SIGTERM');
@@ -287,7 +366,12 @@ function printInput(nodeId: string): number {
   return 0;
 }
 
-(values['print-input'] !== undefined ? Promise.resolve(printInput(values['print-input'])) : values.down ? down() : up()).then(
+(values['print-input'] !== undefined
+  ? Promise.resolve(printInput(values['print-input']))
+  : values.down
+    ? down()
+    : up()
+).then(
   (code) => process.exit(code),
   (err: unknown) => {
     console.error(`[demo] error: ${err instanceof Error ? err.message : String(err)}`);

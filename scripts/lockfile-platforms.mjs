@@ -11,7 +11,10 @@ const lock = JSON.parse(readFileSync(file, 'utf8'));
 const pkgs = lock.packages;
 
 function platformOf(name) {
-  const m = /-(darwin|linux|win32|freebsd|android|sunos|aix|openbsd)-(arm64|x64|ia32|arm|ppc64|s390x|riscv64|loong64|mips64el)(?:-|$)/.exec(name);
+  const m =
+    /-(darwin|linux|win32|freebsd|android|sunos|aix|openbsd)-(arm64|x64|ia32|arm|ppc64|s390x|riscv64|loong64|mips64el)(?:-|$)/.exec(
+      name,
+    );
   return m ? { os: [m[1]], cpu: [m[2]] } : null;
 }
 
@@ -27,6 +30,8 @@ for (const [path, meta] of Object.entries(pkgs)) {
     added++;
   }
 }
-lock.packages = Object.fromEntries(Object.entries(pkgs).sort(([a], [b]) => (a === '' ? -1 : b === '' ? 1 : a.localeCompare(b))));
+lock.packages = Object.fromEntries(
+  Object.entries(pkgs).sort(([a], [b]) => (a === '' ? -1 : b === '' ? 1 : a.localeCompare(b))),
+);
 writeFileSync(file, JSON.stringify(lock, null, 2) + '\n');
 console.log(`lockfile-platforms: added ${added} platform entries`);

@@ -13,16 +13,34 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
-import { decommissionWorkflowId, fleetWorkflowId, maintainWorkflowId, provisionWorkflowId, rotateWorkflowId } from '../common/ids.js';
+import {
+  decommissionWorkflowId,
+  fleetWorkflowId,
+  maintainWorkflowId,
+  provisionWorkflowId,
+  rotateWorkflowId,
+} from '../common/ids.js';
 import type { LinkCheck } from '../common/health.js';
 import { maintainStatusQuery } from '../common/maintain.js';
 import { startDevServer } from '../lab/temporal.js';
-import { blockUntilCancelled, createFakeActivities, failWith, type FakeActivities } from '../test/fixtures/fake-activities.js';
+import {
+  blockUntilCancelled,
+  createFakeActivities,
+  failWith,
+  type FakeActivities,
+} from '../test/fixtures/fake-activities.js';
 import { sampleInput } from '../test/fixtures/inputs.js';
 import { historyToJson } from '../test/replay/history-json.js';
 import { connectEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../test/helpers/temporal.js';
 import { decideUpdate, statusQuery } from '../common/definitions.js';
-import { decommissionNode, maintainFleet, maintainNode, provisionFleet, provisionNode, rotateOverlayKey } from '../workflows/index.js';
+import {
+  decommissionNode,
+  maintainFleet,
+  maintainNode,
+  provisionFleet,
+  provisionNode,
+  rotateOverlayKey,
+} from '../workflows/index.js';
 import { fleetMaintenanceQuery } from '../common/maintain-fleet.js';
 import { fleetDecideUpdate } from '../workflows/maintain-fleet.js';
 import type { DependencyHealth } from '../activities/types.js';
@@ -50,7 +68,11 @@ const brokenLink = (link: string, step: LinkCheck['step'], security = false): Li
 });
 
 /** The fake activities plus maintainFleet's: every node provisioned, the shared dependencies as given. */
-function fleetMaintenanceFake(fake: FakeActivities, nodeIds: () => string[], dependencies: DependencyHealth): FakeActivities {
+function fleetMaintenanceFake(
+  fake: FakeActivities,
+  nodeIds: () => string[],
+  dependencies: DependencyHealth,
+): FakeActivities {
   return Object.assign(fake, {
     activities: {
       ...fake.activities,
@@ -60,12 +82,20 @@ function fleetMaintenanceFake(fake: FakeActivities, nodeIds: () => string[], dep
   });
 }
 
-const settle = (p: Promise<unknown>) => p.then(() => undefined, () => undefined);
+const settle = (p: Promise<unknown>) =>
+  p.then(
+    () => undefined,
+    () => undefined,
+  );
 
 /** A plain successful provisionNode run. */
 async function provisionToTheEnd(env: TemporalTestEnv, taskQueue: string): Promise<WorkflowHandle> {
   const nodeId = uniqueId('replay');
-  const h = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(nodeId), args: [sampleInput(nodeId)] });
+  const h = await env.client.workflow.start(provisionNode, {
+    taskQueue,
+    workflowId: provisionWorkflowId(nodeId),
+    args: [sampleInput(nodeId)],
+  });
   await h.result();
   return h;
 }
@@ -76,7 +106,10 @@ let fleetNodes: { nodeId: string; nodeDir: string }[] = [];
 function fleetOf(n: number) {
   const fleetId = uniqueId('replay');
   const { nodeId: _n, ...defaults } = sampleInput('template');
-  fleetNodes = Array.from({ length: n }, (_, i) => ({ nodeId: `${fleetId}-n${i + 1}`, nodeDir: `/var/lib/node-bootstrap/${fleetId}-n${i + 1}` }));
+  fleetNodes = Array.from({ length: n }, (_, i) => ({
+    nodeId: `${fleetId}-n${i + 1}`,
+    nodeDir: `/var/lib/node-bootstrap/${fleetId}-n${i + 1}`,
+  }));
   return { fleetId, defaults, nodes: fleetNodes };
 }
 
@@ -88,10 +121,15 @@ const scenarios: Scenario[] = [
   },
   {
     name: 'provision-compensated',
-    fake: () => createFakeActivities({ startSpireAgent: failWith('ToolMissing'), undoIssueOverlayKey: failWith('ToolMissing') }),
+    fake: () =>
+      createFakeActivities({ startSpireAgent: failWith('ToolMissing'), undoIssueOverlayKey: failWith('ToolMissing') }),
     async run(env, taskQueue) {
       const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(nodeId), args: [sampleInput(nodeId)] });
+      const h = await env.client.workflow.start(provisionNode, {
+        taskQueue,
+        workflowId: provisionWorkflowId(nodeId),
+        args: [sampleInput(nodeId)],
+      });
       await settle(h.result());
       return h;
     },
@@ -102,7 +140,11 @@ const scenarios: Scenario[] = [
     async run(env, taskQueue) {
       const nodeId = uniqueId('replay');
       const input = sampleInput(nodeId, { onFailure: 'hold' });
-      const h = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(nodeId), args: [input] });
+      const h = await env.client.workflow.start(provisionNode, {
+        taskQueue,
+        workflowId: provisionWorkflowId(nodeId),
+        args: [input],
+      });
       await eventually(async () => (await h.query(statusQuery)).state === 'held', { what: 'held' });
       await h.executeUpdate(decideUpdate, { args: [{ action: 'retry' }] });
       await h.result();
@@ -114,7 +156,11 @@ const scenarios: Scenario[] = [
     fake: () => createFakeActivities({ launchWorkloads: blockUntilCancelled('launchWorkloads') }),
     async run(env, taskQueue, fake) {
       const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(nodeId), args: [sampleInput(nodeId)] });
+      const h = await env.client.workflow.start(provisionNode, {
+        taskQueue,
+        workflowId: provisionWorkflowId(nodeId),
+        args: [sampleInput(nodeId)],
+      });
       await fake.entered('launchWorkloads');
       await h.cancel();
       await settle(h.result());
@@ -137,8 +183,13 @@ const scenarios: Scenario[] = [
     },
     async run(env, taskQueue) {
       const fleetId = uniqueId('replay');
-      const { nodeId: _n, ...defaults } = sampleInput('template', { retry: { initialIntervalMs: 10, maximumIntervalMs: 50, maximumAttempts: 1 } });
-      const nodes = [1, 2, 3].map((i) => ({ nodeId: `${fleetId}-n${i}`, nodeDir: `/var/lib/node-bootstrap/${fleetId}-n${i}` }));
+      const { nodeId: _n, ...defaults } = sampleInput('template', {
+        retry: { initialIntervalMs: 10, maximumIntervalMs: 50, maximumAttempts: 1 },
+      });
+      const nodes = [1, 2, 3].map((i) => ({
+        nodeId: `${fleetId}-n${i}`,
+        nodeDir: `/var/lib/node-bootstrap/${fleetId}-n${i}`,
+      }));
       const h = await env.client.workflow.start(provisionFleet, {
         taskQueue,
         workflowId: fleetWorkflowId(fleetId),
@@ -154,7 +205,11 @@ const scenarios: Scenario[] = [
     fake: () => createFakeRotation(),
     async run(env, taskQueue) {
       const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(rotateOverlayKey, { taskQueue, workflowId: rotateWorkflowId(nodeId), args: [{ input: sampleInput(nodeId), handshakeTimeoutSeconds: 10 }] });
+      const h = await env.client.workflow.start(rotateOverlayKey, {
+        taskQueue,
+        workflowId: rotateWorkflowId(nodeId),
+        args: [{ input: sampleInput(nodeId), handshakeTimeoutSeconds: 10 }],
+      });
       await h.result();
       return h;
     },
@@ -165,7 +220,11 @@ const scenarios: Scenario[] = [
     fake: () => createFakeRotation({ fail: { stage: 'rotateVerify', type: 'PeerHandshakeTimeout' } }),
     async run(env, taskQueue) {
       const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(rotateOverlayKey, { taskQueue, workflowId: rotateWorkflowId(nodeId), args: [{ input: sampleInput(nodeId), handshakeTimeoutSeconds: 10 }] });
+      const h = await env.client.workflow.start(rotateOverlayKey, {
+        taskQueue,
+        workflowId: rotateWorkflowId(nodeId),
+        args: [{ input: sampleInput(nodeId), handshakeTimeoutSeconds: 10 }],
+      });
       await settle(h.result());
       return h;
     },
@@ -180,7 +239,11 @@ const scenarios: Scenario[] = [
     },
     async run(env, taskQueue) {
       const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(maintainNode, { taskQueue, workflowId: maintainWorkflowId(nodeId), args: [{ provision: sampleInput(nodeId) }] });
+      const h = await env.client.workflow.start(maintainNode, {
+        taskQueue,
+        workflowId: maintainWorkflowId(nodeId),
+        args: [{ provision: sampleInput(nodeId) }],
+      });
       await h.result();
       return h;
     },
@@ -195,7 +258,11 @@ const scenarios: Scenario[] = [
     },
     async run(env, taskQueue) {
       const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(maintainNode, { taskQueue, workflowId: maintainWorkflowId(nodeId), args: [{ provision: sampleInput(nodeId) }] });
+      const h = await env.client.workflow.start(maintainNode, {
+        taskQueue,
+        workflowId: maintainWorkflowId(nodeId),
+        args: [{ provision: sampleInput(nodeId) }],
+      });
       await eventually(async () => (await h.query(maintainStatusQuery)).state === 'held', { what: 'held' });
       await h.executeUpdate(decideUpdate, { args: [{ action: 'retry' }] });
       await h.result();
@@ -208,12 +275,23 @@ const scenarios: Scenario[] = [
     fake: () => {
       const fake = createFakeActivities();
       // The fleet's three checks (one broken), then the child's first check (broken), then ok.
-      fake.healthReports.push({ status: 'broken', links: [brokenLink('hubPeer:hub', 'issueOverlayKey')] }, { status: 'ok', links: [] }, { status: 'ok', links: [] });
+      fake.healthReports.push(
+        { status: 'broken', links: [brokenLink('hubPeer:hub', 'issueOverlayKey')] },
+        { status: 'ok', links: [] },
+        { status: 'ok', links: [] },
+      );
       fake.healthReports.push({ status: 'broken', links: [brokenLink('hubPeer:hub', 'issueOverlayKey')] });
-      return fleetMaintenanceFake(fake, () => fleetNodes.map((n) => n.nodeId), { healthy: true, dependencies: [{ name: 'spire-server', healthy: true }] });
+      return fleetMaintenanceFake(fake, () => fleetNodes.map((n) => n.nodeId), {
+        healthy: true,
+        dependencies: [{ name: 'spire-server', healthy: true }],
+      });
     },
     async run(env, taskQueue) {
-      const h = await env.client.workflow.start(maintainFleet, { taskQueue, workflowId: uniqueId('maintain-fleet-replay'), args: [{ fleet: fleetOf(3), budget: { maxBrokenPercent: 50, maxConcurrentRepairs: 1 } }] });
+      const h = await env.client.workflow.start(maintainFleet, {
+        taskQueue,
+        workflowId: uniqueId('maintain-fleet-replay'),
+        args: [{ fleet: fleetOf(3), budget: { maxBrokenPercent: 50, maxConcurrentRepairs: 1 } }],
+      });
       await h.result();
       return h;
     },
@@ -221,9 +299,17 @@ const scenarios: Scenario[] = [
   {
     // maintainFleet: the SPIRE server is down: hold, check and repair nothing; the operator stops it.
     name: 'maintain-fleet-dependency-hold',
-    fake: () => fleetMaintenanceFake(createFakeActivities(), () => fleetNodes.map((n) => n.nodeId), { healthy: false, dependencies: [{ name: 'spire-server', healthy: false, detail: 'fake: not serving' }] }),
+    fake: () =>
+      fleetMaintenanceFake(createFakeActivities(), () => fleetNodes.map((n) => n.nodeId), {
+        healthy: false,
+        dependencies: [{ name: 'spire-server', healthy: false, detail: 'fake: not serving' }],
+      }),
     async run(env, taskQueue) {
-      const h = await env.client.workflow.start(maintainFleet, { taskQueue, workflowId: uniqueId('maintain-fleet-replay'), args: [{ fleet: fleetOf(2) }] });
+      const h = await env.client.workflow.start(maintainFleet, {
+        taskQueue,
+        workflowId: uniqueId('maintain-fleet-replay'),
+        args: [{ fleet: fleetOf(2) }],
+      });
       await eventually(async () => (await h.query(fleetMaintenanceQuery)).state === 'held', { what: 'held' });
       await h.executeUpdate(fleetDecideUpdate, { args: [{ action: 'compensate' }] });
       await h.result();
@@ -235,7 +321,11 @@ const scenarios: Scenario[] = [
     fake: () => createFakeActivities(),
     async run(env, taskQueue) {
       const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(decommissionNode, { taskQueue, workflowId: decommissionWorkflowId(nodeId), args: [sampleInput(nodeId)] });
+      const h = await env.client.workflow.start(decommissionNode, {
+        taskQueue,
+        workflowId: decommissionWorkflowId(nodeId),
+        args: [sampleInput(nodeId)],
+      });
       await h.result();
       return h;
     },
@@ -251,7 +341,9 @@ try {
   mkdirSync(outDir, { recursive: true });
   for (const s of scenarios.filter((x) => !only || only.has(x.name))) {
     const fake = s.fake();
-    const handle = await withWorker(env, { workflowsPath, activities: fake.activities }, (taskQueue) => s.run(env, taskQueue, fake));
+    const handle = await withWorker(env, { workflowsPath, activities: fake.activities }, (taskQueue) =>
+      s.run(env, taskQueue, fake),
+    );
     const history = await handle.fetchHistory();
     writeFileSync(`${outDir}${s.name}.json`, `${JSON.stringify(JSON.parse(historyToJson(history)), null, 1)}\n`);
     console.log(`recorded ${s.name}: ${history.events?.length ?? 0} events`);

@@ -8,6 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 echo "== typecheck (tsc)" && npx tsc -p . || exit 1
 echo "== lint (eslint)" && npx eslint . || exit 1
+echo "== format (prettier; fix with npm run format)" && npx prettier --check --log-level warn . || exit 1
 
 report="$(mktemp -t nodeboot-vitest.XXXXXX.json)"
 trap 'rm -f "$report"' EXIT

@@ -59,7 +59,10 @@ export function describeFaultPause(p: FaultPause): string {
  * The interceptor factory for `Worker.create({ interceptors: { activity: [...] } })`.
  * `log` gets one line each time a pause begins (tests wait for it).
  */
-export function faultPauseInterceptor(pause: FaultPause, log: (line: string) => void = (l) => console.error(l)): ActivityInterceptorsFactory {
+export function faultPauseInterceptor(
+  pause: FaultPause,
+  log: (line: string) => void = (l) => console.error(l),
+): ActivityInterceptorsFactory {
   return (ctx) => {
     if (ctx.info.activityType !== pause.activity) return {};
     return {
@@ -69,9 +72,14 @@ export function faultPauseInterceptor(pause: FaultPause, log: (line: string) => 
           const activity = Context.current();
           const { activityType, attempt } = activity.info;
           const workflowId = activity.info.workflowExecution?.workflowId ?? '(no workflow)';
-          log(`[worker] fault injection: ${activityType} attempt ${attempt} of ${workflowId} did its work; pausing ${pause.ms} ms before returning`);
+          log(
+            `[worker] fault injection: ${activityType} attempt ${attempt} of ${workflowId} did its work; pausing ${pause.ms} ms before returning`,
+          );
           activity.heartbeat('fault injection: paused before returning');
-          const pulse = setInterval(() => activity.heartbeat('fault injection: paused before returning'), PAUSE_HEARTBEAT_MS);
+          const pulse = setInterval(
+            () => activity.heartbeat('fault injection: paused before returning'),
+            PAUSE_HEARTBEAT_MS,
+          );
           try {
             await activity.sleep(pause.ms);
           } finally {

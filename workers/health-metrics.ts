@@ -67,18 +67,58 @@ export class HealthGauges {
       out.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`);
       for (const [labels, v] of values) {
         if (v === null) continue;
-        const l = Object.entries(labels).map(([k, x]) => `${k}="${esc(x)}"`).join(',');
+        const l = Object.entries(labels)
+          .map(([k, x]) => `${k}="${esc(x)}"`)
+          .join(',');
         out.push(`${name}{${l}} ${Number.isInteger(v) ? v : Number(v.toFixed(3))}`);
       }
     };
     const each = <T>(f: (id: string, s: NodeSample) => T) => [...this.nodes].map(([id, s]) => f(id, s));
-    gauge('nodeboot_node_soonest_expiry_seconds', 'Seconds until the soonest credential of the node expires (agent SVID, workload SVIDs, attestor certificate), as of now.', each((node, s) => [{ node }, s.soonestExpiryAtMs === null ? null : Math.round((s.soonestExpiryAtMs - now) / 1000)]));
-    gauge('nodeboot_node_credential_expiry_seconds', 'Seconds until each credential of the node expires (credential: agent-svid, workload:<name>, attestor-cert), as of now.', [...this.nodes].flatMap(([node, s]) => s.expiriesAtMs.map(([credential, ms]): [Record<string, string>, number] => [{ node, credential }, Math.round((ms - now) / 1000)])));
-    gauge('nodeboot_node_key_age_seconds', "Age of the node's overlay key in seconds (since the ledger first recorded its peering), as of now.", each((node, s) => [{ node }, s.keyRecordedAtMs === null ? null : Math.round((now - s.keyRecordedAtMs) / 1000)]));
-    gauge('nodeboot_node_last_handshake_age_seconds', "Age of the oldest of the node's latest hub handshakes, in seconds, as of its last check.", each((node, s) => [{ node }, s.handshakeAgeSeconds]));
-    gauge('nodeboot_node_health', 'The node\'s health at its last check: 1 for its status (ok|degraded|broken), 0 for the others.', [...this.nodes].flatMap(([node, s]) => STATUSES.map((st): [Record<string, string>, number] => [{ node, status: st }, s.status === st ? 1 : 0])));
-    gauge('nodeboot_node_broken_links', 'Links of the node that were broken at its last check.', each((node, s) => [{ node }, s.brokenLinks]));
-    gauge('nodeboot_node_last_check_timestamp_seconds', "Unix time of the node's last check.", each((node, s) => [{ node }, Math.round(s.checkedAtMs / 1000)]));
+    gauge(
+      'nodeboot_node_soonest_expiry_seconds',
+      'Seconds until the soonest credential of the node expires (agent SVID, workload SVIDs, attestor certificate), as of now.',
+      each((node, s) => [
+        { node },
+        s.soonestExpiryAtMs === null ? null : Math.round((s.soonestExpiryAtMs - now) / 1000),
+      ]),
+    );
+    gauge(
+      'nodeboot_node_credential_expiry_seconds',
+      'Seconds until each credential of the node expires (credential: agent-svid, workload:<name>, attestor-cert), as of now.',
+      [...this.nodes].flatMap(([node, s]) =>
+        s.expiriesAtMs.map(([credential, ms]): [Record<string, string>, number] => [
+          { node, credential },
+          Math.round((ms - now) / 1000),
+        ]),
+      ),
+    );
+    gauge(
+      'nodeboot_node_key_age_seconds',
+      "Age of the node's overlay key in seconds (since the ledger first recorded its peering), as of now.",
+      each((node, s) => [{ node }, s.keyRecordedAtMs === null ? null : Math.round((now - s.keyRecordedAtMs) / 1000)]),
+    );
+    gauge(
+      'nodeboot_node_last_handshake_age_seconds',
+      "Age of the oldest of the node's latest hub handshakes, in seconds, as of its last check.",
+      each((node, s) => [{ node }, s.handshakeAgeSeconds]),
+    );
+    gauge(
+      'nodeboot_node_health',
+      "The node's health at its last check: 1 for its status (ok|degraded|broken), 0 for the others.",
+      [...this.nodes].flatMap(([node, s]) =>
+        STATUSES.map((st): [Record<string, string>, number] => [{ node, status: st }, s.status === st ? 1 : 0]),
+      ),
+    );
+    gauge(
+      'nodeboot_node_broken_links',
+      'Links of the node that were broken at its last check.',
+      each((node, s) => [{ node }, s.brokenLinks]),
+    );
+    gauge(
+      'nodeboot_node_last_check_timestamp_seconds',
+      "Unix time of the node's last check.",
+      each((node, s) => [{ node }, Math.round(s.checkedAtMs / 1000)]),
+    );
     return out;
   }
 }

@@ -75,7 +75,10 @@ export function formatLogLine(entry: LogEntry): string {
 }
 
 /** The Runtime logger: JSON lines at `level` and above, to `write` (default: stdout). */
-export function jsonLineLogger(level: LogLevel, write: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): DefaultLogger {
+export function jsonLineLogger(
+  level: LogLevel,
+  write: (line: string) => void = (l) => process.stdout.write(`${l}\n`),
+): DefaultLogger {
   return new DefaultLogger(level, (entry) => write(formatLogLine(entry)));
 }
 
@@ -118,7 +121,11 @@ export function activityLoggingInterceptor(): ActivityInterceptorsFactory {
             log.info(`${label} succeeded`, { durationMs: Date.now() - t0 });
             return result;
           } catch (err) {
-            log.warn(`${label} failed`, { durationMs: Date.now() - t0, errorType: errorTypeOf(err), error: err as Error });
+            log.warn(`${label} failed`, {
+              durationMs: Date.now() - t0,
+              errorType: errorTypeOf(err),
+              error: err as Error,
+            });
             throw err;
           }
         },

@@ -19,7 +19,9 @@ import type { HealthReport } from '../common/health.js';
 import { HealthGauges } from './health-metrics.js';
 
 /** Seconds: steps range from a few ms (fakes, idempotent no-ops) to minutes (the peer-health gate). */
-export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600] as const;
+export const DURATION_BUCKETS = [
+  0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+] as const;
 
 const STEP_SET: ReadonlySet<string> = new Set(STEPS);
 const STEP_OF_UNDO: ReadonlyMap<string, StepName> = new Map(
@@ -30,7 +32,8 @@ const STEP_OF_UNDO: ReadonlyMap<string, StepName> = new Map(
 );
 
 /** What an activity type is to us: a step, the compensation of a step, or neither (recordEvent). */
-export type ActivityKind = { kind: 'step'; step: StepName } | { kind: 'compensation'; step: StepName } | { kind: 'other' };
+export type ActivityKind =
+  { kind: 'step'; step: StepName } | { kind: 'compensation'; step: StepName } | { kind: 'other' };
 
 export function classifyActivity(activityType: string): ActivityKind {
   if (STEP_SET.has(activityType)) return { kind: 'step', step: activityType as StepName };
@@ -104,7 +107,9 @@ class Histogram {
     const out = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
     for (const [key, s] of this.series) {
       const sep = key ? ',' : '';
-      this.buckets.forEach((le, i) => out.push(`${this.name}_bucket{${key}${sep}le="${formatNumber(le)}"} ${s.counts[i]}`));
+      this.buckets.forEach((le, i) =>
+        out.push(`${this.name}_bucket{${key}${sep}le="${formatNumber(le)}"} ${s.counts[i]}`),
+      );
       out.push(`${this.name}_bucket{${key}${sep}le="+Inf"} ${s.count}`);
       out.push(`${this.name}_sum${key ? `{${key}}` : ''} ${formatNumber(s.sum)}`);
       out.push(`${this.name}_count${key ? `{${key}}` : ''} ${s.count}`);
@@ -116,11 +121,26 @@ class Histogram {
 /** The registry the interceptor writes and the endpoint reads. One per worker process. */
 export class StepMetrics {
   readonly stepsStarted = new Counter('nodeboot_step_started_total', 'Step attempts started, by step.');
-  readonly stepsSucceeded = new Counter('nodeboot_step_succeeded_total', 'Step attempts that returned evidence, by step.');
-  readonly stepsFailed = new Counter('nodeboot_step_failed_total', 'Step attempts that failed, by step and error type (ApplicationFailure.type).');
-  readonly stepDuration = new Histogram('nodeboot_step_duration_seconds', 'Step attempt duration in seconds, by step and outcome (succeeded|failed).');
-  readonly compensations = new Counter('nodeboot_compensations_total', 'Compensation (undo) attempts, by the step undone and result (succeeded|failed).');
-  readonly compensationDuration = new Histogram('nodeboot_compensation_duration_seconds', 'Compensation attempt duration in seconds, by the step undone and result.');
+  readonly stepsSucceeded = new Counter(
+    'nodeboot_step_succeeded_total',
+    'Step attempts that returned evidence, by step.',
+  );
+  readonly stepsFailed = new Counter(
+    'nodeboot_step_failed_total',
+    'Step attempts that failed, by step and error type (ApplicationFailure.type).',
+  );
+  readonly stepDuration = new Histogram(
+    'nodeboot_step_duration_seconds',
+    'Step attempt duration in seconds, by step and outcome (succeeded|failed).',
+  );
+  readonly compensations = new Counter(
+    'nodeboot_compensations_total',
+    'Compensation (undo) attempts, by the step undone and result (succeeded|failed).',
+  );
+  readonly compensationDuration = new Histogram(
+    'nodeboot_compensation_duration_seconds',
+    'Compensation attempt duration in seconds, by the step undone and result.',
+  );
   /** Per-node gauges from checkNode results (workers/health-metrics.ts). */
   readonly health = new HealthGauges();
 
@@ -134,7 +154,14 @@ export class StepMetrics {
 
   /** The Prometheus text exposition (format 0.0.4). */
   render(): string {
-    const metrics = [this.stepsStarted, this.stepsSucceeded, this.stepsFailed, this.stepDuration, this.compensations, this.compensationDuration];
+    const metrics = [
+      this.stepsStarted,
+      this.stepsSucceeded,
+      this.stepsFailed,
+      this.stepDuration,
+      this.compensations,
+      this.compensationDuration,
+    ];
     return `${[...metrics.flatMap((m) => m.render()), ...this.health.render()].join('\n')}\n`;
   }
 }
@@ -192,7 +219,10 @@ export interface MetricsServer {
 }
 
 /** Serve `GET /metrics` on host:port (port 0: any free port). Everything else is a 404. */
-export async function startMetricsServer(metrics: StepMetrics, opts: { port: number; host: string }): Promise<MetricsServer> {
+export async function startMetricsServer(
+  metrics: StepMetrics,
+  opts: { port: number; host: string },
+): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if ((req.method === 'GET' || req.method === 'HEAD') && path === '/metrics') {

@@ -74,7 +74,8 @@ export async function setupTracing(config: TracingConfig): Promise<Tracing | nul
   const otlp = await load('@opentelemetry/exporter-trace-otlp-http');
 
   const serviceName = config.OTEL_SERVICE_NAME ?? 'node-bootstrap-worker';
-  const resourceFromAttributes = resources.resourceFromAttributes as ((attrs: Record<string, string>) => unknown) | undefined;
+  const resourceFromAttributes = resources.resourceFromAttributes as
+    ((attrs: Record<string, string>) => unknown) | undefined;
   const resource = resourceFromAttributes
     ? resourceFromAttributes({ 'service.name': serviceName })
     : new (resources.Resource as Ctor)({ 'service.name': serviceName });

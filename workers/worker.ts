@@ -5,7 +5,14 @@
  *   DATABASE_URL=postgres://... TEMPORAL_ADDRESS=127.0.0.1:7233 tsx workers/worker.ts
  */
 import { fileURLToPath } from 'node:url';
-import { NativeConnection, Runtime, Worker, makeTelemetryFilterString, type ActivityInterceptorsFactory, type TelemetryOptions } from '@temporalio/worker';
+import {
+  NativeConnection,
+  Runtime,
+  Worker,
+  makeTelemetryFilterString,
+  type ActivityInterceptorsFactory,
+  type TelemetryOptions,
+} from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
 import { Ledger } from '../inventory/index.js';
 import { bowtieTrust, loadWorkerConfig, type WorkerConfig } from './config.js';
@@ -23,13 +30,19 @@ export interface WorkerObservability {
 }
 
 /** Build (but do not run) a worker; the caller owns `shutdown` and the ledger. */
-export async function createWorker(config: WorkerConfig, obs: WorkerObservability = {}): Promise<{ worker: Worker; ledger: Ledger; connection: NativeConnection }> {
+export async function createWorker(
+  config: WorkerConfig,
+  obs: WorkerObservability = {},
+): Promise<{ worker: Worker; ledger: Ledger; connection: NativeConnection }> {
   const bowtie = bowtieTrust(config); // a bad CA file fails the start, before any connection
   const ledger = await Ledger.connect(config.DATABASE_URL, { migrate: true });
   try {
     const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
     const fault = config.NODEBOOT_FAULT_PAUSE;
-    if (fault) console.error(`[worker] WARNING: fault injection is ON (NODEBOOT_FAULT_PAUSE): ${describeFaultPause(fault)}. Never set this outside tests.`);
+    if (fault)
+      console.error(
+        `[worker] WARNING: fault injection is ON (NODEBOOT_FAULT_PAUSE): ${describeFaultPause(fault)}. Never set this outside tests.`,
+      );
     // Outermost first: tracing spans and log context wrap the metrics, the fault pause is innermost.
     const activityInterceptors: ActivityInterceptorsFactory[] = [
       ...(obs.tracing ? [obs.tracing.activityInterceptor] : []),
@@ -64,7 +77,11 @@ export function installRuntime(config: WorkerConfig): void {
     logging: { forward: {}, filter: makeTelemetryFilterString({ core: 'WARN', other: 'ERROR' }) },
   };
   if (config.NODEBOOT_TEMPORAL_METRICS_PORT > 0) {
-    telemetryOptions.metrics = { prometheus: { bindAddress: `${hostForBind(config.NODEBOOT_METRICS_HOST)}:${config.NODEBOOT_TEMPORAL_METRICS_PORT}` } };
+    telemetryOptions.metrics = {
+      prometheus: {
+        bindAddress: `${hostForBind(config.NODEBOOT_METRICS_HOST)}:${config.NODEBOOT_TEMPORAL_METRICS_PORT}`,
+      },
+    };
   }
   Runtime.install({ logger: jsonLineLogger(config.NODEBOOT_LOG_LEVEL), telemetryOptions });
 }
@@ -80,9 +97,14 @@ async function main() {
   const log = Runtime.instance().logger;
   const tracing = await setupTracing(config);
   const metrics = new StepMetrics();
-  const metricsServer = config.NODEBOOT_METRICS_PORT > 0 ? await startMetricsServer(metrics, { port: config.NODEBOOT_METRICS_PORT, host: config.NODEBOOT_METRICS_HOST }) : null;
+  const metricsServer =
+    config.NODEBOOT_METRICS_PORT > 0
+      ? await startMetricsServer(metrics, { port: config.NODEBOOT_METRICS_PORT, host: config.NODEBOOT_METRICS_HOST })
+      : null;
   const { worker, ledger, connection } = await createWorker(config, { metrics, tracing });
-  console.error(`[worker] polling ${config.TEMPORAL_TASK_QUEUE} on ${config.TEMPORAL_ADDRESS}/${config.TEMPORAL_NAMESPACE}`);
+  console.error(
+    `[worker] polling ${config.TEMPORAL_TASK_QUEUE} on ${config.TEMPORAL_ADDRESS}/${config.TEMPORAL_NAMESPACE}`,
+  );
   log.info('worker polling', {
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     namespace: config.TEMPORAL_NAMESPACE,

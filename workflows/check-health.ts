@@ -23,7 +23,11 @@ const { checkNode } = proxyActivities<Activities>({
 
 export async function checkHealth(raw: CheckHealthInput): Promise<HealthReport[]> {
   const th = HealthThresholds.safeParse(raw?.thresholds ?? {});
-  if (!th.success) throw failure('InvalidInput', `invalid input: ${th.error.issues.map((i) => `thresholds.${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (!th.success)
+    throw failure(
+      'InvalidInput',
+      `invalid input: ${th.error.issues.map((i) => `thresholds.${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
   const inputs = (raw?.nodes ?? []).map((n) => validateInput(n, {}));
   const out: HealthReport[] = new Array(inputs.length);
   let next = 0;

@@ -46,7 +46,10 @@ export async function decommissionNode(rawInput: ProvisionInputJson): Promise<De
       await record(step, 'compensated', { detail: { reason: 'decommission', removed: result.removed } });
     },
     undoFailed: async (step, error) => {
-      await record(step, 'compensation_failed', { errorType: error.type, detail: { reason: 'decommission', message: error.message } });
+      await record(step, 'compensation_failed', {
+        errorType: error.type,
+        detail: { reason: 'decommission', message: error.message },
+      });
     },
   });
 
@@ -56,7 +59,10 @@ export async function decommissionNode(rawInput: ProvisionInputJson): Promise<De
       { key: FailedStepKey, value: first.step },
       { key: ErrorTypeKey, value: first.type },
     ]);
-    await record('workflow', 'failed', { errorType: first.type, detail: { undoFailed: report.failed.map((f) => f.step) } });
+    await record('workflow', 'failed', {
+      errorType: first.type,
+      detail: { undoFailed: report.failed.map((f) => f.step) },
+    });
     log.error('decommission left something behind; it is safe to run again', { failed: report.failed });
     throw ApplicationFailure.create({
       type: first.type,

@@ -35,7 +35,9 @@ export function validationRules(): CheckOptions {
 }
 
 function invalidInput(problems: string[]): ApplicationFailure {
-  return failure('InvalidInput', `invalid input: ${problems.join('; ')}`, { details: [{ issues: problems.map(redactSecrets) }] });
+  return failure('InvalidInput', `invalid input: ${problems.join('; ')}`, {
+    details: [{ issues: problems.map(redactSecrets) }],
+  });
 }
 
 /**
@@ -49,7 +51,11 @@ export function describeFailure(step: FailureInfo['step'], err: unknown): Failur
       return { step, type: e.type ?? 'Error', message: redactSecrets(e.message) };
     }
     if (e instanceof TimeoutFailure) {
-      return { step, type: 'CommandTimeout', message: `${step} exceeded its ${(e.timeoutType ?? 'start-to-close').toLowerCase().replace(/_/g, '-')} timeout` };
+      return {
+        step,
+        type: 'CommandTimeout',
+        message: `${step} exceeded its ${(e.timeoutType ?? 'start-to-close').toLowerCase().replace(/_/g, '-')} timeout`,
+      };
     }
   }
   const message = err instanceof Error ? err.message : String(err);
@@ -67,7 +73,12 @@ export interface UnwindReport {
  * original failure as its cause. Its details are CompensationDetails
  * (common/compensation.ts: read back with compensationDetailsOf).
  */
-export function compensatedFailure(info: FailureInfo, reason: UndoReason, report: UnwindReport, cause: unknown): ApplicationFailure {
+export function compensatedFailure(
+  info: FailureInfo,
+  reason: UndoReason,
+  report: UnwindReport,
+  cause: unknown,
+): ApplicationFailure {
   const parts = [`${info.step} failed (${info.type}): ${info.message}`];
   parts.push(report.undone.length ? `undone: ${report.undone.join(', ')}` : 'nothing to undo');
   if (report.failed.length) parts.push(`undo failed: ${report.failed.map((f) => `${f.step} (${f.type})`).join(', ')}`);
@@ -75,7 +86,9 @@ export function compensatedFailure(info: FailureInfo, reason: UndoReason, report
     type: info.type,
     message: redactSecrets(parts.join('; ')),
     nonRetryable: true,
-    details: [{ step: info.step, reason, undone: report.undone, undoFailed: report.failed } satisfies CompensationDetails],
+    details: [
+      { step: info.step, reason, undone: report.undone, undoFailed: report.failed } satisfies CompensationDetails,
+    ],
     cause: cause instanceof Error ? cause : undefined,
   });
 }

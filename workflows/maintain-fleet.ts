@@ -18,7 +18,16 @@
  * (nothing is undone: nothing was done). The schedule skips its next runs while
  * one is open, so a held run also holds the schedule.
  */
-import { condition, isCancellation, log, proxyActivities, setHandler, startChild, workflowInfo, defineUpdate } from '@temporalio/workflow';
+import {
+  condition,
+  isCancellation,
+  log,
+  proxyActivities,
+  setHandler,
+  startChild,
+  workflowInfo,
+  defineUpdate,
+} from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Activities, FleetActivities, FleetMaintenanceActivities } from '../activities/types.js';
 import { failure } from '../common/errors.js';
@@ -42,7 +51,9 @@ import { describeFailure } from './failures.js';
 import { maintainNode } from './maintain-node.js';
 
 /** Same name as provisionNode's and maintainNode's `decide`, so one command answers every hold. */
-export const fleetDecideUpdate = defineUpdate<{ action: Decision['action']; heldFor: FleetHold['reason'] }, [Decision]>('decide');
+export const fleetDecideUpdate = defineUpdate<{ action: Decision['action']; heldFor: FleetHold['reason'] }, [Decision]>(
+  'decide',
+);
 
 const CHECK_TIMEOUT_SECONDS = 120;
 
@@ -83,8 +94,10 @@ export async function maintainFleet(raw: MaintainFleetInput): Promise<FleetMaint
     },
     {
       validator: (d) => {
-        if (status.state !== 'held' || decision) throw new Error(`fleet maintenance is ${status.state}, not held: there is nothing to decide`);
-        if (d?.action !== 'retry' && d?.action !== 'compensate') throw new Error('action must be "retry" or "compensate"');
+        if (status.state !== 'held' || decision)
+          throw new Error(`fleet maintenance is ${status.state}, not held: there is nothing to decide`);
+        if (d?.action !== 'retry' && d?.action !== 'compensate')
+          throw new Error('action must be "retry" or "compensate"');
       },
     },
   );
@@ -113,12 +126,20 @@ export async function maintainFleet(raw: MaintainFleetInput): Promise<FleetMaint
     status.state = 'dependencies';
     status.down = await dependenciesDown(inFleet);
     if (status.down.length) {
-      if (await hold({ reason: 'dependency-down', detail: `down: ${status.down.map((d) => `${d.name}${d.detail ? ` (${d.detail})` : ''}`).join(', ')}` })) return finish('stopped');
+      if (
+        await hold({
+          reason: 'dependency-down',
+          detail: `down: ${status.down.map((d) => `${d.name}${d.detail ? ` (${d.detail})` : ''}`).join(', ')}`,
+        })
+      )
+        return finish('stopped');
       continue;
     }
 
     status.state = 'checking';
-    const ready = new Set((await listProvisionedNodes(opts.segment ? { segment: opts.segment } : {})).map((n) => n.nodeId));
+    const ready = new Set(
+      (await listProvisionedNodes(opts.segment ? { segment: opts.segment } : {})).map((n) => n.nodeId),
+    );
     const targets = inFleet.filter((n) => ready.has(n.nodeId));
     reports = await inWindow(targets, opts.checkWindow, (input) => checkNode({ input, thresholds: opts.thresholds }));
     status.nodes = reports.map(outcomeOf);
@@ -178,7 +199,12 @@ export async function maintainFleet(raw: MaintainFleetInput): Promise<FleetMaint
 async function dependenciesDown(nodes: ProvisionInput[]): Promise<FleetMaintainStatus['down']> {
   const seen = new Map<string, ProvisionInput>();
   for (const n of nodes) {
-    const key = JSON.stringify([n.spire.serverHost, n.spire.serverSocketPath, n.overlay.hubs.map((h) => [h.name, h.host, h.interface]), n.overlay.bowtie?.controllerUrl ?? null]);
+    const key = JSON.stringify([
+      n.spire.serverHost,
+      n.spire.serverSocketPath,
+      n.overlay.hubs.map((h) => [h.name, h.host, h.interface]),
+      n.overlay.bowtie?.controllerUrl ?? null,
+    ]);
     if (!seen.has(key)) seen.set(key, n);
   }
   const down: FleetMaintainStatus['down'] = [];
@@ -189,7 +215,9 @@ async function dependenciesDown(nodes: ProvisionInput[]): Promise<FleetMaintainS
         hubs: n.overlay.hubs,
         ...(n.overlay.bowtie ? { bowtieControllerUrl: n.overlay.bowtie.controllerUrl } : {}),
       });
-      for (const d of health.dependencies) if (!d.healthy && !down.some((x) => x.name === d.name)) down.push({ name: d.name, ...(d.detail ? { detail: d.detail } : {}) });
+      for (const d of health.dependencies)
+        if (!d.healthy && !down.some((x) => x.name === d.name))
+          down.push({ name: d.name, ...(d.detail ? { detail: d.detail } : {}) });
     } catch (err) {
       if (isCancellation(err)) throw err;
       // The check itself failed (no worker answered it): no green light either.
@@ -200,7 +228,11 @@ async function dependenciesDown(nodes: ProvisionInput[]): Promise<FleetMaintainS
 }
 
 function outcomeOf(r: HealthReport): FleetNodeOutcome {
-  return { nodeId: r.nodeId, status: r.status, broken: brokenLinks(r).map((l) => `${l.link} (${l.step})${l.security ? ' [security]' : ''}`) };
+  return {
+    nodeId: r.nodeId,
+    status: r.status,
+    broken: brokenLinks(r).map((l) => `${l.link} (${l.step})${l.security ? ' [security]' : ''}`),
+  };
 }
 
 /**

@@ -16,11 +16,33 @@
  * compensate: stop, leave the node as it is, end with its health (the name is
  * provisionNode's; nothing is compensated).
  */
-import { condition, isCancellation, log, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import {
+  condition,
+  isCancellation,
+  log,
+  proxyActivities,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type { Activities, StepRequest } from '../activities/types.js';
 import { failure } from '../common/errors.js';
-import { brokenLinks, describeLinks, healthOf, repairPlan, securityFindings, type HealthReport, type HealthState } from '../common/health.js';
-import { maintainStatusQuery, MaintainOptions, type MaintainInput, type MaintainResult, type MaintainStatus } from '../common/maintain.js';
+import {
+  brokenLinks,
+  describeLinks,
+  healthOf,
+  repairPlan,
+  securityFindings,
+  type HealthReport,
+  type HealthState,
+} from '../common/health.js';
+import {
+  maintainStatusQuery,
+  MaintainOptions,
+  type MaintainInput,
+  type MaintainResult,
+  type MaintainStatus,
+} from '../common/maintain.js';
 import { HealthKey, NodeIdKey, SegmentKey } from '../common/search-attributes.js';
 import type { StepName } from '../common/steps.js';
 import { decideUpdate, type Decision } from '../common/definitions.js';
@@ -35,7 +57,16 @@ type Hold = NonNullable<MaintainStatus['heldFor']>;
 
 export async function maintainNode(raw: MaintainInput): Promise<MaintainResult> {
   const { workflowId, runId } = workflowInfo();
-  const status: MaintainStatus = { workflowId, runId, nodeId: null, state: 'checking', health: null, heldFor: null, rounds: [], lastCheck: null };
+  const status: MaintainStatus = {
+    workflowId,
+    runId,
+    nodeId: null,
+    state: 'checking',
+    health: null,
+    heldFor: null,
+    rounds: [],
+    lastCheck: null,
+  };
   let decision: Decision | undefined;
   setHandler(maintainStatusQuery, () => status);
   setHandler(
@@ -46,8 +77,10 @@ export async function maintainNode(raw: MaintainInput): Promise<MaintainResult> 
     },
     {
       validator: (d) => {
-        if (status.state !== 'held' || decision) throw new Error(`maintain run is ${status.state}, not held: there is nothing to decide`);
-        if (d?.action !== 'retry' && d?.action !== 'compensate') throw new Error('action must be "retry" or "compensate"');
+        if (status.state !== 'held' || decision)
+          throw new Error(`maintain run is ${status.state}, not held: there is nothing to decide`);
+        if (d?.action !== 'retry' && d?.action !== 'compensate')
+          throw new Error('action must be "retry" or "compensate"');
       },
     },
   );
@@ -82,7 +115,18 @@ export async function maintainNode(raw: MaintainInput): Promise<MaintainResult> 
     status.lastCheck = report;
     setHealth(healthOf(report));
     await record('workflow', 'checked', {
-      detail: { status: report.status, links: report.links.filter((l) => l.status !== 'ok').map(({ link, step, status: s, detail, security }) => ({ link, step, status: s, detail, security: !!security })) },
+      detail: {
+        status: report.status,
+        links: report.links
+          .filter((l) => l.status !== 'ok')
+          .map(({ link, step, status: s, detail, security }) => ({
+            link,
+            step,
+            status: s,
+            detail,
+            security: !!security,
+          })),
+      },
     });
     return report;
   };
@@ -107,7 +151,11 @@ export async function maintainNode(raw: MaintainInput): Promise<MaintainResult> 
    * check says must start afresh (`restart`: dead, wiped, evicted, unhealthy) is
    * first taken down by step 4's own undo, so step 4 attests it anew.
    */
-  const repair = async (round: number, steps: StepName[], broken: HealthReport['links']): Promise<MaintainStatus['rounds'][number]> => {
+  const repair = async (
+    round: number,
+    steps: StepName[],
+    broken: HealthReport['links'],
+  ): Promise<MaintainStatus['rounds'][number]> => {
     status.state = 'repairing';
     setHealth('repairing');
     const r: MaintainStatus['rounds'][number] = { round, broken: broken.map((l) => l.link), steps, failedStep: null };
@@ -123,7 +171,11 @@ export async function maintainNode(raw: MaintainInput): Promise<MaintainResult> 
         if (isCancellation(err)) throw err;
         const info = describeFailure(step, err);
         Object.assign(r, { failedStep: step, errorType: info.type });
-        await record(step, 'failed', { attempt: round, errorType: info.type, detail: { repair: true, message: info.message } });
+        await record(step, 'failed', {
+          attempt: round,
+          errorType: info.type,
+          detail: { repair: true, message: info.message },
+        });
         return r;
       }
     }
@@ -141,13 +193,29 @@ export async function maintainNode(raw: MaintainInput): Promise<MaintainResult> 
     const security = securityFindings(report);
     let held: { hold: Hold; errorType?: string } | undefined;
     if (security.length) {
-      held = { hold: { reason: 'security', step: security[0]!.step, detail: describeLinks({ ...report, links: security }).join('; ') } };
+      held = {
+        hold: {
+          reason: 'security',
+          step: security[0]!.step,
+          detail: describeLinks({ ...report, links: security }).join('; '),
+        },
+      };
     } else if (roundsLeft === 0) {
-      held = { hold: { reason: 'still-broken', step: broken[0]!.step, detail: describeLinks({ ...report, links: broken }).join('; ') } };
+      held = {
+        hold: {
+          reason: 'still-broken',
+          step: broken[0]!.step,
+          detail: describeLinks({ ...report, links: broken }).join('; '),
+        },
+      };
     } else {
       roundsLeft -= 1;
       const r = await repair(++round, repairPlan(report), broken);
-      if (r.failedStep) held = { hold: { reason: 'repair-failed', step: r.failedStep, detail: `${r.failedStep} failed (${r.errorType})` }, errorType: r.errorType };
+      if (r.failedStep)
+        held = {
+          hold: { reason: 'repair-failed', step: r.failedStep, detail: `${r.failedStep} failed (${r.errorType})` },
+          errorType: r.errorType,
+        };
       else report = await check();
     }
     if (held) {
@@ -163,8 +231,19 @@ export async function maintainNode(raw: MaintainInput): Promise<MaintainResult> 
   status.state = 'done';
   const health = healthOf(report);
   setHealth(health);
-  await record('workflow', health === 'broken' ? 'failed' : 'succeeded', { detail: { maintain: true, health, rounds: status.rounds.length, stoppedByOperator } });
-  return { nodeId: input.nodeId, workflowId, runId, health, firstCheck: first, lastCheck: report, rounds: status.rounds, stoppedByOperator };
+  await record('workflow', health === 'broken' ? 'failed' : 'succeeded', {
+    detail: { maintain: true, health, rounds: status.rounds.length, stoppedByOperator },
+  });
+  return {
+    nodeId: input.nodeId,
+    workflowId,
+    runId,
+    health,
+    firstCheck: first,
+    lastCheck: report,
+    rounds: status.rounds,
+    stoppedByOperator,
+  };
 }
 
 /** The options beside the provisioning input; a bad one fails the run with InvalidInput naming the field. */

@@ -36,7 +36,13 @@ import {
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { FleetActivities } from '../activities/types.js';
 import { compensationDetailsOf } from '../common/compensation.js';
-import { allowedFailures, validateFleet, type FleetInput, type FleetInputJson, type ValidFleet } from '../common/fleet.js';
+import {
+  allowedFailures,
+  validateFleet,
+  type FleetInput,
+  type FleetInputJson,
+  type ValidFleet,
+} from '../common/fleet.js';
 import { provisionWorkflowId } from '../common/ids.js';
 import { failure } from '../common/errors.js';
 import type { ProvisionInput } from '../common/input.js';
@@ -46,7 +52,12 @@ import { describeFailure, validationRules } from './failures.js';
 import { provisionNode } from './provision-node.js';
 
 /** Failure types that say "something every node needs is down", not "this node is broken". */
-const DEPENDENCY_FAILURES = new Set(['SpireServerUnavailable', 'PeerHandshakeTimeout', 'ProbeFailed', 'LedgerUnavailable']);
+const DEPENDENCY_FAILURES = new Set([
+  'SpireServerUnavailable',
+  'PeerHandshakeTimeout',
+  'ProbeFailed',
+  'LedgerUnavailable',
+]);
 const RECENT_FAILURES = 20;
 
 /** What one run of the fleet hands to the next on continue-as-new. */
@@ -183,7 +194,11 @@ class FleetRollout {
   }
 
   finish(): FleetResult {
-    this.progress.state = this.budgetExhausted() ? 'halted' : this.state.counts.cancelled > 0 ? 'cancelled' : 'completed';
+    this.progress.state = this.budgetExhausted()
+      ? 'halted'
+      : this.state.counts.cancelled > 0
+        ? 'cancelled'
+        : 'completed';
     return { ...this.snapshot(), durationMs: Date.now() - this.state.startedAtMs };
   }
 
@@ -204,7 +219,11 @@ class FleetRollout {
       }
       if (!this.progress.breaker.open) {
         this.state.breakerOpened += 1;
-        Object.assign(this.progress.breaker, { open: true, openSince: new Date().toISOString(), opened: this.state.breakerOpened });
+        Object.assign(this.progress.breaker, {
+          open: true,
+          openSince: new Date().toISOString(),
+          opened: this.state.breakerOpened,
+        });
         log.warn('a shared dependency is down: pausing the rollout', { down: down.map((d) => d.name) });
       }
       this.progress.breaker.down = down;
@@ -272,15 +291,24 @@ class FleetRollout {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError) || !patched(REPROVISION_DECOMMISSIONED)) throw err;
       const { state, decommission } = await nodeLifecycle({ nodeId: node.nodeId });
       if (state === 'decommissioning') {
-        throw failure('NodeDecommissioning', `${node.nodeId} is being decommissioned (${decommission?.workflowId} run ${decommission?.runId}): not provisioned by this rollout; start the fleet again once it ends`);
+        throw failure(
+          'NodeDecommissioning',
+          `${node.nodeId} is being decommissioned (${decommission?.workflowId} run ${decommission?.runId}): not provisioned by this rollout; start the fleet again once it ends`,
+        );
       }
       if (!needsNewProvisionRun(state)) throw err;
-      log.info('node was decommissioned after its last run: provisioning it again', { nodeId: node.nodeId, decommissionRunId: decommission?.runId });
+      log.info('node was decommissioned after its last run: provisioning it again', {
+        nodeId: node.nodeId,
+        decommissionRunId: decommission?.runId,
+      });
       await this.child(node, 'ALLOW_DUPLICATE');
     }
   }
 
-  private async child(node: ProvisionInput, workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY' | 'ALLOW_DUPLICATE'): Promise<void> {
+  private async child(
+    node: ProvisionInput,
+    workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY' | 'ALLOW_DUPLICATE',
+  ): Promise<void> {
     const child = await startChild(provisionNode, {
       workflowId: provisionWorkflowId(node.nodeId),
       args: [node],
@@ -294,7 +322,10 @@ class FleetRollout {
   private failed(nodeId: string, err: TemporalFailure): void {
     const info = describeFailure('workflow', err);
     const step = stepOf(err);
-    if (DEPENDENCY_FAILURES.has(info.type) && (this.state.requeues[nodeId] ?? 0) < this.fleet.input.breaker.requeueLimit) {
+    if (
+      DEPENDENCY_FAILURES.has(info.type) &&
+      (this.state.requeues[nodeId] ?? 0) < this.fleet.input.breaker.requeueLimit
+    ) {
       // Probably not this node's fault: check the shared dependencies, then try it again.
       this.state.requeues[nodeId] = (this.state.requeues[nodeId] ?? 0) + 1;
       this.state.requeue.push(nodeId);

@@ -143,7 +143,10 @@ class ProvisionRun {
       const info = describeFailure('workflow', err);
       this.status.lastFailure = info;
       upsertSearchAttributes([{ key: ErrorTypeKey, value: info.type }]);
-      await this.record('workflow', 'failed', { errorType: info.type, detail: { check: 'preflight', message: info.message } });
+      await this.record('workflow', 'failed', {
+        errorType: info.type,
+        detail: { check: 'preflight', message: info.message },
+      });
       throw err;
     }
   }
@@ -233,7 +236,11 @@ class ProvisionRun {
     if (!(err instanceof TemporalFailure)) return err;
     const cancelled = isCancellation(err);
     const info: FailureInfo = cancelled
-      ? { step: this.status.currentStep ?? this.status.heldStep ?? 'workflow', type: 'Cancelled', message: 'the run was cancelled' }
+      ? {
+          step: this.status.currentStep ?? this.status.heldStep ?? 'workflow',
+          type: 'Cancelled',
+          message: 'the run was cancelled',
+        }
       : (this.status.lastFailure ?? describeFailure('workflow', err));
     const reason: UndoReason = cancelled ? 'cancel' : errorClassOf(info.type) === 'security' ? 'security' : 'failure';
     this.status.lastFailure = info;
@@ -252,7 +259,10 @@ class ProvisionRun {
         },
         undoFailed: async (step, error) => {
           Object.assign(this.stepStatus(step), { state: 'compensation_failed', undo: { reason, error } });
-          await this.record(step, 'compensation_failed', { errorType: error.type, detail: { reason, message: error.message } });
+          await this.record(step, 'compensation_failed', {
+            errorType: error.type,
+            detail: { reason, message: error.message },
+          });
         },
       });
       this.status.state = report.failed.length ? 'failed' : 'compensated';
@@ -297,8 +307,20 @@ function receiptOf(input: ProvisionInput, e: AllEvidence, durationsMs: Record<St
     overlayIp: e.key.overlayIp,
     publicKey: e.key.publicKey,
     keyFingerprint: e.key.keyFingerprint,
-    hubHandshakes: e.health.hubs.map((h) => ({ hub: h.name, latestHandshakeUnix: h.latestHandshakeUnix, handshakeAgeSeconds: h.handshakeAgeSeconds })),
-    ...(e.health.device ? { overlayDevice: { id: e.health.device.id, state: e.health.device.state, lastSeenAgeSeconds: e.health.device.lastSeenAgeSeconds } } : {}),
+    hubHandshakes: e.health.hubs.map((h) => ({
+      hub: h.name,
+      latestHandshakeUnix: h.latestHandshakeUnix,
+      handshakeAgeSeconds: h.handshakeAgeSeconds,
+    })),
+    ...(e.health.device
+      ? {
+          overlayDevice: {
+            id: e.health.device.id,
+            state: e.health.device.state,
+            lastSeenAgeSeconds: e.health.device.lastSeenAgeSeconds,
+          },
+        }
+      : {}),
     probe: e.health.probe,
     nodeAliasId: e.agent.nodeAliasId,
     agentIdDigest: e.agent.agentIdDigest,

@@ -3,7 +3,14 @@
  * the retry policy come from the validated input, so tests (and impatient
  * operators) can shorten them without a code change.
  */
-import { ActivityCancellationType, patched, proxyActivities, proxyLocalActivities, type ActivityOptions, type RetryPolicy } from '@temporalio/workflow';
+import {
+  ActivityCancellationType,
+  patched,
+  proxyActivities,
+  proxyLocalActivities,
+  type ActivityOptions,
+  type RetryPolicy,
+} from '@temporalio/workflow';
 import type { Activities, LedgerEvent } from '../activities/types.js';
 import { NON_RETRYABLE_ERROR_TYPES } from '../common/errors.js';
 import type { ProvisionInput } from '../common/input.js';
@@ -71,9 +78,17 @@ export function activitiesFor(input: ProvisionInput) {
   };
   // `summary` is what the Web UI shows on each activity: the runbook's step title.
   const step = (seconds: number, summary: string) =>
-    proxyActivities<Activities>({ ...base, startToCloseTimeout: seconds * 1000, heartbeatTimeout: heartbeatTimeoutMs(seconds), summary });
+    proxyActivities<Activities>({
+      ...base,
+      startToCloseTimeout: seconds * 1000,
+      heartbeatTimeout: heartbeatTimeoutMs(seconds),
+      summary,
+    });
   const undo = step(t.compensation, 'compensation (undo a finished step)');
-  const undos = Object.fromEntries(UNDO_ACTIVITIES.map((name) => [name, undo[name]])) as Pick<typeof undo, UndoActivity>;
+  const undos = Object.fromEntries(UNDO_ACTIVITIES.map((name) => [name, undo[name]])) as Pick<
+    typeof undo,
+    UndoActivity
+  >;
   const ledgerOptions = { retry: base.retry, startToCloseTimeout: LEDGER_TIMEOUT_MS };
   // A summary is user metadata: it is not part of the command sequence, so replays are unaffected.
   // Runs recorded before LEDGER_LOCAL_PATCH keep their plain, summary-less activities.
@@ -82,7 +97,12 @@ export function activitiesFor(input: ProvisionInput) {
     : (event) => proxyActivities<Activities>(ledgerOptions).recordEvent(event);
 
   return {
-    preflight: proxyActivities<Activities>({ ...base, startToCloseTimeout: PREFLIGHT_TIMEOUT_MS, heartbeatTimeout: heartbeatTimeoutMs(PREFLIGHT_TIMEOUT_MS / 1000), summary: 'preflight: read-only checks before step 1' }).preflight,
+    preflight: proxyActivities<Activities>({
+      ...base,
+      startToCloseTimeout: PREFLIGHT_TIMEOUT_MS,
+      heartbeatTimeout: heartbeatTimeoutMs(PREFLIGHT_TIMEOUT_MS / 1000),
+      summary: 'preflight: read-only checks before step 1',
+    }).preflight,
     installOverlay: step(t.installOverlay, STEP_TITLES.installOverlay).installOverlay,
     issueOverlayKey: step(t.issueOverlayKey, STEP_TITLES.issueOverlayKey).issueOverlayKey,
     gatePeerHealth: step(t.gatePeerHealth, STEP_TITLES.gatePeerHealth).gatePeerHealth,

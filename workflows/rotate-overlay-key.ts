@@ -32,7 +32,12 @@ import {
 import type { RotationActivities, RotationKeys } from '../activities/types-rotation.js';
 import type { Activities } from '../activities/types.js';
 import { NON_RETRYABLE_ERROR_TYPES, errorClassOf, redactSecrets } from '../common/errors.js';
-import { checkRotateRequest, type RotateRequest, type RotateRequestJson, type RotationReceipt } from '../common/rotation.js';
+import {
+  checkRotateRequest,
+  type RotateRequest,
+  type RotateRequestJson,
+  type RotationReceipt,
+} from '../common/rotation.js';
 import { NodeIdKey, SegmentKey } from '../common/search-attributes.js';
 import { describeFailure } from './failures.js';
 import { eventRecorder, type RecordEvent } from './events.js';
@@ -74,11 +79,18 @@ export async function rotateOverlayKey(raw: RotateRequestJson): Promise<Rotation
   // a finalize that fails for good still must not leave two peers: roll back to the key file's key.
   stage = 'finalize';
   const finalKeys = keys;
-  const done = await CancellationScope.nonCancellable(() => acts.rotateFinalize({ ...base, keys: finalKeys })).catch(async (err: unknown) => {
-    throw await rollBack({ err, stage, keys: finalKeys, req: { ...base, handshakeTimeoutSeconds }, acts, record });
-  });
+  const done = await CancellationScope.nonCancellable(() => acts.rotateFinalize({ ...base, keys: finalKeys })).catch(
+    async (err: unknown) => {
+      throw await rollBack({ err, stage, keys: finalKeys, req: { ...base, handshakeTimeoutSeconds }, acts, record });
+    },
+  );
   await record('issueOverlayKey', 'succeeded', {
-    detail: { rotation: 'succeeded', fingerprint: done.fingerprint, previousFingerprint: done.previousFingerprint, rotatedAt: done.rotatedAt },
+    detail: {
+      rotation: 'succeeded',
+      fingerprint: done.fingerprint,
+      previousFingerprint: done.previousFingerprint,
+      rotatedAt: done.rotatedAt,
+    },
   });
   return {
     nodeId: input.nodeId,
@@ -127,13 +139,29 @@ async function rollBack(ctx: {
   const info = describeFailure('issueOverlayKey', err);
   const cancelled = isCancellation(err);
   return CancellationScope.nonCancellable(async () => {
-    await record('issueOverlayKey', 'failed', { errorType: info.type, detail: { rotation: 'failed', stage, message: info.message } });
+    await record('issueOverlayKey', 'failed', {
+      errorType: info.type,
+      detail: { rotation: 'failed', stage, message: info.message },
+    });
     if (stage === 'prepare' && !cancelled && errorClassOf(info.type) !== 'transient') {
-      return failureOf(info.type, `key rotation of ${nodeId} refused at stage ${stage} (${info.type}): ${info.message}; nothing was changed`, { stage, rolledBack: false }, err);
+      return failureOf(
+        info.type,
+        `key rotation of ${nodeId} refused at stage ${stage} (${info.type}): ${info.message}; nothing was changed`,
+        { stage, rolledBack: false },
+        err,
+      );
     }
     try {
       const rb = await acts.rotateRollback({ ...req, keys });
-      await record('issueOverlayKey', 'compensated', { detail: { rotation: 'rolled back', stage, fingerprint: rb.fingerprint, restored: rb.restored, removed: rb.removed } });
+      await record('issueOverlayKey', 'compensated', {
+        detail: {
+          rotation: 'rolled back',
+          stage,
+          fingerprint: rb.fingerprint,
+          restored: rb.restored,
+          removed: rb.removed,
+        },
+      });
       if (cancelled) return err;
       return failureOf(
         info.type,
@@ -143,7 +171,10 @@ async function rollBack(ctx: {
       );
     } catch (rbErr) {
       const rbInfo = describeFailure('issueOverlayKey', rbErr);
-      await record('issueOverlayKey', 'compensation_failed', { errorType: rbInfo.type, detail: { rotation: 'rollback failed', stage, message: rbInfo.message } });
+      await record('issueOverlayKey', 'compensation_failed', {
+        errorType: rbInfo.type,
+        detail: { rotation: 'rollback failed', stage, message: rbInfo.message },
+      });
       return failureOf(
         info.type,
         `key rotation of ${nodeId} failed at stage ${stage} (${info.type}): ${info.message}; the rollback failed too (${rbInfo.type}): ${rbInfo.message}; rotate again (every stage resumes) or repair the node`,
@@ -154,8 +185,19 @@ async function rollBack(ctx: {
   });
 }
 
-function failureOf(type: string, message: string, details: Record<string, unknown>, cause: unknown): ApplicationFailure {
-  return ApplicationFailure.create({ type, message: redactSecrets(message), nonRetryable: true, details: [details], cause: cause instanceof Error ? cause : undefined });
+function failureOf(
+  type: string,
+  message: string,
+  details: Record<string, unknown>,
+  cause: unknown,
+): ApplicationFailure {
+  return ApplicationFailure.create({
+    type,
+    message: redactSecrets(message),
+    nonRetryable: true,
+    details: [details],
+    cause: cause instanceof Error ? cause : undefined,
+  });
 }
 
 /**
@@ -168,7 +210,13 @@ function rotationActivitiesFor({ input, handshakeTimeoutSeconds }: RotateRequest
   const retry = retryPolicyFor(input);
   const base: ActivityOptions = { retry, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED };
   const withDeadline = (seconds: number, summary: string, extra: Partial<ActivityOptions> = {}) =>
-    proxyActivities<RotationActivities>({ ...base, startToCloseTimeout: seconds * 1000, heartbeatTimeout: heartbeatTimeoutMs(seconds), summary, ...extra });
+    proxyActivities<RotationActivities>({
+      ...base,
+      startToCloseTimeout: seconds * 1000,
+      heartbeatTimeout: heartbeatTimeoutMs(seconds),
+      summary,
+      ...extra,
+    });
   const stage = input.timeouts.issueOverlayKey;
   const verifySeconds = handshakeTimeoutSeconds + 15;
   const ledger = proxyLocalActivities<Pick<Activities, 'recordEvent'>>({ retry, startToCloseTimeout: 30_000 });
@@ -177,10 +225,14 @@ function rotationActivitiesFor({ input, handshakeTimeoutSeconds }: RotateRequest
     rotateAddHubPeers: withDeadline(stage, 'rotation 2: every hub gets the new peer').rotateAddHubPeers,
     rotateSwitchKey: withDeadline(stage, 'rotation 3: routes move, the node switches key').rotateSwitchKey,
     rotateVerify: withDeadline(verifySeconds, 'rotation 4: fresh handshakes and the probe', {
-      retry: { ...retry, nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES, 'PeerHandshakeTimeout', 'ProbeFailed'] },
+      retry: {
+        ...retry,
+        nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES, 'PeerHandshakeTimeout', 'ProbeFailed'],
+      },
     }).rotateVerify,
     rotateFinalize: withDeadline(stage, 'rotation 5: old peer removed, ledger updated').rotateFinalize,
-    rotateRollback: withDeadline(input.timeouts.compensation + verifySeconds, 'rotation rollback: back to the old key').rotateRollback,
+    rotateRollback: withDeadline(input.timeouts.compensation + verifySeconds, 'rotation rollback: back to the old key')
+      .rotateRollback,
     recordEvent: ledger.recordEvent,
   };
 }

@@ -48,7 +48,12 @@ export class Compensations {
           result = await c.undo(reason);
         } catch (err) {
           const info = describeFailure(c.step, err);
-          log.error('compensation failed; continuing with the rest', { step: c.step, reason, errorType: info.type, error: info.message });
+          log.error('compensation failed; continuing with the rest', {
+            step: c.step,
+            reason,
+            errorType: info.type,
+            error: info.message,
+          });
           report.failed.push(info);
           await hooks.undoFailed?.(c.step, info);
           continue;

@@ -27,7 +27,11 @@ export function createFleetActivities(deps: FleetDeps): Pick<FleetActivities, 'c
       const ok = await probe();
       return ok === false ? { name, healthy: false, detail: 'not serving' } : { name, healthy: true };
     } catch (err) {
-      return { name, healthy: false, detail: redactSecrets(err instanceof Error ? err.message : String(err)).slice(0, 300) };
+      return {
+        name,
+        healthy: false,
+        detail: redactSecrets(err instanceof Error ? err.message : String(err)).slice(0, 300),
+      };
     }
   }
 
@@ -37,10 +41,20 @@ export function createFleetActivities(deps: FleetDeps): Pick<FleetActivities, 'c
       const opts = { timeoutMs: CHECK_TIMEOUT_MS, signal };
       const dependencies = await Promise.all([
         check('spire-server', () =>
-          server.healthcheck({ transport: deps.transport(spire.serverHost), socketPath: spire.serverSocketPath, signal, timeoutMs: CHECK_TIMEOUT_MS }),
+          server.healthcheck({
+            transport: deps.transport(spire.serverHost),
+            socketPath: spire.serverSocketPath,
+            signal,
+            timeoutMs: CHECK_TIMEOUT_MS,
+          }),
         ),
         // The hub's public key: answers whether its interface is up, and reads no private key (unlike `wg show dump`).
-        ...hubs.map((hub) => check(`hub:${hub.name}`, async () => (await wg.publicKey(deps.transport(hub.host), hub.interface, opts)) !== null)),
+        ...hubs.map((hub) =>
+          check(
+            `hub:${hub.name}`,
+            async () => (await wg.publicKey(deps.transport(hub.host), hub.interface, opts)) !== null,
+          ),
+        ),
         // `/ok` needs no credentials: the check says whether the controller serves, not whether ours are good.
         ...(bowtieControllerUrl
           ? [

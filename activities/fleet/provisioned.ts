@@ -5,7 +5,9 @@
 import type { Ledger } from '../../inventory/index.js';
 import type { FleetMaintenanceActivities } from '../types.js';
 
-export function createProvisionedNodes(deps: { ledger: Ledger }): Pick<FleetMaintenanceActivities, 'listProvisionedNodes'> {
+export function createProvisionedNodes(deps: {
+  ledger: Ledger;
+}): Pick<FleetMaintenanceActivities, 'listProvisionedNodes'> {
   return {
     async listProvisionedNodes({ segment }) {
       // A LedgerError becomes its typed failure at the activity boundary (activities/boundary.ts).

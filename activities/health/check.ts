@@ -12,7 +12,10 @@ import { spireLinks } from './spire.js';
 export function createHealthActivities(deps: CheckDeps) {
   async function checkNode({ input, thresholds }: CheckRequest): Promise<HealthReport> {
     const started = Date.now();
-    const overlay = input.overlay.driver === 'bowtie' ? await bowtieLinks(deps, input, thresholds) : await wireguardLinks(deps, input, thresholds);
+    const overlay =
+      input.overlay.driver === 'bowtie'
+        ? await bowtieLinks(deps, input, thresholds)
+        : await wireguardLinks(deps, input, thresholds);
     const links = [...overlay, ...(await spireLinks(deps, input, thresholds))];
     return {
       nodeId: input.nodeId,

@@ -24,13 +24,25 @@ export function link(
 }
 
 /** A link whose check itself failed: broken, and the reason (sanitized) is the detail. */
-export async function guarded(kind: LinkKind, name: string | undefined, step: StepName, check: () => Promise<LinkCheck>): Promise<LinkCheck> {
+export async function guarded(
+  kind: LinkKind,
+  name: string | undefined,
+  step: StepName,
+  check: () => Promise<LinkCheck>,
+): Promise<LinkCheck> {
   try {
     return await check();
   } catch (err) {
     const message = redactSecrets(err instanceof Error ? err.message : String(err));
     const type = (err as { type?: unknown }).type;
-    return link(kind, name, step, 'broken', `could not check: ${message}`, typeof type === 'string' ? { errorType: type } : {});
+    return link(
+      kind,
+      name,
+      step,
+      'broken',
+      `could not check: ${message}`,
+      typeof type === 'string' ? { errorType: type } : {},
+    );
   }
 }
 

@@ -86,7 +86,10 @@ export function isProgramMissing(command: string, exitCode: number, stderr: stri
   if (exitCode === 0) return false;
   if (new RegExp(`^exec of "${name}" failed: No such file or directory\\r?$`, 'm').test(stderr)) return true;
   if (exitCode !== 127) return false;
-  return new RegExp(`(?:^|[\\s:'"\u2018\`])${name}['"\u2019]?: (?:command not found|not found|No such file or directory)\\r?$|command not found: ${name}\\r?$`, 'm').test(stderr);
+  return new RegExp(
+    `(?:^|[\\s:'"\u2018\`])${name}['"\u2019]?: (?:command not found|not found|No such file or directory)\\r?$|command not found: ${name}\\r?$`,
+    'm',
+  ).test(stderr);
 }
 
 /**
@@ -109,14 +112,24 @@ export function findsProgram(command: string, PATH: string): boolean {
 /** The ToolMissing error for a program that `where` ("netns nb-x-n1", "ssh root@h:22") does not have. */
 export function programMissingError(command: string, where: string, exitCode?: number): ToolError {
   const tool = path.basename(command);
-  return new ToolError('ToolMissing', `${tool} is not installed on ${where} (${command} was not found)`, tool, exitCode);
+  return new ToolError(
+    'ToolMissing',
+    `${tool} is not installed on ${where} (${command} was not found)`,
+    tool,
+    exitCode,
+  );
 }
 
 /** The ToolFailed error for a command that ran and exited non-zero: the tail of its stderr, redacted. */
 export function exitFailure(command: string, args: readonly string[], r: RunResult, where?: string): ToolError {
   const tool = path.basename(command);
   const on = where ? ` on ${where}` : '';
-  return new ToolError('ToolFailed', `${tool} ${args[0] ?? ''}${on} exited ${r.exitCode}: ${summarizeStderr(r.stderr)}`, tool, r.exitCode);
+  return new ToolError(
+    'ToolFailed',
+    `${tool} ${args[0] ?? ''}${on} exited ${r.exitCode}: ${summarizeStderr(r.stderr)}`,
+    tool,
+    r.exitCode,
+  );
 }
 
 export async function runCommand(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {

@@ -23,10 +23,19 @@ export async function ensureDir(transport: HostTransport, dir: string, mode = 0o
 }
 
 /** Read a file as `owner` (see runAs), or `undefined` when it cannot. At most `maxBytes` (default 1 MiB). */
-export async function readNodeFileAs(transport: HostTransport, owner: FileOwner, file: string, maxBytes = 1024 * 1024): Promise<string | undefined> {
+export async function readNodeFileAs(
+  transport: HostTransport,
+  owner: FileOwner,
+  file: string,
+  maxBytes = 1024 * 1024,
+): Promise<string | undefined> {
   const f = parseName(SafePath, 'file', file);
   // A FIFO or /dev/zero planted in its place must not hang or flood the worker.
-  const r = await runAs(transport, owner, 'head', ['-c', String(maxBytes), '--', f], { allowNonZeroExit: true, timeoutMs: 10_000, maxBuffer: maxBytes + 1024 });
+  const r = await runAs(transport, owner, 'head', ['-c', String(maxBytes), '--', f], {
+    allowNonZeroExit: true,
+    timeoutMs: 10_000,
+    maxBuffer: maxBytes + 1024,
+  });
   return r.exitCode === 0 ? r.stdout : undefined;
 }
 
@@ -38,16 +47,32 @@ export async function readNodeFileAs(transport: HostTransport, owner: FileOwner,
  * plant a link either) does root make it: `mkdir` refuses an existing name and
  * `chown -h` never follows a link.
  */
-export async function ensureDirAs(transport: HostTransport, dir: string, owner: FileOwner, mode = 0o700): Promise<void> {
+export async function ensureDirAs(
+  transport: HostTransport,
+  dir: string,
+  owner: FileOwner,
+  mode = 0o700,
+): Promise<void> {
   const d = parseName(SafePath, 'dir', dir);
   const m = mode.toString(8);
-  if ((await runAs(transport, owner, 'mkdir', ['-p', '-m', m, '--', d], { allowNonZeroExit: true })).exitCode === 0) return;
+  if ((await runAs(transport, owner, 'mkdir', ['-p', '-m', m, '--', d], { allowNonZeroExit: true })).exitCode === 0)
+    return;
   await ensureParent(transport, d);
   const made = await transport.run('mkdir', ['-m', m, '--', d], { allowNonZeroExit: true });
   if (made.exitCode !== 0) {
-    throw new ToolError('ToolFailed', `${d} on ${transport.label} exists but uid ${owner.uid} cannot use it`, 'mkdir', made.exitCode);
+    throw new ToolError(
+      'ToolFailed',
+      `${d} on ${transport.label} exists but uid ${owner.uid} cannot use it`,
+      'mkdir',
+      made.exitCode,
+    );
   }
-  await transport.run('chown', ['-h', `${parseName(UnixUid, 'uid', owner.uid)}:${parseName(UnixUid, 'gid', owner.gid)}`, '--', d]);
+  await transport.run('chown', [
+    '-h',
+    `${parseName(UnixUid, 'uid', owner.uid)}:${parseName(UnixUid, 'gid', owner.gid)}`,
+    '--',
+    d,
+  ]);
 }
 
 /**
@@ -62,8 +87,14 @@ export async function assertRootOnlyDir(transport: HostTransport, dir: string, f
   const mode = parseInt(modeText ?? '', 8);
   // Group-writable is fine for root's own group (a umask of 002).
   const writableByOthers = (mode & 0o002) !== 0 || ((mode & 0o020) !== 0 && gid !== '0');
-  const ok = r.exitCode === 0 && uid === '0' && kind.join(' ') === 'directory' && !Number.isNaN(mode) && !writableByOthers;
-  if (!ok) throw new ToolError('InvalidInput', `${field}: ${d} on ${transport.label} must be a directory owned by root and writable by root only`, 'stat');
+  const ok =
+    r.exitCode === 0 && uid === '0' && kind.join(' ') === 'directory' && !Number.isNaN(mode) && !writableByOthers;
+  if (!ok)
+    throw new ToolError(
+      'InvalidInput',
+      `${field}: ${d} on ${transport.label} must be a directory owned by root and writable by root only`,
+      'stat',
+    );
 }
 
 /** `mkdir -p` the directory holding `file` (never changes an existing directory). */
@@ -73,13 +104,24 @@ export async function ensureParent(transport: HostTransport, file: string): Prom
 }
 
 /** Write `content` to `file` with `mode` (content travels on stdin, never argv). */
-export async function writeNodeFile(transport: HostTransport, file: string, content: string, mode = 0o600): Promise<void> {
+export async function writeNodeFile(
+  transport: HostTransport,
+  file: string,
+  content: string,
+  mode = 0o600,
+): Promise<void> {
   const f = parseName(SafePath, 'file', file);
   // `cat` reads fd 0 (a socket under Node, which `install /dev/stdin` cannot open);
   // written under umask 077 to a temp name, then given its mode and renamed into place.
   await transport.run(
     'sh',
-    ['-c', 'umask 077; cat > "$1.tmp" && chmod "$2" -- "$1.tmp" && mv -f -- "$1.tmp" "$1"', 'write-file', f, mode.toString(8)],
+    [
+      '-c',
+      'umask 077; cat > "$1.tmp" && chmod "$2" -- "$1.tmp" && mv -f -- "$1.tmp" "$1"',
+      'write-file',
+      f,
+      mode.toString(8),
+    ],
     { input: content },
   );
 }

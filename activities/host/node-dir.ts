@@ -28,13 +28,26 @@ export function componentsOf(dir: string): string[] {
  * Check nodeDir on the node; throws a non-retryable `UnsafePath` naming the
  * component and what is wrong with it.
  */
-export async function checkNodeDir(t: HostTransport, nodeDir: string, opts: { signal?: AbortSignal } = {}): Promise<NodeDirCheck> {
+export async function checkNodeDir(
+  t: HostTransport,
+  nodeDir: string,
+  opts: { signal?: AbortSignal } = {},
+): Promise<NodeDirCheck> {
   const dir = parseName(SafePath, 'nodeDir', nodeDir);
   const paths = componentsOf(dir);
   // One command: our uid, then "path|uid|octal mode|type" for each component that exists.
-  const r = await t.run('sh', ['-c', 'id -u; for p in "$@"; do [ -e "$p" ] || [ -L "$p" ] || break; stat -c "%n|%u|%a|%F" -- "$p"; done', 'nodedir', ...paths], {
-    signal: opts.signal,
-  });
+  const r = await t.run(
+    'sh',
+    [
+      '-c',
+      'id -u; for p in "$@"; do [ -e "$p" ] || [ -L "$p" ] || break; stat -c "%n|%u|%a|%F" -- "$p"; done',
+      'nodedir',
+      ...paths,
+    ],
+    {
+      signal: opts.signal,
+    },
+  );
   const [uidLine, ...lines] = r.stdout.split('\n').filter(Boolean);
   const us = Number(uidLine);
   const existing: string[] = [];
@@ -52,7 +65,12 @@ export async function checkNodeDir(t: HostTransport, nodeDir: string, opts: { si
             : bits & 0o022
               ? `is writable by ${bits & 0o002 ? 'others' : 'its group'} (mode ${mode})`
               : null;
-    if (why) throw new ToolError('UnsafePath', `nodeDir ${dir}: ${p} ${why}: another user could plant files or links where root works`, 'nodedir');
+    if (why)
+      throw new ToolError(
+        'UnsafePath',
+        `nodeDir ${dir}: ${p} ${why}: another user could plant files or links where root works`,
+        'nodedir',
+      );
     existing.push(p!);
   }
   return { existing, missingFrom: paths[existing.length] ?? null };

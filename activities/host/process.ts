@@ -46,7 +46,12 @@ export function parsePidFile(text: string | undefined): ProcessRef | undefined {
 export async function writePidFile(transport: HostTransport, pidFile: string, pid: number): Promise<ProcessRef> {
   const stat = await processStat(transport, pid);
   const ref: ProcessRef = stat ? { pid, startTime: stat.startTime } : { pid };
-  await writeNodeFile(transport, pidFile, `${ref.pid}${ref.startTime !== undefined ? ` ${ref.startTime}` : ''}\n`, 0o644);
+  await writeNodeFile(
+    transport,
+    pidFile,
+    `${ref.pid}${ref.startTime !== undefined ? ` ${ref.startTime}` : ''}\n`,
+    0o644,
+  );
   return ref;
 }
 
@@ -66,7 +71,10 @@ export function parseProcStat(text: string): ProcessStat | undefined {
   const close = text.lastIndexOf(')');
   if (close < 0) return undefined;
   // Fields 3.. (state, ppid, pgrp, ...); starttime is field 22.
-  const f = text.slice(close + 1).trim().split(/\s+/);
+  const f = text
+    .slice(close + 1)
+    .trim()
+    .split(/\s+/);
   const state = f[0];
   const pgrp = Number(f[2]);
   const startTime = f[19];
@@ -97,12 +105,20 @@ const refOf = (p: number | ProcessRef): ProcessRef => (typeof p === 'number' ? {
  * whole identity check; a bare pid (an old pid file) must also run the program
  * named `program` (basename of argv[0]), the check used before start times.
  */
-export async function daemonAlive(transport: HostTransport, proc: number | ProcessRef, program: string): Promise<boolean> {
+export async function daemonAlive(
+  transport: HostTransport,
+  proc: number | ProcessRef,
+  program: string,
+): Promise<boolean> {
   return (await recorded(transport, refOf(proc), program)) !== undefined;
 }
 
 /** Defined while the process is alive and is the recorded one (with its stat when that was read). */
-async function recorded(transport: HostTransport, ref: ProcessRef, program: string): Promise<{ stat?: ProcessStat } | undefined> {
+async function recorded(
+  transport: HostTransport,
+  ref: ProcessRef,
+  program: string,
+): Promise<{ stat?: ProcessStat } | undefined> {
   if (ref.startTime !== undefined) {
     const stat = await processStat(transport, ref.pid);
     return stat && stat.state !== 'Z' && stat.state !== 'X' && stat.startTime === ref.startTime ? { stat } : undefined;
@@ -126,7 +142,11 @@ export interface StopDaemonOptions {
  * sent only after the process was checked to be the recorded one. Returns
  * false when there was nothing to stop. Idempotent.
  */
-export async function stopDaemon(transport: HostTransport, proc: number | ProcessRef, opts: StopDaemonOptions): Promise<boolean> {
+export async function stopDaemon(
+  transport: HostTransport,
+  proc: number | ProcessRef,
+  opts: StopDaemonOptions,
+): Promise<boolean> {
   const ref = refOf(proc);
   if (!(await signalIfAlive(transport, ref, 'TERM', opts))) return false;
   if (await waitGone(transport, ref, opts.program, opts.graceMs ?? 10_000, opts.signal)) return true;
@@ -135,21 +155,35 @@ export async function stopDaemon(transport: HostTransport, proc: number | Proces
   throw new ToolError('ToolFailed', `${opts.program} (pid ${ref.pid}) did not exit after SIGKILL`, opts.program);
 }
 
-async function signalIfAlive(transport: HostTransport, ref: ProcessRef, sig: 'TERM' | 'KILL', opts: StopDaemonOptions): Promise<boolean> {
+async function signalIfAlive(
+  transport: HostTransport,
+  ref: ProcessRef,
+  sig: 'TERM' | 'KILL',
+  opts: StopDaemonOptions,
+): Promise<boolean> {
   const live = await recorded(transport, ref, opts.program);
   if (!live) return false;
   const stat = live.stat ?? (await processStat(transport, ref.pid));
   if (stat?.pgrp === ref.pid) {
     // The group is ours while its leader is: a pid is not reused while its group exists.
     // Through `sh`: util-linux kill needs "--" before a negative pid, shells' builtin kill refuses it.
-    await transport.run('sh', ['-c', `kill -${sig} "-$1"`, 'kill-group', String(ref.pid)], { allowNonZeroExit: true, signal: opts.signal });
+    await transport.run('sh', ['-c', `kill -${sig} "-$1"`, 'kill-group', String(ref.pid)], {
+      allowNonZeroExit: true,
+      signal: opts.signal,
+    });
   } else {
     await transport.run('kill', [`-${sig}`, String(ref.pid)], { allowNonZeroExit: true, signal: opts.signal });
   }
   return true;
 }
 
-async function waitGone(transport: HostTransport, ref: ProcessRef, program: string, ms: number, signal?: AbortSignal): Promise<boolean> {
+async function waitGone(
+  transport: HostTransport,
+  ref: ProcessRef,
+  program: string,
+  ms: number,
+  signal?: AbortSignal,
+): Promise<boolean> {
   const deadline = Date.now() + ms;
   for (;;) {
     if (!(await daemonAlive(transport, ref, program))) return true;

@@ -25,6 +25,12 @@ export function setprivArgv(owner: FileOwner, argv: readonly string[]): string[]
  * Run a command as `owner`. How root touches a path that `owner` can write:
  * whatever links the owner planted, the command has only the owner's rights.
  */
-export function runAs(transport: HostTransport, owner: FileOwner, command: string, args: readonly string[], opts?: RunOptions): Promise<RunResult> {
+export function runAs(
+  transport: HostTransport,
+  owner: FileOwner,
+  command: string,
+  args: readonly string[],
+  opts?: RunOptions,
+): Promise<RunResult> {
   return transport.run('setpriv', setprivArgv(owner, [command, ...args]), opts);
 }

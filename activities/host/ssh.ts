@@ -24,13 +24,33 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { accessSync, closeSync, constants, existsSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ErrorType } from '../../common/errors.js';
 import { SshHostSpec } from '../../common/input.js';
 import { NetnsName, parseName } from '../../common/names.js';
-import { isProgramMissing, programMissingError, runCommand, scrubbedEnv, summarizeStderr, ToolError, type RunOptions, type RunResult } from './exec.js';
+import {
+  isProgramMissing,
+  programMissingError,
+  runCommand,
+  scrubbedEnv,
+  summarizeStderr,
+  ToolError,
+  type RunOptions,
+  type RunResult,
+} from './exec.js';
 import type { DaemonOptions, HostTransport } from './transport.js';
 
 export interface SshTransportOptions {
@@ -69,7 +89,11 @@ const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
  * The remote argv for `command args` with the RunOptions that a remote host
  * must apply itself: extra environment (`env`), uid/gid (`setpriv`).
  */
-export function remoteArgv(command: string, args: readonly string[], opts: Pick<RunOptions, 'env' | 'uid' | 'gid'> = {}): string[] {
+export function remoteArgv(
+  command: string,
+  args: readonly string[],
+  opts: Pick<RunOptions, 'env' | 'uid' | 'gid'> = {},
+): string[] {
   let argv = [command, ...args];
   if (opts.uid !== undefined || opts.gid !== undefined) {
     const ids = [
@@ -80,7 +104,8 @@ export function remoteArgv(command: string, args: readonly string[], opts: Pick<
   }
   const env = Object.entries(opts.env ?? {});
   if (env.length > 0) {
-    for (const [k] of env) if (!ENV_NAME.test(k)) throw new ToolError('InvalidInput', `environment variable name "${k}" is invalid`, 'ssh');
+    for (const [k] of env)
+      if (!ENV_NAME.test(k)) throw new ToolError('InvalidInput', `environment variable name "${k}" is invalid`, 'ssh');
     argv = ['env', ...env.map(([k, v]) => `${k}=${v}`), ...argv];
   }
   return argv;
@@ -136,7 +161,8 @@ export function daemonArgv(command: string, args: readonly string[], opts: Daemo
 const HOST_KEY_FAILURE =
   /^Host key verification failed\.|^@\s+WARNING: (?:REMOTE HOST IDENTIFICATION HAS CHANGED|POSSIBLE DNS SPOOFING)|^No [A-Z0-9-]+ host key is known for |^Host key for \S+ has changed/im;
 /** ssh's own messages that mean the server refused every key we offered (`root@h: Permission denied (publickey).`). */
-const AUTH_FAILURE = /^(?:[^\s@]+@\S+: )?Permission denied \([a-z0-9-]+(?:,[a-z0-9-]+)*\)\.\r?$|^Received disconnect from \S+ port \d+:\d+: Too many authentication failures/im;
+const AUTH_FAILURE =
+  /^(?:[^\s@]+@\S+: )?Permission denied \([a-z0-9-]+(?:,[a-z0-9-]+)*\)\.\r?$|^Received disconnect from \S+ port \d+:\d+: Too many authentication failures/im;
 /** ssh's own messages that mean we never got a session (network, sshd). */
 const CONNECT_FAILURE =
   /ssh: connect to host|Connection refused|Connection timed out|No route to host|Network is unreachable|Could not resolve hostname|Connection closed by|Connection reset by|kex_exchange_identification|banner exchange|Broken pipe|Cannot open network namespace|Operation timed out/i;
@@ -161,10 +187,16 @@ export interface SshCommandPlan {
 }
 
 /** The ssh options every connection uses: pinned key, batch mode, no forwarding. */
-export function sshOptions(spec: SshHostSpec, controlPath: string | undefined, master: 'auto' | 'yes' | 'no', persistSeconds: number): string[] {
+export function sshOptions(
+  spec: SshHostSpec,
+  controlPath: string | undefined,
+  master: 'auto' | 'yes' | 'no',
+  persistSeconds: number,
+): string[] {
   const o = (kv: string) => ['-o', kv];
   return [
-    '-F', '/dev/null', // no user or system client config: the spec is the whole truth
+    '-F',
+    '/dev/null', // no user or system client config: the spec is the whole truth
     ...o('BatchMode=yes'),
     ...o('StrictHostKeyChecking=yes'),
     ...o(`UserKnownHostsFile=${spec.knownHostsFile}`),
@@ -183,18 +215,42 @@ export function sshOptions(spec: SshHostSpec, controlPath: string | undefined, m
     ...o('ServerAliveInterval=5'),
     ...o('ServerAliveCountMax=3'),
     ...(controlPath !== undefined
-      ? [...o(`ControlMaster=${master}`), ...o(`ControlPath=${controlPath}`), ...(master === 'no' ? [] : o(`ControlPersist=${persistSeconds}`))]
+      ? [
+          ...o(`ControlMaster=${master}`),
+          ...o(`ControlPath=${controlPath}`),
+          ...(master === 'no' ? [] : o(`ControlPersist=${persistSeconds}`)),
+        ]
       : o('ControlMaster=no')),
-    '-l', spec.user,
-    '-p', String(spec.port),
+    '-l',
+    spec.user,
+    '-p',
+    String(spec.port),
     '-T',
   ];
 }
 
 /** Build the worker-side command for one remote command line. */
-export function planSsh(spec: SshHostSpec, remote: string | undefined, o: { controlPath?: string; master?: 'auto' | 'yes' | 'no'; persistSeconds?: number; clientNetns?: string; extra?: string[] }): SshCommandPlan {
-  const args = [...sshOptions(spec, o.controlPath, o.master ?? 'no', o.persistSeconds ?? 120), ...(o.extra ?? []), '--', spec.host, ...(remote !== undefined ? [remote] : [])];
-  return o.clientNetns !== undefined ? { file: 'ip', args: ['netns', 'exec', o.clientNetns, 'ssh', ...args] } : { file: 'ssh', args };
+export function planSsh(
+  spec: SshHostSpec,
+  remote: string | undefined,
+  o: {
+    controlPath?: string;
+    master?: 'auto' | 'yes' | 'no';
+    persistSeconds?: number;
+    clientNetns?: string;
+    extra?: string[];
+  },
+): SshCommandPlan {
+  const args = [
+    ...sshOptions(spec, o.controlPath, o.master ?? 'no', o.persistSeconds ?? 120),
+    ...(o.extra ?? []),
+    '--',
+    spec.host,
+    ...(remote !== undefined ? [remote] : []),
+  ];
+  return o.clientNetns !== undefined
+    ? { file: 'ip', args: ['netns', 'exec', o.clientNetns, 'ssh', ...args] }
+    : { file: 'ssh', args };
 }
 
 /** The private directory that holds control sockets: created 0700, refused if anyone else could enter it. */
@@ -203,7 +259,11 @@ export function ensurePrivateDir(dir: string): string {
   const st = lstatSync(dir);
   const uid = process.getuid?.();
   if (!st.isDirectory() || (uid !== undefined && st.uid !== uid) || (st.mode & 0o077) !== 0) {
-    throw new ToolError('ToolFailed', `ssh control directory ${dir} must be a directory owned by us with mode 0700`, 'ssh');
+    throw new ToolError(
+      'ToolFailed',
+      `ssh control directory ${dir} must be a directory owned by us with mode 0700`,
+      'ssh',
+    );
   }
   return dir;
 }
@@ -215,14 +275,18 @@ function defaultControlDir(): string {
 /** One master per control path per process; concurrent first calls share its creation. */
 const masters = new Map<string, Promise<void>>();
 
-export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts: SshTransportOptions = {}): HostTransport {
+export function sshTransport(
+  specIn: SshHostSpec | Record<string, unknown>,
+  opts: SshTransportOptions = {},
+): HostTransport {
   const parsed = SshHostSpec.safeParse(specIn);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new ToolError('InvalidInput', `host.${issue?.path.join('.') ?? ''} ${issue?.message ?? 'is invalid'}`, 'ssh');
   }
   const spec = parsed.data;
-  const clientNetns = opts.clientNetns !== undefined ? parseName(NetnsName, 'clientNetns', opts.clientNetns) : undefined;
+  const clientNetns =
+    opts.clientNetns !== undefined ? parseName(NetnsName, 'clientNetns', opts.clientNetns) : undefined;
   const persistSeconds = opts.controlPersistSeconds ?? 120;
   const label = `ssh ${spec.user}@${spec.host}:${spec.port}`;
   const controlPath = opts.reuseConnection !== false ? controlPathFor(spec, clientNetns, opts.controlDir) : undefined;
@@ -281,7 +345,13 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
     const dir = ensurePrivateDir(path.dirname(cp));
     const errFile = path.join(dir, `${path.basename(cp, '.sock')}.${process.pid}.err`);
     const err = openSync(errFile, 'w', 0o600);
-    const plan = planSsh(spec, undefined, { controlPath: cp, master: 'yes', persistSeconds, clientNetns, extra: ['-f', '-N'] });
+    const plan = planSsh(spec, undefined, {
+      controlPath: cp,
+      master: 'yes',
+      persistSeconds,
+      clientNetns,
+      extra: ['-f', '-N'],
+    });
     try {
       const code = await new Promise<number>((resolve, reject) => {
         const child = spawn(plan.file, plan.args, { stdio: ['ignore', 'ignore', err], env: scrubbedEnv(), signal });
@@ -290,7 +360,11 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
           clearTimeout(timer);
           reject(
             e.code === 'ENOENT'
-              ? new ToolError('ToolMissing', `${plan.file} is not installed on the worker (apt-get install openssh-client)`, 'ssh')
+              ? new ToolError(
+                  'ToolMissing',
+                  `${plan.file} is not installed on the worker (apt-get install openssh-client)`,
+                  'ssh',
+                )
               : e.name === 'AbortError'
                 ? (signal?.reason ?? e)
                 : new ToolError('ToolFailed', `ssh could not be started: ${e.code ?? 'error'}`, 'ssh'),
@@ -326,15 +400,22 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
         allowNonZeroExit: true,
       });
     } catch (e) {
-      if (e instanceof ToolError && e.type === 'CommandTimeout') throw new ToolError('CommandTimeout', `${what} on ${label} timed out`, what);
+      if (e instanceof ToolError && e.type === 'CommandTimeout')
+        throw new ToolError('CommandTimeout', `${what} on ${label} timed out`, what);
       throw e;
     }
     const type = classifySshExit(r.exitCode, r.stderr);
     if (type) throw fail(type, r, what);
     // Not the remote program's verdict (even for callers that read non-zero exits): it is not installed.
-    if (program !== undefined && isProgramMissing(program, r.exitCode, r.stderr)) throw programMissingError(program, label, r.exitCode);
+    if (program !== undefined && isProgramMissing(program, r.exitCode, r.stderr))
+      throw programMissingError(program, label, r.exitCode);
     if (r.exitCode !== 0 && !opts.allowNonZeroExit) {
-      throw new ToolError('ToolFailed', `${what} on ${label} exited ${r.exitCode}: ${summarizeStderr(r.stderr)}`, what, r.exitCode);
+      throw new ToolError(
+        'ToolFailed',
+        `${what} on ${label} exited ${r.exitCode}: ${summarizeStderr(r.stderr)}`,
+        what,
+        r.exitCode,
+      );
     }
     return r;
   }
@@ -342,11 +423,22 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
   return {
     kind: 'ssh',
     label,
-    run: (command, args, o = {}) => runRemote(remoteCommandLine(remoteArgv(command, args, o), o.cwd), path.basename(command), o, command),
+    run: (command, args, o = {}) =>
+      runRemote(remoteCommandLine(remoteArgv(command, args, o), o.cwd), path.basename(command), o, command),
     async spawnDaemon(command, args, o) {
-      const r = await runRemote(remoteCommandLine(daemonArgv(command, args, o)), path.basename(command), { input: o.input ?? '', timeoutMs: 30_000 }, command);
+      const r = await runRemote(
+        remoteCommandLine(daemonArgv(command, args, o)),
+        path.basename(command),
+        { input: o.input ?? '', timeoutMs: 30_000 },
+        command,
+      );
       const pid = Number(r.stdout.trim().split('\n').pop());
-      if (!Number.isInteger(pid) || pid <= 1) throw new ToolError('ToolFailed', `${path.basename(command)} on ${label} did not report a pid`, path.basename(command));
+      if (!Number.isInteger(pid) || pid <= 1)
+        throw new ToolError(
+          'ToolFailed',
+          `${path.basename(command)} on ${label} did not report a pid`,
+          path.basename(command),
+        );
       return pid;
     },
   };
@@ -357,7 +449,10 @@ export function sshTransport(specIn: SshHostSpec | Record<string, unknown>, opts
  * (ssh's %C leaves out the key files), so a master is never shared across pins.
  */
 function controlPathFor(spec: SshHostSpec, clientNetns: string | undefined, controlDir: string | undefined): string {
-  const id = createHash('sha256').update(JSON.stringify([spec, clientNetns ?? ''])).digest('hex').slice(0, 24);
+  const id = createHash('sha256')
+    .update(JSON.stringify([spec, clientNetns ?? '']))
+    .digest('hex')
+    .slice(0, 24);
   return path.join(controlDir ?? defaultControlDir(), `${id}.sock`);
 }
 
@@ -367,9 +462,13 @@ export function sshControlPath(specIn: SshHostSpec | Record<string, unknown>, op
 }
 
 /** Close the master connection for a target (tests and shutdown); idempotent. */
-export async function closeSshMaster(specIn: SshHostSpec | Record<string, unknown>, opts: SshTransportOptions = {}): Promise<void> {
+export async function closeSshMaster(
+  specIn: SshHostSpec | Record<string, unknown>,
+  opts: SshTransportOptions = {},
+): Promise<void> {
   const spec = SshHostSpec.parse(specIn);
-  const clientNetns = opts.clientNetns !== undefined ? parseName(NetnsName, 'clientNetns', opts.clientNetns) : undefined;
+  const clientNetns =
+    opts.clientNetns !== undefined ? parseName(NetnsName, 'clientNetns', opts.clientNetns) : undefined;
   const cp = controlPathFor(spec, clientNetns, opts.controlDir);
   if (!existsSync(cp)) return;
   const plan = planSsh(spec, undefined, { controlPath: cp, master: 'no', clientNetns, extra: ['-O', 'exit'] });

@@ -15,7 +15,17 @@ import path from 'node:path';
 import { z } from 'zod';
 import { SshHostSpec } from '../../common/input.js';
 import { NetnsName, parseName } from '../../common/names.js';
-import { exitFailure, findsProgram, isProgramMissing, programMissingError, runCommand, scrubbedEnv, ToolError, type RunOptions, type RunResult } from './exec.js';
+import {
+  exitFailure,
+  findsProgram,
+  isProgramMissing,
+  programMissingError,
+  runCommand,
+  scrubbedEnv,
+  ToolError,
+  type RunOptions,
+  type RunResult,
+} from './exec.js';
 import { sshTransport } from './ssh.js';
 
 export interface DaemonOptions {
@@ -79,7 +89,8 @@ export function netnsTransport(netns: string): HostTransport {
       // not even for callers that read non-zero exits: retrying cannot install it.
       if (isProgramMissing(command, r.exitCode, r.stderr)) throw programMissingError(command, label, r.exitCode);
       if (opts.allowNonZeroExit) return r;
-      if (/Cannot open network namespace/.test(r.stderr)) throw new ToolError('HostUnreachable', `network namespace ${ns} does not exist`, 'ip', r.exitCode);
+      if (/Cannot open network namespace/.test(r.stderr))
+        throw new ToolError('HostUnreachable', `network namespace ${ns} does not exist`, 'ip', r.exitCode);
       throw exitFailure(command, args, r, label);
     },
     async spawnDaemon(command, args, opts) {
@@ -111,8 +122,16 @@ async function spawnDetached(file: string, args: string[], opts: DaemonOptions):
       child.once('error', (err: NodeJS.ErrnoException) =>
         reject(
           err.code === 'ENOENT'
-            ? new ToolError('ToolMissing', `${path.basename(file)} is not installed (run "npm run tools")`, path.basename(file))
-            : new ToolError('ToolFailed', `${path.basename(file)} could not be started: ${err.code ?? 'error'}`, path.basename(file)),
+            ? new ToolError(
+                'ToolMissing',
+                `${path.basename(file)} is not installed (run "npm run tools")`,
+                path.basename(file),
+              )
+            : new ToolError(
+                'ToolFailed',
+                `${path.basename(file)} could not be started: ${err.code ?? 'error'}`,
+                path.basename(file),
+              ),
         ),
       );
     });

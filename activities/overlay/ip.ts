@@ -58,26 +58,43 @@ export async function addresses(t: HostTransport, ifname: string, opts?: RunOpti
 }
 
 /** Every IPv4 address on the host, with the interface holding it. */
-export async function allAddresses(t: HostTransport, opts?: RunOptions): Promise<{ ifname: string; ip: string; prefixLength: number }[]> {
+export async function allAddresses(
+  t: HostTransport,
+  opts?: RunOptions,
+): Promise<{ ifname: string; ip: string; prefixLength: number }[]> {
   const r = await t.run('ip', ['-j', '-4', 'addr', 'show'], opts);
   const parsed = AddrJson.parse(JSON.parse(r.stdout || '[]'));
-  return parsed.flatMap((l) => l.addr_info.filter((a) => a.family === 'inet').map((a) => ({ ifname: l.ifname, ip: a.local, prefixLength: a.prefixlen })));
+  return parsed.flatMap((l) =>
+    l.addr_info
+      .filter((a) => a.family === 'inet')
+      .map((a) => ({ ifname: l.ifname, ip: a.local, prefixLength: a.prefixlen })),
+  );
 }
 
 /** `ip addr replace`: idempotent. */
 export async function addrReplace(t: HostTransport, ifname: string, cidr: string, opts?: RunOptions) {
-  await t.run('ip', ['addr', 'replace', parseName(Cidr, 'address', cidr), 'dev', parseName(IfName, 'interface', ifname)], opts);
+  await t.run(
+    'ip',
+    ['addr', 'replace', parseName(Cidr, 'address', cidr), 'dev', parseName(IfName, 'interface', ifname)],
+    opts,
+  );
 }
 
 export async function routeReplace(t: HostTransport, cidr: string, dev: string, opts?: RunOptions) {
-  await t.run('ip', ['route', 'replace', parseName(Cidr, 'route', cidr), 'dev', parseName(IfName, 'interface', dev)], opts);
+  await t.run(
+    'ip',
+    ['route', 'replace', parseName(Cidr, 'route', cidr), 'dev', parseName(IfName, 'interface', dev)],
+    opts,
+  );
 }
 
 export async function routeViaReplace(t: HostTransport, cidr: string, via: string, opts?: RunOptions) {
   await t.run('ip', ['route', 'replace', parseName(Cidr, 'route', cidr), 'via', parseName(Ipv4, 'via', via)], opts);
 }
 
-const RouteJson = z.array(z.looseObject({ dst: z.string(), dev: z.string(), prefsrc: z.string().optional(), gateway: z.string().optional() }));
+const RouteJson = z.array(
+  z.looseObject({ dst: z.string(), dev: z.string(), prefsrc: z.string().optional(), gateway: z.string().optional() }),
+);
 export type Route = z.infer<typeof RouteJson>[number];
 
 /** `ip -j route get <address>`: the route the kernel picks for traffic to `address` (device, source address). */
@@ -105,7 +122,10 @@ export async function netnsDelete(t: HostTransport, ns: string, opts?: RunOption
 
 /** PIDs of processes inside a namespace. */
 export async function netnsPids(t: HostTransport, ns: string, opts?: RunOptions): Promise<number[]> {
-  const r = await t.run('ip', ['netns', 'pids', parseName(NetnsName, 'netns', ns)], { ...opts, allowNonZeroExit: true });
+  const r = await t.run('ip', ['netns', 'pids', parseName(NetnsName, 'netns', ns)], {
+    ...opts,
+    allowNonZeroExit: true,
+  });
   return r.stdout
     .split('\n')
     .map((l) => Number(l.trim()))
@@ -125,10 +145,18 @@ export async function vethBetween(
   await t.run(
     'ip',
     [
-      '-n', parseName(NetnsName, 'netns', a.netns),
-      'link', 'add', parseName(IfName, 'interface', a.ifname),
-      'type', 'veth', 'peer', 'name', parseName(IfName, 'interface', b.ifname),
-      'netns', parseName(NetnsName, 'netns', b.netns),
+      '-n',
+      parseName(NetnsName, 'netns', a.netns),
+      'link',
+      'add',
+      parseName(IfName, 'interface', a.ifname),
+      'type',
+      'veth',
+      'peer',
+      'name',
+      parseName(IfName, 'interface', b.ifname),
+      'netns',
+      parseName(NetnsName, 'netns', b.netns),
     ],
     opts,
   );

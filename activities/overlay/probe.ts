@@ -42,15 +42,25 @@ export async function probeThroughTunnel(
     const started = Date.now();
     const offRoute = via ? await routeProblem(t, target.address, via, signal) : undefined;
     if (offRoute === undefined) {
-      const r = await t.run('timeout', ['3', 'bash', '-c', 'exec 3<>"/dev/tcp/$1/$2"', 'tcp-probe', target.address, String(target.port)], {
-        signal,
-        allowNonZeroExit: true,
-        timeoutMs: 5_000,
-      });
+      const r = await t.run(
+        'timeout',
+        ['3', 'bash', '-c', 'exec 3<>"/dev/tcp/$1/$2"', 'tcp-probe', target.address, String(target.port)],
+        {
+          signal,
+          allowNonZeroExit: true,
+          timeoutMs: 5_000,
+        },
+      );
       if (r.exitCode === 0) return { target: name, connectMs: Date.now() - started };
     }
     if (Date.now() > deadline) {
-      throw new ToolError('ProbeFailed', offRoute ? `no probe through the tunnel to ${name}: ${offRoute}` : `TCP probe through the tunnel to ${name} failed`, 'bash');
+      throw new ToolError(
+        'ProbeFailed',
+        offRoute
+          ? `no probe through the tunnel to ${name}: ${offRoute}`
+          : `TCP probe through the tunnel to ${name} failed`,
+        'bash',
+      );
     }
     heartbeat(`probing ${name}`);
     await new Promise((res) => setTimeout(res, 500));
@@ -58,9 +68,15 @@ export async function probeThroughTunnel(
 }
 
 /** Why traffic to `address` would not go through the tunnel, or undefined when it would. */
-async function routeProblem(t: HostTransport, address: string, via: TunnelRoute, signal?: AbortSignal): Promise<string | undefined> {
+async function routeProblem(
+  t: HostTransport,
+  address: string,
+  via: TunnelRoute,
+  signal?: AbortSignal,
+): Promise<string | undefined> {
   const route = await ip.routeGet(t, address, { signal });
-  if (route.dev !== via.interface) return `the node routes ${address} via ${route.dev}, not the overlay interface ${via.interface}`;
+  if (route.dev !== via.interface)
+    return `the node routes ${address} via ${route.dev}, not the overlay interface ${via.interface}`;
   if (via.sourceIp && route.prefsrc && route.prefsrc !== via.sourceIp) {
     return `the node routes ${address} from ${route.prefsrc}, not its overlay address ${via.sourceIp}`;
   }

@@ -36,7 +36,10 @@ const JoinTokenValue = z.string().regex(/^[A-Za-z0-9._-]{1,255}$/, 'must be a SP
 const PluginName = z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'must be a SPIRE plugin name');
 const PluginKey = z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'must be a plugin_data key');
 /** No quote, backslash, newline or "${": a value never needs escaping, nor can it close its string. */
-const PluginString = z.string().max(4096).regex(/^[^"\\\n\r$]*$/, 'must not hold quotes, backslashes, newlines or "$"');
+const PluginString = z
+  .string()
+  .max(4096)
+  .regex(/^[^"\\\n\r$]*$/, 'must not hold quotes, backslashes, newlines or "$"');
 
 export type PluginDataValue = string | number | boolean | readonly string[];
 
@@ -96,22 +99,37 @@ export function renderAgentConfig(o: AgentConfigOptions): string {
     throw new ToolError('InvalidInput', 'trustBundlePath and insecureBootstrap are mutually exclusive', TOOL);
   }
   if (o.trustBundlePath === undefined && !o.insecureBootstrap) {
-    throw new ToolError('InvalidInput', 'trustBundlePath is required (or insecureBootstrap when no bundle can be supplied)', TOOL);
+    throw new ToolError(
+      'InvalidInput',
+      'trustBundlePath is required (or insecureBootstrap when no bundle can be supplied)',
+      TOOL,
+    );
   }
   const bootstrap =
     o.trustBundlePath !== undefined
-      ? [`trust_bundle_path = "${parseName(SafePath, 'trustBundlePath', o.trustBundlePath)}"`, `trust_bundle_format = "pem"`]
+      ? [
+          `trust_bundle_path = "${parseName(SafePath, 'trustBundlePath', o.trustBundlePath)}"`,
+          `trust_bundle_format = "pem"`,
+        ]
       : ['insecure_bootstrap = true'];
   const attestor = o.nodeAttestor ?? JOIN_TOKEN_BLOCK;
   if (o.joinToken !== undefined && attestor.type !== 'join_token') {
     throw new ToolError('InvalidInput', `a join token is only for the join_token attestor, not ${attestor.type}`, TOOL);
   }
   const token =
-    o.joinToken === undefined ? [] : [`join_token = "${parseName(JoinTokenValue, 'joinToken', typeof o.joinToken === 'string' ? o.joinToken : o.joinToken.value)}"`];
+    o.joinToken === undefined
+      ? []
+      : [
+          `join_token = "${parseName(JoinTokenValue, 'joinToken', typeof o.joinToken === 'string' ? o.joinToken : o.joinToken.value)}"`,
+        ];
   const sync =
     o.syncIntervalSeconds === undefined
       ? []
-      : ['experimental {', `  sync_interval = "${parseName(z.number().int().min(1).max(3600), 'syncIntervalSeconds', o.syncIntervalSeconds)}s"`, '}'];
+      : [
+          'experimental {',
+          `  sync_interval = "${parseName(z.number().int().min(1).max(3600), 'syncIntervalSeconds', o.syncIntervalSeconds)}s"`,
+          '}',
+        ];
   const agent = [
     `data_dir = "${dataDir}"`,
     `log_level = "${o.logLevel ?? 'INFO'}"`,
@@ -193,16 +211,26 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentHandle> {
   await ensureDir(t, path.dirname(parseName(SafePath, 'socketPath', o.socketPath)), 0o755);
   let trustBundlePath: string | undefined;
   if (o.trustBundlePem !== undefined) {
-    if (!/-----BEGIN CERTIFICATE-----/.test(o.trustBundlePem)) throw new ToolError('InvalidInput', 'trustBundlePem must hold PEM certificates', TOOL);
+    if (!/-----BEGIN CERTIFICATE-----/.test(o.trustBundlePem))
+      throw new ToolError('InvalidInput', 'trustBundlePem must hold PEM certificates', TOOL);
     trustBundlePath = path.join(o.dataDir, 'bootstrap-bundle.pem');
     await writeNodeFile(t, trustBundlePath, o.trustBundlePem, 0o644);
   }
   if ((o.nodeAttestor ?? JOIN_TOKEN_BLOCK).type === 'join_token' && o.joinToken === undefined) {
     throw new ToolError('InvalidInput', 'the join_token attestor needs a join token to start an agent', TOOL);
   }
-  const base = { ...o, trustBundlePath, insecureBootstrap: trustBundlePath === undefined ? o.insecureBootstrap : false };
+  const base = {
+    ...o,
+    trustBundlePath,
+    insecureBootstrap: trustBundlePath === undefined ? o.insecureBootstrap : false,
+  };
   // For operators: the config as it runs, minus the token.
-  await writeNodeFile(t, path.join(o.dataDir, 'agent.conf'), renderAgentConfig({ ...base, joinToken: undefined }), 0o600);
+  await writeNodeFile(
+    t,
+    path.join(o.dataDir, 'agent.conf'),
+    renderAgentConfig({ ...base, joinToken: undefined }),
+    0o600,
+  );
 
   const logFrom = await logSize(t, logFile);
   const pid = await t.spawnDaemon(binary, ['run', '-config', '/dev/stdin'], {
@@ -265,11 +293,20 @@ async function logSize(t: HostTransport, logFile: string): Promise<number> {
 
 /** Log lines written since byte `from` (this start's lines only: the log is appended across restarts). */
 async function logSince(t: HostTransport, logFile: string, from: number): Promise<string[]> {
-  const r = await t.run('tail', ['-c', `+${from + 1}`, '--', logFile], { allowNonZeroExit: true, maxBuffer: 16 * 1024 * 1024 });
+  const r = await t.run('tail', ['-c', `+${from + 1}`, '--', logFile], {
+    allowNonZeroExit: true,
+    maxBuffer: 16 * 1024 * 1024,
+  });
   return r.exitCode === 0 ? r.stdout.split('\n') : [];
 }
 
-async function waitAgentHealthy(t: SpireCliTarget, pid: ProcessRef, logFile: string, logFrom: number, timeoutMs: number): Promise<void> {
+async function waitAgentHealthy(
+  t: SpireCliTarget,
+  pid: ProcessRef,
+  logFile: string,
+  logFrom: number,
+  timeoutMs: number,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const program = path.basename(t.binary ?? TOOL);
   for (let round = 0; ; round++) {
@@ -281,15 +318,27 @@ async function waitAgentHealthy(t: SpireCliTarget, pid: ProcessRef, logFile: str
       if (refused) {
         // Retrying cannot fix this; stop the agent rather than let it spin for a minute.
         if (alive) await stopDaemon(t.transport, pid, { program, signal: t.signal });
-        throw new ToolError('AttestationRejected', `spire-agent on ${t.transport.label} was refused by the server: ${summarizeStderr(errorOf(refused), 240)}`, TOOL);
+        throw new ToolError(
+          'AttestationRejected',
+          `spire-agent on ${t.transport.label} was refused by the server: ${summarizeStderr(errorOf(refused), 240)}`,
+          TOOL,
+        );
       }
       if (!alive) {
         const why = failures.at(-1);
-        throw new ToolError('AgentUnhealthy', `spire-agent on ${t.transport.label} exited before becoming healthy${why ? `: ${summarizeStderr(errorOf(why), 240)}` : ''} (log ${logFile})`, TOOL);
+        throw new ToolError(
+          'AgentUnhealthy',
+          `spire-agent on ${t.transport.label} exited before becoming healthy${why ? `: ${summarizeStderr(errorOf(why), 240)}` : ''} (log ${logFile})`,
+          TOOL,
+        );
       }
     }
     if (Date.now() >= deadline) {
-      throw new ToolError('AgentUnhealthy', `spire-agent on ${t.transport.label} not healthy after ${timeoutMs} ms (log ${logFile})`, TOOL);
+      throw new ToolError(
+        'AgentUnhealthy',
+        `spire-agent on ${t.transport.label} not healthy after ${timeoutMs} ms (log ${logFile})`,
+        TOOL,
+      );
     }
     await sleep(250, t.signal);
   }
@@ -304,9 +353,15 @@ function errorOf(line: string): string {
  * Stop the agent recorded in `pidFile` (SIGTERM, then SIGKILL) and remove the
  * pidfile. Keeps the data dir. Returns false when no agent was running. Idempotent.
  */
-export async function stopAgent(transport: HostTransport, pidFile: string, opts: { binary?: string; signal?: AbortSignal } = {}): Promise<boolean> {
+export async function stopAgent(
+  transport: HostTransport,
+  pidFile: string,
+  opts: { binary?: string; signal?: AbortSignal } = {},
+): Promise<boolean> {
   const pid = await readProcessRef(transport, pidFile);
-  const stopped = pid !== undefined && (await stopDaemon(transport, pid, { program: path.basename(opts.binary ?? TOOL), signal: opts.signal }));
+  const stopped =
+    pid !== undefined &&
+    (await stopDaemon(transport, pid, { program: path.basename(opts.binary ?? TOOL), signal: opts.signal }));
   await removeNodeFile(transport, parseName(SafePath, 'pidFile', pidFile));
   return stopped;
 }
@@ -374,23 +429,37 @@ export async function fetchX509Svid(t: SpireCliTarget, o: FetchX509Options): Pro
   await ensureDirAs(t.transport, o.writeDir, owner, 0o700);
   const deadline = Date.now() + (o.waitMs ?? 30_000);
   for (;;) {
-    const r = await t.transport.run('setpriv', args, { timeoutMs: t.timeoutMs ?? 30_000, signal: t.signal, allowNonZeroExit: true });
+    const r = await t.transport.run('setpriv', args, {
+      timeoutMs: t.timeoutMs ?? 30_000,
+      signal: t.signal,
+      allowNonZeroExit: true,
+    });
     if (r.exitCode === 0) {
       const spiffeId = /SPIFFE ID:\s*(spiffe:\/\/\S+)/.exec(r.stdout)?.[1];
       const svidPath = path.join(o.writeDir, 'svid.0.pem');
       const bundlePath = path.join(o.writeDir, 'bundle.0.pem');
       // Read as the workload: it may have replaced the files with links (to /etc/shadow, say).
-      const [svidPem, bundlePem] = await Promise.all([readNodeFileAs(t.transport, owner, svidPath), readNodeFileAs(t.transport, owner, bundlePath)]);
-      if (!spiffeId || !svidPem || !bundlePem) throw new ToolError('WorkloadFailed', `spire-agent api fetch x509 on ${t.transport.label} wrote no SVID`, TOOL);
+      const [svidPem, bundlePem] = await Promise.all([
+        readNodeFileAs(t.transport, owner, svidPath),
+        readNodeFileAs(t.transport, owner, bundlePath),
+      ]);
+      if (!spiffeId || !svidPem || !bundlePem)
+        throw new ToolError('WorkloadFailed', `spire-agent api fetch x509 on ${t.transport.label} wrote no SVID`, TOOL);
       return { spiffeId, svidPath, keyPath: path.join(o.writeDir, 'svid.0.key'), bundlePath, svidPem, bundlePem };
     }
     assertReachedHost(t.transport, r, 'setpriv');
     if (/setpriv: failed to execute/i.test(r.stderr)) {
       throw new ToolError('ToolMissing', `spire-agent is not installed on ${t.transport.label}`, TOOL, r.exitCode);
     }
-    const retriable = /no identity issued|connection refused|no such file or directory|Unavailable|PermissionDenied/i.test(r.stderr);
+    const retriable =
+      /no identity issued|connection refused|no such file or directory|Unavailable|PermissionDenied/i.test(r.stderr);
     if (!retriable || Date.now() >= deadline) {
-      throw new ToolError('WorkloadFailed', `no X.509-SVID for uid ${o.uid} on ${t.transport.label}: ${summarizeStderr(r.stderr, 240)}`, TOOL, r.exitCode);
+      throw new ToolError(
+        'WorkloadFailed',
+        `no X.509-SVID for uid ${o.uid} on ${t.transport.label}: ${summarizeStderr(r.stderr, 240)}`,
+        TOOL,
+        r.exitCode,
+      );
     }
     await sleep(500, t.signal);
   }

@@ -25,7 +25,6 @@ export interface SpireCliTarget {
 const UNAVAILABLE =
   /connection error|connect: no such file or directory|connect: connection refused|code = Unavailable|error while dialing|unable to determine health|context deadline exceeded|code = DeadlineExceeded/i;
 
-
 export async function runSpire(
   target: SpireCliTarget,
   defaultBinary: string,
@@ -54,7 +53,12 @@ export function assertReachedHost(transport: HostTransport, r: RunResult, progra
   }
   // The netns and ssh transports already raise this; kept for transports that return the raw exit.
   if (isProgramMissing(command, r.exitCode, r.stderr)) {
-    throw new ToolError('ToolMissing', `${program} is not installed on ${transport.label} (run "npm run tools")`, program, r.exitCode);
+    throw new ToolError(
+      'ToolMissing',
+      `${program} is not installed on ${transport.label} (run "npm run tools")`,
+      program,
+      r.exitCode,
+    );
   }
 }
 
@@ -67,7 +71,12 @@ export function classifyCliFailure(stderr: string, unavailableType: ErrorType): 
 export function cliFailure(r: RunResult & { tool: string }, what: string, unavailableType: ErrorType): ToolError {
   const type = classifyCliFailure(r.stderr, unavailableType);
   const why = type === unavailableType ? 'is not answering on its socket' : 'failed';
-  return new ToolError(type, `${r.tool} ${what} ${why} (exit ${r.exitCode}): ${summarizeStderr(r.stderr, 240)}`, r.tool, r.exitCode);
+  return new ToolError(
+    type,
+    `${r.tool} ${what} ${why} (exit ${r.exitCode}): ${summarizeStderr(r.stderr, 240)}`,
+    r.tool,
+    r.exitCode,
+  );
 }
 
 /**

@@ -215,7 +215,8 @@ function base(t: SpireServerTarget, cmd: string[], json = true): string[] {
 
 function ttlArg(field: string, v: number | undefined): number | undefined {
   if (v === undefined) return undefined;
-  if (!Number.isInteger(v) || v < 0 || v > 2_147_483_647) throw new ToolError('InvalidInput', `${field} must be a whole number of seconds`, TOOL);
+  if (!Number.isInteger(v) || v < 0 || v > 2_147_483_647)
+    throw new ToolError('InvalidInput', `${field} must be a whole number of seconds`, TOOL);
   return v;
 }
 
@@ -224,15 +225,25 @@ function selectorArgs(selectors: readonly string[]): string[] {
 }
 
 export const serverArgv = {
-  healthcheck: (t: SpireServerTarget, opts: { shallow?: boolean } = {}) => [...base(t, ['healthcheck'], false), ...(opts.shallow ? ['-shallow'] : [])],
+  healthcheck: (t: SpireServerTarget, opts: { shallow?: boolean } = {}) => [
+    ...base(t, ['healthcheck'], false),
+    ...(opts.shallow ? ['-shallow'] : []),
+  ],
   bundleShow: (t: SpireServerTarget) => base(t, ['bundle', 'show']),
   tokenGenerate: (t: SpireServerTarget, o: { spiffeId: string; ttlSeconds: number }) => {
     const ttl = ttlArg('ttlSeconds', o.ttlSeconds);
     if (!ttl) throw new ToolError('InvalidInput', 'ttlSeconds must be at least 1', TOOL);
-    return [...base(t, ['token', 'generate']), '-spiffeID', parseName(SpiffeId, 'spiffeId', o.spiffeId), '-ttl', String(ttl)];
+    return [
+      ...base(t, ['token', 'generate']),
+      '-spiffeID',
+      parseName(SpiffeId, 'spiffeId', o.spiffeId),
+      '-ttl',
+      String(ttl),
+    ];
   },
   entryCreate: (t: SpireServerTarget, e: EntrySpec) => {
-    if (e.selectors.length === 0) throw new ToolError('InvalidInput', 'selectors must hold at least one selector', TOOL);
+    if (e.selectors.length === 0)
+      throw new ToolError('InvalidInput', 'selectors must hold at least one selector', TOOL);
     const x509 = ttlArg('x509SvidTtl', e.x509SvidTtl);
     const jwt = ttlArg('jwtSvidTtl', e.jwtSvidTtl);
     const hint = e.hint === undefined ? undefined : parseName(EntryId, 'hint', e.hint);
@@ -255,14 +266,32 @@ export const serverArgv = {
     ...selectorArgs(f.selectors ?? []),
     ...(f.selectors?.length && f.matchSelectorsOn ? ['-matchSelectorsOn', f.matchSelectorsOn] : []),
   ],
-  entryShowById: (t: SpireServerTarget, id: string) => [...base(t, ['entry', 'show']), '-entryID', parseName(EntryId, 'entryId', id)],
-  entryDelete: (t: SpireServerTarget, id: string) => [...base(t, ['entry', 'delete']), '-entryID', parseName(EntryId, 'entryId', id)],
+  entryShowById: (t: SpireServerTarget, id: string) => [
+    ...base(t, ['entry', 'show']),
+    '-entryID',
+    parseName(EntryId, 'entryId', id),
+  ],
+  entryDelete: (t: SpireServerTarget, id: string) => [
+    ...base(t, ['entry', 'delete']),
+    '-entryID',
+    parseName(EntryId, 'entryId', id),
+  ],
   agentList: (t: SpireServerTarget, f: { attestationType?: string } = {}) => [
     ...base(t, ['agent', 'list']),
-    ...(f.attestationType !== undefined ? ['-attestationType', parseName(EntryId, 'attestationType', f.attestationType)] : []),
+    ...(f.attestationType !== undefined
+      ? ['-attestationType', parseName(EntryId, 'attestationType', f.attestationType)]
+      : []),
   ],
-  agentEvict: (t: SpireServerTarget, spiffeId: string) => [...base(t, ['agent', 'evict']), '-spiffeID', parseName(SpiffeId, 'spiffeId', spiffeId)],
-  agentBan: (t: SpireServerTarget, spiffeId: string) => [...base(t, ['agent', 'ban']), '-spiffeID', parseName(SpiffeId, 'spiffeId', spiffeId)],
+  agentEvict: (t: SpireServerTarget, spiffeId: string) => [
+    ...base(t, ['agent', 'evict']),
+    '-spiffeID',
+    parseName(SpiffeId, 'spiffeId', spiffeId),
+  ],
+  agentBan: (t: SpireServerTarget, spiffeId: string) => [
+    ...base(t, ['agent', 'ban']),
+    '-spiffeID',
+    parseName(SpiffeId, 'spiffeId', spiffeId),
+  ],
 };
 
 // --- the calls ----------------------------------------------------------------------------
@@ -300,7 +329,10 @@ async function bundle(t: SpireServerTarget): Promise<{ trustDomain: string; pem:
  * alias entry parent=spiffe://<td>/spire/agent/join_token/<token>). The token is
  * a secret: pass `.value` only to the agent's stdin, never log or return it.
  */
-export async function tokenGenerate(t: SpireServerTarget, o: { spiffeId: string; ttlSeconds: number }): Promise<JoinToken> {
+export async function tokenGenerate(
+  t: SpireServerTarget,
+  o: { spiffeId: string; ttlSeconds: number },
+): Promise<JoinToken> {
   const r = await runSpire(t, TOOL, serverArgv.tokenGenerate(t, o));
   if (r.exitCode !== 0 && /code = InvalidArgument/.test(r.stderr)) {
     // The server refuses the request itself (an alias outside its trust domain:
@@ -328,21 +360,29 @@ export function joinTokenAgentId(trustDomain: string, token: JoinToken | string)
  * parent ID, SPIFFE ID and selectors exists, it is returned with `created: false`
  * instead of a duplicate. A refused entry throws EntryRejected.
  */
-export async function entryCreate(t: SpireServerTarget, spec: EntrySpec): Promise<{ entry: SpireEntry; created: boolean }> {
+export async function entryCreate(
+  t: SpireServerTarget,
+  spec: EntrySpec,
+): Promise<{ entry: SpireEntry; created: boolean }> {
   const r = await call(t, serverArgv.entryCreate(t, spec), 'entry create');
   // -output json exits 0 even when the server refused the entry: the verdict is per result.
   const { results } = parseJsonOutput(r.stdout, EntryCreateJson, TOOL, 'entry create');
   const status = results[0]!.status;
   if (status.code === GrpcCode.OK) {
     const entry = EntryJson.safeParse(results[0]!.entry);
-    if (!entry.success) throw new ToolError('ToolFailed', 'spire-server entry create returned an entry of an unexpected shape', TOOL);
+    if (!entry.success)
+      throw new ToolError('ToolFailed', 'spire-server entry create returned an entry of an unexpected shape', TOOL);
     return { entry: toEntry(entry.data), created: true };
   }
   if (status.code === GrpcCode.AlreadyExists) {
     // The CLI echoes the request (no id), so find the existing entry.
     const existing = await findSimilarEntry(t, spec);
     if (existing) return { entry: existing, created: false };
-    throw new ToolError('ToolFailed', `spire-server reported an existing entry for ${spec.spiffeId} that entry show does not list (deleted meanwhile?)`, TOOL);
+    throw new ToolError(
+      'ToolFailed',
+      `spire-server reported an existing entry for ${spec.spiffeId} that entry show does not list (deleted meanwhile?)`,
+      TOOL,
+    );
   }
   throw entryStatusError('create', spec.spiffeId, status);
 }
@@ -360,10 +400,23 @@ function entryStatusError(what: string, subject: string, status: z.infer<typeof 
 }
 
 /** The entry with exactly this parent, SPIFFE ID and selector set, if any. */
-export async function findSimilarEntry(t: SpireServerTarget, spec: Pick<EntrySpec, 'parentId' | 'spiffeId' | 'selectors'>): Promise<SpireEntry | undefined> {
-  const candidates = await entryShow(t, { spiffeId: spec.spiffeId, parentId: spec.parentId, selectors: spec.selectors, matchSelectorsOn: 'exact' });
+export async function findSimilarEntry(
+  t: SpireServerTarget,
+  spec: Pick<EntrySpec, 'parentId' | 'spiffeId' | 'selectors'>,
+): Promise<SpireEntry | undefined> {
+  const candidates = await entryShow(t, {
+    spiffeId: spec.spiffeId,
+    parentId: spec.parentId,
+    selectors: spec.selectors,
+    matchSelectorsOn: 'exact',
+  });
   const want = [...new Set(spec.selectors)].sort().join('\n');
-  return candidates.find((e) => e.parentId === spec.parentId && e.spiffeId === spec.spiffeId && [...new Set(e.selectors)].sort().join('\n') === want);
+  return candidates.find(
+    (e) =>
+      e.parentId === spec.parentId &&
+      e.spiffeId === spec.spiffeId &&
+      [...new Set(e.selectors)].sort().join('\n') === want,
+  );
 }
 
 /** Entries matching every given filter (all entries when none is given). */
@@ -392,7 +445,10 @@ export async function entryDelete(t: SpireServerTarget, id: string): Promise<boo
 }
 
 /** Attested agents (optionally only those of one attestation type). */
-export async function agentList(t: SpireServerTarget, filter: { attestationType?: string } = {}): Promise<SpireAgent[]> {
+export async function agentList(
+  t: SpireServerTarget,
+  filter: { attestationType?: string } = {},
+): Promise<SpireAgent[]> {
   const r = await call(t, serverArgv.agentList(t, filter), 'agent list');
   return parseJsonOutput(r.stdout, AgentListJson, TOOL, 'agent list').agents.map(toAgent);
 }
@@ -424,7 +480,12 @@ const JOIN_TOKEN_AGENT_PATH = /^spiffe:\/\/[^/]+\/spire\/agent\/join_token\//;
  * key, not by its ID. An ID the server does not list (a token minted but never
  * used: still a live secret until its TTL) never reaches argv.
  */
-async function agentAction(t: SpireServerTarget, spiffeId: string, argv: (t: SpireServerTarget, id: string) => string[], what: string): Promise<boolean> {
+async function agentAction(
+  t: SpireServerTarget,
+  spiffeId: string,
+  argv: (t: SpireServerTarget, id: string) => string[],
+  what: string,
+): Promise<boolean> {
   const args = argv(t, spiffeId); // validates the ID before anything runs
   if (JOIN_TOKEN_AGENT_PATH.test(spiffeId)) {
     const attested = await agentList(t, { attestationType: 'join_token' });

@@ -53,7 +53,12 @@ const IDENTIFY_WAIT_MS = 15_000;
 function attestorFor(input: ProvisionInput): NodeAttestorModule {
   const type: AttestorType = input.spire.nodeAttestor.type;
   const a = attestorOf(type);
-  if (!a) throw new ToolError('InvalidInput', `spire.nodeAttestor.type "${type}" is accepted in input but this worker does not drive it`, 'spire-agent');
+  if (!a)
+    throw new ToolError(
+      'InvalidInput',
+      `spire.nodeAttestor.type "${type}" is accepted in input but this worker does not drive it`,
+      'spire-agent',
+    );
   return a as NodeAttestorModule;
 }
 
@@ -73,16 +78,25 @@ export function createSpireSteps(deps: StepDeps) {
    * (x509pop: from the CN). `aliasedIds` also holds those not attested (yet):
    * a token minted but not used, an agent evicted.
    */
-  async function nodeAgentIds(input: ProvisionInput): Promise<{ aliasEntryIds: string[]; agents: server.SpireAgent[]; agentIds: string[]; aliasedIds: Set<string> }> {
+  async function nodeAgentIds(
+    input: ProvisionInput,
+  ): Promise<{ aliasEntryIds: string[]; agents: server.SpireAgent[]; agentIds: string[]; aliasedIds: Set<string> }> {
     const srv = serverOf(input);
     const aliases = await server.entryShow(srv, { spiffeId: nodeAliasId(input) });
     const candidates = new Set(
-      aliases.flatMap((e) => e.selectors.filter((s) => s.startsWith('spiffe_id:')).map((s) => s.slice('spiffe_id:'.length))),
+      aliases.flatMap((e) =>
+        e.selectors.filter((s) => s.startsWith('spiffe_id:')).map((s) => s.slice('spiffe_id:'.length)),
+      ),
     );
     const derived = attestorOf(input.spire.nodeAttestor.type)?.agentId(input);
     if (derived !== undefined) candidates.add(derived);
     const agents = (await server.agentList(srv)).filter((a) => candidates.has(a.spiffeId));
-    return { aliasEntryIds: aliases.map((e) => e.id), agents, agentIds: agents.map((a) => a.spiffeId), aliasedIds: candidates };
+    return {
+      aliasEntryIds: aliases.map((e) => e.id),
+      agents,
+      agentIds: agents.map((a) => a.spiffeId),
+      aliasedIds: candidates,
+    };
   }
 
   /**
@@ -137,7 +151,11 @@ export function createSpireSteps(deps: StepDeps) {
       id = await runningAgentId(t, p.agentDataDir);
     }
     if (id === undefined) {
-      throw new ToolError('AgentUnhealthy', `a spire-agent (pid ${pid}) runs from ${p.agentDir} on ${t.label} but has not attested: not adopting it`, 'spire-agent');
+      throw new ToolError(
+        'AgentUnhealthy',
+        `a spire-agent (pid ${pid}) runs from ${p.agentDir} on ${t.label} but has not attested: not adopting it`,
+        'spire-agent',
+      );
     }
     const { aliasedIds } = await nodeAgentIds(input);
     if (!aliasedIds.has(id)) {
@@ -158,7 +176,8 @@ export function createSpireSteps(deps: StepDeps) {
     const alias = nodeAliasId(input);
     const srv = serverOf(input);
     const ctx: AttestorContext = { input, spec: input.spire.nodeAttestor, node: t, server: srv, signal };
-    if (!(await server.healthcheck(srv))) throw new ToolError('SpireServerUnavailable', 'SPIRE server is not healthy', 'spire-server');
+    if (!(await server.healthcheck(srv)))
+      throw new ToolError('SpireServerUnavailable', 'SPIRE server is not healthy', 'spire-server');
     // Read-only, before anything runs: a credential that is not this node's is never presented.
     await attestor.checkCredential(ctx);
     const evidence = (agentId: string, agentPid: number, listed: server.SpireAgent | undefined): AgentEvidence => ({
@@ -258,7 +277,14 @@ export function createSpireSteps(deps: StepDeps) {
         x509SvidTtl: w.x509TtlSeconds,
         jwtSvidTtl: w.jwtTtlSeconds,
       });
-      await deps.ledger.recordEntry({ entryId: entry.id, nodeId: input.nodeId, workload: w.name, spiffeId, parentId, createdByRun: run.runId });
+      await deps.ledger.recordEntry({
+        entryId: entry.id,
+        nodeId: input.nodeId,
+        workload: w.name,
+        spiffeId,
+        parentId,
+        createdByRun: run.runId,
+      });
       // Made again because the old one is gone from the server: the ledger forgets the old id,
       // so it records exactly the entries that exist (maintainNode checks each one it records).
       for (const stale of known.filter((e) => e.workload === w.name && e.entryId !== entry.id)) {
@@ -287,7 +313,8 @@ export function createSpireSteps(deps: StepDeps) {
     const ids = new Set(input.workloads.map((w) => spiffeIdOf(input, w)));
     const knownIds = new Set(known.map((e) => e.entryId));
     for (const e of await server.entryShow(srv, { parentId: nodeAliasId(input) })) {
-      if (!knownIds.has(e.id) && ids.has(e.spiffeId) && (await server.entryDelete(srv, e.id))) removed.push(`unrecorded entry ${e.spiffeId}`);
+      if (!knownIds.has(e.id) && ids.has(e.spiffeId) && (await server.entryDelete(srv, e.id)))
+        removed.push(`unrecorded entry ${e.spiffeId}`);
     }
     return { removed };
   }

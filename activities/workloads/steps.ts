@@ -24,7 +24,11 @@ import { verifySvid } from './svid.js';
  */
 function commandOf(w: WorkloadSpec, i: number): string[] {
   if (w.command === undefined) {
-    throw new ToolError('InvalidInput', `workloads.${i}.command: needs the program to run (there is no built-in workload: "port" alone names nothing to run)`, 'workload');
+    throw new ToolError(
+      'InvalidInput',
+      `workloads.${i}.command: needs the program to run (there is no built-in workload: "port" alone names nothing to run)`,
+      'workload',
+    );
   }
   return w.command;
 }
@@ -35,11 +39,22 @@ export function createWorkloadSteps(deps: StepDeps) {
     const signal = deps.signal();
     const p = nodePaths(input);
     const overlayIp = await deps.ledger.getAllocation(input.nodeId, input.overlay.cidr);
-    if (!overlayIp) throw new ToolError('WorkloadFailed', `node ${input.nodeId} has no overlay address (step 2 has not run)`, 'workload');
-    const bundle = await bundleShow({ transport: deps.transport(input.spire.serverHost), socketPath: input.spire.serverSocketPath, signal });
+    if (!overlayIp)
+      throw new ToolError(
+        'WorkloadFailed',
+        `node ${input.nodeId} has no overlay address (step 2 has not run)`,
+        'workload',
+      );
+    const bundle = await bundleShow({
+      transport: deps.transport(input.spire.serverHost),
+      socketPath: input.spire.serverSocketPath,
+      signal,
+    });
 
     // Root writes the pid files and opens the logs in these: no workload may be able to plant a link there.
-    for (const dir of input.workloads.length > 0 ? [path.dirname(p.workloadPid('w')), path.dirname(p.workloadLog('w'))] : []) {
+    for (const dir of input.workloads.length > 0
+      ? [path.dirname(p.workloadPid('w')), path.dirname(p.workloadLog('w'))]
+      : []) {
       await t.run('mkdir', ['-p', '--', dir], { signal });
       await assertRootOnlyDir(t, dir, 'nodeDir');
     }
@@ -55,10 +70,14 @@ export function createWorkloadSteps(deps: StepDeps) {
       let proc = await readProcessRef(t, pidFile);
       if (proc === undefined || !(await daemonAlive(t, proc, program))) {
         await ensureDir(t, p.workloadDir(w.name), 0o700, owner);
-        const pid = await t.spawnDaemon('setpriv', [`--reuid=${w.uid}`, `--regid=${w.uid}`, '--clear-groups', '--', ...command], {
-          logFile: p.workloadLog(w.name),
-          env: { SPIFFE_ENDPOINT_SOCKET: `unix://${p.agentSocket}` },
-        });
+        const pid = await t.spawnDaemon(
+          'setpriv',
+          [`--reuid=${w.uid}`, `--regid=${w.uid}`, '--clear-groups', '--', ...command],
+          {
+            logFile: p.workloadLog(w.name),
+            env: { SPIFFE_ENDPOINT_SOCKET: `unix://${p.agentSocket}` },
+          },
+        );
         proc = await writePidFile(t, pidFile, pid);
       } else if (proc.startTime === undefined) {
         // Running from before start times were recorded: record it now.
@@ -77,10 +96,28 @@ export function createWorkloadSteps(deps: StepDeps) {
       );
       const check = await verifySvid(svid.svidPem, bundle, { spiffeId, ttlSeconds: w.x509TtlSeconds });
       if (!(await daemonAlive(t, proc, program))) {
-        throw new ToolError('WorkloadFailed', `workload ${w.name} exited right after start (see ${p.workloadLog(w.name)})`, 'workload');
+        throw new ToolError(
+          'WorkloadFailed',
+          `workload ${w.name} exited right after start (see ${p.workloadLog(w.name)})`,
+          'workload',
+        );
       }
-      await deps.ledger.recordWorkload({ nodeId: input.nodeId, name: w.name, spiffeId, pid, svidSerial: check.serial, svidNotAfter: check.notAfter });
-      out.push({ name: w.name, spiffeId, pid, svidSerial: check.serial, svidNotAfter: check.notAfter, svidTtlSeconds: check.ttlSeconds });
+      await deps.ledger.recordWorkload({
+        nodeId: input.nodeId,
+        name: w.name,
+        spiffeId,
+        pid,
+        svidSerial: check.serial,
+        svidNotAfter: check.notAfter,
+      });
+      out.push({
+        name: w.name,
+        spiffeId,
+        pid,
+        svidSerial: check.serial,
+        svidNotAfter: check.notAfter,
+        svidTtlSeconds: check.ttlSeconds,
+      });
     }
     return { workloads: out };
   }
@@ -97,7 +134,8 @@ export function createWorkloadSteps(deps: StepDeps) {
       const proc = await readProcessRef(t, p.workloadPid(w.name));
       const program = path.basename((w.command ?? [process.execPath])[0]!);
       // Stopped as a process group: a shell script's children go with it.
-      if (proc !== undefined && (await stopDaemon(t, proc, { program, graceMs: 5_000, signal }))) removed.push(`workload ${w.name}`);
+      if (proc !== undefined && (await stopDaemon(t, proc, { program, graceMs: 5_000, signal })))
+        removed.push(`workload ${w.name}`);
       await removeNodeFile(t, p.workloadPid(w.name));
       // Root may remove the workload's dir: its parent is root's (checked at launch), so the
       // path itself cannot be a planted link, and rm -r never follows the links inside.

@@ -29,7 +29,11 @@ export function uriSans(cert: X509Certificate): string[] {
   return san ? san.names.items.filter((n) => n.type === 'url').map((n) => n.value) : [];
 }
 
-export async function verifySvid(svidPem: string, bundlePem: string, expected: { spiffeId: string; ttlSeconds: number }): Promise<SvidCheck> {
+export async function verifySvid(
+  svidPem: string,
+  bundlePem: string,
+  expected: { spiffeId: string; ttlSeconds: number },
+): Promise<SvidCheck> {
   const [leafPem, ...intermediatePems] = pemBlocks(svidPem);
   if (!leafPem) throw new ToolError('SvidInvalid', 'the SVID file holds no certificate', 'x509');
   const leaf = new X509Certificate(leafPem);
@@ -39,7 +43,9 @@ export async function verifySvid(svidPem: string, bundlePem: string, expected: {
   }
   const roots = pemBlocks(bundlePem).map((p) => new X509Certificate(p));
   if (roots.length === 0) throw new ToolError('SvidInvalid', 'the trust bundle holds no certificate', 'x509');
-  const builder = new X509ChainBuilder({ certificates: [...intermediatePems.map((p) => new X509Certificate(p)), ...roots] });
+  const builder = new X509ChainBuilder({
+    certificates: [...intermediatePems.map((p) => new X509Certificate(p)), ...roots],
+  });
   const chain = await builder.build(leaf);
   const top = chain[chain.length - 1];
   const rooted = top !== undefined && roots.some((r) => r.equal(top));
@@ -48,12 +54,23 @@ export async function verifySvid(svidPem: string, bundlePem: string, expected: {
   for (let i = 0; i + 1 < chain.length && signed; i++) {
     signed = await chain[i]!.verify({ publicKey: chain[i + 1]!.publicKey, signatureOnly: true });
   }
-  if (!rooted || !signed) throw new ToolError('SvidInvalid', `SVID for ${expected.spiffeId} does not chain to the trust bundle`, 'x509');
+  if (!rooted || !signed)
+    throw new ToolError('SvidInvalid', `SVID for ${expected.spiffeId} does not chain to the trust bundle`, 'x509');
 
   const ttlSeconds = Math.round((leaf.notAfter.getTime() - leaf.notBefore.getTime()) / 1000);
   // SPIRE backdates notBefore by a few seconds and caps at the CA's lifetime: allow 5 min of slack down, 60 s up.
   if (ttlSeconds > expected.ttlSeconds + 60 || ttlSeconds < Math.min(expected.ttlSeconds, 3600) - 300) {
-    throw new ToolError('SvidInvalid', `SVID for ${expected.spiffeId} lives ${ttlSeconds} s, registered TTL is ${expected.ttlSeconds} s`, 'x509');
+    throw new ToolError(
+      'SvidInvalid',
+      `SVID for ${expected.spiffeId} lives ${ttlSeconds} s, registered TTL is ${expected.ttlSeconds} s`,
+      'x509',
+    );
   }
-  return { spiffeId: expected.spiffeId, serial: leaf.serialNumber, notBefore: leaf.notBefore.toISOString(), notAfter: leaf.notAfter.toISOString(), ttlSeconds };
+  return {
+    spiffeId: expected.spiffeId,
+    serial: leaf.serialNumber,
+    notBefore: leaf.notBefore.toISOString(),
+    notAfter: leaf.notAfter.toISOString(),
+    ttlSeconds,
+  };
 }

@@ -93,7 +93,25 @@ flags (some commands):
 
 ${EXIT_CODE_HELP}`;
 
-const COMMANDS = ['start', 'status', 'watch', 'list', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'rotate', 'maintain', 'health', 'history', 'fleet', 'help'] as const;
+const COMMANDS = [
+  'start',
+  'status',
+  'watch',
+  'list',
+  'rerun',
+  'repair',
+  'approve',
+  'retry',
+  'compensate',
+  'cancel',
+  'decommission',
+  'rotate',
+  'maintain',
+  'health',
+  'history',
+  'fleet',
+  'help',
+] as const;
 export const FLEET_COMMANDS = ['start', 'status', 'watch', 'health'] as const;
 export type FleetCommand = (typeof FLEET_COMMANDS)[number];
 export type CommandName = (typeof COMMANDS)[number];
@@ -119,7 +137,21 @@ const FLAGS_OF: Record<CommandName, string[]> = {
   help: [],
 };
 /** Commands that take a node id (the rest: start takes a file, list none). */
-const NODE_COMMANDS: CommandName[] = ['status', 'watch', 'rerun', 'repair', 'approve', 'retry', 'compensate', 'cancel', 'decommission', 'rotate', 'maintain', 'health', 'history'];
+const NODE_COMMANDS: CommandName[] = [
+  'status',
+  'watch',
+  'rerun',
+  'repair',
+  'approve',
+  'retry',
+  'compensate',
+  'cancel',
+  'decommission',
+  'rotate',
+  'maintain',
+  'health',
+  'history',
+];
 /** Flags only `maintain schedule` takes. */
 const SCHEDULE_FLAGS = ['every', 'delete', 'list', 'max-repairs', 'max-broken-percent', 'segment'];
 
@@ -159,11 +191,27 @@ const OPTIONS = {
   'database-url': { type: 'string' },
 } as const satisfies NonNullable<ParseArgsConfig['options']>;
 
-export const LIST_STATES = ['running', 'held', 'succeeded', 'failed', 'cancelled', 'terminated', 'timed-out', 'open', 'closed'] as const;
+export const LIST_STATES = [
+  'running',
+  'held',
+  'succeeded',
+  'failed',
+  'cancelled',
+  'terminated',
+  'timed-out',
+  'open',
+  'closed',
+] as const;
 export type ListState = (typeof LIST_STATES)[number];
 
-const Label = z.string().max(64).regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/, 'must be lowercase letters, digits and inner hyphens only');
-const Seconds = z.coerce.number().positive('must be a positive number of seconds').max(7 * 86_400);
+const Label = z
+  .string()
+  .max(64)
+  .regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/, 'must be lowercase letters, digits and inner hyphens only');
+const Seconds = z.coerce
+  .number()
+  .positive('must be a positive number of seconds')
+  .max(7 * 86_400);
 
 const Flags = z.object({
   json: z.boolean().default(false),
@@ -173,17 +221,31 @@ const Flags = z.object({
   timeout: Seconds.optional(),
   interval: z.coerce.number().int().min(100, 'must be at least 100 ms').max(60_000).default(500),
   input: z.string().min(1).max(4096).optional(),
-  run: z.string().regex(/^[A-Za-z0-9-]{1,64}$/, 'must be a run id').optional(),
+  run: z
+    .string()
+    .regex(/^[A-Za-z0-9-]{1,64}$/, 'must be a run id')
+    .optional(),
   segment: Label.optional(),
   state: z.enum(LIST_STATES).optional(),
   step: z.enum(STEPS).optional(),
   'failed-step': z.enum(STEPS).optional(),
-  'error-type': z.string().regex(/^[A-Za-z][A-Za-z0-9]{0,63}$/, 'must be a failure type such as "ToolMissing"').optional(),
+  'error-type': z
+    .string()
+    .regex(/^[A-Za-z][A-Za-z0-9]{0,63}$/, 'must be a failure type such as "ToolMissing"')
+    .optional(),
   node: NodeId.optional(),
   type: z.enum(['provision', 'decommission', 'any']).default('provision'),
   limit: z.coerce.number().int().min(1).max(10_000).optional(),
-  'handshake-timeout': z.coerce.number().int('must be a whole number of seconds').min(2, 'must be at least 2 seconds').max(600, 'must be at most 600 seconds').optional(),
-  every: z.string().regex(/^[1-9][0-9]*(s|m|h|d)$/, 'must be a duration such as "5m", "1h" or "1d"').optional(),
+  'handshake-timeout': z.coerce
+    .number()
+    .int('must be a whole number of seconds')
+    .min(2, 'must be at least 2 seconds')
+    .max(600, 'must be at most 600 seconds')
+    .optional(),
+  every: z
+    .string()
+    .regex(/^[1-9][0-9]*(s|m|h|d)$/, 'must be a duration such as "5m", "1h" or "1d"')
+    .optional(),
   delete: z.boolean().default(false),
   list: z.boolean().default(false),
   'max-repairs': z.coerce.number().int().min(1, 'must be at least 1').max(100).optional(),
@@ -213,14 +275,19 @@ export function parseCommandLine(argv: string[]): ParsedCommand {
   const { values, positionals } = parsed;
   if (values['database-url'] !== undefined) {
     // Never echo the value: it holds the database password.
-    throw new CliError(EXIT.INVALID, '--database-url is not accepted: a password on the command line is visible to every user (ps); set DATABASE_URL in the environment instead', {
-      code: 'USAGE',
-      fields: [{ path: '--database-url', message: 'use the DATABASE_URL environment variable' }],
-      suggestion: 'DATABASE_URL=postgres://... nodeboot history <node>',
-    });
+    throw new CliError(
+      EXIT.INVALID,
+      '--database-url is not accepted: a password on the command line is visible to every user (ps); set DATABASE_URL in the environment instead',
+      {
+        code: 'USAGE',
+        fields: [{ path: '--database-url', message: 'use the DATABASE_URL environment variable' }],
+        suggestion: 'DATABASE_URL=postgres://... nodeboot history <node>',
+      },
+    );
   }
   const wantsJson = values.json === true;
-  if (values.help || positionals[0] === 'help') return { command: 'help', target: undefined, flags: Flags.parse({ json: wantsJson, help: true }), config: {} };
+  if (values.help || positionals[0] === 'help')
+    return { command: 'help', target: undefined, flags: Flags.parse({ json: wantsJson, help: true }), config: {} };
   const [name] = positionals;
   if (!name) throw usage('a command is required');
   if (!(COMMANDS as readonly string[]).includes(name)) throw usage(`unknown command "${name}"`);
@@ -230,7 +297,8 @@ export function parseCommandLine(argv: string[]): ParsedCommand {
   if (command === 'maintain' && positionals[1] === 'schedule') sub = 'schedule';
   if (command === 'fleet') {
     const s = positionals[1];
-    if (!s || !(FLEET_COMMANDS as readonly string[]).includes(s)) throw usage(`fleet needs a subcommand: ${FLEET_COMMANDS.join(', ')}`);
+    if (!s || !(FLEET_COMMANDS as readonly string[]).includes(s))
+      throw usage(`fleet needs a subcommand: ${FLEET_COMMANDS.join(', ')}`);
     sub = s as FleetCommand;
   }
   const [target, ...extra] = positionals.slice(sub ? 2 : 1);
@@ -251,22 +319,35 @@ export function parseCommandLine(argv: string[]): ParsedCommand {
     } else {
       if (!target) throw usage('maintain schedule needs a fleet id (or --list)');
       if (!NodeId.safeParse(target).success) {
-        throw new CliError(EXIT.INVALID, `invalid fleet id "${target}"`, { code: 'USAGE', fields: [{ path: 'fleet', message: 'must be lowercase letters, digits and inner hyphens only' }] });
+        throw new CliError(EXIT.INVALID, `invalid fleet id "${target}"`, {
+          code: 'USAGE',
+          fields: [{ path: 'fleet', message: 'must be lowercase letters, digits and inner hyphens only' }],
+        });
       }
-      if (!values.delete && values.every === undefined) throw usage('maintain schedule needs --every (e.g. --every 5m), or --delete / --list');
+      if (!values.delete && values.every === undefined)
+        throw usage('maintain schedule needs --every (e.g. --every 5m), or --delete / --list');
     }
   } else if (!target) {
-    if (command === 'fleet') throw usage(sub === 'start' ? 'fleet start needs a fleet file (or - for stdin)' : `fleet ${sub} needs a fleet id`);
+    if (command === 'fleet')
+      throw usage(
+        sub === 'start' ? 'fleet start needs a fleet file (or - for stdin)' : `fleet ${sub} needs a fleet id`,
+      );
     throw usage(command === 'start' ? 'start needs an input file (or - for stdin)' : `${command} needs a node id`);
   }
   if (command === 'fleet' && sub !== 'start' && !NodeId.safeParse(target).success) {
-    throw new CliError(EXIT.INVALID, `invalid fleet id "${target}"`, { code: 'USAGE', fields: [{ path: 'fleet', message: 'must be lowercase letters, digits and inner hyphens only' }] });
+    throw new CliError(EXIT.INVALID, `invalid fleet id "${target}"`, {
+      code: 'USAGE',
+      fields: [{ path: 'fleet', message: 'must be lowercase letters, digits and inner hyphens only' }],
+    });
   }
   if (extra.length) throw usage(`unexpected argument "${extra[0]}"`);
   if (target && NODE_COMMANDS.includes(command) && sub !== 'schedule') {
     const r = NodeId.safeParse(target);
     if (!r.success) {
-      throw new CliError(EXIT.INVALID, `invalid node id "${target}"`, { code: 'USAGE', fields: [{ path: 'node', message: r.error.issues[0]?.message ?? 'is invalid' }] });
+      throw new CliError(EXIT.INVALID, `invalid node id "${target}"`, {
+        code: 'USAGE',
+        fields: [{ path: 'node', message: r.error.issues[0]?.message ?? 'is invalid' }],
+      });
     }
   }
 
@@ -276,10 +357,14 @@ export function parseCommandLine(argv: string[]): ParsedCommand {
     if (typeof v === 'string') config[f] = v;
   }
   const flagValues: Record<string, unknown> = {};
-  for (const k of Object.keys(Flags.shape)) if (values[k as keyof typeof values] !== undefined) flagValues[k] = values[k as keyof typeof values];
+  for (const k of Object.keys(Flags.shape))
+    if (values[k as keyof typeof values] !== undefined) flagValues[k] = values[k as keyof typeof values];
   const r = Flags.safeParse(flagValues);
   if (!r.success) {
-    throw new CliError(EXIT.INVALID, 'invalid flags', { code: 'USAGE', fields: r.error.issues.map((i) => ({ path: `--${String(i.path[0])}`, message: i.message })) });
+    throw new CliError(EXIT.INVALID, 'invalid flags', {
+      code: 'USAGE',
+      fields: r.error.issues.map((i) => ({ path: `--${String(i.path[0])}`, message: i.message })),
+    });
   }
   return { command, target, ...(sub ? { sub } : {}), flags: r.data, config };
 }

@@ -14,8 +14,20 @@ const FilePath = z.string().min(1).max(4096);
 
 export const CliConfig = z
   .object({
-    TEMPORAL_ADDRESS: opt(z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'must be host:port').default('127.0.0.1:7233')),
-    TEMPORAL_NAMESPACE: opt(z.string().min(1).max(255).regex(/^[A-Za-z0-9._-]+$/, 'must be a namespace name').default('default')),
+    TEMPORAL_ADDRESS: opt(
+      z
+        .string()
+        .regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'must be host:port')
+        .default('127.0.0.1:7233'),
+    ),
+    TEMPORAL_NAMESPACE: opt(
+      z
+        .string()
+        .min(1)
+        .max(255)
+        .regex(/^[A-Za-z0-9._-]+$/, 'must be a namespace name')
+        .default('default'),
+    ),
     TEMPORAL_TASK_QUEUE: opt(z.string().min(1).max(200).default(TASK_QUEUE)),
     /** mTLS client certificate and key (PEM files), for a cluster that requires them. */
     TEMPORAL_TLS_CERT: opt(FilePath.optional()),
@@ -30,7 +42,12 @@ export const CliConfig = z
     /** Seconds to wait for Temporal to answer before exiting 6. */
     NODEBOOT_CONNECT_TIMEOUT: opt(z.coerce.number().positive().max(600).default(10)),
     /** The inventory ledger, for `history`. Environment only: its password would show in `ps` as a flag. */
-    DATABASE_URL: opt(z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').default('postgres://postgres@127.0.0.1:5432/nodeboot')),
+    DATABASE_URL: opt(
+      z
+        .string()
+        .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+        .default('postgres://postgres@127.0.0.1:5432/nodeboot'),
+    ),
   })
   .superRefine((c, ctx) => {
     if (Boolean(c.TEMPORAL_TLS_CERT) !== Boolean(c.TEMPORAL_TLS_KEY)) {
@@ -54,7 +71,10 @@ export const CONFIG_FLAGS = {
 export type ConfigFlag = keyof typeof CONFIG_FLAGS;
 
 /** Merge flags over the environment and validate; a bad value exits 2 naming the variable (and its flag). */
-export function loadCliConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<ConfigFlag, string | undefined>>): CliConfig {
+export function loadCliConfig(
+  env: NodeJS.ProcessEnv,
+  flags: Partial<Record<ConfigFlag, string | undefined>>,
+): CliConfig {
   const merged: Record<string, unknown> = {};
   for (const key of Object.keys(CliConfig.shape)) merged[key] = env[key];
   for (const [flag, key] of Object.entries(CONFIG_FLAGS)) {
@@ -92,12 +112,18 @@ export function tlsOf(c: CliConfig): TlsFiles | boolean | undefined {
       return readFileSync(path);
     } catch (err) {
       const why = (err as NodeJS.ErrnoException).code ?? (err instanceof Error ? err.message : String(err));
-      throw new CliError(EXIT.INVALID, 'invalid configuration', { code: 'INVALID_CONFIG', fields: [{ path: key, message: `cannot read ${path} (${why})` }] });
+      throw new CliError(EXIT.INVALID, 'invalid configuration', {
+        code: 'INVALID_CONFIG',
+        fields: [{ path: key, message: `cannot read ${path} (${why})` }],
+      });
     }
   };
   const tls: TlsFiles = {};
   if (c.TEMPORAL_TLS_CERT && c.TEMPORAL_TLS_KEY) {
-    tls.clientCertPair = { crt: read('TEMPORAL_TLS_CERT', c.TEMPORAL_TLS_CERT), key: read('TEMPORAL_TLS_KEY', c.TEMPORAL_TLS_KEY) };
+    tls.clientCertPair = {
+      crt: read('TEMPORAL_TLS_CERT', c.TEMPORAL_TLS_CERT),
+      key: read('TEMPORAL_TLS_KEY', c.TEMPORAL_TLS_KEY),
+    };
   }
   if (c.TEMPORAL_TLS_CA) tls.serverRootCACertificate = read('TEMPORAL_TLS_CA', c.TEMPORAL_TLS_CA);
   if (c.TEMPORAL_TLS_SERVER_NAME) tls.serverNameOverride = c.TEMPORAL_TLS_SERVER_NAME;

@@ -21,7 +21,8 @@ export interface Context {
  * and `exitCode`; otherwise the human lines.
  */
 export function emit(ctx: Context, exitCode: ExitCode, json: Record<string, unknown>, human: string[]): ExitCode {
-  if (ctx.flags.json) ctx.io.out(JSON.stringify({ ok: exitCode === EXIT.OK, exitCode, command: ctx.cmd.command, ...json }, null, 2));
+  if (ctx.flags.json)
+    ctx.io.out(JSON.stringify({ ok: exitCode === EXIT.OK, exitCode, command: ctx.cmd.command, ...json }, null, 2));
   else for (const l of human) ctx.io.out(l);
   return exitCode;
 }

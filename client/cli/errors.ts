@@ -94,10 +94,16 @@ export function describeError(err: unknown, ctx: { address?: string; nodeId?: st
     });
   }
   if (err instanceof InvalidInputError) {
-    return base(EXIT.INVALID, 'invalid provisioning input: nothing was started', { code: 'INVALID_INPUT', fields: splitFieldLines(err.fields) });
+    return base(EXIT.INVALID, 'invalid provisioning input: nothing was started', {
+      code: 'INVALID_INPUT',
+      fields: splitFieldLines(err.fields),
+    });
   }
   if (err instanceof NodeStateError) {
-    return base(EXIT.CONFLICT, err.message, { code: `NODE_${err.state.toUpperCase().replace('-', '_')}`, suggestion: nodeStateSuggestion(err) });
+    return base(EXIT.CONFLICT, err.message, {
+      code: `NODE_${err.state.toUpperCase().replace('-', '_')}`,
+      suggestion: nodeStateSuggestion(err),
+    });
   }
   if (err instanceof ZodError) {
     return base(EXIT.INVALID, 'invalid input: nothing was started', {
@@ -106,7 +112,10 @@ export function describeError(err: unknown, ctx: { address?: string; nodeId?: st
     });
   }
   if (err instanceof InvalidNameError) {
-    return base(EXIT.INVALID, `invalid ${err.field}`, { code: 'INVALID_INPUT', fields: [{ path: err.field, message: err.reason }] });
+    return base(EXIT.INVALID, `invalid ${err.field}`, {
+      code: 'INVALID_INPUT',
+      fields: [{ path: err.field, message: err.reason }],
+    });
   }
   if (err instanceof WorkflowNotFoundError) {
     return base(EXIT.NOT_FOUND, ctx.nodeId ? `no run for node ${ctx.nodeId}` : err.message, {
@@ -119,21 +128,35 @@ export function describeError(err: unknown, ctx: { address?: string; nodeId?: st
     });
   }
   if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError) {
-    return base(EXIT.ERROR, 'no worker answered the decision in time', { code: 'NO_WORKER', suggestion: 'is a node-bootstrap worker polling this task queue?' });
+    return base(EXIT.ERROR, 'no worker answered the decision in time', {
+      code: 'NO_WORKER',
+      suggestion: 'is a node-bootstrap worker polling this task queue?',
+    });
   }
   if (err instanceof WorkflowExecutionAlreadyStartedError) {
     return base(EXIT.CONFLICT, err.message);
   }
   if (err instanceof WorkflowFailedError) {
     const type = rootFailureType(err) ?? 'Error';
-    return base(EXIT.FAILED, oneLine(err.cause ?? err), { type, errorClass: errorClassOf(type), suggestion: suggestionFor(type, ctx.nodeId) });
+    return base(EXIT.FAILED, oneLine(err.cause ?? err), {
+      type,
+      errorClass: errorClassOf(type),
+      suggestion: suggestionFor(type, ctx.nodeId),
+    });
   }
   if (isUnreachable(err)) {
     return describeError(new UnreachableError(ctx.address ?? 'the configured address', err));
   }
-  const ledgerType = (err as { name?: unknown; type?: unknown } | null)?.name === 'LedgerError' ? String((err as { type: unknown }).type) : undefined;
+  const ledgerType =
+    (err as { name?: unknown; type?: unknown } | null)?.name === 'LedgerError'
+      ? String((err as { type: unknown }).type)
+      : undefined;
   if (ledgerType === 'LedgerUnavailable') {
-    return base(EXIT.UNREACHABLE, oneLine(err), { code: 'UNREACHABLE', type: ledgerType, suggestion: 'check DATABASE_URL and that PostgreSQL is up' });
+    return base(EXIT.UNREACHABLE, oneLine(err), {
+      code: 'UNREACHABLE',
+      type: ledgerType,
+      suggestion: 'check DATABASE_URL and that PostgreSQL is up',
+    });
   }
   if (ledgerType === 'InvalidInput') return base(EXIT.INVALID, oneLine(err), { code: 'INVALID_CONFIG' });
   return base(EXIT.ERROR, oneLine(err));
@@ -168,7 +191,11 @@ export function isUnreachable(err: unknown): boolean {
 }
 
 /** Print the error once (stderr for people, one JSON document on stdout for machines); return its exit code. */
-export function handleError(err: unknown, opts: { json: boolean; address?: string; nodeId?: string; debug?: boolean }, io: { out: (s: string) => void; err: (s: string) => void }): ExitCode {
+export function handleError(
+  err: unknown,
+  opts: { json: boolean; address?: string; nodeId?: string; debug?: boolean },
+  io: { out: (s: string) => void; err: (s: string) => void },
+): ExitCode {
   const r = describeError(err, opts);
   if (opts.json) {
     io.out(JSON.stringify({ ok: false, exitCode: r.exitCode, error: r }, null, 2));

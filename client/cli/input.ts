@@ -25,12 +25,15 @@ export async function readJsonInput(path: string, stdin: () => Promise<string>):
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {
-    throw new CliError(EXIT.INVALID, `${name} is not valid JSON${jsonPosition(err, text)}: nothing was started`, { code: 'INVALID_INPUT' });
+    throw new CliError(EXIT.INVALID, `${name} is not valid JSON${jsonPosition(err, text)}: nothing was started`, {
+      code: 'INVALID_INPUT',
+    });
   }
 }
 
 async function readInputFile(path: string): Promise<string> {
-  const refuse = (why: string) => new CliError(EXIT.INVALID, `cannot read ${path} (${why}): nothing was started`, { code: 'INVALID_INPUT' });
+  const refuse = (why: string) =>
+    new CliError(EXIT.INVALID, `cannot read ${path} (${why}): nothing was started`, { code: 'INVALID_INPUT' });
   let file;
   try {
     // O_NONBLOCK: opening a FIFO must not wait for a writer before we can look at what it is.
@@ -64,7 +67,9 @@ async function readStdinInput(stdin: () => Promise<string>): Promise<string> {
     throw new CliError(EXIT.INVALID, `cannot read stdin (${why}): nothing was started`, { code: 'INVALID_INPUT' });
   }
   if (Buffer.byteLength(text) > MAX_INPUT_BYTES) {
-    throw new CliError(EXIT.INVALID, `cannot read stdin (larger than ${MAX_INPUT_BYTES} bytes): nothing was started`, { code: 'INVALID_INPUT' });
+    throw new CliError(EXIT.INVALID, `cannot read stdin (larger than ${MAX_INPUT_BYTES} bytes): nothing was started`, {
+      code: 'INVALID_INPUT',
+    });
   }
   return text;
 }
@@ -88,7 +93,10 @@ export function validateForStart(raw: unknown, source: string, opts: CheckOption
     return validateProvisionInput(raw, opts);
   } catch (err) {
     if (err instanceof InvalidInputError) {
-      throw new CliError(EXIT.INVALID, `invalid provisioning input in ${source}: nothing was started`, { code: 'INVALID_INPUT', fields: splitFieldLines(err.fields) });
+      throw new CliError(EXIT.INVALID, `invalid provisioning input in ${source}: nothing was started`, {
+        code: 'INVALID_INPUT',
+        fields: splitFieldLines(err.fields),
+      });
     }
     throw err;
   }

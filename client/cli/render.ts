@@ -62,7 +62,9 @@ export function evidenceLine(step: StepName, evidence: unknown): string {
     }
     case 'launchWorkloads': {
       const e = evidence as StepEvidence['launchWorkloads'];
-      return e.workloads.map((w) => `${w.name} svid ${w.svidSerial} until ${w.svidNotAfter}`).join('; ') || 'no workloads';
+      return (
+        e.workloads.map((w) => `${w.name} svid ${w.svidSerial} until ${w.svidNotAfter}`).join('; ') || 'no workloads'
+      );
     }
   }
 }
@@ -72,7 +74,9 @@ export function stepLine(s: StepStatus): string {
   if (s.failure) detail = `${s.failure.type}: ${s.failure.message}`;
   else if (s.evidence) detail = evidenceLine(s.step, s.evidence);
   if (s.undo) {
-    const undo = s.undo.error ? `undo failed (${s.undo.error.type}): ${s.undo.error.message}` : `undone (${s.undo.reason})${s.undo.removed?.length ? `: ${s.undo.removed.join(', ')}` : ''}`;
+    const undo = s.undo.error
+      ? `undo failed (${s.undo.error.type}): ${s.undo.error.message}`
+      : `undone (${s.undo.reason})${s.undo.removed?.length ? `: ${s.undo.removed.join(', ')}` : ''}`;
     detail = detail ? `${detail}; ${undo}` : undo;
   }
   const runs = s.runs > 1 ? ` x${s.runs}` : '';
@@ -80,7 +84,12 @@ export function stepLine(s: StepStatus): string {
 }
 
 export function headline(v: RunView): string {
-  const where = v.outcome === 'held' && v.heldStep ? ` at ${STEP_TITLES[v.heldStep]}` : v.currentStep && v.execution === 'RUNNING' ? ` (${STEP_TITLES[v.currentStep]})` : '';
+  const where =
+    v.outcome === 'held' && v.heldStep
+      ? ` at ${STEP_TITLES[v.heldStep]}`
+      : v.currentStep && v.execution === 'RUNNING'
+        ? ` (${STEP_TITLES[v.currentStep]})`
+        : '';
   return `${v.outcome}${where}`;
 }
 
@@ -91,20 +100,30 @@ export function renderStatus(v: RunView): string[] {
     `state: ${headline(v)}   [${v.execution}${v.closeTime ? ` ${v.closeTime}` : ` since ${v.startTime}`}]`,
   ];
   if (v.source === 'describe') {
-    lines.push(`  (no worker answered the status query on task queue ${v.taskQueue}: step detail unavailable, state from Temporal's record)`);
-  }
-  else lines.push(...stepsOf(v).map(stepLine));
+    lines.push(
+      `  (no worker answered the status query on task queue ${v.taskQueue}: step detail unavailable, state from Temporal's record)`,
+    );
+  } else lines.push(...stepsOf(v).map(stepLine));
   if (v.lastFailure && v.outcome === 'provisioned') {
-    lines.push(`earlier failure (retried since): ${v.lastFailure.step} ${v.lastFailure.type}: ${v.lastFailure.message}`);
+    lines.push(
+      `earlier failure (retried since): ${v.lastFailure.step} ${v.lastFailure.type}: ${v.lastFailure.message}`,
+    );
   } else if (v.lastFailure) {
-    lines.push(`last failure: ${v.lastFailure.step} ${v.lastFailure.type} (${v.lastFailure.errorClass}): ${v.lastFailure.message}`);
+    lines.push(
+      `last failure: ${v.lastFailure.step} ${v.lastFailure.type} (${v.lastFailure.errorClass}): ${v.lastFailure.message}`,
+    );
     lines.push(`hint: ${v.lastFailure.suggestion}`);
   }
   if (v.decommission) {
     const d = v.decommission;
-    lines.push(`${v.outcome} after this run: ${d.workflowId} run ${d.runId} ${d.status.toLowerCase()}${d.closeTime ? ` at ${d.closeTime}` : ` since ${d.startTime}`}`);
+    lines.push(
+      `${v.outcome} after this run: ${d.workflowId} run ${d.runId} ${d.status.toLowerCase()}${d.closeTime ? ` at ${d.closeTime}` : ` since ${d.startTime}`}`,
+    );
   }
-  if (v.receipt) lines.push(`${v.decommission ? 'was provisioned (before the decommission)' : 'provisioned'}: overlay ${v.receipt.overlayIp}, key ${v.receipt.keyFingerprint}, ${v.receipt.nodeAliasId} (${v.receipt.attestationType}, canReattest ${v.receipt.canReattest ?? false}), ${v.receipt.workloads.length} workload(s)`);
+  if (v.receipt)
+    lines.push(
+      `${v.decommission ? 'was provisioned (before the decommission)' : 'provisioned'}: overlay ${v.receipt.overlayIp}, key ${v.receipt.keyFingerprint}, ${v.receipt.nodeAliasId} (${v.receipt.attestationType}, canReattest ${v.receipt.canReattest ?? false}), ${v.receipt.workloads.length} workload(s)`,
+    );
   if (v.next.length) lines.push(`next: ${v.next.join('  |  ')}`);
   return lines;
 }
@@ -125,19 +144,37 @@ export function progressEvents(view: RunView, previous: RunView | undefined): Pr
   const base = { at, nodeId: view.nodeId, runId: view.runId };
   const events: ProgressEvent[] = [];
   const sameRun = previous?.runId === view.runId;
-  if (!sameRun) events.push({ ...base, step: 'run', state: 'following', detail: `${view.workflowId} run ${view.runId}` });
+  if (!sameRun)
+    events.push({ ...base, step: 'run', state: 'following', detail: `${view.workflowId} run ${view.runId}` });
   for (const s of view.steps) {
     const before = sameRun ? previous?.steps.find((p) => p.step === s.step) : undefined;
     if (before && before.state === s.state && before.runs === s.runs) continue;
     if (!before && s.state === 'pending') continue;
-    const detail = s.failure ? `${s.failure.type}: ${s.failure.message}` : s.evidence && s.state === 'succeeded' ? evidenceLine(s.step, s.evidence) : undefined;
-    events.push({ ...base, step: s.step, state: s.state + (s.runs > 1 ? ` (run ${s.runs})` : ''), ...(detail ? { detail } : {}) });
+    const detail = s.failure
+      ? `${s.failure.type}: ${s.failure.message}`
+      : s.evidence && s.state === 'succeeded'
+        ? evidenceLine(s.step, s.evidence)
+        : undefined;
+    events.push({
+      ...base,
+      step: s.step,
+      state: s.state + (s.runs > 1 ? ` (run ${s.runs})` : ''),
+      ...(detail ? { detail } : {}),
+    });
   }
   if (view.steps.length === 0 && view.currentStep && (!sameRun || previous?.currentStep !== view.currentStep)) {
-    events.push({ ...base, step: view.currentStep, state: 'running', detail: 'from search attributes (no worker answered the query)' });
+    events.push({
+      ...base,
+      step: view.currentStep,
+      state: 'running',
+      detail: 'from search attributes (no worker answered the query)',
+    });
   }
   if (!sameRun || previous?.outcome !== view.outcome) {
-    const detail = view.lastFailure && view.outcome !== 'running' && view.outcome !== 'provisioned' ? `${view.lastFailure.type} at ${view.lastFailure.step}: ${view.lastFailure.suggestion}` : undefined;
+    const detail =
+      view.lastFailure && view.outcome !== 'running' && view.outcome !== 'provisioned'
+        ? `${view.lastFailure.type} at ${view.lastFailure.step}: ${view.lastFailure.suggestion}`
+        : undefined;
     events.push({ ...base, step: 'run', state: view.outcome, ...(detail ? { detail } : {}) });
   }
   return events;

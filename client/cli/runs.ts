@@ -64,10 +64,14 @@ export async function connectTemporal(config: CliConfig): Promise<Temporal> {
     if (err instanceof CliError) throw err;
     if (isUnreachable(err) || /deadline/i.test(oneLine(err))) throw new UnreachableError(config.TEMPORAL_ADDRESS, err);
     if (/namespace .*not found/i.test(oneLine(err))) {
-      throw new CliError(EXIT.INVALID, `namespace "${config.TEMPORAL_NAMESPACE}" does not exist on ${config.TEMPORAL_ADDRESS}`, {
-        code: 'INVALID_CONFIG',
-        fields: [{ path: 'TEMPORAL_NAMESPACE (--namespace)', message: 'no such namespace' }],
-      });
+      throw new CliError(
+        EXIT.INVALID,
+        `namespace "${config.TEMPORAL_NAMESPACE}" does not exist on ${config.TEMPORAL_ADDRESS}`,
+        {
+          code: 'INVALID_CONFIG',
+          fields: [{ path: 'TEMPORAL_NAMESPACE (--namespace)', message: 'no such namespace' }],
+        },
+      );
     }
     throw err;
   }
@@ -131,7 +135,12 @@ export interface RunView {
   /** The six steps with state, runs, duration, evidence (empty when no worker answered the query). */
   steps: StepStatus[];
   lastFailure: FailureView | null;
-  searchAttributes: { segment: string | null; bootstrapStep: string | null; failedStep: string | null; errorType: string | null };
+  searchAttributes: {
+    segment: string | null;
+    bootstrapStep: string | null;
+    failedStep: string | null;
+    errorType: string | null;
+  };
   taskQueue: string;
   startTime: string;
   closeTime: string | null;
@@ -161,9 +170,13 @@ export async function findRun(t: Temporal, nodeId: string, runId?: string): Prom
     return { handle: t.client.workflow.getHandle<ProvisionNodeWorkflow>(workflowId, desc.runId), desc };
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) {
-      throw new CliError(EXIT.NOT_FOUND, `no provisioning run for node ${nodeId}${runId ? ` with run id ${runId}` : ''}`, {
-        suggestion: `start one with \`nodeboot start node.json\`; \`nodeboot list\` shows the nodes there are`,
-      });
+      throw new CliError(
+        EXIT.NOT_FOUND,
+        `no provisioning run for node ${nodeId}${runId ? ` with run id ${runId}` : ''}`,
+        {
+          suggestion: `start one with \`nodeboot start node.json\`; \`nodeboot list\` shows the nodes there are`,
+        },
+      );
     }
     throw err;
   }
@@ -191,7 +204,11 @@ export async function runInput(t: Temporal, workflowId: string, runId: string): 
 }
 
 /** The run's `status` query, or null when no worker answers within QUERY_TIMEOUT_MS. */
-export async function queryStatus(t: Temporal, handle: WorkflowHandle, timeoutMs = QUERY_TIMEOUT_MS): Promise<ProvisionStatus | null> {
+export async function queryStatus(
+  t: Temporal,
+  handle: WorkflowHandle,
+  timeoutMs = QUERY_TIMEOUT_MS,
+): Promise<ProvisionStatus | null> {
   try {
     return await t.client.withDeadline(Date.now() + timeoutMs, () => handle.query(statusQuery));
   } catch (err) {
@@ -216,23 +233,39 @@ export async function viewRun(t: Temporal, nodeId: string, runId?: string, ref?:
   let receipt: ProvisionReceipt | undefined;
   let closeError: unknown;
   if (execution === 'COMPLETED') receipt = await handle.result();
-  else if (execution !== 'RUNNING' && execution !== 'PAUSED') closeError = await handle.result().then(() => undefined, (e: unknown) => e);
+  else if (execution !== 'RUNNING' && execution !== 'PAUSED')
+    closeError = await handle.result().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
 
   const runOutcome = outcomeOf(execution, status, searchAttributes.failedStep, closeError);
   // A closed run is not the last word when a decommission ran after it: the node's state is.
-  const decommission = execution === 'RUNNING' || execution === 'PAUSED' ? null : await latestRun(t.client, decommissionWorkflowId(nodeId));
+  const decommission =
+    execution === 'RUNNING' || execution === 'PAUSED'
+      ? null
+      : await latestRun(t.client, decommissionWorkflowId(nodeId));
   const nodeState = decommission ? lifecycleState(runFacts(desc), decommission) : null;
-  const decommissioned = nodeState === 'decommissioning' || nodeState === 'decommissioned' || nodeState === 'decommission-failed';
+  const decommissioned =
+    nodeState === 'decommissioning' || nodeState === 'decommissioned' || nodeState === 'decommission-failed';
   const outcome: Outcome = decommissioned ? nodeState : runOutcome;
   let failure: FailureInfo | null = status?.lastFailure ?? null;
   if (outcome === 'terminated') {
-    failure = { step: (searchAttributes.bootstrapStep as StepName | null) ?? 'workflow', type: 'Terminated', message: terminationReason(closeError) };
+    failure = {
+      step: (searchAttributes.bootstrapStep as StepName | null) ?? 'workflow',
+      type: 'Terminated',
+      message: terminationReason(closeError),
+    };
   } else if (!failure) {
     failure = failureFromClose(closeError, searchAttributes);
   }
   if (!failure && searchAttributes.failedStep && searchAttributes.errorType) {
     // Open and no worker answered: the search attributes still name the failure.
-    failure = { step: searchAttributes.failedStep as StepName, type: searchAttributes.errorType, message: '(message unavailable: no worker answered the status query)' };
+    failure = {
+      step: searchAttributes.failedStep as StepName,
+      type: searchAttributes.errorType,
+      message: '(message unavailable: no worker answered the status query)',
+    };
   }
 
   return {
@@ -243,10 +276,14 @@ export async function viewRun(t: Temporal, nodeId: string, runId?: string, ref?:
     outcome,
     exitCode: OUTCOME_EXIT[outcome],
     state: status?.state ?? null,
-    currentStep: status?.currentStep ?? (execution === 'RUNNING' ? ((searchAttributes.bootstrapStep as StepName | null) ?? null) : null),
+    currentStep:
+      status?.currentStep ??
+      (execution === 'RUNNING' ? ((searchAttributes.bootstrapStep as StepName | null) ?? null) : null),
     heldStep: status?.heldStep ?? (outcome === 'held' ? (searchAttributes.failedStep as StepName | null) : null),
     steps: status?.steps ?? [],
-    lastFailure: failure ? { ...failure, errorClass: errorClassOf(failure.type), suggestion: suggestionFor(failure.type, nodeId) } : null,
+    lastFailure: failure
+      ? { ...failure, errorClass: errorClassOf(failure.type), suggestion: suggestionFor(failure.type, nodeId) }
+      : null,
     searchAttributes,
     taskQueue: desc.taskQueue,
     startTime: desc.startTime.toISOString(),
@@ -258,7 +295,12 @@ export async function viewRun(t: Temporal, nodeId: string, runId?: string, ref?:
   };
 }
 
-function outcomeOf(execution: WorkflowExecutionStatusName, status: ProvisionStatus | null, failedStep: string | null, closeError: unknown): Outcome {
+function outcomeOf(
+  execution: WorkflowExecutionStatusName,
+  status: ProvisionStatus | null,
+  failedStep: string | null,
+  closeError: unknown,
+): Outcome {
   switch (execution) {
     case 'COMPLETED':
       return 'provisioned';
@@ -275,17 +317,26 @@ function outcomeOf(execution: WorkflowExecutionStatusName, status: ProvisionStat
       return undoFailedIn(closeError) ? 'failed' : 'compensated';
     }
     default:
-      if (status) return status.state === 'held' ? 'held' : status.state === 'compensating' ? 'compensating' : 'running';
+      if (status)
+        return status.state === 'held' ? 'held' : status.state === 'compensating' ? 'compensating' : 'running';
       // No worker answered: the search attributes tell a held run (FailedStep stays set while it waits).
       return failedStep ? 'held' : 'running';
   }
 }
 
 /** The failure a closed run ended with, from its close event (when no worker answered the query). */
-function failureFromClose(closeError: unknown, sa: { failedStep: string | null; errorType: string | null }): FailureInfo | null {
+function failureFromClose(
+  closeError: unknown,
+  sa: { failedStep: string | null; errorType: string | null },
+): FailureInfo | null {
   if (!(closeError instanceof WorkflowFailedError)) return null;
   const cause = closeError.cause;
-  if (cause instanceof CancelledFailure) return { step: (sa.failedStep as StepName | null) ?? 'workflow', type: 'Cancelled', message: 'the run was cancelled' };
+  if (cause instanceof CancelledFailure)
+    return {
+      step: (sa.failedStep as StepName | null) ?? 'workflow',
+      type: 'Cancelled',
+      message: 'the run was cancelled',
+    };
   const type = rootFailureType(closeError) ?? sa.errorType ?? 'Error';
   const step = compensationDetailsOf(cause)?.step ?? (sa.failedStep as StepName | null) ?? 'workflow';
   return { step, type, message: oneLine(cause ?? closeError) };
@@ -305,7 +356,11 @@ function terminationReason(closeError: unknown): string {
 function nextCommands(outcome: Outcome, nodeId: string): string[] {
   switch (outcome) {
     case 'held':
-      return [`nodeboot approve ${nodeId}`, `nodeboot compensate ${nodeId}`, `nodeboot rerun ${nodeId} --input fixed.json`];
+      return [
+        `nodeboot approve ${nodeId}`,
+        `nodeboot compensate ${nodeId}`,
+        `nodeboot rerun ${nodeId} --input fixed.json`,
+      ];
     case 'running':
     case 'compensating':
       return [`nodeboot watch ${nodeId}`];

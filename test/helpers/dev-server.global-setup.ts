@@ -25,7 +25,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
     throw new Error(`the ${project.name} tests need the Temporal CLI at ${TEMPORAL_BIN}: run \`npm run tools\` first`);
   }
   const dir = mkdtempSync(join(tmpdir(), 'nb-temporal-'));
-  const server = await startDevServer({ headless: true, dbFilename: join(dir, 'temporal.db'), logFile: join(dir, 'server.log') });
+  const server = await startDevServer({
+    headless: true,
+    dbFilename: join(dir, 'temporal.db'),
+    logFile: join(dir, 'server.log'),
+  });
   project.provide('temporalAddress', server.address);
   project.provide('temporalNamespace', server.namespace);
   return async () => {

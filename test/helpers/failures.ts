@@ -18,7 +18,11 @@ export async function failureOf(p: Promise<unknown>): Promise<WorkflowFailedErro
 }
 
 /** Assert the chain for a step that failed for good with `type`; returns its top and the step's own failure. */
-export function expectStepFailureChain(err: WorkflowFailedError, type: string, activityType: string): { top: ApplicationFailure; original: ApplicationFailure } {
+export function expectStepFailureChain(
+  err: WorkflowFailedError,
+  type: string,
+  activityType: string,
+): { top: ApplicationFailure; original: ApplicationFailure } {
   const top = err.cause;
   expect(top).toBeInstanceOf(ApplicationFailure);
   expect((top as ApplicationFailure).type).toBe(type);

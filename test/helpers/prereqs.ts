@@ -8,7 +8,8 @@ export function requireRealComponents(tools: string[] = []): void {
     throw new Error('integration tests need root (network namespaces, WireGuard, setuid workloads)');
   }
   for (const t of tools) {
-    if (!existsSync(path.join(TOOLS_BIN, t))) throw new Error(`${t} is missing from ${TOOLS_BIN}: run "npm run tools" first`);
+    if (!existsSync(path.join(TOOLS_BIN, t)))
+      throw new Error(`${t} is missing from ${TOOLS_BIN}: run "npm run tools" first`);
   }
   for (const t of ['/usr/bin/wg', '/usr/bin/wireguard-go', '/usr/bin/curl']) {
     if (!existsSync(t)) throw new Error(`${t} is missing: run "npm run tools" first`);

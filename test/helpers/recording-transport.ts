@@ -9,7 +9,9 @@ export interface RecordedCall {
   daemon?: boolean;
 }
 
-export function recordingTransport(reply: (call: RecordedCall) => Partial<RunResult> = () => ({})): HostTransport & { calls: RecordedCall[] } {
+export function recordingTransport(
+  reply: (call: RecordedCall) => Partial<RunResult> = () => ({}),
+): HostTransport & { calls: RecordedCall[] } {
   const calls: RecordedCall[] = [];
   return {
     kind: 'local',

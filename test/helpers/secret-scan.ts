@@ -70,7 +70,8 @@ export function findLeaks(text: string, secrets: readonly Secret[]): Leak[] {
     return ctx;
   };
   for (const s of secrets) {
-    if (s.value.length < MIN_SECRET_LENGTH) throw new Error(`secret "${s.label}" is too short to scan for (${s.value.length} chars)`);
+    if (s.value.length < MIN_SECRET_LENGTH)
+      throw new Error(`secret "${s.label}" is too short to scan for (${s.value.length} chars)`);
     const needle = s.value.toLowerCase();
     for (let at = lower.indexOf(needle); at !== -1; at = lower.indexOf(needle, at + 1)) {
       leaks.push({ label: s.label, at, context: mask(at, needle.length) });
@@ -117,7 +118,12 @@ export function nodeFileSecrets(raw: ProvisionInputJson, label = raw.nodeId): Se
   const out = wireguardKeySecrets(`${label} WireGuard private key`, readFileSync(p.wgKey, 'utf8'));
   out.push(...attestationKeySecrets(raw, label));
   for (const w of input.workloads) {
-    out.push(...pemKeySecrets(`${label} ${w.name} SVID private key`, readFileSync(`${p.workloadDir(w.name)}/verify/svid.0.key`, 'utf8')));
+    out.push(
+      ...pemKeySecrets(
+        `${label} ${w.name} SVID private key`,
+        readFileSync(`${p.workloadDir(w.name)}/verify/svid.0.key`, 'utf8'),
+      ),
+    );
   }
   return out;
 }
@@ -126,12 +132,17 @@ export function nodeFileSecrets(raw: ProvisionInputJson, label = raw.nodeId): Se
 export function attestationKeySecrets(raw: ProvisionInputJson, label = raw.nodeId): Secret[] {
   const a = ProvisionInput.parse(raw).spire.nodeAttestor;
   if (a.type === 'sshpop') return pemKeySecrets(`${label} sshpop host key`, readFileSync(a.hostKeyPath, 'utf8'));
-  return a.type === 'x509pop' ? pemKeySecrets(`${label} x509pop private key`, readFileSync(a.privateKeyPath, 'utf8')) : [];
+  return a.type === 'x509pop'
+    ? pemKeySecrets(`${label} x509pop private key`, readFileSync(a.privateKeyPath, 'utf8'))
+    : [];
 }
 
 /** The hub's WireGuard private key (the lab keeps it in <hub dir>/wg/<interface>.key). */
 export function hubKeySecrets(lab: Lab): Secret[] {
-  return wireguardKeySecrets('hub WireGuard private key', readFileSync(`${lab.hub.dir}/wg/${lab.hub.interface}.key`, 'utf8'));
+  return wireguardKeySecrets(
+    'hub WireGuard private key',
+    readFileSync(`${lab.hub.dir}/wg/${lab.hub.interface}.key`, 'utf8'),
+  );
 }
 
 /** The join token embedded in a join-token agent's SPIFFE ID (spiffe://<td>/spire/agent/join_token/<token>). */
@@ -143,7 +154,11 @@ export function tokenOfAgentId(agentId: string): string | undefined {
  * Join tokens of the agents the lab's SPIRE server has attested, with the
  * agent IDs that embed them. `onlyAgents` narrows to those agent IDs.
  */
-export async function joinTokenSecrets(lab: Lab, label = 'join token', onlyAgents?: readonly string[]): Promise<Secret[]> {
+export async function joinTokenSecrets(
+  lab: Lab,
+  label = 'join token',
+  onlyAgents?: readonly string[],
+): Promise<Secret[]> {
   const agents = await server.agentList({ transport: lab.hubTransport(), socketPath: lab.spire!.socketPath });
   const out: Secret[] = [];
   let n = 0;
@@ -151,7 +166,10 @@ export async function joinTokenSecrets(lab: Lab, label = 'join token', onlyAgent
     const token = tokenOfAgentId(a.spiffeId);
     if (!token || (onlyAgents && !onlyAgents.includes(a.spiffeId))) continue;
     n += 1;
-    out.push({ label: `${label} #${n}`, value: token }, { label: `${label} #${n} (agent SPIFFE ID)`, value: a.spiffeId });
+    out.push(
+      { label: `${label} #${n}`, value: token },
+      { label: `${label} #${n} (agent SPIFFE ID)`, value: a.spiffeId },
+    );
   }
   return out;
 }
@@ -177,7 +195,11 @@ export interface FetchedHistory {
  * The full history of every run on `taskQueue`. Visibility lags: waits until at
  * least `expectAtLeast` runs are listed (and every listed run is closed).
  */
-export async function fetchTaskQueueHistories(client: Client, taskQueue: string, expectAtLeast: number): Promise<FetchedHistory[]> {
+export async function fetchTaskQueueHistories(
+  client: Client,
+  taskQueue: string,
+  expectAtLeast: number,
+): Promise<FetchedHistory[]> {
   const runs = await eventually(
     async () => {
       const found: { workflowId: string; runId: string; type: string; closed: boolean }[] = [];
@@ -191,12 +213,21 @@ export async function fetchTaskQueueHistories(client: Client, taskQueue: string,
   return Promise.all(
     runs.map(async (r) => {
       const history = await client.workflow.getHandle(r.workflowId, r.runId).fetchHistory();
-      return { workflowId: r.workflowId, runId: r.runId, type: r.type, events: history.events?.length ?? 0, text: historyText(history), history };
+      return {
+        workflowId: r.workflowId,
+        runId: r.runId,
+        type: r.type,
+        events: history.events?.length ?? 0,
+        text: historyText(history),
+        history,
+      };
     }),
   );
 }
 
 /** Leaks per run, as lines a person reads in a failed assertion (never the secret). */
 export function leakReport(histories: readonly FetchedHistory[], secrets: readonly Secret[]): string[] {
-  return histories.flatMap((h) => findLeaks(h.text, secrets).map((l) => `${h.workflowId} (${h.runId}): ${l.label} at ${l.at}: …${l.context}…`));
+  return histories.flatMap((h) =>
+    findLeaks(h.text, secrets).map((l) => `${h.workflowId} (${h.runId}): ${l.label} at ${l.at}: …${l.context}…`),
+  );
 }

@@ -7,7 +7,14 @@
 import { randomBytes } from 'node:crypto';
 import { Client, Connection, type WorkflowStartOptions } from '@temporalio/client';
 import type { Workflow, WorkflowResultType } from '@temporalio/common';
-import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import {
+  DefaultLogger,
+  NativeConnection,
+  Runtime,
+  Worker,
+  bundleWorkflowCode,
+  type WorkflowBundleWithSourceMap,
+} from '@temporalio/worker';
 
 // Keep test output readable: expected failures log warnings by the dozen; errors only.
 try {
@@ -78,7 +85,11 @@ export interface WorkerSpec {
  * Run a worker on its own task queue while `fn` runs, then shut it down.
  * Heartbeats are flushed every 100 ms so cancellations reach activities fast.
  */
-export async function withWorker<R>(env: TemporalTestEnv, spec: WorkerSpec, fn: (taskQueue: string) => Promise<R>): Promise<R> {
+export async function withWorker<R>(
+  env: TemporalTestEnv,
+  spec: WorkerSpec,
+  fn: (taskQueue: string) => Promise<R>,
+): Promise<R> {
   const taskQueue = spec.taskQueue ?? uniqueTaskQueue();
   const worker = await Worker.create({
     connection: env.nativeConnection,
@@ -100,12 +111,19 @@ export async function executeWithWorker<W extends Workflow>(
   options: Omit<WorkflowStartOptions<W>, 'taskQueue' | 'workflowId'> & { workflowId?: string },
 ): Promise<WorkflowResultType<W>> {
   return withWorker(env, spec, (taskQueue) =>
-    env.client.workflow.execute(workflow, { ...options, taskQueue, workflowId: options.workflowId ?? uniqueId('wf') } as WorkflowStartOptions<W>),
+    env.client.workflow.execute(workflow, {
+      ...options,
+      taskQueue,
+      workflowId: options.workflowId ?? uniqueId('wf'),
+    } as WorkflowStartOptions<W>),
   );
 }
 
 /** Poll `fn` until it returns a truthy value or the deadline passes (visibility is eventually consistent). */
-export async function eventually<T>(fn: () => Promise<T | undefined | null | false>, { timeoutMs = 15_000, intervalMs = 200, what = 'condition' } = {}): Promise<T> {
+export async function eventually<T>(
+  fn: () => Promise<T | undefined | null | false>,
+  { timeoutMs = 15_000, intervalMs = 200, what = 'condition' } = {},
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await fn();

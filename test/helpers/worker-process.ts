@@ -70,7 +70,11 @@ export async function startWorkerProcess(opts: WorkerProcessOptions): Promise<Wo
     ...(opts.faultPause ? { NODEBOOT_FAULT_PAUSE: opts.faultPause } : {}),
   });
   const t0 = Date.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'workers/worker.ts'], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'workers/worker.ts'], {
+    cwd: REPO_ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const name = opts.name ?? `worker ${opts.taskQueue}`;
   const w = wrap(child, name, opts.taskQueue);
   started.add(w);
@@ -135,9 +139,15 @@ function wrap(child: ChildProcess, name: string, taskQueue: string): WorkerProce
         const check = () => {
           const m = out.split('\n').find((l) => re.test(l));
           if (m !== undefined) return done(() => resolve(m));
-          if (exit) return done(() => reject(new Error(`${name} exited (${exit!.signal ?? exit!.code}) before writing ${re}:\n${tail(out)}`)));
+          if (exit)
+            return done(() =>
+              reject(new Error(`${name} exited (${exit!.signal ?? exit!.code}) before writing ${re}:\n${tail(out)}`)),
+            );
         };
-        const timer = setTimeout(() => done(() => reject(new Error(`${name}: no line matching ${re} within ${timeoutMs} ms:\n${tail(out)}`))), timeoutMs);
+        const timer = setTimeout(
+          () => done(() => reject(new Error(`${name}: no line matching ${re} within ${timeoutMs} ms:\n${tail(out)}`))),
+          timeoutMs,
+        );
         const done = (f: () => void) => {
           clearTimeout(timer);
           waiters.delete(check);

@@ -51,8 +51,23 @@ import { statusQuery } from '../../common/definitions.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
-import { attestationKeySecrets, fetchTaskQueueHistories, hubKeySecrets, leakReport, nodeFileSecrets, withCanaryPassword, type Secret } from '../helpers/secret-scan.js';
-import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, workflowBundle, type TemporalTestEnv } from '../helpers/temporal.js';
+import {
+  attestationKeySecrets,
+  fetchTaskQueueHistories,
+  hubKeySecrets,
+  leakReport,
+  nodeFileSecrets,
+  withCanaryPassword,
+  type Secret,
+} from '../helpers/secret-scan.js';
+import {
+  connectTestEnv,
+  eventually,
+  uniqueId,
+  uniqueTaskQueue,
+  workflowBundle,
+  type TemporalTestEnv,
+} from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 import { isAgentDaemon } from '../helpers/procs.js';
 
@@ -60,7 +75,15 @@ const TD = 'sshpop.nodeboot.test';
 /** SPIRE's agent sync interval (5 s): "does not come back" waits more than two of them. */
 const SYNC_MS = 5_000;
 const FAST = {
-  timeouts: { installOverlay: 60, issueOverlayKey: 40, gatePeerHealth: 40, startSpireAgent: 60, registerEntries: 40, launchWorkloads: 40, compensation: 60 },
+  timeouts: {
+    installOverlay: 60,
+    issueOverlayKey: 40,
+    gatePeerHealth: 40,
+    startSpireAgent: 60,
+    registerEntries: 40,
+    launchWorkloads: 40,
+    compensation: 60,
+  },
   retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 3 },
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -84,7 +107,8 @@ describe('sshpop node attestation (real components)', () => {
   const srv = () => ({ transport: lab.hubTransport(), socketPath: lab.spire!.socketPath });
   const agentIdOf = (nodeId: string) => `spiffe://${TD}/spire/agent/sshpop/${nodeId}`;
   const aliasOf = (nodeId: string) => `spiffe://${TD}/node/${nodeId}`;
-  const agentOf = async (nodeId: string) => (await server.agentList(srv())).find((a) => a.spiffeId === agentIdOf(nodeId));
+  const agentOf = async (nodeId: string) =>
+    (await server.agentList(srv())).find((a) => a.spiffeId === agentIdOf(nodeId));
   const agentProcs = async (node: string) => {
     const pids = await ip.netnsPids(localTransport(), lab.node(node).netns);
     return pids.filter(isAgentDaemon); // not a workload's `spire-agent api fetch` child
@@ -92,7 +116,11 @@ describe('sshpop node attestation (real components)', () => {
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 4, ephemeral: true, trustDomain: TD }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 4, ephemeral: true, trustDomain: TD }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
     worker = await Worker.create({
       connection: env.nativeConnection,
@@ -116,7 +144,13 @@ describe('sshpop node attestation (real components)', () => {
   });
 
   /** An input for lab node `node` attesting with host key + certificate `cert`. */
-  function inputFor(node: string, nodeId: string, cert: Pick<IssuedHostCert, 'keyFile' | 'certFile'>, uid: number, extra: Partial<ProvisionInputJson> = {}): ProvisionInputJson {
+  function inputFor(
+    node: string,
+    nodeId: string,
+    cert: Pick<IssuedHostCert, 'keyFile' | 'certFile'>,
+    uid: number,
+    extra: Partial<ProvisionInputJson> = {},
+  ): ProvisionInputJson {
     return labProvisionInput(lab, node, {
       nodeId,
       nodeAttestor: sshpopAttestorInput(cert),
@@ -132,7 +166,11 @@ describe('sshpop node attestation (real components)', () => {
     const a = await agentOf(nodeId);
     if (opts.banned) expect(a?.banned).toBe(true);
     else expect(a).toBeUndefined();
-    const show = await lab.hubTransport().run('spire-server', ['agent', 'show', '-socketPath', lab.spire!.socketPath, '-spiffeID', agentIdOf(nodeId)], { allowNonZeroExit: true });
+    const show = await lab
+      .hubTransport()
+      .run('spire-server', ['agent', 'show', '-socketPath', lab.spire!.socketPath, '-spiffeID', agentIdOf(nodeId)], {
+        allowNonZeroExit: true,
+      });
     if (opts.banned) expect(show.stdout).toMatch(/Banned\s*:\s*true/);
     else expect(show.stderr).toMatch(/NotFound/);
     expect(await server.entryShow(srv(), { spiffeId: aliasOf(nodeId) })).toEqual([]);
@@ -171,7 +209,9 @@ describe('sshpop node attestation (real components)', () => {
     secrets.push(...nodeFileSecrets(input, 'n1'));
 
     // (b) Evict: the running agent attests again by itself, with a new SVID.
-    await lab.hubTransport().run('spire-server', ['agent', 'evict', '-socketPath', lab.spire!.socketPath, '-spiffeID', agentIdOf(nodeId)]);
+    await lab
+      .hubTransport()
+      .run('spire-server', ['agent', 'evict', '-socketPath', lab.spire!.socketPath, '-spiffeID', agentIdOf(nodeId)]);
     const evictedAt = Date.now();
     const back = await eventually(
       async () => {
@@ -183,11 +223,16 @@ describe('sshpop node attestation (real components)', () => {
     console.log(`[sshpop] re-attested ${((Date.now() - evictedAt) / 1000).toFixed(1)} s after the eviction`);
     expect(back).toMatchObject({ banned: false, canReattest: true, attestationType: 'sshpop' });
     // The alias survived the eviction (only join_token aliases cascade) and still names the agent.
-    expect((await server.entryShow(srv(), { spiffeId: aliasOf(nodeId) })).map((e) => e.parentId)).toEqual([agentIdOf(nodeId)]);
+    expect((await server.entryShow(srv(), { spiffeId: aliasOf(nodeId) })).map((e) => e.parentId)).toEqual([
+      agentIdOf(nodeId),
+    ]);
     // Each workload still gets a valid SVID from it.
     const p = nodePaths(ProvisionInput.parse(input));
     const probeDir = `/tmp/nbsshpop-${randomBytes(4).toString('hex')}`;
-    const svid = await fetchX509Svid({ transport: lab.nodeTransport('n1'), socketPath: p.agentSocket }, { writeDir: probeDir, uid: 65001, gid: 65001, waitMs: 30_000 });
+    const svid = await fetchX509Svid(
+      { transport: lab.nodeTransport('n1'), socketPath: p.agentSocket },
+      { writeDir: probeDir, uid: 65001, gid: 65001, waitMs: 30_000 },
+    );
     await localTransport().run('rm', ['-rf', '--', probeDir]);
     expect(svid.spiffeId).toBe(`spiffe://${TD}/ns/sshpop/sa/${nodeId}`);
     const check = await verifySvid(svid.svidPem, svid.bundlePem, { spiffeId: svid.spiffeId, ttlSeconds: 3600 });
@@ -204,8 +249,16 @@ describe('sshpop node attestation (real components)', () => {
         issue: (nodeId: string) => issueHostCertForPrincipal(lab, 'n2', nodeId, victimId),
         message: /issued to .*not to node/,
       },
-      { why: 'expired', issue: (nodeId: string) => issueExpiredHostCert(lab, 'n2', nodeId), message: /expired at 2020-01-0/ },
-      { why: 'another CA', issue: (nodeId: string) => issueHostCertFromOtherCa(lab, 'n2', nodeId), message: /refused by the server.*no authorities for hostname/ },
+      {
+        why: 'expired',
+        issue: (nodeId: string) => issueExpiredHostCert(lab, 'n2', nodeId),
+        message: /expired at 2020-01-0/,
+      },
+      {
+        why: 'another CA',
+        issue: (nodeId: string) => issueHostCertFromOtherCa(lab, 'n2', nodeId),
+        message: /refused by the server.*no authorities for hostname/,
+      },
       {
         why: 'another key',
         // A valid certificate for this node, but of a second host key: the input pairs it with the first key.
@@ -265,8 +318,21 @@ describe('sshpop node attestation (real components)', () => {
           const pub = readFileSync(host.pubFile, 'utf8');
           const ca = await labSshCa(lab);
           const tmp = `${ca.dir}/user-${randomBytes(4).toString('hex')}`;
-          await localTransport().run('sh', ['-c', 'umask 077; mkdir "$1" && cat > "$1/u.pub"', 'w', tmp], { input: pub });
-          await localTransport().run('ssh-keygen', ['-q', '-s', ca.keyFile, '-I', nodeId, '-n', nodeId, '-V', '-5m:+1d', `${tmp}/u.pub`]);
+          await localTransport().run('sh', ['-c', 'umask 077; mkdir "$1" && cat > "$1/u.pub"', 'w', tmp], {
+            input: pub,
+          });
+          await localTransport().run('ssh-keygen', [
+            '-q',
+            '-s',
+            ca.keyFile,
+            '-I',
+            nodeId,
+            '-n',
+            nodeId,
+            '-V',
+            '-5m:+1d',
+            `${tmp}/u.pub`,
+          ]);
           await lab.nodeTransport('n2').run('cp', ['--', `${tmp}/u-cert.pub`, host.certFile]);
           await localTransport().run('rm', ['-rf', '--', tmp]);
           return host;
@@ -315,9 +381,16 @@ describe('sshpop node attestation (real components)', () => {
     );
     expect(rootFailureType(err)).toBe('WorkloadFailed');
     const status = await handle.query(statusQuery);
-    expect(status.steps.find((s) => s.step === 'startSpireAgent')).toMatchObject({ state: 'compensated', undo: { reason: 'failure' } });
+    expect(status.steps.find((s) => s.step === 'startSpireAgent')).toMatchObject({
+      state: 'compensated',
+      undo: { reason: 'failure' },
+    });
     expect(status.steps.find((s) => s.step === 'startSpireAgent')!.undo!.removed).toEqual(
-      expect.arrayContaining(['agent process', expect.stringMatching(/\(evicted\)$/), expect.stringMatching(/^alias entry /)]),
+      expect.arrayContaining([
+        'agent process',
+        expect.stringMatching(/\(evicted\)$/),
+        expect.stringMatching(/^alias entry /),
+      ]),
     );
     secrets.push(...attestationKeySecrets(input, 'n3'));
     await expectStaysOut('n3', nodeId);
@@ -335,7 +408,12 @@ describe('sshpop node attestation (real components)', () => {
     const crashQueue = uniqueTaskQueue('sshpopcrash');
     const canary = withCanaryPassword(db.url, `canary-${randomBytes(12).toString('hex')}`);
     secrets.push(canary.secret);
-    const opts = { taskQueue: crashQueue, databaseUrl: canary.url, temporalAddress: inject('temporalAddress'), namespace: inject('temporalNamespace') };
+    const opts = {
+      taskQueue: crashQueue,
+      databaseUrl: canary.url,
+      temporalAddress: inject('temporalAddress'),
+      namespace: inject('temporalNamespace'),
+    };
     const nodeId = `${tag}-e`;
     const cert = await issueNodeHostCert(lab, 'n4', nodeId);
     const input = inputFor('n4', nodeId, cert, 65004, {
@@ -344,11 +422,18 @@ describe('sshpop node attestation (real components)', () => {
     });
     const workers: WorkerProcess[] = [];
     try {
-      const faulty = await startWorkerProcess({ ...opts, faultPause: 'startSpireAgent:20000', name: 'faulty worker (sshpop step 4)' });
+      const faulty = await startWorkerProcess({
+        ...opts,
+        faultPause: 'startSpireAgent:20000',
+        name: 'faulty worker (sshpop step 4)',
+      });
       workers.push(faulty);
       const { handle } = await startProvisioning(env.client, input, { taskQueue: crashQueue });
       counted(crashQueue);
-      await faulty.waitFor(new RegExp(`fault injection: startSpireAgent attempt \\d+ of provision/${nodeId} did its work; pausing`), 180_000);
+      await faulty.waitFor(
+        new RegExp(`fault injection: startSpireAgent attempt \\d+ of provision/${nodeId} did its work; pausing`),
+        180_000,
+      );
       // The work was done: the agent runs and is attested as this node before the kill.
       expect(await agentOf(nodeId)).toMatchObject({ attestationType: 'sshpop', banned: false });
       await sleep(1_000);
@@ -359,15 +444,21 @@ describe('sshpop node attestation (real components)', () => {
       expect(receipt).toMatchObject({ attestationType: 'sshpop', canReattest: true });
       // step 4 really ran again (attempt >= 2, after the heartbeat timeout), and once succeeded.
       const events = (await handle.fetchHistory()).events ?? [];
-      const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'startSpireAgent');
+      const scheduled = events.filter(
+        (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'startSpireAgent',
+      );
       expect(scheduled).toHaveLength(1);
-      const started = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(scheduled[0]!.eventId));
+      const started = events.find(
+        (e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(scheduled[0]!.eventId),
+      );
       expect(started?.activityTaskStartedEventAttributes?.attempt).toBeGreaterThanOrEqual(2);
       // One agent of this node (attested once: no re-attestation), one alias, one agent process.
       const mine = (await server.agentList(srv())).filter((a) => a.spiffeId.includes(nodeId));
       expect(mine.map((a) => a.spiffeId)).toEqual([agentIdOf(nodeId)]);
       const aliases = await server.entryShow(srv(), { spiffeId: aliasOf(nodeId) });
-      expect(aliases.map((e) => [e.parentId, e.selectors])).toEqual([[agentIdOf(nodeId), [`spiffe_id:${agentIdOf(nodeId)}`]]]);
+      expect(aliases.map((e) => [e.parentId, e.selectors])).toEqual([
+        [agentIdOf(nodeId), [`spiffe_id:${agentIdOf(nodeId)}`]],
+      ]);
       expect(await agentProcs('n4')).toHaveLength(1);
       secrets.push(...nodeFileSecrets(input, 'n4'));
       await (await startDecommission(env.client, input, { taskQueue: crashQueue })).result();
@@ -386,5 +477,3 @@ describe('sshpop node attestation (real components)', () => {
     expect(leakReport(histories, secrets)).toEqual([]);
   });
 });
-
-

@@ -37,14 +37,29 @@ import { rootFailureType, startDecommission, startProvisioning } from '../../cli
 import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput, type LabWorkload } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';
-import { createDevidCa, labTpmAuthority, provisionLabNodeTpm, reissueDevidCert, swtpmRunning, tpmDevidAttestorSpec, type NodeTpm } from '../../lab/tpm.js';
+import {
+  createDevidCa,
+  labTpmAuthority,
+  provisionLabNodeTpm,
+  reissueDevidCert,
+  swtpmRunning,
+  tpmDevidAttestorSpec,
+  type NodeTpm,
+} from '../../lab/tpm.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { statusQuery } from '../../common/definitions.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { expectStepFailureChain, failureOf } from '../helpers/failures.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
 import { fetchTaskQueueHistories, leakReport, type Secret } from '../helpers/secret-scan.js';
-import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
+import {
+  connectTestEnv,
+  eventually,
+  uniqueId,
+  uniqueTaskQueue,
+  withWorker,
+  type TemporalTestEnv,
+} from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 
 const TD = 'tpm.nodeboot.test';
@@ -68,7 +83,11 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 4, ephemeral: true, trustDomain: TD }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 4, ephemeral: true, trustDomain: TD }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
   });
 
@@ -79,11 +98,22 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
   });
 
   const tpmInput = (node: string, nodeId: string, tpm: NodeTpm, workloads: LabWorkload[] = []): ProvisionInputJson =>
-    labProvisionInput(lab, node, { nodeId, nodeAttestor: tpmDevidAttestorSpec(tpm), workloads, overrides: { timeouts: TIMEOUTS, retry: RETRY } });
+    labProvisionInput(lab, node, {
+      nodeId,
+      nodeAttestor: tpmDevidAttestorSpec(tpm),
+      workloads,
+      overrides: { timeouts: TIMEOUTS, retry: RETRY },
+    });
 
   /** The processes in a lab node's namespace, by name (sorted). */
   const nodeProcs = async (node: string) =>
-    (await Promise.all((await ip.netnsPids(localTransport(), lab.node(node).netns)).map(async (pid) => readFileSync(`/proc/${pid}/comm`, 'utf8').trim()))).sort();
+    (
+      await Promise.all(
+        (await ip.netnsPids(localTransport(), lab.node(node).netns)).map(async (pid) =>
+          readFileSync(`/proc/${pid}/comm`, 'utf8').trim(),
+        ),
+      )
+    ).sort();
 
   /** Not attested, no alias, no agent process on the node: now and for a while (an agent that could re-attest would be back by then). */
   async function expectStaysOut(node: string, input: ProvisionInputJson, agentId: string, banned: boolean) {
@@ -116,10 +146,14 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
         agentId = tpmDevidAgentId(TD, Buffer.from(new X509Certificate(readFileSync(tpm.devidCertPath)).raw));
         expect(agentId).toBe(`spiffe://${TD}/spire/agent/tpm_devid/${tpm.devidCertSha1}`);
 
-        const receipt = await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
-          const { handle } = await startProvisioning(env.client, input, { taskQueue });
-          return handle.result();
-        });
+        const receipt = await withWorker(
+          env,
+          { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) },
+          async (taskQueue) => {
+            const { handle } = await startProvisioning(env.client, input, { taskQueue });
+            return handle.result();
+          },
+        );
         expect(receipt.attestationType).toBe('tpm_devid');
         expect(receipt.canReattest).toBe(true);
         expect(receipt.nodeAliasId).toBe(`spiffe://${TD}/node/${nodeId}`);
@@ -130,7 +164,10 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
         expect(agents[0]).toMatchObject({ attestationType: 'tpm_devid', canReattest: true, banned: false });
         const ca = await labTpmAuthority(lab);
         expect(agents[0]!.selectors).toEqual(
-          expect.arrayContaining([`tpm_devid:subject:cn:${nodeId}`, `tpm_devid:ca:fingerprint:${ca.devidCaFingerprint}`]),
+          expect.arrayContaining([
+            `tpm_devid:subject:cn:${nodeId}`,
+            `tpm_devid:ca:fingerprint:${ca.devidCaFingerprint}`,
+          ]),
         );
         // The alias is bound to exactly this agent (this DevID certificate).
         const alias = await server.entryShow(srv(), { spiffeId: receipt.nodeAliasId });
@@ -148,7 +185,10 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
         expect(await server.agentEvict(srv(), agentId)).toBe(true);
         const t0 = Date.now();
         const back = await eventually(
-          async () => (await server.agentList(srv())).find((a) => a.spiffeId === agentId && a.x509SvidSerialNumber !== before.x509SvidSerialNumber),
+          async () =>
+            (await server.agentList(srv())).find(
+              (a) => a.spiffeId === agentId && a.x509SvidSerialNumber !== before.x509SvidSerialNumber,
+            ),
           { timeoutMs: REATTEST_WITHIN_MS, intervalMs: 500, what: 'the evicted tpm_devid agent attested again' },
         );
         console.log(`[tpm] evicted agent back after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
@@ -156,7 +196,12 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
         const p = nodePaths(ProvisionInput.parse(input));
         const svid = await fetchX509Svid(
           { transport: lab.nodeTransport('n1'), socketPath: p.agentSocket },
-          { writeDir: `${p.workloadDir(workload.name)}/evict-check`, uid: workload.uid, gid: workload.uid, waitMs: 30_000 },
+          {
+            writeDir: `${p.workloadDir(workload.name)}/evict-check`,
+            uid: workload.uid,
+            gid: workload.uid,
+            waitMs: 30_000,
+          },
         );
         expect(svid.spiffeId).toBe(`spiffe://${TD}${workload.spiffePath}`);
       },
@@ -167,9 +212,13 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
       'decommission stops the agent before evicting it: it does not come back, the TPM stays',
       async () => {
         expect(agentId).toBeDefined();
-        await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
-          await (await startDecommission(env.client, input, { taskQueue })).result();
-        });
+        await withWorker(
+          env,
+          { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) },
+          async (taskQueue) => {
+            await (await startDecommission(env.client, input, { taskQueue })).result();
+          },
+        );
         await expectStaysOut('n1', input, agentId, false);
         expect(await ledger.getNode(nodeId)).toBeNull();
         // The TPM is the node's hardware: decommission does not touch it.
@@ -186,13 +235,24 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
       const other = await createDevidCa(`${lab.state.dir}/other-devid-ca`, 'not the lab DevID CA');
       const tpm = await reissueDevidCert(await provisionLabNodeTpm(lab, 'n2', nodeId), { ca: other, cn: nodeId });
       const input = tpmInput('n2', nodeId, tpm);
-      const err = await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
-        const { handle } = await startProvisioning(env.client, input, { taskQueue });
-        return failureOf(handle.result());
-      });
+      const err = await withWorker(
+        env,
+        { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) },
+        async (taskQueue) => {
+          const { handle } = await startProvisioning(env.client, input, { taskQueue });
+          return failureOf(handle.result());
+        },
+      );
       const { original } = expectStepFailureChain(err, 'AttestationRejected', 'startSpireAgent');
-      expect(original.message).toMatch(/refused by the server.*tpm_devid.*unable to verify DevID signature.*unknown authority/);
-      await expectStaysOut('n2', input, tpmDevidAgentId(TD, Buffer.from(new X509Certificate(readFileSync(tpm.devidCertPath)).raw)), false);
+      expect(original.message).toMatch(
+        /refused by the server.*tpm_devid.*unable to verify DevID signature.*unknown authority/,
+      );
+      await expectStaysOut(
+        'n2',
+        input,
+        tpmDevidAgentId(TD, Buffer.from(new X509Certificate(readFileSync(tpm.devidCertPath)).raw)),
+        false,
+      );
       // Compensated: the overlay address is released too.
       expect((await ledger.getNode(nodeId))?.state).toBe('compensated');
       expect(await ledger.listAllocations(nodeId)).toEqual([]);
@@ -214,14 +274,24 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
       const daemons: string[] = [];
       const recording = (spec: ProvisionInput['host']): HostTransport => {
         const inner = transportFor(spec);
-        return { ...inner, run: inner.run.bind(inner), spawnDaemon: (command, args, o) => (daemons.push(command), inner.spawnDaemon(command, args, o)) };
+        return {
+          ...inner,
+          run: inner.run.bind(inner),
+          spawnDaemon: (command, args, o) => (daemons.push(command), inner.spawnDaemon(command, args, o)),
+        };
       };
-      const err = await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, transport: recording }) }, async (taskQueue) => {
-        const { handle } = await startProvisioning(env.client, input, { taskQueue });
-        return failureOf(handle.result());
-      });
+      const err = await withWorker(
+        env,
+        { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, transport: recording }) },
+        async (taskQueue) => {
+          const { handle } = await startProvisioning(env.client, input, { taskQueue });
+          return failureOf(handle.result());
+        },
+      );
       const { original } = expectStepFailureChain(err, 'AttestationRejected', 'startSpireAgent');
-      expect(original.message).toMatch(new RegExp(`DevID certificate .* is issued to CN=\\["${nodeId}-other"\\], not to node ${nodeId}`));
+      expect(original.message).toMatch(
+        new RegExp(`DevID certificate .* is issued to CN=\\["${nodeId}-other"\\], not to node ${nodeId}`),
+      );
       // Never presented: no agent was started (the overlay's wireguard-go was), the server knows no agent for that certificate.
       expect(daemons).toContain('wireguard-go');
       expect(daemons).not.toContain('spire-agent');
@@ -243,19 +313,25 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
         overrides: { timeouts: TIMEOUTS, retry: { ...RETRY, maximumAttempts: 1 } },
       });
       const agentId = `spiffe://${TD}/spire/agent/tpm_devid/${tpm.devidCertSha1}`;
-      const status = await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
-        const { handle } = await startProvisioning(env.client, input, { taskQueue });
-        const err = await handle.result().then(
-          () => undefined,
-          (e: unknown) => e,
-        );
-        expect(rootFailureType(err)).toBe('WorkloadFailed');
-        return handle.query(statusQuery);
-      });
+      const status = await withWorker(
+        env,
+        { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) },
+        async (taskQueue) => {
+          const { handle } = await startProvisioning(env.client, input, { taskQueue });
+          const err = await handle.result().then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          expect(rootFailureType(err)).toBe('WorkloadFailed');
+          return handle.query(statusQuery);
+        },
+      );
       const step4 = status.steps.find((x) => x.step === 'startSpireAgent');
       expect(step4).toMatchObject({ state: 'compensated', undo: { reason: 'failure' } });
       // The agent had attested (it was evicted), and was stopped first.
-      expect(step4!.undo!.removed).toEqual(expect.arrayContaining(['agent process', expect.stringMatching(/\(evicted\)$/)]));
+      expect(step4!.undo!.removed).toEqual(
+        expect.arrayContaining(['agent process', expect.stringMatching(/\(evicted\)$/)]),
+      );
       await expectStaysOut('n2', input, agentId, false);
     },
     CASE_TIMEOUT_MS,
@@ -268,19 +344,26 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
       const tpm = await provisionLabNodeTpm(lab, 'n3', nodeId);
       const input = tpmInput('n3', nodeId, tpm);
       const agentId = `spiffe://${TD}/spire/agent/tpm_devid/${tpm.devidCertSha1}`;
-      await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
-        await (await startProvisioning(env.client, input, { taskQueue })).handle.result();
-        expect((await server.agentList(srv())).find((a) => a.spiffeId === agentId)).toMatchObject({ banned: false, canReattest: true });
-        // What the workflow runs on a security failure, on a running re-attestable agent.
-        const undo = await createActivities({ ledger }).undoStartSpireAgent({
-          input: ProvisionInput.parse(input),
-          run: { workflowId: `provision/${nodeId}`, runId: 'security-undo' },
-          reason: 'security',
-        });
-        expect(undo.removed).toEqual(expect.arrayContaining(['agent process', expect.stringMatching(/\(banned\)$/)]));
-        await expectStaysOut('n3', input, agentId, true);
-        await (await startDecommission(env.client, input, { taskQueue })).result();
-      });
+      await withWorker(
+        env,
+        { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) },
+        async (taskQueue) => {
+          await (await startProvisioning(env.client, input, { taskQueue })).handle.result();
+          expect((await server.agentList(srv())).find((a) => a.spiffeId === agentId)).toMatchObject({
+            banned: false,
+            canReattest: true,
+          });
+          // What the workflow runs on a security failure, on a running re-attestable agent.
+          const undo = await createActivities({ ledger }).undoStartSpireAgent({
+            input: ProvisionInput.parse(input),
+            run: { workflowId: `provision/${nodeId}`, runId: 'security-undo' },
+            reason: 'security',
+          });
+          expect(undo.removed).toEqual(expect.arrayContaining(['agent process', expect.stringMatching(/\(banned\)$/)]));
+          await expectStaysOut('n3', input, agentId, true);
+          await (await startDecommission(env.client, input, { taskQueue })).result();
+        },
+      );
       await expectStaysOut('n3', input, agentId, true);
     },
     CASE_TIMEOUT_MS,
@@ -294,17 +377,33 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
       const input = tpmInput('n4', nodeId, tpm);
       const agentId = `spiffe://${TD}/spire/agent/tpm_devid/${tpm.devidCertSha1}`;
       const taskQueue = uniqueTaskQueue('tpmcrash');
-      const opts = { taskQueue, databaseUrl: db.url, temporalAddress: inject('temporalAddress'), namespace: inject('temporalNamespace') };
+      const opts = {
+        taskQueue,
+        databaseUrl: db.url,
+        temporalAddress: inject('temporalAddress'),
+        namespace: inject('temporalNamespace'),
+      };
       const workers: WorkerProcess[] = [];
       try {
-        const faulty = await startWorkerProcess({ ...opts, faultPause: 'startSpireAgent:20000', name: 'faulty worker (tpm startSpireAgent)' });
+        const faulty = await startWorkerProcess({
+          ...opts,
+          faultPause: 'startSpireAgent:20000',
+          name: 'faulty worker (tpm startSpireAgent)',
+        });
         workers.push(faulty);
         const { handle } = await startProvisioning(env.client, input, { taskQueue });
         const runId = (await handle.describe()).runId;
-        await faulty.waitFor(new RegExp(`fault injection: startSpireAgent attempt \\d+ of provision/${nodeId} did its work; pausing`), 300_000);
+        await faulty.waitFor(
+          new RegExp(`fault injection: startSpireAgent attempt \\d+ of provision/${nodeId} did its work; pausing`),
+          300_000,
+        );
         await sleep(1_000);
         expect((await faulty.kill()).signal).toBe('SIGKILL');
-        expect((await ledger.listEvents(nodeId, { runId })).filter((e) => e.step === 'startSpireAgent' && e.kind === 'succeeded')).toEqual([]);
+        expect(
+          (await ledger.listEvents(nodeId, { runId })).filter(
+            (e) => e.step === 'startSpireAgent' && e.kind === 'succeeded',
+          ),
+        ).toEqual([]);
 
         const fresh = await startWorkerProcess({ ...opts, name: 'fresh worker (tpm startSpireAgent)' });
         workers.push(fresh);
@@ -312,13 +411,21 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
         expect(receipt.attestationType).toBe('tpm_devid');
         // The step really ran again (attempt >= 2), and adopted the agent: one agent, one alias, one agent process.
         const events = (await handle.fetchHistory()).events ?? [];
-        const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'startSpireAgent');
+        const scheduled = events.filter(
+          (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'startSpireAgent',
+        );
         expect(scheduled).toHaveLength(1);
-        const started = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(scheduled[0]!.eventId));
+        const started = events.find(
+          (e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(scheduled[0]!.eventId),
+        );
         expect(started?.activityTaskStartedEventAttributes?.attempt).toBeGreaterThanOrEqual(2);
-        const agents = (await server.agentList(srv())).filter((a) => a.attestationType === 'tpm_devid' && a.selectors.includes(`tpm_devid:subject:cn:${nodeId}`));
+        const agents = (await server.agentList(srv())).filter(
+          (a) => a.attestationType === 'tpm_devid' && a.selectors.includes(`tpm_devid:subject:cn:${nodeId}`),
+        );
         expect(agents.map((a) => a.spiffeId)).toEqual([agentId]);
-        expect((await server.entryShow(srv(), { spiffeId: receipt.nodeAliasId })).map((e) => e.parentId)).toEqual([agentId]);
+        expect((await server.entryShow(srv(), { spiffeId: receipt.nodeAliasId })).map((e) => e.parentId)).toEqual([
+          agentId,
+        ]);
         expect(await nodeProcs('n4')).toEqual(['spire-agent', 'swtpm', 'wireguard-go']);
 
         // The DevID key blob (TPM-wrapped) and the CA keys are in no history of the run.
@@ -333,7 +440,10 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
         await expectStaysOut('n4', input, agentId, false);
         await fresh.stop();
       } catch (err) {
-        for (const w of workers) console.error(`--- ${w.name} (pid ${w.pid}) output tail ---\n${w.output().split('\n').slice(-60).join('\n')}`);
+        for (const w of workers)
+          console.error(
+            `--- ${w.name} (pid ${w.pid}) output tail ---\n${w.output().split('\n').slice(-60).join('\n')}`,
+          );
         throw err;
       } finally {
         for (const w of workers) await w.kill();
@@ -358,7 +468,12 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
         await acts.issueOverlayKey({ input, run });
         await acts.gatePeerHealth({ input, run });
         // The attempt that died: what step 4 does up to a healthy, attested agent, and no further.
-        const ctx = { input, spec: input.spire.nodeAttestor as Extract<ProvisionInput['spire']['nodeAttestor'], { type: 'tpm_devid' }>, node: t, server: srv() };
+        const ctx = {
+          input,
+          spec: input.spire.nodeAttestor as Extract<ProvisionInput['spire']['nodeAttestor'], { type: 'tpm_devid' }>,
+          node: t,
+          server: srv(),
+        };
         const attestation = await tpmDevidAttestor.prepare(ctx);
         await startAgent({
           transport: t,
@@ -378,7 +493,9 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
         const pid = (await readProcessRef(t, p.agentPid))!.pid;
         const evidence = await acts.startSpireAgent({ input, run });
         expect(evidence).toMatchObject({ attestationType: 'tpm_devid', canReattest: true, agentPid: pid });
-        expect((await server.entryShow(srv(), { spiffeId: evidence.nodeAliasId })).map((e) => e.parentId)).toEqual([agentId]);
+        expect((await server.entryShow(srv(), { spiffeId: evidence.nodeAliasId })).map((e) => e.parentId)).toEqual([
+          agentId,
+        ]);
       } finally {
         const undo = await acts.undoStartSpireAgent({ input, run, reason: 'failure' });
         await acts.undoIssueOverlayKey({ input, run, reason: 'failure' });
@@ -395,7 +512,9 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
     expect(running.filter(Boolean).length).toBeGreaterThan(0);
     const dir = lab.state.dir;
     await lab.down();
-    const left = (await localTransport().run('pgrep', ['-a', 'swtpm'], { allowNonZeroExit: true })).stdout.split('\n').filter((l) => l.includes(dir));
+    const left = (await localTransport().run('pgrep', ['-a', 'swtpm'], { allowNonZeroExit: true })).stdout
+      .split('\n')
+      .filter((l) => l.includes(dir));
     expect(left).toEqual([]);
   });
 });

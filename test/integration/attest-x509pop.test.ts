@@ -42,8 +42,23 @@ import { statusQuery } from '../../common/definitions.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
-import { fetchTaskQueueHistories, hubKeySecrets, leakReport, nodeFileSecrets, attestationKeySecrets, withCanaryPassword, type Secret } from '../helpers/secret-scan.js';
-import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, workflowBundle, type TemporalTestEnv } from '../helpers/temporal.js';
+import {
+  fetchTaskQueueHistories,
+  hubKeySecrets,
+  leakReport,
+  nodeFileSecrets,
+  attestationKeySecrets,
+  withCanaryPassword,
+  type Secret,
+} from '../helpers/secret-scan.js';
+import {
+  connectTestEnv,
+  eventually,
+  uniqueId,
+  uniqueTaskQueue,
+  workflowBundle,
+  type TemporalTestEnv,
+} from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 import { isAgentDaemon } from '../helpers/procs.js';
 
@@ -51,7 +66,15 @@ const TD = 'x509.nodeboot.test';
 /** SPIRE's agent sync interval (5 s): "does not come back" waits more than two of them. */
 const SYNC_MS = 5_000;
 const FAST = {
-  timeouts: { installOverlay: 60, issueOverlayKey: 40, gatePeerHealth: 40, startSpireAgent: 60, registerEntries: 40, launchWorkloads: 40, compensation: 60 },
+  timeouts: {
+    installOverlay: 60,
+    issueOverlayKey: 40,
+    gatePeerHealth: 40,
+    startSpireAgent: 60,
+    registerEntries: 40,
+    launchWorkloads: 40,
+    compensation: 60,
+  },
   retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 3 },
 };
 const DAY = 24 * 3600 * 1000;
@@ -76,7 +99,8 @@ describe('x509pop node attestation (real components)', () => {
   const srv = () => ({ transport: lab.hubTransport(), socketPath: lab.spire!.socketPath });
   const agentIdOf = (nodeId: string) => `spiffe://${TD}/spire/agent/x509pop/${nodeId}`;
   const aliasOf = (nodeId: string) => `spiffe://${TD}/node/${nodeId}`;
-  const agentOf = async (nodeId: string) => (await server.agentList(srv())).find((a) => a.spiffeId === agentIdOf(nodeId));
+  const agentOf = async (nodeId: string) =>
+    (await server.agentList(srv())).find((a) => a.spiffeId === agentIdOf(nodeId));
   const agentProcs = async (node: string) => {
     const pids = await ip.netnsPids(localTransport(), lab.node(node).netns);
     return pids.filter(isAgentDaemon); // not a workload's `spire-agent api fetch` child
@@ -84,7 +108,11 @@ describe('x509pop node attestation (real components)', () => {
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 4, ephemeral: true, trustDomain: TD }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 4, ephemeral: true, trustDomain: TD }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
     worker = await Worker.create({
       connection: env.nativeConnection,
@@ -108,7 +136,13 @@ describe('x509pop node attestation (real components)', () => {
   });
 
   /** An input for lab node `node` attesting with `cred`. */
-  function inputFor(node: string, nodeId: string, cred: Awaited<ReturnType<typeof issueNodeCredential>>, uid: number, extra: Partial<ProvisionInputJson> = {}): ProvisionInputJson {
+  function inputFor(
+    node: string,
+    nodeId: string,
+    cred: Awaited<ReturnType<typeof issueNodeCredential>>,
+    uid: number,
+    extra: Partial<ProvisionInputJson> = {},
+  ): ProvisionInputJson {
     return labProvisionInput(lab, node, {
       nodeId,
       nodeAttestor: x509popAttestorInput(cred),
@@ -124,7 +158,11 @@ describe('x509pop node attestation (real components)', () => {
     const a = await agentOf(nodeId);
     if (opts.banned) expect(a?.banned).toBe(true);
     else expect(a).toBeUndefined();
-    const show = await lab.hubTransport().run('spire-server', ['agent', 'show', '-socketPath', lab.spire!.socketPath, '-spiffeID', agentIdOf(nodeId)], { allowNonZeroExit: true });
+    const show = await lab
+      .hubTransport()
+      .run('spire-server', ['agent', 'show', '-socketPath', lab.spire!.socketPath, '-spiffeID', agentIdOf(nodeId)], {
+        allowNonZeroExit: true,
+      });
     if (opts.banned) expect(show.stdout).toMatch(/Banned\s*:\s*true/);
     else expect(show.stderr).toMatch(/NotFound/);
     expect(await server.entryShow(srv(), { spiffeId: aliasOf(nodeId) })).toEqual([]);
@@ -145,9 +183,14 @@ describe('x509pop node attestation (real components)', () => {
     expect(step4.evidence).toMatchObject({ attestationType: 'x509pop', canReattest: true });
     expect(stepLine(step4)).toMatch(/\(x509pop, can re-attest\)/);
     // checkNode reads the machine certificate's expiry (nodeboot health, the expiry gauges).
-    const health = await createActivities({ ledger }).checkNode({ input: ProvisionInput.parse(input), thresholds: DEFAULT_THRESHOLDS });
+    const health = await createActivities({ ledger }).checkNode({
+      input: ProvisionInput.parse(input),
+      thresholds: DEFAULT_THRESHOLDS,
+    });
     const agentLink = health.links.find((l) => l.link === 'agent')!;
-    expect(agentLink.evidence.attestorCertNotAfter).toBe(new Date(new X509Certificate(cred.certPem).validTo).toISOString());
+    expect(agentLink.evidence.attestorCertNotAfter).toBe(
+      new Date(new X509Certificate(cred.certPem).validTo).toISOString(),
+    );
     expect(summarizeHealth(health).attestorCertSecondsLeft).toBeGreaterThan(0);
 
     // The server's own view, as an operator reads it.
@@ -162,11 +205,15 @@ describe('x509pop node attestation (real components)', () => {
     const aliases = await server.entryShow(srv(), { spiffeId: aliasOf(nodeId) });
     expect(aliases).toHaveLength(1);
     expect(aliases[0]!.parentId).toBe(`spiffe://${TD}/spire/server`);
-    expect(aliases[0]!.selectors.sort()).toEqual([`x509pop:ca:fingerprint:${ca.fingerprint}`, `x509pop:subject:cn:${nodeId}`].sort());
+    expect(aliases[0]!.selectors.sort()).toEqual(
+      [`x509pop:ca:fingerprint:${ca.fingerprint}`, `x509pop:subject:cn:${nodeId}`].sort(),
+    );
     secrets.push(...nodeFileSecrets(input, 'n1'));
 
     // (b) Evict: the running agent attests again by itself, with a new SVID.
-    await lab.hubTransport().run('spire-server', ['agent', 'evict', '-socketPath', lab.spire!.socketPath, '-spiffeID', agentIdOf(nodeId)]);
+    await lab
+      .hubTransport()
+      .run('spire-server', ['agent', 'evict', '-socketPath', lab.spire!.socketPath, '-spiffeID', agentIdOf(nodeId)]);
     const evictedAt = Date.now();
     const back = await eventually(
       async () => {
@@ -180,7 +227,10 @@ describe('x509pop node attestation (real components)', () => {
     // Each workload still gets a valid SVID from it.
     const p = nodePaths(ProvisionInput.parse(input));
     const probeDir = `/tmp/nbx509-${randomBytes(4).toString('hex')}`;
-    const svid = await fetchX509Svid({ transport: lab.nodeTransport('n1'), socketPath: p.agentSocket }, { writeDir: probeDir, uid: 64001, gid: 64001, waitMs: 30_000 });
+    const svid = await fetchX509Svid(
+      { transport: lab.nodeTransport('n1'), socketPath: p.agentSocket },
+      { writeDir: probeDir, uid: 64001, gid: 64001, waitMs: 30_000 },
+    );
     await localTransport().run('rm', ['-rf', '--', probeDir]);
     expect(svid.spiffeId).toBe(`spiffe://${TD}/ns/x509/sa/${nodeId}`);
     const check = await verifySvid(svid.svidPem, svid.bundlePem, { spiffeId: svid.spiffeId, ttlSeconds: 3600 });
@@ -193,9 +243,25 @@ describe('x509pop node attestation (real components)', () => {
     const victimId = victim?.nodeId ?? `${tag}-v`;
     const victimBefore = victim ? await agentOf(victim.nodeId) : undefined;
     const cases = [
-      { why: 'another node', issue: (nodeId: string) => issueNodeCredential(lab, 'n2', nodeId, { cn: victimId }), message: /issued to CN=.*not to node/ },
-      { why: 'expired', issue: (nodeId: string) => issueNodeCredential(lab, 'n2', nodeId, { notBefore: new Date(Date.now() - 30 * DAY), notAfter: new Date(Date.now() - DAY) }), message: /expired/ },
-      { why: 'another CA', issue: (nodeId: string) => issueNodeCredential(lab, 'n2', nodeId, { ca: otherCa }), message: /refused by the server.*(unknown authority|certificate verification failed)/ },
+      {
+        why: 'another node',
+        issue: (nodeId: string) => issueNodeCredential(lab, 'n2', nodeId, { cn: victimId }),
+        message: /issued to CN=.*not to node/,
+      },
+      {
+        why: 'expired',
+        issue: (nodeId: string) =>
+          issueNodeCredential(lab, 'n2', nodeId, {
+            notBefore: new Date(Date.now() - 30 * DAY),
+            notAfter: new Date(Date.now() - DAY),
+          }),
+        message: /expired/,
+      },
+      {
+        why: 'another CA',
+        issue: (nodeId: string) => issueNodeCredential(lab, 'n2', nodeId, { ca: otherCa }),
+        message: /refused by the server.*(unknown authority|certificate verification failed)/,
+      },
     ];
     for (const [i, c] of cases.entries()) {
       const nodeId = `${tag}-c${i}`;
@@ -238,7 +304,9 @@ describe('x509pop node attestation (real components)', () => {
       expect(rootFailureType(err)).toBe('UnsafePath');
       const status = await handle.query(statusQuery);
       expect(status.lastFailure).toMatchObject({ step: 'startSpireAgent', type: 'UnsafePath' });
-      expect(status.lastFailure!.message).toMatch(/spire\.nodeAttestor\.privateKeyPath: .* must be owned by root with mode 0600 \(is uid 0, mode 644\)/);
+      expect(status.lastFailure!.message).toMatch(
+        /spire\.nodeAttestor\.privateKeyPath: .* must be owned by root with mode 0600 \(is uid 0, mode 644\)/,
+      );
       expect(await agentProcs('n2')).toEqual([]);
       expect(await agentOf(nodeId)).toBeUndefined();
     } finally {
@@ -264,18 +332,36 @@ describe('x509pop node attestation (real components)', () => {
     );
     expect(rootFailureType(err)).toBe('WorkloadFailed');
     const status = await handle.query(statusQuery);
-    expect(status.steps.find((s) => s.step === 'startSpireAgent')).toMatchObject({ state: 'compensated', undo: { reason: 'failure' } });
-    expect(status.steps.find((s) => s.step === 'startSpireAgent')!.undo!.removed).toEqual(expect.arrayContaining(['agent process', expect.stringMatching(/\(evicted\)$/)]));
+    expect(status.steps.find((s) => s.step === 'startSpireAgent')).toMatchObject({
+      state: 'compensated',
+      undo: { reason: 'failure' },
+    });
+    expect(status.steps.find((s) => s.step === 'startSpireAgent')!.undo!.removed).toEqual(
+      expect.arrayContaining(['agent process', expect.stringMatching(/\(evicted\)$/)]),
+    );
     secrets.push(...attestationKeySecrets(input, 'n3'));
     await expectStaysOut('n3', nodeId);
 
     // Decommission of (a)'s node, which re-attested after an eviction.
     if (!victim) return;
-    const n1 = labProvisionInput(lab, 'n1', { nodeId: victim.nodeId, nodeAttestor: x509popAttestorInput({ certificatePath: `${lab.node('n1').dir}/attest/node.pem`, privateKeyPath: `${lab.node('n1').dir}/attest/node.key`, certPem: '' }), workloads: [{ name: 'api', spiffePath: `/ns/x509/sa/${victim.nodeId}`, uid: 64001, port: 9443 }], overrides: FAST });
+    const n1 = labProvisionInput(lab, 'n1', {
+      nodeId: victim.nodeId,
+      nodeAttestor: x509popAttestorInput({
+        certificatePath: `${lab.node('n1').dir}/attest/node.pem`,
+        privateKeyPath: `${lab.node('n1').dir}/attest/node.key`,
+        certPem: '',
+      }),
+      workloads: [{ name: 'api', spiffePath: `/ns/x509/sa/${victim.nodeId}`, uid: 64001, port: 9443 }],
+      overrides: FAST,
+    });
     // A security undo (what the workflow runs on a security failure), on a running re-attestable agent:
     // stopped first, then banned: it does not come back, and the later decommission does not lift the ban.
     const acts = createActivities({ ledger });
-    const undo = await acts.undoStartSpireAgent({ input: ProvisionInput.parse(n1), run: { workflowId: `provision/${victim.nodeId}`, runId: 'security-undo' }, reason: 'security' });
+    const undo = await acts.undoStartSpireAgent({
+      input: ProvisionInput.parse(n1),
+      run: { workflowId: `provision/${victim.nodeId}`, runId: 'security-undo' },
+      reason: 'security',
+    });
     expect(undo.removed).toEqual(expect.arrayContaining(['agent process', expect.stringMatching(/\(banned\)$/)]));
     await expectStaysOut('n1', victim.nodeId, { banned: true });
     await (await startDecommission(env.client, n1, { taskQueue })).result();
@@ -288,7 +374,12 @@ describe('x509pop node attestation (real components)', () => {
     const crashQueue = uniqueTaskQueue('x509crash');
     const canary = withCanaryPassword(db.url, `canary-${randomBytes(12).toString('hex')}`);
     secrets.push(canary.secret);
-    const opts = { taskQueue: crashQueue, databaseUrl: canary.url, temporalAddress: inject('temporalAddress'), namespace: inject('temporalNamespace') };
+    const opts = {
+      taskQueue: crashQueue,
+      databaseUrl: canary.url,
+      temporalAddress: inject('temporalAddress'),
+      namespace: inject('temporalNamespace'),
+    };
     const nodeId = `${tag}-e`;
     const cred = await issueNodeCredential(lab, 'n4', nodeId);
     const input = inputFor('n4', nodeId, cred, 64004, {
@@ -297,11 +388,18 @@ describe('x509pop node attestation (real components)', () => {
     });
     const workers: WorkerProcess[] = [];
     try {
-      const faulty = await startWorkerProcess({ ...opts, faultPause: 'startSpireAgent:20000', name: 'faulty worker (x509pop step 4)' });
+      const faulty = await startWorkerProcess({
+        ...opts,
+        faultPause: 'startSpireAgent:20000',
+        name: 'faulty worker (x509pop step 4)',
+      });
       workers.push(faulty);
       const { handle } = await startProvisioning(env.client, input, { taskQueue: crashQueue });
       counted(crashQueue);
-      await faulty.waitFor(new RegExp(`fault injection: startSpireAgent attempt \\d+ of provision/${nodeId} did its work; pausing`), 180_000);
+      await faulty.waitFor(
+        new RegExp(`fault injection: startSpireAgent attempt \\d+ of provision/${nodeId} did its work; pausing`),
+        180_000,
+      );
       await sleep(1_000);
       expect((await faulty.kill()).signal).toBe('SIGKILL');
       const fresh = await startWorkerProcess({ ...opts, name: 'fresh worker (x509pop step 4)' });
@@ -311,12 +409,18 @@ describe('x509pop node attestation (real components)', () => {
       const history = await handle.fetchHistory();
       // Step 4 really ran twice: scheduled once, its activity retried after the heartbeat timeout.
       const events = history.events ?? [];
-      const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'startSpireAgent');
+      const scheduled = events.filter(
+        (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'startSpireAgent',
+      );
       expect(scheduled).toHaveLength(1);
-      const startedEv = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(scheduled[0]!.eventId));
+      const startedEv = events.find(
+        (e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(scheduled[0]!.eventId),
+      );
       expect(startedEv?.activityTaskStartedEventAttributes?.attempt).toBeGreaterThanOrEqual(2);
       // One agent of this node, one alias, one agent process.
-      const mine = (await server.agentList(srv())).filter((a) => a.spiffeId.includes(`/${nodeId}`) || a.selectors.includes(`x509pop:subject:cn:${nodeId}`));
+      const mine = (await server.agentList(srv())).filter(
+        (a) => a.spiffeId.includes(`/${nodeId}`) || a.selectors.includes(`x509pop:subject:cn:${nodeId}`),
+      );
       expect(mine.map((a) => a.spiffeId)).toEqual([agentIdOf(nodeId)]);
       expect(await server.entryShow(srv(), { spiffeId: aliasOf(nodeId) })).toHaveLength(1);
       expect(await agentProcs('n4')).toHaveLength(1);
@@ -337,4 +441,3 @@ describe('x509pop node attestation (real components)', () => {
     expect(leakReport(histories, secrets)).toEqual([]);
   });
 });
-

@@ -54,7 +54,12 @@ import { requireRealComponents } from '../helpers/prereqs.js';
 import { findLeaks, historyText, wireguardKeySecrets } from '../helpers/secret-scan.js';
 import { connectTestEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 import { BowtieControllerStandIn } from '../standins/bowtie-controller.js';
-import { buildStandInPackage, servePackages, type PackageServer, type StandInPackage } from '../standins/bowtie-package.js';
+import {
+  buildStandInPackage,
+  servePackages,
+  type PackageServer,
+  type StandInPackage,
+} from '../standins/bowtie-package.js';
 import { loopbackTls } from '../standins/tls.js';
 
 const KEY = { id: 'nodeboot-test-key', secret: 'bowtie-api-secret-canary-5c1f' };
@@ -84,11 +89,16 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
   let caFile = '';
   const td = 'bowtie.nodeboot.test';
   /** The activities as the worker builds them. */
-  const activities = (workerEnv: NodeJS.ProcessEnv = WORKER_ENV) => createActivities({ ledger, env: workerEnv, bowtie: trust });
+  const activities = (workerEnv: NodeJS.ProcessEnv = WORKER_ENV) =>
+    createActivities({ ledger, env: workerEnv, bowtie: trust });
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 2, ephemeral: true, trustDomain: td }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 2, ephemeral: true, trustDomain: td }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
     tls = await loopbackTls();
     caFile = path.join(lab.state.dir, 'bowtie-test-ca.pem');
@@ -125,12 +135,19 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
   });
 
   /** A lab node's input with the bowtie driver. */
-  function bowtieInput(nodeName: string, nodeId: string, bowtie: Record<string, unknown> = {}, workloads = true): ProvisionInputJson {
+  function bowtieInput(
+    nodeName: string,
+    nodeId: string,
+    bowtie: Record<string, unknown> = {},
+    workloads = true,
+  ): ProvisionInputJson {
     const node = lab.node(nodeName);
     const serial = `LAB-${lab.prefix}-${nodeName}`;
     const base = labProvisionInput(lab, nodeName, {
       nodeId,
-      workloads: workloads ? [{ name: 'api', spiffePath: `/ns/bowtie/sa/api-${nodeName}`, uid: 62021, port: 9443, allow: [] }] : [],
+      workloads: workloads
+        ? [{ name: 'api', spiffePath: `/ns/bowtie/sa/api-${nodeName}`, uid: 62021, port: 9443, allow: [] }]
+        : [],
     });
     return {
       ...base,
@@ -139,7 +156,11 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
         cidr: lab.hub.overlayCidr,
         bowtie: {
           controllerUrl: controller.url,
-          auth: { kind: 'apiKey', keyIdEnv: 'NODEBOOT_CRED_BOWTIE_KEY_ID', secretEnv: 'NODEBOOT_CRED_BOWTIE_KEY_SECRET' },
+          auth: {
+            kind: 'apiKey',
+            keyIdEnv: 'NODEBOOT_CRED_BOWTIE_KEY_ID',
+            secretEnv: 'NODEBOOT_CRED_BOWTIE_KEY_SECRET',
+          },
           package: { source: pkgUrl, sha256: pkg.sha256 },
           installRoot: `${node.dir}/root`,
           serial,
@@ -157,14 +178,24 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
   }
 
   /** Nothing of the node is left anywhere; a compensated run keeps only the node's record, marked compensated. */
-  async function expectNoResidue(input: ProvisionInputJson, nodeName: string, ledgerState: 'gone' | 'compensated' = 'gone') {
+  async function expectNoResidue(
+    input: ProvisionInputJson,
+    nodeName: string,
+    ledgerState: 'gone' | 'compensated' = 'gone',
+  ) {
     const node = lab.node(nodeName);
     const t = lab.nodeTransport(nodeName);
     expect((await ip.listLinks(t)).map((l) => l.ifname).sort()).toEqual(['eth0', 'lo']);
     expect(await ip.netnsPids(localTransport(), node.netns)).toEqual([]);
     const root = `${node.dir}/root`;
     // What the package, the seed and the client made is gone (dpkg's own, now empty, database stays in the root).
-    const left = await t.run('sh', ['-c', 'find "$1/etc" "$1/usr" "$1/var/lib/bowtie" "$1/var/log/bowtie" "$2/bowtie" -mindepth 1 2>/dev/null; true', 'find', root, node.dir]);
+    const left = await t.run('sh', [
+      '-c',
+      'find "$1/etc" "$1/usr" "$1/var/lib/bowtie" "$1/var/log/bowtie" "$2/bowtie" -mindepth 1 2>/dev/null; true',
+      'find',
+      root,
+      node.dir,
+    ]);
     expect(left.stdout.trim()).toBe('');
     expect([...controller.devices.values()].filter((d) => d.serial === `LAB-${lab.prefix}-${nodeName}`)).toEqual([]);
     for (const g of controller.deviceGroups.values()) expect(g.members.size).toBe(0);
@@ -187,7 +218,9 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
     const node = lab.node(nodeName);
     const t = lab.nodeTransport(nodeName);
     return {
-      files: (await t.run('sh', ['-c', 'find "$1" -mindepth 1 | LC_ALL=C sort', 'snapshot', node.dir])).stdout.split('\n').filter(Boolean),
+      files: (await t.run('sh', ['-c', 'find "$1" -mindepth 1 | LC_ALL=C sort', 'snapshot', node.dir])).stdout
+        .split('\n')
+        .filter(Boolean),
       links: (await ip.listLinks(t)).map((l) => l.ifname).sort(),
       pids: await ip.netnsPids(localTransport(), node.netns),
     };
@@ -230,8 +263,15 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
       const ids = policyIds(ProvisionInput.parse(input));
       expect([...controller.deviceGroups.get(ids.deviceGroup)!.members]).toEqual([device.id]);
       expect([...controller.resources.keys()]).toEqual([ids.resource]);
-      expect(controller.policies.get(ids.policy)).toMatchObject({ action: 'Accept', dest: ids.resourceGroup, source: { predicate: { InDeviceGroup: ids.deviceGroup } } });
-      expect(await ledger.getOverlayDevice(input.nodeId)).toMatchObject({ deviceId: device.id, publicKey: r.publicKey });
+      expect(controller.policies.get(ids.policy)).toMatchObject({
+        action: 'Accept',
+        dest: ids.resourceGroup,
+        source: { predicate: { InDeviceGroup: ids.deviceGroup } },
+      });
+      expect(await ledger.getOverlayDevice(input.nodeId)).toMatchObject({
+        deviceId: device.id,
+        publicKey: r.publicKey,
+      });
       expect(await ledger.getAllocation(input.nodeId, lab.hub.overlayCidr)).toBe(r.overlayIp);
 
       // The device key was made on the node, 0600, and is in no history; nor are the controller credentials.
@@ -241,14 +281,28 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
       const privateKey = (await node.run('cat', [keyFile])).stdout.trim();
       expect((await node.run('wg', ['pubkey'], { input: privateKey })).stdout.trim()).toBe(r.publicKey);
       const history = historyText(await run.handle.fetchHistory());
-      const secrets = [...wireguardKeySecrets('device private key', privateKey), { label: 'API key secret', value: KEY.secret }];
+      const secrets = [
+        ...wireguardKeySecrets('device private key', privateKey),
+        { label: 'API key secret', value: KEY.secret },
+      ];
       expect(findLeaks(history, secrets).map((l) => l.label)).toEqual([]);
 
       // The policy is what lets the device reach the SPIRE server: out of the segment's group, the
       // controller withdraws the route and the connection fails; back in, it works again.
-      const api = new BowtieController({ url: controller.url, auth: { kind: 'apiKey', keyId: KEY.id, secret: KEY.secret }, allowedOrigins: trust.controllers, ca: tls.ca });
+      const api = new BowtieController({
+        url: controller.url,
+        auth: { kind: 'apiKey', keyId: KEY.id, secret: KEY.secret },
+        allowedOrigins: trust.controllers,
+        ca: tls.ca,
+      });
       const reachable = async () =>
-        (await node.run('timeout', ['2', 'bash', '-c', 'exec 3<>"/dev/tcp/$1/$2"', 'probe', lab.hub.overlayIp, String(lab.spire!.port)], { allowNonZeroExit: true })).exitCode === 0;
+        (
+          await node.run(
+            'timeout',
+            ['2', 'bash', '-c', 'exec 3<>"/dev/tcp/$1/$2"', 'probe', lab.hub.overlayIp, String(lab.spire!.port)],
+            { allowNonZeroExit: true },
+          )
+        ).exitCode === 0;
       expect(await reachable()).toBe(true);
       await api.removeDevicesFromGroup(ids.deviceGroup, [device.id]);
       await expect.poll(reachable, { timeout: 10_000, interval: 300 }).toBe(false);
@@ -260,14 +314,27 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
       const req = { input: ProvisionInput.parse(input), run: { workflowId: 'rerun', runId: 'rerun' } };
       const devicesBefore = controller.devices.size;
       expect(await new MockActivityEnvironment().run(acts.installOverlay, req)).toMatchObject({ alreadyPresent: true });
-      expect(await new MockActivityEnvironment().run(acts.issueOverlayKey, req)).toMatchObject({ overlayIp: r.overlayIp, deviceId: device.id, publicKey: r.publicKey });
+      expect(await new MockActivityEnvironment().run(acts.issueOverlayKey, req)).toMatchObject({
+        overlayIp: r.overlayIp,
+        deviceId: device.id,
+        publicKey: r.publicKey,
+      });
       expect(controller.devices.size).toBe(devicesBefore);
-      expect([controller.deviceGroups.size, controller.resources.size, controller.resourceGroups.size, controller.policies.size]).toEqual([1, 1, 1, 1]);
+      expect([
+        controller.deviceGroups.size,
+        controller.resources.size,
+        controller.resourceGroups.size,
+        controller.policies.size,
+      ]).toEqual([1, 1, 1, 1]);
 
       const dec = await startDecommission(env.client, input, { taskQueue });
       const removed = (await dec.result()).removed;
-      expect(removed.issueOverlayKey).toEqual(expect.arrayContaining([`device ${device.name}`, 'ledger device', `address ${r.overlayIp}`]));
-      expect(removed.installOverlay).toEqual(expect.arrayContaining(['package bowtie-service', 'client config', 'staged package']));
+      expect(removed.issueOverlayKey).toEqual(
+        expect.arrayContaining([`device ${device.name}`, 'ledger device', `address ${r.overlayIp}`]),
+      );
+      expect(removed.installOverlay).toEqual(
+        expect.arrayContaining(['package bowtie-service', 'client config', 'staged package']),
+      );
     });
     await expectNoResidue(input, 'n1');
     const srv = { transport: lab.hubTransport(), socketPath: lab.spire!.socketPath };
@@ -280,7 +347,10 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
     const input = bowtieInput(
       'n2',
       `${uniqueId('bt').slice(-10)}-n2`,
-      { approval: 'preApprove', auth: { kind: 'session', emailEnv: 'NODEBOOT_CRED_BOWTIE_EMAIL', passwordEnv: 'NODEBOOT_CRED_BOWTIE_PASSWORD' } },
+      {
+        approval: 'preApprove',
+        auth: { kind: 'session', emailEnv: 'NODEBOOT_CRED_BOWTIE_EMAIL', passwordEnv: 'NODEBOOT_CRED_BOWTIE_PASSWORD' },
+      },
       false,
     );
     const stateCalls = controller.count('POST', '/device/state');
@@ -305,7 +375,11 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
     controller.authDecisions.set(`LAB-${lab.prefix}-n1`, { serial: `LAB-${lab.prefix}-n1`, enforce_state: 'rejected' });
     await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: activities() }, async (taskQueue) => {
       const run = await startProvisioning(env.client, input, { taskQueue });
-      const { original } = expectStepFailureChain(await failureOf(run.handle.result()), 'OverlayRejected', 'issueOverlayKey');
+      const { original } = expectStepFailureChain(
+        await failureOf(run.handle.result()),
+        'OverlayRejected',
+        'issueOverlayKey',
+      );
       expect(original.message).toMatch(/is rejected on the controller/);
     });
     controller.authDecisions.clear();
@@ -317,14 +391,22 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
     const badEnv = { ...WORKER_ENV, NODEBOOT_CRED_BOWTIE_KEY_SECRET: 'not-the-secret' };
     await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: activities(badEnv) }, async (taskQueue) => {
       const run = await startProvisioning(env.client, input, { taskQueue });
-      const { original } = expectStepFailureChain(await failureOf(run.handle.result()), 'OverlayAuth', 'issueOverlayKey');
+      const { original } = expectStepFailureChain(
+        await failureOf(run.handle.result()),
+        'OverlayAuth',
+        'issueOverlayKey',
+      );
       expect(original.message).toMatch(/answered 401$/);
     });
     // Compensation purged the package (the client is stopped, the tunnel never came up), but the
     // device the client enrolled is still pending on the controller: nobody could log in to delete it.
     expect(await ip.netnsPids(localTransport(), lab.node('n2').netns)).toEqual([]);
-    expect([...controller.devices.values()].filter((d) => d.serial === `LAB-${lab.prefix}-n2`).map((d) => d.state)).toEqual(['pending']);
-    const failed = (await ledger.listEvents(input.nodeId)).filter((e) => e.kind === 'compensation_failed').map((e) => [e.step, e.errorType]);
+    expect(
+      [...controller.devices.values()].filter((d) => d.serial === `LAB-${lab.prefix}-n2`).map((d) => d.state),
+    ).toEqual(['pending']);
+    const failed = (await ledger.listEvents(input.nodeId))
+      .filter((e) => e.kind === 'compensation_failed')
+      .map((e) => [e.step, e.errorType]);
     expect(failed).toEqual(expect.arrayContaining([['issueOverlayKey', 'OverlayAuth']]));
 
     // The operator fixes the worker's credentials and decommissions: the rest goes.
@@ -333,30 +415,46 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
     });
     await expectNoResidue(input, 'n2');
   });
-  it('a controller off the worker\'s allow-list fails InvalidInput before any change: no request reaches it, no credential is read or sent', async () => {
+  it("a controller off the worker's allow-list fails InvalidInput before any change: no request reaches it, no credential is read or sent", async () => {
     // A controller the input chose, serving TLS the worker would even trust: only the allow-list keeps it out.
     const other = new BowtieControllerStandIn({ apiKeys: [KEY], users: [USER], tls: tls.server });
     await other.start();
     try {
-      const input = { ...bowtieInput('n1', `${uniqueId('bt').slice(-10)}-n1`, { controllerUrl: other.url, approval: 'preApprove' }, false), onFailure: 'hold' } as ProvisionInputJson;
+      const input = {
+        ...bowtieInput(
+          'n1',
+          `${uniqueId('bt').slice(-10)}-n1`,
+          { controllerUrl: other.url, approval: 'preApprove' },
+          false,
+        ),
+        onFailure: 'hold',
+      } as ProvisionInputJson;
       const before = await nodeSnapshot('n1');
       const ours = controller.requests.length;
       // A worker environment that counts every credential read.
       const reads: string[] = [];
-      const countingEnv = new Proxy({ ...WORKER_ENV } as NodeJS.ProcessEnv, { get: (o, k) => (typeof k === 'string' && k.startsWith('NODEBOOT_CRED_') && reads.push(k), o[k as string]) });
-      await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: activities(countingEnv) }, async (taskQueue) => {
-        const run = await startProvisioning(env.client, input, { taskQueue });
-        const held = await heldAt(run.handle, 'installOverlay');
-        expect(held.lastFailure).toMatchObject({ type: 'InvalidInput' });
-        expect(held.lastFailure!.message).toContain(`overlay.bowtie.controllerUrl: ${other.url} is not a controller this worker talks to (NODEBOOT_BOWTIE_CONTROLLERS)`);
-        // At the failure: the node is as it was, nobody was called, no credential was read.
-        expect(await nodeSnapshot('n1')).toEqual(before);
-        expect(other.requests).toEqual([]);
-        expect(controller.requests.length).toBe(ours);
-        expect(reads).toEqual([]);
-        await run.handle.executeUpdate(decideUpdate, { args: [{ action: 'compensate' }] });
-        expectStepFailureChain(await failureOf(run.handle.result()), 'InvalidInput', 'installOverlay');
+      const countingEnv = new Proxy({ ...WORKER_ENV } as NodeJS.ProcessEnv, {
+        get: (o, k) => (typeof k === 'string' && k.startsWith('NODEBOOT_CRED_') && reads.push(k), o[k as string]),
       });
+      await withWorker(
+        env,
+        { workflowsPath: WORKFLOWS_PATH, activities: activities(countingEnv) },
+        async (taskQueue) => {
+          const run = await startProvisioning(env.client, input, { taskQueue });
+          const held = await heldAt(run.handle, 'installOverlay');
+          expect(held.lastFailure).toMatchObject({ type: 'InvalidInput' });
+          expect(held.lastFailure!.message).toContain(
+            `overlay.bowtie.controllerUrl: ${other.url} is not a controller this worker talks to (NODEBOOT_BOWTIE_CONTROLLERS)`,
+          );
+          // At the failure: the node is as it was, nobody was called, no credential was read.
+          expect(await nodeSnapshot('n1')).toEqual(before);
+          expect(other.requests).toEqual([]);
+          expect(controller.requests.length).toBe(ours);
+          expect(reads).toEqual([]);
+          await run.handle.executeUpdate(decideUpdate, { args: [{ action: 'compensate' }] });
+          expectStepFailureChain(await failureOf(run.handle.result()), 'InvalidInput', 'installOverlay');
+        },
+      );
       // The compensation did not call it either, and left the node as it was.
       expect(other.requests).toEqual([]);
       expect(reads).toEqual([]);
@@ -364,10 +462,23 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
 
       // An entrypoint the node would be pointed at is held to the same list.
       const acts = activities(countingEnv);
-      const epInput = ProvisionInput.parse(bowtieInput('n1', `${uniqueId('bt').slice(-10)}-n1`, { entrypoints: [controller.url, other.url] }, false));
-      const ep = await new MockActivityEnvironment().run(acts.installOverlay, { input: epInput, run: { workflowId: 'ep', runId: 'ep' } }).then(() => undefined, (e: unknown) => e);
+      const epInput = ProvisionInput.parse(
+        bowtieInput('n1', `${uniqueId('bt').slice(-10)}-n1`, { entrypoints: [controller.url, other.url] }, false),
+      );
+      const ep = await new MockActivityEnvironment()
+        .run(acts.installOverlay, { input: epInput, run: { workflowId: 'ep', runId: 'ep' } })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
       expect(ep).toBeInstanceOf(ApplicationFailure);
-      expect(ep).toMatchObject({ type: 'InvalidInput', nonRetryable: true, message: expect.stringContaining(`overlay.bowtie.entrypoints[1]: ${other.url} is not a controller this worker talks to`) });
+      expect(ep).toMatchObject({
+        type: 'InvalidInput',
+        nonRetryable: true,
+        message: expect.stringContaining(
+          `overlay.bowtie.entrypoints[1]: ${other.url} is not a controller this worker talks to`,
+        ),
+      });
       expect(await nodeSnapshot('n1')).toEqual(before);
       expect(other.requests).toEqual([]);
       expect(reads).toEqual([]);
@@ -385,9 +496,22 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
       const input = ProvisionInput.parse(bowtieInput('n2', `${uniqueId('bt').slice(-10)}-n2`, {}, false));
       input.overlay.bowtie!.controllerUrl = plain.url;
       const before = await nodeSnapshot('n2');
-      const acts = createActivities({ ledger, env: WORKER_ENV, bowtie: { controllers: [...trust.controllers, plain.url], ca: tls.ca } });
-      const err = await new MockActivityEnvironment().run(acts.installOverlay, { input, run: { workflowId: 'plain', runId: 'plain' } }).then(() => undefined, (e: unknown) => e);
-      expect(err).toMatchObject({ type: 'InvalidInput', nonRetryable: true, message: expect.stringContaining('overlay.bowtie.controllerUrl: must be an https:// URL') });
+      const acts = createActivities({
+        ledger,
+        env: WORKER_ENV,
+        bowtie: { controllers: [...trust.controllers, plain.url], ca: tls.ca },
+      });
+      const err = await new MockActivityEnvironment()
+        .run(acts.installOverlay, { input, run: { workflowId: 'plain', runId: 'plain' } })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      expect(err).toMatchObject({
+        type: 'InvalidInput',
+        nonRetryable: true,
+        message: expect.stringContaining('overlay.bowtie.controllerUrl: must be an https:// URL'),
+      });
       expect(await nodeSnapshot('n2')).toEqual(before);
       expect(plain.requests).toEqual([]);
     } finally {
@@ -398,8 +522,16 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
   it('a bad package (wrong sha256, a 404) fails before the config is seeded or the serial pre-approved', async () => {
     const serial = `LAB-${lab.prefix}-n2`;
     const cases = [
-      { why: 'sha256', pkgSpec: { source: pkgUrl, sha256: '0'.repeat(64) }, message: /overlay\.bowtie\.package\.sha256: .* has sha256 [0-9a-f]{64}, expected 0{64}/ },
-      { why: '404', pkgSpec: { source: `${pkgServer.url}/packages/missing.deb`, sha256: pkg.sha256 }, message: /overlay\.bowtie\.package\.source: .*missing\.deb answered 404/ },
+      {
+        why: 'sha256',
+        pkgSpec: { source: pkgUrl, sha256: '0'.repeat(64) },
+        message: /overlay\.bowtie\.package\.sha256: .* has sha256 [0-9a-f]{64}, expected 0{64}/,
+      },
+      {
+        why: '404',
+        pkgSpec: { source: `${pkgServer.url}/packages/missing.deb`, sha256: pkg.sha256 },
+        message: /overlay\.bowtie\.package\.source: .*missing\.deb answered 404/,
+      },
     ];
     for (const c of cases) {
       const input = {
@@ -411,7 +543,10 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
       await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: activities() }, async (taskQueue) => {
         const run = await startProvisioning(env.client, input, { taskQueue });
         const held = await heldAt(run.handle, 'installOverlay');
-        expect(held.lastFailure, c.why).toMatchObject({ type: 'InvalidInput', message: expect.stringMatching(c.message) });
+        expect(held.lastFailure, c.why).toMatchObject({
+          type: 'InvalidInput',
+          message: expect.stringMatching(c.message),
+        });
         // Found first: nothing seeded (nor staged) on the node, nothing asked of the controller.
         expect(await nodeSnapshot('n2'), c.why).toEqual(before);
         expect(controller.count('POST', '/device/auth_decisions'), c.why).toBe(decisions);
@@ -428,7 +563,8 @@ describe('the bowtie overlay driver, end to end against the stand-ins', () => {
     const serial = `LAB-${lab.prefix}-n1`;
     const input = bowtieInput('n1', `${uniqueId('bt').slice(-10)}-n1`, { approval: 'preApprove' }, false);
     // The controller refuses the segment's policy (a permanent 4xx) after installOverlay pre-approved the serial.
-    controller.inject = (method, p) => (method === 'POST' && p === '/device_group/upsert' ? { status: 400 } : undefined);
+    controller.inject = (method, p) =>
+      method === 'POST' && p === '/device_group/upsert' ? { status: 400 } : undefined;
     try {
       await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: activities() }, async (taskQueue) => {
         const run = await startProvisioning(env.client, input, { taskQueue });

@@ -14,8 +14,11 @@ import { REPO_ROOT } from '../fixtures/nodeboot-cli.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
 
 // A newcomer's shell: none of our configuration, so the printed commands must carry what they need.
-const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(TEMPORAL_|NODEBOOT_|DATABASE_URL$)/.test(k)));
-const run = (file: string, args: string[], timeout = 600_000) => execa(file, args, { cwd: REPO_ROOT, env, extendEnv: false, reject: false, timeout });
+const env = Object.fromEntries(
+  Object.entries(process.env).filter(([k]) => !/^(TEMPORAL_|NODEBOOT_|DATABASE_URL$)/.test(k)),
+);
+const run = (file: string, args: string[], timeout = 600_000) =>
+  execa(file, args, { cwd: REPO_ROOT, env, extendEnv: false, reject: false, timeout });
 
 describe('npm run demo', () => {
   afterAll(async () => {
@@ -39,14 +42,31 @@ describe('npm run demo', () => {
       ['demo-n1', 'ok'],
       ['demo-n2', 'ok'],
     ]);
-    for (const h of out.health) expect(h.links.filter((l) => l.status !== 'ok'), h.nodeId).toEqual([]);
-    expect(out.receipts.find((r) => r.nodeId === 'demo-n1')).toMatchObject({ attestationType: 'x509pop', canReattest: true });
-    expect(out.receipts.find((r) => r.nodeId === 'demo-n2')).toMatchObject({ attestationType: 'sshpop', canReattest: true });
+    for (const h of out.health)
+      expect(
+        h.links.filter((l) => l.status !== 'ok'),
+        h.nodeId,
+      ).toEqual([]);
+    expect(out.receipts.find((r) => r.nodeId === 'demo-n1')).toMatchObject({
+      attestationType: 'x509pop',
+      canReattest: true,
+    });
+    expect(out.receipts.find((r) => r.nodeId === 'demo-n2')).toMatchObject({
+      attestationType: 'sshpop',
+      canReattest: true,
+    });
     // As SPIRE's own CLI shows it.
     const state = JSON.parse(readFileSync(path.join(REPO_ROOT, '.demo/state.json'), 'utf8')) as { labPrefix: string };
-    const list = await run(path.join(REPO_ROOT, '.tools/bin/spire-server'), ['agent', 'list', '-socketPath', Lab.load(state.labPrefix).spire!.socketPath], 30_000);
+    const list = await run(
+      path.join(REPO_ROOT, '.tools/bin/spire-server'),
+      ['agent', 'list', '-socketPath', Lab.load(state.labPrefix).spire!.socketPath],
+      30_000,
+    );
     expect(list.exitCode, String(list.stderr)).toBe(0);
-    for (const type of ['x509pop', 'sshpop']) expect(String(list.stdout)).toMatch(new RegExp(`Attestation type\\s*:\\s*${type}[\\s\\S]*?Can re-attest\\s*:\\s*true`));
+    for (const type of ['x509pop', 'sshpop'])
+      expect(String(list.stdout)).toMatch(
+        new RegExp(`Attestation type\\s*:\\s*${type}[\\s\\S]*?Can re-attest\\s*:\\s*true`),
+      );
 
     const exports = out.next.filter((l) => l.startsWith('export '));
     const urls = out.next.filter((l) => /^https?:\/\//.test(l));

@@ -17,7 +17,10 @@ let db: TestDatabase;
 let ledger: Ledger;
 
 beforeAll(async () => {
-  [lab, db] = await Promise.all([Lab.up({ nodes: 1, ephemeral: true, trustDomain: 'deps.nodeboot.test' }), createTestDatabase()]);
+  [lab, db] = await Promise.all([
+    Lab.up({ nodes: 1, ephemeral: true, trustDomain: 'deps.nodeboot.test' }),
+    createTestDatabase(),
+  ]);
   ledger = await Ledger.connect(db.url, { migrate: true });
 });
 afterAll(async () => {
@@ -31,7 +34,10 @@ describe('checkFleetDependencies', () => {
     const acts = createActivities({ ledger });
     const template = ProvisionInput.parse(labProvisionInput(lab, 'n1', { nodeId: 'deps' }));
     const hub = template.overlay.hubs[0]!;
-    const req = { spire: { serverHost: template.spire.serverHost, serverSocketPath: template.spire.serverSocketPath }, hubs: [hub] };
+    const req = {
+      spire: { serverHost: template.spire.serverHost, serverSocketPath: template.spire.serverSocketPath },
+      hubs: [hub],
+    };
 
     const up = await acts.checkFleetDependencies(req);
     expect(up).toEqual({
@@ -44,7 +50,10 @@ describe('checkFleetDependencies', () => {
     });
 
     await stopSpireServerByDir(lab.spire!.dataDir);
-    const down = await acts.checkFleetDependencies({ ...req, hubs: [hub, { ...hub, name: 'gone', interface: 'nbgone0' }] });
+    const down = await acts.checkFleetDependencies({
+      ...req,
+      hubs: [hub, { ...hub, name: 'gone', interface: 'nbgone0' }],
+    });
     expect(down.healthy).toBe(false);
     expect(down.dependencies.map((d) => [d.name, d.healthy])).toEqual([
       ['spire-server', false],
@@ -59,13 +68,20 @@ describe('checkFleetDependencies', () => {
     const controller = new BowtieControllerStandIn({ tls: server });
     const url = await controller.start();
     const acts = createActivities({ ledger, bowtie: { controllers: [new URL(url).origin], ca } });
-    const req = { spire: { serverHost: { kind: 'local' as const }, serverSocketPath: '/nonexistent/api.sock' }, hubs: [], bowtieControllerUrl: url };
-    const named = async (a = acts) => (await a.checkFleetDependencies(req)).dependencies.filter((d) => d.name === 'bowtie-controller');
+    const req = {
+      spire: { serverHost: { kind: 'local' as const }, serverSocketPath: '/nonexistent/api.sock' },
+      hubs: [],
+      bowtieControllerUrl: url,
+    };
+    const named = async (a = acts) =>
+      (await a.checkFleetDependencies(req)).dependencies.filter((d) => d.name === 'bowtie-controller');
     expect(await named()).toEqual([{ name: 'bowtie-controller', healthy: true }]);
     // A controller the worker does not talk to is not asked at all: it counts as down, saying why.
     const before = controller.requests.length;
     const offList = await named(createActivities({ ledger, bowtie: { controllers: ['https://ctl.example.net'], ca } }));
-    expect(offList).toEqual([{ name: 'bowtie-controller', healthy: false, detail: expect.stringContaining('NODEBOOT_BOWTIE_CONTROLLERS') }]);
+    expect(offList).toEqual([
+      { name: 'bowtie-controller', healthy: false, detail: expect.stringContaining('NODEBOOT_BOWTIE_CONTROLLERS') },
+    ]);
     expect(controller.requests.length).toBe(before);
     await controller.stop();
     expect(await named()).toEqual([{ name: 'bowtie-controller', healthy: false, detail: 'not serving' }]);

@@ -26,12 +26,22 @@ describe('lab: two nodes get a WireGuard tunnel through the hub', () => {
     const t1 = lab.nodeTransport('n1');
     const t2 = lab.nodeTransport('n2');
     // Each node's keepalive starts its handshake with the hub.
-    for (const [t, n] of [[t1, n1], [t2, n2]] as const) {
-      await waitFor(async () => ((await wg.latestHandshakes(t, n.interface)).get(lab.hub.publicKey) ?? 0) > 0, 15_000, 'handshake with hub');
+    for (const [t, n] of [
+      [t1, n1],
+      [t2, n2],
+    ] as const) {
+      await waitFor(
+        async () => ((await wg.latestHandshakes(t, n.interface)).get(lab.hub.publicKey) ?? 0) > 0,
+        15_000,
+        'handshake with hub',
+      );
     }
 
     // node1 -> hub -> node2, through both tunnels
-    const ping = await t1.run('ping', ['-c', '3', '-i', '0.2', '-W', '2', '10.200.1.2'], { allowNonZeroExit: true, timeoutMs: 20_000 });
+    const ping = await t1.run('ping', ['-c', '3', '-i', '0.2', '-W', '2', '10.200.1.2'], {
+      allowNonZeroExit: true,
+      timeoutMs: 20_000,
+    });
     expect(ping.stdout).toMatch(/3 received|[123] received/);
     expect(ping.exitCode).toBe(0);
     const hubView = await wg.show(lab.hubTransport(), lab.hub.interface);
@@ -57,7 +67,9 @@ describe('lab: two nodes get a WireGuard tunnel through the hub', () => {
     await throwaway.down();
     const after = await ip.netnsList(localTransport());
     expect(after.filter((n) => n.startsWith(throwaway.prefix))).toEqual([]);
-    const ps = await localTransport().run('pgrep', ['-f', `wireguard-go -f ${throwaway.prefix}`], { allowNonZeroExit: true });
+    const ps = await localTransport().run('pgrep', ['-f', `wireguard-go -f ${throwaway.prefix}`], {
+      allowNonZeroExit: true,
+    });
     expect(ps.stdout.trim()).toBe('');
   });
 });

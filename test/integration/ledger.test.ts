@@ -88,7 +88,13 @@ describe('nodes', () => {
     const b = await ledger.upsertNode('node-a', 'lab', 'provisioning');
     expect(b).toEqual(a);
     const c = await ledger.setNodeState('node-a', 'ready');
-    expect(c).toMatchObject({ nodeId: 'node-a', segment: 'lab', state: 'ready', inputHash: 'abc123', inputSummary: { workloads: 2 } });
+    expect(c).toMatchObject({
+      nodeId: 'node-a',
+      segment: 'lab',
+      state: 'ready',
+      inputHash: 'abc123',
+      inputSummary: { workloads: 2 },
+    });
     expect(await ledger.getNode('node-a')).toEqual(c);
     expect(await ledger.setNodeState('no-such-node', 'ready')).toBeNull();
     expect(await ledger.getNode('no-such-node')).toBeNull();
@@ -107,7 +113,13 @@ describe('nodes', () => {
     expect(ProvisionInput.shape.segment.safeParse(tooLong).success).toBe(false);
     expect((await ledger.upsertNode('label-1', longest, 'ready')).segment).toBe(longest);
     expect((await caught(ledger.upsertNode('label-1', tooLong, 'ready'))).message).toMatch(/^segment /);
-    const peer = { nodeId: 'label-1', hubName: tooLong, nodePublicKey: KEY_A, hubPublicKey: KEY_B, endpoint: '192.0.2.1:51820' };
+    const peer = {
+      nodeId: 'label-1',
+      hubName: tooLong,
+      nodePublicKey: KEY_A,
+      hubPublicKey: KEY_B,
+      endpoint: '192.0.2.1:51820',
+    };
     expect((await caught(ledger.recordPeer(peer))).message).toMatch(/^peer\.hubName /);
     expect((await caught(ledger.removeWorkloads('label-1', [tooLong]))).message).toMatch(/^names\.0 /);
     expect(await ledger.getNode('label-1')).toMatchObject({ segment: longest });
@@ -134,7 +146,9 @@ describe('overlay IPAM', () => {
     extra.push(...workers.slice(1));
     const reserved = ['10.20.0.1'];
     const out = await Promise.all(
-      Array.from({ length: 50 }, (_, i) => workers[i % workers.length]!.allocateAddress(`conc-${i}`, '10.20.0.0/26', { reserved })),
+      Array.from({ length: 50 }, (_, i) =>
+        workers[i % workers.length]!.allocateAddress(`conc-${i}`, '10.20.0.0/26', { reserved }),
+      ),
     );
     const ips = out.map((a) => a.ip);
     expect(new Set(ips).size).toBe(50);
@@ -188,9 +202,12 @@ describe('overlay IPAM', () => {
     expect(e.message).toMatch(/^reserved\.0/);
   });
 
-  it('claimAddress records an address the overlay assigned: idempotent, replaces the node\'s old one, refuses one held by another node', async () => {
+  it("claimAddress records an address the overlay assigned: idempotent, replaces the node's old one, refuses one held by another node", async () => {
     const cidr = '10.70.0.0/16';
-    expect(await ledger.claimAddress('claim-1', cidr, '10.70.128.5')).toMatchObject({ ip: '10.70.128.5', created: true });
+    expect(await ledger.claimAddress('claim-1', cidr, '10.70.128.5')).toMatchObject({
+      ip: '10.70.128.5',
+      created: true,
+    });
     expect(await ledger.claimAddress('claim-1', cidr, '10.70.128.5')).toMatchObject({ created: false });
     // The controller gave the node a new address (a re-enrolled device): the old one is released.
     await ledger.claimAddress('claim-1', cidr, '10.70.128.6');
@@ -202,13 +219,21 @@ describe('overlay IPAM', () => {
     expect(conflict.type).toBe('AddressConflict');
     expect(conflict.message).toContain('held by node claim-1');
     expect(await ledger.getAllocation('claim-2', cidr)).toBe('10.70.0.1');
-    expect((await caught(ledger.claimAddress('claim-2', cidr, '10.71.0.1'))).message).toBe('ip: 10.71.0.1 is not a host address in 10.70.0.0/16');
+    expect((await caught(ledger.claimAddress('claim-2', cidr, '10.71.0.1'))).message).toBe(
+      'ip: 10.71.0.1 is not a host address in 10.70.0.0/16',
+    );
   });
 });
 
 describe('peers, entries, workloads', () => {
   it('records and removes idempotently', async () => {
-    const peer = { nodeId: 'pw-1', hubName: 'hub-a', nodePublicKey: KEY_A, hubPublicKey: KEY_B, endpoint: '192.0.2.1:51820' };
+    const peer = {
+      nodeId: 'pw-1',
+      hubName: 'hub-a',
+      nodePublicKey: KEY_A,
+      hubPublicKey: KEY_B,
+      endpoint: '192.0.2.1:51820',
+    };
     const p1 = await ledger.recordPeer(peer);
     expect(await ledger.recordPeer(peer)).toEqual(p1);
     await ledger.recordPeer({ ...peer, hubName: 'hub-b' });
@@ -237,20 +262,51 @@ describe('peers, entries, workloads', () => {
     expect(await ledger.removeEntry('entry-2')).toBe(false);
 
     const notAfter = new Date('2030-01-01T00:00:00Z');
-    const w = await ledger.recordWorkload({ nodeId: 'pw-1', name: 'api', spiffeId: entry.spiffeId, pid: 4242, svidSerial: 'abcdef01', svidNotAfter: notAfter });
+    const w = await ledger.recordWorkload({
+      nodeId: 'pw-1',
+      name: 'api',
+      spiffeId: entry.spiffeId,
+      pid: 4242,
+      svidSerial: 'abcdef01',
+      svidNotAfter: notAfter,
+    });
     expect(w.svidNotAfter).toBe('2030-01-01T00:00:00.000Z');
-    await ledger.recordWorkload({ nodeId: 'pw-1', name: 'api', spiffeId: entry.spiffeId, pid: 4243, svidSerial: 'abcdef02', svidNotAfter: '2030-01-01T01:00:00Z' });
-    expect(await ledger.listWorkloads('pw-1')).toMatchObject([{ name: 'api', pid: 4243, svidSerial: 'abcdef02', svidNotAfter: '2030-01-01T01:00:00.000Z' }]);
+    await ledger.recordWorkload({
+      nodeId: 'pw-1',
+      name: 'api',
+      spiffeId: entry.spiffeId,
+      pid: 4243,
+      svidSerial: 'abcdef02',
+      svidNotAfter: '2030-01-01T01:00:00Z',
+    });
+    expect(await ledger.listWorkloads('pw-1')).toMatchObject([
+      { name: 'api', pid: 4243, svidSerial: 'abcdef02', svidNotAfter: '2030-01-01T01:00:00.000Z' },
+    ]);
     expect(await ledger.removeWorkloads('pw-1')).toBe(1);
     expect(await ledger.removeWorkloads('pw-1')).toBe(0);
   });
 
   it('validates keys and SPIFFE IDs', async () => {
-    const e = await caught(ledger.recordPeer({ nodeId: 'pw-2', hubName: 'hub-a', nodePublicKey: 'nope', hubPublicKey: KEY_B, endpoint: '192.0.2.1:51820' }));
+    const e = await caught(
+      ledger.recordPeer({
+        nodeId: 'pw-2',
+        hubName: 'hub-a',
+        nodePublicKey: 'nope',
+        hubPublicKey: KEY_B,
+        endpoint: '192.0.2.1:51820',
+      }),
+    );
     expect(e.type).toBe('InvalidInput');
     expect(e.message).toMatch(/^peer\.nodePublicKey /);
     const f = await caught(
-      ledger.recordEntry({ entryId: 'e', nodeId: 'pw-2', workload: 'api', spiffeId: 'spiffe://example.org/../x', parentId: 'spiffe://example.org/a', createdByRun: 'r' }),
+      ledger.recordEntry({
+        entryId: 'e',
+        nodeId: 'pw-2',
+        workload: 'api',
+        spiffeId: 'spiffe://example.org/../x',
+        parentId: 'spiffe://example.org/a',
+        createdByRun: 'r',
+      }),
     );
     expect(f.message).toMatch(/^entry\.spiffeId /);
   });
@@ -258,20 +314,49 @@ describe('peers, entries, workloads', () => {
 
 describe('events', () => {
   it('are append-only and a duplicate idempotency key is ignored', async () => {
-    const a = await ledger.appendEvent({ nodeId: 'ev-1', run, step: 'installOverlay', kind: 'started', attempt: 1, idempotencyKey: 'k-1' });
+    const a = await ledger.appendEvent({
+      nodeId: 'ev-1',
+      run,
+      step: 'installOverlay',
+      kind: 'started',
+      attempt: 1,
+      idempotencyKey: 'k-1',
+    });
     expect(a.appended).toBe(true);
-    const dup = await ledger.appendEvent({ nodeId: 'ev-1', run, step: 'installOverlay', kind: 'started', attempt: 1, idempotencyKey: 'k-1' });
+    const dup = await ledger.appendEvent({
+      nodeId: 'ev-1',
+      run,
+      step: 'installOverlay',
+      kind: 'started',
+      attempt: 1,
+      idempotencyKey: 'k-1',
+    });
     expect(dup).toEqual({ id: a.id, appended: false });
 
     // without a key, an identical retried append is still a no-op (key derived from content)...
-    const ev = { nodeId: 'ev-1', run, step: 'installOverlay' as const, kind: 'succeeded' as const, attempt: 1, detail: { b: 1, a: { y: 2, x: 1 } } };
+    const ev = {
+      nodeId: 'ev-1',
+      run,
+      step: 'installOverlay' as const,
+      kind: 'succeeded' as const,
+      attempt: 1,
+      detail: { b: 1, a: { y: 2, x: 1 } },
+    };
     const s1 = await ledger.appendEvent(ev);
     const s2 = await ledger.appendEvent({ ...ev, detail: { a: { x: 1, y: 2 }, b: 1 } }); // same content, other key order
     expect(s2).toEqual({ id: s1.id, appended: false });
     // ...while a different attempt is a new event
     expect((await ledger.appendEvent({ ...ev, attempt: 2 })).appended).toBe(true);
 
-    await ledger.appendEvent({ nodeId: 'ev-1', run, step: 'issueOverlayKey', kind: 'failed', attempt: 3, errorType: 'PoolExhausted', detail: { note: 'password=hunter2' } });
+    await ledger.appendEvent({
+      nodeId: 'ev-1',
+      run,
+      step: 'issueOverlayKey',
+      kind: 'failed',
+      attempt: 3,
+      errorType: 'PoolExhausted',
+      detail: { note: 'password=hunter2' },
+    });
     const events = await ledger.listEvents('ev-1');
     expect(events.map((e) => [e.step, e.kind, e.attempt])).toEqual([
       ['installOverlay', 'started', 1],
@@ -279,7 +364,12 @@ describe('events', () => {
       ['installOverlay', 'succeeded', 2],
       ['issueOverlayKey', 'failed', 3],
     ]);
-    expect(events[3]).toMatchObject({ workflowId: 'provision/n1', runId: 'run-1', errorType: 'PoolExhausted', detail: { note: 'password=[redacted]' } });
+    expect(events[3]).toMatchObject({
+      workflowId: 'provision/n1',
+      runId: 'run-1',
+      errorType: 'PoolExhausted',
+      detail: { note: 'password=[redacted]' },
+    });
     expect(events.map((e) => e.id)).toEqual([...events.map((e) => e.id)].sort((x, y) => x - y));
     expect(await ledger.listEvents('ev-1', { afterId: events[1]!.id, limit: 1 })).toEqual([events[2]]);
 
@@ -292,13 +382,17 @@ describe('events', () => {
   });
 
   it('refuses an unknown step or kind', async () => {
-    expect((await caught(ledger.appendEvent({ nodeId: 'ev-2', run, step: 'nope' as never, kind: 'started' }))).message).toMatch(/^event\.step /);
-    expect((await caught(ledger.appendEvent({ nodeId: 'ev-2', run, step: 'workflow', kind: 'nope' as never }))).message).toMatch(/^event\.kind /);
+    expect(
+      (await caught(ledger.appendEvent({ nodeId: 'ev-2', run, step: 'nope' as never, kind: 'started' }))).message,
+    ).toMatch(/^event\.step /);
+    expect(
+      (await caught(ledger.appendEvent({ nodeId: 'ev-2', run, step: 'workflow', kind: 'nope' as never }))).message,
+    ).toMatch(/^event\.kind /);
   });
 });
 
 describe('ownership: node directories and interfaces', () => {
-  it('a nodeDir is one node\'s: the claim is idempotent, a second node is refused (OwnershipConflict) and changes nothing', async () => {
+  it("a nodeDir is one node's: the claim is idempotent, a second node is refused (OwnershipConflict) and changes nothing", async () => {
     expect(await ledger.claimNodeDir('dir-a', 'local:vm', '/var/lib/nb/shared')).toEqual({ created: true });
     expect(await ledger.claimNodeDir('dir-a', 'local:vm', '/var/lib/nb/shared')).toEqual({ created: false });
     const e = await caught(ledger.claimNodeDir('dir-b', 'local:vm', '/var/lib/nb/shared'));
@@ -320,11 +414,12 @@ describe('ownership: node directories and interfaces', () => {
     const results = await Promise.allSettled(nodes.map((n) => ledger.claimNodeDir(n, 'local:vm', '/var/lib/nb/race')));
     const won = results.filter((r) => r.status === 'fulfilled');
     expect(won).toHaveLength(1);
-    for (const r of results) if (r.status === 'rejected') expect((r.reason as LedgerError).type).toBe('OwnershipConflict');
+    for (const r of results)
+      if (r.status === 'rejected') expect((r.reason as LedgerError).type).toBe('OwnershipConflict');
     expect(nodes).toContain(await ledger.nodeDirHolder('local:vm', '/var/lib/nb/race'));
   });
 
-  it('an interface record is one node\'s per network stack; release only removes the node\'s own', async () => {
+  it("an interface record is one node's per network stack; release only removes the node's own", async () => {
     expect(await ledger.claimInterface('if-a', 'netns:vm:lab-n1', 'wg0')).toEqual({ created: true });
     expect(await ledger.claimInterface('if-a', 'netns:vm:lab-n1', 'wg0')).toEqual({ created: false });
     const e = await caught(ledger.claimInterface('if-b', 'netns:vm:lab-n1', 'wg0'));
@@ -335,24 +430,45 @@ describe('ownership: node directories and interfaces', () => {
     expect(await ledger.interfaceHolder('netns:vm:lab-n1', 'wg0')).toBe('if-a');
     expect(await ledger.releaseInterface('if-a', 'netns:vm:lab-n1', 'wg0')).toBe(true);
     expect(await ledger.interfaceHolder('netns:vm:lab-n1', 'wg0')).toBeNull();
-    expect((await caught(ledger.claimInterface('if-a', 'netns:vm:lab-n1', 'a-very-long-interface'))).type).toBe('InvalidInput');
+    expect((await caught(ledger.claimInterface('if-a', 'netns:vm:lab-n1', 'a-very-long-interface'))).type).toBe(
+      'InvalidInput',
+    );
   });
 });
 
 describe('overlay keys (rotation)', () => {
   it('a node never rotated holds the key of its peerings since the first one; a rotation records key and time once', async () => {
     expect(await ledger.getOverlayKey('rot-1')).toBeNull();
-    await ledger.recordPeer({ nodeId: 'rot-1', hubName: 'hub-a', nodePublicKey: KEY_A, hubPublicKey: KEY_B, endpoint: '192.0.2.1:51820' });
+    await ledger.recordPeer({
+      nodeId: 'rot-1',
+      hubName: 'hub-a',
+      nodePublicKey: KEY_A,
+      hubPublicKey: KEY_B,
+      endpoint: '192.0.2.1:51820',
+    });
     const first = (await ledger.listPeers('rot-1'))[0]!;
-    expect(await ledger.getOverlayKey('rot-1')).toEqual({ nodeId: 'rot-1', publicKey: KEY_A, fingerprint: keyFingerprint(KEY_A), rotatedAt: null, since: first.createdAt });
+    expect(await ledger.getOverlayKey('rot-1')).toEqual({
+      nodeId: 'rot-1',
+      publicKey: KEY_A,
+      fingerprint: keyFingerprint(KEY_A),
+      rotatedAt: null,
+      since: first.createdAt,
+    });
 
-    const rotated = await ledger.recordKeyRotation({ nodeId: 'rot-1', publicKey: KEY_B, fingerprint: keyFingerprint(KEY_B), previousFingerprint: keyFingerprint(KEY_A) });
+    const rotated = await ledger.recordKeyRotation({
+      nodeId: 'rot-1',
+      publicKey: KEY_B,
+      fingerprint: keyFingerprint(KEY_B),
+      previousFingerprint: keyFingerprint(KEY_A),
+    });
     expect(rotated).toMatchObject({ publicKey: KEY_B, fingerprint: keyFingerprint(KEY_B) });
     expect(rotated.rotatedAt).not.toBeNull();
     expect(rotated.since).toBe(rotated.rotatedAt);
     // A retried record of the same key keeps the first rotation time.
     await new Promise((r) => setTimeout(r, 20));
-    expect(await ledger.recordKeyRotation({ nodeId: 'rot-1', publicKey: KEY_B, fingerprint: keyFingerprint(KEY_B) })).toEqual(rotated);
+    expect(
+      await ledger.recordKeyRotation({ nodeId: 'rot-1', publicKey: KEY_B, fingerprint: keyFingerprint(KEY_B) }),
+    ).toEqual(rotated);
     const e = await caught(ledger.recordKeyRotation({ nodeId: 'rot-1', publicKey: KEY_B, fingerprint: 'not-hex' }));
     expect(e.type).toBe('InvalidInput');
     expect(e.message).toMatch(/^rotation\.fingerprint /);
@@ -366,17 +482,61 @@ describe('purgeNode', () => {
       await ledger.claimNodeDir(n, 'local:vm', `/var/lib/nb/${n}`);
       await ledger.claimInterface(n, 'netns:vm:lab-n1', `nb${n.replace('-', '')}`);
       await ledger.allocateAddress(n, '10.60.0.0/24');
-      await ledger.recordPeer({ nodeId: n, hubName: 'hub-a', nodePublicKey: KEY_A, hubPublicKey: KEY_B, endpoint: '192.0.2.1:51820' });
-      await ledger.recordEntry({ entryId: `entry-${n}`, nodeId: n, workload: 'api', spiffeId: 'spiffe://example.org/api', parentId: `spiffe://example.org/node/${n}`, createdByRun: 'run-1' });
-      await ledger.recordWorkload({ nodeId: n, name: 'api', spiffeId: 'spiffe://example.org/api', pid: 100, svidSerial: '01', svidNotAfter: new Date() });
+      await ledger.recordPeer({
+        nodeId: n,
+        hubName: 'hub-a',
+        nodePublicKey: KEY_A,
+        hubPublicKey: KEY_B,
+        endpoint: '192.0.2.1:51820',
+      });
+      await ledger.recordEntry({
+        entryId: `entry-${n}`,
+        nodeId: n,
+        workload: 'api',
+        spiffeId: 'spiffe://example.org/api',
+        parentId: `spiffe://example.org/node/${n}`,
+        createdByRun: 'run-1',
+      });
+      await ledger.recordWorkload({
+        nodeId: n,
+        name: 'api',
+        spiffeId: 'spiffe://example.org/api',
+        pid: 100,
+        svidSerial: '01',
+        svidNotAfter: new Date(),
+      });
       await ledger.appendEvent({ nodeId: n, run, step: 'workflow', kind: 'succeeded' });
-      await ledger.recordOverlayDevice({ nodeId: n, driver: 'bowtie', deviceId: `dev-${n}`, publicKey: KEY_A, controllerUrl: 'https://ctl.example.org' });
+      await ledger.recordOverlayDevice({
+        nodeId: n,
+        driver: 'bowtie',
+        deviceId: `dev-${n}`,
+        publicKey: KEY_A,
+        controllerUrl: 'https://ctl.example.org',
+      });
       await ledger.recordKeyRotation({ nodeId: n, publicKey: KEY_B, fingerprint: keyFingerprint(KEY_B) });
     }
     const purged = await ledger.purgeNode('gone-1');
-    expect(purged).toEqual({ nodes: 1, overlayAllocations: 1, overlayDevices: 1, overlayKeys: 1, peers: 1, registrationEntries: 1, workloads: 1, nodeDirs: 1, interfaces: 1 });
+    expect(purged).toEqual({
+      nodes: 1,
+      overlayAllocations: 1,
+      overlayDevices: 1,
+      overlayKeys: 1,
+      peers: 1,
+      registrationEntries: 1,
+      workloads: 1,
+      nodeDirs: 1,
+      interfaces: 1,
+    });
     expect(await ledger.purgeNode('gone-1')).toEqual({
-      nodes: 0, overlayAllocations: 0, overlayDevices: 0, overlayKeys: 0, peers: 0, registrationEntries: 0, workloads: 0, nodeDirs: 0, interfaces: 0,
+      nodes: 0,
+      overlayAllocations: 0,
+      overlayDevices: 0,
+      overlayKeys: 0,
+      peers: 0,
+      registrationEntries: 0,
+      workloads: 0,
+      nodeDirs: 0,
+      interfaces: 0,
     });
     // A purged node's directory and interface names are free again; the kept node keeps its own.
     expect(await ledger.nodeDirHolder('local:vm', '/var/lib/nb/gone-1')).toBeNull();
@@ -400,7 +560,9 @@ describe('purgeNode', () => {
 
 describe('connection failures', () => {
   it('an unreachable database is LedgerUnavailable naming the host, without the password', async () => {
-    const e = await caught(Ledger.connect('postgres://nodeboot:s3cr3t-Pa55@127.0.0.1:1/inventory', { connectTimeoutMs: 2000 }));
+    const e = await caught(
+      Ledger.connect('postgres://nodeboot:s3cr3t-Pa55@127.0.0.1:1/inventory', { connectTimeoutMs: 2000 }),
+    );
     expect(e.type).toBe('LedgerUnavailable');
     expect(e.message).toContain('127.0.0.1:1/inventory');
     expect(e.message).not.toContain('s3cr3t');
@@ -409,7 +571,9 @@ describe('connection failures', () => {
   });
 
   it('an unknown host name is LedgerUnavailable too', async () => {
-    const e = await caught(Ledger.connect('postgresql://u:topsecret@nb-no-such-host.invalid:5432/x', { connectTimeoutMs: 2000 }));
+    const e = await caught(
+      Ledger.connect('postgresql://u:topsecret@nb-no-such-host.invalid:5432/x', { connectTimeoutMs: 2000 }),
+    );
     expect(e.type).toBe('LedgerUnavailable');
     expect(e.message).toContain('nb-no-such-host.invalid');
     expect(e.message).not.toContain('topsecret');

@@ -22,7 +22,11 @@ import { startProvisioning } from '../../client/provision.js';
 import { deleteFleetMaintenance, scheduleFleetMaintenance } from '../../client/schedule.js';
 import type { FleetInputJson } from '../../common/fleet.js';
 import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
-import { fleetMaintenanceQuery, type FleetMaintainResult, type MaintainFleetInput } from '../../common/maintain-fleet.js';
+import {
+  fleetMaintenanceQuery,
+  type FleetMaintainResult,
+  type MaintainFleetInput,
+} from '../../common/maintain-fleet.js';
 import { nodePaths } from '../../common/paths.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';
@@ -33,7 +37,14 @@ import { fleetDecideUpdate } from '../../workflows/maintain-fleet.js';
 import { describeRun, nodeboot } from '../fixtures/nodeboot-cli.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
-import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, workflowBundle, type TemporalTestEnv } from '../helpers/temporal.js';
+import {
+  connectTestEnv,
+  eventually,
+  uniqueId,
+  uniqueTaskQueue,
+  workflowBundle,
+  type TemporalTestEnv,
+} from '../helpers/temporal.js';
 
 describe('fleet maintenance on real lab nodes', () => {
   let lab: Lab;
@@ -53,7 +64,11 @@ describe('fleet maintenance on real lab nodes', () => {
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 2, ephemeral: true, trustDomain: 'mfleet.nodeboot.test' }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 2, ephemeral: true, trustDomain: 'mfleet.nodeboot.test' }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
     worker = await Worker.create({
       connection: env.nativeConnection,
@@ -67,7 +82,10 @@ describe('fleet maintenance on real lab nodes', () => {
     });
     running = worker.run();
     raws = (['n1', 'n2'] as const).map((n, i) =>
-      labProvisionInput(lab, n, { nodeId: uniqueId(`mf${i + 1}`), workloads: [{ name: 'api', spiffePath: `/ns/mfleet/sa/api${i}`, uid: 62061 + i, port: 9451 + i }] }),
+      labProvisionInput(lab, n, {
+        nodeId: uniqueId(`mf${i + 1}`),
+        workloads: [{ name: 'api', spiffePath: `/ns/mfleet/sa/api${i}`, uid: 62061 + i, port: 9451 + i }],
+      }),
     );
     inputs = raws.map((r) => ProvisionInput.parse(r));
     fleet = { fleetId, nodes: raws as FleetInputJson['nodes'] };
@@ -83,7 +101,11 @@ describe('fleet maintenance on real lab nodes', () => {
     await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
   });
 
-  const cliEnv = () => ({ TEMPORAL_ADDRESS: inject('temporalAddress'), TEMPORAL_NAMESPACE: env.namespace, TEMPORAL_TASK_QUEUE: taskQueue });
+  const cliEnv = () => ({
+    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    TEMPORAL_NAMESPACE: env.namespace,
+    TEMPORAL_TASK_QUEUE: taskQueue,
+  });
 
   /** Activities scheduled and child workflows started in a run. */
   async function commands(h: WorkflowHandle) {
@@ -99,16 +121,22 @@ describe('fleet maintenance on real lab nodes', () => {
   }
 
   async function killWorkload(i: number) {
-    const pid = (await readPidFile(lab.nodeTransport(i === 0 ? 'n1' : 'n2'), nodePaths(inputs[i]!).workloadPid('api')))!;
+    const pid = (await readPidFile(
+      lab.nodeTransport(i === 0 ? 'n1' : 'n2'),
+      nodePaths(inputs[i]!).workloadPid('api'),
+    ))!;
     process.kill(pid, 'SIGKILL');
     await eventually(async () => !processAlive(pid), { what: 'the workload to die' });
   }
 
   const heldRun = (h: WorkflowHandle) =>
-    eventually(async () => {
-      const s = await h.query(fleetMaintenanceQuery).catch(() => undefined);
-      return s?.state === 'held' ? s : undefined;
-    }, { what: 'the fleet run to hold', timeoutMs: 120_000 });
+    eventually(
+      async () => {
+        const s = await h.query(fleetMaintenanceQuery).catch(() => undefined);
+        return s?.state === 'held' ? s : undefined;
+      },
+      { what: 'the fleet run to hold', timeoutMs: 120_000 },
+    );
 
   it('provisions two nodes; `nodeboot health` of a fresh node exits 0 with its key age, expiries and handshake age', async () => {
     await Promise.all(raws.map(async (r) => (await startProvisioning(env.client, r, { taskQueue })).handle.result()));
@@ -125,7 +153,11 @@ describe('fleet maintenance on real lab nodes', () => {
     // The worker's gauges saw that check.
     const text = metrics.render();
     expect(text).toContain(`nodeboot_node_health{node="${inputs[0]!.nodeId}",status="ok"} 1`);
-    expect(Number(new RegExp(`nodeboot_node_soonest_expiry_seconds\\{node="${inputs[0]!.nodeId}"\\} (\\d+)`).exec(text)?.[1])).toBeGreaterThan(0);
+    expect(
+      Number(
+        new RegExp(`nodeboot_node_soonest_expiry_seconds\\{node="${inputs[0]!.nodeId}"\\} (\\d+)`).exec(text)?.[1],
+      ),
+    ).toBeGreaterThan(0);
   });
 
   it('a killed workload: `health` exits 10 naming the link and its step; `fleet health` tells the broken node from the healthy one', async () => {
@@ -133,7 +165,9 @@ describe('fleet maintenance on real lab nodes', () => {
     const args = ['health', inputs[0]!.nodeId, '--json'];
     const r = await nodeboot(args, cliEnv(), { timeoutMs: 120_000 });
     expect(r.code, describeRun(args, r)).toBe(EXIT.UNHEALTHY);
-    expect(r.json.nodes[0].broken).toContainEqual(expect.objectContaining({ link: 'workload:api', step: 'launchWorkloads' }));
+    expect(r.json.nodes[0].broken).toContainEqual(
+      expect.objectContaining({ link: 'workload:api', step: 'launchWorkloads' }),
+    );
     const fargs = ['fleet', 'health', fleetId, '--input', fleetPath, '--json'];
     const f = await nodeboot(fargs, cliEnv(), { timeoutMs: 120_000 });
     expect(f.code, describeRun(fargs, f)).toBe(EXIT.UNHEALTHY);
@@ -146,7 +180,11 @@ describe('fleet maintenance on real lab nodes', () => {
 
   it('one node of two broken is over a 30 % budget: the run holds and repairs nothing', async () => {
     const input: MaintainFleetInput = { fleet, budget: { maxBrokenPercent: 30 } };
-    const h = await env.client.workflow.start('maintainFleet', { workflowId: uniqueId('mfleet-budget'), taskQueue, args: [input] });
+    const h = await env.client.workflow.start('maintainFleet', {
+      workflowId: uniqueId('mfleet-budget'),
+      taskQueue,
+      args: [input],
+    });
     const s = await heldRun(h);
     expect(s.heldFor?.reason).toBe('over-budget');
     expect([s.checked, s.broken, s.repairsStarted]).toEqual([2, 1, 0]);
@@ -154,13 +192,19 @@ describe('fleet maintenance on real lab nodes', () => {
     expect(c.children).toEqual([]);
     expect(c.activities.checkNode).toBe(2);
     expect(Object.keys(c.activities).sort()).toEqual(['checkFleetDependencies', 'checkNode', 'listProvisionedNodes']);
-    expect(await processAlive((await readPidFile(lab.nodeTransport('n1'), nodePaths(inputs[0]!).workloadPid('api')))!)).toBe(false);
+    expect(
+      await processAlive((await readPidFile(lab.nodeTransport('n1'), nodePaths(inputs[0]!).workloadPid('api')))!),
+    ).toBe(false);
     await h.executeUpdate(fleetDecideUpdate, { args: [{ action: 'compensate' }] });
     expect(((await h.result()) as FleetMaintainResult).outcome).toBe('stopped');
   });
 
   it('the schedule (60 % budget), triggered now: one child maintainNode repairs the broken node, the healthy one is left alone', async () => {
-    const created = await scheduleFleetMaintenance(env.client, fleet, { every: '1h', taskQueue, budget: { maxBrokenPercent: 60, maxConcurrentRepairs: 1 } });
+    const created = await scheduleFleetMaintenance(env.client, fleet, {
+      every: '1h',
+      taskQueue,
+      budget: { maxBrokenPercent: 60, maxConcurrentRepairs: 1 },
+    });
     scheduleId = created.scheduleId;
     expect(scheduleId).toBe(`maintain-fleet-${fleetId}`);
     await created.handle.trigger();
@@ -193,14 +237,22 @@ describe('fleet maintenance on real lab nodes', () => {
     expect(c.activities.checkNode ?? 0).toBe(0);
     expect(s.repairsStarted).toBe(0);
     // Nothing was recorded for either node meanwhile: no maintain run, no repair step.
-    expect(await Promise.all(inputs.map(async (i) => (await ledger.listEvents(i.nodeId)).length))).toEqual(eventsBefore);
+    expect(await Promise.all(inputs.map(async (i) => (await ledger.listEvents(i.nodeId)).length))).toEqual(
+      eventsBefore,
+    );
     await h.executeUpdate(fleetDecideUpdate, { args: [{ action: 'compensate' }] });
     expect(((await h.result()) as FleetMaintainResult).outcome).toBe('stopped');
   });
 
   /** The workflow the schedule started as its `n`th action (0-based). */
-  async function scheduledRun(handle: ReturnType<TemporalTestEnv['client']['schedule']['getHandle']>, n: number): Promise<WorkflowHandle> {
-    const id = await eventually(async () => (await handle.describe()).info.recentActions[n]?.action.workflow.workflowId, { what: 'the schedule to start a run', timeoutMs: 30_000 });
+  async function scheduledRun(
+    handle: ReturnType<TemporalTestEnv['client']['schedule']['getHandle']>,
+    n: number,
+  ): Promise<WorkflowHandle> {
+    const id = await eventually(
+      async () => (await handle.describe()).info.recentActions[n]?.action.workflow.workflowId,
+      { what: 'the schedule to start a run', timeoutMs: 30_000 },
+    );
     return env.client.workflow.getHandle(id);
   }
 });

@@ -33,7 +33,14 @@ import { decideUpdate } from '../../common/definitions.js';
 import { describeRun, nodeboot } from '../fixtures/nodeboot-cli.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
-import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, workflowBundle, type TemporalTestEnv } from '../helpers/temporal.js';
+import {
+  connectTestEnv,
+  eventually,
+  uniqueId,
+  uniqueTaskQueue,
+  workflowBundle,
+  type TemporalTestEnv,
+} from '../helpers/temporal.js';
 
 describe('maintainNode on a real lab node', () => {
   let lab: Lab;
@@ -49,7 +56,11 @@ describe('maintainNode on a real lab node', () => {
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 1, ephemeral: true, trustDomain: 'maintain.nodeboot.test' }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 1, ephemeral: true, trustDomain: 'maintain.nodeboot.test' }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
     worker = await Worker.create({
       connection: env.nativeConnection,
@@ -61,7 +72,10 @@ describe('maintainNode on a real lab node', () => {
       defaultHeartbeatThrottleInterval: 100,
     });
     running = worker.run();
-    raw = labProvisionInput(lab, 'n1', { nodeId: uniqueId('maint'), workloads: [{ name: 'api', spiffePath: '/ns/maint/sa/api', uid: 62051, port: 9443 }] });
+    raw = labProvisionInput(lab, 'n1', {
+      nodeId: uniqueId('maint'),
+      workloads: [{ name: 'api', spiffePath: '/ns/maint/sa/api', uid: 62051, port: 9443 }],
+    });
     input = ProvisionInput.parse(raw);
   });
 
@@ -78,7 +92,9 @@ describe('maintainNode on a real lab node', () => {
   const paths = () => nodePaths(input);
 
   /** How often each step's activity was scheduled in the run (activity retries are not new executions). */
-  async function stepExecutions(h: WorkflowHandle): Promise<Partial<Record<StepName | 'checkNode' | 'undoStartSpireAgent', number>>> {
+  async function stepExecutions(
+    h: WorkflowHandle,
+  ): Promise<Partial<Record<StepName | 'checkNode' | 'undoStartSpireAgent', number>>> {
     const counts: Record<string, number> = {};
     for (const e of (await h.fetchHistory()).events ?? []) {
       const name = e.activityTaskScheduledEventAttributes?.activityType?.name;
@@ -87,15 +103,25 @@ describe('maintainNode on a real lab node', () => {
     return counts;
   }
 
-  const brokenOf = (r: HealthReport) => r.links.filter((l) => l.status === 'broken').map((l) => ({ link: l.link, step: l.step, security: !!l.security }));
+  const brokenOf = (r: HealthReport) =>
+    r.links.filter((l) => l.status === 'broken').map((l) => ({ link: l.link, step: l.step, security: !!l.security }));
 
   /** Run maintainNode once; the node must end healthy after one round that re-ran exactly `plan`. */
-  async function repairs(what: string, brokenStarted: number, expectLink: { link: string; step: StepName }, plan: StepName[], extra: Record<string, number> = {}) {
+  async function repairs(
+    what: string,
+    brokenStarted: number,
+    expectLink: { link: string; step: StepName },
+    plan: StepName[],
+    extra: Record<string, number> = {},
+  ) {
     const h = await startMaintain(env.client, raw, { taskQueue });
     const result: MaintainResult = await h.result();
     timings[what] = Date.now() - brokenStarted;
     expect(brokenOf(result.firstCheck), what).toContainEqual({ ...expectLink, security: false });
-    expect(result.rounds.map((r) => r.steps), what).toEqual([plan]);
+    expect(
+      result.rounds.map((r) => r.steps),
+      what,
+    ).toEqual([plan]);
     expect(result.health, `${what}: ${JSON.stringify(brokenOf(result.lastCheck))}`).toBe('healthy');
     const counts = await stepExecutions(h);
     for (const s of STEPS) expect(counts[s] ?? 0, `${what}: ${s} executions`).toBe(plan.includes(s) ? 1 : 0);
@@ -116,7 +142,16 @@ describe('maintainNode on a real lab node', () => {
     const result = await h.result();
     expect(result.health, JSON.stringify(brokenOf(result.lastCheck))).toBe('healthy');
     expect(result.rounds).toEqual([]);
-    expect(result.firstCheck.links.map((l) => l.link)).toEqual(['interface', 'overlayKey', 'hubPeer:hub', 'handshake:hub', 'probe', 'agent', 'entry:api', 'workload:api']);
+    expect(result.firstCheck.links.map((l) => l.link)).toEqual([
+      'interface',
+      'overlayKey',
+      'hubPeer:hub',
+      'handshake:hub',
+      'probe',
+      'agent',
+      'entry:api',
+      'workload:api',
+    ]);
     expect(Object.keys(await stepExecutions(h))).toEqual(['checkNode']);
     // Provisioned, not touched by the maintain run.
     expect((await ledger.getNode(input.nodeId))?.state).toBe('ready');
@@ -127,16 +162,24 @@ describe('maintainNode on a real lab node', () => {
     const t0 = Date.now();
     process.kill(pid, 'SIGKILL');
     await eventually(async () => !processAlive(pid), { what: 'the workload to die' });
-    const r = await nodeboot(['maintain', input.nodeId, '--wait', '--json'], {
-      TEMPORAL_ADDRESS: (await import('vitest')).inject('temporalAddress'),
-      TEMPORAL_NAMESPACE: env.namespace,
-      TEMPORAL_TASK_QUEUE: taskQueue,
-    }, { timeoutMs: 240_000 });
+    const r = await nodeboot(
+      ['maintain', input.nodeId, '--wait', '--json'],
+      {
+        TEMPORAL_ADDRESS: (await import('vitest')).inject('temporalAddress'),
+        TEMPORAL_NAMESPACE: env.namespace,
+        TEMPORAL_TASK_QUEUE: taskQueue,
+      },
+      { timeoutMs: 240_000 },
+    );
     timings.workload = Date.now() - t0;
     expect(r.code, describeRun(['maintain'], r)).toBe(EXIT.OK);
     expect(r.json.result.health).toBe('healthy');
     expect(r.json.result.rounds.map((x: { steps: string[] }) => x.steps)).toEqual([['launchWorkloads']]);
-    expect(brokenOf(r.json.result.firstCheck)).toContainEqual({ link: 'workload:api', step: 'launchWorkloads', security: false });
+    expect(brokenOf(r.json.result.firstCheck)).toContainEqual({
+      link: 'workload:api',
+      step: 'launchWorkloads',
+      security: false,
+    });
     const counts = await stepExecutions(env.client.workflow.getHandle(r.json.workflowId, r.json.runId));
     expect(STEPS.filter((s) => counts[s])).toEqual(['launchWorkloads']);
   });
@@ -144,7 +187,9 @@ describe('maintainNode on a real lab node', () => {
   it('a deleted registration entry: registerEntries, then launchWorkloads', async () => {
     const [entry] = await ledger.listEntries(input.nodeId);
     const t0 = Date.now();
-    const del = await lab.hubTransport().run('spire-server', ['entry', 'delete', '-socketPath', lab.spire!.socketPath, '-entryID', entry!.entryId]);
+    const del = await lab
+      .hubTransport()
+      .run('spire-server', ['entry', 'delete', '-socketPath', lab.spire!.socketPath, '-entryID', entry!.entryId]);
     expect(del.exitCode).toBe(0);
     await repairs('entry', t0, { link: 'entry:api', step: 'registerEntries' }, ['registerEntries', 'launchWorkloads']);
     const now = await ledger.listEntries(input.nodeId);
@@ -157,39 +202,60 @@ describe('maintainNode on a real lab node', () => {
     const t0 = Date.now();
     process.kill(pid, 'SIGKILL');
     await eventually(async () => !processAlive(pid), { what: 'the agent to die' });
-    await repairs('agent', t0, { link: 'agent', step: 'startSpireAgent' }, ['startSpireAgent', 'launchWorkloads'], { undoStartSpireAgent: 1 });
+    await repairs('agent', t0, { link: 'agent', step: 'startSpireAgent' }, ['startSpireAgent', 'launchWorkloads'], {
+      undoStartSpireAgent: 1,
+    });
   });
 
-  it("a wiped agent data dir: startSpireAgent (after its undo), then launchWorkloads", async () => {
+  it('a wiped agent data dir: startSpireAgent (after its undo), then launchWorkloads', async () => {
     const t0 = Date.now();
     await node().run('sh', ['-c', 'rm -rf -- "$1"/*', 'wipe', paths().agentDataDir]);
-    await repairs('agentDataDir', t0, { link: 'agent', step: 'startSpireAgent' }, ['startSpireAgent', 'launchWorkloads'], { undoStartSpireAgent: 1 });
+    await repairs(
+      'agentDataDir',
+      t0,
+      { link: 'agent', step: 'startSpireAgent' },
+      ['startSpireAgent', 'launchWorkloads'],
+      { undoStartSpireAgent: 1 },
+    );
   });
 
   it("the node's peer removed from the hub: issueOverlayKey, then gatePeerHealth", async () => {
     const [peer] = await ledger.listPeers(input.nodeId);
     const t0 = Date.now();
     await wg.removePeer(lab.hubTransport(), lab.hub.interface, peer!.nodePublicKey);
-    await repairs('hubPeer', t0, { link: 'hubPeer:hub', step: 'issueOverlayKey' }, ['issueOverlayKey', 'gatePeerHealth']);
+    await repairs('hubPeer', t0, { link: 'hubPeer:hub', step: 'issueOverlayKey' }, [
+      'issueOverlayKey',
+      'gatePeerHealth',
+    ]);
   });
 
   it('a deleted interface: installOverlay, issueOverlayKey, gatePeerHealth', async () => {
     const t0 = Date.now();
     await node().run('ip', ['link', 'del', paths().interface]);
-    await repairs('interface', t0, { link: 'interface', step: 'installOverlay' }, ['installOverlay', 'issueOverlayKey', 'gatePeerHealth']);
+    await repairs('interface', t0, { link: 'interface', step: 'installOverlay' }, [
+      'installOverlay',
+      'issueOverlayKey',
+      'gatePeerHealth',
+    ]);
   });
 
   it('a foreign key on the interface: holds, re-runs nothing, re-keys nothing; an operator fixes it and retries', async () => {
     const foreign = `${lab.node('n1').dir}/foreign.key`;
     await node().run('sh', ['-c', 'umask 077; wg genkey > "$1"', 'genkey', foreign]);
     await node().run('wg', ['set', paths().interface, 'private-key', foreign]);
-    const before = { key: await wg.keyFilePublicKey(node(), paths().wgKey), hub: await wg.peerAllowedIps(lab.hubTransport(), lab.hub.interface) };
+    const before = {
+      key: await wg.keyFilePublicKey(node(), paths().wgKey),
+      hub: await wg.peerAllowedIps(lab.hubTransport(), lab.hub.interface),
+    };
 
     const h = await startMaintain(env.client, raw, { taskQueue });
-    const status = await eventually(async () => {
-      const s = await h.query(maintainStatusQuery);
-      return s.state === 'held' ? s : undefined;
-    }, { what: 'the run to hold', timeoutMs: 60_000 });
+    const status = await eventually(
+      async () => {
+        const s = await h.query(maintainStatusQuery);
+        return s.state === 'held' ? s : undefined;
+      },
+      { what: 'the run to hold', timeoutMs: 60_000 },
+    );
     expect(status.heldFor).toMatchObject({ reason: 'security', step: 'issueOverlayKey' });
     expect(brokenOf(status.lastCheck!)).toContainEqual({ link: 'overlayKey', step: 'issueOverlayKey', security: true });
     expect(status.rounds).toEqual([]);
@@ -210,6 +276,8 @@ describe('maintainNode on a real lab node', () => {
     expect(result.rounds.flatMap((r) => r.steps)).not.toContain('issueOverlayKey');
     expect(['healthy']).toContain(result.health);
     // The spire-server CLI sees the agent and entries still in place.
-    expect((await server.entryShow(srv(), { parentId: `spiffe://${input.spire.trustDomain}/node/${input.nodeId}` })).length).toBe(1);
+    expect(
+      (await server.entryShow(srv(), { parentId: `spiffe://${input.spire.trustDomain}/node/${input.nodeId}` })).length,
+    ).toBe(1);
   });
 });

@@ -15,7 +15,14 @@ import { metricsInterceptor, startMetricsServer, StepMetrics } from '../../worke
 import { createFakeActivities, failWith } from '../fixtures/fake-activities.js';
 import { sampleInput } from '../fixtures/inputs.js';
 import { createTestDatabase } from '../helpers/database.js';
-import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, workflowBundle, type TemporalTestEnv } from '../helpers/temporal.js';
+import {
+  connectTestEnv,
+  eventually,
+  uniqueId,
+  uniqueTaskQueue,
+  workflowBundle,
+  type TemporalTestEnv,
+} from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses } from '../helpers/worker-process.js';
 
 const workflowsPath = fileURLToPath(new URL('../../workflows/index.ts', import.meta.url));
@@ -76,12 +83,20 @@ describe('worker metrics', () => {
         });
         const nodeId = uniqueId();
         const run = worker.runUntil(() =>
-          env.client.workflow.execute(provisionNode, { taskQueue, workflowId: `provision/${nodeId}`, args: [sampleInput(nodeId)] }),
+          env.client.workflow.execute(provisionNode, {
+            taskQueue,
+            workflowId: `provision/${nodeId}`,
+            args: [sampleInput(nodeId)],
+          }),
         );
         if (expectOk) await run;
         else await expect(run).rejects.toBeInstanceOf(WorkflowFailedError);
       }
-      expect(bad.undos().map((c) => c.name)).toEqual(['undoStartSpireAgent', 'undoIssueOverlayKey', 'undoInstallOverlay']);
+      expect(bad.undos().map((c) => c.name)).toEqual([
+        'undoStartSpireAgent',
+        'undoIssueOverlayKey',
+        'undoInstallOverlay',
+      ]);
 
       const body = await scrape(server.port);
       expect(body).toContain('# TYPE nodeboot_step_started_total counter');
@@ -102,11 +117,21 @@ describe('worker metrics', () => {
 
       // Histograms: cumulative buckets ending in +Inf == _count, one series per step and outcome.
       expect(sample(body, 'nodeboot_step_duration_seconds_count{outcome="succeeded",step="installOverlay"}')).toBe(2);
-      expect(sample(body, 'nodeboot_step_duration_seconds_bucket{outcome="succeeded",step="installOverlay",le="+Inf"}')).toBe(2);
+      expect(
+        sample(body, 'nodeboot_step_duration_seconds_bucket{outcome="succeeded",step="installOverlay",le="+Inf"}'),
+      ).toBe(2);
       expect(sample(body, 'nodeboot_step_duration_seconds_count{outcome="failed",step="startSpireAgent"}')).toBe(2);
-      expect(sample(body, 'nodeboot_step_duration_seconds_sum{outcome="succeeded",step="launchWorkloads"}')).toBeGreaterThanOrEqual(0);
-      expect(sample(body, 'nodeboot_compensation_duration_seconds_count{result="succeeded",step="installOverlay"}')).toBe(1);
-      const buckets = body.split('\n').filter((l) => l.startsWith('nodeboot_step_duration_seconds_bucket{outcome="succeeded",step="installOverlay",'));
+      expect(
+        sample(body, 'nodeboot_step_duration_seconds_sum{outcome="succeeded",step="launchWorkloads"}'),
+      ).toBeGreaterThanOrEqual(0);
+      expect(
+        sample(body, 'nodeboot_compensation_duration_seconds_count{result="succeeded",step="installOverlay"}'),
+      ).toBe(1);
+      const buckets = body
+        .split('\n')
+        .filter((l) =>
+          l.startsWith('nodeboot_step_duration_seconds_bucket{outcome="succeeded",step="installOverlay",'),
+        );
       const counts = buckets.map((l) => Number(l.split(' ')[1]));
       expect(counts).toEqual([...counts].sort((a, b) => a - b));
 
@@ -123,17 +148,31 @@ describe('worker metrics', () => {
     process.env.NODEBOOT_METRICS_PORT = String(ours);
     process.env.NODEBOOT_TEMPORAL_METRICS_PORT = String(core);
     try {
-      const w = await startWorkerProcess({ taskQueue: uniqueTaskQueue('metrics-proc'), databaseUrl: db.url, temporalAddress: env.connection.options.address, namespace: env.namespace, name: 'metrics worker' });
+      const w = await startWorkerProcess({
+        taskQueue: uniqueTaskQueue('metrics-proc'),
+        databaseUrl: db.url,
+        temporalAddress: env.connection.options.address,
+        namespace: env.namespace,
+        name: 'metrics worker',
+      });
       const polling = await w.waitFor(/^\{.*"msg":"worker polling".*\}$/m, 30_000);
-      expect(JSON.parse(polling)).toMatchObject({ level: 'INFO', metricsPort: ours, temporalMetricsPort: core, tracing: false });
+      expect(JSON.parse(polling)).toMatchObject({
+        level: 'INFO',
+        metricsPort: ours,
+        temporalMetricsPort: core,
+        tracing: false,
+      });
 
       const body = await scrape(ours);
       expect(sample(body, 'nodeboot_step_started_total{step="installOverlay"}')).toBe(0);
       // Core's exporter fills in once the worker polls.
-      const coreBody = await eventually(async () => {
-        const text = await (await fetch(`http://127.0.0.1:${core}/metrics`)).text();
-        return /^temporal_\w+/m.test(text) ? text : undefined;
-      }, { what: 'Temporal Core metrics' });
+      const coreBody = await eventually(
+        async () => {
+          const text = await (await fetch(`http://127.0.0.1:${core}/metrics`)).text();
+          return /^temporal_\w+/m.test(text) ? text : undefined;
+        },
+        { what: 'Temporal Core metrics' },
+      );
       expect(coreBody).toMatch(/^temporal_\w+\{/m);
       await w.stop();
     } finally {

@@ -14,7 +14,11 @@ chmodSync(base, 0o755);
 afterAll(() => rmSync(base, { recursive: true, force: true }));
 
 const t = localTransport();
-const refusal = (dir: string) => checkNodeDir(t, dir).then(() => null, (e: unknown) => e as ToolError);
+const refusal = (dir: string) =>
+  checkNodeDir(t, dir).then(
+    () => null,
+    (e: unknown) => e as ToolError,
+  );
 
 describe('checkNodeDir', () => {
   it('passes a root-owned tree, and reports where the missing part starts', async () => {

@@ -20,7 +20,13 @@ import { STEPS, STEP_TITLES } from '../../common/steps.js';
 import { freePort } from '../../lab/temporal.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createCountingActivities } from '../fixtures/counting-activities.js';
-import { blockUntilCancelled, createFakeActivities, failWith, type Behaviour, type FakeActivities } from '../fixtures/fake-activities.js';
+import {
+  blockUntilCancelled,
+  createFakeActivities,
+  failWith,
+  type Behaviour,
+  type FakeActivities,
+} from '../fixtures/fake-activities.js';
 import { sampleInput } from '../fixtures/inputs.js';
 import { describeRun, nodeboot, spawnNodeboot, type CliRun } from '../fixtures/nodeboot-cli.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
@@ -58,12 +64,24 @@ function withCli<T>(fake: FakeActivities, fn: (cli: Cli, taskQueue: string) => P
       await ledger.appendEvent(event);
     },
   };
-  return withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities }, (taskQueue) => fn(cliFor(taskQueue), taskQueue));
+  return withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities }, (taskQueue) =>
+    fn(cliFor(taskQueue), taskQueue),
+  );
 }
 
 function cliFor(taskQueue: string, extra: Record<string, string> = {}): Cli {
   return (args, opts) =>
-    nodeboot(args, { TEMPORAL_ADDRESS: address, TEMPORAL_NAMESPACE: env.namespace, TEMPORAL_TASK_QUEUE: taskQueue, DATABASE_URL: db.url, ...extra }, opts);
+    nodeboot(
+      args,
+      {
+        TEMPORAL_ADDRESS: address,
+        TEMPORAL_NAMESPACE: env.namespace,
+        TEMPORAL_TASK_QUEUE: taskQueue,
+        DATABASE_URL: db.url,
+        ...extra,
+      },
+      opts,
+    );
 }
 
 function inputFile(input: unknown, name = `${uniqueId('in')}.json`): string {
@@ -98,7 +116,6 @@ async function runOf(nodeId: string) {
   return env.client.workflow.getHandle(provisionWorkflowId(nodeId)).describe();
 }
 
-
 /**
  * Steps come from the `status` query, which a worker answers by replaying the
  * closed run; under CI load it can miss the CLI's 5 s query deadline (the CLI
@@ -106,10 +123,13 @@ async function runOf(nodeId: string) {
  * answers.
  */
 function untilWorkerAnswers(run: () => Promise<CliRun>, hasSteps: (r: CliRun) => boolean): Promise<CliRun> {
-  return eventually(async () => {
-    const r = await run();
-    return hasSteps(r) ? r : undefined;
-  }, { what: 'an answer with steps', timeoutMs: 60_000, intervalMs: 1_000 });
+  return eventually(
+    async () => {
+      const r = await run();
+      return hasSteps(r) ? r : undefined;
+    },
+    { what: 'an answer with steps', timeoutMs: 60_000, intervalMs: 1_000 },
+  );
 }
 describe.concurrent('nodeboot start', () => {
   it('starts once, then attaches to the same run (with --wait, follows it to the end); says when the input differs', async () => {
@@ -119,7 +139,14 @@ describe.concurrent('nodeboot start', () => {
     await withCli(fake, async (cli) => {
       const first = await cli(['start', '--json', file]);
       expectExit(first, EXIT.OK);
-      expect(first.json).toMatchObject({ ok: true, exitCode: 0, command: 'start', started: true, attached: false, run: { nodeId, workflowId: `provision/${nodeId}` } });
+      expect(first.json).toMatchObject({
+        ok: true,
+        exitCode: 0,
+        command: 'start',
+        started: true,
+        attached: false,
+        run: { nodeId, workflowId: `provision/${nodeId}` },
+      });
       expect(first.stderr).toMatch(/started provision\//);
 
       const again = await cli(['start', '--wait', '--json', file]);
@@ -130,9 +157,19 @@ describe.concurrent('nodeboot start', () => {
         started: false,
         attached: true,
         inputDiffers: false,
-        run: { runId: first.json.run.runId, execution: 'COMPLETED', outcome: 'provisioned', exitCode: 0, state: 'succeeded', lastFailure: null, receipt: { nodeId, overlayIp: '10.200.0.10' } },
+        run: {
+          runId: first.json.run.runId,
+          execution: 'COMPLETED',
+          outcome: 'provisioned',
+          exitCode: 0,
+          state: 'succeeded',
+          lastFailure: null,
+          receipt: { nodeId, overlayIp: '10.200.0.10' },
+        },
       });
-      expect(again.json.run.steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`)).toEqual(STEPS.map((s) => `${s}:succeeded`));
+      expect(again.json.run.steps.map((s: { step: string; state: string }) => `${s.step}:${s.state}`)).toEqual(
+        STEPS.map((s) => `${s}:succeeded`),
+      );
       expect(again.stderr).toMatch(/attached to the existing run/);
 
       const other = await cli(['start', inputFile(sampleInput(nodeId, { segment: 'elsewhere' }))]);
@@ -155,7 +192,12 @@ describe.concurrent('nodeboot start', () => {
     const [asJson, human, crossField, broken, missing] = await Promise.all([
       cli(['start', '--json', '--wait', file]),
       cli(['start', file]),
-      cli(['start', inputFile(sampleInput(nodeId, { retry: { initialIntervalMs: 5000, maximumIntervalMs: 100, maximumAttempts: 3 } }))]),
+      cli([
+        'start',
+        inputFile(
+          sampleInput(nodeId, { retry: { initialIntervalMs: 5000, maximumIntervalMs: 100, maximumAttempts: 3 } }),
+        ),
+      ]),
       cli(['start', '-'], { stdin: '{"nodeId": "x",' }),
       cli(['start', path.join(dir, 'no-such.json')]),
     ]);
@@ -170,7 +212,8 @@ describe.concurrent('nodeboot start', () => {
     const lines = human.stderr.trim().split('\n');
     expect(lines.length).toBeLessThanOrEqual(24);
     expect(lines[0]).toMatch(/^error: invalid provisioning input in .*: nothing was started$/);
-    for (const p of ['overlay.hubs.0.endpoint: ', 'workloads.0.uid: must not be root', 'spire.trustDomain: ']) expect(human.stderr).toContain(`  ${p}`);
+    for (const p of ['overlay.hubs.0.endpoint: ', 'workloads.0.uid: must not be root', 'spire.trustDomain: '])
+      expect(human.stderr).toContain(`  ${p}`);
 
     expectExit(crossField, EXIT.INVALID);
     expect(crossField.stderr).toMatch(/retry\.maximumIntervalMs: must be at least retry\.initialIntervalMs/);
@@ -193,7 +236,10 @@ describe.concurrent('nodeboot status / watch', () => {
     const nodeId = uniqueId('cli');
     await withCli(fake, async (cli, taskQueue) => {
       expectExit(await cli(['start', inputFile(sampleInput(nodeId))]), EXIT.OK);
-      const watch = spawnNodeboot(['watch', nodeId, '--interval', '200'], { TEMPORAL_ADDRESS: address, TEMPORAL_TASK_QUEUE: taskQueue });
+      const watch = spawnNodeboot(['watch', nodeId, '--interval', '200'], {
+        TEMPORAL_ADDRESS: address,
+        TEMPORAL_TASK_QUEUE: taskQueue,
+      });
       // Live: the gate is still closed when watch reports it running.
       await watch.waitForLine(/3 gate on peer health\s+running/);
       expect(fake.count('startSpireAgent')).toBe(0);
@@ -203,21 +249,33 @@ describe.concurrent('nodeboot status / watch', () => {
       expect(w.stdout).not.toMatch(/\x1b\[/); // eslint-disable-line no-control-regex
       for (const step of STEPS) expect(w.stdout).toMatch(new RegExp(`${STEP_TITLES[step]}\\s+succeeded`));
       const lines = w.stdout.trim().split('\n');
-      expect(lines.findIndex((l) => /gate on peer health\s+running/.test(l))).toBeLessThan(lines.findIndex((l) => /gate on peer health\s+succeeded/.test(l)));
+      expect(lines.findIndex((l) => /gate on peer health\s+running/.test(l))).toBeLessThan(
+        lines.findIndex((l) => /gate on peer health\s+succeeded/.test(l)),
+      );
       expect(lines.at(-1)).toMatch(/run\s+provisioned/);
 
       const [status, human, watchJson] = await Promise.all([
         cli(['status', '--json', nodeId]),
         cli(['status', nodeId]),
-        untilWorkerAnswers(() => cli(['watch', '--json', nodeId]), (w) => w.lines().some((e) => e.step)),
+        untilWorkerAnswers(
+          () => cli(['watch', '--json', nodeId]),
+          (w) => w.lines().some((e) => e.step),
+        ),
       ]);
       expectExit(status, EXIT.OK);
-      expect(status.json).toMatchObject({ ok: true, command: 'status', run: { outcome: 'provisioned', source: 'query', currentStep: null, lastFailure: null } });
+      expect(status.json).toMatchObject({
+        ok: true,
+        command: 'status',
+        run: { outcome: 'provisioned', source: 'query', currentStep: null, lastFailure: null },
+      });
       for (const s of status.json.run.steps) {
         expect(s, s.step).toMatchObject({ state: 'succeeded', runs: 1 });
         expect(s.evidence, s.step).toBeDefined();
       }
-      expect(status.json.run.steps[1].evidence).toMatchObject({ overlayIp: '10.200.0.10', keyFingerprint: '3f1c2a9b7d5e4f60' });
+      expect(status.json.run.steps[1].evidence).toMatchObject({
+        overlayIp: '10.200.0.10',
+        keyFingerprint: '3f1c2a9b7d5e4f60',
+      });
       expect(JSON.stringify(status.json)).not.toMatch(/PRIVATE KEY/);
       expectExit(human, EXIT.OK);
       expect(human.stdout).toMatch(/state: provisioned/);
@@ -226,7 +284,9 @@ describe.concurrent('nodeboot status / watch', () => {
       expectExit(watchJson, EXIT.OK);
       const events = watchJson.lines();
       expect(events.at(-1)).toMatchObject({ result: { ok: true, exitCode: 0, run: { outcome: 'provisioned' } } });
-      expect(events.filter((e) => e.step === 'launchWorkloads')).toEqual([expect.objectContaining({ nodeId, state: 'succeeded' })]);
+      expect(events.filter((e) => e.step === 'launchWorkloads')).toEqual([
+        expect.objectContaining({ nodeId, state: 'succeeded' }),
+      ]);
     });
   });
 });
@@ -237,21 +297,40 @@ describe.concurrent('nodeboot list', () => {
     const [east, west] = [`east-${tag}`, `west-${tag}`];
     const ok = uniqueId('cli');
     const bad = uniqueId('cli');
-    await withCli(createFakeActivities(), (cli) => cli(['start', '--wait', inputFile(sampleInput(ok, { segment: east }))]).then((r) => expectExit(r, EXIT.OK)));
+    await withCli(createFakeActivities(), (cli) =>
+      cli(['start', '--wait', inputFile(sampleInput(ok, { segment: east }))]).then((r) => expectExit(r, EXIT.OK)),
+    );
     await withCli(createFakeActivities({ startSpireAgent: failWith('ToolMissing') }), (cli) =>
       cli(['start', '--wait', inputFile(sampleInput(bad, { segment: west }))]).then((r) => expectExit(r, EXIT.FAILED)),
     );
     // Visibility is eventually consistent: wait until both closed runs are listed, then ask the CLI.
-    await eventually(async () => {
-      let n = 0;
-      for await (const wf of env.client.workflow.list({ query: `(Segment = "${east}" OR Segment = "${west}") AND ExecutionStatus != "Running"` })) n += wf ? 1 : 0;
-      return n === 2;
-    }, { what: 'both runs in visibility', timeoutMs: 30_000 });
+    await eventually(
+      async () => {
+        let n = 0;
+        for await (const wf of env.client.workflow.list({
+          query: `(Segment = "${east}" OR Segment = "${west}") AND ExecutionStatus != "Running"`,
+        }))
+          n += wf ? 1 : 0;
+        return n === 2;
+      },
+      { what: 'both runs in visibility', timeoutMs: 30_000 },
+    );
 
     const cli = cliFor('unused-queue');
     const [bySegment, byFailedStep, failed, succeededWest, byNode, badState, badStep] = await Promise.all([
       cli(['list', '--json', '--segment', east]),
-      cli(['list', '--json', '--step', 'startSpireAgent', '--failed-step', 'startSpireAgent', '--error-type', 'ToolMissing', '--segment', west]),
+      cli([
+        'list',
+        '--json',
+        '--step',
+        'startSpireAgent',
+        '--failed-step',
+        'startSpireAgent',
+        '--error-type',
+        'ToolMissing',
+        '--segment',
+        west,
+      ]),
       cli(['list', '--state', 'failed', '--segment', west]),
       cli(['list', '--json', '--state', 'succeeded', '--segment', west]),
       cli(['list', '--json', '--node', ok]),
@@ -259,12 +338,21 @@ describe.concurrent('nodeboot list', () => {
       cli(['list', '--failed-step', 'rebootTheWorld']),
     ]);
     expectExit(bySegment, EXIT.OK);
-    expect(bySegment.json).toMatchObject({ ok: true, count: 1, runs: [{ nodeId: ok, segment: east, status: 'COMPLETED', bootstrapStep: 'launchWorkloads', failedStep: null }] });
+    expect(bySegment.json).toMatchObject({
+      ok: true,
+      count: 1,
+      runs: [{ nodeId: ok, segment: east, status: 'COMPLETED', bootstrapStep: 'launchWorkloads', failedStep: null }],
+    });
     expect(bySegment.json.query).toBe(`WorkflowType = "provisionNode" AND Segment = "${east}"`);
     expectExit(byFailedStep, EXIT.OK);
-    expect(byFailedStep.json).toMatchObject({ count: 1, runs: [{ nodeId: bad, status: 'FAILED', failedStep: 'startSpireAgent', errorType: 'ToolMissing' }] });
+    expect(byFailedStep.json).toMatchObject({
+      count: 1,
+      runs: [{ nodeId: bad, status: 'FAILED', failedStep: 'startSpireAgent', errorType: 'ToolMissing' }],
+    });
     expectExit(failed, EXIT.OK);
-    expect(failed.stdout).toMatch(new RegExp(`${bad}\\s+${west}\\s+FAILED\\s+startSpireAgent\\s+startSpireAgent\\s+ToolMissing`));
+    expect(failed.stdout).toMatch(
+      new RegExp(`${bad}\\s+${west}\\s+FAILED\\s+startSpireAgent\\s+startSpireAgent\\s+ToolMissing`),
+    );
     expectExit(succeededWest, EXIT.OK);
     expect(succeededWest.json).toMatchObject({ count: 0, runs: [] });
     expectExit(byNode, EXIT.OK);
@@ -290,7 +378,11 @@ describe.concurrent('operator decisions', () => {
           execution: 'RUNNING',
           heldStep: 'startSpireAgent',
           lastFailure: { step: 'startSpireAgent', type: 'ToolMissing', errorClass: 'permanent' },
-          next: [`nodeboot approve ${nodeId}`, `nodeboot compensate ${nodeId}`, `nodeboot rerun ${nodeId} --input fixed.json`],
+          next: [
+            `nodeboot approve ${nodeId}`,
+            `nodeboot compensate ${nodeId}`,
+            `nodeboot rerun ${nodeId} --input fixed.json`,
+          ],
         },
       });
       expect(held.json.run.lastFailure.suggestion).toMatch(/install the missing binary/);
@@ -300,10 +392,13 @@ describe.concurrent('operator decisions', () => {
 
       const [status, listed] = await Promise.all([
         cli(['status', nodeId]),
-        eventually(async () => {
-          const r = await cli(['list', '--json', '--state', 'held', '--node', nodeId]);
-          return r.json?.count === 1 ? r : undefined;
-        }, { what: 'the held run listed', timeoutMs: 30_000 }),
+        eventually(
+          async () => {
+            const r = await cli(['list', '--json', '--state', 'held', '--node', nodeId]);
+            return r.json?.count === 1 ? r : undefined;
+          },
+          { what: 'the held run listed', timeoutMs: 30_000 },
+        ),
       ]);
       expectExit(status, EXIT.HELD);
       expect(status.stdout).toMatch(/state: held at 4 start SPIRE agent/);
@@ -313,7 +408,11 @@ describe.concurrent('operator decisions', () => {
 
       const approved = await cli(['approve', '--wait', '--json', nodeId]);
       expectExit(approved, EXIT.OK);
-      expect(approved.json).toMatchObject({ ok: true, decision: { action: 'retry', step: 'startSpireAgent' }, run: { outcome: 'provisioned' } });
+      expect(approved.json).toMatchObject({
+        ok: true,
+        decision: { action: 'retry', step: 'startSpireAgent' },
+        run: { outcome: 'provisioned' },
+      });
       const again = await cli(['approve', nodeId, '--json']);
       expectExit(again, EXIT.CONFLICT);
       expect(again.json.error.code).toBe('CONFLICT');
@@ -329,13 +428,37 @@ describe.concurrent('operator decisions', () => {
       expectExit(await cli(['start', '--wait', inputFile(sampleInput(nodeId, { onFailure: 'hold' }))]), EXIT.HELD);
       const r = await cli(['compensate', '--wait', '--json', nodeId]);
       expectExit(r, EXIT.OK);
-      expect(r.json).toMatchObject({ ok: true, exitCode: 0, decision: { action: 'compensate', step: 'registerEntries' }, run: { outcome: 'compensated', exitCode: 3, execution: 'FAILED' } });
-      const status = await untilWorkerAnswers(() => cli(['status', '--json', nodeId]), (s) => s.json?.run?.steps?.length > 0);
+      expect(r.json).toMatchObject({
+        ok: true,
+        exitCode: 0,
+        decision: { action: 'compensate', step: 'registerEntries' },
+        run: { outcome: 'compensated', exitCode: 3, execution: 'FAILED' },
+      });
+      const status = await untilWorkerAnswers(
+        () => cli(['status', '--json', nodeId]),
+        (s) => s.json?.run?.steps?.length > 0,
+      );
       expectExit(status, EXIT.FAILED);
-      expect(status.json.run).toMatchObject({ outcome: 'compensated', lastFailure: { step: 'registerEntries', type: 'EntryRejected' }, next: [`nodeboot rerun ${nodeId}`] });
-      expect(status.json.run.steps.map((s: { state: string }) => s.state)).toEqual(['compensated', 'compensated', 'succeeded', 'compensated', 'compensated', 'pending']);
+      expect(status.json.run).toMatchObject({
+        outcome: 'compensated',
+        lastFailure: { step: 'registerEntries', type: 'EntryRejected' },
+        next: [`nodeboot rerun ${nodeId}`],
+      });
+      expect(status.json.run.steps.map((s: { state: string }) => s.state)).toEqual([
+        'compensated',
+        'compensated',
+        'succeeded',
+        'compensated',
+        'compensated',
+        'pending',
+      ]);
     });
-    expect(fake.undos().map((c) => c.name)).toEqual(['undoRegisterEntries', 'undoStartSpireAgent', 'undoIssueOverlayKey', 'undoInstallOverlay']);
+    expect(fake.undos().map((c) => c.name)).toEqual([
+      'undoRegisterEntries',
+      'undoStartSpireAgent',
+      'undoIssueOverlayKey',
+      'undoInstallOverlay',
+    ]);
   });
 
   it('cancel compensates a run mid-step; rerun and approve refuse a run in progress (7); cancel again is a no-op', async () => {
@@ -344,7 +467,11 @@ describe.concurrent('operator decisions', () => {
     await withCli(fake, async (cli) => {
       expectExit(await cli(['start', inputFile(sampleInput(nodeId))]), EXIT.OK);
       await fake.entered('launchWorkloads');
-      const [rerun, approve, status] = await Promise.all([cli(['rerun', nodeId]), cli(['approve', '--json', nodeId]), cli(['status', '--json', nodeId])]);
+      const [rerun, approve, status] = await Promise.all([
+        cli(['rerun', nodeId]),
+        cli(['approve', '--json', nodeId]),
+        cli(['status', '--json', nodeId]),
+      ]);
       expectExit(rerun, EXIT.CONFLICT);
       expect(rerun.stderr).toMatch(/run in progress/);
       expectExit(approve, EXIT.CONFLICT);
@@ -354,7 +481,11 @@ describe.concurrent('operator decisions', () => {
 
       const cancelled = await cli(['cancel', '--wait', '--json', nodeId]);
       expectExit(cancelled, EXIT.OK);
-      expect(cancelled.json).toMatchObject({ ok: true, cancelRequested: true, run: { execution: 'CANCELLED', outcome: 'cancelled', exitCode: 3, lastFailure: { type: 'Cancelled' } } });
+      expect(cancelled.json).toMatchObject({
+        ok: true,
+        cancelRequested: true,
+        run: { execution: 'CANCELLED', outcome: 'cancelled', exitCode: 3, lastFailure: { type: 'Cancelled' } },
+      });
       const [after, twice] = await Promise.all([cli(['status', nodeId]), cli(['cancel', '--json', nodeId])]);
       expectExit(after, EXIT.FAILED);
       expect(after.stdout).toMatch(/state: cancelled/);
@@ -372,17 +503,26 @@ describe.concurrent('operator decisions', () => {
 });
 
 describe.concurrent('nodeboot rerun', () => {
-  it('after a compensated failure: a new run with the last run\'s input provisions the node; a provisioned node is refused', async () => {
+  it("after a compensated failure: a new run with the last run's input provisions the node; a provisioned node is refused", async () => {
     const fake = createCountingActivities({ registerEntries: failWith('EntryRejected', 1) });
     const nodeId = uniqueId('cli');
     await withCli(fake, async (cli) => {
       const failed = await cli(['start', '--wait', '--json', inputFile(sampleInput(nodeId))]);
       expectExit(failed, EXIT.FAILED);
-      expect(failed.json.run).toMatchObject({ outcome: 'compensated', lastFailure: { step: 'registerEntries', type: 'EntryRejected', errorClass: 'permanent' } });
+      expect(failed.json.run).toMatchObject({
+        outcome: 'compensated',
+        lastFailure: { step: 'registerEntries', type: 'EntryRejected', errorClass: 'permanent' },
+      });
 
       const rerun = await cli(['rerun', '--wait', '--json', nodeId]);
       expectExit(rerun, EXIT.OK);
-      expect(rerun.json).toMatchObject({ ok: true, started: true, inputFrom: 'last-run', rerunOf: { runId: failed.json.run.runId, execution: 'FAILED', terminated: false }, run: { outcome: 'provisioned' } });
+      expect(rerun.json).toMatchObject({
+        ok: true,
+        started: true,
+        inputFrom: 'last-run',
+        rerunOf: { runId: failed.json.run.runId, execution: 'FAILED', terminated: false },
+        run: { outcome: 'provisioned' },
+      });
       expect(rerun.json.run.runId).not.toBe(failed.json.run.runId);
 
       const refused = await cli(['rerun', nodeId]);
@@ -402,20 +542,34 @@ describe.concurrent('nodeboot rerun', () => {
       const heldRunId = held.json.run.runId as string;
 
       // A fixed input for another node is refused before anything is touched.
-      const wrong = await cli(['rerun', nodeId, '--input', inputFile(sampleInput(uniqueId('other'), { onFailure: 'hold' }))]);
+      const wrong = await cli([
+        'rerun',
+        nodeId,
+        '--input',
+        inputFile(sampleInput(uniqueId('other'), { onFailure: 'hold' })),
+      ]);
       expectExit(wrong, EXIT.INVALID);
       expect((await runOf(nodeId)).status.name).toBe('RUNNING');
 
       const fixed = inputFile(sampleInput(nodeId, { onFailure: 'hold', segment: 'fixed' }));
       const rerun = await cli(['rerun', nodeId, '--input', fixed, '--wait', '--json']);
       expectExit(rerun, EXIT.OK);
-      expect(rerun.json).toMatchObject({ started: true, inputFrom: 'file', rerunOf: { runId: heldRunId, execution: 'RUNNING', terminated: true }, run: { outcome: 'provisioned' } });
+      expect(rerun.json).toMatchObject({
+        started: true,
+        inputFrom: 'file',
+        rerunOf: { runId: heldRunId, execution: 'RUNNING', terminated: true },
+        run: { outcome: 'provisioned' },
+      });
       expect(rerun.stderr).toMatch(/terminated the held run .* without compensation/);
       expect(rerun.json.run.searchAttributes.segment).toBe('fixed');
 
       const old = await cli(['status', '--json', '--run', heldRunId, nodeId]);
       expectExit(old, EXIT.INCOMPLETE);
-      expect(old.json.run).toMatchObject({ execution: 'TERMINATED', outcome: 'terminated', lastFailure: { type: 'Terminated' } });
+      expect(old.json.run).toMatchObject({
+        execution: 'TERMINATED',
+        outcome: 'terminated',
+        lastFailure: { type: 'Terminated' },
+      });
       expect(old.json.run.lastFailure.message).toMatch(/superseded by nodeboot rerun/);
     });
     expect(fake.undos()).toEqual([]);
@@ -432,12 +586,22 @@ describe.concurrent('nodeboot decommission / history', () => {
       expectExit(await cli(['start', '--wait', inputFile(sampleInput(done))]), EXIT.OK);
       const d1 = await cli(['decommission', '--wait', '--json', done]);
       expectExit(d1, EXIT.OK);
-      expect(d1.json).toMatchObject({ ok: true, nodeId: done, cancelledProvisionRun: null, workflowId: `decommission/${done}`, state: 'succeeded' });
+      expect(d1.json).toMatchObject({
+        ok: true,
+        nodeId: done,
+        cancelledProvisionRun: null,
+        workflowId: `decommission/${done}`,
+        state: 'succeeded',
+      });
       expect(d1.json.result.removed.startSpireAgent).toEqual([`undoStartSpireAgent:${done}`]);
       // The completed run is not the last word: the node is decommissioned (exit 10), not provisioned.
       const after = await cli(['status', '--json', done]);
       expectExit(after, EXIT.DECOMMISSIONED);
-      expect(after.json.run).toMatchObject({ execution: 'COMPLETED', outcome: 'decommissioned', decommission: { workflowId: `decommission/${done}`, runId: d1.json.runId } });
+      expect(after.json.run).toMatchObject({
+        execution: 'COMPLETED',
+        outcome: 'decommissioned',
+        decommission: { workflowId: `decommission/${done}`, runId: d1.json.runId },
+      });
     });
 
     const fake2 = createFakeActivities({ issueOverlayKey: failWith('PoolExhausted') });
@@ -449,7 +613,11 @@ describe.concurrent('nodeboot decommission / history', () => {
       expect(d2.json).toMatchObject({ ok: true, cancelledProvisionRun: start.json.run.runId, state: 'succeeded' });
       const status = await cli(['status', '--json', held]);
       expectExit(status, EXIT.DECOMMISSIONED);
-      expect(status.json.run).toMatchObject({ execution: 'CANCELLED', outcome: 'decommissioned', decommission: { workflowId: `decommission/${held}` } });
+      expect(status.json.run).toMatchObject({
+        execution: 'CANCELLED',
+        outcome: 'decommissioned',
+        decommission: { workflowId: `decommission/${held}` },
+      });
 
       const [history, human, none, missing] = await Promise.all([
         cli(['history', '--json', held]),
@@ -460,10 +628,19 @@ describe.concurrent('nodeboot decommission / history', () => {
       expectExit(history, EXIT.OK);
       const kinds = history.json.events.map((e: { step: string; kind: string }) => `${e.step}:${e.kind}`);
       expect(kinds).toEqual(
-        expect.arrayContaining(['workflow:started', 'issueOverlayKey:failed', 'issueOverlayKey:held', 'installOverlay:compensated', 'workflow:compensated', 'workflow:succeeded']),
+        expect.arrayContaining([
+          'workflow:started',
+          'issueOverlayKey:failed',
+          'issueOverlayKey:held',
+          'installOverlay:compensated',
+          'workflow:compensated',
+          'workflow:succeeded',
+        ]),
       );
       expect(history.json.events.every((e: { nodeId: string }) => e.nodeId === held)).toBe(true);
-      expect(new Set(history.json.events.map((e: { workflowId: string }) => e.workflowId))).toEqual(new Set([`provision/${held}`, `decommission/${held}`]));
+      expect(new Set(history.json.events.map((e: { workflowId: string }) => e.workflowId))).toEqual(
+        new Set([`provision/${held}`, `decommission/${held}`]),
+      );
       expectExit(human, EXIT.OK);
       expect(human.stdout).toMatch(/issueOverlayKey\s+held\s+PoolExhausted/);
       expectExit(none, EXIT.NOT_FOUND);
@@ -484,7 +661,11 @@ describe.concurrent('nodeboot decommission / history', () => {
 describe.concurrent('configuration and reachability', () => {
   it('exits 6 when Temporal (or, for history, the ledger) cannot be reached, and validates input before connecting', async () => {
     const port = await freePort();
-    const cli = cliFor('unused-queue', { TEMPORAL_ADDRESS: `127.0.0.1:${port}`, NODEBOOT_CONNECT_TIMEOUT: '2', DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nodeboot` });
+    const cli = cliFor('unused-queue', {
+      TEMPORAL_ADDRESS: `127.0.0.1:${port}`,
+      NODEBOOT_CONNECT_TIMEOUT: '2',
+      DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nodeboot`,
+    });
     const nodeId = uniqueId('cli');
     const bad = sampleInput(nodeId) as ProvisionInputJson;
     bad.nodeDir = 'relative/dir';
@@ -519,12 +700,18 @@ describe.concurrent('configuration and reachability', () => {
     ]);
     expectExit(none, EXIT.INVALID);
     expectExit(unknown, EXIT.INVALID);
-    expect(unknown.json).toMatchObject({ ok: false, error: { code: 'USAGE', message: 'unknown command "frobnicate"' } });
+    expect(unknown.json).toMatchObject({
+      ok: false,
+      error: { code: 'USAGE', message: 'unknown command "frobnicate"' },
+    });
     expectExit(stray, EXIT.INVALID);
     expect(stray.stderr).toMatch(/--wait does not apply to "status"/);
     expectExit(badNode, EXIT.INVALID);
     expectExit(badAddr, EXIT.INVALID);
-    expect(badAddr.json.error).toMatchObject({ code: 'INVALID_CONFIG', fields: [{ path: 'TEMPORAL_ADDRESS (--address)', message: 'must be host:port' }] });
+    expect(badAddr.json.error).toMatchObject({
+      code: 'INVALID_CONFIG',
+      fields: [{ path: 'TEMPORAL_ADDRESS (--address)', message: 'must be host:port' }],
+    });
     expectExit(empty, EXIT.NOT_FOUND); // reached the default namespace and found no run
     expectExit(help, EXIT.OK);
     expect(help.stdout).toMatch(/exit codes:/);

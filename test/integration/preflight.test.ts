@@ -29,7 +29,11 @@ describe('preflight before step 1', () => {
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 1, ephemeral: true, trustDomain: td, nodeAttestors: ['join_token'] }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 1, ephemeral: true, trustDomain: td, nodeAttestors: ['join_token'] }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
   });
 
@@ -38,33 +42,43 @@ describe('preflight before step 1', () => {
     await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
   });
 
-  it('a spire.trustDomain that is not the server\'s fails InvalidInput naming the field, before installOverlay runs', async () => {
+  it("a spire.trustDomain that is not the server's fails InvalidInput naming the field, before installOverlay runs", async () => {
     const base = labProvisionInput(lab, 'n1', { nodeId: `${uniqueId('pf').slice(-10)}-n1` });
-    const input = { ...base, spire: { ...base.spire, trustDomain: 'other.nodeboot.test' }, retry: { initialIntervalMs: 200, maximumIntervalMs: 1000, maximumAttempts: 3 } };
+    const input = {
+      ...base,
+      spire: { ...base.spire, trustDomain: 'other.nodeboot.test' },
+      retry: { initialIntervalMs: 200, maximumIntervalMs: 1000, maximumAttempts: 3 },
+    };
     const linksBefore = (await ip.listLinks(lab.nodeTransport('n1'))).map((l) => l.ifname).sort();
 
-    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
-      const run = await startProvisioning(env.client, input, { taskQueue });
-      const err = await failureOf(run.handle.result());
-      const { top, original } = expectStepFailureChain(err, 'InvalidInput', 'preflight');
-      expect(original.message).toContain('spire.trustDomain');
-      expect(original.message).toContain(`the SPIRE server's trust domain is "${td}"`);
-      expect(top.message).toMatch(/nothing to undo/);
+    await withWorker(
+      env,
+      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) },
+      async (taskQueue) => {
+        const run = await startProvisioning(env.client, input, { taskQueue });
+        const err = await failureOf(run.handle.result());
+        const { top, original } = expectStepFailureChain(err, 'InvalidInput', 'preflight');
+        expect(original.message).toContain('spire.trustDomain');
+        expect(original.message).toContain(`the SPIRE server's trust domain is "${td}"`);
+        expect(top.message).toMatch(/nothing to undo/);
 
-      // The history: one preflight attempt (not retried), and no step was ever scheduled.
-      const history = await run.handle.fetchHistory();
-      const scheduled = (history.events ?? []).filter((e) => e.activityTaskScheduledEventAttributes).map((e) => e.activityTaskScheduledEventAttributes!.activityType?.name);
-      expect(scheduled).toEqual(['preflight']);
-      const started = (history.events ?? []).filter((e) => e.activityTaskStartedEventAttributes);
-      expect(started.map((e) => e.activityTaskStartedEventAttributes!.attempt)).toEqual([1]);
+        // The history: one preflight attempt (not retried), and no step was ever scheduled.
+        const history = await run.handle.fetchHistory();
+        const scheduled = (history.events ?? [])
+          .filter((e) => e.activityTaskScheduledEventAttributes)
+          .map((e) => e.activityTaskScheduledEventAttributes!.activityType?.name);
+        expect(scheduled).toEqual(['preflight']);
+        const started = (history.events ?? []).filter((e) => e.activityTaskStartedEventAttributes);
+        expect(started.map((e) => e.activityTaskStartedEventAttributes!.attempt)).toEqual([1]);
 
-      // The status: every step still pending, the failure the run's own.
-      const status = await run.handle.query(statusQuery);
-      expect(status.steps.map((s) => s.state)).toEqual(status.steps.map(() => 'pending'));
-      expect(status.steps.every((s) => s.runs === 0)).toBe(true);
-      expect(status.lastFailure).toMatchObject({ step: 'workflow', type: 'InvalidInput' });
-      expect(status.lastFailure!.message).toContain('spire.trustDomain');
-    });
+        // The status: every step still pending, the failure the run's own.
+        const status = await run.handle.query(statusQuery);
+        expect(status.steps.map((s) => s.state)).toEqual(status.steps.map(() => 'pending'));
+        expect(status.steps.every((s) => s.runs === 0)).toBe(true);
+        expect(status.lastFailure).toMatchObject({ step: 'workflow', type: 'InvalidInput' });
+        expect(status.lastFailure!.message).toContain('spire.trustDomain');
+      },
+    );
 
     // The node is untouched: no overlay interface, nothing allocated.
     expect((await ip.listLinks(lab.nodeTransport('n1'))).map((l) => l.ifname).sort()).toEqual(linksBefore);
@@ -77,14 +91,22 @@ describe('preflight before step 1', () => {
     mkdirSync(parent, { mode: 0o755 });
     chownSync(parent, 61998, 61998);
     const base = labProvisionInput(lab, 'n1', { nodeId: `${uniqueId('pf').slice(-10)}-n2` });
-    const input = { ...base, nodeDir: path.join(parent, 'n1'), retry: { initialIntervalMs: 200, maximumIntervalMs: 1000, maximumAttempts: 3 } };
+    const input = {
+      ...base,
+      nodeDir: path.join(parent, 'n1'),
+      retry: { initialIntervalMs: 200, maximumIntervalMs: 1000, maximumAttempts: 3 },
+    };
 
-    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
-      const run = await startProvisioning(env.client, input, { taskQueue });
-      const err = await failureOf(run.handle.result());
-      const { original } = expectStepFailureChain(err, 'UnsafePath', 'preflight');
-      expect(original.message).toContain(`${parent} is owned by uid 61998`);
-    });
+    await withWorker(
+      env,
+      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) },
+      async (taskQueue) => {
+        const run = await startProvisioning(env.client, input, { taskQueue });
+        const err = await failureOf(run.handle.result());
+        const { original } = expectStepFailureChain(err, 'UnsafePath', 'preflight');
+        expect(original.message).toContain(`${parent} is owned by uid 61998`);
+      },
+    );
     expect(readdirSync(parent)).toEqual([]);
     expect((await ip.listLinks(lab.nodeTransport('n1'))).map((l) => l.ifname).sort()).toEqual(['eth0', 'lo']);
   });
@@ -92,16 +114,29 @@ describe('preflight before step 1', () => {
     const base = labProvisionInput(lab, 'n1', { nodeId: `${uniqueId('pf').slice(-10)}-n3` });
     const input = {
       ...base,
-      spire: { ...base.spire, nodeAttestor: { type: 'x509pop' as const, certificatePath: '/etc/nodeboot/node.pem', privateKeyPath: '/etc/nodeboot/node.key' } },
+      spire: {
+        ...base.spire,
+        nodeAttestor: {
+          type: 'x509pop' as const,
+          certificatePath: '/etc/nodeboot/node.pem',
+          privateKeyPath: '/etc/nodeboot/node.key',
+        },
+      },
       retry: { initialIntervalMs: 200, maximumIntervalMs: 1000, maximumAttempts: 3 },
     };
     const spireServerConfig = path.join(lab.spire!.dataDir, 'server.conf');
-    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, spireServerConfig }) }, async (taskQueue) => {
-      const run = await startProvisioning(env.client, input, { taskQueue });
-      const err = await failureOf(run.handle.result());
-      const { original } = expectStepFailureChain(err, 'InvalidInput', 'preflight');
-      expect(original.message).toContain('spire.nodeAttestor.type: the SPIRE server does not run the "x509pop" NodeAttestor (it runs: join_token)');
-    });
+    await withWorker(
+      env,
+      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, spireServerConfig }) },
+      async (taskQueue) => {
+        const run = await startProvisioning(env.client, input, { taskQueue });
+        const err = await failureOf(run.handle.result());
+        const { original } = expectStepFailureChain(err, 'InvalidInput', 'preflight');
+        expect(original.message).toContain(
+          'spire.nodeAttestor.type: the SPIRE server does not run the "x509pop" NodeAttestor (it runs: join_token)',
+        );
+      },
+    );
     expect((await ip.listLinks(lab.nodeTransport('n1'))).map((l) => l.ifname).sort()).toEqual(['eth0', 'lo']);
     expect(await ledger.listAllocations(input.nodeId)).toEqual([]);
   });

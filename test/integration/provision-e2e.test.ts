@@ -32,13 +32,25 @@ describe('provisionNode on real components', () => {
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 2, ephemeral: true, trustDomain: td, datastore: 'postgres' }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 2, ephemeral: true, trustDomain: td, datastore: 'postgres' }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
     const tag = uniqueId('e2e').slice(-10);
     inputs.push(
       labProvisionInput(lab, 'n1', {
         nodeId: `${tag}-n1`,
-        workloads: [{ name: 'api', spiffePath: '/ns/e2e/sa/api', uid: 62001, port: 9443, allow: [`spiffe://${td}/ns/e2e/sa/web`] }],
+        workloads: [
+          {
+            name: 'api',
+            spiffePath: '/ns/e2e/sa/api',
+            uid: 62001,
+            port: 9443,
+            allow: [`spiffe://${td}/ns/e2e/sa/web`],
+          },
+        ],
       }),
       labProvisionInput(lab, 'n2', {
         nodeId: `${tag}-n2`,
@@ -54,42 +66,62 @@ describe('provisionNode on real components', () => {
   });
 
   it('provisions two nodes, proves mTLS over the overlay, and decommissions without residue', async () => {
-    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
-      const runs = await Promise.all(inputs.map((i) => startProvisioning(env.client, i, { taskQueue })));
-      expect(runs.every((r) => r.started)).toBe(true);
-      const receipts = await Promise.all(runs.map((r) => r.handle.result()));
+    await withWorker(
+      env,
+      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) },
+      async (taskQueue) => {
+        const runs = await Promise.all(inputs.map((i) => startProvisioning(env.client, i, { taskQueue })));
+        expect(runs.every((r) => r.started)).toBe(true);
+        const receipts = await Promise.all(runs.map((r) => r.handle.result()));
 
-      for (const [i, r] of receipts.entries()) {
-        expect(r.nodeId).toBe(inputs[i]!.nodeId);
-        expect(r.overlayIp).toMatch(/^10\.200\.\d+\.\d+$/);
-        expect(r.keyFingerprint).toMatch(/^[0-9a-f]{16}$/);
-        expect(r.hubHandshakes[0]!.latestHandshakeUnix).toBeGreaterThan(0);
-        expect(r.nodeAliasId).toBe(`spiffe://${td}/node/${inputs[i]!.nodeId}`);
-        expect(r.entries).toHaveLength(1);
-        expect(r.workloads[0]!.svidTtlSeconds).toBeGreaterThan(3000);
-      }
-      expect(receipts[0]!.overlayIp).not.toBe(receipts[1]!.overlayIp);
+        for (const [i, r] of receipts.entries()) {
+          expect(r.nodeId).toBe(inputs[i]!.nodeId);
+          expect(r.overlayIp).toMatch(/^10\.200\.\d+\.\d+$/);
+          expect(r.keyFingerprint).toMatch(/^[0-9a-f]{16}$/);
+          expect(r.hubHandshakes[0]!.latestHandshakeUnix).toBeGreaterThan(0);
+          expect(r.nodeAliasId).toBe(`spiffe://${td}/node/${inputs[i]!.nodeId}`);
+          expect(r.entries).toHaveLength(1);
+          expect(r.workloads[0]!.svidTtlSeconds).toBeGreaterThan(3000);
+        }
+        expect(receipts[0]!.overlayIp).not.toBe(receipts[1]!.overlayIp);
 
-      // A second start for a provisioned node returns the existing run, no duplicate.
-      const again = await startProvisioning(env.client, inputs[0]!, { taskQueue });
-      expect(again.started).toBe(false);
-      expect((await again.handle.result()).runId).toBe(receipts[0]!.runId);
+        // A second start for a provisioned node returns the existing run, no duplicate.
+        const again = await startProvisioning(env.client, inputs[0]!, { taskQueue });
+        expect(again.started).toBe(false);
+        expect((await again.handle.result()).runId).toBe(receipts[0]!.runId);
 
-      // The node's private key is on the node, 0600, and in no receipt.
-      const keyMode = await lab.nodeTransport('n1').run('stat', ['-c', '%a', `${lab.node('n1').dir}/wireguard/${receipts[0]!.interface}.key`]);
-      expect(keyMode.stdout.trim()).toBe('600');
+        // The node's private key is on the node, 0600, and in no receipt.
+        const keyMode = await lab
+          .nodeTransport('n1')
+          .run('stat', ['-c', '%a', `${lab.node('n1').dir}/wireguard/${receipts[0]!.interface}.key`]);
+        expect(keyMode.stdout.trim()).toBe('600');
 
-      // The layers together: web@n2 calls api@n1 over mTLS across the overlay; api refuses nobody-allowed web's server.
-      const ok = await callWorkload(lab, inputs[1]!, 'web', 62002, `${receipts[0]!.overlayIp}:9443`, `spiffe://${td}/ns/e2e/sa/api`);
-      expect(ok).toMatchObject({ ok: true });
-      const refused = await callWorkload(lab, inputs[0]!, 'api', 62001, `${receipts[1]!.overlayIp}:9443`, `spiffe://${td}/ns/e2e/sa/web`);
-      expect(refused.ok).toBe(false);
-      expect(refused.detail).toMatch(/refused/);
+        // The layers together: web@n2 calls api@n1 over mTLS across the overlay; api refuses nobody-allowed web's server.
+        const ok = await callWorkload(
+          lab,
+          inputs[1]!,
+          'web',
+          62002,
+          `${receipts[0]!.overlayIp}:9443`,
+          `spiffe://${td}/ns/e2e/sa/api`,
+        );
+        expect(ok).toMatchObject({ ok: true });
+        const refused = await callWorkload(
+          lab,
+          inputs[0]!,
+          'api',
+          62001,
+          `${receipts[1]!.overlayIp}:9443`,
+          `spiffe://${td}/ns/e2e/sa/web`,
+        );
+        expect(refused.ok).toBe(false);
+        expect(refused.detail).toMatch(/refused/);
 
-      // Decommission: the same undo path, leaving only events behind.
-      const decs = await Promise.all(inputs.map((i) => startDecommission(env.client, i, { taskQueue })));
-      await Promise.all(decs.map((d) => d.result()));
-    });
+        // Decommission: the same undo path, leaving only events behind.
+        const decs = await Promise.all(inputs.map((i) => startDecommission(env.client, i, { taskQueue })));
+        await Promise.all(decs.map((d) => d.result()));
+      },
+    );
 
     const srv = { transport: lab.hubTransport(), socketPath: lab.spire!.socketPath };
     expect(await server.entryShow(srv)).toEqual([]);

@@ -36,7 +36,11 @@ describe('nodeboot repair (real lab)', () => {
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 1, ephemeral: true, trustDomain: 'repair.nodeboot.test' }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 1, ephemeral: true, trustDomain: 'repair.nodeboot.test' }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
     dir = mkdtempSync(path.join(tmpdir(), 'nb-repair-'));
     const { inject } = await import('vitest');
@@ -51,46 +55,69 @@ describe('nodeboot repair (real lab)', () => {
 
   it('an evicted join-token agent is re-attested with a fresh token; the workloads get SVIDs again', async () => {
     const nodeId = uniqueId('repair');
-    const input = labProvisionInput(lab, 'n1', { nodeId, workloads: [{ name: 'api', spiffePath: '/ns/repair/sa/api', uid: 62041, port: 9443 }] });
+    const input = labProvisionInput(lab, 'n1', {
+      nodeId,
+      workloads: [{ name: 'api', spiffePath: '/ns/repair/sa/api', uid: 62041, port: 9443 }],
+    });
     const file = path.join(dir, 'node.json');
     writeFileSync(file, JSON.stringify(input));
     const srv = { transport: lab.hubTransport(), socketPath: lab.spire!.socketPath };
     const t = lab.nodeTransport('n1');
     const p = nodePaths(ProvisionInput.parse(input));
 
-    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
-      const cli = async (args: string[], code: number): Promise<CliRun> => {
-        const r = await nodeboot(args, { TEMPORAL_ADDRESS: address, TEMPORAL_NAMESPACE: env.namespace, TEMPORAL_TASK_QUEUE: taskQueue, DATABASE_URL: db.url }, { timeoutMs: 240_000 });
-        expect(r.code, describeRun(args, r)).toBe(code);
-        return r;
-      };
-      const first = await cli(['start', '--wait', '--json', file], EXIT.OK);
-      const run1 = first.json.run.runId as string;
-      const [before] = await server.agentList(srv, { attestationType: 'join_token' });
-      expect(before).toMatchObject({ canReattest: false, banned: false });
-      const pid1 = (await readPidFile(t, p.agentPid))!;
+    await withWorker(
+      env,
+      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) },
+      async (taskQueue) => {
+        const cli = async (args: string[], code: number): Promise<CliRun> => {
+          const r = await nodeboot(
+            args,
+            {
+              TEMPORAL_ADDRESS: address,
+              TEMPORAL_NAMESPACE: env.namespace,
+              TEMPORAL_TASK_QUEUE: taskQueue,
+              DATABASE_URL: db.url,
+            },
+            { timeoutMs: 240_000 },
+          );
+          expect(r.code, describeRun(args, r)).toBe(code);
+          return r;
+        };
+        const first = await cli(['start', '--wait', '--json', file], EXIT.OK);
+        const run1 = first.json.run.runId as string;
+        const [before] = await server.agentList(srv, { attestationType: 'join_token' });
+        expect(before).toMatchObject({ canReattest: false, banned: false });
+        const pid1 = (await readPidFile(t, p.agentPid))!;
 
-      // Evicted: a join-token agent cannot come back by itself and exits.
-      expect(await server.agentEvict(srv, before!.spiffeId)).toBe(true);
-      await eventually(async () => (processAlive(pid1) ? undefined : true), { what: 'the evicted agent to exit', timeoutMs: 60_000 });
-      expect(await server.agentList(srv, { attestationType: 'join_token' })).toEqual([]);
+        // Evicted: a join-token agent cannot come back by itself and exits.
+        expect(await server.agentEvict(srv, before!.spiffeId)).toBe(true);
+        await eventually(async () => (processAlive(pid1) ? undefined : true), {
+          what: 'the evicted agent to exit',
+          timeoutMs: 60_000,
+        });
+        expect(await server.agentList(srv, { attestationType: 'join_token' })).toEqual([]);
 
-      const repaired = await cli(['repair', nodeId, '--wait', '--json'], EXIT.OK);
-      expect(repaired.json).toMatchObject({ started: true, repairOf: { runId: run1 }, run: { outcome: 'provisioned' } });
-      expect(repaired.json.run.runId).not.toBe(run1);
-      // Steps 1-3 found everything in place; step 4 minted a new token: a new agent ID.
-      expect(repaired.json.run.steps[0].evidence).toMatchObject({ alreadyPresent: true });
-      const after = await server.agentList(srv, { attestationType: 'join_token' });
-      expect(after).toHaveLength(1);
-      expect(after[0]!.spiffeId).not.toBe(before!.spiffeId);
-      const [workload] = repaired.json.run.receipt.workloads as { svidSerial: string; svidNotAfter: string }[];
-      expect(new Date(workload!.svidNotAfter).getTime()).toBeGreaterThan(Date.now());
+        const repaired = await cli(['repair', nodeId, '--wait', '--json'], EXIT.OK);
+        expect(repaired.json).toMatchObject({
+          started: true,
+          repairOf: { runId: run1 },
+          run: { outcome: 'provisioned' },
+        });
+        expect(repaired.json.run.runId).not.toBe(run1);
+        // Steps 1-3 found everything in place; step 4 minted a new token: a new agent ID.
+        expect(repaired.json.run.steps[0].evidence).toMatchObject({ alreadyPresent: true });
+        const after = await server.agentList(srv, { attestationType: 'join_token' });
+        expect(after).toHaveLength(1);
+        expect(after[0]!.spiffeId).not.toBe(before!.spiffeId);
+        const [workload] = repaired.json.run.receipt.workloads as { svidSerial: string; svidNotAfter: string }[];
+        expect(new Date(workload!.svidNotAfter).getTime()).toBeGreaterThan(Date.now());
 
-      // A node with no provisioning run has nothing to repair.
-      const other = await cli(['repair', uniqueId('never'), '--json'], EXIT.NOT_FOUND);
-      expect(other.json.ok).toBe(false);
+        // A node with no provisioning run has nothing to repair.
+        const other = await cli(['repair', uniqueId('never'), '--json'], EXIT.NOT_FOUND);
+        expect(other.json.ok).toBe(false);
 
-      await cli(['decommission', '--wait', '--json', nodeId], EXIT.OK);
-    });
+        await cli(['decommission', '--wait', '--json', nodeId], EXIT.OK);
+      },
+    );
   });
 });

@@ -35,16 +35,24 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
   let env: TemporalTestEnv;
   let dir: string;
   let address: string;
-  const nodes: Record<'n1' | 'n2', { nodeId: string; input: ProvisionInputJson; file: string; spiffeId: string }> = {} as never;
+  const nodes: Record<'n1' | 'n2', { nodeId: string; input: ProvisionInputJson; file: string; spiffeId: string }> =
+    {} as never;
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 2, ephemeral: true, trustDomain: TRUST_DOMAIN }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 2, ephemeral: true, trustDomain: TRUST_DOMAIN }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
     dir = mkdtempSync(path.join(tmpdir(), 'nb-reprovision-'));
     const { inject } = await import('vitest');
     address = inject('temporalAddress');
-    for (const [name, uid] of [['n1', 62061], ['n2', 62062]] as const) {
+    for (const [name, uid] of [
+      ['n1', 62061],
+      ['n2', 62062],
+    ] as const) {
       const nodeId = uniqueId(`re${name}`);
       const spiffePath = `/ns/reprovision/sa/${name}`;
       const input = labProvisionInput(lab, name, { nodeId, workloads: [{ name: 'api', spiffePath, uid, port: 9443 }] });
@@ -71,7 +79,16 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
   function withCli<T>(fn: (cli: Cli, taskQueue: string) => Promise<T>): Promise<T> {
     return withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, (taskQueue) =>
       fn(async (args, code, opts = {}) => {
-        const r = await nodeboot(args, { TEMPORAL_ADDRESS: address, TEMPORAL_NAMESPACE: env.namespace, TEMPORAL_TASK_QUEUE: taskQueue, DATABASE_URL: db.url }, { timeoutMs: 240_000 });
+        const r = await nodeboot(
+          args,
+          {
+            TEMPORAL_ADDRESS: address,
+            TEMPORAL_NAMESPACE: env.namespace,
+            TEMPORAL_TASK_QUEUE: taskQueue,
+            DATABASE_URL: db.url,
+          },
+          { timeoutMs: 240_000 },
+        );
         // soft: report and go on, so one run shows every state that is wrong.
         (opts.soft ? expect.soft : expect)(r.code, describeRun(args, r)).toBe(code);
         return r;
@@ -101,7 +118,14 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
       await expectGone('n1', first.json.run.receipt.publicKey);
 
       const between = await cli(['status', '--json', nodeId], EXIT.DECOMMISSIONED, { soft: true });
-      expect.soft(between.json.run).toMatchObject({ runId: run1, execution: 'COMPLETED', outcome: 'decommissioned', decommission: { workflowId: `decommission/${nodeId}`, status: 'COMPLETED' }, next: ['nodeboot start node.json'] });
+      const runBetween = between.json.run;
+      expect.soft(runBetween).toMatchObject({
+        runId: run1,
+        execution: 'COMPLETED',
+        outcome: 'decommissioned',
+        decommission: { workflowId: `decommission/${nodeId}`, status: 'COMPLETED' },
+        next: ['nodeboot start node.json'],
+      });
       const human = await cli(['status', nodeId], EXIT.DECOMMISSIONED, { soft: true });
       expect.soft(human.stdout).toMatch(/state: decommissioned/);
 
@@ -112,7 +136,12 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
       expect.soft(rerun.json.error?.suggestion).toContain('nodeboot start');
 
       const again = await cli(['start', '--wait', '--json', file], EXIT.OK);
-      expect(again.json).toMatchObject({ started: true, attached: false, nodeStateBefore: 'decommissioned', run: { outcome: 'provisioned', execution: 'COMPLETED' } });
+      expect(again.json).toMatchObject({
+        started: true,
+        attached: false,
+        nodeStateBefore: 'decommissioned',
+        run: { outcome: 'provisioned', execution: 'COMPLETED' },
+      });
       const run2 = again.json.run.runId as string;
       expect(run2).not.toBe(run1);
       expect(again.stderr).toMatch(/a new run: the node was decommissioned/);
@@ -120,40 +149,59 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
 
       // Provisioned and not decommissioned since: attached, never bootstrapped twice.
       const attached = await cli(['start', '--json', file], EXIT.OK);
-      expect(attached.json).toMatchObject({ started: false, attached: true, nodeStateBefore: 'provisioned', run: { runId: run2 } });
+      expect(attached.json).toMatchObject({
+        started: false,
+        attached: true,
+        nodeStateBefore: 'provisioned',
+        run: { runId: run2 },
+      });
       await cli(['status', '--json', nodeId], EXIT.OK);
     });
   });
 
   it('the library client: a start during a decommission is refused; after it, two starts at once make one new run', async () => {
     const { nodeId, input } = nodes.n1;
-    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
-      const before = (await startProvisioning(env.client, input, { taskQueue })).handle;
-      const provisioned = await before.result();
+    await withWorker(
+      env,
+      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) },
+      async (taskQueue) => {
+        const before = (await startProvisioning(env.client, input, { taskQueue })).handle;
+        const provisioned = await before.result();
 
-      const decommission = await startDecommission(env.client, input, { taskQueue });
-      await expect(startProvisioning(env.client, input, { taskQueue })).rejects.toMatchObject({ name: 'NodeStateError', state: 'decommissioning', message: expect.stringContaining('is being decommissioned') });
-      await decommission.result();
-      await expectGone('n1', provisioned.publicKey);
+        const decommission = await startDecommission(env.client, input, { taskQueue });
+        await expect(startProvisioning(env.client, input, { taskQueue })).rejects.toMatchObject({
+          name: 'NodeStateError',
+          state: 'decommissioning',
+          message: expect.stringContaining('is being decommissioned'),
+        });
+        await decommission.result();
+        await expectGone('n1', provisioned.publicKey);
 
-      const [a, b] = await Promise.all([startProvisioning(env.client, input, { taskQueue }), startProvisioning(env.client, input, { taskQueue })]);
-      const [runA, runB] = await Promise.all([a.handle.describe(), b.handle.describe()]);
-      expect(runA.runId).toBe(runB.runId);
-      expect(runA.runId).not.toBe(provisioned.runId);
-      expect(a.started || b.started).toBe(true);
-      const receipt = await a.handle.result();
-      expect(receipt.runId).toBe(runA.runId);
-      await expectInFabric('n1', receipt.publicKey);
-      // One run after the decommission, not two.
-      const after = await eventually(async () => {
-        const runs: string[] = [];
-        for await (const r of env.client.workflow.list({ query: `WorkflowId = "provision/${nodeId}"` })) {
-          if (r.startTime.getTime() >= runA.startTime.getTime()) runs.push(r.runId);
-        }
-        return runs.includes(runA.runId) ? runs : undefined;
-      }, { what: 'the new run in visibility' });
-      expect(after).toEqual([runA.runId]);
-    });
+        const [a, b] = await Promise.all([
+          startProvisioning(env.client, input, { taskQueue }),
+          startProvisioning(env.client, input, { taskQueue }),
+        ]);
+        const [runA, runB] = await Promise.all([a.handle.describe(), b.handle.describe()]);
+        expect(runA.runId).toBe(runB.runId);
+        expect(runA.runId).not.toBe(provisioned.runId);
+        expect(a.started || b.started).toBe(true);
+        const receipt = await a.handle.result();
+        expect(receipt.runId).toBe(runA.runId);
+        await expectInFabric('n1', receipt.publicKey);
+        // One run after the decommission, not two.
+        const after = await eventually(
+          async () => {
+            const runs: string[] = [];
+            for await (const r of env.client.workflow.list({ query: `WorkflowId = "provision/${nodeId}"` })) {
+              if (r.startTime.getTime() >= runA.startTime.getTime()) runs.push(r.runId);
+            }
+            return runs.includes(runA.runId) ? runs : undefined;
+          },
+          { what: 'the new run in visibility' },
+        );
+        expect(after).toEqual([runA.runId]);
+      },
+    );
   });
 
   it('nodeboot fleet start counts a decommissioned node as to-do and provisions it; a provisioned one is still skipped', async () => {
@@ -165,9 +213,16 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
       const n2Run = n2.json.run.runId as string;
 
       const fleetFile = path.join(dir, 'fleet.json');
-      writeFileSync(fleetFile, JSON.stringify({ fleetId: uniqueId('refleet'), window: 2, nodes: [nodes.n1.input, nodes.n2.input] }));
+      writeFileSync(
+        fleetFile,
+        JSON.stringify({ fleetId: uniqueId('refleet'), window: 2, nodes: [nodes.n1.input, nodes.n2.input] }),
+      );
       const rollout = await cli(['fleet', 'start', '--wait', '--json', fleetFile], EXIT.OK);
-      expect(rollout.json.fleet.progress).toMatchObject({ state: 'completed', total: 2, counts: { succeeded: 1, skipped: 1, failed: 0, pending: 0 } });
+      expect(rollout.json.fleet.progress).toMatchObject({
+        state: 'completed',
+        total: 2,
+        counts: { succeeded: 1, skipped: 1, failed: 0, pending: 0 },
+      });
 
       const n1 = await cli(['status', '--json', nodes.n1.nodeId], EXIT.OK);
       expect(n1.json.run).toMatchObject({ outcome: 'provisioned', decommission: null });

@@ -53,12 +53,27 @@ import {
   withCanaryPassword,
   type Secret,
 } from '../helpers/secret-scan.js';
-import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
+import {
+  connectTestEnv,
+  eventually,
+  uniqueId,
+  uniqueTaskQueue,
+  withWorker,
+  type TemporalTestEnv,
+} from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 
 const TD = 'rotate.nodeboot.test';
 /** Stage deadlines of 20 s: a 5 s heartbeat timeout, so a dead worker is noticed within ~5 s. */
-const TIMEOUTS = { installOverlay: 40, issueOverlayKey: 20, gatePeerHealth: 40, startSpireAgent: 60, registerEntries: 40, launchWorkloads: 40, compensation: 30 };
+const TIMEOUTS = {
+  installOverlay: 40,
+  issueOverlayKey: 20,
+  gatePeerHealth: 40,
+  startSpireAgent: 60,
+  registerEntries: 40,
+  launchWorkloads: 40,
+  compensation: 30,
+};
 const RETRY = { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 5 };
 /** How long a faulty worker holds a finished stage's result back (it is killed ~0.5 s into it). */
 const PAUSE_MS = 20_000;
@@ -82,7 +97,11 @@ describe('rotateOverlayKey (real lab)', () => {
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 1, ephemeral: true, trustDomain: TD }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 1, ephemeral: true, trustDomain: TD }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
     const canary = withCanaryPassword(db.url, `canary-${randomBytes(12).toString('hex')}`);
     workerDbUrl = canary.url;
@@ -93,10 +112,14 @@ describe('rotateOverlayKey (real lab)', () => {
     files = { iface: p.interface, keyPath: p.wgKey, nextPath: nextKeyPathOf(p.wgKey) };
     const taskQueue = uniqueTaskQueue('rot-prov');
     taskQueues.push(taskQueue);
-    const receipt = await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }), taskQueue }, async () => {
-      const { handle } = await startProvisioning(env.client, input, { taskQueue });
-      return handle.result();
-    });
+    const receipt = await withWorker(
+      env,
+      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }), taskQueue },
+      async () => {
+        const { handle } = await startProvisioning(env.client, input, { taskQueue });
+        return handle.result();
+      },
+    );
     overlayIp = receipt.overlayIp;
     secrets.push(...wireguardKeySecrets('provisioned WireGuard private key', readFileSync(files.keyPath, 'utf8')));
   });
@@ -107,17 +130,32 @@ describe('rotateOverlayKey (real lab)', () => {
     await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
   });
 
-  const workerOpts = (taskQueue: string) => ({ taskQueue, databaseUrl: workerDbUrl, temporalAddress: inject('temporalAddress'), namespace: inject('temporalNamespace') });
+  const workerOpts = (taskQueue: string) => ({
+    taskQueue,
+    databaseUrl: workerDbUrl,
+    temporalAddress: inject('temporalAddress'),
+    namespace: inject('temporalNamespace'),
+  });
 
   /** The hub's peers that route the node's address, and every peer that is one of `keys`. */
   async function hubPeersOf(keys: string[]) {
     const peers = (await wg.show(lab.hubTransport(), lab.hub.interface)).peers;
-    return { routing: peers.filter((p) => p.allowedIps.includes(`${overlayIp}/32`)), known: peers.filter((p) => keys.includes(p.publicKey)), all: peers };
+    return {
+      routing: peers.filter((p) => p.allowedIps.includes(`${overlayIp}/32`)),
+      known: peers.filter((p) => keys.includes(p.publicKey)),
+      all: peers,
+    };
   }
 
   /** The tunnel carries traffic from the node's overlay address to the SPIRE server port (10 s budget). */
   async function tunnelWorks(): Promise<void> {
-    await probeThroughTunnel(node(), { address: lab.hub.overlayIp, port: lab.spire!.port }, Date.now() + 10_000, undefined, { interface: files.iface, sourceIp: overlayIp });
+    await probeThroughTunnel(
+      node(),
+      { address: lab.hub.overlayIp, port: lab.spire!.port },
+      Date.now() + 10_000,
+      undefined,
+      { interface: files.iface, sourceIp: overlayIp },
+    );
   }
 
   /** The node runs on `key` (interface and key file), no next key is left, the hub knows only it, the tunnel works. */
@@ -136,18 +174,31 @@ describe('rotateOverlayKey (real lab)', () => {
   it('nodeboot rotate --wait: a new key on the interface, one peer on the hub, a fresh handshake, the probe, the ledger', async () => {
     const oldKey = (await wg.publicKey(node(), files.iface))!;
     const before = Math.floor(Date.now() / 1000);
-    const r = await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, async (taskQueue) => {
-      taskQueues.push(taskQueue);
-      const cliEnv = { TEMPORAL_ADDRESS: inject('temporalAddress'), TEMPORAL_NAMESPACE: env.namespace, TEMPORAL_TASK_QUEUE: taskQueue };
-      const args = ['rotate', nodeId, '--wait', '--json', '--handshake-timeout', '20'];
-      const run = await nodeboot(args, cliEnv, { timeoutMs: 180_000 });
-      expect(run.code, describeRun(args, run)).toBe(EXIT.OK);
-      return run;
-    });
+    const r = await withWorker(
+      env,
+      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) },
+      async (taskQueue) => {
+        taskQueues.push(taskQueue);
+        const cliEnv = {
+          TEMPORAL_ADDRESS: inject('temporalAddress'),
+          TEMPORAL_NAMESPACE: env.namespace,
+          TEMPORAL_TASK_QUEUE: taskQueue,
+        };
+        const args = ['rotate', nodeId, '--wait', '--json', '--handshake-timeout', '20'];
+        const run = await nodeboot(args, cliEnv, { timeoutMs: 180_000 });
+        expect(run.code, describeRun(args, run)).toBe(EXIT.OK);
+        return run;
+      },
+    );
     const receipt = r.json.receipt;
     expect(r.json).toMatchObject({ ok: true, state: 'rotated', workflowId: `rotate/${nodeId}` });
     expect(receipt.publicKey).not.toBe(oldKey);
-    expect(receipt).toMatchObject({ fingerprint: keyFingerprint(receipt.publicKey), previousFingerprint: keyFingerprint(oldKey), resumed: false, removedOldPeer: ['hub'] });
+    expect(receipt).toMatchObject({
+      fingerprint: keyFingerprint(receipt.publicKey),
+      previousFingerprint: keyFingerprint(oldKey),
+      resumed: false,
+      removedOldPeer: ['hub'],
+    });
 
     // `wg show <if> public-key` in the node's namespace; the hub: one peer for the node, the new key, its address.
     await expectSettledOn(receipt.publicKey, [oldKey]);
@@ -158,11 +209,18 @@ describe('rotateOverlayKey (real lab)', () => {
     expect(receipt.hubs[0].latestHandshakeUnix).toBeGreaterThanOrEqual(before);
 
     const key = await ledger.getOverlayKey(nodeId);
-    expect(key).toMatchObject({ publicKey: receipt.publicKey, fingerprint: receipt.fingerprint, rotatedAt: receipt.rotatedAt });
+    expect(key).toMatchObject({
+      publicKey: receipt.publicKey,
+      fingerprint: receipt.fingerprint,
+      rotatedAt: receipt.rotatedAt,
+    });
     expect((await ledger.listPeers(nodeId)).map((p) => p.nodePublicKey)).toEqual([receipt.publicKey]);
     // The rotation's events sit under the key step; the node stays provisioned.
     const events = (await ledger.listEvents(nodeId)).filter((e) => e.workflowId === `rotate/${nodeId}`);
-    expect(events.map((e) => [e.step, e.kind])).toEqual([['issueOverlayKey', 'started'], ['issueOverlayKey', 'succeeded']]);
+    expect(events.map((e) => [e.step, e.kind])).toEqual([
+      ['issueOverlayKey', 'started'],
+      ['issueOverlayKey', 'succeeded'],
+    ]);
     expect((await ledger.getNode(nodeId))?.state).toBe('ready');
     secrets.push(...wireguardKeySecrets('rotated WireGuard private key', readFileSync(files.keyPath, 'utf8')));
   });
@@ -175,10 +233,17 @@ describe('rotateOverlayKey (real lab)', () => {
     const workers: WorkerProcess[] = [];
     const pskFile = path.join(lab.hub.dir, 'rotate-test.psk');
     try {
-      const w1 = await startWorkerProcess({ ...workerOpts(taskQueue), faultPause: `rotateAddHubPeers:6000`, name: 'rollback worker 1' });
+      const w1 = await startWorkerProcess({
+        ...workerOpts(taskQueue),
+        faultPause: `rotateAddHubPeers:6000`,
+        name: 'rollback worker 1',
+      });
       workers.push(w1);
       const { handle } = await startRotation(env.client, { input, handshakeTimeoutSeconds: 8 }, { taskQueue });
-      await w1.waitFor(new RegExp(`fault injection: rotateAddHubPeers attempt \\d+ of rotate/${nodeId} did its work; pausing`), 120_000);
+      await w1.waitFor(
+        new RegExp(`fault injection: rotateAddHubPeers attempt \\d+ of rotate/${nodeId} did its work; pausing`),
+        120_000,
+      );
       // The hub knows the new peer now. A preshared key only the hub has: the handshake can never complete.
       const newKey = (await wg.keyFilePublicKey(node(), files.nextPath))!;
       secrets.push(...wireguardKeySecrets('rolled-back WireGuard private key', readFileSync(files.nextPath, 'utf8')));
@@ -188,13 +253,27 @@ describe('rotateOverlayKey (real lab)', () => {
       await lab.hubTransport().run('wg', ['set', lab.hub.interface, 'peer', newKey, 'preshared-key', pskFile]);
 
       // Killed while verify waits for the handshake; the next worker verifies again, fails, and is killed in the rollback.
-      const scheduled = (name: string) => async () => ((await handle.fetchHistory()).events ?? []).some((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === name);
-      await eventually(scheduled('rotateVerify'), { timeoutMs: 60_000, intervalMs: 250, what: 'rotateVerify scheduled' });
+      const scheduled = (name: string) => async () =>
+        ((await handle.fetchHistory()).events ?? []).some(
+          (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === name,
+        );
+      await eventually(scheduled('rotateVerify'), {
+        timeoutMs: 60_000,
+        intervalMs: 250,
+        what: 'rotateVerify scheduled',
+      });
       await sleep(2_000);
       await w1.kill();
-      const w2 = await startWorkerProcess({ ...workerOpts(taskQueue), faultPause: `rotateRollback:${PAUSE_MS}`, name: 'rollback worker 2' });
+      const w2 = await startWorkerProcess({
+        ...workerOpts(taskQueue),
+        faultPause: `rotateRollback:${PAUSE_MS}`,
+        name: 'rollback worker 2',
+      });
       workers.push(w2);
-      await w2.waitFor(new RegExp(`fault injection: rotateRollback attempt \\d+ of rotate/${nodeId} did its work; pausing`), 120_000);
+      await w2.waitFor(
+        new RegExp(`fault injection: rotateRollback attempt \\d+ of rotate/${nodeId} did its work; pausing`),
+        120_000,
+      );
       await sleep(500);
       await w2.kill();
       await tunnelWorks(); // the rollback's work is done, on the old key
@@ -208,8 +287,14 @@ describe('rotateOverlayKey (real lab)', () => {
       const cause = (err as WorkflowFailedError).cause;
       expect(cause).toBeInstanceOf(ApplicationFailure);
       expect((cause as ApplicationFailure).type).toBe('PeerHandshakeTimeout');
-      expect((cause as ApplicationFailure).message).toMatch(/failed at stage verify \(PeerHandshakeTimeout\): .*no handshake of key [0-9a-f]{16} with hub\(s\) hub within 8 s.*rolled back: the node is on its old key [0-9a-f]{16}, tunnel verified/);
-      expect((cause as ApplicationFailure).details?.[0]).toMatchObject({ stage: 'verify', rolledBack: true, fingerprint: keyFingerprint(oldKey) });
+      expect((cause as ApplicationFailure).message).toMatch(
+        /failed at stage verify \(PeerHandshakeTimeout\): .*no handshake of key [0-9a-f]{16} with hub\(s\) hub within 8 s.*rolled back: the node is on its old key [0-9a-f]{16}, tunnel verified/,
+      );
+      expect((cause as ApplicationFailure).details?.[0]).toMatchObject({
+        stage: 'verify',
+        rolledBack: true,
+        fingerprint: keyFingerprint(oldKey),
+      });
 
       await expectSettledOn(oldKey, [newKey]);
       expect((await ledger.getOverlayKey(nodeId))!.fingerprint).toBe(fingerprintBefore);
@@ -221,11 +306,14 @@ describe('rotateOverlayKey (real lab)', () => {
       for (const name of ['rotateVerify', 'rotateRollback']) {
         const sched = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === name);
         expect(sched, name).toHaveLength(1);
-        const started = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(sched[0]!.eventId));
+        const started = events.find(
+          (e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(sched[0]!.eventId),
+        );
         expect(started?.activityTaskStartedEventAttributes?.attempt, name).toBeGreaterThanOrEqual(2);
       }
     } catch (e) {
-      for (const w of workers) console.error(`--- ${w.name} output tail ---\n${w.output().split('\n').slice(-40).join('\n')}`);
+      for (const w of workers)
+        console.error(`--- ${w.name} output tail ---\n${w.output().split('\n').slice(-40).join('\n')}`);
       throw e;
     } finally {
       for (const w of workers) await w.kill();
@@ -246,11 +334,18 @@ describe('rotateOverlayKey (real lab)', () => {
       let handle: Awaited<ReturnType<typeof startRotation>>['handle'] | undefined;
       for (const stage of STAGES) {
         // The previous stage's retry and this stage run on this worker; it holds this stage's result back.
-        const w = await startWorkerProcess({ ...workerOpts(taskQueue), faultPause: `${stage}:${PAUSE_MS}`, name: `faulty worker (${stage})` });
+        const w = await startWorkerProcess({
+          ...workerOpts(taskQueue),
+          faultPause: `${stage}:${PAUSE_MS}`,
+          name: `faulty worker (${stage})`,
+        });
         workers.push(w);
         mark(`${stage} worker ready in ${(w.readyMs / 1000).toFixed(1)}s`);
         handle ??= (await startRotation(env.client, { input, handshakeTimeoutSeconds: 20 }, { taskQueue })).handle;
-        await w.waitFor(new RegExp(`fault injection: ${stage} attempt \\d+ of rotate/${nodeId} did its work; pausing`), 180_000);
+        await w.waitFor(
+          new RegExp(`fault injection: ${stage} attempt \\d+ of rotate/${nodeId} did its work; pausing`),
+          180_000,
+        );
         await sleep(500);
         expect((await w.kill()).signal).toBe('SIGKILL');
         mark(`killed in ${stage}`);
@@ -274,16 +369,21 @@ describe('rotateOverlayKey (real lab)', () => {
       for (const stage of STAGES) {
         const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === stage);
         expect(scheduled, stage).toHaveLength(1);
-        const started = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(scheduled[0]!.eventId));
+        const started = events.find(
+          (e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(scheduled[0]!.eventId),
+        );
         expect(started?.activityTaskStartedEventAttributes?.attempt, stage).toBeGreaterThanOrEqual(2);
       }
-      expect(events.some((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'rotateRollback')).toBe(false);
+      expect(events.some((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'rotateRollback')).toBe(
+        false,
+      );
       secrets.push(...wireguardKeySecrets('crash-rotated WireGuard private key', readFileSync(files.keyPath, 'utf8')));
       await fresh.stop();
       console.log(`[rotate crash] ${marks.join(', ')}`);
     } catch (err) {
       console.error(`[rotate crash] ${marks.join(', ')}`);
-      for (const w of workers) console.error(`--- ${w.name} (pid ${w.pid}) output tail ---\n${w.output().split('\n').slice(-40).join('\n')}`);
+      for (const w of workers)
+        console.error(`--- ${w.name} (pid ${w.pid}) output tail ---\n${w.output().split('\n').slice(-40).join('\n')}`);
       throw err;
     } finally {
       for (const w of workers) await w.kill();
@@ -294,18 +394,29 @@ describe('rotateOverlayKey (real lab)', () => {
     const taskQueue = uniqueTaskQueue('rot-dec');
     taskQueues.push(taskQueue);
     secrets.push(...(await joinTokenSecrets(lab, 'join token')));
-    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }), taskQueue }, async () => {
-      await (await startDecommission(env.client, input, { taskQueue })).result();
-    });
+    await withWorker(
+      env,
+      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }), taskQueue },
+      async () => {
+        await (await startDecommission(env.client, input, { taskQueue })).result();
+      },
+    );
     expect((await wg.show(lab.hubTransport(), lab.hub.interface)).peers).toEqual([]);
     expect(await ledger.getOverlayKey(nodeId)).toBeNull();
 
     // provision, three rotations (one rolled back), decommission.
     const histories = (await Promise.all(taskQueues.map((tq) => fetchTaskQueueHistories(env.client, tq, 1)))).flat();
-    expect(histories.map((h) => h.type).sort()).toEqual(['decommissionNode', 'provisionNode', 'rotateOverlayKey', 'rotateOverlayKey', 'rotateOverlayKey']);
+    expect(histories.map((h) => h.type).sort()).toEqual([
+      'decommissionNode',
+      'provisionNode',
+      'rotateOverlayKey',
+      'rotateOverlayKey',
+      'rotateOverlayKey',
+    ]);
     expect(secrets.filter((s) => s.label.endsWith('WireGuard private key (base64)'))).toHaveLength(5); // hub, provisioned, 3 rotations
     expect(leakReport(histories, secrets)).toEqual([]);
     // The scanner sees the receipts' public fields: it would see a key too.
-    for (const h of histories.filter((x) => x.type === 'rotateOverlayKey')) expect(h.text).toMatch(/\\"newFingerprint\\":\\"[0-9a-f]{16}\\"/);
+    for (const h of histories.filter((x) => x.type === 'rotateOverlayKey'))
+      expect(h.text).toMatch(/\\"newFingerprint\\":\\"[0-9a-f]{16}\\"/);
   });
 });

@@ -68,7 +68,10 @@ describe('the secret scanner itself', () => {
       return { data: Buffer.from(this.data).toString('base64') };
     }
   }
-  const payload = (v: unknown) => ({ metadata: { encoding: Buffer.from('json/plain') }, data: Buffer.from(JSON.stringify(v)) });
+  const payload = (v: unknown) => ({
+    metadata: { encoding: Buffer.from('json/plain') },
+    data: Buffer.from(JSON.stringify(v)),
+  });
   const synthetic = (result: unknown, message: string) => ({
     events: [
       { eventId: 1n, workflowExecutionStartedEventAttributes: { input: { payloads: [payload({ nodeId: 'n1' })] } } },
@@ -85,22 +88,46 @@ describe('the secret scanner itself', () => {
 
   it.each([
     ['a WireGuard key in a payload (Buffer)', payload({ key: wgKey }), 'ok', 'wg key (base64)'],
-    ['a WireGuard key in a payload (plain Uint8Array)', { data: new TextEncoder().encode(`{"k":"${wgKey}"}`) }, 'ok', 'wg key (base64)'],
+    [
+      'a WireGuard key in a payload (plain Uint8Array)',
+      { data: new TextEncoder().encode(`{"k":"${wgKey}"}`) },
+      'ok',
+      'wg key (base64)',
+    ],
     ['a WireGuard key as raw bytes', { data: Buffer.from(wgKey, 'base64') }, 'ok', 'wg key (base64)'],
     ['a WireGuard key in hex', payload({ k: Buffer.from(wgKey, 'base64').toString('hex') }), 'ok', 'wg key (hex)'],
-    ['a key behind a protobuf-style toJSON', new ProtoLike(Buffer.from(JSON.stringify({ key: wgKey }))), 'ok', 'wg key (base64)'],
-    ['a join token in a failure message (upper case)', payload({}), `agent refused: token ${token.toUpperCase()}`, 'join token'],
-    ['the database password in a failure message', payload({}), 'connect postgres://postgres:canary-0123456789abcdef@db/x failed', 'database password'],
+    [
+      'a key behind a protobuf-style toJSON',
+      new ProtoLike(Buffer.from(JSON.stringify({ key: wgKey }))),
+      'ok',
+      'wg key (base64)',
+    ],
+    [
+      'a join token in a failure message (upper case)',
+      payload({}),
+      `agent refused: token ${token.toUpperCase()}`,
+      'join token',
+    ],
+    [
+      'the database password in a failure message',
+      payload({}),
+      'connect postgres://postgres:canary-0123456789abcdef@db/x failed',
+      'database password',
+    ],
     ['a PEM private key in a result', payload({ pem }), 'ok', 'svid key (line 1)'],
   ])('finds %s', (_, result, message, label) => {
     const leaks = findLeaks(historyText(synthetic(result, message)), secrets);
     expect(leaks.map((l) => l.label)).toContain(label);
     // Reports never print the secret.
-    for (const l of leaks) for (const s of secrets) expect(l.context.toLowerCase()).not.toContain(s.value.toLowerCase());
+    for (const l of leaks)
+      for (const s of secrets) expect(l.context.toLowerCase()).not.toContain(s.value.toLowerCase());
   });
 
   it('flags a PEM private-key marker even when the key itself was never collected', () => {
-    const leaks = findLeaks(historyText(synthetic(payload({}), 'dump: -----BEGIN EC PRIVATE KEY-----\nMHcCAQEEI...')), []);
+    const leaks = findLeaks(
+      historyText(synthetic(payload({}), 'dump: -----BEGIN EC PRIVATE KEY-----\nMHcCAQEEI...')),
+      [],
+    );
     expect(leaks.map((l) => l.label)).toEqual(['PEM private key marker "-----BEGIN EC PRIVATE KEY-----"']);
   });
 });
@@ -114,7 +141,11 @@ describe('no secret in the history of real runs', () => {
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 2, ephemeral: true, trustDomain: TD }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 2, ephemeral: true, trustDomain: TD }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
   });
 
@@ -136,7 +167,15 @@ describe('no secret in the history of real runs', () => {
     });
     const tag = uniqueId('sec').slice(-10);
     const fast = {
-      timeouts: { installOverlay: 60, issueOverlayKey: 40, gatePeerHealth: 40, startSpireAgent: 60, registerEntries: 40, launchWorkloads: 40, compensation: 60 },
+      timeouts: {
+        installOverlay: 60,
+        issueOverlayKey: 40,
+        gatePeerHealth: 40,
+        startSpireAgent: 60,
+        registerEntries: 40,
+        launchWorkloads: 40,
+        compensation: 60,
+      },
       retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 3 },
     };
     const good: ProvisionInputJson = labProvisionInput(lab, 'n1', {
@@ -151,7 +190,10 @@ describe('no secret in the history of real runs', () => {
       overrides: { ...fast, retry: { ...fast.retry, maximumAttempts: 1 }, onFailure: 'hold' },
     });
 
-    const [ok, held] = await Promise.all([startProvisioning(env.client, good, { taskQueue }), startProvisioning(env.client, broken, { taskQueue })]);
+    const [ok, held] = await Promise.all([
+      startProvisioning(env.client, good, { taskQueue }),
+      startProvisioning(env.client, broken, { taskQueue }),
+    ]);
     const receipt = await ok.handle.result();
     expect(receipt.workloads).toHaveLength(1);
     // A second start attaches to the finished run (no new run, nothing minted).
@@ -209,8 +251,12 @@ describe('no secret in the history of real runs', () => {
     expect(p?.data).toBeInstanceOf(Uint8Array);
     const original = p!.data;
     try {
-      p!.data = Buffer.from(JSON.stringify({ leaked: secrets.find((s) => s.label === 'hub WireGuard private key (base64)')!.value }));
-      expect(findLeaks(historyText(h.history), secrets).map((l) => l.label)).toContain('hub WireGuard private key (base64)');
+      p!.data = Buffer.from(
+        JSON.stringify({ leaked: secrets.find((s) => s.label === 'hub WireGuard private key (base64)')!.value }),
+      );
+      expect(findLeaks(historyText(h.history), secrets).map((l) => l.label)).toContain(
+        'hub WireGuard private key (base64)',
+      );
     } finally {
       p!.data = original;
     }

@@ -19,7 +19,13 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCommand, TOOLS_BIN, ToolError } from '../../activities/host/exec.js';
 import { netnsTransport, type HostTransport } from '../../activities/host/transport.js';
-import { agentHealthcheck, fetchX509Svid, startAgent, stopAgent, type AgentHandle } from '../../activities/spire/agent-cli.js';
+import {
+  agentHealthcheck,
+  fetchX509Svid,
+  startAgent,
+  stopAgent,
+  type AgentHandle,
+} from '../../activities/spire/agent-cli.js';
 import {
   agentBan,
   agentList,
@@ -34,7 +40,12 @@ import {
   tokenGenerate,
   type SpireServerTarget,
 } from '../../activities/spire/server-cli.js';
-import { startSpireServer, stopSpireServerByDir, type SpireDatastore, type SpireServerHandle } from '../../lab/spire-server.js';
+import {
+  startSpireServer,
+  stopSpireServerByDir,
+  type SpireDatastore,
+  type SpireServerHandle,
+} from '../../lab/spire-server.js';
 import { createNetnsPair, listNetns, type NetnsPair } from '../helpers/spire-netns.js';
 
 /** A process's state letter from /proc (R, S, Z, ...), or 'gone'. */
@@ -62,7 +73,8 @@ beforeAll(async () => {
   // Fail loudly: a green run without these would prove nothing.
   if (process.getuid?.() !== 0) throw new Error('the SPIRE integration test needs root (network namespaces, setpriv)');
   for (const bin of ['spire-server', 'spire-agent']) {
-    if (!existsSync(path.join(TOOLS_BIN, bin))) throw new Error(`${bin} is missing from ${TOOLS_BIN}: run "npm run tools" first`);
+    if (!existsSync(path.join(TOOLS_BIN, bin)))
+      throw new Error(`${bin} is missing from ${TOOLS_BIN}: run "npm run tools" first`);
   }
   fixture = await createNetnsPair();
   // Short (unix socket paths) and traversable by the workload uid (its SVID dir lives here).
@@ -96,7 +108,9 @@ afterAll(async () => {
   if (databases.length) {
     const c = new pg.Client({ host: PG_HOST, user: 'postgres', database: 'postgres' });
     await c.connect();
-    const r = await c.query<{ datname: string }>('SELECT datname FROM pg_database WHERE datname = ANY($1)', [databases]);
+    const r = await c.query<{ datname: string }>('SELECT datname FROM pg_database WHERE datname = ANY($1)', [
+      databases,
+    ]);
     await c.end();
     expect(r.rows).toEqual([]);
   }
@@ -158,7 +172,9 @@ function bootstrapScenario(datastore: SpireDatastore) {
       });
       if (server.database) databases.push(server.database);
       expect(server.datastore).toBe(datastore);
-      expect(datastore === 'postgres' ? server.database : undefined).toEqual(datastore === 'postgres' ? expect.stringMatching(/^nbt_spire_/) : undefined);
+      expect(datastore === 'postgres' ? server.database : undefined).toEqual(
+        datastore === 'postgres' ? expect.stringMatching(/^nbt_spire_/) : undefined,
+      );
       srv = server.target;
       bundlePem = await bundleShow(srv);
       expect(bundlePem).toMatch(/^-----BEGIN CERTIFICATE-----/);
@@ -167,7 +183,10 @@ function bootstrapScenario(datastore: SpireDatastore) {
     });
 
     it('refuses a join token for an alias outside its trust domain: InvalidInput naming spire.trustDomain, not a retry', async () => {
-      const err = await tokenGenerate(srv, { spiffeId: `spiffe://other.nodeboot.test/node/${nodeId}`, ttlSeconds: 600 }).catch((e: unknown) => e);
+      const err = await tokenGenerate(srv, {
+        spiffeId: `spiffe://other.nodeboot.test/node/${nodeId}`,
+        ttlSeconds: 600,
+      }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ToolError);
       expect((err as ToolError).type).toBe('InvalidInput');
       expect((err as ToolError).message).toContain('spire.trustDomain');
@@ -177,7 +196,10 @@ function bootstrapScenario(datastore: SpireDatastore) {
       const unused = await tokenGenerate(srv, { spiffeId: `${alias}-unused`, ttlSeconds: 600 });
       const argv: string[][] = [];
       const inner = srv.transport;
-      const recording: SpireServerTarget = { ...srv, transport: { ...inner, run: (c, a, o) => (argv.push([c, ...a]), inner.run(c, a, o)) } };
+      const recording: SpireServerTarget = {
+        ...srv,
+        transport: { ...inner, run: (c, a, o) => (argv.push([c, ...a]), inner.run(c, a, o)) },
+      };
       expect(await agentEvict(recording, joinTokenAgentId(TD, unused))).toBe(false);
       expect(await agentBan(recording, joinTokenAgentId(TD, unused))).toBe(false);
       expect(argv.map((a) => a.slice(1, 3))).toEqual([
@@ -215,7 +237,10 @@ function bootstrapScenario(datastore: SpireDatastore) {
 
       const agents = await agentList(srv);
       expect(agents.map((a) => a.spiffeId)).toContain(agentId);
-      expect(agents.find((a) => a.spiffeId === agentId)).toMatchObject({ attestationType: 'join_token', banned: false });
+      expect(agents.find((a) => a.spiffeId === agentId)).toMatchObject({
+        attestationType: 'join_token',
+        banned: false,
+      });
       // The alias entry SPIRE made for the token (parent = the agent's join-token ID).
       expect((await entryShow(srv, { spiffeId: alias })).map((e) => e.parentId)).toEqual([agentId]);
 
@@ -266,10 +291,22 @@ function bootstrapScenario(datastore: SpireDatastore) {
     }
 
     it('registers a workload entry idempotently', async () => {
-      const spec = { parentId: alias, spiffeId: workloadId, selectors: [`unix:uid:${WORKLOAD_UID}`], x509SvidTtl: 3600, jwtSvidTtl: 300 };
+      const spec = {
+        parentId: alias,
+        spiffeId: workloadId,
+        selectors: [`unix:uid:${WORKLOAD_UID}`],
+        x509SvidTtl: 3600,
+        jwtSvidTtl: 300,
+      };
       const first = await entryCreate(srv, spec);
       expect(first.created).toBe(true);
-      expect(first.entry).toMatchObject({ parentId: alias, spiffeId: workloadId, selectors: [`unix:uid:${WORKLOAD_UID}`], x509SvidTtl: 3600, jwtSvidTtl: 300 });
+      expect(first.entry).toMatchObject({
+        parentId: alias,
+        spiffeId: workloadId,
+        selectors: [`unix:uid:${WORKLOAD_UID}`],
+        x509SvidTtl: 3600,
+        jwtSvidTtl: 300,
+      });
       entryId = first.entry.id;
       const second = await entryCreate(srv, spec);
       expect(second).toMatchObject({ created: false, entry: { id: entryId } });
@@ -278,13 +315,20 @@ function bootstrapScenario(datastore: SpireDatastore) {
 
     it('a refused entry throws EntryRejected although the CLI exits 0', async () => {
       // A parent outside the trust domain is refused by the server (InvalidArgument).
-      const err = await entryCreate(srv, { parentId: 'spiffe://other.test/node/x', spiffeId: `${workloadId}-bad`, selectors: ['unix:uid:1'] }).catch((e: unknown) => e);
+      const err = await entryCreate(srv, {
+        parentId: 'spiffe://other.test/node/x',
+        spiffeId: `${workloadId}-bad`,
+        selectors: ['unix:uid:1'],
+      }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ToolError);
       expect((err as ToolError).type).toBe('EntryRejected');
     });
 
     it(`a process running as uid ${WORKLOAD_UID} gets an X.509-SVID that matches its entry and chains to the bundle`, async () => {
-      const svid = await fetchX509Svid({ transport: agt, socketPath: agent.socketPath }, { writeDir: path.join(base, `wl-${datastore}`), uid: WORKLOAD_UID, gid: WORKLOAD_UID, waitMs: 60_000 });
+      const svid = await fetchX509Svid(
+        { transport: agt, socketPath: agent.socketPath },
+        { writeDir: path.join(base, `wl-${datastore}`), uid: WORKLOAD_UID, gid: WORKLOAD_UID, waitMs: 60_000 },
+      );
       expect(svid.spiffeId).toBe(workloadId);
       const { leaf } = await verifySvid(svid.svidPem, bundlePem, workloadId);
       // The entry's TTL (1 h) is honoured, give or take clock slack.

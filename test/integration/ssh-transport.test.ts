@@ -21,14 +21,37 @@ import { startDecommission, startProvisioning } from '../../client/provision.js'
 import type { HostSpec, ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';
-import { labSshOptions, labSshTransport, labTransportFactory, pinHostKey, rotateHostKey, startSshd, stopSshd, type LabSshd } from '../../lab/ssh.js';
+import {
+  labSshOptions,
+  labSshTransport,
+  labTransportFactory,
+  pinHostKey,
+  rotateHostKey,
+  startSshd,
+  stopSshd,
+  type LabSshd,
+} from '../../lab/ssh.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { expectStepFailureChain, failureOf } from '../helpers/failures.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
 import { connectTestEnv, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 
-const HOSTILE = ["it's", 'a b  c', '$(touch /tmp/nodeboot-pwned)', '`id`', 'x; echo injected', '"dq" \'sq\'', '\\', '', '*', '--help', '&& false', '|', '>/tmp/nodeboot-pwned2'];
+const HOSTILE = [
+  "it's",
+  'a b  c',
+  '$(touch /tmp/nodeboot-pwned)',
+  '`id`',
+  'x; echo injected',
+  '"dq" \'sq\'',
+  '\\',
+  '',
+  '*',
+  '--help',
+  '&& false',
+  '|',
+  '>/tmp/nodeboot-pwned2',
+];
 
 async function typeOf(p: Promise<unknown>): Promise<string> {
   try {
@@ -56,7 +79,11 @@ describe('ssh host transport on a real sshd', () => {
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
     if (!existsSync('/usr/sbin/sshd')) throw new Error('/usr/sbin/sshd is missing: apt-get install openssh-server');
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 2, ephemeral: true, trustDomain: td }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 2, ephemeral: true, trustDomain: td }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
     [e2e, side] = await Promise.all([startSshd(lab, 'n1'), startSshd(lab, 'n2')]);
     t = labSshTransport(side);
@@ -79,7 +106,9 @@ describe('ssh host transport on a real sshd', () => {
     const secret = `s3cr3t-${uniqueId('x')}`;
     const out = path.join(side.dir, 'home', 'stdin-proof');
     // The argv we build holds no secret (only input carries it).
-    const plan = planSsh(side.spec, remoteCommandLine(remoteArgv('sh', ['-c', 'cat > "$1"; sleep 2', 'x', out])), { clientNetns: side.clientNetns });
+    const plan = planSsh(side.spec, remoteCommandLine(remoteArgv('sh', ['-c', 'cat > "$1"; sleep 2', 'x', out])), {
+      clientNetns: side.clientNetns,
+    });
     expect(plan.args.join(' ')).not.toContain(secret);
 
     const running = t.run('sh', ['-c', 'cat > "$1"; sleep 2', 'x', out], { input: secret });
@@ -116,18 +145,24 @@ describe('ssh host transport on a real sshd', () => {
     expect(acceptedLogins(side)).toBe(logins);
     const fresh = await time(labSshTransport(side, { reuseConnection: false }));
     expect(acceptedLogins(side)).toBe(logins + 4);
-    console.log(`ssh: 4 commands over the master ${reused.toFixed(0)} ms, over fresh connections ${fresh.toFixed(0)} ms`);
+    console.log(
+      `ssh: 4 commands over the master ${reused.toFixed(0)} ms, over fresh connections ${fresh.toFixed(0)} ms`,
+    );
     expect(reused).toBeLessThan(fresh);
   });
 
-  it('maps ssh failures: a refused port and an absent host are HostUnreachable, a refused key HostAuthRejected, the remote exit is the command\'s', async () => {
+  it("maps ssh failures: a refused port and an absent host are HostUnreachable, a refused key HostAuthRejected, the remote exit is the command's", async () => {
     const o = labSshOptions(side);
     expect(await typeOf(sshTransport({ ...side.spec, port: 2 }, o).run('true', []))).toBe('HostUnreachable');
-    expect(await typeOf(sshTransport({ ...side.spec, host: '192.0.2.250', connectTimeoutSeconds: 2 }, o).run('true', []))).toBe('HostUnreachable');
+    expect(
+      await typeOf(sshTransport({ ...side.spec, host: '192.0.2.250', connectTimeoutSeconds: 2 }, o).run('true', [])),
+    ).toBe('HostUnreachable');
     // A key the node does not authorize: refused for good, not retried as an outage.
     const strangerKey = path.join(side.dir, 'stranger_ed25519');
     await localTransport().run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', strangerKey]);
-    const refused = await sshTransport({ ...side.spec, identityFile: strangerKey }, { ...o, reuseConnection: false }).run('true', []).catch((e: unknown) => e);
+    const refused = await sshTransport({ ...side.spec, identityFile: strangerKey }, { ...o, reuseConnection: false })
+      .run('true', [])
+      .catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(ToolError);
     expect((refused as ToolError).type).toBe('HostAuthRejected');
     expect((refused as ToolError).message).toContain(`refused the key ${strangerKey}`);
@@ -164,7 +199,9 @@ describe('ssh host transport on a real sshd', () => {
   });
 
   it('a remote tool whose stderr says "Permission denied (" is that tool\'s failure, not HostAuthRejected', async () => {
-    const err = await t.run('sh', ['-c', 'echo "open /etc/x: Permission denied (os error 13)" >&2; exit 255']).catch((e: unknown) => e);
+    const err = await t
+      .run('sh', ['-c', 'echo "open /etc/x: Permission denied (os error 13)" >&2; exit 255'])
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ToolError);
     expect((err as ToolError).type).toBe('ToolFailed');
     expect((err as ToolError).message).toContain('Permission denied (os error 13)');
@@ -173,7 +210,9 @@ describe('ssh host transport on a real sshd', () => {
   it('a known_hosts file missing on the worker is InvalidInput naming host.knownHostsFile, not HostKeyMismatch', async () => {
     const o = labSshOptions(side);
     const knownHostsFile = path.join(side.dir, 'no-such-known_hosts');
-    const err = await sshTransport({ ...side.spec, knownHostsFile }, { ...o, reuseConnection: false }).run('true', []).catch((e: unknown) => e);
+    const err = await sshTransport({ ...side.spec, knownHostsFile }, { ...o, reuseConnection: false })
+      .run('true', [])
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ToolError);
     expect((err as ToolError).type).toBe('InvalidInput');
     expect((err as ToolError).message).toContain(`host.knownHostsFile ${knownHostsFile}`);
@@ -208,25 +247,31 @@ describe('ssh host transport on a real sshd', () => {
       return tr;
     };
     const logins = acceptedLogins(e2e);
-    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, transport }) }, async (taskQueue) => {
-      const run = await startProvisioning(env.client, input, { taskQueue });
-      const r = await run.handle.result();
-      expect(r.nodeId).toBe(input.nodeId);
-      expect(r.overlayIp).toMatch(/^10\.200\.\d+\.\d+$/);
-      expect(r.keyFingerprint).toMatch(/^[0-9a-f]{16}$/);
-      expect(r.hubHandshakes[0]!.latestHandshakeUnix).toBeGreaterThan(0);
-      expect(r.nodeAliasId).toBe(`spiffe://${td}/node/${input.nodeId}`);
-      expect(r.entries).toHaveLength(1);
-      expect(r.workloads[0]!.svidTtlSeconds).toBeGreaterThan(3000);
+    await withWorker(
+      env,
+      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, transport }) },
+      async (taskQueue) => {
+        const run = await startProvisioning(env.client, input, { taskQueue });
+        const r = await run.handle.result();
+        expect(r.nodeId).toBe(input.nodeId);
+        expect(r.overlayIp).toMatch(/^10\.200\.\d+\.\d+$/);
+        expect(r.keyFingerprint).toMatch(/^[0-9a-f]{16}$/);
+        expect(r.hubHandshakes[0]!.latestHandshakeUnix).toBeGreaterThan(0);
+        expect(r.nodeAliasId).toBe(`spiffe://${td}/node/${input.nodeId}`);
+        expect(r.entries).toHaveLength(1);
+        expect(r.workloads[0]!.svidTtlSeconds).toBeGreaterThan(3000);
 
-      // The key was made on the node (0600) and the agent runs there, started over ssh.
-      const node = lab.nodeTransport('n1');
-      expect((await node.run('stat', ['-c', '%a', `${lab.node('n1').dir}/wireguard/${r.interface}.key`])).stdout.trim()).toBe('600');
-      expect((await ip.netnsPids(localTransport(), lab.node('n1').netns)).length).toBeGreaterThan(1);
+        // The key was made on the node (0600) and the agent runs there, started over ssh.
+        const node = lab.nodeTransport('n1');
+        expect(
+          (await node.run('stat', ['-c', '%a', `${lab.node('n1').dir}/wireguard/${r.interface}.key`])).stdout.trim(),
+        ).toBe('600');
+        expect((await ip.netnsPids(localTransport(), lab.node('n1').netns)).length).toBeGreaterThan(1);
 
-      const dec = await startDecommission(env.client, input, { taskQueue });
-      await dec.result();
-    });
+        const dec = await startDecommission(env.client, input, { taskQueue });
+        await dec.result();
+      },
+    );
     expect([...kinds]).toEqual(['ssh']);
     // A whole bootstrap and its undo over a handful of connections, not one per command.
     expect(acceptedLogins(e2e) - logins).toBeLessThanOrEqual(3);
@@ -269,19 +314,23 @@ describe('ssh host transport on a real sshd', () => {
         },
       };
     };
-    await withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, transport }) }, async (taskQueue) => {
-      const run = await startProvisioning(env.client, input, { taskQueue });
-      const err = await failureOf(run.handle.result());
-      expect(armed).toBe(false);
-      // Not retried (nonRetryable): the activity failed on its first attempt.
-      expectStepFailureChain(err, 'HostKeyMismatch', 'startSpireAgent');
+    await withWorker(
+      env,
+      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger, transport }) },
+      async (taskQueue) => {
+        const run = await startProvisioning(env.client, input, { taskQueue });
+        const err = await failureOf(run.handle.result());
+        expect(armed).toBe(false);
+        // Not retried (nonRetryable): the activity failed on its first attempt.
+        expectStepFailureChain(err, 'HostKeyMismatch', 'startSpireAgent');
 
-      // Compensation ran, but every undo that touches the node refuses to talk to
-      // the impostor. The operator verifies and re-pins the key, then decommissions.
-      await pinHostKey(side);
-      const dec = await startDecommission(env.client, input, { taskQueue });
-      await dec.result();
-    });
+        // Compensation ran, but every undo that touches the node refuses to talk to
+        // the impostor. The operator verifies and re-pins the key, then decommissions.
+        await pinHostKey(side);
+        const dec = await startDecommission(env.client, input, { taskQueue });
+        await dec.result();
+      },
+    );
     const srv = { transport: lab.hubTransport(), socketPath: lab.spire!.socketPath };
     expect(await server.entryShow(srv)).toEqual([]);
     expect(await ledger.listAllocations(input.nodeId)).toEqual([]);

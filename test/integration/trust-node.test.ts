@@ -40,7 +40,10 @@ import { connectTestEnv, uniqueId, withWorker, type TemporalTestEnv } from '../h
 
 const TD = 'trust.nodeboot.test';
 // Failures that would be retried on the old code give up fast.
-const FAST = { retry: { initialIntervalMs: 200, maximumIntervalMs: 500, maximumAttempts: 2 }, timeouts: { gatePeerHealth: 20 } } as const;
+const FAST = {
+  retry: { initialIntervalMs: 200, maximumIntervalMs: 500, maximumAttempts: 2 },
+  timeouts: { gatePeerHealth: 20 },
+} as const;
 
 describe('a node adopts and undoes only what is its own (real lab)', () => {
   let lab: Lab;
@@ -67,9 +70,19 @@ describe('a node adopts and undoes only what is its own (real lab)', () => {
   };
   const activities = () => createActivities({ ledger, transport: recorded });
 
-  const input = (node: string, opts: { nodeId?: string; workloads?: LabWorkload[]; overrides?: Partial<ProvisionInputJson> } = {}) =>
-    labProvisionInput(lab, node, { nodeId: opts.nodeId ?? uniqueId('tn'), workloads: opts.workloads, overrides: { ...FAST, ...opts.overrides } });
-  const withOverlay = (base: ProvisionInputJson, overlay: Partial<ProvisionInputJson['overlay']>): ProvisionInputJson => ({
+  const input = (
+    node: string,
+    opts: { nodeId?: string; workloads?: LabWorkload[]; overrides?: Partial<ProvisionInputJson> } = {},
+  ) =>
+    labProvisionInput(lab, node, {
+      nodeId: opts.nodeId ?? uniqueId('tn'),
+      workloads: opts.workloads,
+      overrides: { ...FAST, ...opts.overrides },
+    });
+  const withOverlay = (
+    base: ProvisionInputJson,
+    overlay: Partial<ProvisionInputJson['overlay']>,
+  ): ProvisionInputJson => ({
     ...base,
     overlay: { ...base.overlay, ...overlay },
   });
@@ -87,7 +100,11 @@ describe('a node adopts and undoes only what is its own (real lab)', () => {
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 6, ephemeral: true, trustDomain: TD }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 6, ephemeral: true, trustDomain: TD }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
   });
 
@@ -100,7 +117,7 @@ describe('a node adopts and undoes only what is its own (real lab)', () => {
     const run: RunRef = { workflowId: 'provision/activity-test', runId: 'activity-run' };
     const typeOf = (e: unknown) => (e instanceof ApplicationFailure ? e.type : String(e));
 
-    it('IPAM never hands out the SPIRE server\'s overlay address, even when it is the next free one', async () => {
+    it("IPAM never hands out the SPIRE server's overlay address, even when it is the next free one", async () => {
       // A fresh ledger, so the next free address after the hub's is known: 10.200.0.2.
       const db2 = await createTestDatabase();
       const ledger2 = await Ledger.connect(db2.url, { migrate: true });
@@ -184,7 +201,7 @@ describe('a node adopts and undoes only what is its own (real lab)', () => {
     expect((await wg.show(t, 'wgforeign')).listenPort).toBe(51999);
   });
 
-  it('a second node on the same host and nodeDir fails at step 1; the first node\'s agent and workload keep running', async () => {
+  it("a second node on the same host and nodeDir fails at step 1; the first node's agent and workload keep running", async () => {
     const n = lab.node('n3');
     const t = lab.nodeTransport(n);
     const a = input('n3', { workloads: [{ name: 'api', spiffePath: '/ns/trust/sa/api', uid: 62031, port: 9443 }] });
@@ -199,7 +216,10 @@ describe('a node adopts and undoes only what is its own (real lab)', () => {
 
     // Same netns, same nodeDir, another node id (and so another interface name) and its own port;
     // a workload of the same name, whose pid file would be the first node's.
-    const b = withOverlay(input('n3', { workloads: [{ name: 'api', spiffePath: '/ns/trust/sa/api-b', uid: 62032, port: 9444 }] }), { listenPort: 51821 });
+    const b = withOverlay(
+      input('n3', { workloads: [{ name: 'api', spiffePath: '/ns/trust/sa/api-b', uid: 62032, port: 9444 }] }),
+      { listenPort: 51821 },
+    );
     const second = await provision(b);
     expect(second.err, 'the second node must fail').toBeDefined();
     const { original } = expectStepFailureChain(second.err!, 'OwnershipConflict', 'installOverlay');
@@ -231,7 +251,10 @@ describe('a node adopts and undoes only what is its own (real lab)', () => {
     const pb = nodePaths(ProvisionInput.parse(b));
     // Someone else's agent, in this nodeDir, attested (over the underlay) as spiffe://<td>/node/other-node.
     const srv = { transport: lab.hubTransport(), socketPath: lab.spire!.socketPath };
-    const token = await server.tokenGenerate(srv, { spiffeId: `spiffe://${TD}/node/${uniqueId('other')}`, ttlSeconds: 600 });
+    const token = await server.tokenGenerate(srv, {
+      spiffeId: `spiffe://${TD}/node/${uniqueId('other')}`,
+      ttlSeconds: 600,
+    });
     const foreign = await startAgent({
       transport: t,
       joinToken: token,
@@ -268,7 +291,14 @@ describe('a node adopts and undoes only what is its own (real lab)', () => {
     ]) {
       const i = input('n5');
       const keyPath = nodePaths(ProvisionInput.parse(i)).wgKey;
-      await t.run('sh', ['-c', 'mkdir -p "$(dirname "$1")" && wg genkey > "$1" && chown "$2" "$1" && chmod "$3" "$1"', 'plant', keyPath, plant.owner, plant.mode]);
+      await t.run('sh', [
+        '-c',
+        'mkdir -p "$(dirname "$1")" && wg genkey > "$1" && chown "$2" "$1" && chmod "$3" "$1"',
+        'plant',
+        keyPath,
+        plant.owner,
+        plant.mode,
+      ]);
       const planted = readFileSync(keyPath, 'utf8');
       const plantedPub = (await t.run('wg', ['pubkey'], { input: planted })).stdout.trim();
 
@@ -278,7 +308,9 @@ describe('a node adopts and undoes only what is its own (real lab)', () => {
       expect(original.message).toContain(keyPath);
       expect(original.message).not.toContain(planted.trim());
       // Not used: no hub knows its public key, no address was handed out; the file is as planted.
-      expect((await wg.show(lab.hubTransport(), lab.hub.interface)).peers.map((p) => p.publicKey)).not.toContain(plantedPub);
+      expect((await wg.show(lab.hubTransport(), lab.hub.interface)).peers.map((p) => p.publicKey)).not.toContain(
+        plantedPub,
+      );
       expect(await ledger.getAllocation(i.nodeId, lab.hub.overlayCidr)).toBeNull();
       expect(readFileSync(keyPath, 'utf8')).toBe(planted);
       const st = statSync(keyPath);

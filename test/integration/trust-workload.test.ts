@@ -46,7 +46,11 @@ describe('an untrusted workload on a lab node (real lab, real workflow)', () => 
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: 2, ephemeral: true, trustDomain: TD }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: 2, ephemeral: true, trustDomain: TD }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
     acts = createActivities({ ledger });
   });
@@ -59,7 +63,10 @@ describe('an untrusted workload on a lab node (real lab, real workflow)', () => 
 
   /** Run step 6 again, outside any workflow: what a retry, a reset or an on-call rerun does. */
   const launchAgain = (input: ProvisionInputJson) =>
-    acts.launchWorkloads({ input: validateProvisionInput(input), run: { workflowId: provisionWorkflowId(input.nodeId), runId: uniqueId('again') } });
+    acts.launchWorkloads({
+      input: validateProvisionInput(input),
+      run: { workflowId: provisionWorkflowId(input.nodeId), runId: uniqueId('again') },
+    });
 
   const provision = (input: ProvisionInputJson) =>
     withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: acts }, async (taskQueue) => {
@@ -68,10 +75,13 @@ describe('an untrusted workload on a lab node (real lab, real workflow)', () => 
     });
 
   const decommission = (input: ProvisionInputJson) =>
-    withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: acts }, async (taskQueue) => (await startDecommission(env.client, input, { taskQueue })).result());
+    withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: acts }, async (taskQueue) =>
+      (await startDecommission(env.client, input, { taskQueue })).result(),
+    );
 
   /** `stat` of a path on the node, not following a link: "<uid>:<gid> <mode> <type>". */
-  const nodeStat = async (node: string, p: string) => (await lab.nodeTransport(node).run('stat', ['-c', '%u:%g %a %F', '--', p])).stdout.trim();
+  const nodeStat = async (node: string, p: string) =>
+    (await lab.nodeTransport(node).run('stat', ['-c', '%u:%g %a %F', '--', p])).stdout.trim();
 
   it('a verify dir replaced by a link to a root-owned dir: running the step again leaves the target alone and succeeds', async () => {
     const uid = 62101;
@@ -100,14 +110,29 @@ describe('an untrusted workload on a lab node (real lab, real workflow)', () => 
     // The workload's move, made as its own uid: `verify` becomes a link to the target.
     await lab
       .nodeTransport('n1')
-      .run('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--', 'sh', '-c', 'rm -rf -- "$1" && ln -s -- "$2" "$1"', 'plant', verifyDir, target]);
+      .run('setpriv', [
+        `--reuid=${uid}`,
+        `--regid=${uid}`,
+        '--clear-groups',
+        '--',
+        'sh',
+        '-c',
+        'rm -rf -- "$1" && ln -s -- "$2" "$1"',
+        'plant',
+        verifyDir,
+        target,
+      ]);
     expect(await nodeStat('n1', verifyDir)).toMatch(/ symbolic link$/);
 
     const again = await launchAgain(input);
 
     // The target is exactly as it was: owner, mode, contents.
     const after = statSync(target);
-    expect({ uid: after.uid, gid: after.gid, mode: after.mode }).toEqual({ uid: before.uid, gid: before.gid, mode: before.mode });
+    expect({ uid: after.uid, gid: after.gid, mode: after.mode }).toEqual({
+      uid: before.uid,
+      gid: before.gid,
+      mode: before.mode,
+    });
     expect(readdirSync(target)).toEqual(['root-file']);
     expect(statSync(path.join(target, 'root-file')).uid).toBe(0);
     // And the step still proved the workload's identity, from a fresh dir of its own, with the same process.
@@ -126,11 +151,24 @@ describe('an untrusted workload on a lab node (real lab, real workflow)', () => 
     // The link again, then decommission: rm -rf of the workload dir must not follow it out.
     await lab
       .nodeTransport('n1')
-      .run('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--', 'sh', '-c', 'rm -rf -- "$1" && ln -s -- "$2" "$1"', 'plant', verifyDir, target]);
+      .run('setpriv', [
+        `--reuid=${uid}`,
+        `--regid=${uid}`,
+        '--clear-groups',
+        '--',
+        'sh',
+        '-c',
+        'rm -rf -- "$1" && ln -s -- "$2" "$1"',
+        'plant',
+        verifyDir,
+        target,
+      ]);
     await decommission(input);
     expect(readdirSync(target)).toEqual(['root-file']);
     expect(statSync(target).uid).toBe(0);
-    expect((await lab.nodeTransport('n1').run('test', ['-e', workloadDir], { allowNonZeroExit: true })).exitCode).toBe(1);
+    expect((await lab.nodeTransport('n1').run('test', ['-e', workloadDir], { allowNonZeroExit: true })).exitCode).toBe(
+      1,
+    );
     expect(await ip.netnsPids(localTransport(), lab.node('n1').netns)).toEqual([]);
   });
 
@@ -139,7 +177,11 @@ describe('an untrusted workload on a lab node (real lab, real workflow)', () => 
     const nodeDir = lab.node('n2').dir;
     // Written by the test, owned by root, 0755: the program a person would name in the input.
     const script = path.join(nodeDir, 'shebang-workload.sh');
-    writeFileSync(script, '#!/bin/sh\n# argv[0] of this process is /bin/sh; its child holds the same process group.\nwhile :; do sleep 600; done\n', { mode: 0o755 });
+    writeFileSync(
+      script,
+      '#!/bin/sh\n# argv[0] of this process is /bin/sh; its child holds the same process group.\nwhile :; do sleep 600; done\n',
+      { mode: 0o755 },
+    );
     expect(statSync(script).uid).toBe(0);
     const nodeId = uniqueId('wl-sh');
     const input = labProvisionInput(lab, 'n2', {

@@ -117,7 +117,11 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
 
   beforeAll(async () => {
     requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([Lab.up({ nodes: CASES.length, ephemeral: true, trustDomain: TD }), createTestDatabase(), connectTestEnv()]);
+    [lab, db, env] = await Promise.all([
+      Lab.up({ nodes: CASES.length, ephemeral: true, trustDomain: TD }),
+      createTestDatabase(),
+      connectTestEnv(),
+    ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
     const canary = withCanaryPassword(db.url, `canary-${randomBytes(12).toString('hex')}`);
     workerDbUrl = canary.url;
@@ -132,9 +136,16 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
 
   it('refuses a malformed NODEBOOT_FAULT_PAUSE, naming the field', () => {
     expect(loadWorkerConfig({}).NODEBOOT_FAULT_PAUSE).toBeUndefined();
-    expect(loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries:1500' }).NODEBOOT_FAULT_PAUSE).toEqual({ activity: 'registerEntries', ms: 1500 });
-    expect(() => loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries' })).toThrow(/NODEBOOT_FAULT_PAUSE: must be "<activity>:<ms>"/);
-    expect(() => loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'dropTables:10' })).toThrow(/NODEBOOT_FAULT_PAUSE\.activity: must name one of/);
+    expect(loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries:1500' }).NODEBOOT_FAULT_PAUSE).toEqual({
+      activity: 'registerEntries',
+      ms: 1500,
+    });
+    expect(() => loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries' })).toThrow(
+      /NODEBOOT_FAULT_PAUSE: must be "<activity>:<ms>"/,
+    );
+    expect(() => loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'dropTables:10' })).toThrow(
+      /NODEBOOT_FAULT_PAUSE\.activity: must name one of/,
+    );
     expect(() => loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'launchWorkloads:0' })).toThrow(/NODEBOOT_FAULT_PAUSE\.ms/);
   });
 
@@ -149,7 +160,11 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
     const { step } = c;
     const nodeId = uniqueId(`wc${c.uid - 63000}`);
     const workload = { name: 'api', spiffePath: `/ns/crash/sa/${step.toLowerCase()}`, uid: c.uid, port: 9443 };
-    const input: ProvisionInputJson = labProvisionInput(lab, c.node, { nodeId, workloads: [workload], overrides: { timeouts: TIMEOUTS, retry: RETRY } });
+    const input: ProvisionInputJson = labProvisionInput(lab, c.node, {
+      nodeId,
+      workloads: [workload],
+      overrides: { timeouts: TIMEOUTS, retry: RETRY },
+    });
     const workloadId = `spiffe://${TD}${workload.spiffePath}`;
     const alias = `spiffe://${TD}/node/${nodeId}`;
     const srv = { transport: lab.hubTransport(), socketPath: lab.spire!.socketPath };
@@ -161,28 +176,44 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
     const mark = (what: string) => marks.push(`${what} ${((Date.now() - t0) / 1000).toFixed(1)}s`);
     try {
       // 1. A worker that holds this step's result back, and the run.
-      const faulty = await startWorkerProcess({ ...workerOpts(taskQueue), faultPause: `${step}:${PAUSE_MS}`, name: `faulty worker (${step})` });
+      const faulty = await startWorkerProcess({
+        ...workerOpts(taskQueue),
+        faultPause: `${step}:${PAUSE_MS}`,
+        name: `faulty worker (${step})`,
+      });
       workers.push(faulty);
-      expect(faulty.output()).toMatch(new RegExp(`WARNING: fault injection is ON \\(NODEBOOT_FAULT_PAUSE\\): ${step} pauses ${PAUSE_MS} ms`));
+      expect(faulty.output()).toMatch(
+        new RegExp(`WARNING: fault injection is ON \\(NODEBOOT_FAULT_PAUSE\\): ${step} pauses ${PAUSE_MS} ms`),
+      );
       const { handle, started } = await startProvisioning(env.client, input, { taskQueue });
       expect(started).toBe(true);
       const runId = (await handle.describe()).runId;
       mark(`faulty worker ready in ${(faulty.readyMs / 1000).toFixed(1)}s, run started`);
 
       // 2. The step has started (ledger) and finished its work (the pause began): kill the worker ~1 s into the pause.
-      await eventually(async () => (await ledger.listEvents(nodeId, { runId })).some((e) => e.step === step && e.kind === 'started'), {
-        timeoutMs: 120_000,
-        intervalMs: 250,
-        what: `ledger event "${step} started"`,
-      });
-      await faulty.waitFor(new RegExp(`fault injection: ${step} attempt \\d+ of provision/${nodeId} did its work; pausing`), 120_000);
+      await eventually(
+        async () => (await ledger.listEvents(nodeId, { runId })).some((e) => e.step === step && e.kind === 'started'),
+        {
+          timeoutMs: 120_000,
+          intervalMs: 250,
+          what: `ledger event "${step} started"`,
+        },
+      );
+      await faulty.waitFor(
+        new RegExp(`fault injection: ${step} attempt \\d+ of provision/${nodeId} did its work; pausing`),
+        120_000,
+      );
       await sleep(1_000);
       const exit = await faulty.kill();
       mark('killed');
       expect(exit.signal).toBe('SIGKILL');
-      expect(faulty.output()).not.toMatch(new RegExp(`${step} attempt \\d+ of provision/${nodeId} returns after the pause`));
+      expect(faulty.output()).not.toMatch(
+        new RegExp(`${step} attempt \\d+ of provision/${nodeId} returns after the pause`),
+      );
       // Nothing reported the step done: its result died with the worker.
-      expect((await ledger.listEvents(nodeId, { runId })).filter((e) => e.step === step && e.kind === 'succeeded')).toEqual([]);
+      expect(
+        (await ledger.listEvents(nodeId, { runId })).filter((e) => e.step === step && e.kind === 'succeeded'),
+      ).toEqual([]);
 
       // 3. A new worker without the fault finishes the run.
       const fresh = await startWorkerProcess({ ...workerOpts(taskQueue), name: `fresh worker (${step})` });
@@ -198,9 +229,13 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
       const events = history.events ?? [];
       const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === step);
       expect(scheduled).toHaveLength(1);
-      const startedEv = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(scheduled[0]!.eventId));
+      const startedEv = events.find(
+        (e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === String(scheduled[0]!.eventId),
+      );
       expect(startedEv?.activityTaskStartedEventAttributes?.attempt).toBeGreaterThanOrEqual(2);
-      expect(String(startedEv?.activityTaskStartedEventAttributes?.lastFailure?.timeoutFailureInfo?.timeoutType)).toMatch(/^(4|TIMEOUT_TYPE_HEARTBEAT)$/);
+      expect(
+        String(startedEv?.activityTaskStartedEventAttributes?.lastFailure?.timeoutFailureInfo?.timeoutType),
+      ).toMatch(/^(4|TIMEOUT_TYPE_HEARTBEAT)$/);
       const stepEvents = (await ledger.listEvents(nodeId, { runId })).filter((e) => e.step === step);
       expect(stepEvents.map((e) => e.kind)).toEqual(['started', 'succeeded']);
 
@@ -218,7 +253,9 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
       expect(await server.entryShow(srv, { spiffeId: workloadId })).toHaveLength(1);
       const aliasEntries = await server.entryShow(srv, { spiffeId: alias });
       expect(aliasEntries).toHaveLength(1);
-      const agentIds = aliasEntries[0]!.selectors.filter((s) => s.startsWith('spiffe_id:')).map((s) => s.slice('spiffe_id:'.length));
+      const agentIds = aliasEntries[0]!.selectors
+        .filter((s) => s.startsWith('spiffe_id:'))
+        .map((s) => s.slice('spiffe_id:'.length));
       const agents = (await server.agentList(srv)).filter((a) => agentIds.includes(a.spiffeId));
       expect(agents).toHaveLength(1);
       expect(agents[0]!.banned).toBe(false);
@@ -232,11 +269,16 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
       // ... and the workload that runs is the one the ledger (and so the undo) knows.
       expect(procs[0]!.pid).toBe((await ledger.listWorkloads(nodeId))[0]!.pid);
       // The hub: one peer for the node's address, with the node's key.
-      const hubPeers = (await wg.show(lab.hubTransport(), lab.hub.interface)).peers.filter((p) => p.allowedIps.includes(`${receipt.overlayIp}/32`));
+      const hubPeers = (await wg.show(lab.hubTransport(), lab.hub.interface)).peers.filter((p) =>
+        p.allowedIps.includes(`${receipt.overlayIp}/32`),
+      );
       expect(hubPeers.map((p) => p.publicKey)).toEqual([receipt.publicKey]);
 
       // 5. Secrets that exist now, for the history scan at the end.
-      secrets.push(...nodeFileSecrets(input, `${c.node} (${step} case)`), ...(await joinTokenSecrets(lab, `${c.node} (${step} case) join token`, agentIds)));
+      secrets.push(
+        ...nodeFileSecrets(input, `${c.node} (${step} case)`),
+        ...(await joinTokenSecrets(lab, `${c.node} (${step} case) join token`, agentIds)),
+      );
 
       // 6. Decommission: nothing of the node is left.
       const dec = await startDecommission(env.client, input, { taskQueue });
@@ -251,14 +293,17 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
       expect(await server.entryShow(srv, { parentId: alias })).toEqual([]);
       expect(await server.entryShow(srv, { spiffeId: alias })).toEqual([]);
       expect((await server.agentList(srv)).filter((a) => agentIds.includes(a.spiffeId))).toEqual([]);
-      expect((await wg.show(lab.hubTransport(), lab.hub.interface)).peers.filter((p) => p.publicKey === receipt.publicKey)).toEqual([]);
+      expect(
+        (await wg.show(lab.hubTransport(), lab.hub.interface)).peers.filter((p) => p.publicKey === receipt.publicKey),
+      ).toEqual([]);
       mark('decommissioned');
       await fresh.stop();
       console.log(`[crash ${step}] ${marks.join(', ')}`);
     } catch (err) {
       console.error(`[crash ${step}] ${marks.join(', ')}`);
       // The workers' own account of what happened, for whoever reads the failure.
-      for (const w of workers) console.error(`--- ${w.name} (pid ${w.pid}) output tail ---\n${w.output().split('\n').slice(-60).join('\n')}`);
+      for (const w of workers)
+        console.error(`--- ${w.name} (pid ${w.pid}) output tail ---\n${w.output().split('\n').slice(-60).join('\n')}`);
       throw err;
     } finally {
       for (const w of workers) await w.kill();
@@ -282,7 +327,10 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
     // Every case: a provision run and a decommission run on its own task queue.
     expect(taskQueues).toHaveLength(CASES.length);
     const histories = (await Promise.all(taskQueues.map((tq) => fetchTaskQueueHistories(env.client, tq, 2)))).flat();
-    expect(histories.map((h) => h.type).sort()).toEqual([...CASES.map(() => 'decommissionNode'), ...CASES.map(() => 'provisionNode')]);
+    expect(histories.map((h) => h.type).sort()).toEqual([
+      ...CASES.map(() => 'decommissionNode'),
+      ...CASES.map(() => 'provisionNode'),
+    ]);
     // 6 WireGuard keys and 6 SVID keys and 6 join tokens were collected, plus the hub key and the password.
     expect(secrets.filter((s) => s.label.endsWith('WireGuard private key (base64)'))).toHaveLength(CASES.length + 1);
     expect(secrets.filter((s) => /join token #\d+$/.test(s.label))).toHaveLength(CASES.length);
@@ -291,7 +339,8 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
 
     // The scanner sees into real payload bytes: the receipts' fields are readable text in the
     // histories, and a key planted in one real history's payload is found.
-    for (const x of histories.filter((y) => y.type === 'provisionNode')) expect(x.text).toMatch(/\\"keyFingerprint\\":\\"[0-9a-f]{16}\\"/);
+    for (const x of histories.filter((y) => y.type === 'provisionNode'))
+      expect(x.text).toMatch(/\\"keyFingerprint\\":\\"[0-9a-f]{16}\\"/);
     const h = histories.find((x) => x.type === 'provisionNode')!;
     const payload = h.history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
     expect(payload?.data).toBeInstanceOf(Uint8Array);

@@ -23,8 +23,12 @@ function protoJsonFallback() {
   if (!fallback) {
     const require = createRequire(import.meta.url);
     const protoPath = require.resolve('@temporalio/proto');
-    const proto = require('@temporalio/proto') as { temporal: { api: { history: { v1: { History: { fromObject(h: History): unknown } } } } } };
-    const { patchProtobufRoot } = require('@temporalio/proto/lib/patch-protobuf-root') as { patchProtobufRoot(root: unknown): { lookupType(name: string): unknown } };
+    const proto = require('@temporalio/proto') as {
+      temporal: { api: { history: { v1: { History: { fromObject(h: History): unknown } } } } };
+    };
+    const { patchProtobufRoot } = require('@temporalio/proto/lib/patch-protobuf-root') as {
+      patchProtobufRoot(root: unknown): { lookupType(name: string): unknown };
+    };
     const protojson = createRequire(protoPath)('protobufjs/ext/protojson') as ProtoJson;
     fallback = {
       protojson,

@@ -11,19 +11,37 @@ import { historyFromJson } from './history-json.js';
 
 const workflowsPath = fileURLToPath(new URL('../../workflows/index.ts', import.meta.url));
 const historiesDir = fileURLToPath(new URL('./histories/', import.meta.url));
-const files = readdirSync(historiesDir).filter((f) => f.endsWith('.json')).sort();
+const files = readdirSync(historiesDir)
+  .filter((f) => f.endsWith('.json'))
+  .sort();
 
 describe('workflow replay', () => {
   it('has the recorded histories (success, compensated, held, cancelled, decommission, fleet, key rotation, maintain)', () => {
     expect(files).toEqual(
-      expect.arrayContaining(['provision-success.json', 'provision-compensated.json', 'provision-success-local-ledger.json', 'fleet-three-nodes.json', 'rotate-success.json', 'rotate-rolled-back.json', 'maintain-repair.json', 'maintain-security-hold.json', 'maintain-fleet-repair.json', 'maintain-fleet-dependency-hold.json']),
+      expect.arrayContaining([
+        'provision-success.json',
+        'provision-compensated.json',
+        'provision-success-local-ledger.json',
+        'fleet-three-nodes.json',
+        'rotate-success.json',
+        'rotate-rolled-back.json',
+        'maintain-repair.json',
+        'maintain-security-hold.json',
+        'maintain-fleet-repair.json',
+        'maintain-fleet-dependency-hold.json',
+      ]),
     );
   });
 
   it('covers both ledger paths: activities before LEDGER_LOCAL_PATCH, local-activity markers after it', () => {
-    const eventTypes = (f: string) => (JSON.parse(readFileSync(`${historiesDir}${f}`, 'utf8')) as { events: { eventType: string }[] }).events.map((e) => e.eventType);
+    const eventTypes = (f: string) =>
+      (JSON.parse(readFileSync(`${historiesDir}${f}`, 'utf8')) as { events: { eventType: string }[] }).events.map(
+        (e) => e.eventType,
+      );
     expect(eventTypes('provision-success.json')).not.toContain('EVENT_TYPE_MARKER_RECORDED');
-    expect(eventTypes('provision-success-local-ledger.json').filter((t) => t === 'EVENT_TYPE_MARKER_RECORDED').length).toBeGreaterThan(10);
+    expect(
+      eventTypes('provision-success-local-ledger.json').filter((t) => t === 'EVENT_TYPE_MARKER_RECORDED').length,
+    ).toBeGreaterThan(10);
   });
 
   it('replays every recorded history deterministically', async () => {
@@ -32,8 +50,15 @@ describe('workflow replay', () => {
       history: historyFromJson(JSON.parse(readFileSync(`${historiesDir}${f}`, 'utf8'))),
     }));
     const results: { workflowId: string; error?: string }[] = [];
-    for await (const r of Worker.runReplayHistories({ workflowBundle: await workflowBundle(workflowsPath) }, histories)) {
-      results.push(r.error ? { workflowId: r.workflowId, error: `${r.error.name}: ${r.error.message}` } : { workflowId: r.workflowId });
+    for await (const r of Worker.runReplayHistories(
+      { workflowBundle: await workflowBundle(workflowsPath) },
+      histories,
+    )) {
+      results.push(
+        r.error
+          ? { workflowId: r.workflowId, error: `${r.error.name}: ${r.error.message}` }
+          : { workflowId: r.workflowId },
+      );
     }
     expect(results).toEqual(histories.map((h) => ({ workflowId: h.workflowId })));
   });

@@ -113,7 +113,8 @@ export class BowtieControllerStandIn {
 
   async start(): Promise<string> {
     const t = this.opts.tls;
-    const serve = (h: http.RequestListener) => (t ? https.createServer({ cert: t.cert, key: t.key }, h) : http.createServer(h));
+    const serve = (h: http.RequestListener) =>
+      t ? https.createServer({ cert: t.cert, key: t.key }, h) : http.createServer(h);
     this.server = serve((req, res) => void this.handle(req, res));
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
     this.url = `${t ? 'https' : 'http'}://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
@@ -148,7 +149,12 @@ export class BowtieControllerStandIn {
       ipv6: d.ipv6 ?? 'fd00::1',
       public_key: d.publicKey,
       serial: d.serial,
-      state: decision?.enforce_state === 'accepted' ? 'accepted' : decision?.enforce_state === 'rejected' ? 'rejected' : 'pending',
+      state:
+        decision?.enforce_state === 'accepted'
+          ? 'accepted'
+          : decision?.enforce_state === 'rejected'
+            ? 'rejected'
+            : 'pending',
       controller_id: 'standin-controller',
       last_seen: new Date().toISOString(),
     };
@@ -214,7 +220,8 @@ export class BowtieControllerStandIn {
     if (method === 'GET' && path === '/device') return reply(200, { devices: Object.fromEntries(this.devices) });
     if (method === 'POST' && path === '/device/state') {
       const list = body.devices as { id: string; state: StandInDevice['state'] }[] | undefined;
-      if (!Array.isArray(list) || list.some((d) => !['pending', 'accepted', 'rejected'].includes(d.state))) return reply(400, { error: 'bad devices' });
+      if (!Array.isArray(list) || list.some((d) => !['pending', 'accepted', 'rejected'].includes(d.state)))
+        return reply(400, { error: 'bad devices' });
       if (list.some((d) => !this.devices.has(d.id))) return reply(404, { error: 'no such device' });
       for (const d of list) {
         const dev = this.devices.get(d.id)!;
@@ -225,12 +232,19 @@ export class BowtieControllerStandIn {
     }
     if (path === '/device/auth_decisions') {
       if (method === 'GET') return reply(200, { auth_decisions: [...this.authDecisions.values()] });
-      for (const a of (body.auth_decisions as { serial: string; enforce_state: string; device_id?: string }[]) ?? []) this.authDecisions.set(a.serial, a);
+      for (const a of (body.auth_decisions as { serial: string; enforce_state: string; device_id?: string }[]) ?? [])
+        this.authDecisions.set(a.serial, a);
       return reply(200, {});
     }
     const del = /^\/(device|device_group|policy|policy\/resource|policy\/resource_group)\/([0-9a-zA-Z-]+)$/.exec(path);
     if (method === 'DELETE' && del) {
-      const store = { device: this.devices, device_group: this.deviceGroups, policy: this.policies, 'policy/resource': this.resources, 'policy/resource_group': this.resourceGroups }[del[1]!]!;
+      const store = {
+        device: this.devices,
+        device_group: this.deviceGroups,
+        policy: this.policies,
+        'policy/resource': this.resources,
+        'policy/resource_group': this.resourceGroups,
+      }[del[1]!]!;
       const gone = this.devices.get(del[2]!);
       if (!store.delete(del[2]!)) return reply(404, { error: 'not found' });
       if (del[1] === 'device' && gone) {
@@ -240,9 +254,15 @@ export class BowtieControllerStandIn {
       return reply(200, {});
     }
     if (method === 'POST' && path === '/device_group/upsert') {
-      if (typeof body.id !== 'string' || typeof body.name !== 'string') return reply(400, { error: 'id and name required' });
+      if (typeof body.id !== 'string' || typeof body.name !== 'string')
+        return reply(400, { error: 'id and name required' });
       const existing = this.deviceGroups.get(body.id);
-      this.deviceGroups.set(body.id, { id: body.id, name: body.name, description: String(body.description ?? ''), members: existing?.members ?? new Set() });
+      this.deviceGroups.set(body.id, {
+        id: body.id,
+        name: body.name,
+        description: String(body.description ?? ''),
+        members: existing?.members ?? new Set(),
+      });
       return reply(200, {});
     }
     const membership = /^\/device_group\/(adddevices|removedevices)$/.exec(path);
@@ -258,7 +278,11 @@ export class BowtieControllerStandIn {
     const upsert = /^\/policy\/(upsert_resource|upsert_resource_group|upsert_policy)$/.exec(path);
     if (method === 'POST' && upsert) {
       if (typeof body.id !== 'string') return reply(400, { error: 'id required' });
-      const store = { upsert_resource: this.resources, upsert_resource_group: this.resourceGroups, upsert_policy: this.policies }[upsert[1]!]!;
+      const store = {
+        upsert_resource: this.resources,
+        upsert_resource_group: this.resourceGroups,
+        upsert_policy: this.policies,
+      }[upsert[1]!]!;
       store.set(body.id, body);
       return reply(200, {});
     }
@@ -276,7 +300,11 @@ export class BowtieControllerStandIn {
       ]);
     }
     if (method === 'GET' && path === '/policy') {
-      return reply(200, { policies: Object.fromEntries(this.policies), resource_groups: Object.fromEntries(this.resourceGroups), resources: Object.fromEntries(this.resources) });
+      return reply(200, {
+        policies: Object.fromEntries(this.policies),
+        resource_groups: Object.fromEntries(this.resourceGroups),
+        resources: Object.fromEntries(this.resources),
+      });
     }
     return reply(404, { error: `stand-in: no route ${method} ${path}` });
   }
@@ -294,7 +322,13 @@ export class BowtieControllerStandIn {
     const path = new URL(req.url ?? '/', 'http://standin').pathname;
     let dev: StandInDevice | undefined;
     if (req.method === 'POST' && path === '/standin/client/enroll') {
-      const b = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as { id: string; name: string; publicKey: string; serial: string; entrypoint: string[] };
+      const b = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as {
+        id: string;
+        name: string;
+        publicKey: string;
+        serial: string;
+        entrypoint: string[];
+      };
       // The client must have been seeded with this controller as its entrypoint.
       if (!Array.isArray(b.entrypoint) || !b.entrypoint.some((e) => e.replace(/\/+$/, '') === this.url)) {
         return reply(421, { error: `entrypoint ${JSON.stringify(b.entrypoint)} is not this controller (${this.url})` });
@@ -324,8 +358,14 @@ export class BowtieControllerStandIn {
     const groups = new Set([...this.deviceGroups.values()].filter((g) => g.members.has(dev.id)).map((g) => g.id));
     const routes = new Set<string>();
     for (const raw of this.policies.values()) {
-      const p = raw as { source?: { predicate?: { InDeviceGroup?: string } }; dest?: string; action?: string; status?: string };
-      if (p.action !== 'Accept' || p.status !== 'Enabled' || !groups.has(p.source?.predicate?.InDeviceGroup ?? '')) continue;
+      const p = raw as {
+        source?: { predicate?: { InDeviceGroup?: string } };
+        dest?: string;
+        action?: string;
+        status?: string;
+      };
+      if (p.action !== 'Accept' || p.status !== 'Enabled' || !groups.has(p.source?.predicate?.InDeviceGroup ?? ''))
+        continue;
       const rg = this.resourceGroups.get(p.dest ?? '') as { resources?: string[] } | undefined;
       for (const rid of rg?.resources ?? []) {
         const loc = (this.resources.get(rid) as { location?: { type?: string; value?: string } } | undefined)?.location;
@@ -357,8 +397,13 @@ export class BowtieControllerStandIn {
     const w = this.opts.wireguard;
     if (!w || !dev.public_key) return;
     const hub = netnsTransport(w.hubNetns);
-    if (dev.state === 'accepted') await wg.setPeer(hub, w.hubInterface, { publicKey: dev.public_key, allowedIps: [`${this.addressOf(dev.id)}/32`] });
-    else if ((await wg.show(hub, w.hubInterface)).peers.some((p) => p.publicKey === dev.public_key)) await wg.removePeer(hub, w.hubInterface, dev.public_key);
+    if (dev.state === 'accepted')
+      await wg.setPeer(hub, w.hubInterface, {
+        publicKey: dev.public_key,
+        allowedIps: [`${this.addressOf(dev.id)}/32`],
+      });
+    else if ((await wg.show(hub, w.hubInterface)).peers.some((p) => p.publicKey === dev.public_key))
+      await wg.removePeer(hub, w.hubInterface, dev.public_key);
   }
 
   private authorized(req: http.IncomingMessage): boolean {

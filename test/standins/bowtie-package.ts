@@ -31,7 +31,14 @@ export function buildStandInPackage(outDir: string, version = '0.0.0-standin'): 
   copyFileSync(CLIENT, path.join(tree, 'usr/lib/bowtie-standin/client.mjs'));
   writeFileSync(
     path.join(tree, 'DEBIAN/control'),
-    [`Package: ${name}`, `Version: ${version}`, 'Architecture: all', 'Maintainer: node-bootstrap tests <tests@example.org>', 'Description: stand-in for the Bowtie client (test double)', ''].join('\n'),
+    [
+      `Package: ${name}`,
+      `Version: ${version}`,
+      'Architecture: all',
+      'Maintainer: node-bootstrap tests <tests@example.org>',
+      'Description: stand-in for the Bowtie client (test double)',
+      '',
+    ].join('\n'),
   );
   const script = (file: string, body: string) => {
     writeFileSync(path.join(tree, 'DEBIAN', file), `#!/bin/sh\nset -e\nROOT="\${DPKG_ROOT:-}"\n${body}\nexit 0\n`);
@@ -70,13 +77,18 @@ export interface PackageServer {
   close(): Promise<void>;
 }
 
-export async function servePackages(files: Record<string, Buffer | (() => Buffer)>, tls: TestServerCert): Promise<PackageServer> {
+export async function servePackages(
+  files: Record<string, Buffer | (() => Buffer)>,
+  tls: TestServerCert,
+): Promise<PackageServer> {
   const requests: string[] = [];
   const server = https.createServer({ cert: tls.cert, key: tls.key }, (req, res) => {
     requests.push(req.url ?? '');
     const f = files[req.url ?? ''];
     if (!f) return void res.writeHead(404).end();
-    res.writeHead(200, { 'content-type': 'application/vnd.debian.binary-package' }).end(typeof f === 'function' ? f() : f);
+    res
+      .writeHead(200, { 'content-type': 'application/vnd.debian.binary-package' })
+      .end(typeof f === 'function' ? f() : f);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {

@@ -31,7 +31,8 @@ export interface TestCa {
 
 type KeyPair = webcrypto.CryptoKeyPair;
 const keyPair = () => webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']) as Promise<KeyPair>;
-const pemKey = async (k: webcrypto.CryptoKey) => x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', k), 'PRIVATE KEY');
+const pemKey = async (k: webcrypto.CryptoKey) =>
+  x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', k), 'PRIVATE KEY');
 
 export async function makeTestCa(name = 'node-bootstrap test CA'): Promise<TestCa> {
   const keys = await keyPair();
@@ -64,7 +65,10 @@ export async function makeTestCa(name = 'node-bootstrap test CA'): Promise<TestC
           new x509.BasicConstraintsExtension(false, undefined, true),
           new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
           new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-          new x509.SubjectAlternativeNameExtension([...dns.map((value) => ({ type: 'dns' as const, value })), ...ips.map((value) => ({ type: 'ip' as const, value }))]),
+          new x509.SubjectAlternativeNameExtension([
+            ...dns.map((value) => ({ type: 'dns' as const, value })),
+            ...ips.map((value) => ({ type: 'ip' as const, value })),
+          ]),
           await x509.AuthorityKeyIdentifierExtension.create(keys.publicKey),
         ],
       });

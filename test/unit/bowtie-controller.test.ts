@@ -3,7 +3,13 @@
 // ../shared/bowtie-api.md documents it. Real HTTPS on loopback, with a CA the
 // tests make; the client trusts it explicitly and only talks to allowed origins.
 import { beforeAll, afterEach, describe, expect, it } from 'vitest';
-import { BowtieController, ControllerError, uuidV5, type ControllerAuth, type ControllerOptions } from '../../activities/overlay/bowtie/controller.js';
+import {
+  BowtieController,
+  ControllerError,
+  uuidV5,
+  type ControllerAuth,
+  type ControllerOptions,
+} from '../../activities/overlay/bowtie/controller.js';
 import { ToolError } from '../../activities/host/exec.js';
 import { BowtieControllerStandIn, type StandInOptions } from '../standins/bowtie-controller.js';
 import { loopbackTls, makeTestCa } from '../standins/tls.js';
@@ -23,12 +29,16 @@ async function standIn(opts: StandInOptions = {}): Promise<BowtieControllerStand
   return s;
 }
 /** A client of `s` as the driver makes one: `s` on the allow-list, the tests' CA trusted. */
-const ctl = (s: BowtieControllerStandIn, o: Omit<ControllerOptions, 'url'>) => new BowtieController({ url: s.url, allowedOrigins: [s.url], ca: TLS.ca, ...o });
+const ctl = (s: BowtieControllerStandIn, o: Omit<ControllerOptions, 'url'>) =>
+  new BowtieController({ url: s.url, allowedOrigins: [s.url], ca: TLS.ca, ...o });
 const apiKey: ControllerAuth = { kind: 'apiKey', keyId: KEY.id, secret: KEY.secret };
 const session: ControllerAuth = { kind: 'session', email: USER.email, password: USER.password };
 
 async function failureOf(p: Promise<unknown>): Promise<ControllerError> {
-  const err = await p.then(() => undefined, (e: unknown) => e);
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(err).toBeInstanceOf(ControllerError);
   return err as ControllerError;
 }
@@ -46,8 +56,13 @@ describe('Bowtie controller client', () => {
     expect(s.count('POST', '/user/login')).toBe(1);
 
     const other = await standIn({ loginField: 'email_or_username' });
-    expect(await failureOf(ctl(other, { auth: session }).listDevices())).toMatchObject({ type: 'OverlayAuth', status: 401 });
-    expect(await ctl(other, { auth: { ...session, loginField: 'email_or_username' } as ControllerAuth }).listDevices()).toEqual([]);
+    expect(await failureOf(ctl(other, { auth: session }).listDevices())).toMatchObject({
+      type: 'OverlayAuth',
+      status: 401,
+    });
+    expect(
+      await ctl(other, { auth: { ...session, loginField: 'email_or_username' } as ControllerAuth }).listDevices(),
+    ).toEqual([]);
   });
 
   it('wrong credentials are a non-retryable OverlayAuth that never shows the secret', async () => {
@@ -89,7 +104,12 @@ describe('Bowtie controller client', () => {
     const s = await standIn();
     const c = ctl(s, { auth: apiKey });
     s.enroll({ id: 'd1', name: 'edge-01', publicKey: 'pk', serial: 'SER1' });
-    const ids = { group: uuidV5('nodeboot/group/onprem'), resource: uuidV5('nodeboot/resource/onprem'), rg: uuidV5('nodeboot/rg/onprem'), policy: uuidV5('nodeboot/policy/onprem') };
+    const ids = {
+      group: uuidV5('nodeboot/group/onprem'),
+      resource: uuidV5('nodeboot/resource/onprem'),
+      rg: uuidV5('nodeboot/rg/onprem'),
+      policy: uuidV5('nodeboot/policy/onprem'),
+    };
     for (let i = 0; i < 2; i++) {
       await c.upsertDeviceGroup({ id: ids.group, name: 'nodeboot-onprem' });
       await c.addDevicesToGroup(ids.group, ['d1']);
@@ -100,10 +120,21 @@ describe('Bowtie controller client', () => {
     expect([s.deviceGroups.size, s.resources.size, s.resourceGroups.size, s.policies.size]).toEqual([1, 1, 1, 1]);
     expect([...s.deviceGroups.get(ids.group)!.members]).toEqual(['d1']);
     const policy = await c.getPolicy();
-    expect(policy.policies[ids.policy]).toMatchObject({ action: 'Accept', status: 'Enabled', dest: ids.rg, source: { predicate: { InDeviceGroup: ids.group } } });
-    expect(policy.resources[ids.resource]).toMatchObject({ protocol: 'tcp', location: { type: 'ip', value: '10.200.0.1' }, ports: { collection: { ports: [8081] } } });
+    expect(policy.policies[ids.policy]).toMatchObject({
+      action: 'Accept',
+      status: 'Enabled',
+      dest: ids.rg,
+      source: { predicate: { InDeviceGroup: ids.group } },
+    });
+    expect(policy.resources[ids.resource]).toMatchObject({
+      protocol: 'tcp',
+      location: { type: 'ip', value: '10.200.0.1' },
+      ports: { collection: { ports: [8081] } },
+    });
     expect(uuidV5('nodeboot/group/onprem')).toBe(ids.group);
-    expect(uuidV5('nodeboot/group/onprem')).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(uuidV5('nodeboot/group/onprem')).toMatch(
+      /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
+    );
   });
 
   it('approves, rejects and removes devices; pre-approval by serial accepts at enrollment', async () => {
@@ -127,10 +158,18 @@ describe('Bowtie controller client', () => {
     const c = ctl(s, { auth: apiKey, timeoutMs: 300 });
     s.failNext = 1;
     expect(await failureOf(c.listDevices())).toMatchObject({ type: 'OverlayControllerUnavailable', status: 500 });
-    expect(await failureOf(c.setDeviceState('no-such-device', 'accepted'))).toMatchObject({ type: 'OverlayRejected', status: 404 });
-    expect(await failureOf(c.request('POST', '/device/state', { devices: [{ id: 'x', state: 'bogus' }] }))).toMatchObject({ type: 'OverlayRejected', status: 400 });
+    expect(await failureOf(c.setDeviceState('no-such-device', 'accepted'))).toMatchObject({
+      type: 'OverlayRejected',
+      status: 404,
+    });
+    expect(
+      await failureOf(c.request('POST', '/device/state', { devices: [{ id: 'x', state: 'bogus' }] })),
+    ).toMatchObject({ type: 'OverlayRejected', status: 400 });
     s.delayMs = 1_000;
-    expect(await failureOf(c.listDevices())).toMatchObject({ type: 'OverlayControllerUnavailable', message: 'bowtie controller: GET /device: no answer within 300 ms' });
+    expect(await failureOf(c.listDevices())).toMatchObject({
+      type: 'OverlayControllerUnavailable',
+      message: 'bowtie controller: GET /device: no answer within 300 ms',
+    });
     s.delayMs = 0;
     await s.stop();
     expect(await failureOf(c.listDevices())).toMatchObject({ type: 'OverlayControllerUnavailable' });
@@ -149,17 +188,35 @@ describe('Bowtie controller client', () => {
     };
     const offList = refused({ allowedOrigins: [s.url] });
     expect(offList).toBeInstanceOf(ToolError);
-    expect(offList).toMatchObject({ type: 'InvalidInput', message: `overlay.bowtie.controllerUrl: ${other.url} is not a controller this worker talks to (NODEBOOT_BOWTIE_CONTROLLERS)` });
+    expect(offList).toMatchObject({
+      type: 'InvalidInput',
+      message: `overlay.bowtie.controllerUrl: ${other.url} is not a controller this worker talks to (NODEBOOT_BOWTIE_CONTROLLERS)`,
+    });
     // The same host and port over plain http is another origin, and never allowed.
-    const plain = refused({ url: other.url.replace('https:', 'http:'), allowedOrigins: [other.url, other.url.replace('https:', 'http:')] });
-    expect(plain).toMatchObject({ type: 'InvalidInput', message: 'overlay.bowtie.controllerUrl: must be an https:// URL (the worker sends its controller credentials there)' });
+    const plain = refused({
+      url: other.url.replace('https:', 'http:'),
+      allowedOrigins: [other.url, other.url.replace('https:', 'http:')],
+    });
+    expect(plain).toMatchObject({
+      type: 'InvalidInput',
+      message:
+        'overlay.bowtie.controllerUrl: must be an https:// URL (the worker sends its controller credentials there)',
+    });
     // A client made without the allow-list (the fleet's health check) sends no credential at all.
     const anonymous = new BowtieController({ url: other.url, auth: apiKey, ca: TLS.ca });
     expect(await anonymous.ok()).toBe(true);
-    const err = await anonymous.listDevices().then(() => undefined, (e: unknown) => e);
+    const err = await anonymous.listDevices().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toMatchObject({ type: 'InvalidInput' });
     const session2 = new BowtieController({ url: other.url, auth: session, ca: TLS.ca });
-    expect(await session2.listDevices().then(() => undefined, (e: unknown) => e)).toMatchObject({ type: 'InvalidInput' });
+    expect(
+      await session2.listDevices().then(
+        () => undefined,
+        (e: unknown) => e,
+      ),
+    ).toMatchObject({ type: 'InvalidInput' });
     expect(other.requests.map((r) => [r.path, r.credentialed])).toEqual([['/ok', false]]);
     expect(s.requests).toEqual([]);
   });
@@ -168,7 +225,9 @@ describe('Bowtie controller client', () => {
     const s = await standIn();
     const stranger = await makeTestCa('another CA');
     for (const ca of [undefined, stranger.cert]) {
-      const err = await failureOf(new BowtieController({ url: s.url, auth: apiKey, allowedOrigins: [s.url], ca }).listDevices());
+      const err = await failureOf(
+        new BowtieController({ url: s.url, auth: apiKey, allowedOrigins: [s.url], ca }).listDevices(),
+      );
       expect(err.type).toBe('OverlayAuth');
       expect(err.message).toMatch(/^bowtie controller: GET \/device: TLS certificate not trusted \(/);
     }
@@ -183,7 +242,11 @@ describe('Bowtie controller client', () => {
     for (const status of [301, 302, 307, 308]) {
       s.inject = () => ({ status, headers: { location: `${target.url}/-net/api/v0/device/state` } });
       const err = await failureOf(c.setDeviceState('d1', 'accepted'));
-      expect(err).toMatchObject({ type: 'OverlayRejected', status, message: `bowtie controller: POST /device/state answered ${status} (a redirect: not followed)` });
+      expect(err).toMatchObject({
+        type: 'OverlayRejected',
+        status,
+        message: `bowtie controller: POST /device/state answered ${status} (a redirect: not followed)`,
+      });
       // removeDevice does not read a redirect as "no such device, nothing to remove".
       expect(await failureOf(c.removeDevice('d1'))).toMatchObject({ type: 'OverlayRejected', status });
     }

@@ -16,7 +16,10 @@ const BOWTIE = {
 
 function bowtieInput(bowtie: Record<string, unknown> = {}, overlay: Record<string, unknown> = {}): ProvisionInputJson {
   const base = sampleInput('edge-01');
-  return { ...base, overlay: { driver: 'bowtie', cidr: '10.200.0.0/16', bowtie: { ...BOWTIE, ...bowtie }, ...overlay } } as ProvisionInputJson;
+  return {
+    ...base,
+    overlay: { driver: 'bowtie', cidr: '10.200.0.0/16', bowtie: { ...BOWTIE, ...bowtie }, ...overlay },
+  } as ProvisionInputJson;
 }
 
 function errorsOf(raw: unknown): string[] {
@@ -43,30 +46,53 @@ describe('bowtie driver input', () => {
 
   it('names the field for each driver mismatch', () => {
     const { bowtie: _b, ...noBlock } = bowtieInput().overlay as Record<string, unknown>;
-    expect(errorsOf({ ...bowtieInput(), overlay: noBlock })).toEqual(['overlay.bowtie: is required for driver "bowtie"']);
+    expect(errorsOf({ ...bowtieInput(), overlay: noBlock })).toEqual([
+      'overlay.bowtie: is required for driver "bowtie"',
+    ]);
     const wgWithBowtie = sampleInput('edge-03');
     (wgWithBowtie.overlay as Record<string, unknown>).bowtie = BOWTIE;
     expect(errorsOf(wgWithBowtie)).toEqual(['overlay.bowtie: is only for driver "bowtie"']);
     const wgNoHubs = sampleInput('edge-04');
     wgNoHubs.overlay.hubs = [];
     expect(errorsOf(wgNoHubs)).toEqual(['overlay.hubs: needs at least one hub']);
-    expect(errorsOf(bowtieInput({}, { hubs: sampleInput('x').overlay.hubs }))).toEqual(['overlay.hubs: are for driver "wireguard" (Bowtie controllers are the peers)']);
+    expect(errorsOf(bowtieInput({}, { hubs: sampleInput('x').overlay.hubs }))).toEqual([
+      'overlay.hubs: are for driver "wireguard" (Bowtie controllers are the peers)',
+    ]);
   });
 
   it('names each bad bowtie field', () => {
-    expect(errorsOf(bowtieInput({ approval: 'preApprove' }))).toEqual(['overlay.bowtie.serial: is required when approval is "preApprove"']);
+    expect(errorsOf(bowtieInput({ approval: 'preApprove' }))).toEqual([
+      'overlay.bowtie.serial: is required when approval is "preApprove"',
+    ]);
     // (The wording of the URL and variable-name rules is common/input.ts's; here: one error, naming the field.)
-    expect(errorsOf(bowtieInput({ controllerUrl: 'https://admin:pw@ctl1.example.net' }))).toEqual([expect.stringMatching(/^overlay\.bowtie\.controllerUrl: /)]);
-    expect(errorsOf(bowtieInput({ auth: { kind: 'apiKey', keyIdEnv: 'lower-case', secretEnv: 'NODEBOOT_CRED_S' } }))).toEqual([expect.stringMatching(/^overlay\.bowtie\.auth\.keyIdEnv: /)]);
-    expect(errorsOf(bowtieInput({ package: { source: 'relative/x.deb', sha256: 'a'.repeat(64) } }))).toEqual([expect.stringMatching(/^overlay\.bowtie\.package\.source: /)]);
-    expect(errorsOf(bowtieInput({ package: { source: '/x.deb', sha256: 'abc' } }))).toEqual(['overlay.bowtie.package.sha256: must be 64 lowercase hex characters']);
-    expect(errorsOf(bowtieInput({ clientConfig: { entrypoint: 'https://elsewhere' } }))).toEqual(['overlay.bowtie.clientConfig.entrypoint: is set by the driver']);
-    expect(errorsOf(bowtieInput({ clientConfig: { 'bad key': 1 } }))[0]).toMatch(/^overlay\.bowtie\.clientConfig\.bad key: must be a bare TOML key/);
+    expect(errorsOf(bowtieInput({ controllerUrl: 'https://admin:pw@ctl1.example.net' }))).toEqual([
+      expect.stringMatching(/^overlay\.bowtie\.controllerUrl: /),
+    ]);
+    expect(
+      errorsOf(bowtieInput({ auth: { kind: 'apiKey', keyIdEnv: 'lower-case', secretEnv: 'NODEBOOT_CRED_S' } })),
+    ).toEqual([expect.stringMatching(/^overlay\.bowtie\.auth\.keyIdEnv: /)]);
+    expect(errorsOf(bowtieInput({ package: { source: 'relative/x.deb', sha256: 'a'.repeat(64) } }))).toEqual([
+      expect.stringMatching(/^overlay\.bowtie\.package\.source: /),
+    ]);
+    expect(errorsOf(bowtieInput({ package: { source: '/x.deb', sha256: 'abc' } }))).toEqual([
+      'overlay.bowtie.package.sha256: must be 64 lowercase hex characters',
+    ]);
+    expect(errorsOf(bowtieInput({ clientConfig: { entrypoint: 'https://elsewhere' } }))).toEqual([
+      'overlay.bowtie.clientConfig.entrypoint: is set by the driver',
+    ]);
+    expect(errorsOf(bowtieInput({ clientConfig: { 'bad key': 1 } }))[0]).toMatch(
+      /^overlay\.bowtie\.clientConfig\.bad key: must be a bare TOML key/,
+    );
     expect(errorsOf(bowtieInput({ password: 'x' }))[0]).toMatch(/^overlay\.bowtie: Unrecognized key/);
   });
 
   it('seeds config.toml with the entrypoints, never prompting, then the extra keys', () => {
-    const b = ProvisionInput.parse(bowtieInput({ entrypoints: ['https://ctl1.example.net/', 'https://ctl2.example.net/'], clientConfig: { log_level: 'info', retries: 3, quiet: true, tags: ['a', 'b"c'] } })).overlay.bowtie!;
+    const b = ProvisionInput.parse(
+      bowtieInput({
+        entrypoints: ['https://ctl1.example.net/', 'https://ctl2.example.net/'],
+        clientConfig: { log_level: 'info', retries: 3, quiet: true, tags: ['a', 'b"c'] },
+      }),
+    ).overlay.bowtie!;
     expect(renderConfig(b)).toBe(
       [
         '# Written by node-bootstrap (overlay driver "bowtie"). Changes are overwritten on the next bootstrap.',
@@ -80,7 +106,9 @@ describe('bowtie driver input', () => {
       ].join('\n'),
     );
     // Without entrypoints, the controller is the entrypoint.
-    expect(renderConfig(ProvisionInput.parse(bowtieInput()).overlay.bowtie!)).toContain('entrypoint = ["https://ctl1.example.net"]\n');
+    expect(renderConfig(ProvisionInput.parse(bowtieInput()).overlay.bowtie!)).toContain(
+      'entrypoint = ["https://ctl1.example.net"]\n',
+    );
   });
 
   it('policy ids are the same for the same segment and SPIRE server, and differ otherwise', () => {
@@ -89,7 +117,8 @@ describe('bowtie driver input', () => {
     const other = policyIds(ProvisionInput.parse({ ...bowtieInput(), segment: 'cloud' }));
     expect(again).toEqual(a);
     expect(new Set([...Object.values(a), ...Object.values(other)]).size).toBe(8);
-    for (const id of Object.values(a)) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    for (const id of Object.values(a))
+      expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   });
 
   it('reads last_seen as ISO 8601 or epoch seconds, and refuses to guess otherwise', () => {

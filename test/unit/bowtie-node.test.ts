@@ -10,7 +10,14 @@ import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ToolError } from '../../activities/host/exec.js';
 import { localTransport } from '../../activities/host/transport.js';
-import { configPathOf, fetchPackage, removeConfig, removeStaged, seedConfig, stagePackage } from '../../activities/overlay/bowtie/node.js';
+import {
+  configPathOf,
+  fetchPackage,
+  removeConfig,
+  removeStaged,
+  seedConfig,
+  stagePackage,
+} from '../../activities/overlay/bowtie/node.js';
 import { BowtieSpec } from '../../common/input.js';
 import { servePackages, type PackageServer } from '../standins/bowtie-package.js';
 import { loopbackTls, makeTestCa } from '../standins/tls.js';
@@ -38,10 +45,16 @@ const spec = (over: Record<string, unknown> = {}) =>
   });
 
 /** A spec past the schema (which refuses these too): the driver's own checks are what is tested. */
-const unchecked = (pkg: { source: string; sha256?: string }): BowtieSpec => ({ ...spec(), package: { name: 'bowtie-service', ...pkg } as BowtieSpec['package'] });
+const unchecked = (pkg: { source: string; sha256?: string }): BowtieSpec => ({
+  ...spec(),
+  package: { name: 'bowtie-service', ...pkg } as BowtieSpec['package'],
+});
 
 async function failure(p: Promise<unknown>): Promise<ToolError> {
-  const err = await p.then(() => undefined, (e: unknown) => e);
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(err).toBeInstanceOf(ToolError);
   return err as ToolError;
 }
@@ -99,12 +112,24 @@ describe('bowtie client on the node', () => {
     const wrong = await failure(stagePackage(t, spec({ package: { source: deb, sha256: '0'.repeat(64) } }), stage));
     expect(wrong.type).toBe('InvalidInput');
     expect(wrong.message).toBe(`overlay.bowtie.package.sha256: ${deb} has sha256 ${sha}, expected ${'0'.repeat(64)}`);
-    const missing = await failure(stagePackage(t, spec({ package: { source: `${dir}/nope.deb`, sha256: sha } }), stage));
-    expect(missing).toMatchObject({ type: 'InvalidInput', message: `overlay.bowtie.package.source: ${dir}/nope.deb is not a file on the node` });
-    const notFound = await failure(stagePackage(t, spec({ package: { source: `${base}/other.deb`, sha256: sha } }), stage, { ca }));
-    expect(notFound).toMatchObject({ type: 'InvalidInput', message: `overlay.bowtie.package.source: ${base}/other.deb answered 404` });
+    const missing = await failure(
+      stagePackage(t, spec({ package: { source: `${dir}/nope.deb`, sha256: sha } }), stage),
+    );
+    expect(missing).toMatchObject({
+      type: 'InvalidInput',
+      message: `overlay.bowtie.package.source: ${dir}/nope.deb is not a file on the node`,
+    });
+    const notFound = await failure(
+      stagePackage(t, spec({ package: { source: `${base}/other.deb`, sha256: sha } }), stage, { ca }),
+    );
+    expect(notFound).toMatchObject({
+      type: 'InvalidInput',
+      message: `overlay.bowtie.package.source: ${base}/other.deb answered 404`,
+    });
     // Nothing answering is an outage (retried), not bad input.
-    const down = await failure(stagePackage(t, spec({ package: { source: 'https://127.0.0.1:9/bowtie.deb', sha256: sha } }), stage, { ca }));
+    const down = await failure(
+      stagePackage(t, spec({ package: { source: 'https://127.0.0.1:9/bowtie.deb', sha256: sha } }), stage, { ca }),
+    );
     expect(down.type).toBe('ToolFailed');
     expect(existsSync(stage)).toBe(false);
   });
@@ -113,20 +138,33 @@ describe('bowtie client on the node', () => {
     const url = `${base}/bowtie.deb`;
     const before = server.requests.length;
     // Plain http, or no sha256: refused without a request.
-    expect(await failure(fetchPackage(unchecked({ source: `${plainBase}/bowtie.deb`, sha256: sha }), { ca }))).toMatchObject({
+    expect(
+      await failure(fetchPackage(unchecked({ source: `${plainBase}/bowtie.deb`, sha256: sha }), { ca })),
+    ).toMatchObject({
       type: 'InvalidInput',
       message: `overlay.bowtie.package.source: ${plainBase}/bowtie.deb is not https:// (the worker downloads only over verified TLS)`,
     });
-    expect(await failure(fetchPackage(unchecked({ source: url }), { ca }))).toMatchObject({ type: 'InvalidInput', message: 'overlay.bowtie.package.sha256: is required for a package URL' });
+    expect(await failure(fetchPackage(unchecked({ source: url }), { ca }))).toMatchObject({
+      type: 'InvalidInput',
+      message: 'overlay.bowtie.package.sha256: is required for a package URL',
+    });
     expect(server.requests.length).toBe(before);
     // A wrong sha256 is found in the worker: nothing is staged on the node.
-    const wrong = await failure(stagePackage(t, spec({ package: { source: url, sha256: '0'.repeat(64) } }), stage, { ca }));
-    expect(wrong).toMatchObject({ type: 'InvalidInput', message: `overlay.bowtie.package.sha256: ${url} has sha256 ${sha}, expected ${'0'.repeat(64)}` });
+    const wrong = await failure(
+      stagePackage(t, spec({ package: { source: url, sha256: '0'.repeat(64) } }), stage, { ca }),
+    );
+    expect(wrong).toMatchObject({
+      type: 'InvalidInput',
+      message: `overlay.bowtie.package.sha256: ${url} has sha256 ${sha}, expected ${'0'.repeat(64)}`,
+    });
     expect(existsSync(stage)).toBe(false);
     // A server whose certificate the worker does not trust is not downloaded from.
     const stranger = (await makeTestCa('another CA')).cert;
     for (const c of [undefined, stranger]) {
-      expect(await failure(fetchPackage(spec({ package: { source: url, sha256: sha } }), { ca: c }))).toMatchObject({ type: 'InvalidInput', message: expect.stringMatching(/TLS certificate not trusted/) });
+      expect(await failure(fetchPackage(spec({ package: { source: url, sha256: sha } }), { ca: c }))).toMatchObject({
+        type: 'InvalidInput',
+        message: expect.stringMatching(/TLS certificate not trusted/),
+      });
     }
     expect((await fetchPackage(spec({ package: { source: url, sha256: sha } }), { ca })).equals(bytes)).toBe(true);
   });

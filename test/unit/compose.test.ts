@@ -46,7 +46,10 @@ interface Compose {
 // js-yaml currently resolves through eslint; it belongs in devDependencies (see docs/observability.md).
 async function parseYaml(text: string): Promise<unknown> {
   const specifier: string = 'js-yaml';
-  const mod = (await import(specifier)) as { load?: (t: string) => unknown; default?: { load: (t: string) => unknown } };
+  const mod = (await import(specifier)) as {
+    load?: (t: string) => unknown;
+    default?: { load: (t: string) => unknown };
+  };
   const load = mod.load ?? mod.default?.load;
   if (!load) throw new Error('js-yaml has no load(): add "js-yaml" to devDependencies');
   return load(text);
@@ -81,7 +84,14 @@ const workerEnv = env(worker);
 
 describe('docker-compose.yml', () => {
   it('has the stack: PostgreSQL, Temporal on PostgreSQL, the Web UI, a schema job, an init job and our worker', () => {
-    expect(Object.keys(services).sort()).toEqual(['nodeboot-worker', 'postgresql', 'temporal', 'temporal-init', 'temporal-schema', 'temporal-ui']);
+    expect(Object.keys(services).sort()).toEqual([
+      'nodeboot-worker',
+      'postgresql',
+      'temporal',
+      'temporal-init',
+      'temporal-schema',
+      'temporal-ui',
+    ]);
     expect(workerName).toBe('nodeboot-worker');
     expect(services.temporal!.image).toMatch(/^temporalio\/server:/);
     expect(env(services.temporal!)).toMatchObject({ DB: 'postgres12', POSTGRES_SEEDS: 'postgresql' });
@@ -90,7 +100,11 @@ describe('docker-compose.yml', () => {
   });
 
   it('passes dclint: the Compose-spec schema and its lint rules (.dclintrc.yaml)', async () => {
-    const r = await execa(process.execPath, [root('node_modules/dclint/bin/dclint.cjs'), '--formatter', 'json', root('docker-compose.yml')], { reject: false, cwd: root('.') });
+    const r = await execa(
+      process.execPath,
+      [root('node_modules/dclint/bin/dclint.cjs'), '--formatter', 'json', root('docker-compose.yml')],
+      { reject: false, cwd: root('.') },
+    );
     const problems = JSON.parse(String(r.stdout)) as { messages: { type: string; rule: string; message: string }[] }[];
     expect(problems.flatMap((f) => f.messages.map((m) => `${m.type} ${m.rule}: ${m.message}`))).toEqual([]);
     expect(r.exitCode).toBe(0);
@@ -128,11 +142,16 @@ describe('docker-compose.yml', () => {
       for (const [dep, { condition }] of Object.entries(dependsOn(s))) {
         expect(services[dep], `${name} depends on an existing service ${dep}`).toBeDefined();
         expect(conditions.has(condition ?? ''), `${name} -> ${dep} has a condition`).toBe(true);
-        if (condition === 'service_healthy') expect(services[dep]!.healthcheck, `${dep} needs a healthcheck`).toBeDefined();
-        if (condition === 'service_completed_successfully') expect(services[dep]!.restart ?? 'no').not.toMatch(/^(always|unless-stopped)$/);
+        if (condition === 'service_healthy')
+          expect(services[dep]!.healthcheck, `${dep} needs a healthcheck`).toBeDefined();
+        if (condition === 'service_completed_successfully')
+          expect(services[dep]!.restart ?? 'no').not.toMatch(/^(always|unless-stopped)$/);
       }
     }
-    expect(dependsOn(services.temporal!)).toEqual({ postgresql: { condition: 'service_healthy' }, 'temporal-schema': { condition: 'service_completed_successfully' } });
+    expect(dependsOn(services.temporal!)).toEqual({
+      postgresql: { condition: 'service_healthy' },
+      'temporal-schema': { condition: 'service_completed_successfully' },
+    });
     expect(dependsOn(worker)).toMatchObject({
       postgresql: { condition: 'service_healthy' },
       temporal: { condition: 'service_healthy' },
@@ -160,14 +179,24 @@ describe('docker-compose.yml', () => {
   it('gives the worker only variables workers/config.ts reads, and the ones that matter', () => {
     const known = new Set(Object.keys(WorkerConfig.shape));
     for (const key of Object.keys(workerEnv)) expect(known.has(key), `${key} is read by workers/config.ts`).toBe(true);
-    for (const key of ['TEMPORAL_ADDRESS', 'TEMPORAL_NAMESPACE', 'TEMPORAL_TASK_QUEUE', 'DATABASE_URL', 'NODEBOOT_MAX_CONCURRENT_ACTIVITIES', 'NODEBOOT_METRICS_PORT', 'NODEBOOT_TEMPORAL_METRICS_PORT']) {
+    for (const key of [
+      'TEMPORAL_ADDRESS',
+      'TEMPORAL_NAMESPACE',
+      'TEMPORAL_TASK_QUEUE',
+      'DATABASE_URL',
+      'NODEBOOT_MAX_CONCURRENT_ACTIVITIES',
+      'NODEBOOT_METRICS_PORT',
+      'NODEBOOT_TEMPORAL_METRICS_PORT',
+    ]) {
       expect(workerEnv, key).toHaveProperty(key);
     }
     expect(workerEnv).not.toHaveProperty('NODEBOOT_FAULT_PAUSE'); // tests only
   });
 
   it("the worker's environment passes the worker's own validation and points at the stack", () => {
-    const resolved = Object.fromEntries(Object.entries(workerEnv).map(([k, v]) => [k, interpolate(v, { POSTGRES_PASSWORD: 's3cret' })]));
+    const resolved = Object.fromEntries(
+      Object.entries(workerEnv).map(([k, v]) => [k, interpolate(v, { POSTGRES_PASSWORD: 's3cret' })]),
+    );
     const config = loadWorkerConfig(resolved);
     expect(config.TEMPORAL_ADDRESS).toBe('temporal:7233');
     expect(config.TEMPORAL_TASK_QUEUE).toBe(TASK_QUEUE);
@@ -198,7 +227,10 @@ describe('Dockerfile', () => {
     expect(dockerfile).toMatch(/^USER node$/m);
     // Node-side tools stay on the nodes; the worker only needs the ssh client for the ssh transport.
     expect(dockerfile).toMatch(/apt-get install -y --no-install-recommends openssh-client/);
-    const instructions = dockerfile.split('\n').filter((l) => !l.startsWith('#')).join('\n');
+    const instructions = dockerfile
+      .split('\n')
+      .filter((l) => !l.startsWith('#'))
+      .join('\n');
     expect(instructions).not.toMatch(/wireguard-tools|spire-agent/i);
   });
 

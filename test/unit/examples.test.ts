@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { checkFleet } from '../../common/fleet.js';
 import { checkProvisionInput } from '../../common/validate.js';
 
-const example = (name: string) => JSON.parse(readFileSync(new URL(`../../examples/${name}`, import.meta.url), 'utf8')) as unknown;
+const example = (name: string) =>
+  JSON.parse(readFileSync(new URL(`../../examples/${name}`, import.meta.url), 'utf8')) as unknown;
 
 describe('examples/', () => {
   it('node.json is a valid provisionNode input (an SSH host attesting with its machine certificate)', () => {

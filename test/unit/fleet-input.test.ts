@@ -14,14 +14,22 @@ describe('fleet input', () => {
     expect(example).toBeDefined();
     const { fleet, problems } = checkFleet(JSON.parse(example!));
     expect(problems).toEqual([]);
-    expect(fleet!.nodes[0]).toMatchObject({ nodeId: 'rack7-01', segment: 'onprem', host: { kind: 'ssh', host: 'rack7-01.example.net' } });
+    expect(fleet!.nodes[0]).toMatchObject({
+      nodeId: 'rack7-01',
+      segment: 'onprem',
+      host: { kind: 'ssh', host: 'rack7-01.example.net' },
+    });
   });
 
   it('names each bad field with its node index, and duplicate node ids', () => {
     const { fleet, problems } = checkFleet({
       fleetId: 'f1',
       defaults,
-      nodes: [{ nodeId: 'a' }, { nodeId: 'b', nodeDir: 'relative' }, { nodeId: 'a', host: { kind: 'netns', netns: 'Bad' } }],
+      nodes: [
+        { nodeId: 'a' },
+        { nodeId: 'b', nodeDir: 'relative' },
+        { nodeId: 'a', host: { kind: 'netns', netns: 'Bad' } },
+      ],
     });
     expect(fleet).toBeNull();
     expect(problems).toEqual([
@@ -31,7 +39,7 @@ describe('fleet input', () => {
     ]);
   });
 
-  it('merges a segment\'s fields deeply into the defaults (the attestor per segment), then the node\'s own over the top', () => {
+  it("merges a segment's fields deeply into the defaults (the attestor per segment), then the node's own over the top", () => {
     const dir = (n: string) => `/var/lib/node-bootstrap/${n}`;
     const { fleet, problems } = checkFleet({
       fleetId: 'f2',
@@ -44,7 +52,11 @@ describe('fleet input', () => {
     });
     expect(problems).toEqual([]);
     const [dmz, lab] = fleet!.nodes;
-    expect(dmz!.spire).toMatchObject({ trustDomain: defaults.spire.trustDomain, serverAddress: defaults.spire.serverAddress, nodeAttestor: { tokenTtlSeconds: 120 } });
+    expect(dmz!.spire).toMatchObject({
+      trustDomain: defaults.spire.trustDomain,
+      serverAddress: defaults.spire.serverAddress,
+      nodeAttestor: { tokenTtlSeconds: 120 },
+    });
     expect(lab!.spire.nodeAttestor).toEqual({ type: 'join_token', tokenTtlSeconds: 600 });
     // A segment that no node is in is a typo, named.
     const typo = checkFleet({ fleetId: 'f3', defaults, segments: { dnz: {} }, nodes: [{ nodeId: 'a' }] });
@@ -53,7 +65,9 @@ describe('fleet input', () => {
 
   it('rejects fleet-level mistakes before looking at nodes', () => {
     const { problems } = checkFleet({ fleetId: 'Bad Id', nodes: [], window: 0, surprise: true });
-    expect(problems.map((p) => p.split(':')[0])).toEqual(expect.arrayContaining(['fleetId', 'nodes', 'window', '(input)']));
+    expect(problems.map((p) => p.split(':')[0])).toEqual(
+      expect.arrayContaining(['fleetId', 'nodes', 'window', '(input)']),
+    );
   });
 
   it('allows the smaller of maxFailed and maxFailedPercent of the fleet; none without a budget', () => {
@@ -61,6 +75,8 @@ describe('fleet input', () => {
     expect(allowedFailures({ maxFailed: 30, maxFailedPercent: 10 }, 100)).toBe(10);
     expect(allowedFailures({ maxFailedPercent: 10 }, 5)).toBe(0); // 0.5 rounds down: the first failure stops a 5-node fleet
     expect(allowedFailures({}, 100)).toBeNull();
-    expect(FleetInput.parse({ fleetId: 'f', nodes: [{ nodeId: 'n' }] }).failureBudget).toEqual({ maxFailedPercent: 10 });
+    expect(FleetInput.parse({ fleetId: 'f', nodes: [{ nodeId: 'n' }] }).failureBudget).toEqual({
+      maxFailedPercent: 10,
+    });
   });
 });

@@ -10,7 +10,13 @@ import { StepMetrics } from '../../workers/metrics.js';
 
 const checkedAt = '2026-12-01T12:00:00.000Z';
 const T = Date.parse(checkedAt);
-const l = (link: string, kind: LinkCheck['kind'], step: LinkCheck['step'], status: LinkCheck['status'], evidence: Record<string, unknown>): LinkCheck => ({ link, kind, step, status, detail: link, evidence });
+const l = (
+  link: string,
+  kind: LinkCheck['kind'],
+  step: LinkCheck['step'],
+  status: LinkCheck['status'],
+  evidence: Record<string, unknown>,
+): LinkCheck => ({ link, kind, step, status, detail: link, evidence });
 
 function report(nodeId: string, over: Partial<HealthReport> = {}): HealthReport {
   return {
@@ -44,7 +50,10 @@ describe('health summary', () => {
     expect(s.workloadSvids).toEqual([{ name: 'api', secondsLeft: 1200 }]);
     expect(s.lastHandshakeAgeSeconds).toBe(70);
     expect(s.soonestExpirySeconds).toBe(1200);
-    expect(s.problems.map((p) => `${p.link}:${p.step}`)).toEqual(['workload:api:launchWorkloads', 'entry:api:registerEntries']);
+    expect(s.problems.map((p) => `${p.link}:${p.step}`)).toEqual([
+      'workload:api:launchWorkloads',
+      'entry:api:registerEntries',
+    ]);
   });
 
   it('a hub that never handshook leaves the handshake age unknown, not 0', () => {
@@ -58,7 +67,12 @@ describe('health gauges', () => {
   it('exports each node and counts expiry down between checks', () => {
     const m = new StepMetrics();
     m.health.observe(report('n1'));
-    m.health.observe(report('n2', { status: 'ok', links: [l('agent', 'agent', 'startSpireAgent', 'ok', { svidSecondsLeft: 90_000 })] }));
+    m.health.observe(
+      report('n2', {
+        status: 'ok',
+        links: [l('agent', 'agent', 'startSpireAgent', 'ok', { svidSecondsLeft: 90_000 })],
+      }),
+    );
     const at = m.health.render(T + 200_000).join('\n');
     expect(value(at, 'nodeboot_node_soonest_expiry_seconds{node="n1"}')).toBe(1000);
     expect(value(at, 'nodeboot_node_soonest_expiry_seconds{node="n2"}')).toBe(89_800);

@@ -8,7 +8,15 @@ import { describe, expect, it } from 'vitest';
 import type { RunOptions, RunResult } from '../../activities/host/exec.js';
 import type { HostTransport } from '../../activities/host/transport.js';
 import { assertRootOnlyDir } from '../../activities/host/files.js';
-import { daemonAlive, parsePidFile, parseProcStat, readPidFile, readProcessRef, stopDaemon, writePidFile } from '../../activities/host/process.js';
+import {
+  daemonAlive,
+  parsePidFile,
+  parseProcStat,
+  readPidFile,
+  readProcessRef,
+  stopDaemon,
+  writePidFile,
+} from '../../activities/host/process.js';
 
 interface Call {
   command: string;
@@ -22,7 +30,9 @@ function fakeNode(procs: Map<number, { stat: string; argv: string[] }>, files: R
   const ok = (stdout = ''): RunResult => ({ stdout, stderr: '', exitCode: 0 });
   const missing: RunResult = { stdout: '', stderr: 'No such file or directory', exitCode: 1 };
   const kill = (pid: number, group: boolean) => {
-    for (const [p, v] of procs) if (p === pid || (group && Number(v.stat.slice(v.stat.lastIndexOf(')') + 2).split(' ')[2]) === pid)) procs.delete(p);
+    for (const [p, v] of procs)
+      if (p === pid || (group && Number(v.stat.slice(v.stat.lastIndexOf(')') + 2).split(' ')[2]) === pid))
+        procs.delete(p);
   };
   const transport: HostTransport = {
     kind: 'local',
@@ -63,7 +73,11 @@ const statLine = (pid: number, comm: string, o: { state?: string; pgrp?: number;
 
 describe('process identity (pid + start time)', () => {
   it('parses /proc/<pid>/stat even when the command name holds spaces and ")"', () => {
-    expect(parseProcStat(statLine(4242, 'a) b (c', { start: 987654, pgrp: 4240 }))).toEqual({ state: 'S', pgrp: 4240, startTime: '987654' });
+    expect(parseProcStat(statLine(4242, 'a) b (c', { start: 987654, pgrp: 4240 }))).toEqual({
+      state: 'S',
+      pgrp: 4240,
+      startTime: '987654',
+    });
     expect(parseProcStat('')).toBeUndefined();
     expect(parseProcStat('4242 (x) S 1 2')).toBeUndefined();
   });
@@ -71,7 +85,8 @@ describe('process identity (pid + start time)', () => {
   it('reads both pid file formats; garbage is no pid', async () => {
     expect(parsePidFile('4242 987654\n')).toEqual({ pid: 4242, startTime: '987654' });
     expect(parsePidFile('4242\n')).toEqual({ pid: 4242 });
-    for (const bad of [undefined, '', 'x', '1\n', '4242 x', '4242 1 2', '-5']) expect(parsePidFile(bad), String(bad)).toBeUndefined();
+    for (const bad of [undefined, '', 'x', '1\n', '4242 x', '4242 1 2', '-5'])
+      expect(parsePidFile(bad), String(bad)).toBeUndefined();
     // readPidFile (spire/steps.ts reads the agent's pid file with it) still returns the pid of a new-format file.
     const { transport } = fakeNode(new Map(), { '/n/a.pid': '4242 987654\n', '/n/b.pid': '4243\n' });
     expect(await readPidFile(transport, '/n/a.pid')).toBe(4242);
@@ -80,7 +95,9 @@ describe('process identity (pid + start time)', () => {
   });
 
   it('records the start time when spawned, and knows a #!/bin/sh program by it (argv[0] is the interpreter)', async () => {
-    const procs = new Map([[4242, { stat: statLine(4242, 'demo.sh', { start: 5000 }), argv: ['/bin/sh', '/n/bin/demo.sh'] }]]);
+    const procs = new Map([
+      [4242, { stat: statLine(4242, 'demo.sh', { start: 5000 }), argv: ['/bin/sh', '/n/bin/demo.sh'] }],
+    ]);
     const { transport, files } = fakeNode(procs);
     const ref = await writePidFile(transport, '/n/w.pid', 4242);
     expect(ref).toEqual({ pid: 4242, startTime: '5000' });
@@ -110,8 +127,13 @@ describe('process identity (pid + start time)', () => {
       [4300, { stat: statLine(4300, 'spire-agent', { start: 6000, pgrp: 1 }), argv: ['/opt/spire-agent', 'run'] }],
     ]);
     const { transport, calls } = fakeNode(procs);
-    expect(await stopDaemon(transport, { pid: 4242, startTime: '5000' }, { program: 'demo.sh', graceMs: 0 })).toBe(true);
-    expect(calls.find((c) => c.args.includes('kill-group'))).toMatchObject({ command: 'sh', args: ['-c', 'kill -TERM "-$1"', 'kill-group', '4242'] });
+    expect(await stopDaemon(transport, { pid: 4242, startTime: '5000' }, { program: 'demo.sh', graceMs: 0 })).toBe(
+      true,
+    );
+    expect(calls.find((c) => c.args.includes('kill-group'))).toMatchObject({
+      command: 'sh',
+      args: ['-c', 'kill -TERM "-$1"', 'kill-group', '4242'],
+    });
     expect([...procs.keys()]).toEqual([4300]);
 
     // An old pid file (bare pid): checked by program name, signalled alone (not a group leader here).
@@ -131,9 +153,20 @@ describe('process identity (pid + start time)', () => {
     for (const ok of ['0 0 755 directory\n', '0 0 775 directory\n', '0 5 700 directory\n']) {
       await expect(assertRootOnlyDir(statSays(ok), '/n/workloads', 'nodeDir'), ok).resolves.toBeUndefined();
     }
-    for (const bad of ['62101 0 700 directory', '0 0 1777 directory', '0 5 775 directory', '0 0 777 symbolic link', '0 0 644 regular file']) {
-      await expect(assertRootOnlyDir(statSays(bad), '/n/workloads', 'nodeDir'), bad).rejects.toMatchObject({ type: 'InvalidInput', message: /^nodeDir: / });
+    for (const bad of [
+      '62101 0 700 directory',
+      '0 0 1777 directory',
+      '0 5 775 directory',
+      '0 0 777 symbolic link',
+      '0 0 644 regular file',
+    ]) {
+      await expect(assertRootOnlyDir(statSays(bad), '/n/workloads', 'nodeDir'), bad).rejects.toMatchObject({
+        type: 'InvalidInput',
+        message: /^nodeDir: /,
+      });
     }
-    await expect(assertRootOnlyDir(statSays('', 1), '/n/workloads', 'nodeDir')).rejects.toMatchObject({ type: 'InvalidInput' });
+    await expect(assertRootOnlyDir(statSays('', 1), '/n/workloads', 'nodeDir')).rejects.toMatchObject({
+      type: 'InvalidInput',
+    });
   });
 });

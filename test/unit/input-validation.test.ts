@@ -42,7 +42,18 @@ async function cli(argv: string[]) {
   };
   const code = await runCli(argv, ENV, io, async () => '');
   const stdout = out.join('\n');
-  return { code, stdout, stderr: err.join('\n'), json: (() => { try { return JSON.parse(stdout); } catch { return undefined; } })() };
+  return {
+    code,
+    stdout,
+    stderr: err.join('\n'),
+    json: (() => {
+      try {
+        return JSON.parse(stdout);
+      } catch {
+        return undefined;
+      }
+    })(),
+  };
 }
 
 function fleetOf(node: ProvisionInputJson, extra: Record<string, unknown>[] = []) {
@@ -76,21 +87,49 @@ describe('one validation: nodeboot start, nodeboot fleet start and the library c
 
   it('refuses two fleet nodes on one host with the same or a nested nodeDir', async () => {
     const node = sampleInput('rack7-01');
-    const same = await cli(['fleet', 'start', '--json', file(fleetOf(node, [{ nodeId: 'rack7-02', host: node.host, nodeDir: node.nodeDir }]))]);
+    const same = await cli([
+      'fleet',
+      'start',
+      '--json',
+      file(fleetOf(node, [{ nodeId: 'rack7-02', host: node.host, nodeDir: node.nodeDir }])),
+    ]);
     expect(same.code).toBe(EXIT.INVALID);
-    expect(same.json.error.fields).toContainEqual({ path: 'nodes.1.nodeDir', message: expect.stringMatching(/same nodeDir as nodes\.0/) });
+    expect(same.json.error.fields).toContainEqual({
+      path: 'nodes.1.nodeDir',
+      message: expect.stringMatching(/same nodeDir as nodes\.0/),
+    });
     // netns hosts share this machine's filesystem: another namespace does not make it another disk.
     const nested = await cli([
-      'fleet', 'start', '--json',
-      file(fleetOf(node, [{ nodeId: 'rack7-02', host: { kind: 'netns', netns: 'other-ns' }, nodeDir: `${node.nodeDir}/inner` }])),
+      'fleet',
+      'start',
+      '--json',
+      file(
+        fleetOf(node, [
+          { nodeId: 'rack7-02', host: { kind: 'netns', netns: 'other-ns' }, nodeDir: `${node.nodeDir}/inner` },
+        ]),
+      ),
     ]);
     expect(nested.code).toBe(EXIT.INVALID);
-    expect(nested.json.error.fields).toContainEqual({ path: 'nodes.1.nodeDir', message: expect.stringMatching(/overlapping/) });
+    expect(nested.json.error.fields).toContainEqual({
+      path: 'nodes.1.nodeDir',
+      message: expect.stringMatching(/overlapping/),
+    });
     // Different SSH hosts are different disks: the same path is fine.
-    const ssh = (host: string) => ({ kind: 'ssh', host, identityFile: '/etc/nodeboot/id', knownHostsFile: '/etc/nodeboot/known_hosts' });
+    const ssh = (host: string) => ({
+      kind: 'ssh',
+      host,
+      identityFile: '/etc/nodeboot/id',
+      knownHostsFile: '/etc/nodeboot/known_hosts',
+    });
     const apart = await cli([
-      'fleet', 'start', '--json',
-      file(fleetOf({ ...node, host: ssh('rack7-01.example.net') as never }, [{ nodeId: 'rack7-02', host: ssh('rack7-02.example.net'), nodeDir: node.nodeDir }])),
+      'fleet',
+      'start',
+      '--json',
+      file(
+        fleetOf({ ...node, host: ssh('rack7-01.example.net') as never }, [
+          { nodeId: 'rack7-02', host: ssh('rack7-02.example.net'), nodeDir: node.nodeDir },
+        ]),
+      ),
     ]);
     expect(apart.code, apart.stdout).toBe(EXIT.UNREACHABLE); // valid: it went on to reach for Temporal
   });
@@ -103,7 +142,7 @@ describe('one validation: nodeboot start, nodeboot fleet start and the library c
   });
 });
 
-describe('a workload named by its port alone (the built-in demo workload, now the lab\'s program)', () => {
+describe("a workload named by its port alone (the built-in demo workload, now the lab's program)", () => {
   const portOnly = structuredClone(sampleInput('edge-01'));
   portOnly.workloads = [{ name: 'api', spiffePath: '/ns/prod/sa/api', uid: 1001, port: 8443 }];
 
@@ -118,7 +157,9 @@ describe('a workload named by its port alone (the built-in demo workload, now th
     // Only the port form: a workload with neither is refused either way.
     const neither = structuredClone(portOnly);
     delete neither.workloads![0]!.port;
-    expect(checkProvisionInput(neither, { acceptPortOnlyWorkloads: true }).problems).toEqual([expect.stringMatching(/^workloads\.0\.command: needs the program/)]);
+    expect(checkProvisionInput(neither, { acceptPortOnlyWorkloads: true }).problems).toEqual([
+      expect.stringMatching(/^workloads\.0\.command: needs the program/),
+    ]);
   });
 });
 
@@ -140,12 +181,28 @@ describe('bowtie credentials and URLs (worker secrets go only where the worker a
     } as ProvisionInputJson;
   };
   const cases: [string, Record<string, unknown>, string][] = [
-    ['the database URL as a credential', { auth: { kind: 'apiKey', keyIdEnv: 'DATABASE_URL', secretEnv: 'NODEBOOT_CRED_X' } }, 'overlay.bowtie.auth.keyIdEnv'],
-    ['the Temporal API key as a password', { auth: { kind: 'session', emailEnv: 'NODEBOOT_CRED_E', passwordEnv: 'TEMPORAL_API_KEY' } }, 'overlay.bowtie.auth.passwordEnv'],
+    [
+      'the database URL as a credential',
+      { auth: { kind: 'apiKey', keyIdEnv: 'DATABASE_URL', secretEnv: 'NODEBOOT_CRED_X' } },
+      'overlay.bowtie.auth.keyIdEnv',
+    ],
+    [
+      'the Temporal API key as a password',
+      { auth: { kind: 'session', emailEnv: 'NODEBOOT_CRED_E', passwordEnv: 'TEMPORAL_API_KEY' } },
+      'overlay.bowtie.auth.passwordEnv',
+    ],
     ['a plain-http controller', { controllerUrl: 'http://ctl1.example.net' }, 'overlay.bowtie.controllerUrl'],
     ['a plain-http entrypoint', { entrypoints: ['http://ctl1.example.net'] }, 'overlay.bowtie.entrypoints.0'],
-    ['a plain-http package', { package: { source: 'http://pkg.example.net/b.deb', sha256: 'a'.repeat(64) } }, 'overlay.bowtie.package.source'],
-    ['a package without sha256', { package: { source: 'https://pkg.example.net/b.deb' } }, 'overlay.bowtie.package.sha256'],
+    [
+      'a plain-http package',
+      { package: { source: 'http://pkg.example.net/b.deb', sha256: 'a'.repeat(64) } },
+      'overlay.bowtie.package.source',
+    ],
+    [
+      'a package without sha256',
+      { package: { source: 'https://pkg.example.net/b.deb' } },
+      'overlay.bowtie.package.sha256',
+    ],
   ];
 
   it('accepts the well-formed bowtie input', () => {

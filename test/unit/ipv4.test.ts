@@ -26,13 +26,23 @@ describe('parseIpv4 / formatIpv4', () => {
     expect(parseIpv4('0.0.1.0')).toBe(256);
   });
 
-  it.each(['', '1.2.3', '1.2.3.4.5', '256.0.0.1', '01.2.3.4', '1.2.3.-4', '1.2.3.4 ', ' 1.2.3.4', '1..3.4', 'a.b.c.d', '1.2.3.4/32', '0x1.2.3.4'])(
-    'refuses %j',
-    (bad) => {
-      expect(() => parseIpv4(bad)).toThrow(Ipv4Error);
-      expect(isIpv4(bad)).toBe(false);
-    },
-  );
+  it.each([
+    '',
+    '1.2.3',
+    '1.2.3.4.5',
+    '256.0.0.1',
+    '01.2.3.4',
+    '1.2.3.-4',
+    '1.2.3.4 ',
+    ' 1.2.3.4',
+    '1..3.4',
+    'a.b.c.d',
+    '1.2.3.4/32',
+    '0x1.2.3.4',
+  ])('refuses %j', (bad) => {
+    expect(() => parseIpv4(bad)).toThrow(Ipv4Error);
+    expect(isIpv4(bad)).toBe(false);
+  });
 
   it('refuses integers outside 32 bits', () => {
     expect(() => formatIpv4(-1)).toThrow(Ipv4Error);
@@ -108,12 +118,19 @@ describe('parseCidr', () => {
     expect(parseCidr('10.200.0.0/16', { strict: true }).cidr).toBe('10.200.0.0/16');
   });
 
-  it.each(['10.0.0.0', '10.0.0.0/33', '10.0.0.0/', '10.0.0.0/08', '/24', '10.0.0/24', '10.0.0.0/24/1', '999.0.0.0/8', '10.0.0.0/-1'])(
-    'refuses %j',
-    (bad) => {
-      expect(() => parseCidr(bad)).toThrow(Ipv4Error);
-    },
-  );
+  it.each([
+    '10.0.0.0',
+    '10.0.0.0/33',
+    '10.0.0.0/',
+    '10.0.0.0/08',
+    '/24',
+    '10.0.0/24',
+    '10.0.0.0/24/1',
+    '999.0.0.0/8',
+    '10.0.0.0/-1',
+  ])('refuses %j', (bad) => {
+    expect(() => parseCidr(bad)).toThrow(Ipv4Error);
+  });
 });
 
 describe('host arithmetic', () => {
@@ -123,7 +140,8 @@ describe('host arithmetic', () => {
     expect(nthHost('10.200.0.0/16', 65533)).toBe('10.200.255.254');
     expect(() => nthHost('10.200.0.0/16', 65534)).toThrow(Ipv4Error);
     expect(() => nthHost('10.200.0.0/16', -1)).toThrow(Ipv4Error);
-    for (const i of [0, 1, 254, 255, 256, 65533]) expect(hostIndex('10.200.0.0/16', nthHost('10.200.0.0/16', i))).toBe(i);
+    for (const i of [0, 1, 254, 255, 256, 65533])
+      expect(hostIndex('10.200.0.0/16', nthHost('10.200.0.0/16', i))).toBe(i);
     expect(hostIndex('10.200.0.0/16', '10.200.0.0')).toBeNull(); // network
     expect(hostIndex('10.200.0.0/16', '10.200.255.255')).toBeNull(); // broadcast
     expect(hostIndex('10.200.0.0/16', '10.201.0.1')).toBeNull(); // outside

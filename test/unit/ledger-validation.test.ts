@@ -6,7 +6,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ProvisionInput } from '../../common/input.js';
 import { Ledger, LedgerError } from '../../inventory/index.js';
 
-const ledger = new Ledger(new pg.Pool({ connectionString: 'postgres://nobody@127.0.0.1:1/none', connectionTimeoutMillis: 2_000 }));
+const ledger = new Ledger(
+  new pg.Pool({ connectionString: 'postgres://nobody@127.0.0.1:1/none', connectionTimeoutMillis: 2_000 }),
+);
 afterAll(() => ledger.close());
 
 async function errorOf(p: Promise<unknown>): Promise<LedgerError> {

@@ -40,18 +40,50 @@ describe('formatLogLine', () => {
       sdkComponent: 'activity',
       activityType: 'issueOverlayKey',
     });
-    expect(Object.keys(parsed).slice(0, 8)).toEqual(['time', 'level', 'msg', 'workflowId', 'runId', 'nodeId', 'step', 'attempt']);
+    expect(Object.keys(parsed).slice(0, 8)).toEqual([
+      'time',
+      'level',
+      'msg',
+      'workflowId',
+      'runId',
+      'nodeId',
+      'step',
+      'attempt',
+    ]);
   });
 
   it('keeps a workflow logger runId as is and omits fields that are absent', () => {
-    const parsed = JSON.parse(formatLogLine({ level: 'WARN', message: 'x', timestampNanos: T, meta: { workflowId: 'w', runId: 'r', nodeId: undefined } }));
+    const parsed = JSON.parse(
+      formatLogLine({
+        level: 'WARN',
+        message: 'x',
+        timestampNanos: T,
+        meta: { workflowId: 'w', runId: 'r', nodeId: undefined },
+      }),
+    );
     expect(parsed).toEqual({ time: '2025-11-23T11:40:00.123Z', level: 'WARN', msg: 'x', workflowId: 'w', runId: 'r' });
   });
 
   it('serializes errors with their failure type and bigints as strings', () => {
-    const err = ApplicationFailure.create({ type: 'PoolExhausted', message: 'no free address in lab', nonRetryable: true });
-    const parsed = JSON.parse(formatLogLine({ level: 'WARN', message: 'step failed', timestampNanos: T, meta: { error: err, errorType: 'PoolExhausted', big: 10n } }));
-    expect(parsed.error).toMatchObject({ name: 'ApplicationFailure', message: 'no free address in lab', type: 'PoolExhausted', nonRetryable: true });
+    const err = ApplicationFailure.create({
+      type: 'PoolExhausted',
+      message: 'no free address in lab',
+      nonRetryable: true,
+    });
+    const parsed = JSON.parse(
+      formatLogLine({
+        level: 'WARN',
+        message: 'step failed',
+        timestampNanos: T,
+        meta: { error: err, errorType: 'PoolExhausted', big: 10n },
+      }),
+    );
+    expect(parsed.error).toMatchObject({
+      name: 'ApplicationFailure',
+      message: 'no free address in lab',
+      type: 'PoolExhausted',
+      nonRetryable: true,
+    });
     expect(parsed.errorType).toBe('PoolExhausted');
     expect(parsed.big).toBe('10');
   });
@@ -59,7 +91,12 @@ describe('formatLogLine', () => {
   it('redacts key material and tokens in the message and in meta', () => {
     const key = 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=';
     const token = '3f2504e0-4f89-11d3-9a0c-0305e82c3301';
-    const line = formatLogLine({ level: 'ERROR', message: `wg said ${key}`, timestampNanos: T, meta: { detail: { output: `token ${token}` }, error: new Error(`join ${token}`) } });
+    const line = formatLogLine({
+      level: 'ERROR',
+      message: `wg said ${key}`,
+      timestampNanos: T,
+      meta: { detail: { output: `token ${token}` }, error: new Error(`join ${token}`) },
+    });
     expect(line).not.toContain(key);
     expect(line).not.toContain(token);
     expect(line).toContain('[redacted key]');
@@ -92,12 +129,19 @@ describe('nodeIdOf', () => {
 });
 
 describe('activityLoggingInterceptor', () => {
-  const info = { activityType: 'issueOverlayKey', attempt: 3, workflowExecution: { workflowId: 'provision/edge-01', runId: 'run-9' } };
+  const info = {
+    activityType: 'issueOverlayKey',
+    attempt: 3,
+    workflowExecution: { workflowId: 'provision/edge-01', runId: 'run-9' },
+  };
   const req = { input: { nodeId: 'edge-01' }, run: { workflowId: 'provision/edge-01', runId: 'run-9' } };
 
   function runWith(activityType: string, fn: () => Promise<unknown>) {
     const lines: string[] = [];
-    const mock = new MockActivityEnvironment({ ...info, activityType }, { logger: jsonLineLogger('DEBUG', (l) => lines.push(l)), interceptors: [activityLoggingInterceptor()] });
+    const mock = new MockActivityEnvironment(
+      { ...info, activityType },
+      { logger: jsonLineLogger('DEBUG', (l) => lines.push(l)), interceptors: [activityLoggingInterceptor()] },
+    );
     const parsed = () => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
     return mock.run(fn, req).then(
       () => ({ ok: true, lines: parsed() }),
@@ -112,7 +156,14 @@ describe('activityLoggingInterceptor', () => {
     expect(ok).toBe(true);
     const ours = lines.filter((l) => ['step started', 'allocating', 'step succeeded'].includes(l.msg as string));
     expect(ours.map((l) => l.msg)).toEqual(['step started', 'allocating', 'step succeeded']);
-    for (const l of ours) expect(l).toMatchObject({ workflowId: 'provision/edge-01', runId: 'run-9', nodeId: 'edge-01', step: 'issueOverlayKey', attempt: 3 });
+    for (const l of ours)
+      expect(l).toMatchObject({
+        workflowId: 'provision/edge-01',
+        runId: 'run-9',
+        nodeId: 'edge-01',
+        step: 'issueOverlayKey',
+        attempt: 3,
+      });
     expect(ours[2]!.durationMs).toBeTypeOf('number');
   });
 
@@ -121,9 +172,18 @@ describe('activityLoggingInterceptor', () => {
       throw failure('AttestationRejected', 'server refused the agent');
     });
     expect(failed.ok).toBe(false);
-    expect(failed.lines.find((l) => l.msg === 'step failed')).toMatchObject({ level: 'WARN', step: 'startSpireAgent', nodeId: 'edge-01', errorType: 'AttestationRejected' });
+    expect(failed.lines.find((l) => l.msg === 'step failed')).toMatchObject({
+      level: 'WARN',
+      step: 'startSpireAgent',
+      nodeId: 'edge-01',
+      errorType: 'AttestationRejected',
+    });
 
     const undo = await runWith('undoStartSpireAgent', async () => undefined);
-    expect(undo.lines.find((l) => l.msg === 'compensation succeeded')).toMatchObject({ step: 'startSpireAgent', compensation: true, nodeId: 'edge-01' });
+    expect(undo.lines.find((l) => l.msg === 'compensation succeeded')).toMatchObject({
+      step: 'startSpireAgent',
+      compensation: true,
+      nodeId: 'edge-01',
+    });
   });
 });

@@ -5,7 +5,18 @@ import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import { recordingTransport } from '../helpers/recording-transport.js';
 import { redactSecrets } from '../../common/errors.js';
 
-const BAD_NODE_IDS = ['edge 01', 'edge;reboot', '../etc', 'a'.repeat(41), '', '-rf', 'Edge', 'edge/01', 'edge$(id)', 'edge\n01'];
+const BAD_NODE_IDS = [
+  'edge 01',
+  'edge;reboot',
+  '../etc',
+  'a'.repeat(41),
+  '',
+  '-rf',
+  'Edge',
+  'edge/01',
+  'edge$(id)',
+  'edge\n01',
+];
 
 describe('names reaching commands', () => {
   it.each(BAD_NODE_IDS)('rejects node id %j', (bad) => {
@@ -21,7 +32,8 @@ describe('names reaching commands', () => {
   });
 
   it('rejects SPIFFE paths with traversal or odd characters', () => {
-    for (const bad of ['/a/../b', 'relative', '/a b', '/a;b', '/a//b', '/.']) expect(SpiffePath.safeParse(bad).success).toBe(false);
+    for (const bad of ['/a/../b', 'relative', '/a b', '/a;b', '/a//b', '/.'])
+      expect(SpiffePath.safeParse(bad).success).toBe(false);
     expect(SpiffePath.parse('/ns/prod/sa/api')).toBe('/ns/prod/sa/api');
   });
 
@@ -40,7 +52,8 @@ describe('names reaching commands', () => {
 
 describe('redactSecrets', () => {
   it('removes WireGuard keys, join tokens and PEM blocks', () => {
-    const text = 'key yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk= token 3b0a1f7e-1c2d-4e5f-8a9b-0c1d2e3f4a5b pem -----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----';
+    const text =
+      'key yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk= token 3b0a1f7e-1c2d-4e5f-8a9b-0c1d2e3f4a5b pem -----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----';
     const out = redactSecrets(text);
     expect(out).not.toMatch(/yAnz5TF|3b0a1f7e|abc/);
     expect(out).toContain('[redacted key]');

@@ -20,9 +20,15 @@ describe('rotation request', () => {
   });
 
   it('names the bad field: the input, the timeout, an unknown option', () => {
-    expect(checkRotateRequest({ input: { ...sampleInput('rot-1'), nodeDir: 'relative' } }).problems).toEqual([expect.stringMatching(/^nodeDir: /)]);
-    expect(checkRotateRequest({ input: sampleInput('rot-1'), handshakeTimeoutSeconds: 1 }).problems).toEqual([expect.stringMatching(/^handshakeTimeoutSeconds: /)]);
-    expect(checkRotateRequest({ input: sampleInput('rot-1'), privateKey: 'x' }).problems).toEqual([expect.stringMatching(/privateKey/)]);
+    expect(checkRotateRequest({ input: { ...sampleInput('rot-1'), nodeDir: 'relative' } }).problems).toEqual([
+      expect.stringMatching(/^nodeDir: /),
+    ]);
+    expect(checkRotateRequest({ input: sampleInput('rot-1'), handshakeTimeoutSeconds: 1 }).problems).toEqual([
+      expect.stringMatching(/^handshakeTimeoutSeconds: /),
+    ]);
+    expect(checkRotateRequest({ input: sampleInput('rot-1'), privateKey: 'x' }).problems).toEqual([
+      expect.stringMatching(/privateKey/),
+    ]);
     expect(checkRotateRequest({}).problems).toEqual([expect.stringMatching(/^input: is required/)]);
   });
 
@@ -40,11 +46,16 @@ describe('rotation request', () => {
       },
     };
     expect(ProvisionInput.safeParse(bowtie).success).toBe(true);
-    expect(checkRotateRequest({ input: bowtie }).problems).toEqual([expect.stringMatching(/^overlay\.driver: key rotation supports "wireguard" only/)]);
+    expect(checkRotateRequest({ input: bowtie }).problems).toEqual([
+      expect.stringMatching(/^overlay\.driver: key rotation supports "wireguard" only/),
+    ]);
   });
 
   it('overlay.maxKeyAgeDays: optional, a positive whole number of days, wireguard only', () => {
-    const withAge = (v: unknown) => ({ ...sampleInput('rot-1'), overlay: { ...sampleInput('rot-1').overlay, maxKeyAgeDays: v } });
+    const withAge = (v: unknown) => ({
+      ...sampleInput('rot-1'),
+      overlay: { ...sampleInput('rot-1').overlay, maxKeyAgeDays: v },
+    });
     expect(ProvisionInput.parse(sampleInput('rot-1')).overlay.maxKeyAgeDays).toBeUndefined();
     expect(ProvisionInput.parse(withAge(90)).overlay.maxKeyAgeDays).toBe(90);
     for (const bad of [0, -1, 1.5, '90']) {

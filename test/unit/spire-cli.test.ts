@@ -9,7 +9,14 @@ import { describe, expect, it } from 'vitest';
 import type { RunOptions, RunResult } from '../../activities/host/exec.js';
 import { ToolError } from '../../activities/host/exec.js';
 import type { DaemonOptions, HostTransport } from '../../activities/host/transport.js';
-import { agentArgv, agentHealthcheck, fetchX509Svid, renderAgentConfig, startAgent, stopAgent } from '../../activities/spire/agent-cli.js';
+import {
+  agentArgv,
+  agentHealthcheck,
+  fetchX509Svid,
+  renderAgentConfig,
+  startAgent,
+  stopAgent,
+} from '../../activities/spire/agent-cli.js';
 import {
   agentBan,
   agentEvict,
@@ -62,7 +69,10 @@ const when =
   (pred: (c: Call) => boolean, res: Partial<RunResult> | ((c: Call) => Partial<RunResult>)): Responder =>
   (c) =>
     pred(c) ? (typeof res === 'function' ? res(c) : res) : undefined;
-const sub = (...words: string[]) => (c: Call) => c.command === 'spire-server' && words.every((w, i) => c.args[i] === w);
+const sub =
+  (...words: string[]) =>
+  (c: Call) =>
+    c.command === 'spire-server' && words.every((w, i) => c.args[i] === w);
 
 const SOCK = '/run/spire/server/api.sock';
 const TD = 'lab.test';
@@ -99,47 +109,137 @@ const entryJson = (over: Record<string, unknown> = {}) => ({
   jwt_svid_ttl: 300,
   ...over,
 });
-const spec = { parentId: `spiffe://${TD}/node/edge-01`, spiffeId: `spiffe://${TD}/ns/prod/sa/api`, selectors: ['unix:uid:61001'], x509SvidTtl: 3600, jwtSvidTtl: 300 };
+const spec = {
+  parentId: `spiffe://${TD}/node/edge-01`,
+  spiffeId: `spiffe://${TD}/ns/prod/sa/api`,
+  selectors: ['unix:uid:61001'],
+  x509SvidTtl: 3600,
+  jwtSvidTtl: 300,
+};
 
 describe('spire-server argv', () => {
   const cases: [string, (t: HostTransport) => Promise<unknown>, string[], string][] = [
     ['healthcheck', (t) => healthcheck({ transport: t, socketPath: SOCK }), ['healthcheck', '-socketPath', SOCK], ''],
-    ['bundle show', (t) => bundleShow({ transport: t, socketPath: SOCK }), ['bundle', 'show', '-socketPath', SOCK, '-output', 'json'], JSON.stringify({ trust_domain: TD, x509_authorities: [{ asn1: 'AAEC', tainted: false }] })],
+    [
+      'bundle show',
+      (t) => bundleShow({ transport: t, socketPath: SOCK }),
+      ['bundle', 'show', '-socketPath', SOCK, '-output', 'json'],
+      JSON.stringify({ trust_domain: TD, x509_authorities: [{ asn1: 'AAEC', tainted: false }] }),
+    ],
     [
       'token generate',
-      (t) => tokenGenerate({ transport: t, socketPath: SOCK }, { spiffeId: `spiffe://${TD}/node/edge-01`, ttlSeconds: 600 }),
-      ['token', 'generate', '-socketPath', SOCK, '-output', 'json', '-spiffeID', `spiffe://${TD}/node/edge-01`, '-ttl', '600'],
+      (t) =>
+        tokenGenerate({ transport: t, socketPath: SOCK }, { spiffeId: `spiffe://${TD}/node/edge-01`, ttlSeconds: 600 }),
+      [
+        'token',
+        'generate',
+        '-socketPath',
+        SOCK,
+        '-output',
+        'json',
+        '-spiffeID',
+        `spiffe://${TD}/node/edge-01`,
+        '-ttl',
+        '600',
+      ],
       JSON.stringify({ value: TOKEN, expires_at: '1763900600' }),
     ],
     [
       'entry create',
-      (t) => entryCreate({ transport: t, socketPath: SOCK }, { ...spec, selectors: ['unix:uid:61001', 'unix:gid:61001'] }),
+      (t) =>
+        entryCreate({ transport: t, socketPath: SOCK }, { ...spec, selectors: ['unix:uid:61001', 'unix:gid:61001'] }),
       [
-        'entry', 'create', '-socketPath', SOCK, '-output', 'json',
-        '-parentID', spec.parentId, '-spiffeID', spec.spiffeId,
-        '-selector', 'unix:uid:61001', '-selector', 'unix:gid:61001',
-        '-x509SVIDTTL', '3600', '-jwtSVIDTTL', '300',
+        'entry',
+        'create',
+        '-socketPath',
+        SOCK,
+        '-output',
+        'json',
+        '-parentID',
+        spec.parentId,
+        '-spiffeID',
+        spec.spiffeId,
+        '-selector',
+        'unix:uid:61001',
+        '-selector',
+        'unix:gid:61001',
+        '-x509SVIDTTL',
+        '3600',
+        '-jwtSVIDTTL',
+        '300',
       ],
       JSON.stringify({ results: [{ status: { code: 0, message: 'OK' }, entry: entryJson() }] }),
     ],
     [
       'entry show',
-      (t) => entryShow({ transport: t, socketPath: SOCK }, { spiffeId: spec.spiffeId, parentId: spec.parentId, selectors: ['unix:uid:61001'], matchSelectorsOn: 'exact' }),
-      ['entry', 'show', '-socketPath', SOCK, '-output', 'json', '-spiffeID', spec.spiffeId, '-parentID', spec.parentId, '-selector', 'unix:uid:61001', '-matchSelectorsOn', 'exact'],
+      (t) =>
+        entryShow(
+          { transport: t, socketPath: SOCK },
+          {
+            spiffeId: spec.spiffeId,
+            parentId: spec.parentId,
+            selectors: ['unix:uid:61001'],
+            matchSelectorsOn: 'exact',
+          },
+        ),
+      [
+        'entry',
+        'show',
+        '-socketPath',
+        SOCK,
+        '-output',
+        'json',
+        '-spiffeID',
+        spec.spiffeId,
+        '-parentID',
+        spec.parentId,
+        '-selector',
+        'unix:uid:61001',
+        '-matchSelectorsOn',
+        'exact',
+      ],
       JSON.stringify({ entries: [], next_page_token: '' }),
     ],
-    ['entry delete', (t) => entryDelete({ transport: t, socketPath: SOCK }, ENTRY_ID), ['entry', 'delete', '-socketPath', SOCK, '-output', 'json', '-entryID', ENTRY_ID], JSON.stringify({ results: [{ status: { code: 0, message: 'OK' }, id: ENTRY_ID }] })],
-    ['agent list', (t) => agentList({ transport: t, socketPath: SOCK }), ['agent', 'list', '-socketPath', SOCK, '-output', 'json'], JSON.stringify({ agents: [], next_page_token: '' })],
+    [
+      'entry delete',
+      (t) => entryDelete({ transport: t, socketPath: SOCK }, ENTRY_ID),
+      ['entry', 'delete', '-socketPath', SOCK, '-output', 'json', '-entryID', ENTRY_ID],
+      JSON.stringify({ results: [{ status: { code: 0, message: 'OK' }, id: ENTRY_ID }] }),
+    ],
+    [
+      'agent list',
+      (t) => agentList({ transport: t, socketPath: SOCK }),
+      ['agent', 'list', '-socketPath', SOCK, '-output', 'json'],
+      JSON.stringify({ agents: [], next_page_token: '' }),
+    ],
     [
       'agent evict (an agent not attested by join token)',
       (t) => agentEvict({ transport: t, socketPath: SOCK }, `spiffe://${TD}/spire/agent/x509pop/0a1b2c`),
-      ['agent', 'evict', '-socketPath', SOCK, '-output', 'json', '-spiffeID', `spiffe://${TD}/spire/agent/x509pop/0a1b2c`],
+      [
+        'agent',
+        'evict',
+        '-socketPath',
+        SOCK,
+        '-output',
+        'json',
+        '-spiffeID',
+        `spiffe://${TD}/spire/agent/x509pop/0a1b2c`,
+      ],
       '{}',
     ],
     [
       'agent ban (an agent not attested by join token)',
       (t) => agentBan({ transport: t, socketPath: SOCK }, `spiffe://${TD}/spire/agent/x509pop/0a1b2c`),
-      ['agent', 'ban', '-socketPath', SOCK, '-output', 'json', '-spiffeID', `spiffe://${TD}/spire/agent/x509pop/0a1b2c`],
+      [
+        'agent',
+        'ban',
+        '-socketPath',
+        SOCK,
+        '-output',
+        'json',
+        '-spiffeID',
+        `spiffe://${TD}/spire/agent/x509pop/0a1b2c`,
+      ],
       '{}',
     ],
   ];
@@ -160,19 +260,30 @@ describe('spire-server argv', () => {
   it.each([
     ['evict', agentEvict],
     ['ban', agentBan],
-  ] as const)('agent %s of a join-token agent: only an attested (token consumed) agent\'s ID reaches argv', async (verb, action) => {
-    const id = joinTokenAgentId(TD, TOKEN);
-    // Not attested (a minted, unused token is still a secret): nothing but the listing runs.
-    const unused = fakeTransport([when(sub('agent', 'list'), { stdout: JSON.stringify({ agents: [], next_page_token: '' }) })]);
-    expect(await action({ transport: unused.transport, socketPath: SOCK }, id)).toBe(false);
-    expect(unused.calls.map((c) => c.args)).toEqual([listArgv]);
-    expect(unused.calls.flatMap((c) => [c.command, ...c.args]).join(' ')).not.toContain(TOKEN);
+  ] as const)(
+    "agent %s of a join-token agent: only an attested (token consumed) agent's ID reaches argv",
+    async (verb, action) => {
+      const id = joinTokenAgentId(TD, TOKEN);
+      // Not attested (a minted, unused token is still a secret): nothing but the listing runs.
+      const unused = fakeTransport([
+        when(sub('agent', 'list'), { stdout: JSON.stringify({ agents: [], next_page_token: '' }) }),
+      ]);
+      expect(await action({ transport: unused.transport, socketPath: SOCK }, id)).toBe(false);
+      expect(unused.calls.map((c) => c.args)).toEqual([listArgv]);
+      expect(unused.calls.flatMap((c) => [c.command, ...c.args]).join(' ')).not.toContain(TOKEN);
 
-    // Attested: its token was deleted by the server when the agent used it; the ID is a name now.
-    const spent = fakeTransport([when(sub('agent', 'list'), { stdout: JSON.stringify({ agents: [joinTokenAgent], next_page_token: '' }) }), () => ({ stdout: '{}' })]);
-    expect(await action({ transport: spent.transport, socketPath: SOCK }, id)).toBe(true);
-    expect(spent.calls.map((c) => c.args)).toEqual([listArgv, ['agent', verb, '-socketPath', SOCK, '-output', 'json', '-spiffeID', id]]);
-  });
+      // Attested: its token was deleted by the server when the agent used it; the ID is a name now.
+      const spent = fakeTransport([
+        when(sub('agent', 'list'), { stdout: JSON.stringify({ agents: [joinTokenAgent], next_page_token: '' }) }),
+        () => ({ stdout: '{}' }),
+      ]);
+      expect(await action({ transport: spent.transport, socketPath: SOCK }, id)).toBe(true);
+      expect(spent.calls.map((c) => c.args)).toEqual([
+        listArgv,
+        ['agent', verb, '-socketPath', SOCK, '-output', 'json', '-spiffeID', id],
+      ]);
+    },
+  );
 
   it('honours a custom binary path and timeout', async () => {
     const { transport, calls } = fakeTransport();
@@ -189,7 +300,9 @@ describe('spire-server argv', () => {
     await expect(entryCreate(t, { ...spec, selectors: [] })).rejects.toThrow(/at least one selector/);
     await expect(entryDelete(t, '--entryID')).rejects.toThrow(/entryId/);
     await expect(healthcheck({ transport, socketPath: 'relative/api.sock' })).rejects.toThrow(/socketPath/);
-    await expect(tokenGenerate(t, { spiffeId: `spiffe://${TD}/node/../x`, ttlSeconds: 60 })).rejects.toThrow(/spiffeId/);
+    await expect(tokenGenerate(t, { spiffeId: `spiffe://${TD}/node/../x`, ttlSeconds: 60 })).rejects.toThrow(
+      /spiffeId/,
+    );
     expect(calls).toHaveLength(0);
   });
 });
@@ -198,7 +311,9 @@ describe('spire-server output parsing', () => {
   const t = (transport: HostTransport) => ({ transport, socketPath: SOCK });
 
   it('flattens a created entry', async () => {
-    const { transport } = fakeTransport([() => ({ stdout: JSON.stringify({ results: [{ status: { code: 0, message: 'OK' }, entry: entryJson() }] }) })]);
+    const { transport } = fakeTransport([
+      () => ({ stdout: JSON.stringify({ results: [{ status: { code: 0, message: 'OK' }, entry: entryJson() }] }) }),
+    ]);
     const r = await entryCreate(t(transport), spec);
     expect(r).toEqual({
       created: true,
@@ -223,7 +338,15 @@ describe('spire-server output parsing', () => {
   it('throws EntryRejected for a refused create even though the CLI exits 0', async () => {
     // Real output: the failed result echoes the request entry (id ""), exit code 0.
     const stdout = JSON.stringify({
-      results: [{ status: { code: 3, message: 'failed to convert entry: invalid DNS name "bad name": label contains invalid character' }, entry: entryJson({ id: '' }) }],
+      results: [
+        {
+          status: {
+            code: 3,
+            message: 'failed to convert entry: invalid DNS name "bad name": label contains invalid character',
+          },
+          entry: entryJson({ id: '' }),
+        },
+      ],
     });
     const { transport } = fakeTransport([() => ({ stdout, exitCode: 0 })]);
     const err = await entryCreate(t(transport), spec).catch((e: unknown) => e);
@@ -234,15 +357,31 @@ describe('spire-server output parsing', () => {
 
   it('returns the existing entry for a duplicate create (AlreadyExists) instead of failing', async () => {
     const { transport, calls } = fakeTransport([
-      when(sub('entry', 'create'), { stdout: JSON.stringify({ results: [{ status: { code: 6, message: 'similar entry already exists' }, entry: entryJson({ id: '' }) }] }) }),
+      when(sub('entry', 'create'), {
+        stdout: JSON.stringify({
+          results: [{ status: { code: 6, message: 'similar entry already exists' }, entry: entryJson({ id: '' }) }],
+        }),
+      }),
       when(sub('entry', 'show'), { stdout: JSON.stringify({ entries: [entryJson()], next_page_token: '' }) }),
     ]);
     const r = await entryCreate(t(transport), spec);
     expect(r.created).toBe(false);
     expect(r.entry.id).toBe(ENTRY_ID);
     expect(calls[1]!.args).toEqual([
-      'entry', 'show', '-socketPath', SOCK, '-output', 'json',
-      '-spiffeID', spec.spiffeId, '-parentID', spec.parentId, '-selector', 'unix:uid:61001', '-matchSelectorsOn', 'exact',
+      'entry',
+      'show',
+      '-socketPath',
+      SOCK,
+      '-output',
+      'json',
+      '-spiffeID',
+      spec.spiffeId,
+      '-parentID',
+      spec.parentId,
+      '-selector',
+      'unix:uid:61001',
+      '-matchSelectorsOn',
+      'exact',
     ]);
   });
 
@@ -256,48 +395,68 @@ describe('spire-server output parsing', () => {
   });
 
   it('tells a missing namespace or binary apart from the tool saying no', async () => {
-    const noNs = fakeTransport([() => ({ exitCode: 255, stderr: 'Cannot open network namespace "nbt-x-srv": No such file or directory' })]);
+    const noNs = fakeTransport([
+      () => ({ exitCode: 255, stderr: 'Cannot open network namespace "nbt-x-srv": No such file or directory' }),
+    ]);
     await expect(healthcheck(t(noNs.transport))).rejects.toMatchObject({ type: 'HostUnreachable' });
-    const noBin = fakeTransport([() => ({ exitCode: 255, stderr: 'exec of "spire-server" failed: No such file or directory' })]);
+    const noBin = fakeTransport([
+      () => ({ exitCode: 255, stderr: 'exec of "spire-server" failed: No such file or directory' }),
+    ]);
     await expect(entryShow(t(noBin.transport))).rejects.toMatchObject({ type: 'ToolMissing' });
   });
 
   it('maps a join token request the server refuses as InvalidArgument (a foreign trust domain) to InvalidInput, not a retry', async () => {
     // What spire-server 1.15 prints when the alias is outside its trust domain.
-    const stderr = 'Error: rpc error: code = InvalidArgument desc = invalid agent ID: "spiffe://other.test/node/n1" is not a member of trust domain "lab.test"';
+    const stderr =
+      'Error: rpc error: code = InvalidArgument desc = invalid agent ID: "spiffe://other.test/node/n1" is not a member of trust domain "lab.test"';
     const { transport } = fakeTransport([() => ({ stderr, exitCode: 1 })]);
-    const err = (await tokenGenerate(t(transport), { spiffeId: 'spiffe://other.test/node/n1', ttlSeconds: 60 }).catch((e: unknown) => e)) as ToolError;
+    const err = (await tokenGenerate(t(transport), { spiffeId: 'spiffe://other.test/node/n1', ttlSeconds: 60 }).catch(
+      (e: unknown) => e,
+    )) as ToolError;
     expect(err).toBeInstanceOf(ToolError);
     expect(err.type).toBe('InvalidInput');
     expect(err.message).toMatch(/spire\.trustDomain/);
   });
 
-  it('reads the server\'s trust domain from bundle show -output json', async () => {
-    const { transport, calls } = fakeTransport([() => ({ stdout: JSON.stringify({ trust_domain: TD, x509_authorities: [{ asn1: 'AAEC', tainted: false }] }) })]);
+  it("reads the server's trust domain from bundle show -output json", async () => {
+    const { transport, calls } = fakeTransport([
+      () => ({ stdout: JSON.stringify({ trust_domain: TD, x509_authorities: [{ asn1: 'AAEC', tainted: false }] }) }),
+    ]);
     expect(await bundleTrustDomain(t(transport))).toBe(TD);
     expect(calls[0]!.args).toEqual(['bundle', 'show', '-socketPath', SOCK, '-output', 'json']);
   });
 
   it('maps other CLI failures to ToolFailed and never quotes the token', async () => {
-    const { transport } = fakeTransport([() => ({ stderr: `Error: something odd happened with ${TOKEN}`, exitCode: 1 })]);
-    const err = (await tokenGenerate(t(transport), { spiffeId: `spiffe://${TD}/node/n1`, ttlSeconds: 60 }).catch((e: unknown) => e)) as ToolError;
+    const { transport } = fakeTransport([
+      () => ({ stderr: `Error: something odd happened with ${TOKEN}`, exitCode: 1 }),
+    ]);
+    const err = (await tokenGenerate(t(transport), { spiffeId: `spiffe://${TD}/node/n1`, ttlSeconds: 60 }).catch(
+      (e: unknown) => e,
+    )) as ToolError;
     expect(err.type).toBe('ToolFailed');
     expect(err.message).not.toContain(TOKEN);
   });
 
   it('does not echo unexpected output (it may hold a token)', async () => {
     const { transport } = fakeTransport([() => ({ stdout: JSON.stringify({ token: TOKEN }) })]);
-    const err = (await tokenGenerate(t(transport), { spiffeId: `spiffe://${TD}/node/n1`, ttlSeconds: 60 }).catch((e: unknown) => e)) as ToolError;
+    const err = (await tokenGenerate(t(transport), { spiffeId: `spiffe://${TD}/node/n1`, ttlSeconds: 60 }).catch(
+      (e: unknown) => e,
+    )) as ToolError;
     expect(err.type).toBe('ToolFailed');
     expect(err.message).toMatch(/unexpected shape/);
     expect(err.message).not.toContain(TOKEN);
     const notJson = fakeTransport([() => ({ stdout: `Token: ${TOKEN}` })]);
-    const err2 = (await tokenGenerate(t(notJson.transport), { spiffeId: `spiffe://${TD}/node/n1`, ttlSeconds: 60 }).catch((e: unknown) => e)) as ToolError;
+    const err2 = (await tokenGenerate(t(notJson.transport), {
+      spiffeId: `spiffe://${TD}/node/n1`,
+      ttlSeconds: 60,
+    }).catch((e: unknown) => e)) as ToolError;
     expect(err2.message).not.toContain(TOKEN);
   });
 
   it('keeps the join token out of JSON, inspect and string conversion', async () => {
-    const { transport } = fakeTransport([() => ({ stdout: JSON.stringify({ value: TOKEN, expires_at: '1763900600' }) })]);
+    const { transport } = fakeTransport([
+      () => ({ stdout: JSON.stringify({ value: TOKEN, expires_at: '1763900600' }) }),
+    ]);
     const tok = await tokenGenerate(t(transport), { spiffeId: `spiffe://${TD}/node/n1`, ttlSeconds: 600 });
     expect(tok.value).toBe(TOKEN);
     expect(tok.expiresAt).toBe(1763900600);
@@ -309,7 +468,20 @@ describe('spire-server output parsing', () => {
 
   it('converts the bundle to PEM', async () => {
     const der = Buffer.alloc(100, 7).toString('base64');
-    const { transport } = fakeTransport([() => ({ stdout: JSON.stringify({ trust_domain: TD, x509_authorities: [{ asn1: der, tainted: false }, { asn1: der, tainted: false }], jwt_authorities: [], refresh_hint: '0', sequence_number: '1' }) })]);
+    const { transport } = fakeTransport([
+      () => ({
+        stdout: JSON.stringify({
+          trust_domain: TD,
+          x509_authorities: [
+            { asn1: der, tainted: false },
+            { asn1: der, tainted: false },
+          ],
+          jwt_authorities: [],
+          refresh_hint: '0',
+          sequence_number: '1',
+        }),
+      }),
+    ]);
     const pem = await bundleShow(t(transport));
     expect(pem.match(/-----BEGIN CERTIFICATE-----/g)).toHaveLength(2);
     const first = pem.split('-----END CERTIFICATE-----')[0]!.replace('-----BEGIN CERTIFICATE-----', '');
@@ -318,11 +490,19 @@ describe('spire-server output parsing', () => {
   });
 
   it('entry delete is idempotent (NotFound -> false) and other refusals throw', async () => {
-    const notFound = fakeTransport([() => ({ stdout: JSON.stringify({ results: [{ status: { code: 5, message: 'entry not found' }, id: ENTRY_ID }] }) })]);
+    const notFound = fakeTransport([
+      () => ({
+        stdout: JSON.stringify({ results: [{ status: { code: 5, message: 'entry not found' }, id: ENTRY_ID }] }),
+      }),
+    ]);
     expect(await entryDelete(t(notFound.transport), ENTRY_ID)).toBe(false);
-    const ok = fakeTransport([() => ({ stdout: JSON.stringify({ results: [{ status: { code: 0, message: 'OK' }, id: ENTRY_ID }] }) })]);
+    const ok = fakeTransport([
+      () => ({ stdout: JSON.stringify({ results: [{ status: { code: 0, message: 'OK' }, id: ENTRY_ID }] }) }),
+    ]);
     expect(await entryDelete(t(ok.transport), ENTRY_ID)).toBe(true);
-    const denied = fakeTransport([() => ({ stdout: JSON.stringify({ results: [{ status: { code: 7, message: 'nope' }, id: ENTRY_ID }] }) })]);
+    const denied = fakeTransport([
+      () => ({ stdout: JSON.stringify({ results: [{ status: { code: 7, message: 'nope' }, id: ENTRY_ID }] }) }),
+    ]);
     await expect(entryDelete(t(denied.transport), ENTRY_ID)).rejects.toMatchObject({ type: 'EntryRejected' });
   });
 
@@ -359,7 +539,10 @@ describe('spire-server output parsing', () => {
       },
     ]);
     // Listed a moment ago, gone by the time evict/ban runs: a no-op, not a failure.
-    const gone = fakeTransport([when(sub('agent', 'list'), { stdout: JSON.stringify({ agents: [joinTokenAgent] }) }), () => ({ exitCode: 1, stderr: 'Error: rpc error: code = NotFound desc = agent not found' })]);
+    const gone = fakeTransport([
+      when(sub('agent', 'list'), { stdout: JSON.stringify({ agents: [joinTokenAgent] }) }),
+      () => ({ exitCode: 1, stderr: 'Error: rpc error: code = NotFound desc = agent not found' }),
+    ]);
     expect(await agentEvict(t(gone.transport), joinTokenAgentId(TD, TOKEN))).toBe(false);
     expect(await agentBan(t(gone.transport), joinTokenAgentId(TD, TOKEN))).toBe(false);
   });
@@ -375,16 +558,53 @@ describe('spire-agent', () => {
   });
 
   it('fetch x509 makes the write dir, fetches and reads the files as the workload uid, never as root', async () => {
-    const asUid = (c: Call, cmd: string) => c.command === 'setpriv' && c.args.slice(0, 5).join(' ') === '--reuid=61001 --regid=61001 --clear-groups -- ' + cmd;
+    const asUid = (c: Call, cmd: string) =>
+      c.command === 'setpriv' &&
+      c.args.slice(0, 5).join(' ') === '--reuid=61001 --regid=61001 --clear-groups -- ' + cmd;
     const { transport, calls } = fakeTransport([
-      when((c) => asUid(c, 'head'), (c) => ({ stdout: `PEM of ${c.args.at(-1)}` })),
-      when((c) => asUid(c, 'spire-agent'), { stdout: `Received 1 svid after 3ms\n\nSPIFFE ID:\t\tspiffe://${TD}/ns/prod/sa/api\nSVID Valid After:\t...\n` }),
+      when(
+        (c) => asUid(c, 'head'),
+        (c) => ({ stdout: `PEM of ${c.args.at(-1)}` }),
+      ),
+      when((c) => asUid(c, 'spire-agent'), {
+        stdout: `Received 1 svid after 3ms\n\nSPIFFE ID:\t\tspiffe://${TD}/ns/prod/sa/api\nSVID Valid After:\t...\n`,
+      }),
     ]);
-    const r = await fetchX509Svid({ transport, socketPath: SOCK_A }, { writeDir: '/tmp/wl/svid', uid: 61001, gid: 61001 });
-    expect(calls[0]).toMatchObject({ command: 'setpriv', args: ['--reuid=61001', '--regid=61001', '--clear-groups', '--', 'mkdir', '-p', '-m', '700', '--', '/tmp/wl/svid'] });
+    const r = await fetchX509Svid(
+      { transport, socketPath: SOCK_A },
+      { writeDir: '/tmp/wl/svid', uid: 61001, gid: 61001 },
+    );
+    expect(calls[0]).toMatchObject({
+      command: 'setpriv',
+      args: [
+        '--reuid=61001',
+        '--regid=61001',
+        '--clear-groups',
+        '--',
+        'mkdir',
+        '-p',
+        '-m',
+        '700',
+        '--',
+        '/tmp/wl/svid',
+      ],
+    });
     expect(calls[1]).toMatchObject({
       command: 'setpriv',
-      args: ['--reuid=61001', '--regid=61001', '--clear-groups', '--', 'spire-agent', 'api', 'fetch', 'x509', '-socketPath', SOCK_A, '-write', '/tmp/wl/svid'],
+      args: [
+        '--reuid=61001',
+        '--regid=61001',
+        '--clear-groups',
+        '--',
+        'spire-agent',
+        'api',
+        'fetch',
+        'x509',
+        '-socketPath',
+        SOCK_A,
+        '-write',
+        '/tmp/wl/svid',
+      ],
     });
     // Every call touching the write dir runs through setpriv as the uid.
     expect(calls.every((c) => c.command === 'setpriv' && c.args[0] === '--reuid=61001')).toBe(true);
@@ -396,33 +616,63 @@ describe('spire-agent', () => {
       svidPem: 'PEM of /tmp/wl/svid/svid.0.pem',
       bundlePem: 'PEM of /tmp/wl/svid/bundle.0.pem',
     });
-    expect(() => agentArgv.fetchX509({ transport, socketPath: SOCK_A }, { writeDir: '/tmp/x', uid: 0, gid: 0 })).toThrow(/uid/);
+    expect(() =>
+      agentArgv.fetchX509({ transport, socketPath: SOCK_A }, { writeDir: '/tmp/x', uid: 0, gid: 0 }),
+    ).toThrow(/uid/);
   });
 
   it('fetch x509: root makes the write dir only where the uid cannot (mkdir refuses a link, chown -h never follows one)', async () => {
     const { transport, calls } = fakeTransport([
-      when((c) => c.command === 'setpriv' && c.args.includes('mkdir'), { exitCode: 1, stderr: 'mkdir: cannot create directory: Permission denied' }),
+      when((c) => c.command === 'setpriv' && c.args.includes('mkdir'), {
+        exitCode: 1,
+        stderr: 'mkdir: cannot create directory: Permission denied',
+      }),
       when((c) => c.command === 'setpriv' && c.args.includes('head'), { stdout: 'PEM' }),
       when((c) => c.command === 'setpriv', { stdout: `SPIFFE ID:\t\tspiffe://${TD}/ns/prod/sa/api\n` }),
     ]);
     await fetchX509Svid({ transport, socketPath: SOCK_A }, { writeDir: '/srv/base/wl', uid: 61001, gid: 61002 });
     const root = calls.filter((c) => c.command !== 'setpriv').map((c) => [c.command, ...c.args].join(' '));
-    expect(root).toEqual(['mkdir -p -- /srv/base', 'mkdir -m 700 -- /srv/base/wl', 'chown -h 61001:61002 -- /srv/base/wl']);
+    expect(root).toEqual([
+      'mkdir -p -- /srv/base',
+      'mkdir -m 700 -- /srv/base/wl',
+      'chown -h 61001:61002 -- /srv/base/wl',
+    ]);
 
-    const taken = fakeTransport([when((c) => c.command === 'mkdir' || c.command === 'setpriv', { exitCode: 1, stderr: 'File exists' })]);
-    await expect(fetchX509Svid({ transport: taken.transport, socketPath: SOCK_A }, { writeDir: '/srv/base/wl', uid: 61001, gid: 61001 })).rejects.toMatchObject({
+    const taken = fakeTransport([
+      when((c) => c.command === 'mkdir' || c.command === 'setpriv', { exitCode: 1, stderr: 'File exists' }),
+    ]);
+    await expect(
+      fetchX509Svid(
+        { transport: taken.transport, socketPath: SOCK_A },
+        { writeDir: '/srv/base/wl', uid: 61001, gid: 61001 },
+      ),
+    ).rejects.toMatchObject({
       type: 'ToolFailed',
     });
     expect(taken.calls.some((c) => c.command === 'chown' || c.command === 'install')).toBe(false);
   });
 
   it('fetch x509 gives up with WorkloadFailed when no identity is issued', async () => {
-    const { transport } = fakeTransport([when((c) => c.command === 'setpriv', { exitCode: 1, stderr: 'rpc error: code = PermissionDenied desc = no identity issued' })]);
-    await expect(fetchX509Svid({ transport, socketPath: SOCK_A }, { writeDir: '/tmp/wl/svid', uid: 61001, gid: 61001, waitMs: 0 })).rejects.toMatchObject({ type: 'WorkloadFailed' });
+    const { transport } = fakeTransport([
+      when((c) => c.command === 'setpriv', {
+        exitCode: 1,
+        stderr: 'rpc error: code = PermissionDenied desc = no identity issued',
+      }),
+    ]);
+    await expect(
+      fetchX509Svid({ transport, socketPath: SOCK_A }, { writeDir: '/tmp/wl/svid', uid: 61001, gid: 61001, waitMs: 0 }),
+    ).rejects.toMatchObject({ type: 'WorkloadFailed' });
   });
 
   it('renders the config with the bundle path, and the token only when asked', () => {
-    const base = { trustDomain: TD, serverAddress: '192.0.2.1', serverPort: 8081, dataDir: '/var/lib/nb/agent', socketPath: SOCK_A, trustBundlePath: '/var/lib/nb/agent/bootstrap-bundle.pem' };
+    const base = {
+      trustDomain: TD,
+      serverAddress: '192.0.2.1',
+      serverPort: 8081,
+      dataDir: '/var/lib/nb/agent',
+      socketPath: SOCK_A,
+      trustBundlePath: '/var/lib/nb/agent/bootstrap-bundle.pem',
+    };
     const conf = renderAgentConfig(base);
     expect(conf).toContain('trust_bundle_path = "/var/lib/nb/agent/bootstrap-bundle.pem"');
     expect(conf).toContain('server_address = "192.0.2.1"');
@@ -435,7 +685,9 @@ describe('spire-agent', () => {
     expect(conf).not.toContain('join_token =');
     expect(renderAgentConfig({ ...base, joinToken: new JoinToken(TOKEN, 0) })).toContain(`join_token = "${TOKEN}"`);
     expect(() => renderAgentConfig({ ...base, trustBundlePath: undefined })).toThrow(/trustBundlePath is required/);
-    expect(renderAgentConfig({ ...base, trustBundlePath: undefined, insecureBootstrap: true })).toContain('insecure_bootstrap = true');
+    expect(renderAgentConfig({ ...base, trustBundlePath: undefined, insecureBootstrap: true })).toContain(
+      'insecure_bootstrap = true',
+    );
     expect(() => renderAgentConfig({ ...base, joinToken: 'x" \n plugins {' })).toThrow(/joinToken/);
     expect(() => renderAgentConfig({ ...base, serverAddress: '1.2.3.4"' })).toThrow(/serverAddress/);
   });
@@ -478,7 +730,9 @@ describe('spire-agent', () => {
   it('reuses a running agent from its pidfile (idempotent start) and stop is a no-op without one', async () => {
     const { transport, daemons } = fakeTransport([
       when((c) => c.command === 'cat' && c.args[1] === '/var/lib/nb/agent.pid', { stdout: '777\n' }),
-      when((c) => c.command === 'cat' && c.args[0] === '/proc/777/cmdline', { stdout: 'spire-agent\0run\0-config\0/dev/stdin\0' }),
+      when((c) => c.command === 'cat' && c.args[0] === '/proc/777/cmdline', {
+        stdout: 'spire-agent\0run\0-config\0/dev/stdin\0',
+      }),
     ]);
     const h = await startAgent({
       transport,
@@ -512,15 +766,28 @@ describe('spire-agent', () => {
 
 describe('spire-server config (lab)', () => {
   it('renders sqlite3 and postgres datastores', () => {
-    const base = { trustDomain: TD, bindAddress: '192.0.2.1', port: 8081, socketPath: '/tmp/x/admin/api.sock', dataDir: '/tmp/x/data', keyManager: { type: 'memory' as const } };
-    const sqlite = renderServerConfig({ ...base, datastore: { type: 'sqlite3', file: '/tmp/x/data/datastore.sqlite3' } });
+    const base = {
+      trustDomain: TD,
+      bindAddress: '192.0.2.1',
+      port: 8081,
+      socketPath: '/tmp/x/admin/api.sock',
+      dataDir: '/tmp/x/data',
+      keyManager: { type: 'memory' as const },
+    };
+    const sqlite = renderServerConfig({
+      ...base,
+      datastore: { type: 'sqlite3', file: '/tmp/x/data/datastore.sqlite3' },
+    });
     expect(sqlite).toContain('database_type = "sqlite3"');
     expect(sqlite).toContain('connection_string = "/tmp/x/data/datastore.sqlite3"');
     expect(sqlite).toContain('bind_port = "8081"');
     expect(sqlite).toContain('KeyManager "memory"');
     const pgConf = renderServerConfig({
       ...base,
-      datastore: { type: 'postgres', connectionString: 'dbname=nbt_spire_0123456789ab host=/var/run/postgresql user=postgres sslmode=disable' },
+      datastore: {
+        type: 'postgres',
+        connectionString: 'dbname=nbt_spire_0123456789ab host=/var/run/postgresql user=postgres sslmode=disable',
+      },
       keyManager: { type: 'disk', keysPath: '/tmp/x/data/keys.json' },
     });
     expect(pgConf).toContain('database_type = "postgres"');

@@ -7,7 +7,15 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { classifySshExit, daemonArgv, planSsh, remoteArgv, remoteCommandLine, shellQuote, sshTransport } from '../../activities/host/ssh.js';
+import {
+  classifySshExit,
+  daemonArgv,
+  planSsh,
+  remoteArgv,
+  remoteCommandLine,
+  shellQuote,
+  sshTransport,
+} from '../../activities/host/ssh.js';
 import { isProgramMissing, ToolError } from '../../activities/host/exec.js';
 import { transportFor } from '../../activities/host/transport.js';
 import { HostSpec, SshHostSpec } from '../../common/input.js';
@@ -21,7 +29,20 @@ const spec = SshHostSpec.parse({
   knownHostsFile: '/etc/nodeboot/known_hosts',
 });
 
-const HOSTILE = ["it's", 'a b', '$(touch /tmp/pwned)', '`id`', 'x;rm -rf /', '"dq"', '\\', '', '*', '--flag', 'line1\nline2', "'"];
+const HOSTILE = [
+  "it's",
+  'a b',
+  '$(touch /tmp/pwned)',
+  '`id`',
+  'x;rm -rf /',
+  '"dq"',
+  '\\',
+  '',
+  '*',
+  '--flag',
+  'line1\nline2',
+  "'",
+];
 
 describe('ssh remote quoting', () => {
   it('single-quotes every word, escaping embedded quotes', () => {
@@ -31,8 +52,10 @@ describe('ssh remote quoting', () => {
     expect(remoteCommandLine(['ls'], "/srv/it's")).toBe(`cd '/srv/it'\\''s' && 'ls'`);
   });
 
-  it('the daemon script refuses a program the host lacks with the shell\'s exit 127 before starting anything', () => {
-    const line = remoteCommandLine(daemonArgv('nodeboot-no-such-tool', ['run'], { logFile: '/nonexistent-dir/never/a.log' }));
+  it("the daemon script refuses a program the host lacks with the shell's exit 127 before starting anything", () => {
+    const line = remoteCommandLine(
+      daemonArgv('nodeboot-no-such-tool', ['run'], { logFile: '/nonexistent-dir/never/a.log' }),
+    );
     let r: { status: number | null; stderr: string };
     try {
       execFileSync('sh', ['-c', line], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -52,14 +75,32 @@ describe('ssh remote quoting', () => {
 
   it('wraps env and uid/gid as remote argv (env names are checked)', () => {
     expect(remoteArgv('wg', ['show'], { env: { A: 'x y' } })).toEqual(['env', 'A=x y', 'wg', 'show']);
-    expect(remoteArgv('id', [], { uid: 1000, gid: 1000 })).toEqual(['setpriv', '--reuid=1000', '--regid=1000', '--clear-groups', '--', 'id']);
+    expect(remoteArgv('id', [], { uid: 1000, gid: 1000 })).toEqual([
+      'setpriv',
+      '--reuid=1000',
+      '--regid=1000',
+      '--clear-groups',
+      '--',
+      'id',
+    ]);
     expect(() => remoteArgv('x', [], { env: { 'A;B': '1' } })).toThrow(/environment variable name/);
   });
 
   it('a daemon gets its log file and argv as positional words, never inside the script', () => {
-    const argv = daemonArgv('spire-agent', ['run', '-config', '/dev/stdin'], { logFile: '/var/log/a.log', input: 'secret' });
+    const argv = daemonArgv('spire-agent', ['run', '-config', '/dev/stdin'], {
+      logFile: '/var/log/a.log',
+      input: 'secret',
+    });
     expect(argv.slice(0, 4)).toEqual(['env', 'NB_STDIN=1', 'sh', '-c']);
-    expect(argv.slice(5)).toEqual(['nodeboot-daemon', '/var/log/a.log', 'spire-agent', 'spire-agent', 'run', '-config', '/dev/stdin']);
+    expect(argv.slice(5)).toEqual([
+      'nodeboot-daemon',
+      '/var/log/a.log',
+      'spire-agent',
+      'spire-agent',
+      'run',
+      '-config',
+      '/dev/stdin',
+    ]);
     expect(argv.join(' ')).not.toContain('secret');
   });
 });
@@ -97,7 +138,13 @@ describe('ssh argv', () => {
   });
 
   it('the master is opened in the background with ControlPersist; the lab client runs in a netns', () => {
-    const plan = planSsh(spec, undefined, { controlPath: '/run/x/abc.sock', master: 'yes', persistSeconds: 60, clientNetns: 'nb123456-hub', extra: ['-f', '-N'] });
+    const plan = planSsh(spec, undefined, {
+      controlPath: '/run/x/abc.sock',
+      master: 'yes',
+      persistSeconds: 60,
+      clientNetns: 'nb123456-hub',
+      extra: ['-f', '-N'],
+    });
     expect(plan.file).toBe('ip');
     expect(plan.args.slice(0, 4)).toEqual(['netns', 'exec', 'nb123456-hub', 'ssh']);
     expect(plan.args.join(' ')).toContain('-o ControlMaster=yes -o ControlPath=/run/x/abc.sock -o ControlPersist=60');
@@ -114,7 +161,11 @@ Host key for 192.0.2.10 has changed and you have requested strict checking.
 Host key verification failed.`;
   it.each([
     [255, changed, 'HostKeyMismatch'],
-    [255, 'No ED25519 host key is known for 192.0.2.10 and you have requested strict checking.\r\nHost key verification failed.', 'HostKeyMismatch'],
+    [
+      255,
+      'No ED25519 host key is known for 192.0.2.10 and you have requested strict checking.\r\nHost key verification failed.',
+      'HostKeyMismatch',
+    ],
     [255, 'ssh: connect to host 192.0.2.10 port 22: Connection refused', 'HostUnreachable'],
     [255, 'ssh: connect to host 192.0.2.10 port 22: Connection timed out', 'HostUnreachable'],
     [255, 'ssh: connect to host 192.0.2.99 port 22: No route to host', 'HostUnreachable'],
@@ -156,27 +207,38 @@ describe('a program the host does not have', () => {
 });
 
 describe('ssh client files on the worker', () => {
-  it.each(['knownHostsFile', 'identityFile'] as const)('a missing %s is a configuration error naming the field (before ssh runs), not a host key mismatch', async (field) => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'nb-ssh-'));
-    try {
-      const files = { identityFile: path.join(dir, 'id_ed25519'), knownHostsFile: path.join(dir, 'known_hosts') };
-      for (const f of Object.values(files)) writeFileSync(f, '', { mode: 0o600 });
-      rmSync(files[field]);
-      const t = sshTransport({ ...spec, ...files, host: '127.0.0.1', port: 1, connectTimeoutSeconds: 1 }, { controlDir: path.join(dir, 'ctl') });
-      const err = await t.run('true', []).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(ToolError);
-      expect((err as ToolError).type).toBe('InvalidInput');
-      expect((err as ToolError).message).toContain(`host.${field} ${files[field]}`);
-      expect(existsSync(path.join(dir, 'ctl'))).toBe(false); // no ssh (not even a master) was started
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+  it.each(['knownHostsFile', 'identityFile'] as const)(
+    'a missing %s is a configuration error naming the field (before ssh runs), not a host key mismatch',
+    async (field) => {
+      const dir = mkdtempSync(path.join(tmpdir(), 'nb-ssh-'));
+      try {
+        const files = { identityFile: path.join(dir, 'id_ed25519'), knownHostsFile: path.join(dir, 'known_hosts') };
+        for (const f of Object.values(files)) writeFileSync(f, '', { mode: 0o600 });
+        rmSync(files[field]);
+        const t = sshTransport(
+          { ...spec, ...files, host: '127.0.0.1', port: 1, connectTimeoutSeconds: 1 },
+          { controlDir: path.join(dir, 'ctl') },
+        );
+        const err = await t.run('true', []).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(ToolError);
+        expect((err as ToolError).type).toBe('InvalidInput');
+        expect((err as ToolError).message).toContain(`host.${field} ${files[field]}`);
+        expect(existsSync(path.join(dir, 'ctl'))).toBe(false); // no ssh (not even a master) was started
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
 
 describe('ssh host spec', () => {
   it('is part of HostSpec and TransportSpec, with defaults', () => {
-    const parsed = HostSpec.parse({ kind: 'ssh', host: 'node-1.example.org', identityFile: '/k/id', knownHostsFile: '/k/kh' });
+    const parsed = HostSpec.parse({
+      kind: 'ssh',
+      host: 'node-1.example.org',
+      identityFile: '/k/id',
+      knownHostsFile: '/k/kh',
+    });
     expect(parsed).toMatchObject({ port: 22, user: 'root', connectTimeoutSeconds: 10 });
     expect(transportFor(parsed).kind).toBe('ssh');
     expect(transportFor(parsed).label).toBe('ssh root@node-1.example.org:22');
@@ -191,9 +253,17 @@ describe('ssh host spec', () => {
     [{ port: 0 }, 'port'],
     [{ extra: 1 }, ''],
   ])('refuses %j (names the field)', (bad, field) => {
-    const r = HostSpec.safeParse({ kind: 'ssh', host: '192.0.2.10', identityFile: '/k/id', knownHostsFile: '/k/kh', ...bad });
+    const r = HostSpec.safeParse({
+      kind: 'ssh',
+      host: '192.0.2.10',
+      identityFile: '/k/id',
+      knownHostsFile: '/k/kh',
+      ...bad,
+    });
     expect(r.success).toBe(false);
     if (field) expect(r.error!.issues[0]!.path).toContain(field);
-    expect(() => sshTransport({ kind: 'ssh', host: '192.0.2.10', identityFile: '/k/id', knownHostsFile: '/k/kh', ...bad })).toThrow(/host\./);
+    expect(() =>
+      sshTransport({ kind: 'ssh', host: '192.0.2.10', identityFile: '/k/id', knownHostsFile: '/k/kh', ...bad }),
+    ).toThrow(/host\./);
   });
 });

@@ -11,7 +11,10 @@ import { checkProvisionInput } from '../../common/validate.js';
 import { sampleInput } from '../fixtures/inputs.js';
 
 /** An RSA-2048 DevID (rsassa-sha256, sign) and the certificate the lab's DevID CA issued for it (CN=node-a). */
-const RSA_PUB = Buffer.from('AAEACwAEAHIAAAAQABQACwgAAAAAAAEAlqX7F3oV1aN2ZyMN7ata0IzsW8vFH92mh4YVA/B9vMUO5H9r5jzo4zAiqYRkY350GhURJLTVob7ijSO02GTxl/+o9jl4zWFxQfv+P3YmxdXHT7jsWf2u7eQRuPbAE1sEaWr0Aw1T2AgXumx4XUc9qB76qJd7ZvqCEzi45SivuQCMGF9MmqLOQZ5jRMHmYH7l2Aj7aOyqlyHiwRj/+KXZs5UH6B0+cUyHU5B+vDW8/sffItW+GlGlUtih5LNZyNfnlZEFyZb8DbjW5Yucvp/Lm5JI7LjRNKsp4HThfYw9Ww39rhJ9xweG5lsEwH3QesQxhawkisoOuFO8nqq4PWN2Kw==', 'base64');
+const RSA_PUB = Buffer.from(
+  'AAEACwAEAHIAAAAQABQACwgAAAAAAAEAlqX7F3oV1aN2ZyMN7ata0IzsW8vFH92mh4YVA/B9vMUO5H9r5jzo4zAiqYRkY350GhURJLTVob7ijSO02GTxl/+o9jl4zWFxQfv+P3YmxdXHT7jsWf2u7eQRuPbAE1sEaWr0Aw1T2AgXumx4XUc9qB76qJd7ZvqCEzi45SivuQCMGF9MmqLOQZ5jRMHmYH7l2Aj7aOyqlyHiwRj/+KXZs5UH6B0+cUyHU5B+vDW8/sffItW+GlGlUtih5LNZyNfnlZEFyZb8DbjW5Yucvp/Lm5JI7LjRNKsp4HThfYw9Ww39rhJ9xweG5lsEwH3QesQxhawkisoOuFO8nqq4PWN2Kw==',
+  'base64',
+);
 const RSA_CERT = `-----BEGIN CERTIFICATE-----
 MIIC/DCCAeSgAwIBAgIQcuHdcFqL+BGxKUovxLfLXTANBgkqhkiG9w0BAQsFADAg
 MR4wHAYDVQQDExVub2RlYm9vdCBsYWIgRGV2SUQgQ0EwHhcNMjYxMjAxMDkxNTMy
@@ -31,25 +34,31 @@ qpIJI/vv2UBowzR46/v9nLclLYKDClhnN19spm8QU7NFPY0bS+teWe/Cxxxk6rS6
 YJLj1jp9Zm71+KF4OOuErb/GvOJjxoi1XZYiMZuD9y7gyw0GFSecgVOAigI1lN04
 -----END CERTIFICATE-----`;
 /** An ECC P-256 signing key (ecdsa-sha256) and its public key as tpm2_print wrote it. */
-const EC_PUB = Buffer.from('ACMACwAEAHIAAAAQABgACwADABAAIInzlJW53jyMps19ZXkXGGkxCq2N5tr296xYCH8JP6mXACClrRT48ik88AcjqpjrhBQ2lT9BHilellhvnSCJKb92ZQ==', 'base64');
+const EC_PUB = Buffer.from(
+  'ACMACwAEAHIAAAAQABgACwADABAAIInzlJW53jyMps19ZXkXGGkxCq2N5tr296xYCH8JP6mXACClrRT48ik88AcjqpjrhBQ2lT9BHilellhvnSCJKb92ZQ==',
+  'base64',
+);
 const EC_PEM = `-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEifOUlbnePIymzX1leRcYaTEKrY3m
 2vb3rFgIfwk/qZelrRT48ik88AcjqpjrhBQ2lT9BHilellhvnSCJKb92ZQ==
 -----END PUBLIC KEY-----`;
 /** An RSA signing key with a null scheme: SPIRE refuses it ("signature hash algorithm is NULL"). */
-const NULL_PUB = Buffer.from('AAEACwAEAHIAAAAQABAIAAAAAAABAIv6WcQJ/fw1CfcqC8SCeKKf32WoejgpK7vniVaOzi8wi8wxb1aEmYWYfrVZ643jlR+BhE481Wusc6Y7nQoRdkOHsd71kNpw3TiDArP9lxRid4h7VzQRIqbmVntEJjpk6lzRbb/3mG7v9/BD8Hy//vol1OSoXf3Eupdjh0r2M0YREG1HxtiDeN5nxuVF9LZjJiKSRd/8Txjli+aV4ViFh8rTTnoLAksHT5OV4j3r8DT9ohtVWJtIN/iIPuEGz2Cf1LqJGSe66yPt+yVZM96LyCiQJ9+sUvGuh7iGSAFg+Q2fwDI7b+JvpSkjtkMzZSR8nsZu/GjEfGyyvhMRR5auzK8=', 'base64');
+const NULL_PUB = Buffer.from(
+  'AAEACwAEAHIAAAAQABAIAAAAAAABAIv6WcQJ/fw1CfcqC8SCeKKf32WoejgpK7vniVaOzi8wi8wxb1aEmYWYfrVZ643jlR+BhE481Wusc6Y7nQoRdkOHsd71kNpw3TiDArP9lxRid4h7VzQRIqbmVntEJjpk6lzRbb/3mG7v9/BD8Hy//vol1OSoXf3Eupdjh0r2M0YREG1HxtiDeN5nxuVF9LZjJiKSRd/8Txjli+aV4ViFh8rTTnoLAksHT5OV4j3r8DT9ohtVWJtIN/iIPuEGz2Cf1LqJGSe66yPt+yVZM96LyCiQJ9+sUvGuh7iGSAFg+Q2fwDI7b+JvpSkjtkMzZSR8nsZu/GjEfGyyvhMRR5auzK8=',
+  'base64',
+);
 
 const certOf = (pem: string) => new X509Certificate(pem);
 
 describe('tpm_devid: TPMT_PUBLIC of the DevID key', () => {
-  it('parses an RSA DevID: a signing key, rsassa over sha256, and the certificate\'s key', () => {
+  it("parses an RSA DevID: a signing key, rsassa over sha256, and the certificate's key", () => {
     const pub = parseTpmtPublic(RSA_PUB);
     expect(pub).toMatchObject({ kind: 'rsa', sign: true, scheme: 0x0014, hash: 0x000b });
     expect(pub.n).toHaveLength(256);
     expect(sameKey(pub, certOf(RSA_CERT))).toBe(true);
   });
 
-  it('tells another key from the certificate\'s (RSA and EC)', () => {
+  it("tells another key from the certificate's (RSA and EC)", () => {
     const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'jwk' });
     const pub = parseTpmtPublic(RSA_PUB);
     const forged = { ...pub, n: Buffer.from(other.n!, 'base64url') };
@@ -82,8 +91,13 @@ describe('tpm_devid: TPMT_PUBLIC of the DevID key', () => {
 describe('tpm_devid: agent ID', () => {
   it('is spiffe://<td>/spire/agent/tpm_devid/<sha1 of the DevID certificate DER> (SPIRE server devid.go)', () => {
     const der = Buffer.from(certOf(RSA_CERT).raw);
-    expect(tpmDevidAgentId('lab.nodeboot.test', der)).toBe('spiffe://lab.nodeboot.test/spire/agent/tpm_devid/' + certOf(RSA_CERT).fingerprint.replace(/:/g, '').toLowerCase());
-    expect(tpmDevidAgentId('lab.nodeboot.test', der)).toMatch(/^spiffe:\/\/lab\.nodeboot\.test\/spire\/agent\/tpm_devid\/[0-9a-f]{40}$/);
+    expect(tpmDevidAgentId('lab.nodeboot.test', der)).toBe(
+      'spiffe://lab.nodeboot.test/spire/agent/tpm_devid/' +
+        certOf(RSA_CERT).fingerprint.replace(/:/g, '').toLowerCase(),
+    );
+    expect(tpmDevidAgentId('lab.nodeboot.test', der)).toMatch(
+      /^spiffe:\/\/lab\.nodeboot\.test\/spire\/agent\/tpm_devid\/[0-9a-f]{40}$/,
+    );
   });
 });
 
@@ -93,7 +107,13 @@ describe('tpm_devid: input', () => {
     (i.spire as Record<string, unknown>).nodeAttestor = nodeAttestor;
     return i;
   };
-  const devid = { type: 'tpm_devid', tpmDevicePath: '/dev/tpmrm0', devidCertPath: '/var/lib/nodeboot/devid/devid.pem', devidPrivPath: '/var/lib/nodeboot/devid/devid.priv', devidPubPath: '/var/lib/nodeboot/devid/devid.pub' };
+  const devid = {
+    type: 'tpm_devid',
+    tpmDevicePath: '/dev/tpmrm0',
+    devidCertPath: '/var/lib/nodeboot/devid/devid.pem',
+    devidPrivPath: '/var/lib/nodeboot/devid/devid.priv',
+    devidPubPath: '/var/lib/nodeboot/devid/devid.pub',
+  };
 
   it('is accepted up front with the TPM and the three DevID files', () => {
     const r = checkProvisionInput(withAttestor(devid));
@@ -103,10 +123,18 @@ describe('tpm_devid: input', () => {
 
   it('refuses up front, naming the field: no tpmDevicePath, a hierarchy password, a DevID file in the agent directory', () => {
     const { tpmDevicePath: _, ...noDevice } = devid;
-    expect(checkProvisionInput(withAttestor(noDevice)).problems.join('\n')).toMatch(/spire\.nodeAttestor\.tpmDevicePath/);
-    expect(checkProvisionInput(withAttestor({ ...devid, endorsementHierarchyPasswordEnv: 'TPM_EH_PASSWORD' })).problems.join('\n')).toMatch(/endorsementHierarchyPasswordEnv/);
+    expect(checkProvisionInput(withAttestor(noDevice)).problems.join('\n')).toMatch(
+      /spire\.nodeAttestor\.tpmDevicePath/,
+    );
+    expect(
+      checkProvisionInput(withAttestor({ ...devid, endorsementHierarchyPasswordEnv: 'TPM_EH_PASSWORD' })).problems.join(
+        '\n',
+      ),
+    ).toMatch(/endorsementHierarchyPasswordEnv/);
     const i = withAttestor(devid);
     (i.spire as Record<string, unknown>).nodeAttestor = { ...devid, devidPrivPath: `${i.nodeDir}/agent/devid.priv` };
-    expect(checkProvisionInput(i).problems.join('\n')).toMatch(/spire\.nodeAttestor\.devidPrivPath: must not be under .*\/agent/);
+    expect(checkProvisionInput(i).problems.join('\n')).toMatch(
+      /spire\.nodeAttestor\.devidPrivPath: must not be under .*\/agent/,
+    );
   });
 });

@@ -27,18 +27,43 @@ describe('wg wrapper argv', () => {
 
   it('builds set / peer / remove argv exactly', () => {
     expect(wg.setInterfaceArgs('nb1', { privateKeyPath: '/n/k.key', listenPort: 51820 })).toEqual([
-      'set', 'nb1', 'listen-port', '51820', 'private-key', '/n/k.key',
+      'set',
+      'nb1',
+      'listen-port',
+      '51820',
+      'private-key',
+      '/n/k.key',
     ]);
-    expect(wg.setPeerArgs('nb1', { publicKey: PUB, endpoint: '192.0.2.1:51820', allowedIps: ['10.200.0.0/16'], persistentKeepaliveSeconds: 5 })).toEqual([
-      'set', 'nb1', 'peer', PUB, 'endpoint', '192.0.2.1:51820', 'persistent-keepalive', '5', 'allowed-ips', '10.200.0.0/16',
+    expect(
+      wg.setPeerArgs('nb1', {
+        publicKey: PUB,
+        endpoint: '192.0.2.1:51820',
+        allowedIps: ['10.200.0.0/16'],
+        persistentKeepaliveSeconds: 5,
+      }),
+    ).toEqual([
+      'set',
+      'nb1',
+      'peer',
+      PUB,
+      'endpoint',
+      '192.0.2.1:51820',
+      'persistent-keepalive',
+      '5',
+      'allowed-ips',
+      '10.200.0.0/16',
     ]);
     expect(wg.removePeerArgs('nb1', PUB)).toEqual(['set', 'nb1', 'peer', PUB, 'remove']);
   });
 
   it('rejects a private-key-looking or malformed peer key before running anything', async () => {
     const t = recordingTransport();
-    await expect(wg.setPeer(t, 'nb1', { publicKey: 'not a key; rm -rf /', allowedIps: ['10.0.0.1/32'] })).rejects.toThrow(/peer.publicKey/);
-    await expect(wg.setPeer(t, 'nb1', { publicKey: PUB, allowedIps: ['10.0.0.1/32 ; reboot'] })).rejects.toThrow(/allowedIps/);
+    await expect(
+      wg.setPeer(t, 'nb1', { publicKey: 'not a key; rm -rf /', allowedIps: ['10.0.0.1/32'] }),
+    ).rejects.toThrow(/peer.publicKey/);
+    await expect(wg.setPeer(t, 'nb1', { publicKey: PUB, allowedIps: ['10.0.0.1/32 ; reboot'] })).rejects.toThrow(
+      /allowedIps/,
+    );
     expect(t.calls).toEqual([]);
   });
 
@@ -58,22 +83,49 @@ describe('wg wrapper argv', () => {
       publicKey: PUB,
       listenPort: 51820,
       peers: [
-        { publicKey: PUB2, endpoint: '192.0.2.10:40000', allowedIps: ['10.200.1.1/32'], latestHandshake: 1763900000, rxBytes: 1234, txBytes: 5678 },
+        {
+          publicKey: PUB2,
+          endpoint: '192.0.2.10:40000',
+          allowedIps: ['10.200.1.1/32'],
+          latestHandshake: 1763900000,
+          rxBytes: 1234,
+          txBytes: 5678,
+        },
         { publicKey: PUB3, endpoint: null, allowedIps: [], latestHandshake: 0, rxBytes: 0, txBytes: 0 },
       ],
     });
     expect(await wg.publicKey(t, 'nbhub')).toBe(PUB);
-    expect(await wg.peerAllowedIps(t, 'nbhub')).toEqual(new Map([[PUB2, ['10.200.1.1/32']], [PUB3, []]]));
+    expect(await wg.peerAllowedIps(t, 'nbhub')).toEqual(
+      new Map([
+        [PUB2, ['10.200.1.1/32']],
+        [PUB3, []],
+      ]),
+    );
     expect(t.calls.every((c) => c.command === 'wg' && c.args[0] === 'show' && c.args[1] === 'nbhub')).toBe(true);
     expect(t.calls.flatMap((c) => c.args)).not.toContain('dump');
     expect(JSON.stringify(state)).not.toContain(PRIV);
   });
 
   it('the fleet breaker checks a hub by its public key, never with `dump`', async () => {
-    const t = recordingTransport((c) => ({ stdout: c.args.includes('public-key') ? `${PUB}\n` : `${PRIV}\t${PUB}\t51820\toff\n` }));
-    const acts = createFleetActivities({ ledger: { ping: async () => undefined } as unknown as Ledger, transport: () => t, signal: () => undefined });
-    const hub = { name: 'hub', host: { kind: 'netns' as const, netns: 'nbabc123-hub' }, interface: 'nbhub', endpoint: '192.0.2.1:51820', overlayIp: '10.200.0.1' };
-    const health = await acts.checkFleetDependencies({ spire: { serverHost: { kind: 'netns', netns: 'nbabc123-hub' }, serverSocketPath: '/x/api.sock' }, hubs: [hub] });
+    const t = recordingTransport((c) => ({
+      stdout: c.args.includes('public-key') ? `${PUB}\n` : `${PRIV}\t${PUB}\t51820\toff\n`,
+    }));
+    const acts = createFleetActivities({
+      ledger: { ping: async () => undefined } as unknown as Ledger,
+      transport: () => t,
+      signal: () => undefined,
+    });
+    const hub = {
+      name: 'hub',
+      host: { kind: 'netns' as const, netns: 'nbabc123-hub' },
+      interface: 'nbhub',
+      endpoint: '192.0.2.1:51820',
+      overlayIp: '10.200.0.1',
+    };
+    const health = await acts.checkFleetDependencies({
+      spire: { serverHost: { kind: 'netns', netns: 'nbabc123-hub' }, serverSocketPath: '/x/api.sock' },
+      hubs: [hub],
+    });
     expect(health.dependencies.find((d) => d.name === 'hub:hub')).toEqual({ name: 'hub:hub', healthy: true });
     const wgCalls = t.calls.filter((c) => c.command === 'wg');
     expect(wgCalls.map((c) => c.args)).toEqual([['show', 'nbhub', 'public-key']]);
@@ -100,7 +152,20 @@ describe('ip wrapper argv', () => {
   it('creates veth ends directly inside two namespaces', async () => {
     const t = recordingTransport();
     await ip.vethBetween(t, { netns: 'nbabc123-ul', ifname: 'vn1' }, { netns: 'nbabc123-n1', ifname: 'eth0' });
-    expect(t.calls[0]!.args).toEqual(['-n', 'nbabc123-ul', 'link', 'add', 'vn1', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', 'nbabc123-n1']);
+    expect(t.calls[0]!.args).toEqual([
+      '-n',
+      'nbabc123-ul',
+      'link',
+      'add',
+      'vn1',
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'eth0',
+      'netns',
+      'nbabc123-n1',
+    ]);
   });
 
   it('reads addresses from ip -j', async () => {

@@ -15,13 +15,25 @@ describe('the workflow signatures clients use', () => {
   it('take and return what the workflows take and return', () => {
     expectTypeOf<Parameters<typeof workflows.provisionNode>>().toEqualTypeOf<Parameters<Workflows['provisionNode']>>();
     expectTypeOf<ReturnType<typeof workflows.provisionNode>>().toEqualTypeOf<ReturnType<Workflows['provisionNode']>>();
-    expectTypeOf<Parameters<typeof workflows.decommissionNode>>().toEqualTypeOf<Parameters<Workflows['decommissionNode']>>();
-    expectTypeOf<ReturnType<typeof workflows.decommissionNode>>().toEqualTypeOf<ReturnType<Workflows['decommissionNode']>>();
+    expectTypeOf<Parameters<typeof workflows.decommissionNode>>().toEqualTypeOf<
+      Parameters<Workflows['decommissionNode']>
+    >();
+    expectTypeOf<ReturnType<typeof workflows.decommissionNode>>().toEqualTypeOf<
+      ReturnType<Workflows['decommissionNode']>
+    >();
     // provisionFleet also takes what it carries across continue-as-new; a client passes only the input.
-    expectTypeOf<Parameters<typeof workflows.provisionFleet>[0]>().toEqualTypeOf<Parameters<Workflows['provisionFleet']>[0]>();
-    expectTypeOf<ReturnType<typeof workflows.provisionFleet>>().toEqualTypeOf<ReturnType<Workflows['provisionFleet']>>();
-    expectTypeOf<Parameters<typeof workflows.rotateOverlayKey>>().toEqualTypeOf<Parameters<Workflows['rotateOverlayKey']>>();
-    expectTypeOf<ReturnType<typeof workflows.rotateOverlayKey>>().toEqualTypeOf<ReturnType<Workflows['rotateOverlayKey']>>();
+    expectTypeOf<Parameters<typeof workflows.provisionFleet>[0]>().toEqualTypeOf<
+      Parameters<Workflows['provisionFleet']>[0]
+    >();
+    expectTypeOf<ReturnType<typeof workflows.provisionFleet>>().toEqualTypeOf<
+      ReturnType<Workflows['provisionFleet']>
+    >();
+    expectTypeOf<Parameters<typeof workflows.rotateOverlayKey>>().toEqualTypeOf<
+      Parameters<Workflows['rotateOverlayKey']>
+    >();
+    expectTypeOf<ReturnType<typeof workflows.rotateOverlayKey>>().toEqualTypeOf<
+      ReturnType<Workflows['rotateOverlayKey']>
+    >();
     expectTypeOf<Parameters<typeof workflows.maintainNode>>().toEqualTypeOf<Parameters<Workflows['maintainNode']>>();
     expectTypeOf<ReturnType<typeof workflows.maintainNode>>().toEqualTypeOf<ReturnType<Workflows['maintainNode']>>();
     expectTypeOf<Parameters<typeof workflows.maintainFleet>>().toEqualTypeOf<Parameters<Workflows['maintainFleet']>>();

@@ -4,8 +4,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ApplicationFailure} from '@temporalio/client';
-import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import type { ApplicationFailure } from '@temporalio/client';
+import {
+  WorkflowFailedError,
+  WorkflowNotFoundError,
+  type WorkflowHandle,
+  type WorkflowHandleWithFirstExecutionRunId,
+} from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { FleetInputJson } from '../../common/fleet.js';
 import { fleetWorkflowId, provisionWorkflowId } from '../../common/ids.js';
@@ -33,7 +38,9 @@ afterAll(async () => {
 /** A fleet of `n` sample nodes "<prefix>-n1".."<prefix>-n<n>"; node ids are unique per call. */
 function fleetOf(n: number, overrides: Partial<FleetInputJson> = {}): FleetInputJson & { nodeIds: string[] } {
   const prefix = uniqueId('f');
-  const { nodeId: _unused, ...defaults } = sampleInput('template', { retry: { initialIntervalMs: 10, maximumIntervalMs: 50, maximumAttempts: 1 } });
+  const { nodeId: _unused, ...defaults } = sampleInput('template', {
+    retry: { initialIntervalMs: 10, maximumIntervalMs: 50, maximumAttempts: 1 },
+  });
   const nodeIds = Array.from({ length: n }, (_, i) => `${prefix}-n${i + 1}`);
   return {
     fleetId: prefix,
@@ -45,10 +52,17 @@ function fleetOf(n: number, overrides: Partial<FleetInputJson> = {}): FleetInput
   };
 }
 
-function rollout<T>(fakes: FleetFakes, fleet: FleetInputJson & { nodeIds?: string[] }, fn: (h: WorkflowHandleWithFirstExecutionRunId<typeof provisionFleet>) => Promise<T>): Promise<T> {
+function rollout<T>(
+  fakes: FleetFakes,
+  fleet: FleetInputJson & { nodeIds?: string[] },
+  fn: (h: WorkflowHandleWithFirstExecutionRunId<typeof provisionFleet>) => Promise<T>,
+): Promise<T> {
   const { nodeIds: _ids, ...input } = fleet;
   return withWorker(env, { workflowsPath, activities: fakes.activities }, async (taskQueue) => {
-    const workflowId = typeof input.fleetId === 'string' && /^[a-z0-9-]+$/.test(input.fleetId) ? fleetWorkflowId(input.fleetId) : uniqueId('fleet-invalid');
+    const workflowId =
+      typeof input.fleetId === 'string' && /^[a-z0-9-]+$/.test(input.fleetId)
+        ? fleetWorkflowId(input.fleetId)
+        : uniqueId('fleet-invalid');
     return fn(await env.client.workflow.start(provisionFleet, { taskQueue, workflowId, args: [input] }));
   });
 }
@@ -64,10 +78,13 @@ async function runExists(workflowId: string): Promise<boolean> {
 }
 
 const untilProgress = (h: WorkflowHandle, what: string, ok: (p: FleetProgress) => boolean) =>
-  eventually(async () => {
-    const p = await h.query(progressQuery);
-    return ok(p) ? p : undefined;
-  }, { what, timeoutMs: 30_000, intervalMs: 50 });
+  eventually(
+    async () => {
+      const p = await h.query(progressQuery);
+      return ok(p) ? p : undefined;
+    },
+    { what, timeoutMs: 30_000, intervalMs: 50 },
+  );
 
 describe('provisionFleet', () => {
   it('never runs more nodes at once than the window, and provisions them all', async () => {
@@ -79,7 +96,9 @@ describe('provisionFleet', () => {
     expect(result.counts).toMatchObject({ succeeded: 9, failed: 0, pending: 0, running: 0, skipped: 0 });
     expect(fakes.maxInFlight()).toBe(3); // reached, never exceeded
     expect([...fakes.started].sort()).toEqual([...fleet.nodeIds].sort());
-    expect(await env.client.workflow.getHandle(provisionWorkflowId(fleet.nodeIds[0]!)).result()).toMatchObject({ nodeId: fleet.nodeIds[0] });
+    expect(await env.client.workflow.getHandle(provisionWorkflowId(fleet.nodeIds[0]!)).result()).toMatchObject({
+      nodeId: fleet.nodeIds[0],
+    });
   });
 
   it('stops launching once the failure budget is spent, and reports failures by type', async () => {
@@ -102,7 +121,12 @@ describe('provisionFleet', () => {
     expect(fakes.started).toEqual(fleet.nodeIds.slice(0, 4));
     expect(await runExists(provisionWorkflowId(fleet.nodeIds[4]!))).toBe(false);
     // The failed nodes compensated like any provisionNode run.
-    expect(fakes.fake.undos().map((c) => c.name)).toEqual(['undoIssueOverlayKey', 'undoInstallOverlay', 'undoIssueOverlayKey', 'undoInstallOverlay']);
+    expect(fakes.fake.undos().map((c) => c.name)).toEqual([
+      'undoIssueOverlayKey',
+      'undoInstallOverlay',
+      'undoIssueOverlayKey',
+      'undoInstallOverlay',
+    ]);
   });
 
   it('pauses while a shared dependency is down and resumes when it recovers', async () => {
@@ -199,7 +223,11 @@ describe('provisionFleet', () => {
 
 describe('nodeboot fleet', () => {
   const cli = (taskQueue: string, args: string[]) =>
-    nodeboot(args, { TEMPORAL_ADDRESS: inject('temporalAddress'), TEMPORAL_NAMESPACE: env.namespace, TEMPORAL_TASK_QUEUE: taskQueue });
+    nodeboot(args, {
+      TEMPORAL_ADDRESS: inject('temporalAddress'),
+      TEMPORAL_NAMESPACE: env.namespace,
+      TEMPORAL_TASK_QUEUE: taskQueue,
+    });
   const fileOf = (fleet: FleetInputJson & { nodeIds?: string[] }) => {
     const { nodeIds: _ids, ...input } = fleet;
     const file = path.join(dir, `${uniqueId('fleet')}.json`);
@@ -214,7 +242,12 @@ describe('nodeboot fleet', () => {
     await withWorker(env, { workflowsPath, activities: fakes.activities }, async (taskQueue) => {
       const run = await cli(taskQueue, ['fleet', 'start', '--wait', '--json', '--interval', '200', fileOf(fleet)]);
       expect(run.code, run.stderr).toBe(EXIT.FAILED);
-      expect(run.json).toMatchObject({ ok: false, exitCode: EXIT.FAILED, started: true, fleet: { execution: 'COMPLETED' } });
+      expect(run.json).toMatchObject({
+        ok: false,
+        exitCode: EXIT.FAILED,
+        started: true,
+        fleet: { execution: 'COMPLETED' },
+      });
       expect(run.json.fleet.progress.counts).toMatchObject({ succeeded: 2, failed: 1, pending: 0 });
       expect(run.json.fleet.progress.failuresByType).toEqual({ EntryRejected: 1 });
       expect(run.stderr).toContain(`fleet/${fleet.fleetId}`);
@@ -226,7 +259,9 @@ describe('nodeboot fleet', () => {
 
       const watch = await cli(taskQueue, ['fleet', 'watch', '--json', fleet.fleetId as string]);
       expect(watch.code).toBe(EXIT.FAILED);
-      expect(watch.lines().at(-1)).toMatchObject({ result: { exitCode: EXIT.FAILED, fleet: { progress: { state: 'completed' } } } });
+      expect(watch.lines().at(-1)).toMatchObject({
+        result: { exitCode: EXIT.FAILED, fleet: { progress: { state: 'completed' } } },
+      });
     });
   });
 
@@ -239,7 +274,11 @@ describe('nodeboot fleet', () => {
     expect(paths).toEqual(expect.arrayContaining(['nodes.1.nodeId', 'window']));
     expect(await runExists(fleetWorkflowId(fleet.fleetId as string))).toBe(false);
 
-    const nodeLevel = await cli('unused-queue', ['fleet', 'start', fileOf({ ...fleet, nodes: [{ ...fleet.nodes[0]!, host: { kind: 'netns', netns: 'Bad Name' } }] })]);
+    const nodeLevel = await cli('unused-queue', [
+      'fleet',
+      'start',
+      fileOf({ ...fleet, nodes: [{ ...fleet.nodes[0]!, host: { kind: 'netns', netns: 'Bad Name' } }] }),
+    ]);
     expect(nodeLevel.code).toBe(EXIT.INVALID);
     expect(nodeLevel.stderr).toContain('nodes.0.host.netns');
 

@@ -11,11 +11,22 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ProvisionInputJson } from '../../common/input.js';
 import { decommissionWorkflowId, provisionWorkflowId } from '../../common/ids.js';
-import { BootstrapStepKey, ErrorTypeKey, FailedStepKey, NodeIdKey, SegmentKey } from '../../common/search-attributes.js';
+import {
+  BootstrapStepKey,
+  ErrorTypeKey,
+  FailedStepKey,
+  NodeIdKey,
+  SegmentKey,
+} from '../../common/search-attributes.js';
 import { STEPS } from '../../common/steps.js';
 import { decideUpdate, statusQuery, type ProvisionStatus } from '../../common/definitions.js';
 import { decommissionNode, provisionNode } from '../../workflows/index.js';
-import { blockUntilCancelled, createFakeActivities, failWith, type FakeActivities } from '../fixtures/fake-activities.js';
+import {
+  blockUntilCancelled,
+  createFakeActivities,
+  failWith,
+  type FakeActivities,
+} from '../fixtures/fake-activities.js';
 import { BAD_INPUTS } from '../fixtures/bad-inputs.js';
 import { sampleInput } from '../fixtures/inputs.js';
 import { expectStepFailureChain, failureOf } from '../helpers/failures.js';
@@ -33,9 +44,16 @@ afterAll(async () => {
 });
 
 /** Start provisionNode for `input` on a fresh worker running `fake`, and hand the handle to `fn`. */
-function provision<T>(fake: FakeActivities, input: ProvisionInputJson, fn: (h: WorkflowHandle<typeof provisionNode>) => Promise<T>): Promise<T> {
+function provision<T>(
+  fake: FakeActivities,
+  input: ProvisionInputJson,
+  fn: (h: WorkflowHandle<typeof provisionNode>) => Promise<T>,
+): Promise<T> {
   return withWorker(env, { workflowsPath, activities: fake.activities }, async (taskQueue) => {
-    const workflowId = typeof input.nodeId === 'string' && /^[a-z0-9-]+$/.test(input.nodeId) ? provisionWorkflowId(input.nodeId) : uniqueId('provision-invalid');
+    const workflowId =
+      typeof input.nodeId === 'string' && /^[a-z0-9-]+$/.test(input.nodeId)
+        ? provisionWorkflowId(input.nodeId)
+        : uniqueId('provision-invalid');
     const handle = await env.client.workflow.start(provisionNode, { taskQueue, workflowId, args: [input] });
     return fn(handle);
   });
@@ -46,10 +64,13 @@ async function statusOf(h: WorkflowHandle): Promise<ProvisionStatus> {
 }
 
 function untilState(h: WorkflowHandle, state: ProvisionStatus['state']): Promise<ProvisionStatus> {
-  return eventually(async () => {
-    const s = await statusOf(h);
-    return s.state === state ? s : undefined;
-  }, { what: `state ${state}` });
+  return eventually(
+    async () => {
+      const s = await statusOf(h);
+      return s.state === state ? s : undefined;
+    },
+    { what: `state ${state}` },
+  );
 }
 
 describe('provisionNode', () => {
@@ -59,8 +80,12 @@ describe('provisionNode', () => {
       await h.result();
       return h.fetchHistory();
     });
-    const markers = (history.events ?? []).filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity');
-    const summaries = markers.map((e) => (e.userMetadata?.summary ? defaultPayloadConverter.fromPayload<string>(e.userMetadata.summary) : null));
+    const markers = (history.events ?? []).filter(
+      (e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity',
+    );
+    const summaries = markers.map((e) =>
+      e.userMetadata?.summary ? defaultPayloadConverter.fromPayload<string>(e.userMetadata.summary) : null,
+    );
     expect(fake.events.length).toBeGreaterThan(10);
     expect(summaries).toEqual(fake.events.map((e) => `event: ${e.step} ${e.kind}`));
   });
@@ -116,7 +141,9 @@ describe('provisionNode', () => {
     expect(kinds.at(-1)).toBe('workflow:succeeded');
     expect(kinds).toContain('startSpireAgent:started');
     expect(kinds).toContain('startSpireAgent:succeeded');
-    expect(fake.events.every((e) => e.run.workflowId === `provision/${nodeId}` && e.run.runId === description.runId)).toBe(true);
+    expect(
+      fake.events.every((e) => e.run.workflowId === `provision/${nodeId}` && e.run.runId === description.runId),
+    ).toBe(true);
   });
 
   it('fails invalid input at once with InvalidInput naming each bad field, before any activity runs', async () => {
@@ -124,7 +151,10 @@ describe('provisionNode', () => {
     const input = sampleInput(uniqueId());
     input.nodeId = 'Bad_Node';
     input.overlay.hubs![0]!.endpoint = 'not-an-endpoint';
-    const { err, status } = await provision(fake, input, async (h) => ({ err: await failureOf(h.result()), status: await statusOf(h) }));
+    const { err, status } = await provision(fake, input, async (h) => ({
+      err: await failureOf(h.result()),
+      status: await statusOf(h),
+    }));
 
     const cause = err.cause;
     expect(cause).toBeInstanceOf(ApplicationFailure);
@@ -144,7 +174,11 @@ describe('provisionNode', () => {
       Promise.all(
         BAD_INPUTS.map(async (c) => {
           const input = { ...c.input, nodeId: uniqueId('bad') };
-          const handle = await env.client.workflow.start(provisionNode, { taskQueue, workflowId: provisionWorkflowId(input.nodeId), args: [input] });
+          const handle = await env.client.workflow.start(provisionNode, {
+            taskQueue,
+            workflowId: provisionWorkflowId(input.nodeId),
+            args: [input],
+          });
           return { c, err: await failureOf(handle.result()) };
         }),
       ),
@@ -158,7 +192,9 @@ describe('provisionNode', () => {
 
   it('rejects a retry policy whose maximum interval is below its initial interval', async () => {
     const fake = createFakeActivities();
-    const input = sampleInput(uniqueId(), { retry: { initialIntervalMs: 5000, maximumIntervalMs: 100, maximumAttempts: 3 } });
+    const input = sampleInput(uniqueId(), {
+      retry: { initialIntervalMs: 5000, maximumIntervalMs: 100, maximumAttempts: 3 },
+    });
     const err = await provision(fake, input, (h) => failureOf(h.result()));
     expect((err.cause as ApplicationFailure).type).toBe('InvalidInput');
     expect(err.cause?.message).toMatch(/retry\.maximumIntervalMs/);
@@ -183,7 +219,10 @@ describe('provisionNode', () => {
 
   it('compensates a permanent failure at step 4: undoes 4, 2, 1 in reverse (no undo for the gate)', async () => {
     const fake = createFakeActivities({ startSpireAgent: failWith('ToolMissing') });
-    const { err, status } = await provision(fake, sampleInput(uniqueId()), async (h) => ({ err: await failureOf(h.result()), status: await statusOf(h) }));
+    const { err, status } = await provision(fake, sampleInput(uniqueId()), async (h) => ({
+      err: await failureOf(h.result()),
+      status: await statusOf(h),
+    }));
 
     const { top } = expectStepFailureChain(err, 'ToolMissing', 'startSpireAgent');
     expect(top.message).toMatch(/^startSpireAgent failed \(ToolMissing\): fake ToolMissing/);
@@ -202,7 +241,14 @@ describe('provisionNode', () => {
 
     expect(status.state).toBe('compensated');
     expect(status.lastFailure).toMatchObject({ step: 'startSpireAgent', type: 'ToolMissing' });
-    expect(status.steps.map((s) => s.state)).toEqual(['compensated', 'compensated', 'succeeded', 'compensated', 'pending', 'pending']);
+    expect(status.steps.map((s) => s.state)).toEqual([
+      'compensated',
+      'compensated',
+      'succeeded',
+      'compensated',
+      'pending',
+      'pending',
+    ]);
     const kinds = fake.events.map((e) => `${e.step}:${e.kind}`);
     expect(kinds).toContain('startSpireAgent:failed');
     expect(kinds).toContain('installOverlay:compensated');
@@ -222,18 +268,33 @@ describe('provisionNode', () => {
   });
 
   it('logs a failing undo, still runs the others, and rethrows the original failure', async () => {
-    const fake = createFakeActivities({ registerEntries: failWith('EntryRejected'), undoStartSpireAgent: failWith('ToolMissing') });
-    const { err, status } = await provision(fake, sampleInput(uniqueId()), async (h) => ({ err: await failureOf(h.result()), status: await statusOf(h) }));
+    const fake = createFakeActivities({
+      registerEntries: failWith('EntryRejected'),
+      undoStartSpireAgent: failWith('ToolMissing'),
+    });
+    const { err, status } = await provision(fake, sampleInput(uniqueId()), async (h) => ({
+      err: await failureOf(h.result()),
+      status: await statusOf(h),
+    }));
 
     const { top } = expectStepFailureChain(err, 'EntryRejected', 'registerEntries');
     expect(top.message).toMatch(/undo failed: startSpireAgent \(ToolMissing\)/);
-    expect(fake.undos().map((c) => c.name)).toEqual(['undoRegisterEntries', 'undoStartSpireAgent', 'undoIssueOverlayKey', 'undoInstallOverlay']);
+    expect(fake.undos().map((c) => c.name)).toEqual([
+      'undoRegisterEntries',
+      'undoStartSpireAgent',
+      'undoIssueOverlayKey',
+      'undoInstallOverlay',
+    ]);
     expect(status.state).toBe('failed');
     expect(status.steps.find((s) => s.step === 'startSpireAgent')).toMatchObject({
       state: 'compensation_failed',
       undo: { reason: 'failure', error: { type: 'ToolMissing' } },
     });
-    expect(fake.events.some((e) => e.step === 'startSpireAgent' && e.kind === 'compensation_failed' && e.errorType === 'ToolMissing')).toBe(true);
+    expect(
+      fake.events.some(
+        (e) => e.step === 'startSpireAgent' && e.kind === 'compensation_failed' && e.errorType === 'ToolMissing',
+      ),
+    ).toBe(true);
   });
 
   it('never compensates a step twice, even when it ran twice', async () => {
@@ -242,7 +303,9 @@ describe('provisionNode', () => {
     const { err } = await provision(fake, sampleInput(uniqueId(), { onFailure: 'hold' }), async (h) => {
       await untilState(h, 'held');
       await h.executeUpdate(decideUpdate, { args: [{ action: 'retry' }] });
-      await eventually(async () => (await statusOf(h)).steps[3]!.runs === 2 && (await statusOf(h)).state === 'held', { what: 'second hold' });
+      await eventually(async () => (await statusOf(h)).steps[3]!.runs === 2 && (await statusOf(h)).state === 'held', {
+        what: 'second hold',
+      });
       await h.executeUpdate(decideUpdate, { args: [{ action: 'compensate' }] });
       return { err: await failureOf(h.result()) };
     });
@@ -256,30 +319,56 @@ describe('provisionNode', () => {
   it('holds a permanent failure; a retry decision re-runs the failed step and continues', async () => {
     const fake = createFakeActivities({ startSpireAgent: failWith('ToolMissing', 1) });
     const nodeId = uniqueId();
-    const { receipt, held, listed, cleared } = await provision(fake, sampleInput(nodeId, { onFailure: 'hold' }), async (h) => {
-      const held = await untilState(h, 'held');
-      // Visibility is eventually consistent: poll the list query.
-      const listed = await eventually(async () => {
-        for await (const wf of env.client.workflow.list({ query: `FailedStep="startSpireAgent" AND NodeId="${nodeId}"` })) return wf;
-        return undefined;
-      }, { what: 'FailedStep in visibility' });
+    const { receipt, held, listed, cleared } = await provision(
+      fake,
+      sampleInput(nodeId, { onFailure: 'hold' }),
+      async (h) => {
+        const held = await untilState(h, 'held');
+        // Visibility is eventually consistent: poll the list query.
+        const listed = await eventually(
+          async () => {
+            for await (const wf of env.client.workflow.list({
+              query: `FailedStep="startSpireAgent" AND NodeId="${nodeId}"`,
+            }))
+              return wf;
+            return undefined;
+          },
+          { what: 'FailedStep in visibility' },
+        );
 
-      await expect(h.executeUpdate(decideUpdate, { args: [{ action: 'nuke' as 'retry' }] })).rejects.toBeInstanceOf(WorkflowUpdateFailedError);
-      const ack = await h.executeUpdate(decideUpdate, { args: [{ action: 'retry' }] });
-      expect(ack).toEqual({ action: 'retry', step: 'startSpireAgent' });
-      const receipt = await h.result();
-      const cleared = (await h.describe()).typedSearchAttributes;
-      return { receipt, held, listed, cleared };
+        await expect(h.executeUpdate(decideUpdate, { args: [{ action: 'nuke' as 'retry' }] })).rejects.toBeInstanceOf(
+          WorkflowUpdateFailedError,
+        );
+        const ack = await h.executeUpdate(decideUpdate, { args: [{ action: 'retry' }] });
+        expect(ack).toEqual({ action: 'retry', step: 'startSpireAgent' });
+        const receipt = await h.result();
+        const cleared = (await h.describe()).typedSearchAttributes;
+        return { receipt, held, listed, cleared };
+      },
+    );
+
+    expect(held).toMatchObject({
+      state: 'held',
+      heldStep: 'startSpireAgent',
+      lastFailure: { step: 'startSpireAgent', type: 'ToolMissing' },
     });
-
-    expect(held).toMatchObject({ state: 'held', heldStep: 'startSpireAgent', lastFailure: { step: 'startSpireAgent', type: 'ToolMissing' } });
     expect(listed.workflowId).toBe(`provision/${nodeId}`);
     expect(listed.typedSearchAttributes.get(ErrorTypeKey)).toBe('ToolMissing');
     expect(receipt.nodeId).toBe(nodeId);
-    expect(fake.names()).toEqual(['installOverlay', 'issueOverlayKey', 'gatePeerHealth', 'startSpireAgent', 'startSpireAgent', 'registerEntries', 'launchWorkloads']);
+    expect(fake.names()).toEqual([
+      'installOverlay',
+      'issueOverlayKey',
+      'gatePeerHealth',
+      'startSpireAgent',
+      'startSpireAgent',
+      'registerEntries',
+      'launchWorkloads',
+    ]);
     expect(fake.undos()).toEqual([]);
     expect(cleared.get(FailedStepKey)).toBeUndefined();
-    expect(fake.events.map((e) => `${e.step}:${e.kind}`)).toEqual(expect.arrayContaining(['startSpireAgent:held', 'startSpireAgent:decision']));
+    expect(fake.events.map((e) => `${e.step}:${e.kind}`)).toEqual(
+      expect.arrayContaining(['startSpireAgent:held', 'startSpireAgent:decision']),
+    );
   });
 
   it('holds a permanent failure; a compensate decision undoes and fails with the original type', async () => {
@@ -329,7 +418,9 @@ describe('provisionNode', () => {
     ]);
     // The step stopped before its undo ran.
     expect(fake.timeline.indexOf('launchWorkloads:cancelled')).toBeGreaterThan(-1);
-    expect(fake.timeline.indexOf('launchWorkloads:cancelled')).toBeLessThan(fake.timeline.indexOf('undoLaunchWorkloads'));
+    expect(fake.timeline.indexOf('launchWorkloads:cancelled')).toBeLessThan(
+      fake.timeline.indexOf('undoLaunchWorkloads'),
+    );
     expect(status.state).toBe('compensated');
     expect(status.lastFailure).toMatchObject({ step: 'launchWorkloads', type: 'Cancelled' });
   });
@@ -351,7 +442,9 @@ describe('provisionNode', () => {
   it('keeps going when the ledger is down', async () => {
     const fake = createFakeActivities({ recordEvent: failWith('LedgerUnavailable') });
     // One attempt each: the server's retry timers would make this test slow, not different.
-    const input = sampleInput(uniqueId(), { retry: { initialIntervalMs: 10, maximumIntervalMs: 50, maximumAttempts: 1 } });
+    const input = sampleInput(uniqueId(), {
+      retry: { initialIntervalMs: 10, maximumIntervalMs: 50, maximumAttempts: 1 },
+    });
     const receipt = await provision(fake, input, (h) => h.result());
     expect(receipt.workloads).toHaveLength(2);
     expect(fake.names()).toEqual(STEP_CALLS);
@@ -361,21 +454,36 @@ describe('provisionNode', () => {
     const fake = createFakeActivities({ startSpireAgent: failWith('AttestationRejected') });
     const nodeId = uniqueId();
     await provision(fake, sampleInput(nodeId), (h) => failureOf(h.result()));
-    const found = await eventually(async () => {
-      for await (const wf of env.client.workflow.list({ query: `FailedStep="startSpireAgent" AND ErrorType="AttestationRejected" AND NodeId="${nodeId}"` })) {
-        if (wf.status.name === 'FAILED') return wf;
-      }
-      return undefined;
-    }, { what: 'the failed run in visibility' });
+    const found = await eventually(
+      async () => {
+        for await (const wf of env.client.workflow.list({
+          query: `FailedStep="startSpireAgent" AND ErrorType="AttestationRejected" AND NodeId="${nodeId}"`,
+        })) {
+          if (wf.status.name === 'FAILED') return wf;
+        }
+        return undefined;
+      },
+      { what: 'the failed run in visibility' },
+    );
     expect(found.workflowId).toBe(`provision/${nodeId}`);
     expect(found.typedSearchAttributes.get(SegmentKey)).toBe('lab');
   });
 });
 
 describe('decommissionNode', () => {
-  function decommission<T>(fake: FakeActivities, input: ProvisionInputJson, fn: (h: WorkflowHandle<typeof decommissionNode>) => Promise<T>) {
+  function decommission<T>(
+    fake: FakeActivities,
+    input: ProvisionInputJson,
+    fn: (h: WorkflowHandle<typeof decommissionNode>) => Promise<T>,
+  ) {
     return withWorker(env, { workflowsPath, activities: fake.activities }, async (taskQueue) =>
-      fn(await env.client.workflow.start(decommissionNode, { taskQueue, workflowId: decommissionWorkflowId(input.nodeId), args: [input] })),
+      fn(
+        await env.client.workflow.start(decommissionNode, {
+          taskQueue,
+          workflowId: decommissionWorkflowId(input.nodeId),
+          args: [input],
+        }),
+      ),
     );
   }
 
@@ -383,7 +491,13 @@ describe('decommissionNode', () => {
     const fake = createFakeActivities();
     const nodeId = uniqueId();
     const result = await decommission(fake, sampleInput(nodeId), (h) => h.result());
-    expect(fake.names()).toEqual(['undoLaunchWorkloads', 'undoRegisterEntries', 'undoStartSpireAgent', 'undoIssueOverlayKey', 'undoInstallOverlay']);
+    expect(fake.names()).toEqual([
+      'undoLaunchWorkloads',
+      'undoRegisterEntries',
+      'undoStartSpireAgent',
+      'undoIssueOverlayKey',
+      'undoInstallOverlay',
+    ]);
     expect(fake.undos().every((c) => c.reason === 'decommission')).toBe(true);
     expect(result).toMatchObject({ nodeId, workflowId: `decommission/${nodeId}` });
     expect(result.removed.startSpireAgent).toEqual([`undoStartSpireAgent:${nodeId}`]);
@@ -392,7 +506,12 @@ describe('decommissionNode', () => {
   it('runs the other undos when one fails, then fails saying it is safe to run again', async () => {
     const fake = createFakeActivities({ undoRegisterEntries: failWith('SpireServerUnavailable') });
     const err = await decommission(fake, sampleInput(uniqueId()), (h) => failureOf(h.result()));
-    expect(fake.names().filter((n) => n !== 'undoRegisterEntries')).toEqual(['undoLaunchWorkloads', 'undoStartSpireAgent', 'undoIssueOverlayKey', 'undoInstallOverlay']);
+    expect(fake.names().filter((n) => n !== 'undoRegisterEntries')).toEqual([
+      'undoLaunchWorkloads',
+      'undoStartSpireAgent',
+      'undoIssueOverlayKey',
+      'undoInstallOverlay',
+    ]);
     expect(fake.count('undoRegisterEntries')).toBe(3); // transient: retried by policy
     expect((err.cause as ApplicationFailure).type).toBe('SpireServerUnavailable');
     expect(err.cause?.message).toMatch(/safe to run again/);

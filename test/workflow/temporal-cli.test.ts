@@ -41,13 +41,17 @@ afterAll(async () => {
 /** Run the real temporal CLI against the test server; no profile or env config of the machine leaks in. */
 async function temporal(args: string[]): Promise<CliRun> {
   const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TEMPORAL_')));
-  const r = await execa(TEMPORAL_BIN, [...args, '--address', address, '--namespace', env.namespace, '--disable-config-file', '--disable-config-env'], {
-    env: cleanEnv,
-    extendEnv: false,
-    reject: false,
-    timeout: 60_000,
-    stdin: 'ignore',
-  });
+  const r = await execa(
+    TEMPORAL_BIN,
+    [...args, '--address', address, '--namespace', env.namespace, '--disable-config-file', '--disable-config-env'],
+    {
+      env: cleanEnv,
+      extendEnv: false,
+      reject: false,
+      timeout: 60_000,
+      stdin: 'ignore',
+    },
+  );
   return cliRunOf(r);
 }
 
@@ -108,30 +112,65 @@ describe('temporal CLI', () => {
     const input = sampleInput(uniqueId('tcli'), { onFailure: 'hold' });
     await withFake(fake, async (taskQueue) => {
       const workflowId = await startWithTemporal(taskQueue, input);
-      const held = await eventually(async () => {
-        const s = await queryStatus(workflowId);
-        return s.state === 'held' ? s : undefined;
-      }, { what: 'the run held', timeoutMs: 30_000 });
+      const held = await eventually(
+        async () => {
+          const s = await queryStatus(workflowId);
+          return s.state === 'held' ? s : undefined;
+        },
+        { what: 'the run held', timeoutMs: 30_000 },
+      );
       expect(held).toMatchObject({ heldStep: 'startSpireAgent', lastFailure: { type: 'ToolMissing' } });
 
-      const bad = await temporal(['workflow', 'update', 'execute', '--workflow-id', workflowId, '--name', 'decide', '--input', '{"action":"nuke"}']);
+      const bad = await temporal([
+        'workflow',
+        'update',
+        'execute',
+        '--workflow-id',
+        workflowId,
+        '--name',
+        'decide',
+        '--input',
+        '{"action":"nuke"}',
+      ]);
       expect(bad.code).not.toBe(0);
       expect(bad.stderr + bad.stdout).toMatch(/unable to update workflow: action must be .*retry.* or .*compensate/);
 
-      const r = await temporal(['workflow', 'update', 'execute', '--workflow-id', workflowId, '--name', 'decide', '--input', '{"action":"retry"}', '-o', 'json']);
+      const r = await temporal([
+        'workflow',
+        'update',
+        'execute',
+        '--workflow-id',
+        workflowId,
+        '--name',
+        'decide',
+        '--input',
+        '{"action":"retry"}',
+        '-o',
+        'json',
+      ]);
       ok(r, 'temporal workflow update execute --name decide');
       expect(r.json).toMatchObject({ name: 'decide', result: { action: 'retry', step: 'startSpireAgent' } });
       const receipt = await env.client.workflow.getHandle<() => Promise<ProvisionReceipt>>(workflowId).result();
       expect(receipt.nodeId).toBe(input.nodeId);
 
-      const late = await temporal(['workflow', 'update', 'execute', '--workflow-id', workflowId, '--name', 'decide', '--input', '{"action":"retry"}']);
+      const late = await temporal([
+        'workflow',
+        'update',
+        'execute',
+        '--workflow-id',
+        workflowId,
+        '--name',
+        'decide',
+        '--input',
+        '{"action":"retry"}',
+      ]);
       expect(late.code).not.toBe(0);
     });
     expect(fake.count('startSpireAgent')).toBe(2);
     expect(fake.undos()).toEqual([]);
   });
 
-  it("workflow list --query 'FailedStep=\"startSpireAgent\"' finds the failed run by its search attributes", async () => {
+  it('workflow list --query \'FailedStep="startSpireAgent"\' finds the failed run by its search attributes', async () => {
     const fake = createCountingActivities({ startSpireAgent: failWith('AttestationRejected') });
     const input = sampleInput(uniqueId('tcli'));
     const workflowId = await withFake(fake, async (taskQueue) => {
@@ -140,13 +179,32 @@ describe('temporal CLI', () => {
       return id;
     });
     // Visibility is eventually consistent: poll.
-    const listed = await eventually(async () => {
-      const r = await temporal(['workflow', 'list', '--query', `FailedStep="startSpireAgent" AND ErrorType="AttestationRejected" AND NodeId="${input.nodeId}"`, '-o', 'json']);
-      ok(r, 'temporal workflow list');
-      return Array.isArray(r.json) && r.json.length === 1 ? r.json[0] : undefined;
-    }, { what: 'the failed run in visibility', timeoutMs: 30_000 });
-    expect(listed).toMatchObject({ execution: { workflowId }, type: { name: 'provisionNode' }, status: 'WORKFLOW_EXECUTION_STATUS_FAILED' });
-    const text = await temporal(['workflow', 'list', '--query', `FailedStep="startSpireAgent" AND NodeId="${input.nodeId}"`]);
+    const listed = await eventually(
+      async () => {
+        const r = await temporal([
+          'workflow',
+          'list',
+          '--query',
+          `FailedStep="startSpireAgent" AND ErrorType="AttestationRejected" AND NodeId="${input.nodeId}"`,
+          '-o',
+          'json',
+        ]);
+        ok(r, 'temporal workflow list');
+        return Array.isArray(r.json) && r.json.length === 1 ? r.json[0] : undefined;
+      },
+      { what: 'the failed run in visibility', timeoutMs: 30_000 },
+    );
+    expect(listed).toMatchObject({
+      execution: { workflowId },
+      type: { name: 'provisionNode' },
+      status: 'WORKFLOW_EXECUTION_STATUS_FAILED',
+    });
+    const text = await temporal([
+      'workflow',
+      'list',
+      '--query',
+      `FailedStep="startSpireAgent" AND NodeId="${input.nodeId}"`,
+    ]);
     ok(text, 'temporal workflow list (text)');
     expect(text.stdout).toContain(workflowId);
     // Security failure: compensated at once, agent banned (the undo got reason 'security').
@@ -163,17 +221,53 @@ describe('temporal CLI', () => {
       // The workflow task that scheduled step 2: resetting there re-runs steps 2-6.
       const show = await temporal(['workflow', 'show', '--workflow-id', workflowId, '-o', 'json']);
       ok(show, 'temporal workflow show');
-      const scheduled = (show.json.events as { eventType: string; activityTaskScheduledEventAttributes?: { activityType: { name: string }; workflowTaskCompletedEventId: string } }[]).find(
-        (e) => e.eventType === 'EVENT_TYPE_ACTIVITY_TASK_SCHEDULED' && e.activityTaskScheduledEventAttributes?.activityType.name === 'issueOverlayKey',
+      const scheduled = (
+        show.json.events as {
+          eventType: string;
+          activityTaskScheduledEventAttributes?: {
+            activityType: { name: string };
+            workflowTaskCompletedEventId: string;
+          };
+        }[]
+      ).find(
+        (e) =>
+          e.eventType === 'EVENT_TYPE_ACTIVITY_TASK_SCHEDULED' &&
+          e.activityTaskScheduledEventAttributes?.activityType.name === 'issueOverlayKey',
       );
       const eventId = scheduled!.activityTaskScheduledEventAttributes!.workflowTaskCompletedEventId;
-      const reset = await temporal(['workflow', 'reset', '--workflow-id', workflowId, '--event-id', String(eventId), '--reason', 'test: re-run from step 2', '-o', 'json']);
+      const reset = await temporal([
+        'workflow',
+        'reset',
+        '--workflow-id',
+        workflowId,
+        '--event-id',
+        String(eventId),
+        '--reason',
+        'test: re-run from step 2',
+        '-o',
+        'json',
+      ]);
       ok(reset, 'temporal workflow reset --event-id');
-      const second = await env.client.workflow.getHandle<() => Promise<ProvisionReceipt>>(workflowId, reset.json.runId).result();
+      const second = await env.client.workflow
+        .getHandle<() => Promise<ProvisionReceipt>>(workflowId, reset.json.runId)
+        .result();
 
-      const again = await temporal(['workflow', 'reset', '--workflow-id', workflowId, '--type', 'FirstWorkflowTask', '--reason', 'test: re-run everything', '-o', 'json']);
+      const again = await temporal([
+        'workflow',
+        'reset',
+        '--workflow-id',
+        workflowId,
+        '--type',
+        'FirstWorkflowTask',
+        '--reason',
+        'test: re-run everything',
+        '-o',
+        'json',
+      ]);
       ok(again, 'temporal workflow reset --type FirstWorkflowTask');
-      const third = await env.client.workflow.getHandle<() => Promise<ProvisionReceipt>>(workflowId, again.json.runId).result();
+      const third = await env.client.workflow
+        .getHandle<() => Promise<ProvisionReceipt>>(workflowId, again.json.runId)
+        .result();
 
       for (const r of [second, third]) {
         expect(r.overlayIp).toBe(first.overlayIp);

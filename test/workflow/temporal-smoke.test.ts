@@ -19,14 +19,21 @@ describe('Temporal dev server', () => {
   });
 
   it('runs a trivial workflow on a worker', async () => {
-    const result = await executeWithWorker(env, { workflowsPath: smokeWorkflows, activities: { greet: async (name: string) => `hello ${name}` } }, smoke, {
-      args: ['node-bootstrap'],
-    });
+    const result = await executeWithWorker(
+      env,
+      { workflowsPath: smokeWorkflows, activities: { greet: async (name: string) => `hello ${name}` } },
+      smoke,
+      {
+        args: ['node-bootstrap'],
+      },
+    );
     expect(result).toBe('hello node-bootstrap!');
   });
 
   it('has our search attributes registered as Keyword', async () => {
-    const { customAttributes } = await env.connection.operatorService.listSearchAttributes({ namespace: env.namespace });
+    const { customAttributes } = await env.connection.operatorService.listSearchAttributes({
+      namespace: env.namespace,
+    });
     for (const key of SEARCH_ATTRIBUTE_KEYS) {
       expect(customAttributes?.[key.name], key.name).toBeDefined();
     }

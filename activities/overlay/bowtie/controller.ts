@@ -45,7 +45,12 @@ export interface BowtieControllerInfo {
 
 export type ControllerAuth =
   | { kind: 'apiKey'; keyId: string; secret: string }
-  | { kind: 'session'; email: string; password: string; /** *unconfirmed* in the sources: "email" or "email_or_username". */ loginField?: 'email' | 'email_or_username' };
+  | {
+      kind: 'session';
+      email: string;
+      password: string;
+      /** *unconfirmed* in the sources: "email" or "email_or_username". */ loginField?: 'email' | 'email_or_username';
+    };
 
 export interface ControllerOptions {
   /** e.g. "https://ctl1.example.net" (the API base path is appended). */
@@ -68,7 +73,6 @@ export interface ControllerOptions {
 }
 
 export const API_BASE = '/-net/api/v0';
-
 
 /** A failed controller call, typed for the activity boundary (common/errors.ts). */
 export class ControllerError extends Error {
@@ -102,7 +106,9 @@ export interface AuthDecision {
  */
 export function uuidV5(name: string, namespace = '6ba7b811-9dad-11d1-80b4-00c04fd430c8' /* URL namespace */): string {
   const ns = Buffer.from(namespace.replace(/-/g, ''), 'hex');
-  const hash = createHash('sha1').update(Buffer.concat([ns, Buffer.from(name, 'utf8')])).digest();
+  const hash = createHash('sha1')
+    .update(Buffer.concat([ns, Buffer.from(name, 'utf8')]))
+    .digest();
   hash[6] = (hash[6]! & 0x0f) | 0x50;
   hash[8] = (hash[8]! & 0x3f) | 0x80;
   const hex = hash.subarray(0, 16).toString('hex');
@@ -115,7 +121,8 @@ export class BowtieController {
 
   constructor(private readonly opts: ControllerOptions) {
     // The second wall (the driver checks first): no allow-list match, no client.
-    if (opts.allowedOrigins) assertAllowedController({ controllers: opts.allowedOrigins }, opts.url, 'overlay.bowtie.controllerUrl');
+    if (opts.allowedOrigins)
+      assertAllowedController({ controllers: opts.allowedOrigins }, opts.url, 'overlay.bowtie.controllerUrl');
     this.base = opts.url.replace(/\/+$/, '') + API_BASE;
   }
 
@@ -147,8 +154,14 @@ export class BowtieController {
   }
 
   /** Decide a device's fate by its serial before it enrolls. */
-  async preApprove(serial: string, enforceState: DeviceState | 'retain' = 'accepted', deviceId?: string): Promise<void> {
-    await this.request('POST', '/device/auth_decisions', { auth_decisions: [{ serial, enforce_state: enforceState, ...(deviceId ? { device_id: deviceId } : {}) }] });
+  async preApprove(
+    serial: string,
+    enforceState: DeviceState | 'retain' = 'accepted',
+    deviceId?: string,
+  ): Promise<void> {
+    await this.request('POST', '/device/auth_decisions', {
+      auth_decisions: [{ serial, enforce_state: enforceState, ...(deviceId ? { device_id: deviceId } : {}) }],
+    });
   }
 
   async listAuthDecisions(): Promise<AuthDecision[]> {
@@ -207,7 +220,12 @@ export class BowtieController {
   }
 
   async upsertResourceGroup(g: { id: string; name: string; resources: string[] }): Promise<void> {
-    await this.request('POST', '/policy/upsert_resource_group', { id: g.id, name: g.name, resources: g.resources, inherited: [] });
+    await this.request('POST', '/policy/upsert_resource_group', {
+      id: g.id,
+      name: g.name,
+      resources: g.resources,
+      inherited: [],
+    });
   }
 
   /** Devices in `deviceGroupId` may reach `resourceGroupId` (action Accept, enabled). */
@@ -221,9 +239,19 @@ export class BowtieController {
     });
   }
 
-  async getPolicy(): Promise<{ policies: Record<string, unknown>; resource_groups: Record<string, unknown>; resources: Record<string, unknown> }> {
-    const body = (await this.request('GET', '/policy')) as Partial<Awaited<ReturnType<BowtieController['getPolicy']>>> | null;
-    return { policies: body?.policies ?? {}, resource_groups: body?.resource_groups ?? {}, resources: body?.resources ?? {} };
+  async getPolicy(): Promise<{
+    policies: Record<string, unknown>;
+    resource_groups: Record<string, unknown>;
+    resources: Record<string, unknown>;
+  }> {
+    const body = (await this.request('GET', '/policy')) as Partial<
+      Awaited<ReturnType<BowtieController['getPolicy']>>
+    > | null;
+    return {
+      policies: body?.policies ?? {},
+      resource_groups: body?.resource_groups ?? {},
+      resources: body?.resources ?? {},
+    };
   }
 
   // --- transport ---------------------------------------------------------------------------
@@ -248,7 +276,11 @@ export class BowtieController {
     // Only a 2xx is an answer: a 3xx would make a call "succeed" that did nothing.
     if (res.status < 200 || res.status >= 300) {
       const why = res.status >= 300 && res.status < 400 ? ' (a redirect: not followed)' : '';
-      throw new ControllerError(errorTypeForStatus(res.status), `bowtie controller: ${method} ${path} answered ${res.status}${why}`, res.status);
+      throw new ControllerError(
+        errorTypeForStatus(res.status),
+        `bowtie controller: ${method} ${path} answered ${res.status}${why}`,
+        res.status,
+      );
     }
     const text = res.body.toString('utf8');
     if (!text) return null;
@@ -264,20 +296,36 @@ export class BowtieController {
     if (a.kind !== 'session') return;
     this.assertMaySendCredentials(); // the login body carries the password
     this.cookie = null;
-    const res = await this.send('POST', '/user/login', { [a.loginField ?? 'email']: a.email, password: a.password }, false);
+    const res = await this.send(
+      'POST',
+      '/user/login',
+      { [a.loginField ?? 'email']: a.email, password: a.password },
+      false,
+    );
     // 200, or 303 to the app, both mean logged in (the 303 is not followed).
     if (res.status !== 200 && res.status !== 303) {
-      throw new ControllerError(errorTypeForStatus(res.status === 400 ? 401 : res.status), `bowtie controller: login answered ${res.status}`, res.status);
+      throw new ControllerError(
+        errorTypeForStatus(res.status === 400 ? 401 : res.status),
+        `bowtie controller: login answered ${res.status}`,
+        res.status,
+      );
     }
     const setCookie = res.headers['set-cookie'] ?? [];
-    const session = setCookie.map((c) => c.split(';')[0]).filter(Boolean).join('; ');
+    const session = setCookie
+      .map((c) => c.split(';')[0])
+      .filter(Boolean)
+      .join('; ');
     if (!session) throw new ControllerError('OverlayAuth', 'bowtie controller: login set no session cookie');
     this.cookie = session;
   }
 
   private assertMaySendCredentials(): void {
     if (!this.opts.allowedOrigins) {
-      throw new ToolError('InvalidInput', "bowtie controller: a client made without the worker's allow-list sends no credentials", 'bowtie');
+      throw new ToolError(
+        'InvalidInput',
+        "bowtie controller: a client made without the worker's allow-list sends no credentials",
+        'bowtie',
+      );
     }
   }
 
@@ -307,9 +355,14 @@ export class BowtieController {
       const code = (err as { code?: string }).code;
       if (tlsTrustError(err)) {
         // Not an outage: the server is not the controller the worker trusts (system roots + NODEBOOT_CA_FILE).
-        throw new ControllerError('OverlayAuth', `bowtie controller: ${method} ${path}: TLS certificate not trusted (${code})`);
+        throw new ControllerError(
+          'OverlayAuth',
+          `bowtie controller: ${method} ${path}: TLS certificate not trusted (${code})`,
+        );
       }
-      const why = timeout.aborted ? `no answer within ${this.opts.timeoutMs ?? 10_000} ms` : (code ?? 'connection failed');
+      const why = timeout.aborted
+        ? `no answer within ${this.opts.timeoutMs ?? 10_000} ms`
+        : (code ?? 'connection failed');
       throw new ControllerError('OverlayControllerUnavailable', `bowtie controller: ${method} ${path}: ${why}`);
     }
   }

@@ -18,7 +18,14 @@
 import type { BowtieSpec, ProvisionInput } from '../../../common/input.js';
 import { heartbeat } from '../../host/heartbeat.js';
 import { ToolError } from '../../host/exec.js';
-import type { HealthEvidence, InstallEvidence, KeyEvidence, StepRequest, UndoRequest, UndoResult } from '../../types.js';
+import type {
+  HealthEvidence,
+  InstallEvidence,
+  KeyEvidence,
+  StepRequest,
+  UndoRequest,
+  UndoResult,
+} from '../../types.js';
 import { cidrContains } from '../../../common/ipv4.js';
 import * as ip from '../ip.js';
 import { probeThroughTunnel, stepDeadline } from '../probe.js';
@@ -55,7 +62,8 @@ export function policyIds(input: Pick<ProvisionInput, 'segment' | 'spire'>) {
 export function createBowtieSteps(deps: BowtieDeps) {
   const node = (input: ProvisionInput) => deps.transport(input.host);
   const spec = (input: ProvisionInput): BowtieSpec => {
-    if (!input.overlay.bowtie) throw new ToolError('InvalidInput', 'overlay.bowtie: is required for driver "bowtie"', 'input');
+    if (!input.overlay.bowtie)
+      throw new ToolError('InvalidInput', 'overlay.bowtie: is required for driver "bowtie"', 'input');
     return input.overlay.bowtie;
   };
   const stageDir = (input: ProvisionInput) => `${input.nodeDir}/bowtie`;
@@ -68,7 +76,9 @@ export function createBowtieSteps(deps: BowtieDeps) {
   function assertAllowed(input: ProvisionInput): void {
     const b = spec(input);
     assertAllowedController(deps.bowtie, b.controllerUrl, 'overlay.bowtie.controllerUrl');
-    (b.entrypoints ?? []).forEach((e, i) => assertAllowedController(deps.bowtie, e, `overlay.bowtie.entrypoints[${i}]`));
+    (b.entrypoints ?? []).forEach((e, i) =>
+      assertAllowedController(deps.bowtie, e, `overlay.bowtie.entrypoints[${i}]`),
+    );
   }
 
   /** Whether assertAllowed passes (undos skip a controller the worker never talked to). */
@@ -87,13 +97,26 @@ export function createBowtieSteps(deps: BowtieDeps) {
     const env = deps.env ?? process.env;
     const read = (name: string, field: string) => {
       const v = env[name];
-      if (!v) throw new ControllerError('OverlayAuth', `the worker has no ${name} in its environment (overlay.bowtie.auth.${field})`);
+      if (!v)
+        throw new ControllerError(
+          'OverlayAuth',
+          `the worker has no ${name} in its environment (overlay.bowtie.auth.${field})`,
+        );
       return v;
     };
     const auth =
       b.auth.kind === 'apiKey'
-        ? { kind: 'apiKey' as const, keyId: read(b.auth.keyIdEnv, 'keyIdEnv'), secret: read(b.auth.secretEnv, 'secretEnv') }
-        : { kind: 'session' as const, email: read(b.auth.emailEnv, 'emailEnv'), password: read(b.auth.passwordEnv, 'passwordEnv'), loginField: b.auth.loginField };
+        ? {
+            kind: 'apiKey' as const,
+            keyId: read(b.auth.keyIdEnv, 'keyIdEnv'),
+            secret: read(b.auth.secretEnv, 'secretEnv'),
+          }
+        : {
+            kind: 'session' as const,
+            email: read(b.auth.emailEnv, 'emailEnv'),
+            password: read(b.auth.passwordEnv, 'passwordEnv'),
+            loginField: b.auth.loginField,
+          };
     return new BowtieController({
       url: b.controllerUrl,
       auth,
@@ -116,7 +139,12 @@ export function createBowtieSteps(deps: BowtieDeps) {
   }
 
   /** pollUntil, failing with `onTimeout()` when the deadline passes. */
-  async function waitFor<T>(deadline: number, what: string, probe: () => Promise<T | null>, onTimeout: () => Error): Promise<T> {
+  async function waitFor<T>(
+    deadline: number,
+    what: string,
+    probe: () => Promise<T | null>,
+    onTimeout: () => Error,
+  ): Promise<T> {
     const v = await pollUntil(deadline, what, probe);
     if (v === null) throw onTimeout();
     return v;
@@ -148,7 +176,8 @@ export function createBowtieSteps(deps: BowtieDeps) {
     if (present) return { toolVersion: `${b.package.name} ${present}`, alreadyPresent: true };
     await client.installPackage(t, b, deb!, { signal });
     const version = await client.installedVersion(t, b, { signal });
-    if (!version) throw new ToolError('ToolFailed', `${b.package.name} is not installed after installing ${deb}`, 'dpkg');
+    if (!version)
+      throw new ToolError('ToolFailed', `${b.package.name} is not installed after installing ${deb}`, 'dpkg');
     return { toolVersion: `${b.package.name} ${version}`, alreadyPresent: false };
   }
 
@@ -185,7 +214,8 @@ export function createBowtieSteps(deps: BowtieDeps) {
     }
     // (The node's serial, when the input gives it, finds such a device too.)
     if (revokeError !== undefined) throw revokeError;
-    if (onController && (reenrolled.length > 0 || b.serial)) removed.push(...(await removeDevices(input, controller(input), reenrolled)));
+    if (onController && (reenrolled.length > 0 || b.serial))
+      removed.push(...(await removeDevices(input, controller(input), reenrolled)));
     return { removed };
   }
 
@@ -204,7 +234,9 @@ export function createBowtieSteps(deps: BowtieDeps) {
         const devices = await ctl.listDevices();
         // The id the client reports is the device; only a client that reports none is found by serial (the latest seen).
         if (id) return devices.find((d) => d.id === id) ?? null;
-        const bySerial = devices.filter((d) => d.serial === b.serial).sort((x, y) => (ageSeconds(x.last_seen) ?? Infinity) - (ageSeconds(y.last_seen) ?? Infinity));
+        const bySerial = devices
+          .filter((d) => d.serial === b.serial)
+          .sort((x, y) => (ageSeconds(x.last_seen) ?? Infinity) - (ageSeconds(y.last_seen) ?? Infinity));
         return bySerial[0] ?? null;
       },
       () =>
@@ -230,19 +262,45 @@ export function createBowtieSteps(deps: BowtieDeps) {
     const deadline = stepDeadline(input.timeouts.issueOverlayKey, Date.now());
     const ctl = controller(input);
     const ids = policyIds(input);
-    await ctl.upsertDeviceGroup({ id: ids.deviceGroup, name: `nodeboot-${input.segment}`, description: `node-bootstrap: nodes of segment ${input.segment}` });
-    await ctl.upsertTcpResource({ id: ids.resource, name: `nodeboot-${input.segment}-spire-server`, ip: input.spire.serverAddress, ports: [input.spire.serverPort] });
-    await ctl.upsertResourceGroup({ id: ids.resourceGroup, name: `nodeboot-${input.segment}-spire-server`, resources: [ids.resource] });
-    await ctl.upsertAcceptPolicy({ id: ids.policy, deviceGroupId: ids.deviceGroup, resourceGroupId: ids.resourceGroup });
+    await ctl.upsertDeviceGroup({
+      id: ids.deviceGroup,
+      name: `nodeboot-${input.segment}`,
+      description: `node-bootstrap: nodes of segment ${input.segment}`,
+    });
+    await ctl.upsertTcpResource({
+      id: ids.resource,
+      name: `nodeboot-${input.segment}-spire-server`,
+      ip: input.spire.serverAddress,
+      ports: [input.spire.serverPort],
+    });
+    await ctl.upsertResourceGroup({
+      id: ids.resourceGroup,
+      name: `nodeboot-${input.segment}-spire-server`,
+      resources: [ids.resource],
+    });
+    await ctl.upsertAcceptPolicy({
+      id: ids.policy,
+      deviceGroupId: ids.deviceGroup,
+      resourceGroupId: ids.resourceGroup,
+    });
     heartbeat('segment policy in place');
 
     const device = await findDevice(input, ctl, deadline);
     if (device.state === 'rejected') {
-      throw new ControllerError('OverlayRejected', `device "${device.name}" (serial ${device.serial}) is rejected on the controller: an operator rejected it; delete it there to let it enroll again`);
+      throw new ControllerError(
+        'OverlayRejected',
+        `device "${device.name}" (serial ${device.serial}) is rejected on the controller: an operator rejected it; delete it there to let it enroll again`,
+      );
     }
     if (device.state !== 'accepted') await ctl.setDeviceState(device.id, 'accepted');
     await ctl.addDevicesToGroup(ids.deviceGroup, [device.id]);
-    await deps.ledger.recordOverlayDevice({ nodeId: input.nodeId, driver: 'bowtie', deviceId: device.id, publicKey: device.public_key, controllerUrl: b.controllerUrl });
+    await deps.ledger.recordOverlayDevice({
+      nodeId: input.nodeId,
+      driver: 'bowtie',
+      deviceId: device.id,
+      publicKey: device.public_key,
+      controllerUrl: b.controllerUrl,
+    });
     heartbeat('device approved');
 
     // The client learns it was accepted and brings its tunnel up with the address the controller gave it.
@@ -250,7 +308,12 @@ export function createBowtieSteps(deps: BowtieDeps) {
       deadline,
       'waiting for the Bowtie tunnel',
       async () => (await ip.allAddresses(t, { signal })).find((a) => cidrContains(input.overlay.cidr, a.ip)) ?? null,
-      () => new ToolError('OverlayDeviceTimeout', `the Bowtie client on ${input.nodeId} was accepted but has no address in ${input.overlay.cidr}`, 'bowtie'),
+      () =>
+        new ToolError(
+          'OverlayDeviceTimeout',
+          `the Bowtie client on ${input.nodeId} was accepted but has no address in ${input.overlay.cidr}`,
+          'bowtie',
+        ),
     );
     await deps.ledger.claimAddress(input.nodeId, input.overlay.cidr, addr.ip);
     const controllers = await ctl.listControllers();
@@ -260,7 +323,11 @@ export function createBowtieSteps(deps: BowtieDeps) {
       keyFingerprint: fingerprint(device.public_key),
       interface: addr.ifname,
       deviceId: device.id,
-      hubs: controllers.map((c) => ({ name: c.id, publicKey: c.public_key ?? '', endpoint: c.public_address ? `${c.public_address}:${c.wireguard_port ?? ''}` : '' })),
+      hubs: controllers.map((c) => ({
+        name: c.id,
+        publicKey: c.public_key ?? '',
+        endpoint: c.public_address ? `${c.public_address}:${c.wireguard_port ?? ''}` : '',
+      })),
     };
   }
 
@@ -269,7 +336,11 @@ export function createBowtieSteps(deps: BowtieDeps) {
    * ids the ledger and the client know, and our serial's); then take them out
    * of the segment's group. Returns what went.
    */
-  async function removeDevices(input: ProvisionInput, ctl: BowtieController, known: Iterable<string>): Promise<string[]> {
+  async function removeDevices(
+    input: ProvisionInput,
+    ctl: BowtieController,
+    known: Iterable<string>,
+  ): Promise<string[]> {
     const b = spec(input);
     const ids = new Set(known);
     const removed: string[] = [];
@@ -289,7 +360,9 @@ export function createBowtieSteps(deps: BowtieDeps) {
   }
 
   /** The device ids the client on the node reports (`answered`: its local API is up); an unreachable node is returned as the error, not thrown. */
-  async function clientDeviceIds(input: ProvisionInput): Promise<{ ids: string[]; answered: boolean; error?: unknown }> {
+  async function clientDeviceIds(
+    input: ProvisionInput,
+  ): Promise<{ ids: string[]; answered: boolean; error?: unknown }> {
     try {
       const view = await client.readLocalApi(node(input), spec(input).localApiPort, { signal: deps.signal() });
       return { ids: [view?.pendingId, view?.activeId].filter((x): x is string => !!x), answered: view !== null };
@@ -305,10 +378,14 @@ export function createBowtieSteps(deps: BowtieDeps) {
    * racing the purge is not missed and left on the controller.
    */
   async function reenrolledDeviceIds(input: ProvisionInput): Promise<string[]> {
-    const ids = await pollUntil(Date.now() + REENROLL_WAIT_MS, 'waiting for the Bowtie client to report its device', async () => {
-      const seen = await clientDeviceIds(input);
-      return seen.ids.length > 0 || !seen.answered ? seen.ids : null;
-    });
+    const ids = await pollUntil(
+      Date.now() + REENROLL_WAIT_MS,
+      'waiting for the Bowtie client to report its device',
+      async () => {
+        const seen = await clientDeviceIds(input);
+        return seen.ids.length > 0 || !seen.answered ? seen.ids : null;
+      },
+    );
     return ids ?? [];
   }
 
@@ -321,7 +398,9 @@ export function createBowtieSteps(deps: BowtieDeps) {
     // called: skip it. One with a device recorded (the list changed since) is
     // refused by controller(): the operator must allow it again to clean it.
     const skip = !recorded && !allowed(input);
-    const removed = skip ? [] : await removeDevices(input, controller(input), [...(recorded ? [recorded.deviceId] : []), ...onNode.ids]);
+    const removed = skip
+      ? []
+      : await removeDevices(input, controller(input), [...(recorded ? [recorded.deviceId] : []), ...onNode.ids]);
     if (await deps.ledger.removeOverlayDevice(input.nodeId)) removed.push('ledger device');
     const released = await deps.ledger.releaseAddress(input.nodeId, input.overlay.cidr);
     if (released) removed.push(`address ${released}`);
@@ -334,7 +413,12 @@ export function createBowtieSteps(deps: BowtieDeps) {
     const b = spec(input);
     const ctl = controller(input);
     const recorded = await deps.ledger.getOverlayDevice(input.nodeId);
-    if (!recorded) throw new ToolError('OverlayDeviceTimeout', `node ${input.nodeId} has no Bowtie device in the ledger (step 2 has not run)`, 'bowtie');
+    if (!recorded)
+      throw new ToolError(
+        'OverlayDeviceTimeout',
+        `node ${input.nodeId} has no Bowtie device in the ledger (step 2 has not run)`,
+        'bowtie',
+      );
     const deadline = stepDeadline(input.timeouts.gatePeerHealth, Date.now());
     let last: BowtieDevice | undefined;
     const device = await waitFor(
@@ -342,15 +426,34 @@ export function createBowtieSteps(deps: BowtieDeps) {
       'waiting for the controller to see the device',
       async () => {
         last = await ctl.getDevice(recorded.deviceId);
-        if (!last) throw new ControllerError('OverlayRejected', `device of ${input.nodeId} is gone from the controller (deleted by someone else?)`);
-        if (last.state === 'rejected') throw new ControllerError('OverlayRejected', `device "${last.name}" was rejected on the controller`);
+        if (!last)
+          throw new ControllerError(
+            'OverlayRejected',
+            `device of ${input.nodeId} is gone from the controller (deleted by someone else?)`,
+          );
+        if (last.state === 'rejected')
+          throw new ControllerError('OverlayRejected', `device "${last.name}" was rejected on the controller`);
         const age = ageSeconds(last.last_seen);
         return last.state === 'accepted' && age !== null && age <= b.seenWithinSeconds ? { d: last, age } : null;
       },
-      () => new ToolError('OverlayDeviceTimeout', `device "${last?.name}" is ${last?.state}, last seen ${last?.last_seen || 'never'}: not accepted and seen within ${b.seenWithinSeconds} s`, 'bowtie'),
+      () =>
+        new ToolError(
+          'OverlayDeviceTimeout',
+          `device "${last?.name}" is ${last?.state}, last seen ${last?.last_seen || 'never'}: not accepted and seen within ${b.seenWithinSeconds} s`,
+          'bowtie',
+        ),
     );
-    const probe = await probeThroughTunnel(node(input), { address: input.spire.serverAddress, port: input.spire.serverPort }, deadline, deps.signal());
-    return { hubs: [], device: { id: device.d.id, state: device.d.state, lastSeen: device.d.last_seen, lastSeenAgeSeconds: device.age }, probe };
+    const probe = await probeThroughTunnel(
+      node(input),
+      { address: input.spire.serverAddress, port: input.spire.serverPort },
+      deadline,
+      deps.signal(),
+    );
+    return {
+      hubs: [],
+      device: { id: device.d.id, state: device.d.state, lastSeen: device.d.last_seen, lastSeenAgeSeconds: device.age },
+      probe,
+    };
   }
 
   return { installOverlay, undoInstallOverlay, issueOverlayKey, undoIssueOverlayKey, gatePeerHealth };

@@ -41,9 +41,18 @@ export function httpsOrigin(url: string): string | null {
  */
 export function assertAllowedController(trust: BowtieTrust | undefined, url: string, field: string): void {
   const origin = httpsOrigin(url);
-  if (!origin) throw new ToolError('InvalidInput', `${field}: must be an https:// URL (the worker sends its controller credentials there)`, 'bowtie');
+  if (!origin)
+    throw new ToolError(
+      'InvalidInput',
+      `${field}: must be an https:// URL (the worker sends its controller credentials there)`,
+      'bowtie',
+    );
   if (!(trust?.controllers ?? []).includes(origin)) {
-    throw new ToolError('InvalidInput', `${field}: ${origin} is not a controller this worker talks to (NODEBOOT_BOWTIE_CONTROLLERS)`, 'bowtie');
+    throw new ToolError(
+      'InvalidInput',
+      `${field}: ${origin} is not a controller this worker talks to (NODEBOOT_BOWTIE_CONTROLLERS)`,
+      'bowtie',
+    );
   }
 }
 
@@ -61,7 +70,8 @@ const TLS_TRUST_ERRORS = new Set([
 ]);
 
 /** The certificate did not verify: not an outage, a server the worker does not trust. */
-export const tlsTrustError = (err: unknown): boolean => TLS_TRUST_ERRORS.has((err as { code?: string } | null)?.code ?? '');
+export const tlsTrustError = (err: unknown): boolean =>
+  TLS_TRUST_ERRORS.has((err as { code?: string } | null)?.code ?? '');
 
 export interface HttpsResponse {
   status: number;

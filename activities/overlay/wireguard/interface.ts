@@ -22,21 +22,33 @@ export interface EnsureInterfaceOptions {
  * module when `ip link add type wireguard` works, else starts wireguard-go in
  * the foreground as a daemon whose log goes to a file.
  */
-export async function ensureInterface(t: HostTransport, ifname: string, opts: EnsureInterfaceOptions): Promise<{ alreadyPresent: boolean; implementation: string }> {
+export async function ensureInterface(
+  t: HostTransport,
+  ifname: string,
+  opts: EnsureInterfaceOptions,
+): Promise<{ alreadyPresent: boolean; implementation: string }> {
   const name = parseName(IfName, 'interface', ifname);
   const run: RunOptions = { signal: opts.signal };
   if (await ip.linkExists(t, name, run)) {
     return { alreadyPresent: true, implementation: 'existing' };
   }
   let implementation = 'kernel';
-  const kernel = await t.run('ip', ['link', 'add', 'dev', name, 'type', 'wireguard'], { ...run, allowNonZeroExit: true });
+  const kernel = await t.run('ip', ['link', 'add', 'dev', name, 'type', 'wireguard'], {
+    ...run,
+    allowNonZeroExit: true,
+  });
   if (kernel.exitCode !== 0) {
     implementation = 'wireguard-go';
     await t.spawnDaemon('wireguard-go', ['-f', name], {
       logFile: opts.logFile,
       env: { WG_PROCESS_FOREGROUND: '1', LOG_LEVEL: 'error', WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' },
     });
-    await waitFor(() => ip.linkExists(t, name, run), opts.timeoutMs ?? 10_000, `interface ${name} did not appear`, opts.signal);
+    await waitFor(
+      () => ip.linkExists(t, name, run),
+      opts.timeoutMs ?? 10_000,
+      `interface ${name} did not appear`,
+      opts.signal,
+    );
     // The UAPI socket appears a moment after the link; `wg show` needs it.
     await waitFor(
       async () => (await t.run('wg', ['show', name, 'listen-port'], { ...run, allowNonZeroExit: true })).exitCode === 0,
@@ -50,7 +62,11 @@ export async function ensureInterface(t: HostTransport, ifname: string, opts: En
 }
 
 /** Delete the interface (wireguard-go exits when its link goes). No-op when absent. */
-export async function removeInterface(t: HostTransport, ifname: string, opts: { signal?: AbortSignal } = {}): Promise<boolean> {
+export async function removeInterface(
+  t: HostTransport,
+  ifname: string,
+  opts: { signal?: AbortSignal } = {},
+): Promise<boolean> {
   const name = parseName(IfName, 'interface', ifname);
   if (!(await ip.linkExists(t, name, { signal: opts.signal }))) return false;
   await ip.linkDelete(t, name, { signal: opts.signal });

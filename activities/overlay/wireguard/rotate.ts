@@ -66,7 +66,11 @@ export function createRotationActivities(deps: StepDeps): RotationActivities {
 
   function refuseDriver(input: ProvisionInput): void {
     if (input.overlay.driver !== 'wireguard') {
-      throw new ToolError('InvalidInput', `overlay.driver: key rotation supports "wireguard" only (got "${input.overlay.driver}")`, 'wg');
+      throw new ToolError(
+        'InvalidInput',
+        `overlay.driver: key rotation supports "wireguard" only (got "${input.overlay.driver}")`,
+        'wg',
+      );
     }
   }
 
@@ -74,12 +78,19 @@ export function createRotationActivities(deps: StepDeps): RotationActivities {
   async function interfaceKey(input: ProvisionInput, t: HostTransport, allowed: (string | null)[]): Promise<string> {
     const { iface } = paths(input);
     const signal = deps.signal();
-    if ((await deps.ledger.interfaceHolder(hostKeyOf(input.host), iface)) !== input.nodeId || !(await ip.linkExists(t, iface, { signal }))) {
-      throw notProvisioned(`node ${input.nodeId} has no overlay interface ${iface} of its own on ${t.label}: provision (or repair) it before rotating its key`);
+    if (
+      (await deps.ledger.interfaceHolder(hostKeyOf(input.host), iface)) !== input.nodeId ||
+      !(await ip.linkExists(t, iface, { signal }))
+    ) {
+      throw notProvisioned(
+        `node ${input.nodeId} has no overlay interface ${iface} of its own on ${t.label}: provision (or repair) it before rotating its key`,
+      );
     }
     const key = await wg.publicKey(t, iface, { signal });
     if (key === null || !allowed.includes(key)) {
-      throw conflict(`interface ${iface} on ${t.label} holds ${key === null ? 'no key' : 'a key that is neither the node\'s current nor its new one'}: refusing to rotate (investigate the node)`);
+      throw conflict(
+        `interface ${iface} on ${t.label} holds ${key === null ? 'no key' : "a key that is neither the node's current nor its new one"}: refusing to rotate (investigate the node)`,
+      );
     }
     return key;
   }
@@ -90,9 +101,15 @@ export function createRotationActivities(deps: StepDeps): RotationActivities {
     const signal = deps.signal();
     const { keyPath, nextPath } = paths(input);
     const oldKey = await wg.keyFilePublicKey(t, keyPath, { signal });
-    if (oldKey === null) throw notProvisioned(`node ${input.nodeId} has no key file ${keyPath}: provision (or repair) it before rotating its key`);
+    if (oldKey === null)
+      throw notProvisioned(
+        `node ${input.nodeId} has no key file ${keyPath}: provision (or repair) it before rotating its key`,
+      );
     const overlayIp = await deps.ledger.getAllocation(input.nodeId, input.overlay.cidr);
-    if (overlayIp === null) throw notProvisioned(`node ${input.nodeId} holds no overlay address in ${input.overlay.cidr}: provision (or repair) it before rotating its key`);
+    if (overlayIp === null)
+      throw notProvisioned(
+        `node ${input.nodeId} holds no overlay address in ${input.overlay.cidr}: provision (or repair) it before rotating its key`,
+      );
     // A next key a lost attempt made (the interface may run on it already) is reused;
     // the interface is checked before anything is made, so a refusal changes nothing.
     const existing = await wg.keyFilePublicKey(t, nextPath, { signal });
@@ -103,7 +120,8 @@ export function createRotationActivities(deps: StepDeps): RotationActivities {
     const hubs: RotationKeys['hubs'] = [];
     for (const hub of input.overlay.hubs) {
       const key = await wg.publicKey(hubT(hub), hub.interface, { signal });
-      if (key === null) throw new ToolError('ToolFailed', `hub ${hub.name}: interface ${hub.interface} has no key`, 'wg');
+      if (key === null)
+        throw new ToolError('ToolFailed', `hub ${hub.name}: interface ${hub.interface} has no key`, 'wg');
       hubs.push({ name: hub.name, publicKey: key });
     }
     return {
@@ -143,7 +161,12 @@ export function createRotationActivities(deps: StepDeps): RotationActivities {
     // that has no session yet (it queues), rather than the node sending from a key
     // whose packets the hub would drop.
     for (const hub of input.overlay.hubs) {
-      await wg.setPeer(hubT(hub), hub.interface, { publicKey: keys.newPublicKey, allowedIps: nodeRoute(keys) }, { signal });
+      await wg.setPeer(
+        hubT(hub),
+        hub.interface,
+        { publicKey: keys.newPublicKey, allowedIps: nodeRoute(keys) },
+        { signal },
+      );
     }
     const nodeSwitched = current !== keys.newPublicKey;
     // The path comes from the input (as every stage derives it), never from an earlier result.
@@ -165,7 +188,11 @@ export function createRotationActivities(deps: StepDeps): RotationActivities {
     const deadline = started + handshakeTimeoutSeconds * 1000;
     const onIface = await wg.publicKey(t, iface, { signal });
     if (onIface !== publicKey) {
-      throw new ToolError('PeerHandshakeTimeout', `interface ${iface} on ${t.label} does not hold the key ${fingerprint(publicKey)} (it holds ${onIface ? fingerprint(onIface) : 'none'})`, 'wg');
+      throw new ToolError(
+        'PeerHandshakeTimeout',
+        `interface ${iface} on ${t.label} does not hold the key ${fingerprint(publicKey)} (it holds ${onIface ? fingerprint(onIface) : 'none'})`,
+        'wg',
+      );
     }
     const hubKeys = new Map<string, string>();
     for (const hub of input.overlay.hubs) {
@@ -187,19 +214,33 @@ export function createRotationActivities(deps: StepDeps): RotationActivities {
       }
       if (missing.length === 0) break;
       if (Date.now() > deadline) {
-        throw new ToolError('PeerHandshakeTimeout', `no handshake of key ${fingerprint(publicKey)} with hub(s) ${missing.join(', ')} within ${handshakeTimeoutSeconds} s`, 'wg');
+        throw new ToolError(
+          'PeerHandshakeTimeout',
+          `no handshake of key ${fingerprint(publicKey)} with hub(s) ${missing.join(', ')} within ${handshakeTimeoutSeconds} s`,
+          'wg',
+        );
       }
       heartbeat(`waiting for a handshake of key ${fingerprint(publicKey)}`);
       // Traffic towards a hub makes WireGuard initiate a handshake now instead of at the next keepalive.
       for (const hub of input.overlay.hubs) {
-        await t.run('ping', ['-c', '1', '-W', '1', hub.overlayIp], { signal, allowNonZeroExit: true, timeoutMs: 3_000 });
+        await t.run('ping', ['-c', '1', '-W', '1', hub.overlayIp], {
+          signal,
+          allowNonZeroExit: true,
+          timeoutMs: 3_000,
+        });
       }
     }
     const overlayIp = (await deps.ledger.getAllocation(input.nodeId, input.overlay.cidr)) ?? undefined;
-    const probe = await probeThroughTunnel(t, { address: input.spire.serverAddress, port: input.spire.serverPort }, deadline, signal, {
-      interface: iface,
-      sourceIp: overlayIp,
-    });
+    const probe = await probeThroughTunnel(
+      t,
+      { address: input.spire.serverAddress, port: input.spire.serverPort },
+      deadline,
+      signal,
+      {
+        interface: iface,
+        sourceIp: overlayIp,
+      },
+    );
     return { hubs, probe, fingerprint: fingerprint(publicKey) };
   }
 
@@ -219,7 +260,13 @@ export function createRotationActivities(deps: StepDeps): RotationActivities {
       }
     }
     for (const [i, hub] of input.overlay.hubs.entries()) {
-      await deps.ledger.recordPeer({ nodeId: input.nodeId, hubName: hub.name, nodePublicKey: keys.newPublicKey, hubPublicKey: keys.hubs[i]!.publicKey, endpoint: hub.endpoint });
+      await deps.ledger.recordPeer({
+        nodeId: input.nodeId,
+        hubName: hub.name,
+        nodePublicKey: keys.newPublicKey,
+        hubPublicKey: keys.hubs[i]!.publicKey,
+        endpoint: hub.endpoint,
+      });
     }
     const record = await deps.ledger.recordKeyRotation({
       nodeId: input.nodeId,
@@ -228,10 +275,19 @@ export function createRotationActivities(deps: StepDeps): RotationActivities {
       previousFingerprint: keys.oldFingerprint,
     });
     // Last: the key file every step reads becomes the new key. A retry finds it done.
-    if ((await wg.keyFilePublicKey(t, nextPath, { signal })) === keys.newPublicKey) await promoteNextKey(t, nextPath, keyPath, { signal });
+    if ((await wg.keyFilePublicKey(t, nextPath, { signal })) === keys.newPublicKey)
+      await promoteNextKey(t, nextPath, keyPath, { signal });
     const onFile = await wg.keyFilePublicKey(t, keyPath, { signal });
-    if (onFile !== keys.newPublicKey) throw conflict(`key file ${keyPath} on ${t.label} does not hold the new key after the rotation: refusing to go on (investigate the node)`);
-    return { fingerprint: keys.newFingerprint, previousFingerprint: keys.oldFingerprint, removedOldPeer, rotatedAt: record.rotatedAt ?? record.since };
+    if (onFile !== keys.newPublicKey)
+      throw conflict(
+        `key file ${keyPath} on ${t.label} does not hold the new key after the rotation: refusing to go on (investigate the node)`,
+      );
+    return {
+      fingerprint: keys.newFingerprint,
+      previousFingerprint: keys.oldFingerprint,
+      removedOldPeer,
+      rotatedAt: record.rotatedAt ?? record.since,
+    };
   }
 
   async function rollback({ input, keys, handshakeTimeoutSeconds, run }: RollbackRequest): Promise<RollbackEvidence> {
@@ -241,7 +297,8 @@ export function createRotationActivities(deps: StepDeps): RotationActivities {
     const { iface, keyPath, nextPath } = paths(input);
     // The key file is untouched until finalize: it names the key to go back to.
     const oldKey = await wg.keyFilePublicKey(t, keyPath, { signal });
-    if (oldKey === null) throw notProvisioned(`node ${input.nodeId} has no key file ${keyPath}: nothing to roll back to`);
+    if (oldKey === null)
+      throw notProvisioned(`node ${input.nodeId} has no key file ${keyPath}: nothing to roll back to`);
     let newKey = keys?.newPublicKey ?? null;
     if (newKey === null) {
       try {
@@ -258,7 +315,12 @@ export function createRotationActivities(deps: StepDeps): RotationActivities {
       for (const hub of input.overlay.hubs) {
         const peers = await wg.peerAllowedIps(hubT(hub), hub.interface, { signal });
         if (!(peers.get(oldKey) ?? []).includes(`${overlayIp}/32`)) {
-          await wg.setPeer(hubT(hub), hub.interface, { publicKey: oldKey, allowedIps: [`${overlayIp}/32`] }, { signal });
+          await wg.setPeer(
+            hubT(hub),
+            hub.interface,
+            { publicKey: oldKey, allowedIps: [`${overlayIp}/32`] },
+            { signal },
+          );
           restored.push(`route on ${hub.name}`);
         }
       }
@@ -280,13 +342,25 @@ export function createRotationActivities(deps: StepDeps): RotationActivities {
     if ((await deps.ledger.listPeers(input.nodeId)).some((p) => p.nodePublicKey !== oldKey)) {
       for (const [i, hub] of input.overlay.hubs.entries()) {
         const hubKey = keys?.hubs[i]?.publicKey ?? (await wg.publicKey(hubT(hub), hub.interface, { signal }));
-        if (hubKey) await deps.ledger.recordPeer({ nodeId: input.nodeId, hubName: hub.name, nodePublicKey: oldKey, hubPublicKey: hubKey, endpoint: hub.endpoint });
+        if (hubKey)
+          await deps.ledger.recordPeer({
+            nodeId: input.nodeId,
+            hubName: hub.name,
+            nodePublicKey: oldKey,
+            hubPublicKey: hubKey,
+            endpoint: hub.endpoint,
+          });
       }
       restored.push('ledger peers');
     }
     const known = await deps.ledger.getOverlayKey(input.nodeId);
     if (known?.rotatedAt && known.publicKey !== oldKey) {
-      await deps.ledger.recordKeyRotation({ nodeId: input.nodeId, publicKey: oldKey, fingerprint: fingerprint(oldKey), previousFingerprint: known.fingerprint });
+      await deps.ledger.recordKeyRotation({
+        nodeId: input.nodeId,
+        publicKey: oldKey,
+        fingerprint: fingerprint(oldKey),
+        previousFingerprint: known.fingerprint,
+      });
       restored.push('ledger key');
     }
     heartbeat('rolled back; proving the old tunnel');

@@ -16,12 +16,19 @@ export function nextKeyPathOf(keyPath: string): string {
 }
 
 // Both files must be ours; then the next key atomically replaces the current one (same directory: a rename).
-const PROMOTE_SCRIPT = 'set -e; n="$1"; c="$2"; set -- "$n"; ' + KEY_CHECK + 'set -- "$c"; ' + KEY_CHECK + 'mv -f -- "$n" "$c"';
+const PROMOTE_SCRIPT =
+  'set -e; n="$1"; c="$2"; set -- "$n"; ' + KEY_CHECK + 'set -- "$c"; ' + KEY_CHECK + 'mv -f -- "$n" "$c"';
 // Delete the next key when it is ours; says "removed" when there was one.
 const DISCARD_SCRIPT = 'set -e; ' + KEY_CHECK + 'if [ -e "$1" ]; then rm -f -- "$1"; echo removed; fi';
 
 export function promoteArgs(nextPath: string, keyPath: string): string[] {
-  return ['-c', PROMOTE_SCRIPT, 'wg-promote', parseName(SafePath, 'nextKeyPath', nextPath), parseName(SafePath, 'privateKeyPath', keyPath)];
+  return [
+    '-c',
+    PROMOTE_SCRIPT,
+    'wg-promote',
+    parseName(SafePath, 'nextKeyPath', nextPath),
+    parseName(SafePath, 'privateKeyPath', keyPath),
+  ];
 }
 
 export function discardArgs(nextPath: string): string[] {
@@ -31,14 +38,30 @@ export function discardArgs(nextPath: string): string[] {
 async function runScript(t: HostTransport, args: string[], what: string, opts?: RunOptions): Promise<string> {
   const r = await t.run('sh', args, { ...opts, allowNonZeroExit: true });
   if (r.exitCode === FOREIGN_KEY_EXIT) {
-    throw new ToolError('OwnershipConflict', `${what} on ${t.label}: a key file there was not written by node-bootstrap (${summarizeStderr(r.stderr, 80)}): refusing to touch it`, 'wg', r.exitCode);
+    throw new ToolError(
+      'OwnershipConflict',
+      `${what} on ${t.label}: a key file there was not written by node-bootstrap (${summarizeStderr(r.stderr, 80)}): refusing to touch it`,
+      'wg',
+      r.exitCode,
+    );
   }
-  if (r.exitCode !== 0) throw new ToolError('ToolFailed', `${what} on ${t.label} exited ${r.exitCode}: ${summarizeStderr(r.stderr)}`, 'wg', r.exitCode);
+  if (r.exitCode !== 0)
+    throw new ToolError(
+      'ToolFailed',
+      `${what} on ${t.label} exited ${r.exitCode}: ${summarizeStderr(r.stderr)}`,
+      'wg',
+      r.exitCode,
+    );
   return r.stdout;
 }
 
 /** The next key becomes the node's key file (the old private key is gone for good). */
-export async function promoteNextKey(t: HostTransport, nextPath: string, keyPath: string, opts?: RunOptions): Promise<void> {
+export async function promoteNextKey(
+  t: HostTransport,
+  nextPath: string,
+  keyPath: string,
+  opts?: RunOptions,
+): Promise<void> {
   await runScript(t, promoteArgs(nextPath, keyPath), `promoting ${nextPath}`, opts);
 }
 

@@ -9,7 +9,14 @@ import { hostKeyOf, nodePaths } from '../../paths.js';
 import { ToolError } from '../../host/exec.js';
 import type { StepDeps } from '../../deps.js';
 import type { HostTransport } from '../../host/transport.js';
-import type { HealthEvidence, InstallEvidence, KeyEvidence, StepRequest, UndoRequest, UndoResult } from '../../types.js';
+import type {
+  HealthEvidence,
+  InstallEvidence,
+  KeyEvidence,
+  StepRequest,
+  UndoRequest,
+  UndoResult,
+} from '../../types.js';
 import * as ip from '../ip.js';
 import { probeThroughTunnel, stepDeadline } from '../probe.js';
 import { claimNodeDir, fingerprint } from '../shared.js';
@@ -39,19 +46,30 @@ export function createWireguardSteps(deps: StepDeps) {
    * NIC, `lo`, another WireGuard interface) is an OwnershipConflict, raised
    * before anything on the node changes.
    */
-  async function checkAdoptable(input: ProvisionInput, t: HostTransport, iface: string, signal?: AbortSignal): Promise<void> {
+  async function checkAdoptable(
+    input: ProvisionInput,
+    t: HostTransport,
+    iface: string,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const holder = await deps.ledger.interfaceHolder(hostKeyOf(input.host), iface);
     if (holder !== null && holder !== input.nodeId) {
-      throw conflict(`interface ${iface} on ${t.label} belongs to node ${holder}: refusing to adopt it (set overlay.interface to a free name)`);
+      throw conflict(
+        `interface ${iface} on ${t.label} belongs to node ${holder}: refusing to adopt it (set overlay.interface to a free name)`,
+      );
     }
     const key = await wg.probePublicKey(t, iface, { signal });
     if (key === undefined) {
-      throw conflict(`interface ${iface} on ${t.label} exists and is not a WireGuard interface: refusing to adopt it (set overlay.interface to a free name)`);
+      throw conflict(
+        `interface ${iface} on ${t.label} exists and is not a WireGuard interface: refusing to adopt it (set overlay.interface to a free name)`,
+      );
     }
     if (holder === input.nodeId) return;
     const own = await wg.keyFilePublicKey(t, keyPathOf(input), { signal });
     if (key === null || own === null || key !== own) {
-      throw conflict(`WireGuard interface ${iface} on ${t.label} exists and was not made for node ${input.nodeId} (it holds ${key === null ? 'no key' : 'another key'}): refusing to adopt it`);
+      throw conflict(
+        `WireGuard interface ${iface} on ${t.label} exists and was not made for node ${input.nodeId} (it holds ${key === null ? 'no key' : 'another key'}): refusing to adopt it`,
+      );
     }
   }
 
@@ -101,7 +119,10 @@ export function createWireguardSteps(deps: StepDeps) {
     const keyPath = keyPathOf(input);
     // Only our own interface gets a key and loses its addresses (step 1 recorded it).
     const holder = await deps.ledger.interfaceHolder(hostKeyOf(input.host), iface);
-    if (holder !== input.nodeId) throw conflict(`interface ${iface} on ${t.label} was not made by node ${input.nodeId}'s runs: refusing to configure it`);
+    if (holder !== input.nodeId)
+      throw conflict(
+        `interface ${iface} on ${t.label} was not made by node ${input.nodeId}'s runs: refusing to configure it`,
+      );
     const publicKey = await wg.ensureKeyPair(t, keyPath, { signal });
     // No node may be handed a hub's address or the SPIRE server's.
     const reserved = [...input.overlay.hubs.map((h) => h.overlayIp), input.spire.serverAddress];
@@ -111,7 +132,8 @@ export function createWireguardSteps(deps: StepDeps) {
     await wg.setInterface(t, iface, { privateKeyPath: keyPath, listenPort: input.overlay.listenPort }, { signal });
     // Replace whatever address a previous attempt left with exactly the allocated one.
     for (const old of await ip.addresses(t, iface, { signal })) {
-      if (old !== `${alloc.ip}/${prefixLen(input.overlay.cidr)}`) await t.run('ip', ['addr', 'del', old, 'dev', iface], { signal });
+      if (old !== `${alloc.ip}/${prefixLen(input.overlay.cidr)}`)
+        await t.run('ip', ['addr', 'del', old, 'dev', iface], { signal });
     }
     await ip.addrReplace(t, iface, `${alloc.ip}/${prefixLen(input.overlay.cidr)}`, { signal });
     await ip.linkUp(t, iface, input.overlay.mtu, { signal });
@@ -124,13 +146,30 @@ export function createWireguardSteps(deps: StepDeps) {
       const allowed = i === 0 ? [input.overlay.cidr] : [`${hub.overlayIp}/32`];
       // A previous key of this node (a key file lost and remade) must not keep the address.
       for (const [peerKey, allowedIps] of await wg.peerAllowedIps(hubT, hub.interface, { signal })) {
-        if (peerKey !== publicKey && allowedIps.includes(`${alloc.ip}/32`)) await wg.removePeer(hubT, hub.interface, peerKey, { signal });
+        if (peerKey !== publicKey && allowedIps.includes(`${alloc.ip}/32`))
+          await wg.removePeer(hubT, hub.interface, peerKey, { signal });
       }
       await wg.setPeer(hubT, hub.interface, { publicKey, allowedIps: [`${alloc.ip}/32`] }, { signal });
       // The node's side last: its keepalive starts a handshake at once, which the
       // hub can only answer once it knows the node (else WireGuard waits 5 s to retry).
-      await wg.setPeer(t, iface, { publicKey: hubKey, endpoint: hub.endpoint, allowedIps: allowed, persistentKeepaliveSeconds: input.overlay.persistentKeepaliveSeconds }, { signal });
-      await deps.ledger.recordPeer({ nodeId: input.nodeId, hubName: hub.name, nodePublicKey: publicKey, hubPublicKey: hubKey, endpoint: hub.endpoint });
+      await wg.setPeer(
+        t,
+        iface,
+        {
+          publicKey: hubKey,
+          endpoint: hub.endpoint,
+          allowedIps: allowed,
+          persistentKeepaliveSeconds: input.overlay.persistentKeepaliveSeconds,
+        },
+        { signal },
+      );
+      await deps.ledger.recordPeer({
+        nodeId: input.nodeId,
+        hubName: hub.name,
+        nodePublicKey: publicKey,
+        hubPublicKey: hubKey,
+        endpoint: hub.endpoint,
+      });
       hubs.push({ name: hub.name, publicKey: hubKey, endpoint: hub.endpoint });
       heartbeat(`peered with ${hub.name}`);
     }
@@ -171,7 +210,11 @@ export function createWireguardSteps(deps: StepDeps) {
     if (released) removed.push(`address ${released}`);
     if (nodeError !== undefined) throw nodeError;
     if (foreignKey) return { removed };
-    const rm = await t.run('sh', ['-c', 'if [ -e "$1" ]; then rm -f -- "$1"; echo removed; fi', 'wg-rmkey', keyPathOf(input)], { signal });
+    const rm = await t.run(
+      'sh',
+      ['-c', 'if [ -e "$1" ]; then rm -f -- "$1"; echo removed; fi', 'wg-rmkey', keyPathOf(input)],
+      { signal },
+    );
     if (rm.stdout.includes('removed')) removed.push('node key');
     return { removed };
   }
@@ -202,21 +245,35 @@ export function createWireguardSteps(deps: StepDeps) {
       if (handshakes.every((h) => h.latestHandshakeUnix > 0 && h.handshakeAgeSeconds <= 180)) break;
       if (Date.now() > deadline) {
         const missing = handshakes.filter((h) => h.latestHandshakeUnix === 0).map((h) => h.name);
-        throw new ToolError('PeerHandshakeTimeout', `no recent handshake with hub(s) ${missing.join(', ') || 'all'} within ${deadline - started} ms`, 'wg');
+        throw new ToolError(
+          'PeerHandshakeTimeout',
+          `no recent handshake with hub(s) ${missing.join(', ') || 'all'} within ${deadline - started} ms`,
+          'wg',
+        );
       }
       heartbeat('waiting for handshake');
       // Traffic towards a hub makes WireGuard initiate a handshake now instead of at the next keepalive.
       for (const hub of input.overlay.hubs) {
-        await t.run('ping', ['-c', '1', '-W', '1', hub.overlayIp], { signal, allowNonZeroExit: true, timeoutMs: 3_000 });
+        await t.run('ping', ['-c', '1', '-W', '1', hub.overlayIp], {
+          signal,
+          allowNonZeroExit: true,
+          timeoutMs: 3_000,
+        });
       }
     }
 
     // The probe must leave through the tunnel, from the node's overlay address.
     const overlayIp = (await deps.ledger.getAllocation(input.nodeId, input.overlay.cidr)) ?? undefined;
-    const probe = await probeThroughTunnel(t, { address: input.spire.serverAddress, port: input.spire.serverPort }, deadline, signal, {
-      interface: iface,
-      sourceIp: overlayIp,
-    });
+    const probe = await probeThroughTunnel(
+      t,
+      { address: input.spire.serverAddress, port: input.spire.serverPort },
+      deadline,
+      signal,
+      {
+        interface: iface,
+        sourceIp: overlayIp,
+      },
+    );
     return { hubs: handshakes, probe };
   }
 

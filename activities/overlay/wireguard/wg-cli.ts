@@ -78,7 +78,13 @@ async function runKeyScript(t: HostTransport, args: string[], keyPath: string, o
       r.exitCode,
     );
   }
-  if (r.exitCode !== 0) throw new ToolError('ToolFailed', `wg key script for ${keyPath} exited ${r.exitCode}: ${summarizeStderr(r.stderr)}`, 'wg', r.exitCode);
+  if (r.exitCode !== 0)
+    throw new ToolError(
+      'ToolFailed',
+      `wg key script for ${keyPath} exited ${r.exitCode}: ${summarizeStderr(r.stderr)}`,
+      'wg',
+      r.exitCode,
+    );
   return r.stdout.trim();
 }
 
@@ -103,14 +109,25 @@ export function setInterfaceArgs(ifname: string, cfg: { privateKeyPath: string; 
   return args;
 }
 
-export async function setInterface(t: HostTransport, ifname: string, cfg: { privateKeyPath: string; listenPort?: number }, opts?: RunOptions) {
+export async function setInterface(
+  t: HostTransport,
+  ifname: string,
+  cfg: { privateKeyPath: string; listenPort?: number },
+  opts?: RunOptions,
+) {
   await t.run('wg', setInterfaceArgs(ifname, cfg), opts);
 }
 
 export function setPeerArgs(ifname: string, peer: WgPeerConfig): string[] {
-  const args = ['set', parseName(IfName, 'interface', ifname), 'peer', parseName(WgPublicKey, 'peer.publicKey', peer.publicKey)];
+  const args = [
+    'set',
+    parseName(IfName, 'interface', ifname),
+    'peer',
+    parseName(WgPublicKey, 'peer.publicKey', peer.publicKey),
+  ];
   if (peer.endpoint !== undefined) args.push('endpoint', parseName(Ipv4Endpoint, 'peer.endpoint', peer.endpoint));
-  if (peer.persistentKeepaliveSeconds !== undefined) args.push('persistent-keepalive', String(peer.persistentKeepaliveSeconds));
+  if (peer.persistentKeepaliveSeconds !== undefined)
+    args.push('persistent-keepalive', String(peer.persistentKeepaliveSeconds));
   args.push('allowed-ips', parseName(CidrList, 'peer.allowedIps', peer.allowedIps).join(','));
   return args;
 }
@@ -120,7 +137,13 @@ export async function setPeer(t: HostTransport, ifname: string, peer: WgPeerConf
 }
 
 export function removePeerArgs(ifname: string, publicKey: string): string[] {
-  return ['set', parseName(IfName, 'interface', ifname), 'peer', parseName(WgPublicKey, 'peer.publicKey', publicKey), 'remove'];
+  return [
+    'set',
+    parseName(IfName, 'interface', ifname),
+    'peer',
+    parseName(WgPublicKey, 'peer.publicKey', publicKey),
+    'remove',
+  ];
 }
 
 /** Remove a peer; removing an absent peer is a no-op in wg, so this is idempotent. */
@@ -140,7 +163,11 @@ export async function publicKey(t: HostTransport, ifname: string, opts?: RunOpti
  * The public key of WireGuard interface `ifname`, `null` when it has none, or
  * `undefined` when `ifname` is no WireGuard interface (a veth, `lo`, absent).
  */
-export async function probePublicKey(t: HostTransport, ifname: string, opts?: RunOptions): Promise<string | null | undefined> {
+export async function probePublicKey(
+  t: HostTransport,
+  ifname: string,
+  opts?: RunOptions,
+): Promise<string | null | undefined> {
   const r = await t.run('wg', showArgs(ifname, 'public-key'), { ...opts, allowNonZeroExit: true });
   if (r.exitCode !== 0) return undefined;
   const out = r.stdout.trim();
@@ -158,7 +185,11 @@ export function parsePeerLines(out: string): Map<string, string> {
 }
 
 /** `wg show <if> allowed-ips` → public key → CIDRs. */
-export async function peerAllowedIps(t: HostTransport, ifname: string, opts?: RunOptions): Promise<Map<string, string[]>> {
+export async function peerAllowedIps(
+  t: HostTransport,
+  ifname: string,
+  opts?: RunOptions,
+): Promise<Map<string, string[]>> {
   const r = await t.run('wg', showArgs(ifname, 'allowed-ips'), opts);
   return new Map([...parsePeerLines(r.stdout)].map(([k, v]) => [k, v === '(none)' || v === '' ? [] : v.split(' ')]));
 }
@@ -192,7 +223,11 @@ export async function show(t: HostTransport, ifname: string, opts?: RunOptions):
 }
 
 /** `wg show <if> latest-handshakes` → public key → unix seconds (0 = never). */
-export async function latestHandshakes(t: HostTransport, ifname: string, opts?: RunOptions): Promise<Map<string, number>> {
+export async function latestHandshakes(
+  t: HostTransport,
+  ifname: string,
+  opts?: RunOptions,
+): Promise<Map<string, number>> {
   const r = await t.run('wg', showArgs(ifname, 'latest-handshakes'), opts);
   return parseLatestHandshakes(r.stdout);
 }

@@ -81,4 +81,5 @@ export interface NodeAttestorModule<T extends AttestorType = AttestorType> {
 export const serverSpiffeId = (trustDomain: string) => `spiffe://${trustDomain}/spire/server`;
 
 /** spiffe://<td>/spire/agent/<type>/<nodeId>: the agent ID of a template-based attestor. */
-export const templatedAgentId = (input: ProvisionInput, type: string) => `spiffe://${input.spire.trustDomain}/spire/agent/${type}/${input.nodeId}`;
+export const templatedAgentId = (input: ProvisionInput, type: string) =>
+  `spiffe://${input.spire.trustDomain}/spire/agent/${type}/${input.nodeId}`;

@@ -26,4 +26,3 @@ const ATTESTORS: { [T in AttestorType]?: NodeAttestorModule<T> } = {
 export function attestorOf<T extends AttestorType>(type: T): NodeAttestorModule<T> | undefined {
   return ATTESTORS[type] as NodeAttestorModule<T> | undefined;
 }
-

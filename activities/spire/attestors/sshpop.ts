@@ -134,11 +134,26 @@ export function parseSshCertificate(text: string): SshCertificate {
   const signatureKey = r.bytes().toString('base64');
   r.bytes(); // signature
   if (!r.done) throw new Error('trailing bytes after the signature');
-  return { certType, publicKey, serial, type, keyId, principals, validAfter, validBefore, criticalOptions, signatureKey };
+  return {
+    certType,
+    publicKey,
+    serial,
+    type,
+    keyId,
+    principals,
+    validAfter,
+    validBefore,
+    criticalOptions,
+    signatureKey,
+  };
 }
 
 /** uid and mode of a file on the node (following links, as the agent does), or undefined when it is not there. */
-async function statOnNode(t: HostTransport, file: string, signal?: AbortSignal): Promise<{ uid: number; mode: number; type: string } | undefined> {
+async function statOnNode(
+  t: HostTransport,
+  file: string,
+  signal?: AbortSignal,
+): Promise<{ uid: number; mode: number; type: string } | undefined> {
   const r = await t.run('stat', ['-L', '-c', '%u %a %F', '--', file], { allowNonZeroExit: true, signal });
   if (r.exitCode !== 0) return undefined;
   const [uid, mode, ...type] = r.stdout.trim().split(' ');
@@ -151,42 +166,79 @@ const iso = (s: bigint) => new Date(Number(s) * 1000).toISOString();
 async function checkCredential({ input, spec, node, signal }: AttestorContext<'sshpop'>): Promise<void> {
   const field = 'spire.nodeAttestor';
   const key = await statOnNode(node, spec.hostKeyPath, signal);
-  if (!key || key.type !== 'regular file') throw new ToolError('InvalidInput', `${field}.hostKeyPath: no file ${spec.hostKeyPath} on ${node.label}`, TOOL);
+  if (!key || key.type !== 'regular file')
+    throw new ToolError('InvalidInput', `${field}.hostKeyPath: no file ${spec.hostKeyPath} on ${node.label}`, TOOL);
   // The agent runs as root: a host key another user can read (or own and rewrite) is not this node's alone.
   if (key.uid !== 0 || (key.mode & 0o077) !== 0) {
-    throw new ToolError('UnsafePath', `${field}.hostKeyPath: ${spec.hostKeyPath} on ${node.label} must be owned by root with mode 0600 (is uid ${key.uid}, mode ${key.mode.toString(8)})`, TOOL);
+    throw new ToolError(
+      'UnsafePath',
+      `${field}.hostKeyPath: ${spec.hostKeyPath} on ${node.label} must be owned by root with mode 0600 (is uid ${key.uid}, mode ${key.mode.toString(8)})`,
+      TOOL,
+    );
   }
   const text = await readNodeFile(node, spec.hostCertPath);
-  if (text === undefined) throw new ToolError('InvalidInput', `${field}.hostCertPath: no file ${spec.hostCertPath} on ${node.label}`, TOOL);
+  if (text === undefined)
+    throw new ToolError('InvalidInput', `${field}.hostCertPath: no file ${spec.hostCertPath} on ${node.label}`, TOOL);
   let cert: SshCertificate;
   try {
     cert = parseSshCertificate(text);
   } catch (err) {
-    throw new ToolError('InvalidInput', `${field}.hostCertPath: ${spec.hostCertPath} on ${node.label} is not an OpenSSH certificate (${(err as Error).message})`, TOOL);
+    throw new ToolError(
+      'InvalidInput',
+      `${field}.hostCertPath: ${spec.hostCertPath} on ${node.label} is not an OpenSSH certificate (${(err as Error).message})`,
+      TOOL,
+    );
   }
   const where = `the host certificate ${spec.hostCertPath} on ${node.label}`;
   if (cert.type !== SSH_CERT_HOST) {
-    throw new ToolError('InvalidInput', `${field}.hostCertPath: ${where} is a user certificate; sshpop needs a host certificate (ssh-keygen -s <ca> -h)`, TOOL);
+    throw new ToolError(
+      'InvalidInput',
+      `${field}.hostCertPath: ${where} is a user certificate; sshpop needs a host certificate (ssh-keygen -s <ca> -h)`,
+      TOOL,
+    );
   }
   if (cert.principals[0] !== input.nodeId) {
     // The first principal names the agent: another node's certificate would attest as that node.
     // Never present it (and never ban that node for it).
-    throw new ToolError('AttestationRejected', `${where} is issued to ${JSON.stringify(cert.principals)}, not to node ${input.nodeId} (its first principal must be the node id)`, TOOL);
+    throw new ToolError(
+      'AttestationRejected',
+      `${where} is issued to ${JSON.stringify(cert.principals)}, not to node ${input.nodeId} (its first principal must be the node id)`,
+      TOOL,
+    );
   }
   if (cert.criticalOptions.length > 0) {
-    throw new ToolError('InvalidInput', `${field}.hostCertPath: ${where} has critical options ${JSON.stringify(cert.criticalOptions)}, which the server refuses`, TOOL);
+    throw new ToolError(
+      'InvalidInput',
+      `${field}.hostCertPath: ${where} has critical options ${JSON.stringify(cert.criticalOptions)}, which the server refuses`,
+      TOOL,
+    );
   }
   const now = BigInt(Math.floor(Date.now() / 1000));
-  if (cert.validBefore !== FOREVER && now >= cert.validBefore) throw new ToolError('AttestationRejected', `${where} expired at ${iso(cert.validBefore)}`, TOOL);
-  if (now < cert.validAfter) throw new ToolError('AttestationRejected', `${where} is not valid before ${iso(cert.validAfter)}`, TOOL);
+  if (cert.validBefore !== FOREVER && now >= cert.validBefore)
+    throw new ToolError('AttestationRejected', `${where} expired at ${iso(cert.validBefore)}`, TOOL);
+  if (now < cert.validAfter)
+    throw new ToolError('AttestationRejected', `${where} is not valid before ${iso(cert.validAfter)}`, TOOL);
   // The key's public half, derived on the node (-P '': an encrypted key fails instead of prompting; the agent cannot use one either).
-  const pub = await node.run('ssh-keygen', ['-y', '-P', '', '-f', spec.hostKeyPath], { allowNonZeroExit: true, signal, timeoutMs: 10_000 });
+  const pub = await node.run('ssh-keygen', ['-y', '-P', '', '-f', spec.hostKeyPath], {
+    allowNonZeroExit: true,
+    signal,
+    timeoutMs: 10_000,
+  });
   const derived = pub.exitCode === 0 ? pub.stdout.trim().split(/\s+/)[1] : undefined;
   if (!derived) {
-    throw new ToolError('InvalidInput', `${field}.hostKeyPath: ${spec.hostKeyPath} on ${node.label} is not a readable unencrypted OpenSSH private key`, TOOL, pub.exitCode);
+    throw new ToolError(
+      'InvalidInput',
+      `${field}.hostKeyPath: ${spec.hostKeyPath} on ${node.label} is not a readable unencrypted OpenSSH private key`,
+      TOOL,
+      pub.exitCode,
+    );
   }
   if (derived !== cert.publicKey) {
-    throw new ToolError('AttestationRejected', `the host key ${spec.hostKeyPath} on ${node.label} is not the key certified by ${spec.hostCertPath}`, TOOL);
+    throw new ToolError(
+      'AttestationRejected',
+      `the host key ${spec.hostKeyPath} on ${node.label} is not the key certified by ${spec.hostCertPath}`,
+      TOOL,
+    );
   }
 }
 
@@ -196,7 +248,10 @@ export const sshpopAttestor: NodeAttestorModule<'sshpop'> = {
   agentId: (input) => templatedAgentId(input, 'sshpop'),
   checkCredential,
   async prepare({ input, spec }) {
-    return { pluginData: { host_key_path: spec.hostKeyPath, host_cert_path: spec.hostCertPath }, agentId: templatedAgentId(input, 'sshpop') };
+    return {
+      pluginData: { host_key_path: spec.hostKeyPath, host_cert_path: spec.hostCertPath },
+      agentId: templatedAgentId(input, 'sshpop'),
+    };
   },
   /**
    * sshpop gives the agent no selectors: the alias is parented on the agent
@@ -205,7 +260,11 @@ export const sshpopAttestor: NodeAttestorModule<'sshpop'> = {
    */
   alias({ input }, attested) {
     if (attested.spiffeId !== templatedAgentId(input, 'sshpop') || attested.attestationType !== 'sshpop') {
-      throw new ToolError('AttestationRejected', `the server attested ${attested.spiffeId} (${attested.attestationType}), not node ${input.nodeId} by sshpop`, TOOL);
+      throw new ToolError(
+        'AttestationRejected',
+        `the server attested ${attested.spiffeId} (${attested.attestationType}), not node ${input.nodeId} by sshpop`,
+        TOOL,
+      );
     }
     return { parentId: attested.spiffeId, spiffeId: nodeAliasId(input), selectors: [`spiffe_id:${attested.spiffeId}`] };
   },

@@ -44,7 +44,11 @@ export function tpmDevidAgentId(trustDomain: string, certDer: Buffer): string {
 
 type Spec = AttestorContext<'tpm_devid'>['spec'];
 
-async function statOnNode(t: HostTransport, file: string, signal?: AbortSignal): Promise<{ uid: number; mode: number; type: string } | undefined> {
+async function statOnNode(
+  t: HostTransport,
+  file: string,
+  signal?: AbortSignal,
+): Promise<{ uid: number; mode: number; type: string } | undefined> {
   const r = await t.run('stat', ['-L', '-c', '%u %a %F', '--', file], { allowNonZeroExit: true, signal });
   if (r.exitCode !== 0) return undefined;
   const [uid, mode, ...type] = r.stdout.trim().split(' ');
@@ -53,16 +57,24 @@ async function statOnNode(t: HostTransport, file: string, signal?: AbortSignal):
 
 /** A file's bytes from the node (base64 on the wire: the key blobs are binary). At most 64 KiB. */
 async function readBinary(t: HostTransport, file: string, signal?: AbortSignal): Promise<Buffer | undefined> {
-  const r = await t.run('sh', ['-c', 'head -c 65536 -- "$1" | base64 -w0', 'read-binary', file], { allowNonZeroExit: true, signal });
+  const r = await t.run('sh', ['-c', 'head -c 65536 -- "$1" | base64 -w0', 'read-binary', file], {
+    allowNonZeroExit: true,
+    signal,
+  });
   return r.exitCode === 0 && r.stdout.length > 0 ? Buffer.from(r.stdout.trim(), 'base64') : undefined;
 }
 
 /** A credential file the agent trusts: a regular file root owns and nobody else can rewrite. */
 async function checkFile(t: HostTransport, key: keyof Spec, file: string, signal?: AbortSignal): Promise<void> {
   const s = await statOnNode(t, file, signal);
-  if (!s || s.type !== 'regular file') throw new ToolError('InvalidInput', `${FIELD}.${key}: no file ${file} on ${t.label}`, TOOL);
+  if (!s || s.type !== 'regular file')
+    throw new ToolError('InvalidInput', `${FIELD}.${key}: no file ${file} on ${t.label}`, TOOL);
   if (s.uid !== 0 || (s.mode & 0o022) !== 0) {
-    throw new ToolError('UnsafePath', `${FIELD}.${key}: ${file} on ${t.label} must be owned by root and writable only by it (is uid ${s.uid}, mode ${s.mode.toString(8)})`, TOOL);
+    throw new ToolError(
+      'UnsafePath',
+      `${FIELD}.${key}: ${file} on ${t.label} must be owned by root and writable only by it (is uid ${s.uid}, mode ${s.mode.toString(8)})`,
+      TOOL,
+    );
   }
 }
 
@@ -77,7 +89,11 @@ async function readDevidCert(t: HostTransport, spec: Spec, signal?: AbortSignal)
   } catch {
     /* fall through */
   }
-  throw new ToolError('InvalidInput', `${FIELD}.devidCertPath: no readable X.509 certificate at ${spec.devidCertPath} on ${t.label}`, TOOL);
+  throw new ToolError(
+    'InvalidInput',
+    `${FIELD}.devidCertPath: no readable X.509 certificate at ${spec.devidCertPath} on ${t.label}`,
+    TOOL,
+  );
 }
 
 const TPM_ALG = { RSA: 0x0001, ECC: 0x0023, NULL: 0x0010, SHA256: 0x000b, RSASSA: 0x0014, ECDSA: 0x0018 } as const;
@@ -164,38 +180,76 @@ export function sameKey(pub: DevidPublic, cert: X509Certificate): boolean {
 async function checkCredential({ input, spec, node, signal }: AttestorContext<'tpm_devid'>): Promise<void> {
   const dev = await statOnNode(node, spec.tpmDevicePath, signal);
   if (!dev || (dev.type !== 'socket' && dev.type !== 'character special file')) {
-    throw new ToolError('InvalidInput', `${FIELD}.tpmDevicePath: ${spec.tpmDevicePath} on ${node.label} is not a TPM (a character device or a TPM simulator's socket)`, TOOL);
+    throw new ToolError(
+      'InvalidInput',
+      `${FIELD}.tpmDevicePath: ${spec.tpmDevicePath} on ${node.label} is not a TPM (a character device or a TPM simulator's socket)`,
+      TOOL,
+    );
   }
   await checkFile(node, 'devidCertPath', spec.devidCertPath, signal);
   await checkFile(node, 'devidPubPath', spec.devidPubPath, signal);
   await checkFile(node, 'devidPrivPath', spec.devidPrivPath, signal);
   const cert = await readDevidCert(node, spec, signal);
-  const cns = cert.subject.split('\n').filter((l) => l.startsWith('CN=')).map((l) => l.slice(3));
+  const cns = cert.subject
+    .split('\n')
+    .filter((l) => l.startsWith('CN='))
+    .map((l) => l.slice(3));
   if (cns.length !== 1 || cns[0] !== input.nodeId) {
     // Another node's DevID would attest as that node: never present it (and never ban that node for it).
-    throw new ToolError('AttestationRejected', `the DevID certificate at ${spec.devidCertPath} on ${node.label} is issued to CN=${JSON.stringify(cns)}, not to node ${input.nodeId}`, TOOL);
+    throw new ToolError(
+      'AttestationRejected',
+      `the DevID certificate at ${spec.devidCertPath} on ${node.label} is issued to CN=${JSON.stringify(cns)}, not to node ${input.nodeId}`,
+      TOOL,
+    );
   }
   const now = Date.now();
-  if (new Date(cert.validTo).getTime() <= now) throw new ToolError('AttestationRejected', `the DevID certificate at ${spec.devidCertPath} on ${node.label} expired at ${new Date(cert.validTo).toISOString()}`, TOOL);
-  if (new Date(cert.validFrom).getTime() > now) throw new ToolError('AttestationRejected', `the DevID certificate at ${spec.devidCertPath} on ${node.label} is not valid before ${new Date(cert.validFrom).toISOString()}`, TOOL);
+  if (new Date(cert.validTo).getTime() <= now)
+    throw new ToolError(
+      'AttestationRejected',
+      `the DevID certificate at ${spec.devidCertPath} on ${node.label} expired at ${new Date(cert.validTo).toISOString()}`,
+      TOOL,
+    );
+  if (new Date(cert.validFrom).getTime() > now)
+    throw new ToolError(
+      'AttestationRejected',
+      `the DevID certificate at ${spec.devidCertPath} on ${node.label} is not valid before ${new Date(cert.validFrom).toISOString()}`,
+      TOOL,
+    );
   const blob = await readBinary(node, spec.devidPubPath, signal);
   let pub: DevidPublic;
   try {
     pub = parseTpmtPublic(blob ?? Buffer.alloc(0));
   } catch (err) {
-    throw new ToolError('InvalidInput', `${FIELD}.devidPubPath: ${spec.devidPubPath} on ${node.label} is not a TPMT_PUBLIC of an RSA or ECC key (${(err as Error).message})`, TOOL);
+    throw new ToolError(
+      'InvalidInput',
+      `${FIELD}.devidPubPath: ${spec.devidPubPath} on ${node.label} is not a TPMT_PUBLIC of an RSA or ECC key (${(err as Error).message})`,
+      TOOL,
+    );
   }
   // SPIRE checks the challenge signature as SHA256WithRSA or ECDSAWithSHA256 only, after a minute of retries: say it now.
   if (!pub.sign || pub.scheme === TPM_ALG.NULL || pub.hash !== TPM_ALG.SHA256) {
-    throw new ToolError('InvalidInput', `${FIELD}.devidPubPath: the DevID key at ${spec.devidPubPath} on ${node.label} must be a signing key with scheme rsassa or ecdsa over sha256`, TOOL);
+    throw new ToolError(
+      'InvalidInput',
+      `${FIELD}.devidPubPath: the DevID key at ${spec.devidPubPath} on ${node.label} must be a signing key with scheme rsassa or ecdsa over sha256`,
+      TOOL,
+    );
   }
   if (!sameKey(pub, cert)) {
-    throw new ToolError('AttestationRejected', `the DevID key ${spec.devidPubPath} on ${node.label} is not the key of the certificate ${spec.devidCertPath}`, TOOL);
+    throw new ToolError(
+      'AttestationRejected',
+      `the DevID key ${spec.devidPubPath} on ${node.label} is not the key of the certificate ${spec.devidCertPath}`,
+      TOOL,
+    );
   }
 }
 
 /** The agent ID of the DevID certificate now on the node, or undefined when it cannot be read. */
-async function agentIdOnNode(input: ProvisionInput, spec: Spec, node: HostTransport, signal?: AbortSignal): Promise<string | undefined> {
+async function agentIdOnNode(
+  input: ProvisionInput,
+  spec: Spec,
+  node: HostTransport,
+  signal?: AbortSignal,
+): Promise<string | undefined> {
   try {
     return tpmDevidAgentId(input.spire.trustDomain, Buffer.from((await readDevidCert(node, spec, signal)).raw));
   } catch {
@@ -211,7 +265,11 @@ async function agentIdOnNode(input: ProvisionInput, spec: Spec, node: HostTransp
  * Unlike a `-node` entry on the CN, another DevID with the same CN (a second
  * TPM, a re-issued certificate) gets no alias until a run of this node checks it.
  */
-const aliasOf = (input: ProvisionInput, agentId: string): EntrySpec => ({ parentId: agentId, spiffeId: nodeAliasId(input), selectors: [`spiffe_id:${agentId}`] });
+const aliasOf = (input: ProvisionInput, agentId: string): EntrySpec => ({
+  parentId: agentId,
+  spiffeId: nodeAliasId(input),
+  selectors: [`spiffe_id:${agentId}`],
+});
 
 export const tpmDevidAttestor: NodeAttestorModule<'tpm_devid'> = {
   type: 'tpm_devid',
@@ -221,7 +279,12 @@ export const tpmDevidAttestor: NodeAttestorModule<'tpm_devid'> = {
   async prepare(ctx) {
     const { input, spec, node, signal } = ctx;
     const agentId = await agentIdOnNode(input, spec, node, signal);
-    if (agentId === undefined) throw new ToolError('InvalidInput', `${FIELD}.devidCertPath: no readable X.509 certificate at ${spec.devidCertPath} on ${node.label}`, TOOL);
+    if (agentId === undefined)
+      throw new ToolError(
+        'InvalidInput',
+        `${FIELD}.devidCertPath: no readable X.509 certificate at ${spec.devidCertPath} on ${node.label}`,
+        TOOL,
+      );
     // The alias BEFORE the agent attests, as `token generate -spiffeID` does for join_token: step 4
     // finds the node's agent through it (the agent ID cannot be derived from the input), so a worker
     // that dies between attestation and alias still finds, adopts or undoes the agent it started.
@@ -237,8 +300,15 @@ export const tpmDevidAttestor: NodeAttestorModule<'tpm_devid'> = {
   },
   /** The alias made in `prepare`, once the server attested this node's CN (created again if it went missing). */
   alias({ input }, attested: SpireAgent) {
-    if (!attested.selectors.includes(`tpm_devid:subject:cn:${input.nodeId}`) || !attested.selectors.some((s) => s.startsWith('tpm_devid:ca:fingerprint:'))) {
-      throw new ToolError('AttestationRejected', `the server attested ${attested.spiffeId} without the tpm_devid selectors of node ${input.nodeId}`, TOOL);
+    if (
+      !attested.selectors.includes(`tpm_devid:subject:cn:${input.nodeId}`) ||
+      !attested.selectors.some((s) => s.startsWith('tpm_devid:ca:fingerprint:'))
+    ) {
+      throw new ToolError(
+        'AttestationRejected',
+        `the server attested ${attested.spiffeId} without the tpm_devid selectors of node ${input.nodeId}`,
+        TOOL,
+      );
     }
     return aliasOf(input, attested.spiffeId);
   },

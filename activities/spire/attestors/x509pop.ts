@@ -19,7 +19,13 @@ import { webcrypto } from 'node:crypto';
 import { ToolError } from '../../host/exec.js';
 import type { HostTransport } from '../../host/transport.js';
 import { readNodeFile } from '../../host/files.js';
-import { serverSpiffeId, templatedAgentId, type AttestorContext, type NodeAttestorModule, type PluginData } from './contract.js';
+import {
+  serverSpiffeId,
+  templatedAgentId,
+  type AttestorContext,
+  type NodeAttestorModule,
+  type PluginData,
+} from './contract.js';
 
 cryptoProvider.set(webcrypto as never);
 
@@ -37,7 +43,11 @@ const pemCerts = (pem: string) => pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?
 const pemBody = (pem: string) => Buffer.from(pem.replace(/-----[A-Z ]+-----/g, '').replace(/\s+/g, ''), 'base64');
 
 /** uid and mode of a file on the node (following links, as the agent does), or undefined when it is not there. */
-async function statOnNode(t: HostTransport, file: string, signal?: AbortSignal): Promise<{ uid: number; mode: number; type: string } | undefined> {
+async function statOnNode(
+  t: HostTransport,
+  file: string,
+  signal?: AbortSignal,
+): Promise<{ uid: number; mode: number; type: string } | undefined> {
   const r = await t.run('stat', ['-L', '-c', '%u %a %F', '--', file], { allowNonZeroExit: true, signal });
   if (r.exitCode !== 0) return undefined;
   const [uid, mode, ...type] = r.stdout.trim().split(' ');
@@ -48,41 +58,88 @@ async function checkCredential({ input, spec, node, signal }: AttestorContext<'x
   const field = 'spire.nodeAttestor';
   const key = await statOnNode(node, spec.privateKeyPath, signal);
   if (!key || key.type !== 'regular file') {
-    throw new ToolError('InvalidInput', `${field}.privateKeyPath: no file ${spec.privateKeyPath} on ${node.label}`, TOOL);
+    throw new ToolError(
+      'InvalidInput',
+      `${field}.privateKeyPath: no file ${spec.privateKeyPath} on ${node.label}`,
+      TOOL,
+    );
   }
   // The agent runs as root: a key another user can read (or own and rewrite) is not this node's alone.
   if (key.uid !== 0 || (key.mode & 0o077) !== 0) {
-    throw new ToolError('UnsafePath', `${field}.privateKeyPath: ${spec.privateKeyPath} on ${node.label} must be owned by root with mode 0600 (is uid ${key.uid}, mode ${key.mode.toString(8)})`, TOOL);
+    throw new ToolError(
+      'UnsafePath',
+      `${field}.privateKeyPath: ${spec.privateKeyPath} on ${node.label} must be owned by root with mode 0600 (is uid ${key.uid}, mode ${key.mode.toString(8)})`,
+      TOOL,
+    );
   }
   const pem = await readNodeFile(node, spec.certificatePath);
   const leafPem = pem === undefined ? undefined : pemCerts(pem)[0];
-  if (!leafPem) throw new ToolError('InvalidInput', `${field}.certificatePath: no PEM certificate at ${spec.certificatePath} on ${node.label}`, TOOL);
+  if (!leafPem)
+    throw new ToolError(
+      'InvalidInput',
+      `${field}.certificatePath: no PEM certificate at ${spec.certificatePath} on ${node.label}`,
+      TOOL,
+    );
   let leaf: X509Certificate;
   try {
     leaf = new X509Certificate(leafPem);
   } catch {
-    throw new ToolError('InvalidInput', `${field}.certificatePath: ${spec.certificatePath} on ${node.label} is not a readable X.509 certificate`, TOOL);
+    throw new ToolError(
+      'InvalidInput',
+      `${field}.certificatePath: ${spec.certificatePath} on ${node.label} is not a readable X.509 certificate`,
+      TOOL,
+    );
   }
   const cns = leaf.subjectName.getField('CN');
   if (cns.length !== 1 || cns[0] !== input.nodeId) {
     // Another node's certificate would attest as that node: never present it (and never ban that node for it).
-    throw new ToolError('AttestationRejected', `the certificate at ${spec.certificatePath} on ${node.label} is issued to CN=${JSON.stringify(cns)}, not to node ${input.nodeId}`, TOOL);
+    throw new ToolError(
+      'AttestationRejected',
+      `the certificate at ${spec.certificatePath} on ${node.label} is issued to CN=${JSON.stringify(cns)}, not to node ${input.nodeId}`,
+      TOOL,
+    );
   }
   const now = Date.now();
-  if (leaf.notAfter.getTime() <= now) throw new ToolError('AttestationRejected', `the certificate at ${spec.certificatePath} on ${node.label} expired at ${leaf.notAfter.toISOString()}`, TOOL);
-  if (leaf.notBefore.getTime() > now) throw new ToolError('AttestationRejected', `the certificate at ${spec.certificatePath} on ${node.label} is not valid before ${leaf.notBefore.toISOString()}`, TOOL);
+  if (leaf.notAfter.getTime() <= now)
+    throw new ToolError(
+      'AttestationRejected',
+      `the certificate at ${spec.certificatePath} on ${node.label} expired at ${leaf.notAfter.toISOString()}`,
+      TOOL,
+    );
+  if (leaf.notBefore.getTime() > now)
+    throw new ToolError(
+      'AttestationRejected',
+      `the certificate at ${spec.certificatePath} on ${node.label} is not valid before ${leaf.notBefore.toISOString()}`,
+      TOOL,
+    );
   const ku = leaf.getExtension(KeyUsagesExtension);
   if (!ku || (ku.usages & KeyUsageFlags.digitalSignature) === 0) {
     // SPIRE refuses it too ("certificate not intended for digital signature use"), after a minute of retries.
-    throw new ToolError('InvalidInput', `${field}.certificatePath: the certificate at ${spec.certificatePath} on ${node.label} lacks key usage digitalSignature (x509pop signs a challenge with it)`, TOOL);
+    throw new ToolError(
+      'InvalidInput',
+      `${field}.certificatePath: the certificate at ${spec.certificatePath} on ${node.label} lacks key usage digitalSignature (x509pop signs a challenge with it)`,
+      TOOL,
+    );
   }
   // The key's public half, derived on the node: the private key itself is never read off it.
-  const pub = await node.run('openssl', ['pkey', '-in', spec.privateKeyPath, '-pubout'], { allowNonZeroExit: true, signal });
+  const pub = await node.run('openssl', ['pkey', '-in', spec.privateKeyPath, '-pubout'], {
+    allowNonZeroExit: true,
+    signal,
+  });
   if (pub.exitCode !== 0 || !/-----BEGIN PUBLIC KEY-----/.test(pub.stdout)) {
-    throw new ToolError('InvalidInput', `${field}.privateKeyPath: ${spec.privateKeyPath} on ${node.label} is not a readable unencrypted private key`, TOOL, pub.exitCode);
+    throw new ToolError(
+      'InvalidInput',
+      `${field}.privateKeyPath: ${spec.privateKeyPath} on ${node.label} is not a readable unencrypted private key`,
+      TOOL,
+      pub.exitCode,
+    );
   }
   if (!pemBody(pub.stdout).equals(Buffer.from(leaf.publicKey.rawData))) {
-    throw new ToolError('AttestationRejected', `the private key ${spec.privateKeyPath} on ${node.label} does not belong to the certificate ${spec.certificatePath}`, TOOL);
+    throw new ToolError(
+      'AttestationRejected',
+      `the private key ${spec.privateKeyPath} on ${node.label} does not belong to the certificate ${spec.certificatePath}`,
+      TOOL,
+    );
   }
 }
 
@@ -107,7 +164,11 @@ export const x509popAttestor: NodeAttestorModule<'x509pop'> = {
   alias({ input }, attested) {
     const cas = attested.selectors.filter((s) => s.startsWith('x509pop:ca:fingerprint:'));
     if (cas.length === 0 || !attested.selectors.includes(`x509pop:subject:cn:${input.nodeId}`)) {
-      throw new ToolError('AttestationRejected', `the server attested ${attested.spiffeId} without the x509pop selectors of node ${input.nodeId}`, TOOL);
+      throw new ToolError(
+        'AttestationRejected',
+        `the server attested ${attested.spiffeId} without the x509pop selectors of node ${input.nodeId}`,
+        TOOL,
+      );
     }
     return {
       parentId: serverSpiffeId(input.spire.trustDomain),

@@ -31,36 +31,53 @@ export async function decommission(ctx: Context): Promise<ExitCode> {
   if (ctx.flags.input) raw = await readJsonInput(ctx.flags.input, ctx.stdin);
   else raw = await runInput(t, last!.desc.workflowId, last!.desc.runId);
   // A node provisioned when a `port` alone named the built-in workload must still come off.
-  const input = validateForStart(raw, ctx.flags.input ?? `the input of run ${last!.desc.runId}`, { acceptPortOnlyWorkloads: true });
+  const input = validateForStart(raw, ctx.flags.input ?? `the input of run ${last!.desc.runId}`, {
+    acceptPortOnlyWorkloads: true,
+  });
   if (input.nodeId !== nodeId) {
-    throw new CliError(EXIT.INVALID, `the input is for node "${input.nodeId}", not "${nodeId}"`, { code: 'INVALID_INPUT', fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }] });
+    throw new CliError(EXIT.INVALID, `the input is for node "${input.nodeId}", not "${nodeId}"`, {
+      code: 'INVALID_INPUT',
+      fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }],
+    });
   }
 
   let cancelledRun: string | null = null;
   if (last && last.desc.status.name === 'RUNNING') {
     await last.handle.cancel();
     cancelledRun = last.desc.runId;
-    note(ctx, `cancelled the open provisioning run ${last.desc.runId}; waiting for its compensation before decommissioning`);
+    note(
+      ctx,
+      `cancelled the open provisioning run ${last.desc.runId}; waiting for its compensation before decommissioning`,
+    );
     const view = await followWithProgress(ctx, t, nodeId, last.desc.runId, { stopWhenHeld: false });
     if (view.execution === 'RUNNING') {
-      throw new CliError(EXIT.RUNNING, `the provisioning run ${view.runId} is still compensating after --timeout: decommission not started`, {
-        suggestion: `\`nodeboot watch ${nodeId}\`, then decommission again`,
-      });
+      throw new CliError(
+        EXIT.RUNNING,
+        `the provisioning run ${view.runId} is still compensating after --timeout: decommission not started`,
+        {
+          suggestion: `\`nodeboot watch ${nodeId}\`, then decommission again`,
+        },
+      );
     }
   }
 
-  const handle = await startDecommission(t.client, raw as ProvisionInputJson, { taskQueue: t.config.TEMPORAL_TASK_QUEUE });
+  const handle = await startDecommission(t.client, raw as ProvisionInputJson, {
+    taskQueue: t.config.TEMPORAL_TASK_QUEUE,
+  });
   const runId = (await handle.describe()).runId;
   note(ctx, `decommissioning ${nodeId}: ${handle.workflowId} run ${runId}`);
   const base = { nodeId, cancelledProvisionRun: cancelledRun, workflowId: handle.workflowId, runId };
-  if (!ctx.flags.wait) return emit(ctx, EXIT.OK, { ...base, state: 'started' }, [`${handle.workflowId} run ${runId}: started`]);
+  if (!ctx.flags.wait)
+    return emit(ctx, EXIT.OK, { ...base, state: 'started' }, [`${handle.workflowId} run ${runId}: started`]);
 
   let result: DecommissionResult | undefined;
   try {
     result = await withTimeout(handle.result(), deadline);
   } catch (err) {
     if (err instanceof TimeoutError) {
-      return emit(ctx, EXIT.RUNNING, { ...base, state: 'running' }, [`${handle.workflowId} run ${runId}: still running after --timeout`]);
+      return emit(ctx, EXIT.RUNNING, { ...base, state: 'running' }, [
+        `${handle.workflowId} run ${runId}: still running after --timeout`,
+      ]);
     }
     if (!(err instanceof WorkflowFailedError)) throw err;
     const type = rootFailureType(err) ?? 'Error';
@@ -70,8 +87,13 @@ export async function decommission(ctx: Context): Promise<ExitCode> {
       `hint: ${failure.suggestion}; decommission is safe to run again`,
     ]);
   }
-  const removed = Object.entries(result.removed).map(([step, what]) => `  ${step}: ${what?.length ? what.join(', ') : 'nothing there'}`);
-  return emit(ctx, EXIT.OK, { ...base, state: 'succeeded', result }, [`decommissioned ${nodeId} (${handle.workflowId} run ${runId})`, ...removed]);
+  const removed = Object.entries(result.removed).map(
+    ([step, what]) => `  ${step}: ${what?.length ? what.join(', ') : 'nothing there'}`,
+  );
+  return emit(ctx, EXIT.OK, { ...base, state: 'succeeded', result }, [
+    `decommissioned ${nodeId} (${handle.workflowId} run ${runId})`,
+    ...removed,
+  ]);
 }
 
 class TimeoutError extends Error {}

@@ -45,8 +45,15 @@ async function fleetStart(ctx: Context): Promise<ExitCode> {
     });
   }
   const t = await ctx.temporal();
-  const { handle, started, fleet: valid } = await startFleet(t.client, raw as FleetInputJson, { taskQueue: t.config.TEMPORAL_TASK_QUEUE });
-  note(ctx, `${started ? 'started' : 'attached to the running'} ${handle.workflowId}: ${valid.nodes.length} nodes, window ${valid.input.window}`);
+  const {
+    handle,
+    started,
+    fleet: valid,
+  } = await startFleet(t.client, raw as FleetInputJson, { taskQueue: t.config.TEMPORAL_TASK_QUEUE });
+  note(
+    ctx,
+    `${started ? 'started' : 'attached to the running'} ${handle.workflowId}: ${valid.nodes.length} nodes, window ${valid.input.window}`,
+  );
   const fleetId = valid.input.fleetId;
   const view = ctx.flags.wait ? await followFleet(ctx, t, fleetId, (line) => note(ctx, line)) : await view0(t, fleetId);
   const code = ctx.flags.wait || view.execution !== 'RUNNING' ? exitCodeOf(view) : EXIT.OK;
@@ -62,7 +69,13 @@ async function fleetStatus(ctx: Context): Promise<ExitCode> {
 async function fleetWatch(ctx: Context): Promise<ExitCode> {
   const t = await ctx.temporal();
   const onLine = ctx.flags.json ? undefined : (line: string) => ctx.io.out(line);
-  const view = await followFleet(ctx, t, ctx.cmd.target!, onLine, (v) => ctx.flags.json && ctx.io.out(JSON.stringify({ fleet: v })));
+  const view = await followFleet(
+    ctx,
+    t,
+    ctx.cmd.target!,
+    onLine,
+    (v) => ctx.flags.json && ctx.io.out(JSON.stringify({ fleet: v })),
+  );
   const code = exitCodeOf(view);
   if (ctx.flags.json) ctx.io.out(JSON.stringify({ result: { ok: code === EXIT.OK, exitCode: code, fleet: view } }));
   else for (const l of renderFleet(view)) ctx.io.out(l);
@@ -74,7 +87,9 @@ async function view0(t: Temporal, fleetId: string): Promise<FleetView> {
     return await viewFleet(t.client, fleetId);
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) {
-      throw new CliError(EXIT.NOT_FOUND, `no fleet ${fleetId}`, { suggestion: 'start one with `nodeboot fleet start fleet.json`' });
+      throw new CliError(EXIT.NOT_FOUND, `no fleet ${fleetId}`, {
+        suggestion: 'start one with `nodeboot fleet start fleet.json`',
+      });
     }
     throw err;
   }
@@ -108,7 +123,8 @@ export function exitCodeOf(view: FleetView): ExitCode {
   if (view.execution === 'RUNNING') return EXIT.RUNNING;
   if (view.failure?.type === 'InvalidInput') return EXIT.INVALID;
   const p = view.progress;
-  if (view.execution === 'COMPLETED' && p) return p.counts.failed === 0 && p.counts.cancelled === 0 && p.state === 'completed' ? EXIT.OK : EXIT.FAILED;
+  if (view.execution === 'COMPLETED' && p)
+    return p.counts.failed === 0 && p.counts.cancelled === 0 && p.state === 'completed' ? EXIT.OK : EXIT.FAILED;
   if (view.execution === 'CANCELLED') return EXIT.FAILED;
   return EXIT.ERROR;
 }
@@ -121,18 +137,25 @@ function countsText(p: FleetProgress): string {
 /** One line per state of the rollout (what watch prints when it changes). */
 export function progressLine(view: FleetView): string {
   const p = view.progress;
-  if (!p) return `${view.workflowId}: ${view.execution.toLowerCase()}${view.failure ? ` (${view.failure.type ?? 'error'}: ${view.failure.message})` : ''}`;
+  if (!p)
+    return `${view.workflowId}: ${view.execution.toLowerCase()}${view.failure ? ` (${view.failure.type ?? 'error'}: ${view.failure.message})` : ''}`;
   const breaker = p.breaker.open ? ` | PAUSED: ${p.breaker.down.map((d) => d.name).join(', ')} down` : '';
   return `${view.workflowId}: ${p.state} | ${countsText(p)}${breaker}`;
 }
 
 export function renderFleet(view: FleetView): string[] {
   const p = view.progress;
-  const lines = [`${view.workflowId} run ${view.runId}: ${view.execution.toLowerCase()}${p ? ` (${p.state}, run ${p.generation} of the rollout)` : ''}`];
+  const lines = [
+    `${view.workflowId} run ${view.runId}: ${view.execution.toLowerCase()}${p ? ` (${p.state}, run ${p.generation} of the rollout)` : ''}`,
+  ];
   if (view.failure) lines.push(`  failure: ${view.failure.type ?? 'error'}: ${view.failure.message}`);
   if (!p) return lines;
-  lines.push(`  ${countsText(p)}${p.counts.requeued ? ` (${p.counts.requeued} retried after a dependency failure)` : ''}`);
-  lines.push(`  window ${p.window} · budget: ${p.budget.failed} failed of ${p.budget.allowed ?? 'unlimited'} allowed${p.budget.exhausted ? ' — SPENT, rollout stopped' : ''}`);
+  lines.push(
+    `  ${countsText(p)}${p.counts.requeued ? ` (${p.counts.requeued} retried after a dependency failure)` : ''}`,
+  );
+  lines.push(
+    `  window ${p.window} · budget: ${p.budget.failed} failed of ${p.budget.allowed ?? 'unlimited'} allowed${p.budget.exhausted ? ' — SPENT, rollout stopped' : ''}`,
+  );
   const b = p.breaker;
   lines.push(
     b.open
@@ -144,7 +167,9 @@ export function renderFleet(view: FleetView): string[] {
   if (p.recentFailures.length) {
     lines.push('  latest failures:');
     for (const f of p.recentFailures) lines.push(`    ${f.nodeId}  ${f.step ?? '-'}  ${f.type}: ${f.message}`);
-    lines.push(`  a node: \`nodeboot status <node>\`; after fixing the cause, \`nodeboot fleet start\` the same file again`);
+    lines.push(
+      `  a node: \`nodeboot status <node>\`; after fixing the cause, \`nodeboot fleet start\` the same file again`,
+    );
   }
   return lines;
 }

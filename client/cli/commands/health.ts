@@ -29,7 +29,10 @@ export async function health(ctx: Context): Promise<ExitCode> {
   const raw = ctx.flags.input ? await readJsonInput(ctx.flags.input, ctx.stdin) : await provisionedInput(t, nodeId);
   const input = validateForStart(raw, ctx.flags.input ?? `the last provisioning input of ${nodeId}`);
   if (input.nodeId !== nodeId) {
-    throw new CliError(EXIT.INVALID, `the input is for node "${input.nodeId}", not "${nodeId}"`, { code: 'INVALID_INPUT', fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }] });
+    throw new CliError(EXIT.INVALID, `the input is for node "${input.nodeId}", not "${nodeId}"`, {
+      code: 'INVALID_INPUT',
+      fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }],
+    });
   }
   const reports = await run(ctx, t, nodeId, [raw as ProvisionInputJson]);
   return report(ctx, reports, []);
@@ -40,13 +43,21 @@ export async function fleetHealth(ctx: Context): Promise<ExitCode> {
   const fleetId = ctx.cmd.target!;
   const { nodes } = await fleetFile(ctx, t, fleetId);
   const inSegment = nodes.filter((n) => !ctx.flags.segment || n.segment === ctx.flags.segment);
-  if (inSegment.length === 0) throw new CliError(EXIT.NOT_FOUND, `fleet ${fleetId} has no node${ctx.flags.segment ? ` in segment ${ctx.flags.segment}` : ''}`);
+  if (inSegment.length === 0)
+    throw new CliError(
+      EXIT.NOT_FOUND,
+      `fleet ${fleetId} has no node${ctx.flags.segment ? ` in segment ${ctx.flags.segment}` : ''}`,
+    );
   // Only provisioned nodes have links to check; the others are listed, not counted against the fleet.
   const states = await Promise.all(inSegment.map(async (n) => ({ n, done: await isProvisioned(t, n.nodeId) })));
   const skipped = states.filter((s) => !s.done).map((s) => s.n.nodeId);
   const todo = states.filter((s) => s.done).map((s) => s.n as unknown as ProvisionInputJson);
-  if (todo.length === 0) throw new CliError(EXIT.NOT_FOUND, `no node of fleet ${fleetId} is provisioned: there is nothing to check`);
-  note(ctx, `checking ${todo.length} node(s) of fleet ${fleetId}${skipped.length ? ` (${skipped.length} not provisioned: ${skipped.join(', ')})` : ''}`);
+  if (todo.length === 0)
+    throw new CliError(EXIT.NOT_FOUND, `no node of fleet ${fleetId} is provisioned: there is nothing to check`);
+  note(
+    ctx,
+    `checking ${todo.length} node(s) of fleet ${fleetId}${skipped.length ? ` (${skipped.length} not provisioned: ${skipped.join(', ')})` : ''}`,
+  );
   return report(ctx, await run(ctx, t, fleetId, todo), skipped);
 }
 
@@ -63,18 +74,25 @@ export async function fleetFile(ctx: Context, t: Temporal, fleetId: string) {
       const desc = await t.client.workflow.getHandle(workflowId).describe();
       raw = await runInput(t, workflowId, desc.runId);
     } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw new CliError(EXIT.NOT_FOUND, `no fleet ${fleetId}`, { suggestion: 'name the fleet file with --input fleet.json' });
+      if (err instanceof WorkflowNotFoundError)
+        throw new CliError(EXIT.NOT_FOUND, `no fleet ${fleetId}`, {
+          suggestion: 'name the fleet file with --input fleet.json',
+        });
       throw err;
     }
     source = `the input of ${workflowId}`;
   }
   try {
     const valid = validateFleetInput(raw);
-    if (valid.input.fleetId !== fleetId) throw new InvalidInputError([`fleetId: must be "${fleetId}" (is "${valid.input.fleetId}")`]);
+    if (valid.input.fleetId !== fleetId)
+      throw new InvalidInputError([`fleetId: must be "${fleetId}" (is "${valid.input.fleetId}")`]);
     return { raw, source, ...valid };
   } catch (err) {
     if (!(err instanceof InvalidInputError)) throw err;
-    throw new CliError(EXIT.INVALID, `invalid fleet input in ${source}`, { code: 'INVALID_INPUT', fields: splitFieldLines(err.fields) });
+    throw new CliError(EXIT.INVALID, `invalid fleet input in ${source}`, {
+      code: 'INVALID_INPUT',
+      fields: splitFieldLines(err.fields),
+    });
   }
 }
 
@@ -82,12 +100,20 @@ async function provisionedInput(t: Temporal, nodeId: string): Promise<unknown> {
   const last = await findRun(t, nodeId);
   const execution = last.desc.status.name;
   if (execution !== 'COMPLETED') {
-    throw new CliError(EXIT.CONFLICT, `${nodeId} is not provisioned (its last run is ${execution.toLowerCase()}): there is nothing to check`, {
-      suggestion: `\`nodeboot status ${nodeId}\``,
-    });
+    throw new CliError(
+      EXIT.CONFLICT,
+      `${nodeId} is not provisioned (its last run is ${execution.toLowerCase()}): there is nothing to check`,
+      {
+        suggestion: `\`nodeboot status ${nodeId}\``,
+      },
+    );
   }
   if (!(await isProvisioned(t, nodeId))) {
-    throw new CliError(EXIT.CONFLICT, `${nodeId} was decommissioned after its last provisioning: there is nothing to check`, { suggestion: `\`nodeboot status ${nodeId}\`` });
+    throw new CliError(
+      EXIT.CONFLICT,
+      `${nodeId} was decommissioned after its last provisioning: there is nothing to check`,
+      { suggestion: `\`nodeboot status ${nodeId}\`` },
+    );
   }
   return runInput(t, last.desc.workflowId, last.desc.runId);
 }
@@ -114,11 +140,18 @@ async function isProvisioned(t: Temporal, nodeId: string): Promise<boolean> {
 
 async function run(ctx: Context, t: Temporal, name: string, nodes: ProvisionInputJson[]): Promise<HealthReport[]> {
   try {
-    return await checkHealthNow(t.client, nodes, { name, taskQueue: t.config.TEMPORAL_TASK_QUEUE, ...(timeoutMs(ctx.flags) ? { timeoutMs: timeoutMs(ctx.flags)! } : {}) });
+    return await checkHealthNow(t.client, nodes, {
+      name,
+      taskQueue: t.config.TEMPORAL_TASK_QUEUE,
+      ...(timeoutMs(ctx.flags) ? { timeoutMs: timeoutMs(ctx.flags)! } : {}),
+    });
   } catch (err) {
     if (!(err instanceof WorkflowFailedError)) throw err;
     const type = rootFailureType(err) ?? 'Error';
-    throw new CliError(type === 'InvalidInput' ? EXIT.INVALID : EXIT.ERROR, `the health check failed (${type}): ${oneLine(err.cause ?? err)}`);
+    throw new CliError(
+      type === 'InvalidInput' ? EXIT.INVALID : EXIT.ERROR,
+      `the health check failed (${type}): ${oneLine(err.cause ?? err)}`,
+    );
   }
 }
 
@@ -127,11 +160,17 @@ function report(ctx: Context, reports: HealthReport[], skipped: string[]): ExitC
   const ok = nodes.every((n) => n.status === 'ok');
   const json = {
     healthy: ok,
-    nodes: nodes.map((n) => ({ ...n, broken: n.problems.filter((p) => p.status === 'broken').map(({ link, step, detail }) => ({ link, step, detail })) })),
+    nodes: nodes.map((n) => ({
+      ...n,
+      broken: n.problems.filter((p) => p.status === 'broken').map(({ link, step, detail }) => ({ link, step, detail })),
+    })),
     ...(skipped.length ? { notProvisioned: skipped } : {}),
     reports,
   };
-  return emit(ctx, ok ? EXIT.OK : EXIT.UNHEALTHY, json, [...nodes.flatMap(render), ...(skipped.length ? [`not provisioned (not checked): ${skipped.join(', ')}`] : [])]);
+  return emit(ctx, ok ? EXIT.OK : EXIT.UNHEALTHY, json, [
+    ...nodes.flatMap(render),
+    ...(skipped.length ? [`not provisioned (not checked): ${skipped.join(', ')}`] : []),
+  ]);
 }
 
 function render(n: HealthSummary): string[] {
@@ -140,6 +179,8 @@ function render(n: HealthSummary): string[] {
     `${n.nodeId}: ${n.status === 'ok' ? 'healthy' : n.status}`,
     `  key age ${formatSeconds(n.keyAgeSeconds)} · last handshake ${n.lastHandshakeAgeSeconds === null ? 'n/a' : `${formatSeconds(n.lastHandshakeAgeSeconds)} ago`}`,
     `  agent SVID expires in ${formatSeconds(n.agentSvidSecondsLeft)} · workload SVIDs: ${workloads} · attestor certificate: ${formatSeconds(n.attestorCertSecondsLeft)}`,
-    ...n.problems.map((p) => `  ${p.status.toUpperCase()} ${p.link} (step ${p.step})${p.security ? ' [security]' : ''}: ${p.detail}`),
+    ...n.problems.map(
+      (p) => `  ${p.status.toUpperCase()} ${p.link} (step ${p.step})${p.security ? ' [security]' : ''}: ${p.detail}`,
+    ),
   ];
 }

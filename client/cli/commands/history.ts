@@ -11,13 +11,23 @@ export async function history(ctx: Context): Promise<ExitCode> {
   const nodeId = ctx.cmd.target!;
   // Loaded here: only this command needs the PostgreSQL driver.
   const { Ledger } = await import('../../../inventory/index.js');
-  const ledger = await Ledger.connect(ctx.config.DATABASE_URL, { max: 1, connectTimeoutMs: ctx.config.NODEBOOT_CONNECT_TIMEOUT * 1000 });
+  const ledger = await Ledger.connect(ctx.config.DATABASE_URL, {
+    max: 1,
+    connectTimeoutMs: ctx.config.NODEBOOT_CONNECT_TIMEOUT * 1000,
+  });
   try {
-    const events = await ledger.listEvents(nodeId, { ...(ctx.flags.run ? { runId: ctx.flags.run } : {}), limit: ctx.flags.limit ?? 1000 });
+    const events = await ledger.listEvents(nodeId, {
+      ...(ctx.flags.run ? { runId: ctx.flags.run } : {}),
+      limit: ctx.flags.limit ?? 1000,
+    });
     if (events.length === 0) {
-      throw new CliError(EXIT.NOT_FOUND, `the ledger at ${ledger.target} has no events for node ${nodeId}${ctx.flags.run ? ` in run ${ctx.flags.run}` : ''}`, {
-        suggestion: 'check the node id and DATABASE_URL (the worker writes events to its ledger)',
-      });
+      throw new CliError(
+        EXIT.NOT_FOUND,
+        `the ledger at ${ledger.target} has no events for node ${nodeId}${ctx.flags.run ? ` in run ${ctx.flags.run}` : ''}`,
+        {
+          suggestion: 'check the node id and DATABASE_URL (the worker writes events to its ledger)',
+        },
+      );
     }
     const human = events.map((e) => {
       const detail = Object.keys(e.detail).length ? `  ${JSON.stringify(e.detail)}` : '';

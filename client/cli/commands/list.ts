@@ -4,7 +4,13 @@
  * One row per run, newest first. Visibility is eventually consistent: a run
  * started a moment ago may take a second to show.
  */
-import { BootstrapStepKey, ErrorTypeKey, FailedStepKey, NodeIdKey, SegmentKey } from '../../../common/search-attributes.js';
+import {
+  BootstrapStepKey,
+  ErrorTypeKey,
+  FailedStepKey,
+  NodeIdKey,
+  SegmentKey,
+} from '../../../common/search-attributes.js';
 import type { Flags, ListState } from '../args.js';
 import { emit, type Context } from '../context.js';
 import { EXIT, type ExitCode } from '../exit-codes.js';
@@ -23,13 +29,19 @@ const STATE_CLAUSE: Record<ListState, string> = {
   'timed-out': 'ExecutionStatus = "TimedOut"',
 };
 
-const TYPE_CLAUSE = { provision: 'WorkflowType = "provisionNode"', decommission: 'WorkflowType = "decommissionNode"', any: 'NodeId IS NOT NULL' } as const;
+const TYPE_CLAUSE = {
+  provision: 'WorkflowType = "provisionNode"',
+  decommission: 'WorkflowType = "decommissionNode"',
+  any: 'NodeId IS NOT NULL',
+} as const;
 
 /**
  * The visibility query for the filters. Every value was validated against a
  * strict pattern (args.ts), so none can close the quotes.
  */
-export function listQuery(flags: Pick<Flags, 'type' | 'segment' | 'state' | 'step' | 'failed-step' | 'error-type' | 'node'>): string {
+export function listQuery(
+  flags: Pick<Flags, 'type' | 'segment' | 'state' | 'step' | 'failed-step' | 'error-type' | 'node'>,
+): string {
   const clauses: string[] = [TYPE_CLAUSE[flags.type]];
   if (flags.node) clauses.push(`NodeId = "${flags.node}"`);
   if (flags.segment) clauses.push(`Segment = "${flags.segment}"`);
@@ -80,7 +92,16 @@ export async function list(ctx: Context): Promise<ExitCode> {
     ? [
         row(['NODE', 'SEGMENT', 'STATUS', 'STEP', 'FAILED STEP', 'ERROR', 'STARTED', 'RUN']),
         ...runs.map((r) =>
-          row([r.nodeId ?? '-', r.segment ?? '-', heldOr(r), r.bootstrapStep ?? '-', r.failedStep ?? '-', r.errorType ?? '-', r.startTime.slice(0, 19), r.runId]),
+          row([
+            r.nodeId ?? '-',
+            r.segment ?? '-',
+            heldOr(r),
+            r.bootstrapStep ?? '-',
+            r.failedStep ?? '-',
+            r.errorType ?? '-',
+            r.startTime.slice(0, 19),
+            r.runId,
+          ]),
         ),
       ]
     : [`no runs match: ${query}`];

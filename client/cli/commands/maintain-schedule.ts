@@ -17,16 +17,27 @@ export async function maintainSchedule(ctx: Context): Promise<ExitCode> {
   const t = await ctx.temporal();
   if (ctx.flags.list) {
     const schedules = await listFleetMaintenance(t.client);
-    return emit(ctx, EXIT.OK, { schedules }, schedules.length
-      ? schedules.map((s) => `${s.scheduleId}: every ${s.everyMs === null ? '?' : `${s.everyMs / 60_000}m`}${s.paused ? ' (paused)' : ''}, next ${s.nextRunAt ?? '-'}, last ${s.recent.at(-1)?.workflowId ?? 'never'}`)
-      : ['no fleet maintenance schedules']);
+    return emit(
+      ctx,
+      EXIT.OK,
+      { schedules },
+      schedules.length
+        ? schedules.map(
+            (s) =>
+              `${s.scheduleId}: every ${s.everyMs === null ? '?' : `${s.everyMs / 60_000}m`}${s.paused ? ' (paused)' : ''}, next ${s.nextRunAt ?? '-'}, last ${s.recent.at(-1)?.workflowId ?? 'never'}`,
+          )
+        : ['no fleet maintenance schedules'],
+    );
   }
   const fleetId = ctx.cmd.target!;
   const segment = ctx.flags.segment;
   if (ctx.flags.delete) {
     const scheduleId = maintainScheduleId(fleetId, segment);
     const deleted = await deleteFleetMaintenance(t.client, scheduleId);
-    if (!deleted) throw new CliError(EXIT.NOT_FOUND, `no schedule ${scheduleId}`, { suggestion: '`nodeboot maintain schedule --list`' });
+    if (!deleted)
+      throw new CliError(EXIT.NOT_FOUND, `no schedule ${scheduleId}`, {
+        suggestion: '`nodeboot maintain schedule --list`',
+      });
     return emit(ctx, EXIT.OK, { scheduleId, deleted: true }, [`${scheduleId}: deleted (a run in progress finishes)`]);
   }
   const { raw, source } = await fleetFile(ctx, t, fleetId);
@@ -41,12 +52,20 @@ export async function maintainSchedule(ctx: Context): Promise<ExitCode> {
       budget,
       taskQueue: t.config.TEMPORAL_TASK_QUEUE,
     });
-    return emit(ctx, EXIT.OK, { scheduleId, created, every: ctx.flags.every, segment: segment ?? null, budget, fleetFrom: source }, [
-      `${scheduleId}: ${created ? 'created' : 'updated'}, every ${ctx.flags.every} (fleet file: ${source})`,
-      `hint: the Web UI lists it under Schedules; \`temporal schedule trigger --schedule-id ${scheduleId}\` runs it now`,
-    ]);
+    return emit(
+      ctx,
+      EXIT.OK,
+      { scheduleId, created, every: ctx.flags.every, segment: segment ?? null, budget, fleetFrom: source },
+      [
+        `${scheduleId}: ${created ? 'created' : 'updated'}, every ${ctx.flags.every} (fleet file: ${source})`,
+        `hint: the Web UI lists it under Schedules; \`temporal schedule trigger --schedule-id ${scheduleId}\` runs it now`,
+      ],
+    );
   } catch (err) {
     if (!(err instanceof InvalidInputError)) throw err;
-    throw new CliError(EXIT.INVALID, 'invalid schedule: nothing was created or changed', { code: 'INVALID_INPUT', fields: splitFieldLines(err.fields) });
+    throw new CliError(EXIT.INVALID, 'invalid schedule: nothing was created or changed', {
+      code: 'INVALID_INPUT',
+      fields: splitFieldLines(err.fields),
+    });
   }
 }

@@ -32,44 +32,76 @@ export async function maintain(ctx: Context): Promise<ExitCode> {
     const last = await findRun(t, nodeId);
     const execution = last.desc.status.name;
     if (execution !== 'COMPLETED') {
-      throw new CliError(EXIT.CONFLICT, `${nodeId} is not provisioned (its last run is ${execution.toLowerCase()}): there is nothing to maintain`, {
-        suggestion: execution === 'RUNNING' ? `\`nodeboot watch ${nodeId}\` to follow it` : `\`nodeboot rerun ${nodeId}\` to finish its provisioning`,
-      });
+      throw new CliError(
+        EXIT.CONFLICT,
+        `${nodeId} is not provisioned (its last run is ${execution.toLowerCase()}): there is nothing to maintain`,
+        {
+          suggestion:
+            execution === 'RUNNING'
+              ? `\`nodeboot watch ${nodeId}\` to follow it`
+              : `\`nodeboot rerun ${nodeId}\` to finish its provisioning`,
+        },
+      );
     }
     raw = await runInput(t, last.desc.workflowId, last.desc.runId);
     source = `the input of run ${last.desc.runId}`;
   }
   const input = validateForStart(raw, source);
   if (input.nodeId !== nodeId) {
-    throw new CliError(EXIT.INVALID, `${source} is for node "${input.nodeId}", not "${nodeId}"`, { code: 'INVALID_INPUT', fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }] });
+    throw new CliError(EXIT.INVALID, `${source} is for node "${input.nodeId}", not "${nodeId}"`, {
+      code: 'INVALID_INPUT',
+      fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }],
+    });
   }
 
   const handle = await startMaintain(t.client, raw as ProvisionInputJson, { taskQueue: t.config.TEMPORAL_TASK_QUEUE });
   const runId = (await handle.describe()).runId;
   note(ctx, `maintaining ${nodeId}: ${handle.workflowId} run ${runId} (input from ${source})`);
   const base = { nodeId, workflowId: handle.workflowId, runId };
-  if (!ctx.flags.wait) return emit(ctx, EXIT.OK, { ...base, state: 'started' }, [`${handle.workflowId} run ${runId}: started`]);
+  if (!ctx.flags.wait)
+    return emit(ctx, EXIT.OK, { ...base, state: 'started' }, [`${handle.workflowId} run ${runId}: started`]);
 
   const deadline = Date.now() + (timeoutMs(ctx.flags) ?? Number.POSITIVE_INFINITY);
   const end = await untilDoneOrHeld(handle, deadline);
-  if (end.kind === 'timeout') return emit(ctx, EXIT.RUNNING, { ...base, state: 'running' }, [`${handle.workflowId} run ${runId}: still running after --timeout`]);
+  if (end.kind === 'timeout')
+    return emit(ctx, EXIT.RUNNING, { ...base, state: 'running' }, [
+      `${handle.workflowId} run ${runId}: still running after --timeout`,
+    ]);
   if (end.kind === 'failed') {
     const type = rootFailureType(end.error) ?? 'Error';
-    return emit(ctx, EXIT.ERROR, { ...base, state: 'failed', failure: { type, message: oneLine(end.error.cause ?? end.error) } }, [
-      `maintain run of ${nodeId} failed (${type}): ${oneLine(end.error.cause ?? end.error)}`,
-    ]);
+    return emit(
+      ctx,
+      EXIT.ERROR,
+      { ...base, state: 'failed', failure: { type, message: oneLine(end.error.cause ?? end.error) } },
+      [`maintain run of ${nodeId} failed (${type}): ${oneLine(end.error.cause ?? end.error)}`],
+    );
   }
   if (end.kind === 'held') {
     const h = end.status.heldFor!;
-    return emit(ctx, EXIT.HELD, { ...base, state: 'held', heldFor: h, health: end.status.health, lastCheck: end.status.lastCheck, rounds: end.status.rounds }, [
-      `${nodeId} is held (${h.reason}) at ${h.step}: ${h.detail}`,
-      `hint: investigate, then \`temporal workflow update execute --workflow-id ${handle.workflowId} --name decide --input '{"action":"retry"}'\` to check and repair again ('compensate': stop, change nothing)`,
-    ]);
+    return emit(
+      ctx,
+      EXIT.HELD,
+      {
+        ...base,
+        state: 'held',
+        heldFor: h,
+        health: end.status.health,
+        lastCheck: end.status.lastCheck,
+        rounds: end.status.rounds,
+      },
+      [
+        `${nodeId} is held (${h.reason}) at ${h.step}: ${h.detail}`,
+        `hint: investigate, then \`temporal workflow update execute --workflow-id ${handle.workflowId} --name decide --input '{"action":"retry"}'\` to check and repair again ('compensate': stop, change nothing)`,
+      ],
+    );
   }
   const r = end.result;
   const lines = [
     `${nodeId}: ${r.health} after ${r.rounds.length} repair round(s)`,
-    ...r.rounds.map((x) => `  round ${x.round}: ${x.broken.join(', ')} → re-ran ${x.steps.join(', ')}${x.failedStep ? ` (${x.failedStep} failed: ${x.errorType})` : ''}`),
+    ...r.rounds.map(
+      (x) =>
+        `  round ${x.round}: ${x.broken.join(', ')} → re-ran ${x.steps.join(', ')}${x.failedStep ? ` (${x.failedStep} failed: ${x.errorType})` : ''}`,
+    ),
     ...describeLinks(r.lastCheck).map((l) => `  ${l}`),
   ];
   return emit(ctx, r.health === 'healthy' ? EXIT.OK : EXIT.UNHEALTHY, { ...base, state: 'done', result: r }, lines);
@@ -93,7 +125,10 @@ async function untilDoneOrHeld(handle: WorkflowHandle, deadline: number): Promis
   for (;;) {
     const polled = await Promise.race([result, sleep(POLL_MS).then(() => undefined)]);
     if (polled) return polled;
-    const status = await Promise.race([handle.query(maintainStatusQuery).catch(() => null), sleep(QUERY_TIMEOUT_MS).then(() => null)]);
+    const status = await Promise.race([
+      handle.query(maintainStatusQuery).catch(() => null),
+      sleep(QUERY_TIMEOUT_MS).then(() => null),
+    ]);
     if (status?.state === 'held') return { kind: 'held', status };
     if (Date.now() >= deadline) return { kind: 'timeout' };
   }

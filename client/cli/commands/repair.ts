@@ -22,15 +22,27 @@ export async function repair(ctx: Context): Promise<ExitCode> {
   const last = await findRun(t, nodeId);
   const execution = last.desc.status.name;
   if (execution !== 'COMPLETED') {
-    throw new CliError(EXIT.CONFLICT, `${nodeId} is not provisioned (its last run is ${execution.toLowerCase()}): there is nothing to repair`, {
-      suggestion: execution === 'RUNNING' ? `\`nodeboot watch ${nodeId}\` to follow it` : `\`nodeboot rerun ${nodeId}\` to finish its provisioning`,
-    });
+    throw new CliError(
+      EXIT.CONFLICT,
+      `${nodeId} is not provisioned (its last run is ${execution.toLowerCase()}): there is nothing to repair`,
+      {
+        suggestion:
+          execution === 'RUNNING'
+            ? `\`nodeboot watch ${nodeId}\` to follow it`
+            : `\`nodeboot rerun ${nodeId}\` to finish its provisioning`,
+      },
+    );
   }
-  const raw = ctx.flags.input ? await readJsonInput(ctx.flags.input, ctx.stdin) : await runInput(t, last.desc.workflowId, last.desc.runId);
+  const raw = ctx.flags.input
+    ? await readJsonInput(ctx.flags.input, ctx.stdin)
+    : await runInput(t, last.desc.workflowId, last.desc.runId);
   const source = ctx.flags.input ?? `the input of run ${last.desc.runId}`;
   const input = validateForStart(raw, source);
   if (input.nodeId !== nodeId) {
-    throw new CliError(EXIT.INVALID, `${source} is for node "${input.nodeId}", not "${nodeId}"`, { code: 'INVALID_INPUT', fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }] });
+    throw new CliError(EXIT.INVALID, `${source} is for node "${input.nodeId}", not "${nodeId}"`, {
+      code: 'INVALID_INPUT',
+      fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }],
+    });
   }
   let runId: string;
   try {
@@ -38,12 +50,23 @@ export async function repair(ctx: Context): Promise<ExitCode> {
     runId = handle.firstExecutionRunId;
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) {
-      throw new CliError(EXIT.CONFLICT, `${nodeId} has a run in progress: a repair would race it`, { suggestion: `\`nodeboot watch ${nodeId}\` to follow it` });
+      throw new CliError(EXIT.CONFLICT, `${nodeId} has a run in progress: a repair would race it`, {
+        suggestion: `\`nodeboot watch ${nodeId}\` to follow it`,
+      });
     }
     throw err;
   }
-  note(ctx, `repair: started provision/${nodeId} run ${runId} (input from ${ctx.flags.input ?? 'the last run'}); it holds on a failure`);
+  note(
+    ctx,
+    `repair: started provision/${nodeId} run ${runId} (input from ${ctx.flags.input ?? 'the last run'}); it holds on a failure`,
+  );
   const view = ctx.flags.wait ? await followWithProgress(ctx, t, nodeId, runId) : await viewRun(t, nodeId, runId);
-  const exitCode = ctx.flags.wait || (view.outcome !== 'running' && view.outcome !== 'compensating') ? view.exitCode : EXIT.OK;
-  return emit(ctx, exitCode, { started: true, repairOf: { runId: last.desc.runId }, run: view }, ctx.flags.wait ? finalLines(ctx, view) : [`${view.workflowId} run ${view.runId}: ${view.outcome}`]);
+  const exitCode =
+    ctx.flags.wait || (view.outcome !== 'running' && view.outcome !== 'compensating') ? view.exitCode : EXIT.OK;
+  return emit(
+    ctx,
+    exitCode,
+    { started: true, repairOf: { runId: last.desc.runId }, run: view },
+    ctx.flags.wait ? finalLines(ctx, view) : [`${view.workflowId} run ${view.runId}: ${view.outcome}`],
+  );
 }

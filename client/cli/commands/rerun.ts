@@ -19,7 +19,8 @@ import { readJsonInput, validateForStart } from '../input.js';
 import { findRun, runInput, viewRun } from '../runs.js';
 import { finalLines, followWithProgress } from './start.js';
 
-export const RERUN_TERMINATE_REASON = 'superseded by nodeboot rerun: finished steps are kept for the new run (no compensation)';
+export const RERUN_TERMINATE_REASON =
+  'superseded by nodeboot rerun: finished steps are kept for the new run (no compensation)';
 
 export async function rerun(ctx: Context): Promise<ExitCode> {
   const t = await ctx.temporal();
@@ -30,10 +31,14 @@ export async function rerun(ctx: Context): Promise<ExitCode> {
   // After a decommission there is nothing to resume: a start provisions the node again.
   const { state, decommission } = await readNodeLifecycle(t.client, nodeId);
   if (state === 'decommissioning' || needsNewProvisionRun(state)) {
-    throw new CliError(EXIT.CONFLICT, `${nodeId} ${state === 'decommissioning' ? 'is being' : 'was'} decommissioned (${decommission!.workflowId} run ${decommission!.runId}): there is nothing to rerun`, {
-      code: `NODE_${state.toUpperCase().replace('-', '_')}`,
-      suggestion: `${state === 'decommissioning' ? 'once it ends, ' : ''}\`nodeboot start node.json\` provisions it again (a new run)`,
-    });
+    throw new CliError(
+      EXIT.CONFLICT,
+      `${nodeId} ${state === 'decommissioning' ? 'is being' : 'was'} decommissioned (${decommission!.workflowId} run ${decommission!.runId}): there is nothing to rerun`,
+      {
+        code: `NODE_${state.toUpperCase().replace('-', '_')}`,
+        suggestion: `${state === 'decommissioning' ? 'once it ends, ' : ''}\`nodeboot start node.json\` provisions it again (a new run)`,
+      },
+    );
   }
   if (execution === 'COMPLETED') {
     throw new CliError(EXIT.CONFLICT, `${nodeId} is provisioned (run ${last.desc.runId}): there is nothing to rerun`, {
@@ -67,24 +72,43 @@ export async function rerun(ctx: Context): Promise<ExitCode> {
     input = validateForStart(raw, source);
   } catch (err) {
     if (inputFrom === 'last-run' && err instanceof CliError) {
-      throw new CliError(err.exitCode, err.message, { ...err.opts, suggestion: `pass a fixed input: \`nodeboot rerun ${nodeId} --input fixed.json\`` });
+      throw new CliError(err.exitCode, err.message, {
+        ...err.opts,
+        suggestion: `pass a fixed input: \`nodeboot rerun ${nodeId} --input fixed.json\``,
+      });
     }
     throw err;
   }
   if (input.nodeId !== nodeId) {
-    throw new CliError(EXIT.INVALID, `${source} is for node "${input.nodeId}", not "${nodeId}"`, { code: 'INVALID_INPUT', fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }] });
+    throw new CliError(EXIT.INVALID, `${source} is for node "${input.nodeId}", not "${nodeId}"`, {
+      code: 'INVALID_INPUT',
+      fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }],
+    });
   }
 
   if (held) {
     await last.handle.terminate(RERUN_TERMINATE_REASON);
-    note(ctx, `terminated the held run ${last.desc.runId} without compensation: its finished steps stay for the new run`);
+    note(
+      ctx,
+      `terminated the held run ${last.desc.runId} without compensation: its finished steps stay for the new run`,
+    );
   }
-  const { started } = await startProvisioning(t.client, raw as ProvisionInputJson, { taskQueue: t.config.TEMPORAL_TASK_QUEUE });
+  const { started } = await startProvisioning(t.client, raw as ProvisionInputJson, {
+    taskQueue: t.config.TEMPORAL_TASK_QUEUE,
+  });
   const { desc } = await findRun(t, nodeId);
-  note(ctx, started ? `rerun: started ${desc.workflowId} run ${desc.runId} (input from ${inputFrom === 'file' ? ctx.flags.input : 'the last run'})` : `someone started ${desc.runId} meanwhile: attached to it`);
+  note(
+    ctx,
+    started
+      ? `rerun: started ${desc.workflowId} run ${desc.runId} (input from ${inputFrom === 'file' ? ctx.flags.input : 'the last run'})`
+      : `someone started ${desc.runId} meanwhile: attached to it`,
+  );
 
-  const view = ctx.flags.wait ? await followWithProgress(ctx, t, nodeId, desc.runId) : await viewRun(t, nodeId, desc.runId);
-  const exitCode = ctx.flags.wait || (view.outcome !== 'running' && view.outcome !== 'compensating') ? view.exitCode : EXIT.OK;
+  const view = ctx.flags.wait
+    ? await followWithProgress(ctx, t, nodeId, desc.runId)
+    : await viewRun(t, nodeId, desc.runId);
+  const exitCode =
+    ctx.flags.wait || (view.outcome !== 'running' && view.outcome !== 'compensating') ? view.exitCode : EXIT.OK;
   return emit(
     ctx,
     exitCode,

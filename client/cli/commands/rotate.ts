@@ -26,32 +26,60 @@ export async function rotate(ctx: Context): Promise<ExitCode> {
   const last = await findRun(t, nodeId);
   const execution = last.desc.status.name;
   if (execution !== 'COMPLETED') {
-    throw new CliError(EXIT.CONFLICT, `${nodeId} is not provisioned (its last provisioning run is ${execution.toLowerCase()}): there is no key to rotate`, {
-      suggestion: execution === 'RUNNING' ? `\`nodeboot watch ${nodeId}\` to follow it` : `\`nodeboot rerun ${nodeId}\` to finish its provisioning`,
-    });
+    throw new CliError(
+      EXIT.CONFLICT,
+      `${nodeId} is not provisioned (its last provisioning run is ${execution.toLowerCase()}): there is no key to rotate`,
+      {
+        suggestion:
+          execution === 'RUNNING'
+            ? `\`nodeboot watch ${nodeId}\` to follow it`
+            : `\`nodeboot rerun ${nodeId}\` to finish its provisioning`,
+      },
+    );
   }
   if (await decommissionedSince(t, nodeId, last.desc.closeTime)) {
-    throw new CliError(EXIT.CONFLICT, `${nodeId} was decommissioned after its last provisioning: there is no key to rotate`, { suggestion: `\`nodeboot start\` to provision it again` });
+    throw new CliError(
+      EXIT.CONFLICT,
+      `${nodeId} was decommissioned after its last provisioning: there is no key to rotate`,
+      { suggestion: `\`nodeboot start\` to provision it again` },
+    );
   }
-  const raw = ctx.flags.input ? await readJsonInput(ctx.flags.input, ctx.stdin) : await runInput(t, last.desc.workflowId, last.desc.runId);
+  const raw = ctx.flags.input
+    ? await readJsonInput(ctx.flags.input, ctx.stdin)
+    : await runInput(t, last.desc.workflowId, last.desc.runId);
   const source = ctx.flags.input ?? `the input of run ${last.desc.runId}`;
-  const request = { input: raw as ProvisionInputJson, ...(ctx.flags['handshake-timeout'] !== undefined ? { handshakeTimeoutSeconds: ctx.flags['handshake-timeout'] } : {}) };
+  const request = {
+    input: raw as ProvisionInputJson,
+    ...(ctx.flags['handshake-timeout'] !== undefined
+      ? { handshakeTimeoutSeconds: ctx.flags['handshake-timeout'] }
+      : {}),
+  };
   const checked = checkRotateRequest(request);
   if (!checked.ok) {
     throw new CliError(EXIT.INVALID, `cannot rotate with ${source}: nothing was started`, {
       code: 'INVALID_INPUT',
-      fields: checked.problems.map((p) => ({ path: p.slice(0, Math.max(0, p.indexOf(':'))) || '(input)', message: p.slice(p.indexOf(':') + 1).trim() })),
+      fields: checked.problems.map((p) => ({
+        path: p.slice(0, Math.max(0, p.indexOf(':'))) || '(input)',
+        message: p.slice(p.indexOf(':') + 1).trim(),
+      })),
     });
   }
   if (checked.value.input.nodeId !== nodeId) {
-    throw new CliError(EXIT.INVALID, `${source} is for node "${checked.value.input.nodeId}", not "${nodeId}"`, { code: 'INVALID_INPUT', fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }] });
+    throw new CliError(EXIT.INVALID, `${source} is for node "${checked.value.input.nodeId}", not "${nodeId}"`, {
+      code: 'INVALID_INPUT',
+      fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }],
+    });
   }
 
   const { handle, started } = await startRotation(t.client, request, { taskQueue: t.config.TEMPORAL_TASK_QUEUE });
   const runId = (await handle.describe()).runId;
-  note(ctx, `${started ? 'rotating' : 'attached to the open rotation of'} ${nodeId}: ${handle.workflowId} run ${runId}`);
+  note(
+    ctx,
+    `${started ? 'rotating' : 'attached to the open rotation of'} ${nodeId}: ${handle.workflowId} run ${runId}`,
+  );
   const base = { nodeId, workflowId: handle.workflowId, runId, attached: !started };
-  if (!ctx.flags.wait) return emit(ctx, EXIT.OK, { ...base, state: 'started' }, [`${handle.workflowId} run ${runId}: started`]);
+  if (!ctx.flags.wait)
+    return emit(ctx, EXIT.OK, { ...base, state: 'started' }, [`${handle.workflowId} run ${runId}: started`]);
 
   const deadline = Date.now() + (timeoutMs(ctx.flags) ?? Number.POSITIVE_INFINITY);
   const outcome = await Promise.race([
@@ -59,9 +87,14 @@ export async function rotate(ctx: Context): Promise<ExitCode> {
       (receipt) => ({ receipt }),
       (error: unknown) => ({ error }),
     ),
-    ...(Number.isFinite(deadline) ? [sleep(Math.max(0, deadline - Date.now())).then(() => ({ timedOut: true as const }))] : []),
+    ...(Number.isFinite(deadline)
+      ? [sleep(Math.max(0, deadline - Date.now())).then(() => ({ timedOut: true as const }))]
+      : []),
   ]);
-  if ('timedOut' in outcome) return emit(ctx, EXIT.RUNNING, { ...base, state: 'running' }, [`${handle.workflowId} run ${runId}: still running after --timeout`]);
+  if ('timedOut' in outcome)
+    return emit(ctx, EXIT.RUNNING, { ...base, state: 'running' }, [
+      `${handle.workflowId} run ${runId}: still running after --timeout`,
+    ]);
   if ('receipt' in outcome) {
     const r = outcome.receipt;
     return emit(ctx, EXIT.OK, { ...base, state: 'rotated', receipt: r }, [
@@ -72,13 +105,24 @@ export async function rotate(ctx: Context): Promise<ExitCode> {
   if (!(outcome.error instanceof WorkflowFailedError)) throw outcome.error;
   const type = rootFailureType(outcome.error) ?? 'Error';
   const cause = outcome.error.cause;
-  const details = cause instanceof ApplicationFailure ? (cause.details?.[0] as { rolledBack?: boolean; stage?: string } | undefined) : undefined;
+  const details =
+    cause instanceof ApplicationFailure
+      ? (cause.details?.[0] as { rolledBack?: boolean; stage?: string } | undefined)
+      : undefined;
   const rolledBack = details?.rolledBack === true || /nothing was changed/.test(oneLine(cause ?? outcome.error));
-  const failure = { type, stage: details?.stage ?? null, rolledBack, message: oneLine(cause ?? outcome.error), suggestion: suggestionFor(type, nodeId) };
-  return emit(ctx, rolledBack ? EXIT.FAILED : EXIT.INCOMPLETE, { ...base, state: rolledBack ? 'rolled-back' : 'failed', failure }, [
-    `key rotation of ${nodeId} failed (${type}): ${failure.message}`,
-    `hint: ${failure.suggestion}`,
-  ]);
+  const failure = {
+    type,
+    stage: details?.stage ?? null,
+    rolledBack,
+    message: oneLine(cause ?? outcome.error),
+    suggestion: suggestionFor(type, nodeId),
+  };
+  return emit(
+    ctx,
+    rolledBack ? EXIT.FAILED : EXIT.INCOMPLETE,
+    { ...base, state: rolledBack ? 'rolled-back' : 'failed', failure },
+    [`key rotation of ${nodeId} failed (${type}): ${failure.message}`, `hint: ${failure.suggestion}`],
+  );
 }
 
 /** True when a decommission run of the node started after its last provisioning run closed. */

@@ -32,7 +32,8 @@ export async function watch(ctx: Context): Promise<ExitCode> {
     return view.exitCode;
   }
   const tail: string[] = [];
-  if (!ctx.io.isTTY('out') && view.lastFailure && view.outcome !== 'provisioned') tail.push(`hint: ${view.lastFailure.suggestion}`);
+  if (!ctx.io.isTTY('out') && view.lastFailure && view.outcome !== 'provisioned')
+    tail.push(`hint: ${view.lastFailure.suggestion}`);
   if (view.next.length) tail.push(`next: ${view.next.join('  |  ')}`);
   for (const l of tail) ctx.io.out(l);
   return view.exitCode;

@@ -71,7 +71,9 @@ mkdirSync(stateDir, { recursive: true, mode: 0o700 });
 writeFileSync(`${stateDir}/client.pid`, `${process.pid}\n`);
 const keyFile = `${stateDir}/device.key`;
 if (!existsSync(keyFile)) writeFileSync(keyFile, execFileSync('wg', ['genkey']), { mode: 0o600 });
-const publicKey = execFileSync('wg', ['pubkey'], { input: readFileSync(keyFile) }).toString().trim();
+const publicKey = execFileSync('wg', ['pubkey'], { input: readFileSync(keyFile) })
+  .toString()
+  .trim();
 const idFile = `${stateDir}/device-id`;
 if (!existsSync(idFile)) writeFileSync(idFile, randomUUID());
 const deviceId = readFileSync(idFile, 'utf8').trim();
@@ -85,12 +87,27 @@ let routesInForce = null;
 function controller(method, path, body) {
   return new Promise((resolve, reject) => {
     // Verified TLS: the tests' CA, and the certificate must name the entrypoint's host.
-    const tls = { ca: controllerCa, host: entrypoint.hostname, servername: /^[\d.]+$/.test(entrypoint.hostname) ? undefined : entrypoint.hostname };
-    const req = https.request({ socketPath: config.standin_controller_socket, method, path, headers: { 'content-type': 'application/json' }, ...tls }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, body: JSON.parse(Buffer.concat(chunks).toString('utf8') || 'null') }));
-    });
+    const tls = {
+      ca: controllerCa,
+      host: entrypoint.hostname,
+      servername: /^[\d.]+$/.test(entrypoint.hostname) ? undefined : entrypoint.hostname,
+    };
+    const req = https.request(
+      {
+        socketPath: config.standin_controller_socket,
+        method,
+        path,
+        headers: { 'content-type': 'application/json' },
+        ...tls,
+      },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode, body: JSON.parse(Buffer.concat(chunks).toString('utf8') || 'null') }),
+        );
+      },
+    );
     req.on('error', reject);
     req.setTimeout(3000, () => req.destroy(new Error('timeout')));
     req.end(body ? JSON.stringify(body) : undefined);
@@ -111,7 +128,12 @@ async function bringUp(d) {
   if (!linkExists()) {
     const child = spawn('wireguard-go', ['-f', iface], {
       stdio: ['ignore', 'ignore', 'ignore'],
-      env: { ...process.env, WG_PROCESS_FOREGROUND: '1', LOG_LEVEL: 'error', WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' },
+      env: {
+        ...process.env,
+        WG_PROCESS_FOREGROUND: '1',
+        LOG_LEVEL: 'error',
+        WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1',
+      },
     });
     child.unref();
     for (let i = 0; i < 100; i++) {
@@ -122,7 +144,16 @@ async function bringUp(d) {
   run('wg', ['set', iface, 'private-key', keyFile]);
   run('ip', ['addr', 'replace', `${d.ipv4}/${d.prefixLength}`, 'dev', iface]);
   run('ip', ['link', 'set', iface, 'mtu', '1420', 'up']);
-  run('wg', ['set', iface, 'peer', d.controller.publicKey, 'endpoint', d.controller.endpoint, 'persistent-keepalive', '5']);
+  run('wg', [
+    'set',
+    iface,
+    'peer',
+    d.controller.publicKey,
+    'endpoint',
+    d.controller.endpoint,
+    'persistent-keepalive',
+    '5',
+  ]);
   tunnelUp = true;
   log(`accepted: tunnel ${iface} up with ${d.ipv4}/${d.prefixLength}`);
   applyRoutes(d);
@@ -149,7 +180,13 @@ async function tick() {
   try {
     const r = device
       ? await controller('GET', `/standin/client/device/${deviceId}`)
-      : await controller('POST', '/standin/client/enroll', { id: deviceId, name: `node-${config.standin_serial}`, publicKey, serial: config.standin_serial, entrypoint: config.entrypoint });
+      : await controller('POST', '/standin/client/enroll', {
+          id: deviceId,
+          name: `node-${config.standin_serial}`,
+          publicKey,
+          serial: config.standin_serial,
+          entrypoint: config.entrypoint,
+        });
     if (r.status === 404) {
       device = null; // deleted on the controller: enroll again as a new pending device
       takeDown('device deleted');
@@ -174,11 +211,17 @@ const api = http.createServer((req, res) => {
     return reply(200, { pending_device: device?.state === 'pending' ? { id: deviceId } : null });
   }
   if (req.method === 'GET' && req.url === '/organizations/active/device') {
-    return device ? reply(200, { id: deviceId, state: device.state, public_key: publicKey }) : reply(404, { error: 'not enrolled' });
+    return device
+      ? reply(200, { id: deviceId, state: device.state, public_key: publicKey })
+      : reply(404, { error: 'not enrolled' });
   }
   reply(404, { error: 'no route' });
 });
-api.listen(17133, '127.0.0.1', () => log(`local API on 127.0.0.1:17133, device ${deviceId}${unattended ? '' : ' (would prompt: auth_prompt_strategy is not "never")'}`));
+api.listen(17133, '127.0.0.1', () =>
+  log(
+    `local API on 127.0.0.1:17133, device ${deviceId}${unattended ? '' : ' (would prompt: auth_prompt_strategy is not "never")'}`,
+  ),
+);
 
 let timer = null;
 const loop = async () => {
