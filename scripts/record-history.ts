@@ -314,7 +314,7 @@ const scenarios: Scenario[] = [
   },
   {
     // maintainFleet: two healthy nodes, keys limited to 7 days; n1's is 31 days old (the fake check
-    // is dated 2030-01-01), n2's half a day: one child rotateOverlayKey rotates n1, nothing else.
+    // is dated 2030-01-01; checked one at a time), n2's half a day: one child rotateOverlayKey rotates n1, nothing else.
     name: 'maintain-fleet-rotate',
     fake: () => {
       const fake = createFakeRotation();
@@ -332,7 +332,7 @@ const scenarios: Scenario[] = [
       const h = await env.client.workflow.start(maintainFleet, {
         taskQueue,
         workflowId: uniqueId('maintain-fleet-replay'),
-        args: [{ fleet, handshakeTimeoutSeconds: 10 }],
+        args: [{ fleet, handshakeTimeoutSeconds: 10, checkWindow: 1 }], // one check at a time: the reports in order
       });
       const r = await h.result();
       const rotated = r.nodes.filter((n) => n.rotation).map((n) => [n.nodeId, n.rotation!.outcome]);
