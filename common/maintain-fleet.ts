@@ -14,7 +14,15 @@
 import { defineQuery } from '@temporalio/workflow';
 import { z } from 'zod';
 import type { FleetInputJson } from './fleet.js';
-import { HealthThresholds, type HealthReport, type HealthThresholdsJson } from './health.js';
+import {
+  HealthThresholds,
+  brokenLinks,
+  securityFindings,
+  type HealthReport,
+  type HealthThresholdsJson,
+} from './health.js';
+import { summarizeHealth } from './health-summary.js';
+import type { ProvisionInput } from './input.js';
 import type { MaintainResult } from './maintain.js';
 import { NodeId } from './names.js';
 
@@ -49,6 +57,8 @@ export const MaintainFleetOptions = z
     thresholds: HealthThresholds.default(() => HealthThresholds.parse({})),
     /** Nodes checked at the same time (checks are read-only, but each reads a dozen things). */
     checkWindow: z.number().int().min(1).max(100).default(5),
+    /** Each scheduled key rotation's handshake budget (rotateOverlayKey's own default when absent). */
+    handshakeTimeoutSeconds: z.number().int().min(2).max(600).optional(),
   })
   .strict();
 export type MaintainFleetOptions = z.infer<typeof MaintainFleetOptions>;
@@ -60,6 +70,7 @@ export interface MaintainFleetInput {
   budget?: z.input<typeof RemediationBudget>;
   thresholds?: HealthThresholdsJson;
   checkWindow?: number;
+  handshakeTimeoutSeconds?: number;
 }
 
 /** The schedule that runs maintainFleet: `maintain-fleet-<fleetId>[-<segment>]`. */
@@ -72,8 +83,12 @@ export function maintainScheduleId(fleetId: string, segment?: string): string {
 export type FleetMaintainState = 'dependencies' | 'checking' | 'repairing' | 'held' | 'done';
 
 export interface FleetHold {
-  /** dependency-down: a shared dependency is down; over-budget: too many nodes broken at once. */
-  reason: 'dependency-down' | 'over-budget';
+  /**
+   * dependency-down: a shared dependency is down; over-budget: too many nodes broken at once;
+   * rotation-rollback-failed: a scheduled key rotation failed and so did its rollback (a node
+   * may be on neither key cleanly: an operator looks before anything else is rotated).
+   */
+  reason: 'dependency-down' | 'over-budget' | 'rotation-rollback-failed';
   detail: string;
 }
 
@@ -85,6 +100,23 @@ export interface FleetNodeOutcome {
   broken: string[];
   /** What the repair (a child maintainNode) ended with; absent when the node was not repaired. */
   repair?: { workflowId: string; health: MaintainResult['health'] | 'held' | 'failed'; rounds: number };
+  /** The scheduled key rotation (a child rotateOverlayKey); absent when the key was not due. */
+  rotation?: FleetRotationOutcome;
+}
+
+/**
+ * rotated: the node is on a new key; rolled-back: the new key failed and the node is back on
+ * its old one, tunnel verified (reported, not held: the next run tries again); failed: refused
+ * before anything changed, or the rollback failed too (then the run holds); running: another
+ * rotation of the node was already under way (left to it).
+ */
+export interface FleetRotationOutcome {
+  workflowId: string;
+  outcome: 'rotated' | 'rolled-back' | 'failed' | 'running';
+  /** The key the node is on afterwards, when known. */
+  fingerprint?: string;
+  /** Why it did not rotate. */
+  reason?: string;
 }
 
 export interface FleetMaintainStatus {
@@ -102,11 +134,12 @@ export interface FleetMaintainStatus {
   repairsStarted: number;
   nodes: FleetNodeOutcome[];
   /**
-   * Nodes whose overlay key is older than `overlay.maxKeyAgeDays` and would be
-   * rotated (rotateOverlayKey). Empty until that workflow exists: see the hook
-   * in workflows/maintain-fleet.ts.
+   * Healthy nodes whose overlay key is older than their `overlay.maxKeyAgeDays`:
+   * each gets a child rotateOverlayKey (`rotate/<nodeId>`) within the repair window K.
    */
   rotationDue: string[];
+  /** Rotations (child rotateOverlayKey runs) started so far. */
+  rotationsStarted: number;
 }
 
 export interface FleetMaintainResult extends Omit<FleetMaintainStatus, 'state'> {
@@ -121,4 +154,19 @@ export const fleetMaintenanceQuery = defineQuery<FleetMaintainStatus>('fleetMain
 /** Broken nodes the budget allows to be repaired: all of them, or none when more than X % are broken. */
 export function overBudget(broken: number, checked: number, budget: RemediationBudget): boolean {
   return checked > 0 && (broken * 100) / checked > budget.maxBrokenPercent;
+}
+
+/**
+ * Whether the schedule rotates this node's overlay key: the node sets
+ * `overlay.maxKeyAgeDays`, its check found nothing broken and no security
+ * finding (a broken or possibly compromised node is repaired or held, never
+ * re-keyed), and the key's age in the check's evidence (the ledger's
+ * getOverlayKey().since: the last rotation, else the first peering) exceeds it.
+ */
+export function keyRotationDue(node: ProvisionInput, report: HealthReport): boolean {
+  const maxDays = node.overlay.maxKeyAgeDays;
+  if (maxDays === undefined || report.nodeId !== node.nodeId) return false;
+  if (brokenLinks(report).length > 0 || securityFindings(report).length > 0) return false;
+  const age = summarizeHealth(report).keyAgeSeconds;
+  return age !== null && age > maxDays * 86_400;
 }

@@ -67,6 +67,21 @@ const brokenLink = (link: string, step: LinkCheck['step'], security = false): Li
   evidence: {},
 });
 
+/** A healthy check whose overlayKey evidence says since when the node holds its key. */
+const healthyWithKeySince = (keyRecordedAt: string): FakeActivities['healthReports'][number] => ({
+  status: 'ok',
+  links: [
+    {
+      link: 'overlayKey',
+      kind: 'overlayKey',
+      status: 'ok',
+      step: 'issueOverlayKey',
+      detail: 'fake: the recorded key',
+      evidence: { keyRecordedAt },
+    },
+  ],
+});
+
 /** The fake activities plus maintainFleet's: every node provisioned, the shared dependencies as given. */
 function fleetMaintenanceFake(
   fake: FakeActivities,
@@ -103,9 +118,10 @@ async function provisionToTheEnd(env: TemporalTestEnv, taskQueue: string): Promi
 /** The nodes of the last fleetOf() (the fake ledger lists them as provisioned). */
 let fleetNodes: { nodeId: string; nodeDir: string }[] = [];
 
-function fleetOf(n: number) {
+function fleetOf(n: number, overlay: { maxKeyAgeDays?: number } = {}) {
   const fleetId = uniqueId('replay');
-  const { nodeId: _n, ...defaults } = sampleInput('template');
+  const { nodeId: _n, ...template } = sampleInput('template');
+  const defaults = { ...template, overlay: { ...template.overlay, ...overlay } };
   fleetNodes = Array.from({ length: n }, (_, i) => ({
     nodeId: `${fleetId}-n${i + 1}`,
     nodeDir: `/var/lib/node-bootstrap/${fleetId}-n${i + 1}`,
@@ -293,6 +309,35 @@ const scenarios: Scenario[] = [
         args: [{ fleet: fleetOf(3), budget: { maxBrokenPercent: 50, maxConcurrentRepairs: 1 } }],
       });
       await h.result();
+      return h;
+    },
+  },
+  {
+    // maintainFleet: two healthy nodes, keys limited to 7 days; n1's is 31 days old (the fake check
+    // is dated 2030-01-01; checked one at a time), n2's half a day: one child rotateOverlayKey rotates n1, nothing else.
+    name: 'maintain-fleet-rotate',
+    fake: () => {
+      const fake = createFakeRotation();
+      fake.healthReports.push(
+        healthyWithKeySince('2029-12-01T00:00:00.000Z'),
+        healthyWithKeySince('2029-12-31T12:00:00.000Z'),
+      );
+      return fleetMaintenanceFake(fake, () => fleetNodes.map((n) => n.nodeId), {
+        healthy: true,
+        dependencies: [{ name: 'spire-server', healthy: true }],
+      });
+    },
+    async run(env, taskQueue) {
+      const fleet = fleetOf(2, { maxKeyAgeDays: 7 });
+      const h = await env.client.workflow.start(maintainFleet, {
+        taskQueue,
+        workflowId: uniqueId('maintain-fleet-replay'),
+        args: [{ fleet, handshakeTimeoutSeconds: 10, checkWindow: 1 }], // one check at a time: the reports in order
+      });
+      const r = await h.result();
+      const rotated = r.nodes.filter((n) => n.rotation).map((n) => [n.nodeId, n.rotation!.outcome]);
+      if (JSON.stringify(rotated) !== JSON.stringify([[fleetNodes[0]!.nodeId, 'rotated']]))
+        throw new Error(`maintain-fleet-rotate: expected only n1 rotated, got ${JSON.stringify(rotated)}`);
       return h;
     },
   },

@@ -9,7 +9,15 @@
  *   more than X % of them broken   → hold, repair nothing (a shared cause is likelier
  *                                    than many nodes breaking at once: no repair storm)
  *   otherwise                      → a child maintainNode (`maintain/<nodeId>`) per
- *                                    broken node, at most K at a time
+ *                                    broken node and a child rotateOverlayKey
+ *                                    (`rotate/<nodeId>`) per healthy node whose key is
+ *                                    older than its overlay.maxKeyAgeDays, at most K
+ *                                    of them at a time
+ *
+ * A rotation that fails and rolls back is reported (the node is on its old key,
+ * tunnel verified; the next run tries again); one whose rollback failed too
+ * holds the run: the node may not be on one key cleanly, and nothing more is
+ * rotated until an operator has looked (retry or compensate both end the run).
  *
  * A node with a security finding is not repaired here: maintainNode would hold
  * on it anyway, and one held child would stall the fleet's repair slots; it is
@@ -22,33 +30,40 @@ import {
   condition,
   isCancellation,
   log,
+  patched,
   proxyActivities,
   setHandler,
   startChild,
   workflowInfo,
   defineUpdate,
 } from '@temporalio/workflow';
-import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import { ApplicationFailure, WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Activities, FleetActivities, FleetMaintenanceActivities } from '../activities/types.js';
 import { failure } from '../common/errors.js';
 import { validateFleet } from '../common/fleet.js';
 import { brokenLinks, securityFindings, type HealthReport } from '../common/health.js';
-import { maintainWorkflowId } from '../common/ids.js';
+import { maintainWorkflowId, rotateWorkflowId } from '../common/ids.js';
 import type { ProvisionInput } from '../common/input.js';
 import type { MaintainResult } from '../common/maintain.js';
 import {
   fleetMaintenanceQuery,
+  keyRotationDue,
   MaintainFleetOptions,
   overBudget,
   type FleetHold,
   type FleetMaintainResult,
   type FleetMaintainStatus,
   type FleetNodeOutcome,
+  type FleetRotationOutcome,
   type MaintainFleetInput,
 } from '../common/maintain-fleet.js';
 import type { Decision } from '../common/definitions.js';
 import { describeFailure } from './failures.js';
 import { maintainNode } from './maintain-node.js';
+import { rotateOverlayKey } from './rotate-overlay-key.js';
+
+/** patched() marker: the schedule rotates keys older than overlay.maxKeyAgeDays (runs recorded before rotate none). */
+export const FLEET_KEY_ROTATION_PATCH = 'maintain-fleet-key-rotation';
 
 /** Same name as provisionNode's and maintainNode's `decide`, so one command answers every hold. */
 export const fleetDecideUpdate = defineUpdate<{ action: Decision['action']; heldFor: FleetHold['reason'] }, [Decision]>(
@@ -83,6 +98,7 @@ export async function maintainFleet(raw: MaintainFleetInput): Promise<FleetMaint
     repairsStarted: 0,
     nodes: [],
     rotationDue: [],
+    rotationsStarted: 0,
   };
   let decision: Decision | undefined;
   setHandler(fleetMaintenanceQuery, () => status);
@@ -146,6 +162,8 @@ export async function maintainFleet(raw: MaintainFleetInput): Promise<FleetMaint
     status.checked = reports.length;
     status.broken = reports.filter((r) => brokenLinks(r).length > 0).length;
     status.rotationDue = rotationDue(targets, reports);
+    // Only a run that has a key to rotate asks (and records the marker): the others' commands are unchanged.
+    if (status.rotationDue.length && !patched(FLEET_KEY_ROTATION_PATCH)) status.rotationDue = [];
 
     if (overBudget(status.broken, status.checked, opts.budget)) {
       const detail = `${status.broken} of ${status.checked} nodes broken (more than ${opts.budget.maxBrokenPercent} %): a shared cause is likely`;
@@ -158,9 +176,66 @@ export async function maintainFleet(raw: MaintainFleetInput): Promise<FleetMaint
   status.state = 'repairing';
   const byId = new Map(inFleet.map((n) => [n.nodeId, n]));
   const toRepair = reports.filter((r) => brokenLinks(r).length > 0 && securityFindings(r).length === 0);
-  await inWindow(toRepair, opts.budget.maxConcurrentRepairs, (r) => repair(byId.get(r.nodeId)!));
-  // Hook point: rotateOverlayKey (`rotate/<nodeId>`) for status.rotationDue, once that workflow exists.
+  // Repairs and rotations share the window K; a node being repaired is never rotated in the same run.
+  const repairing = new Set(toRepair.map((r) => r.nodeId));
+  const jobs: { node: ProvisionInput; kind: 'repair' | 'rotate' }[] = [
+    ...toRepair.map((r) => ({ node: byId.get(r.nodeId)!, kind: 'repair' as const })),
+    ...status.rotationDue
+      .filter((id) => !repairing.has(id))
+      .map((id) => ({ node: byId.get(id)!, kind: 'rotate' as const })),
+  ];
+  const rollbackFailed: string[] = [];
+  await inWindow(jobs, opts.budget.maxConcurrentRepairs, async ({ node, kind }) => {
+    if (kind === 'repair') return repair(node);
+    if (!(await rotate(node))) rollbackFailed.push(node.nodeId);
+  });
+  if (rollbackFailed.length) {
+    const detail = `key rotation of ${rollbackFailed.join(', ')} failed and so did the rollback: see each node's rotation reason; rotate again (every stage resumes) or repair the node`;
+    if (await hold({ reason: 'rotation-rollback-failed', detail })) return finish('stopped');
+  }
   return finish('done');
+
+  /** Rotate the node's key in a child run; false only when the rotation and its rollback both failed. */
+  async function rotate(node: ProvisionInput): Promise<boolean> {
+    const outcome = status.nodes.find((o) => o.nodeId === node.nodeId)!;
+    const id = rotateWorkflowId(node.nodeId);
+    status.rotationsStarted += 1;
+    const set = (r: Omit<FleetRotationOutcome, 'workflowId'>) => (outcome.rotation = { workflowId: id, ...r });
+    try {
+      const child = await startChild(rotateOverlayKey, {
+        workflowId: id,
+        args: [
+          {
+            input: node,
+            ...(opts.handshakeTimeoutSeconds ? { handshakeTimeoutSeconds: opts.handshakeTimeoutSeconds } : {}),
+          },
+        ],
+        parentClosePolicy: 'REQUEST_CANCEL',
+        workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+        staticSummary: `rotate the overlay key of ${node.nodeId} (older than ${node.overlay.maxKeyAgeDays} days)`,
+      });
+      const r = await child.result();
+      set({ outcome: 'rotated', fingerprint: r.fingerprint });
+      return true;
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      if (err instanceof WorkflowExecutionAlreadyStartedError) {
+        status.rotationsStarted -= 1; // someone is rotating it right now: leave it to them
+        set({ outcome: 'running' });
+        return true;
+      }
+      const info = describeFailure('workflow', err);
+      const d = rotationFailureDetails(err);
+      log.warn('key rotation failed', { nodeId: node.nodeId, ...info });
+      if (d.rolledBack) {
+        set({ outcome: 'rolled-back', reason: info.message, ...(d.fingerprint ? { fingerprint: d.fingerprint } : {}) });
+        return true;
+      }
+      set({ outcome: 'failed', reason: info.message });
+      // Refused before anything changed (no rollback was needed) is not a hold; a failed rollback is.
+      return !d.rollbackFailed;
+    }
+  }
 
   async function repair(node: ProvisionInput): Promise<void> {
     const outcome = status.nodes.find((o) => o.nodeId === node.nodeId)!;
@@ -235,15 +310,29 @@ function outcomeOf(r: HealthReport): FleetNodeOutcome {
   };
 }
 
+/** The checked nodes whose key the schedule rotates (common/maintain-fleet.ts keyRotationDue). */
+function rotationDue(nodes: ProvisionInput[], reports: HealthReport[]): string[] {
+  const byId = new Map(nodes.map((n) => [n.nodeId, n]));
+  return reports.filter((r) => byId.has(r.nodeId) && keyRotationDue(byId.get(r.nodeId)!, r)).map((r) => r.nodeId);
+}
+
 /**
- * Hook point for key rotation: the nodes whose overlay key is older than
- * `overlay.maxKeyAgeDays`. Returns none until rotateOverlayKey and that input
- * field exist (they are built on another branch): then read the key age from
- * the check's `overlayKey` evidence (`keyRecordedAt`, common/health-summary.ts)
- * and start `rotate/<nodeId>` for each, within the same repair window.
+ * What rotateOverlayKey's failure says about the node (its details, workflows/rotate-overlay-key.ts):
+ * rolled back to the old key, or the rollback failed too. A child's failure wraps it as the cause.
  */
-function rotationDue(_nodes: ProvisionInput[], _reports: HealthReport[]): string[] {
-  return [];
+function rotationFailureDetails(err: unknown): { rolledBack: boolean; rollbackFailed: boolean; fingerprint?: string } {
+  for (let e: unknown = err; e instanceof Error; e = (e as { cause?: unknown }).cause) {
+    if (!(e instanceof ApplicationFailure)) continue;
+    const d = (e.details?.[0] ?? {}) as { rolledBack?: unknown; rollbackError?: unknown; fingerprint?: unknown };
+    if (typeof d.rolledBack !== 'boolean') continue;
+    return {
+      rolledBack: d.rolledBack,
+      rollbackFailed: d.rollbackError !== undefined,
+      ...(typeof d.fingerprint === 'string' ? { fingerprint: d.fingerprint } : {}),
+    };
+  }
+  // No details (a timeout, a termination): the node's state is unknown, as after a failed rollback.
+  return { rolledBack: false, rollbackFailed: true };
 }
 
 /** Run `fn` over `items`, at most `width` at a time; results in input order. */

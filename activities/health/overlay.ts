@@ -71,8 +71,9 @@ export async function wireguardLinks(
   // Step 2: the node's key (interface and key file), its address, its peers on both sides.
   links.push(
     await guarded('overlayKey', undefined, 'issueOverlayKey', async () => {
-      // keyRecordedAt: when the ledger first recorded the node's peering (its key's age, for expiry metrics and rotation).
-      const keyRecordedAt = peers.length ? peers.map((p) => p.createdAt).sort()[0] : null;
+      // keyRecordedAt: since when the node holds its key (its age, for expiry metrics and the schedule's
+      // rotation): the ledger's last rotation, else its first peering. A rotated key's age starts again.
+      const keyRecordedAt = (await deps.ledger.getOverlayKey(input.nodeId))?.since ?? null;
       const ev: Record<string, unknown> = {
         interface: iface,
         recordedFingerprint: recordedKey ? fingerprint(recordedKey) : null,

@@ -52,7 +52,10 @@ commands:
                            create or update the Temporal Schedule maintain-fleet-<fleet>[-<segment>]: every
                            interval, maintainFleet checks the fleet's provisioned nodes and repairs the broken
                            ones, at most K at once; a shared dependency down, or more than X % broken: it repairs
-                           nothing and holds. The fleet file defaults to the input of run fleet/<fleet>.
+                           nothing and holds. A healthy node whose overlay key is older than its
+                           overlay.maxKeyAgeDays gets a key rotation (rotate/<node>), within the same K; a
+                           rolled-back rotation is reported, a failed rollback holds.
+                           The fleet file defaults to the input of run fleet/<fleet>.
                            --delete removes the schedule; --list (no fleet) lists them
   health <node>            read-only check of every link now (on the worker): key age, SVID expiries, handshake
                            age, each broken link and the step that owns it. Exit 0 only when every link is ok, 11 if not

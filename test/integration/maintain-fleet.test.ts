@@ -5,7 +5,9 @@
  * is over a 30 % budget: hold, repair nothing; under a 60 % one the scheduled
  * run repairs it with one child maintainNode), the per-node gauges, and a
  * broken shared dependency (the SPIRE server stopped) under the Temporal
- * Schedule: the run holds, checks no node and repairs none.
+ * Schedule: the run holds, checks no node and repairs none. And key rotation
+ * from the schedule: a node whose key is older than its overlay.maxKeyAgeDays
+ * (the ledger's record backdated) gets a new key; the next run leaves it be.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +16,9 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { WorkflowHandle } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../inventory/index.js';
+import pg from 'pg';
+import { Ledger, keyFingerprint } from '../../inventory/index.js';
+import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import { processAlive } from '../../activities/host/transport.js';
 import { readPidFile } from '../../activities/host/process.js';
 import { EXIT } from '../../client/cli/exit-codes.js';
@@ -221,6 +225,66 @@ describe('fleet maintenance on real lab nodes', () => {
     expect(child.activities.launchWorkloads).toBe(1);
     expect(child.activities.startSpireAgent ?? 0).toBe(0);
     expect(metrics.render()).toContain(`nodeboot_node_health{node="${inputs[0]!.nodeId}",status="ok"} 1`);
+  });
+
+  it('a key older than overlay.maxKeyAgeDays: the triggered schedule rotates it (new key on the interface, one hub peer); the next trigger does not', async () => {
+    // The same nodes, n2 now with a 2-day key limit, under their own schedule. Its key is made
+    // 3 days old honestly: the ledger's record of when the node got it (its first peering) is backdated.
+    const aged = { ...raws[1]!, overlay: { ...raws[1]!.overlay, maxKeyAgeDays: 2 } } as ProvisionInputJson;
+    const rotFleet = { fleetId: `${fleetId}-rot`, nodes: [raws[0]!, aged] as FleetInputJson['nodes'] };
+    const node = inputs[1]!;
+    const iface = nodePaths(node).interface;
+    const oldKey = (await wg.publicKey(lab.nodeTransport('n2'), iface))!;
+    const pgc = new pg.Client({ connectionString: db.url });
+    await pgc.connect();
+    try {
+      expect((await pgc.query(`SELECT 1 FROM overlay_keys WHERE node_id = $1`, [node.nodeId])).rowCount).toBe(0);
+      const r = await pgc.query(`UPDATE peers SET created_at = now() - interval '3 days' WHERE node_id = $1`, [
+        node.nodeId,
+      ]);
+      expect(r.rowCount).toBeGreaterThan(0);
+    } finally {
+      await pgc.end();
+    }
+    const created = await scheduleFleetMaintenance(env.client, rotFleet, {
+      every: '1h',
+      taskQueue,
+      budget: { maxBrokenPercent: 60, maxConcurrentRepairs: 1 },
+      handshakeTimeoutSeconds: 20,
+    });
+    try {
+      await created.handle.trigger();
+      const h = await scheduledRun(created.handle, 0);
+      const result = (await h.result()) as FleetMaintainResult;
+      expect(result.outcome).toBe('done');
+      expect(result.rotationDue).toEqual([node.nodeId]);
+      expect((await commands(h)).children).toEqual([`rotate/${node.nodeId}`]);
+      const outcome = result.nodes.find((n) => n.nodeId === node.nodeId)!;
+      expect(outcome.rotation).toMatchObject({ workflowId: `rotate/${node.nodeId}`, outcome: 'rotated' });
+      expect(result.nodes.find((n) => n.nodeId === inputs[0]!.nodeId)?.rotation).toBeUndefined();
+
+      // `wg show` in n2's namespace: a new key; the hub: exactly one peer for n2's address, with that key.
+      const newKey = (await wg.publicKey(lab.nodeTransport('n2'), iface))!;
+      expect(newKey).not.toBe(oldKey);
+      expect(keyFingerprint(newKey)).toBe(outcome.rotation!.fingerprint);
+      const overlayIp = (await ledger.getAllocation(node.nodeId, node.overlay.cidr))!;
+      const hubPeers = (await wg.show(lab.hubTransport(), lab.hub.interface)).peers;
+      expect(hubPeers.filter((p) => p.allowedIps.includes(`${overlayIp}/32`)).map((p) => p.publicKey)).toEqual([
+        newKey,
+      ]);
+      expect(hubPeers.some((p) => p.publicKey === oldKey)).toBe(false);
+
+      // The rotation reset the key's age (the ledger's rotation time): the next run rotates nothing.
+      await created.handle.trigger();
+      const h2 = await scheduledRun(created.handle, 1);
+      const again = (await h2.result()) as FleetMaintainResult;
+      expect(again.outcome).toBe('done');
+      expect(again.rotationDue).toEqual([]);
+      expect((await commands(h2)).children).toEqual([]);
+      expect(await wg.publicKey(lab.nodeTransport('n2'), iface)).toBe(newKey);
+    } finally {
+      await deleteFleetMaintenance(env.client, created.scheduleId).catch(() => undefined);
+    }
   });
 
   it('the SPIRE server stopped under the scheduled check: the run holds, checks no node, repairs none', async () => {

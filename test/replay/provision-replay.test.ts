@@ -29,6 +29,7 @@ describe('workflow replay', () => {
         'maintain-security-hold.json',
         'maintain-fleet-repair.json',
         'maintain-fleet-dependency-hold.json',
+        'maintain-fleet-rotate.json',
       ]),
     );
   });
