@@ -16,12 +16,11 @@
  *       ends provisioned with one agent and one alias entry;
  * and no node's host key (nor any other secret) is in any history.
  */
-import { Worker } from '@temporalio/worker';
+import type { Worker } from '@temporalio/worker';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createActivities } from '../../activities/index.js';
 import { Ledger } from '../../inventory/index.js';
 import { localTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
@@ -48,7 +47,6 @@ import {
   type IssuedHostCert,
 } from '../../lab/ssh-ca.js';
 import { statusQuery } from '../../common/definitions.js';
-import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
 import {
@@ -60,16 +58,10 @@ import {
   withCanaryPassword,
   type Secret,
 } from '../helpers/secret-scan.js';
-import {
-  connectTestEnv,
-  eventually,
-  uniqueId,
-  uniqueTaskQueue,
-  workflowBundle,
-  type TemporalTestEnv,
-} from '../helpers/temporal.js';
+import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 import { isAgentDaemon } from '../helpers/procs.js';
+import { startRealWorker } from '../helpers/real-worker.js';
 
 const TD = 'sshpop.nodeboot.test';
 /** SPIRE's agent sync interval (5 s): "does not come back" waits more than two of them. */
@@ -122,16 +114,7 @@ describe('sshpop node attestation (real components)', () => {
       connectTestEnv(),
     ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
-    worker = await Worker.create({
-      connection: env.nativeConnection,
-      namespace: env.namespace,
-      taskQueue,
-      workflowBundle: await workflowBundle(WORKFLOWS_PATH),
-      activities: createActivities({ ledger }),
-      maxHeartbeatThrottleInterval: 100,
-      defaultHeartbeatThrottleInterval: 100,
-    });
-    running = worker.run();
+    ({ worker, running } = await startRealWorker(env, ledger, taskQueue));
     secrets.push(...hubKeySecrets(lab));
   });
 

@@ -18,11 +18,10 @@
  * and no node's attestation key (nor any other secret) is in any history.
  */
 import 'reflect-metadata';
-import { Worker } from '@temporalio/worker';
+import type { Worker } from '@temporalio/worker';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createActivities } from '../../activities/index.js';
 import { Ledger } from '../../inventory/index.js';
 import { localTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
@@ -39,7 +38,6 @@ import { labProvisionInput } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';
 import { ensureNodeCa, issueNodeCredential, labNodeCa, x509popAttestorInput } from '../../lab/pki.js';
 import { statusQuery } from '../../common/definitions.js';
-import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
 import {
@@ -51,16 +49,11 @@ import {
   withCanaryPassword,
   type Secret,
 } from '../helpers/secret-scan.js';
-import {
-  connectTestEnv,
-  eventually,
-  uniqueId,
-  uniqueTaskQueue,
-  workflowBundle,
-  type TemporalTestEnv,
-} from '../helpers/temporal.js';
+import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 import { isAgentDaemon } from '../helpers/procs.js';
+import { createActivities } from '../../activities/index.js';
+import { startRealWorker } from '../helpers/real-worker.js';
 
 const TD = 'x509.nodeboot.test';
 /** SPIRE's agent sync interval (5 s): "does not come back" waits more than two of them. */
@@ -114,16 +107,7 @@ describe('x509pop node attestation (real components)', () => {
       connectTestEnv(),
     ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
-    worker = await Worker.create({
-      connection: env.nativeConnection,
-      namespace: env.namespace,
-      taskQueue,
-      workflowBundle: await workflowBundle(WORKFLOWS_PATH),
-      activities: createActivities({ ledger }),
-      maxHeartbeatThrottleInterval: 100,
-      defaultHeartbeatThrottleInterval: 100,
-    });
-    running = worker.run();
+    ({ worker, running } = await startRealWorker(env, ledger, taskQueue));
     secrets.push(...hubKeySecrets(lab));
   });
 

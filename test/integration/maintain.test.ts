@@ -10,8 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WorkflowHandle } from '@temporalio/client';
-import { Worker } from '@temporalio/worker';
-import { createActivities } from '../../activities/index.js';
+import type { Worker } from '@temporalio/worker';
 import { Ledger } from '../../inventory/index.js';
 import { processAlive } from '../../activities/host/transport.js';
 import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
@@ -28,19 +27,12 @@ import { HealthKey } from '../../common/search-attributes.js';
 import { STEPS, type StepName } from '../../common/steps.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';
-import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { decideUpdate } from '../../common/definitions.js';
 import { describeRun, nodeboot } from '../fixtures/nodeboot-cli.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
-import {
-  connectTestEnv,
-  eventually,
-  uniqueId,
-  uniqueTaskQueue,
-  workflowBundle,
-  type TemporalTestEnv,
-} from '../helpers/temporal.js';
+import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
+import { startRealWorker } from '../helpers/real-worker.js';
 
 describe('maintainNode on a real lab node', () => {
   let lab: Lab;
@@ -62,16 +54,7 @@ describe('maintainNode on a real lab node', () => {
       connectTestEnv(),
     ]);
     ledger = await Ledger.connect(db.url, { migrate: true });
-    worker = await Worker.create({
-      connection: env.nativeConnection,
-      namespace: env.namespace,
-      taskQueue,
-      workflowBundle: await workflowBundle(WORKFLOWS_PATH),
-      activities: createActivities({ ledger }),
-      maxHeartbeatThrottleInterval: 100,
-      defaultHeartbeatThrottleInterval: 100,
-    });
-    running = worker.run();
+    ({ worker, running } = await startRealWorker(env, ledger, taskQueue));
     raw = labProvisionInput(lab, 'n1', {
       nodeId: uniqueId('maint'),
       workloads: [{ name: 'api', spiffePath: '/ns/maint/sa/api', uid: 62051, port: 9443 }],
