@@ -21,7 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { Ledger } from '../../inventory/index.js';
+import type { Ledger } from '../../inventory/index.js';
 import { localTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
 import { fetchX509Svid } from '../../activities/spire/agent-cli.js';
@@ -32,7 +32,7 @@ import { rootFailureType, startDecommission, startProvisioning } from '../../cli
 import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
 import { nodePaths } from '../../common/paths.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import { Lab } from '../../lab/lab.js';
+import type { Lab } from '../../lab/lab.js';
 import {
   hostKeyPaths,
   issueExpiredHostCert,
@@ -47,8 +47,8 @@ import {
   type IssuedHostCert,
 } from '../../lab/ssh-ca.js';
 import { statusQuery } from '../../common/definitions.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { requireRealComponents } from '../helpers/prereqs.js';
+import type { TestDatabase } from '../helpers/database.js';
+import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
 import {
   attestationKeySecrets,
   fetchTaskQueueHistories,
@@ -58,7 +58,7 @@ import {
   withCanaryPassword,
   type Secret,
 } from '../helpers/secret-scan.js';
-import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
+import { eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 import { isAgentDaemon } from '../helpers/procs.js';
 import { startRealWorker } from '../helpers/real-worker.js';
@@ -107,13 +107,7 @@ describe('sshpop node attestation (real components)', () => {
   };
 
   beforeAll(async () => {
-    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([
-      Lab.up({ nodes: 4, ephemeral: true, trustDomain: TD }),
-      createTestDatabase(),
-      connectTestEnv(),
-    ]);
-    ledger = await Ledger.connect(db.url, { migrate: true });
+    ({ lab, db, ledger, env } = await startLabStack({ nodes: 4, ephemeral: true, trustDomain: TD }));
     ({ worker, running } = await startRealWorker(env, ledger, taskQueue));
     secrets.push(...hubKeySecrets(lab));
   });
@@ -122,8 +116,7 @@ describe('sshpop node attestation (real components)', () => {
     await stopAllWorkerProcesses();
     worker?.shutdown();
     await running?.catch(() => undefined);
-    await ledger?.close();
-    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+    await stopLabStack({ lab, db, ledger, env });
   });
 
   /** An input for lab node `node` attesting with host key + certificate `cert`. */

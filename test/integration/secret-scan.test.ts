@@ -18,15 +18,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { Ledger } from '../../inventory/index.js';
+import type { Ledger } from '../../inventory/index.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { rootFailureType, startDecommission, startProvisioning } from '../../client/provision.js';
 import type { ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import { Lab } from '../../lab/lab.js';
+import type { Lab } from '../../lab/lab.js';
 import { decideUpdate, statusQuery } from '../../common/definitions.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { requireRealComponents } from '../helpers/prereqs.js';
+import type { TestDatabase } from '../helpers/database.js';
+import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
 import {
   fetchTaskQueueHistories,
   findLeaks,
@@ -40,7 +40,7 @@ import {
   wireguardKeySecrets,
   type Secret,
 } from '../helpers/secret-scan.js';
-import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
+import { eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 
 const TD = 'secrets.nodeboot.test';
@@ -140,19 +140,12 @@ describe('no secret in the history of real runs', () => {
   let worker: WorkerProcess | undefined;
 
   beforeAll(async () => {
-    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([
-      Lab.up({ nodes: 2, ephemeral: true, trustDomain: TD }),
-      createTestDatabase(),
-      connectTestEnv(),
-    ]);
-    ledger = await Ledger.connect(db.url, { migrate: true });
+    ({ lab, db, ledger, env } = await startLabStack({ nodes: 2, ephemeral: true, trustDomain: TD }));
   });
 
   afterAll(async () => {
     await stopAllWorkerProcesses();
-    await ledger?.close();
-    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+    await stopLabStack({ lab, db, ledger, env });
   });
 
   it('provisions, fails and holds, compensates, decommissions: no key, token or password in any history', async () => {
