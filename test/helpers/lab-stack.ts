@@ -10,6 +10,23 @@ import { createTestDatabase, type TestDatabase } from './database.js';
 import { requireRealComponents } from './prereqs.js';
 import { connectTestEnv, type TemporalTestEnv } from './temporal.js';
 
+/**
+ * Provision-input overrides the lab tests share: short step timeouts (seconds)
+ * and quick retries, so a run meant to fail fails soon.
+ */
+export const LAB_FAST = {
+  timeouts: {
+    installOverlay: 60,
+    issueOverlayKey: 40,
+    gatePeerHealth: 40,
+    startSpireAgent: 60,
+    registerEntries: 40,
+    launchWorkloads: 40,
+    compensation: 60,
+  },
+  retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 3 },
+};
+
 export interface LabStack {
   lab: Lab;
   db: TestDatabase;

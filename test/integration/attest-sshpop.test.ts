@@ -48,7 +48,7 @@ import {
 } from '../../lab/ssh-ca.js';
 import { statusQuery } from '../../common/definitions.js';
 import type { TestDatabase } from '../helpers/database.js';
-import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
+import { LAB_FAST, startLabStack, stopLabStack } from '../helpers/lab-stack.js';
 import {
   attestationKeySecrets,
   fetchTaskQueueHistories,
@@ -66,18 +66,6 @@ import { startRealWorker } from '../helpers/real-worker.js';
 const TD = 'sshpop.nodeboot.test';
 /** SPIRE's agent sync interval (5 s): "does not come back" waits more than two of them. */
 const SYNC_MS = 5_000;
-const FAST = {
-  timeouts: {
-    installOverlay: 60,
-    issueOverlayKey: 40,
-    gatePeerHealth: 40,
-    startSpireAgent: 60,
-    registerEntries: 40,
-    launchWorkloads: 40,
-    compensation: 60,
-  },
-  retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 3 },
-};
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('sshpop node attestation (real components)', () => {
@@ -131,7 +119,7 @@ describe('sshpop node attestation (real components)', () => {
       nodeId,
       nodeAttestor: sshpopAttestorInput(cert),
       workloads: [{ name: 'api', spiffePath: `/ns/sshpop/sa/${nodeId}`, uid, port: 9443 }],
-      overrides: { ...FAST, ...extra },
+      overrides: { ...LAB_FAST, ...extra },
     });
   }
 
@@ -347,7 +335,7 @@ describe('sshpop node attestation (real components)', () => {
       nodeId,
       nodeAttestor: sshpopAttestorInput(cert),
       workloads: [{ name: 'quitter', spiffePath: `/ns/sshpop/sa/${nodeId}`, uid: 65003, command: ['/bin/false'] }],
-      overrides: { ...FAST, retry: { ...FAST.retry, maximumAttempts: 1 } },
+      overrides: { ...LAB_FAST, retry: { ...LAB_FAST.retry, maximumAttempts: 1 } },
     });
     const { handle } = await startProvisioning(env.client, input, { taskQueue });
     counted(taskQueue);
@@ -393,7 +381,7 @@ describe('sshpop node attestation (real components)', () => {
     const nodeId = `${tag}-e`;
     const cert = await issueNodeHostCert(lab, 'n4', nodeId);
     const input = inputFor('n4', nodeId, cert, 65004, {
-      timeouts: { ...FAST.timeouts, startSpireAgent: 40 },
+      timeouts: { ...LAB_FAST.timeouts, startSpireAgent: 40 },
       retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 5 },
     });
     const workers: WorkerProcess[] = [];

@@ -39,7 +39,7 @@ import type { Lab } from '../../lab/lab.js';
 import { ensureNodeCa, issueNodeCredential, labNodeCa, x509popAttestorInput } from '../../lab/pki.js';
 import { statusQuery } from '../../common/definitions.js';
 import type { TestDatabase } from '../helpers/database.js';
-import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
+import { LAB_FAST, startLabStack, stopLabStack } from '../helpers/lab-stack.js';
 import {
   fetchTaskQueueHistories,
   hubKeySecrets,
@@ -58,18 +58,6 @@ import { startRealWorker } from '../helpers/real-worker.js';
 const TD = 'x509.nodeboot.test';
 /** SPIRE's agent sync interval (5 s): "does not come back" waits more than two of them. */
 const SYNC_MS = 5_000;
-const FAST = {
-  timeouts: {
-    installOverlay: 60,
-    issueOverlayKey: 40,
-    gatePeerHealth: 40,
-    startSpireAgent: 60,
-    registerEntries: 40,
-    launchWorkloads: 40,
-    compensation: 60,
-  },
-  retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 3 },
-};
 const DAY = 24 * 3600 * 1000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -124,7 +112,7 @@ describe('x509pop node attestation (real components)', () => {
       nodeId,
       nodeAttestor: x509popAttestorInput(cred),
       workloads: [{ name: 'api', spiffePath: `/ns/x509/sa/${nodeId}`, uid, port: 9443 }],
-      overrides: { ...FAST, ...extra },
+      overrides: { ...LAB_FAST, ...extra },
     });
   }
 
@@ -299,7 +287,7 @@ describe('x509pop node attestation (real components)', () => {
       nodeId,
       nodeAttestor: x509popAttestorInput(cred),
       workloads: [{ name: 'quitter', spiffePath: `/ns/x509/sa/${nodeId}`, uid: 64003, command: ['/bin/false'] }],
-      overrides: { ...FAST, retry: { ...FAST.retry, maximumAttempts: 1 } },
+      overrides: { ...LAB_FAST, retry: { ...LAB_FAST.retry, maximumAttempts: 1 } },
     });
     const { handle } = await startProvisioning(env.client, input, { taskQueue });
     counted(taskQueue);
@@ -329,7 +317,7 @@ describe('x509pop node attestation (real components)', () => {
         certPem: '',
       }),
       workloads: [{ name: 'api', spiffePath: `/ns/x509/sa/${victim.nodeId}`, uid: 64001, port: 9443 }],
-      overrides: FAST,
+      overrides: LAB_FAST,
     });
     // A security undo (what the workflow runs on a security failure), on a running re-attestable agent:
     // stopped first, then banned: it does not come back, and the later decommission does not lift the ban.
@@ -360,7 +348,7 @@ describe('x509pop node attestation (real components)', () => {
     const nodeId = `${tag}-e`;
     const cred = await issueNodeCredential(lab, 'n4', nodeId);
     const input = inputFor('n4', nodeId, cred, 64004, {
-      timeouts: { ...FAST.timeouts, startSpireAgent: 40 },
+      timeouts: { ...LAB_FAST.timeouts, startSpireAgent: 40 },
       retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 5 },
     });
     const workers: WorkerProcess[] = [];

@@ -26,7 +26,7 @@ import { labProvisionInput } from '../../lab/inputs.js';
 import type { Lab } from '../../lab/lab.js';
 import { decideUpdate, statusQuery } from '../../common/definitions.js';
 import type { TestDatabase } from '../helpers/database.js';
-import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
+import { LAB_FAST, startLabStack, stopLabStack } from '../helpers/lab-stack.js';
 import {
   fetchTaskQueueHistories,
   findLeaks,
@@ -159,28 +159,16 @@ describe('no secret in the history of real runs', () => {
       name: 'worker (secret scan)',
     });
     const tag = uniqueId('sec').slice(-10);
-    const fast = {
-      timeouts: {
-        installOverlay: 60,
-        issueOverlayKey: 40,
-        gatePeerHealth: 40,
-        startSpireAgent: 60,
-        registerEntries: 40,
-        launchWorkloads: 40,
-        compensation: 60,
-      },
-      retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 3 },
-    };
     const good: ProvisionInputJson = labProvisionInput(lab, 'n1', {
       nodeId: `${tag}-ok`,
       workloads: [{ name: 'api', spiffePath: '/ns/secrets/sa/api', uid: 63101, port: 9443 }],
-      overrides: fast,
+      overrides: LAB_FAST,
     });
     // The workload exits at once: launchWorkloads fails (after its SVID was fetched and verified), and the run holds.
     const broken: ProvisionInputJson = labProvisionInput(lab, 'n2', {
       nodeId: `${tag}-hold`,
       workloads: [{ name: 'quitter', spiffePath: '/ns/secrets/sa/quitter', uid: 63102, command: ['/bin/false'] }],
-      overrides: { ...fast, retry: { ...fast.retry, maximumAttempts: 1 }, onFailure: 'hold' },
+      overrides: { ...LAB_FAST, retry: { ...LAB_FAST.retry, maximumAttempts: 1 }, onFailure: 'hold' },
     });
 
     const [ok, held] = await Promise.all([
