@@ -103,17 +103,31 @@ const settle = (p: Promise<unknown>) =>
     () => undefined,
   );
 
-/** A plain successful provisionNode run. */
-async function provisionToTheEnd(env: TemporalTestEnv, taskQueue: string): Promise<WorkflowHandle> {
-  const nodeId = uniqueId('replay');
-  const h = await env.client.workflow.start(provisionNode, {
-    taskQueue,
-    workflowId: provisionWorkflowId(nodeId),
-    args: [sampleInput(nodeId)],
-  });
-  await h.result();
-  return h;
+/**
+ * A scenario's `run` for one fresh node: starts `workflow` with the id and the
+ * arguments made from a new node id, then `then` drives the run to its end
+ * (by default: wait for the result, failing the recording if the run fails).
+ */
+function runForNode<A>(
+  workflow: (arg: A) => Promise<unknown>,
+  workflowIdOf: (nodeId: string) => string,
+  argOf: (nodeId: string) => A,
+  then: (h: WorkflowHandle, fake: FakeActivities) => Promise<unknown> = (h) => h.result(),
+): Scenario['run'] {
+  return async (env, taskQueue, fake) => {
+    const nodeId = uniqueId('replay');
+    const h = await env.client.workflow.start(workflow, {
+      taskQueue,
+      workflowId: workflowIdOf(nodeId),
+      args: [argOf(nodeId)],
+    });
+    await then(h, fake);
+    return h;
+  };
 }
+
+/** A plain successful provisionNode run. */
+const provisionToTheEnd = runForNode(provisionNode, provisionWorkflowId, sampleInput);
 
 /** The nodes of the last fleetOf() (the fake ledger lists them as provisioned). */
 let fleetNodes: { nodeId: string; nodeDir: string }[] = [];
@@ -139,49 +153,30 @@ const scenarios: Scenario[] = [
     name: 'provision-compensated',
     fake: () =>
       createFakeActivities({ startSpireAgent: failWith('ToolMissing'), undoIssueOverlayKey: failWith('ToolMissing') }),
-    async run(env, taskQueue) {
-      const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(provisionNode, {
-        taskQueue,
-        workflowId: provisionWorkflowId(nodeId),
-        args: [sampleInput(nodeId)],
-      });
-      await settle(h.result());
-      return h;
-    },
+    run: runForNode(provisionNode, provisionWorkflowId, sampleInput, (h) => settle(h.result())),
   },
   {
     name: 'provision-hold-retry',
     fake: () => createFakeActivities({ registerEntries: failWith('EntryRejected', 1) }),
-    async run(env, taskQueue) {
-      const nodeId = uniqueId('replay');
-      const input = sampleInput(nodeId, { onFailure: 'hold' });
-      const h = await env.client.workflow.start(provisionNode, {
-        taskQueue,
-        workflowId: provisionWorkflowId(nodeId),
-        args: [input],
-      });
-      await eventually(async () => (await h.query(statusQuery)).state === 'held', { what: 'held' });
-      await h.executeUpdate(decideUpdate, { args: [{ action: 'retry' }] });
-      await h.result();
-      return h;
-    },
+    run: runForNode(
+      provisionNode,
+      provisionWorkflowId,
+      (nodeId) => sampleInput(nodeId, { onFailure: 'hold' }),
+      async (h) => {
+        await eventually(async () => (await h.query(statusQuery)).state === 'held', { what: 'held' });
+        await h.executeUpdate(decideUpdate, { args: [{ action: 'retry' }] });
+        await h.result();
+      },
+    ),
   },
   {
     name: 'provision-cancelled',
     fake: () => createFakeActivities({ launchWorkloads: blockUntilCancelled('launchWorkloads') }),
-    async run(env, taskQueue, fake) {
-      const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(provisionNode, {
-        taskQueue,
-        workflowId: provisionWorkflowId(nodeId),
-        args: [sampleInput(nodeId)],
-      });
+    run: runForNode(provisionNode, provisionWorkflowId, sampleInput, async (h, fake) => {
       await fake.entered('launchWorkloads');
       await h.cancel();
       await settle(h.result());
-      return h;
-    },
+    }),
   },
   {
     // After LEDGER_LOCAL_PATCH: ledger events as local activities (markers in history).
@@ -219,31 +214,21 @@ const scenarios: Scenario[] = [
     // rotateOverlayKey: all five stages.
     name: 'rotate-success',
     fake: () => createFakeRotation(),
-    async run(env, taskQueue) {
-      const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(rotateOverlayKey, {
-        taskQueue,
-        workflowId: rotateWorkflowId(nodeId),
-        args: [{ input: sampleInput(nodeId), handshakeTimeoutSeconds: 10 }],
-      });
-      await h.result();
-      return h;
-    },
+    run: runForNode(rotateOverlayKey, rotateWorkflowId, (nodeId) => ({
+      input: sampleInput(nodeId),
+      handshakeTimeoutSeconds: 10,
+    })),
   },
   {
     // rotateOverlayKey: the new key does not handshake; rolled back to the old one.
     name: 'rotate-rolled-back',
     fake: () => createFakeRotation({ fail: { stage: 'rotateVerify', type: 'PeerHandshakeTimeout' } }),
-    async run(env, taskQueue) {
-      const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(rotateOverlayKey, {
-        taskQueue,
-        workflowId: rotateWorkflowId(nodeId),
-        args: [{ input: sampleInput(nodeId), handshakeTimeoutSeconds: 10 }],
-      });
-      await settle(h.result());
-      return h;
-    },
+    run: runForNode(
+      rotateOverlayKey,
+      rotateWorkflowId,
+      (nodeId) => ({ input: sampleInput(nodeId), handshakeTimeoutSeconds: 10 }),
+      (h) => settle(h.result()),
+    ),
   },
   {
     // maintainNode: the hub lost the node's peer; steps 2-3 re-run; the next check is healthy.
@@ -253,16 +238,7 @@ const scenarios: Scenario[] = [
       fake.healthReports.push({ status: 'broken', links: [brokenLink('hubPeer:hub', 'issueOverlayKey')] });
       return fake;
     },
-    async run(env, taskQueue) {
-      const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(maintainNode, {
-        taskQueue,
-        workflowId: maintainWorkflowId(nodeId),
-        args: [{ provision: sampleInput(nodeId) }],
-      });
-      await h.result();
-      return h;
-    },
+    run: runForNode(maintainNode, maintainWorkflowId, (nodeId) => ({ provision: sampleInput(nodeId) })),
   },
   {
     // maintainNode: a foreign key on the interface holds the run; the operator retries; healthy.
@@ -272,18 +248,16 @@ const scenarios: Scenario[] = [
       fake.healthReports.push({ status: 'broken', links: [brokenLink('overlayKey', 'issueOverlayKey', true)] });
       return fake;
     },
-    async run(env, taskQueue) {
-      const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(maintainNode, {
-        taskQueue,
-        workflowId: maintainWorkflowId(nodeId),
-        args: [{ provision: sampleInput(nodeId) }],
-      });
-      await eventually(async () => (await h.query(maintainStatusQuery)).state === 'held', { what: 'held' });
-      await h.executeUpdate(decideUpdate, { args: [{ action: 'retry' }] });
-      await h.result();
-      return h;
-    },
+    run: runForNode(
+      maintainNode,
+      maintainWorkflowId,
+      (nodeId) => ({ provision: sampleInput(nodeId) }),
+      async (h) => {
+        await eventually(async () => (await h.query(maintainStatusQuery)).state === 'held', { what: 'held' });
+        await h.executeUpdate(decideUpdate, { args: [{ action: 'retry' }] });
+        await h.result();
+      },
+    ),
   },
   {
     // maintainFleet: three nodes checked, one broken: one child maintainNode repairs it (steps 2-3).
@@ -364,16 +338,7 @@ const scenarios: Scenario[] = [
   {
     name: 'decommission',
     fake: () => createFakeActivities(),
-    async run(env, taskQueue) {
-      const nodeId = uniqueId('replay');
-      const h = await env.client.workflow.start(decommissionNode, {
-        taskQueue,
-        workflowId: decommissionWorkflowId(nodeId),
-        args: [sampleInput(nodeId)],
-      });
-      await h.result();
-      return h;
-    },
+    run: runForNode(decommissionNode, decommissionWorkflowId, sampleInput),
   },
 ];
 

@@ -6,6 +6,8 @@
 import { heartbeat } from '../host/heartbeat.js';
 import { ToolError } from '../host/exec.js';
 import type { HostTransport } from '../host/transport.js';
+import type { ProvisionInput } from '../../common/input.js';
+import type { Ledger } from '../../inventory/index.js';
 import type { HealthEvidence } from '../types.js';
 import * as ip from './ip.js';
 
@@ -81,4 +83,31 @@ async function routeProblem(
     return `the node routes ${address} from ${route.prefsrc}, not its overlay address ${via.sourceIp}`;
   }
   return undefined;
+}
+
+/**
+ * Traffic towards every hub: WireGuard then initiates a handshake now instead
+ * of at the next keepalive (used while waiting for one).
+ */
+export async function nudgeHubs(t: HostTransport, input: ProvisionInput, signal?: AbortSignal): Promise<void> {
+  for (const hub of input.overlay.hubs) {
+    await t.run('ping', ['-c', '1', '-W', '1', hub.overlayIp], { signal, allowNonZeroExit: true, timeoutMs: 3_000 });
+  }
+}
+
+/**
+ * The probe to the SPIRE server, which must leave through `iface` from the
+ * node's overlay address (the ledger's allocation), by `deadline` (epoch ms).
+ */
+export async function probeFromOverlay(
+  t: HostTransport,
+  ledger: Ledger,
+  input: ProvisionInput,
+  iface: string,
+  deadline: number,
+  signal?: AbortSignal,
+): Promise<HealthEvidence['probe']> {
+  const sourceIp = (await ledger.getAllocation(input.nodeId, input.overlay.cidr)) ?? undefined;
+  const target = { address: input.spire.serverAddress, port: input.spire.serverPort };
+  return probeThroughTunnel(t, target, deadline, signal, { interface: iface, sourceIp });
 }

@@ -16,13 +16,12 @@
  *       ends provisioned with one agent and one alias entry;
  * and no node's host key (nor any other secret) is in any history.
  */
-import { Worker } from '@temporalio/worker';
+import type { Worker } from '@temporalio/worker';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../inventory/index.js';
+import type { Ledger } from '../../inventory/index.js';
 import { localTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
 import { fetchX509Svid } from '../../activities/spire/agent-cli.js';
@@ -33,7 +32,7 @@ import { rootFailureType, startDecommission, startProvisioning } from '../../cli
 import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
 import { nodePaths } from '../../common/paths.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import { Lab } from '../../lab/lab.js';
+import type { Lab } from '../../lab/lab.js';
 import {
   hostKeyPaths,
   issueExpiredHostCert,
@@ -48,9 +47,8 @@ import {
   type IssuedHostCert,
 } from '../../lab/ssh-ca.js';
 import { statusQuery } from '../../common/definitions.js';
-import { WORKFLOWS_PATH } from '../../workers/worker.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { requireRealComponents } from '../helpers/prereqs.js';
+import type { TestDatabase } from '../helpers/database.js';
+import { LAB_FAST, startLabStack, stopLabStack } from '../helpers/lab-stack.js';
 import {
   attestationKeySecrets,
   fetchTaskQueueHistories,
@@ -60,32 +58,14 @@ import {
   withCanaryPassword,
   type Secret,
 } from '../helpers/secret-scan.js';
-import {
-  connectTestEnv,
-  eventually,
-  uniqueId,
-  uniqueTaskQueue,
-  workflowBundle,
-  type TemporalTestEnv,
-} from '../helpers/temporal.js';
+import { eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 import { isAgentDaemon } from '../helpers/procs.js';
+import { startRealWorker } from '../helpers/real-worker.js';
 
 const TD = 'sshpop.nodeboot.test';
 /** SPIRE's agent sync interval (5 s): "does not come back" waits more than two of them. */
 const SYNC_MS = 5_000;
-const FAST = {
-  timeouts: {
-    installOverlay: 60,
-    issueOverlayKey: 40,
-    gatePeerHealth: 40,
-    startSpireAgent: 60,
-    registerEntries: 40,
-    launchWorkloads: 40,
-    compensation: 60,
-  },
-  retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 3 },
-};
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('sshpop node attestation (real components)', () => {
@@ -115,23 +95,8 @@ describe('sshpop node attestation (real components)', () => {
   };
 
   beforeAll(async () => {
-    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([
-      Lab.up({ nodes: 4, ephemeral: true, trustDomain: TD }),
-      createTestDatabase(),
-      connectTestEnv(),
-    ]);
-    ledger = await Ledger.connect(db.url, { migrate: true });
-    worker = await Worker.create({
-      connection: env.nativeConnection,
-      namespace: env.namespace,
-      taskQueue,
-      workflowBundle: await workflowBundle(WORKFLOWS_PATH),
-      activities: createActivities({ ledger }),
-      maxHeartbeatThrottleInterval: 100,
-      defaultHeartbeatThrottleInterval: 100,
-    });
-    running = worker.run();
+    ({ lab, db, ledger, env } = await startLabStack({ nodes: 4, ephemeral: true, trustDomain: TD }));
+    ({ worker, running } = await startRealWorker(env, ledger, taskQueue));
     secrets.push(...hubKeySecrets(lab));
   });
 
@@ -139,8 +104,7 @@ describe('sshpop node attestation (real components)', () => {
     await stopAllWorkerProcesses();
     worker?.shutdown();
     await running?.catch(() => undefined);
-    await ledger?.close();
-    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+    await stopLabStack({ lab, db, ledger, env });
   });
 
   /** An input for lab node `node` attesting with host key + certificate `cert`. */
@@ -155,7 +119,7 @@ describe('sshpop node attestation (real components)', () => {
       nodeId,
       nodeAttestor: sshpopAttestorInput(cert),
       workloads: [{ name: 'api', spiffePath: `/ns/sshpop/sa/${nodeId}`, uid, port: 9443 }],
-      overrides: { ...FAST, ...extra },
+      overrides: { ...LAB_FAST, ...extra },
     });
   }
 
@@ -371,7 +335,7 @@ describe('sshpop node attestation (real components)', () => {
       nodeId,
       nodeAttestor: sshpopAttestorInput(cert),
       workloads: [{ name: 'quitter', spiffePath: `/ns/sshpop/sa/${nodeId}`, uid: 65003, command: ['/bin/false'] }],
-      overrides: { ...FAST, retry: { ...FAST.retry, maximumAttempts: 1 } },
+      overrides: { ...LAB_FAST, retry: { ...LAB_FAST.retry, maximumAttempts: 1 } },
     });
     const { handle } = await startProvisioning(env.client, input, { taskQueue });
     counted(taskQueue);
@@ -417,7 +381,7 @@ describe('sshpop node attestation (real components)', () => {
     const nodeId = `${tag}-e`;
     const cert = await issueNodeHostCert(lab, 'n4', nodeId);
     const input = inputFor('n4', nodeId, cert, 65004, {
-      timeouts: { ...FAST.timeouts, startSpireAgent: 40 },
+      timeouts: { ...LAB_FAST.timeouts, startSpireAgent: 40 },
       retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 5 },
     });
     const workers: WorkerProcess[] = [];

@@ -25,7 +25,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../inventory/index.js';
+import type { Ledger } from '../../inventory/index.js';
 import { localTransport, transportFor, type HostTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
 import { nodePaths } from '../../activities/paths.js';
@@ -36,7 +36,7 @@ import * as server from '../../activities/spire/server-cli.js';
 import { rootFailureType, startDecommission, startProvisioning } from '../../client/provision.js';
 import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput, type LabWorkload } from '../../lab/inputs.js';
-import { Lab } from '../../lab/lab.js';
+import type { Lab } from '../../lab/lab.js';
 import {
   createDevidCa,
   labTpmAuthority,
@@ -48,18 +48,11 @@ import {
 } from '../../lab/tpm.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { statusQuery } from '../../common/definitions.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import type { TestDatabase } from '../helpers/database.js';
+import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
 import { expectStepFailureChain, failureOf } from '../helpers/failures.js';
-import { requireRealComponents } from '../helpers/prereqs.js';
 import { fetchTaskQueueHistories, leakReport, type Secret } from '../helpers/secret-scan.js';
-import {
-  connectTestEnv,
-  eventually,
-  uniqueId,
-  uniqueTaskQueue,
-  withWorker,
-  type TemporalTestEnv,
-} from '../helpers/temporal.js';
+import { eventually, uniqueId, uniqueTaskQueue, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 
 const TD = 'tpm.nodeboot.test';
@@ -82,19 +75,12 @@ describe('tpm_devid attestation with a software TPM per lab node (real component
   const srv = () => ({ transport: lab.hubTransport(), socketPath: lab.spire!.socketPath });
 
   beforeAll(async () => {
-    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([
-      Lab.up({ nodes: 4, ephemeral: true, trustDomain: TD }),
-      createTestDatabase(),
-      connectTestEnv(),
-    ]);
-    ledger = await Ledger.connect(db.url, { migrate: true });
+    ({ lab, db, ledger, env } = await startLabStack({ nodes: 4, ephemeral: true, trustDomain: TD }));
   });
 
   afterAll(async () => {
     await stopAllWorkerProcesses();
-    await ledger?.close();
-    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+    await stopLabStack({ lab, db, ledger, env });
   });
 
   const tpmInput = (node: string, nodeId: string, tpm: NodeTpm, workloads: LabWorkload[] = []): ProvisionInputJson =>

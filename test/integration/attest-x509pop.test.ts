@@ -18,12 +18,11 @@
  * and no node's attestation key (nor any other secret) is in any history.
  */
 import 'reflect-metadata';
-import { Worker } from '@temporalio/worker';
+import type { Worker } from '@temporalio/worker';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../inventory/index.js';
+import type { Ledger } from '../../inventory/index.js';
 import { localTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
 import { fetchX509Svid } from '../../activities/spire/agent-cli.js';
@@ -36,12 +35,11 @@ import { summarizeHealth } from '../../common/health-summary.js';
 import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
 import { nodePaths } from '../../common/paths.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import { Lab } from '../../lab/lab.js';
+import type { Lab } from '../../lab/lab.js';
 import { ensureNodeCa, issueNodeCredential, labNodeCa, x509popAttestorInput } from '../../lab/pki.js';
 import { statusQuery } from '../../common/definitions.js';
-import { WORKFLOWS_PATH } from '../../workers/worker.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { requireRealComponents } from '../helpers/prereqs.js';
+import type { TestDatabase } from '../helpers/database.js';
+import { LAB_FAST, startLabStack, stopLabStack } from '../helpers/lab-stack.js';
 import {
   fetchTaskQueueHistories,
   hubKeySecrets,
@@ -51,32 +49,15 @@ import {
   withCanaryPassword,
   type Secret,
 } from '../helpers/secret-scan.js';
-import {
-  connectTestEnv,
-  eventually,
-  uniqueId,
-  uniqueTaskQueue,
-  workflowBundle,
-  type TemporalTestEnv,
-} from '../helpers/temporal.js';
+import { eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 import { isAgentDaemon } from '../helpers/procs.js';
+import { createActivities } from '../../activities/index.js';
+import { startRealWorker } from '../helpers/real-worker.js';
 
 const TD = 'x509.nodeboot.test';
 /** SPIRE's agent sync interval (5 s): "does not come back" waits more than two of them. */
 const SYNC_MS = 5_000;
-const FAST = {
-  timeouts: {
-    installOverlay: 60,
-    issueOverlayKey: 40,
-    gatePeerHealth: 40,
-    startSpireAgent: 60,
-    registerEntries: 40,
-    launchWorkloads: 40,
-    compensation: 60,
-  },
-  retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 3 },
-};
 const DAY = 24 * 3600 * 1000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -107,23 +88,8 @@ describe('x509pop node attestation (real components)', () => {
   };
 
   beforeAll(async () => {
-    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([
-      Lab.up({ nodes: 4, ephemeral: true, trustDomain: TD }),
-      createTestDatabase(),
-      connectTestEnv(),
-    ]);
-    ledger = await Ledger.connect(db.url, { migrate: true });
-    worker = await Worker.create({
-      connection: env.nativeConnection,
-      namespace: env.namespace,
-      taskQueue,
-      workflowBundle: await workflowBundle(WORKFLOWS_PATH),
-      activities: createActivities({ ledger }),
-      maxHeartbeatThrottleInterval: 100,
-      defaultHeartbeatThrottleInterval: 100,
-    });
-    running = worker.run();
+    ({ lab, db, ledger, env } = await startLabStack({ nodes: 4, ephemeral: true, trustDomain: TD }));
+    ({ worker, running } = await startRealWorker(env, ledger, taskQueue));
     secrets.push(...hubKeySecrets(lab));
   });
 
@@ -131,8 +97,7 @@ describe('x509pop node attestation (real components)', () => {
     await stopAllWorkerProcesses();
     worker?.shutdown();
     await running?.catch(() => undefined);
-    await ledger?.close();
-    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+    await stopLabStack({ lab, db, ledger, env });
   });
 
   /** An input for lab node `node` attesting with `cred`. */
@@ -147,7 +112,7 @@ describe('x509pop node attestation (real components)', () => {
       nodeId,
       nodeAttestor: x509popAttestorInput(cred),
       workloads: [{ name: 'api', spiffePath: `/ns/x509/sa/${nodeId}`, uid, port: 9443 }],
-      overrides: { ...FAST, ...extra },
+      overrides: { ...LAB_FAST, ...extra },
     });
   }
 
@@ -322,7 +287,7 @@ describe('x509pop node attestation (real components)', () => {
       nodeId,
       nodeAttestor: x509popAttestorInput(cred),
       workloads: [{ name: 'quitter', spiffePath: `/ns/x509/sa/${nodeId}`, uid: 64003, command: ['/bin/false'] }],
-      overrides: { ...FAST, retry: { ...FAST.retry, maximumAttempts: 1 } },
+      overrides: { ...LAB_FAST, retry: { ...LAB_FAST.retry, maximumAttempts: 1 } },
     });
     const { handle } = await startProvisioning(env.client, input, { taskQueue });
     counted(taskQueue);
@@ -352,7 +317,7 @@ describe('x509pop node attestation (real components)', () => {
         certPem: '',
       }),
       workloads: [{ name: 'api', spiffePath: `/ns/x509/sa/${victim.nodeId}`, uid: 64001, port: 9443 }],
-      overrides: FAST,
+      overrides: LAB_FAST,
     });
     // A security undo (what the workflow runs on a security failure), on a running re-attestable agent:
     // stopped first, then banned: it does not come back, and the later decommission does not lift the ban.
@@ -383,7 +348,7 @@ describe('x509pop node attestation (real components)', () => {
     const nodeId = `${tag}-e`;
     const cred = await issueNodeCredential(lab, 'n4', nodeId);
     const input = inputFor('n4', nodeId, cred, 64004, {
-      timeouts: { ...FAST.timeouts, startSpireAgent: 40 },
+      timeouts: { ...LAB_FAST.timeouts, startSpireAgent: 40 },
       retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 5 },
     });
     const workers: WorkerProcess[] = [];

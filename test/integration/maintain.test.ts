@@ -10,9 +10,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WorkflowHandle } from '@temporalio/client';
-import { Worker } from '@temporalio/worker';
-import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../inventory/index.js';
+import type { Worker } from '@temporalio/worker';
+import type { Ledger } from '../../inventory/index.js';
 import { processAlive } from '../../activities/host/transport.js';
 import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import { readPidFile } from '../../activities/host/process.js';
@@ -27,20 +26,13 @@ import { nodePaths } from '../../common/paths.js';
 import { HealthKey } from '../../common/search-attributes.js';
 import { STEPS, type StepName } from '../../common/steps.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import { Lab } from '../../lab/lab.js';
-import { WORKFLOWS_PATH } from '../../workers/worker.js';
+import type { Lab } from '../../lab/lab.js';
 import { decideUpdate } from '../../common/definitions.js';
 import { describeRun, nodeboot } from '../fixtures/nodeboot-cli.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { requireRealComponents } from '../helpers/prereqs.js';
-import {
-  connectTestEnv,
-  eventually,
-  uniqueId,
-  uniqueTaskQueue,
-  workflowBundle,
-  type TemporalTestEnv,
-} from '../helpers/temporal.js';
+import type { TestDatabase } from '../helpers/database.js';
+import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
+import { eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
+import { startRealWorker } from '../helpers/real-worker.js';
 
 describe('maintainNode on a real lab node', () => {
   let lab: Lab;
@@ -55,23 +47,12 @@ describe('maintainNode on a real lab node', () => {
   const timings: Record<string, number> = {};
 
   beforeAll(async () => {
-    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([
-      Lab.up({ nodes: 1, ephemeral: true, trustDomain: 'maintain.nodeboot.test' }),
-      createTestDatabase(),
-      connectTestEnv(),
-    ]);
-    ledger = await Ledger.connect(db.url, { migrate: true });
-    worker = await Worker.create({
-      connection: env.nativeConnection,
-      namespace: env.namespace,
-      taskQueue,
-      workflowBundle: await workflowBundle(WORKFLOWS_PATH),
-      activities: createActivities({ ledger }),
-      maxHeartbeatThrottleInterval: 100,
-      defaultHeartbeatThrottleInterval: 100,
-    });
-    running = worker.run();
+    ({ lab, db, ledger, env } = await startLabStack({
+      nodes: 1,
+      ephemeral: true,
+      trustDomain: 'maintain.nodeboot.test',
+    }));
+    ({ worker, running } = await startRealWorker(env, ledger, taskQueue));
     raw = labProvisionInput(lab, 'n1', {
       nodeId: uniqueId('maint'),
       workloads: [{ name: 'api', spiffePath: '/ns/maint/sa/api', uid: 62051, port: 9443 }],
@@ -83,8 +64,7 @@ describe('maintainNode on a real lab node', () => {
     console.log(`break → healthy (ms): ${JSON.stringify(timings)}`);
     worker?.shutdown();
     await running?.catch(() => undefined);
-    await ledger?.close();
-    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+    await stopLabStack({ lab, db, ledger, env });
   });
 
   const node = () => lab.nodeTransport('n1');

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../inventory/index.js';
+import type { Ledger } from '../../inventory/index.js';
 import { processAlive } from '../../activities/host/transport.js';
 import { readPidFile } from '../../activities/host/process.js';
 import * as server from '../../activities/spire/server-cli.js';
@@ -19,12 +19,12 @@ import { EXIT } from '../../client/cli/exit-codes.js';
 import { nodePaths } from '../../common/paths.js';
 import { ProvisionInput } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import { Lab } from '../../lab/lab.js';
+import type { Lab } from '../../lab/lab.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { describeRun, nodeboot, type CliRun } from '../fixtures/nodeboot-cli.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { requireRealComponents } from '../helpers/prereqs.js';
-import { connectTestEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
+import type { TestDatabase } from '../helpers/database.js';
+import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
+import { eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 
 describe('nodeboot repair (real lab)', () => {
   let lab: Lab;
@@ -35,21 +35,18 @@ describe('nodeboot repair (real lab)', () => {
   let address: string;
 
   beforeAll(async () => {
-    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([
-      Lab.up({ nodes: 1, ephemeral: true, trustDomain: 'repair.nodeboot.test' }),
-      createTestDatabase(),
-      connectTestEnv(),
-    ]);
-    ledger = await Ledger.connect(db.url, { migrate: true });
+    ({ lab, db, ledger, env } = await startLabStack({
+      nodes: 1,
+      ephemeral: true,
+      trustDomain: 'repair.nodeboot.test',
+    }));
     dir = mkdtempSync(path.join(tmpdir(), 'nb-repair-'));
     const { inject } = await import('vitest');
     address = inject('temporalAddress');
   });
 
   afterAll(async () => {
-    await ledger?.close();
-    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+    await stopLabStack({ lab, db, ledger, env });
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 

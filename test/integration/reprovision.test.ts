@@ -12,19 +12,19 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../inventory/index.js';
+import type { Ledger } from '../../inventory/index.js';
 import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { EXIT } from '../../client/cli/exit-codes.js';
 import { startDecommission, startProvisioning } from '../../client/provision.js';
 import type { ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import { Lab } from '../../lab/lab.js';
+import type { Lab } from '../../lab/lab.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { describeRun, nodeboot, type CliRun } from '../fixtures/nodeboot-cli.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { requireRealComponents } from '../helpers/prereqs.js';
-import { connectTestEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
+import type { TestDatabase } from '../helpers/database.js';
+import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
+import { eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 
 const TRUST_DOMAIN = 'reprovision.nodeboot.test';
 
@@ -39,13 +39,7 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
     {} as never;
 
   beforeAll(async () => {
-    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([
-      Lab.up({ nodes: 2, ephemeral: true, trustDomain: TRUST_DOMAIN }),
-      createTestDatabase(),
-      connectTestEnv(),
-    ]);
-    ledger = await Ledger.connect(db.url, { migrate: true });
+    ({ lab, db, ledger, env } = await startLabStack({ nodes: 2, ephemeral: true, trustDomain: TRUST_DOMAIN }));
     dir = mkdtempSync(path.join(tmpdir(), 'nb-reprovision-'));
     const { inject } = await import('vitest');
     address = inject('temporalAddress');
@@ -63,8 +57,7 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
   });
 
   afterAll(async () => {
-    await ledger?.close();
-    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+    await stopLabStack({ lab, db, ledger, env });
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 

@@ -20,17 +20,17 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
-import { Ledger } from '../../inventory/index.js';
+import type { Ledger } from '../../inventory/index.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { EXIT } from '../../client/cli/exit-codes.js';
 import type { ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import { Lab } from '../../lab/lab.js';
+import type { Lab } from '../../lab/lab.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { describeRun, nodeboot, type CliRun } from '../fixtures/nodeboot-cli.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { requireRealComponents } from '../helpers/prereqs.js';
-import { connectTestEnv, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
+import type { TestDatabase } from '../helpers/database.js';
+import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
+import { uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 
 interface LedgerRows {
   allocations: { cidr: string; ip: string; allocated_at: Date }[];
@@ -47,21 +47,14 @@ describe('nodeboot rerun after a failure at step 4 (real lab, real ledger)', () 
   let address: string;
 
   beforeAll(async () => {
-    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([
-      Lab.up({ nodes: 1, ephemeral: true, trustDomain: 'rerun.nodeboot.test' }),
-      createTestDatabase(),
-      connectTestEnv(),
-    ]);
-    ledger = await Ledger.connect(db.url, { migrate: true });
+    ({ lab, db, ledger, env } = await startLabStack({ nodes: 1, ephemeral: true, trustDomain: 'rerun.nodeboot.test' }));
     dir = mkdtempSync(path.join(tmpdir(), 'nb-rerun-'));
     const { inject } = await import('vitest');
     address = inject('temporalAddress');
   });
 
   afterAll(async () => {
-    await ledger?.close();
-    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+    await stopLabStack({ lab, db, ledger, env });
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 

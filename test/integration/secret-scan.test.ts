@@ -18,15 +18,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { Ledger } from '../../inventory/index.js';
+import type { Ledger } from '../../inventory/index.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { rootFailureType, startDecommission, startProvisioning } from '../../client/provision.js';
 import type { ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import { Lab } from '../../lab/lab.js';
+import type { Lab } from '../../lab/lab.js';
 import { decideUpdate, statusQuery } from '../../common/definitions.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { requireRealComponents } from '../helpers/prereqs.js';
+import type { TestDatabase } from '../helpers/database.js';
+import { LAB_FAST, startLabStack, stopLabStack } from '../helpers/lab-stack.js';
 import {
   fetchTaskQueueHistories,
   findLeaks,
@@ -40,7 +40,7 @@ import {
   wireguardKeySecrets,
   type Secret,
 } from '../helpers/secret-scan.js';
-import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
+import { eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 
 const TD = 'secrets.nodeboot.test';
@@ -140,19 +140,12 @@ describe('no secret in the history of real runs', () => {
   let worker: WorkerProcess | undefined;
 
   beforeAll(async () => {
-    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([
-      Lab.up({ nodes: 2, ephemeral: true, trustDomain: TD }),
-      createTestDatabase(),
-      connectTestEnv(),
-    ]);
-    ledger = await Ledger.connect(db.url, { migrate: true });
+    ({ lab, db, ledger, env } = await startLabStack({ nodes: 2, ephemeral: true, trustDomain: TD }));
   });
 
   afterAll(async () => {
     await stopAllWorkerProcesses();
-    await ledger?.close();
-    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+    await stopLabStack({ lab, db, ledger, env });
   });
 
   it('provisions, fails and holds, compensates, decommissions: no key, token or password in any history', async () => {
@@ -166,28 +159,16 @@ describe('no secret in the history of real runs', () => {
       name: 'worker (secret scan)',
     });
     const tag = uniqueId('sec').slice(-10);
-    const fast = {
-      timeouts: {
-        installOverlay: 60,
-        issueOverlayKey: 40,
-        gatePeerHealth: 40,
-        startSpireAgent: 60,
-        registerEntries: 40,
-        launchWorkloads: 40,
-        compensation: 60,
-      },
-      retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 3 },
-    };
     const good: ProvisionInputJson = labProvisionInput(lab, 'n1', {
       nodeId: `${tag}-ok`,
       workloads: [{ name: 'api', spiffePath: '/ns/secrets/sa/api', uid: 63101, port: 9443 }],
-      overrides: fast,
+      overrides: LAB_FAST,
     });
     // The workload exits at once: launchWorkloads fails (after its SVID was fetched and verified), and the run holds.
     const broken: ProvisionInputJson = labProvisionInput(lab, 'n2', {
       nodeId: `${tag}-hold`,
       workloads: [{ name: 'quitter', spiffePath: '/ns/secrets/sa/quitter', uid: 63102, command: ['/bin/false'] }],
-      overrides: { ...fast, retry: { ...fast.retry, maximumAttempts: 1 }, onFailure: 'hold' },
+      overrides: { ...LAB_FAST, retry: { ...LAB_FAST.retry, maximumAttempts: 1 }, onFailure: 'hold' },
     });
 
     const [ok, held] = await Promise.all([

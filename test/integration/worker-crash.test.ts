@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it, type ExpectStatic } from 'vitest';
-import { Ledger } from '../../inventory/index.js';
+import type { Ledger } from '../../inventory/index.js';
 import { localTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
 import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
@@ -26,10 +26,10 @@ import { startDecommission, startProvisioning } from '../../client/provision.js'
 import type { ProvisionInputJson } from '../../common/input.js';
 import { STEPS } from '../../common/steps.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import { Lab } from '../../lab/lab.js';
+import type { Lab } from '../../lab/lab.js';
 import { loadWorkerConfig } from '../../workers/config.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { requireRealComponents } from '../helpers/prereqs.js';
+import type { TestDatabase } from '../helpers/database.js';
+import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
 import {
   fetchTaskQueueHistories,
   findLeaks,
@@ -41,7 +41,7 @@ import {
   withCanaryPassword,
   type Secret,
 } from '../helpers/secret-scan.js';
-import { connectTestEnv, eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
+import { eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 
 const TD = 'crash.nodeboot.test';
@@ -116,13 +116,7 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
   const slot = limiter(CONCURRENCY);
 
   beforeAll(async () => {
-    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([
-      Lab.up({ nodes: CASES.length, ephemeral: true, trustDomain: TD }),
-      createTestDatabase(),
-      connectTestEnv(),
-    ]);
-    ledger = await Ledger.connect(db.url, { migrate: true });
+    ({ lab, db, ledger, env } = await startLabStack({ nodes: CASES.length, ephemeral: true, trustDomain: TD }));
     const canary = withCanaryPassword(db.url, `canary-${randomBytes(12).toString('hex')}`);
     workerDbUrl = canary.url;
     secrets.push(canary.secret, ...hubKeySecrets(lab));
@@ -130,8 +124,7 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
 
   afterAll(async () => {
     await stopAllWorkerProcesses();
-    await ledger?.close();
-    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+    await stopLabStack({ lab, db, ledger, env });
   });
 
   it('refuses a malformed NODEBOOT_FAULT_PAUSE, naming the field', () => {

@@ -25,7 +25,7 @@ import { ToolError } from '../../host/exec.js';
 import type { HostTransport } from '../../host/transport.js';
 import { hostKeyOf, nodePaths } from '../../paths.js';
 import * as ip from '../ip.js';
-import { probeThroughTunnel } from '../probe.js';
+import { nudgeHubs, probeFromOverlay } from '../probe.js';
 import { discardNextKey, nextKeyPathOf, promoteNextKey } from './rotation-keys.js';
 import type {
   FinalizeEvidence,
@@ -221,26 +221,9 @@ export function createRotationActivities(deps: StepDeps): RotationActivities {
         );
       }
       heartbeat(`waiting for a handshake of key ${fingerprint(publicKey)}`);
-      // Traffic towards a hub makes WireGuard initiate a handshake now instead of at the next keepalive.
-      for (const hub of input.overlay.hubs) {
-        await t.run('ping', ['-c', '1', '-W', '1', hub.overlayIp], {
-          signal,
-          allowNonZeroExit: true,
-          timeoutMs: 3_000,
-        });
-      }
+      await nudgeHubs(t, input, signal);
     }
-    const overlayIp = (await deps.ledger.getAllocation(input.nodeId, input.overlay.cidr)) ?? undefined;
-    const probe = await probeThroughTunnel(
-      t,
-      { address: input.spire.serverAddress, port: input.spire.serverPort },
-      deadline,
-      signal,
-      {
-        interface: iface,
-        sourceIp: overlayIp,
-      },
-    );
+    const probe = await probeFromOverlay(t, deps.ledger, input, iface, deadline, signal);
     return { hubs, probe, fingerprint: fingerprint(publicKey) };
   }
 

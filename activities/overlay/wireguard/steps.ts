@@ -18,7 +18,7 @@ import type {
   UndoResult,
 } from '../../types.js';
 import * as ip from '../ip.js';
-import { probeThroughTunnel, stepDeadline } from '../probe.js';
+import { nudgeHubs, probeFromOverlay, stepDeadline } from '../probe.js';
 import { claimNodeDir, fingerprint } from '../shared.js';
 import { ensureInterface, removeInterface } from './interface.js';
 import * as wg from './wg-cli.js';
@@ -252,28 +252,11 @@ export function createWireguardSteps(deps: StepDeps) {
         );
       }
       heartbeat('waiting for handshake');
-      // Traffic towards a hub makes WireGuard initiate a handshake now instead of at the next keepalive.
-      for (const hub of input.overlay.hubs) {
-        await t.run('ping', ['-c', '1', '-W', '1', hub.overlayIp], {
-          signal,
-          allowNonZeroExit: true,
-          timeoutMs: 3_000,
-        });
-      }
+      await nudgeHubs(t, input, signal);
     }
 
     // The probe must leave through the tunnel, from the node's overlay address.
-    const overlayIp = (await deps.ledger.getAllocation(input.nodeId, input.overlay.cidr)) ?? undefined;
-    const probe = await probeThroughTunnel(
-      t,
-      { address: input.spire.serverAddress, port: input.spire.serverPort },
-      deadline,
-      signal,
-      {
-        interface: iface,
-        sourceIp: overlayIp,
-      },
-    );
+    const probe = await probeFromOverlay(t, deps.ledger, input, iface, deadline, signal);
     return { hubs: handshakes, probe };
   }
 

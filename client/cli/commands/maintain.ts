@@ -13,46 +13,22 @@ import type { ProvisionInputJson } from '../../../common/input.js';
 import { startMaintain } from '../../maintain.js';
 import { rootFailureType } from '../../provision.js';
 import { emit, note, timeoutMs, type Context } from '../context.js';
-import { CliError, oneLine } from '../errors.js';
+import { oneLine } from '../errors.js';
 import { EXIT, type ExitCode } from '../exit-codes.js';
-import { readJsonInput, validateForStart } from '../input.js';
-import { findRun, QUERY_TIMEOUT_MS, runInput } from '../runs.js';
+import { validateForStart } from '../input.js';
+import { QUERY_TIMEOUT_MS } from '../runs.js';
+import { assertSameNode, inputOf, provisionedNode } from '../provisioned.js';
 
 const POLL_MS = 1_000;
 
 export async function maintain(ctx: Context): Promise<ExitCode> {
   const t = await ctx.temporal();
   const nodeId = ctx.cmd.target!;
-  let raw: unknown;
-  let source: string;
-  if (ctx.flags.input) {
-    raw = await readJsonInput(ctx.flags.input, ctx.stdin);
-    source = ctx.flags.input;
-  } else {
-    const last = await findRun(t, nodeId);
-    const execution = last.desc.status.name;
-    if (execution !== 'COMPLETED') {
-      throw new CliError(
-        EXIT.CONFLICT,
-        `${nodeId} is not provisioned (its last run is ${execution.toLowerCase()}): there is nothing to maintain`,
-        {
-          suggestion:
-            execution === 'RUNNING'
-              ? `\`nodeboot watch ${nodeId}\` to follow it`
-              : `\`nodeboot rerun ${nodeId}\` to finish its provisioning`,
-        },
-      );
-    }
-    raw = await runInput(t, last.desc.workflowId, last.desc.runId);
-    source = `the input of run ${last.desc.runId}`;
-  }
-  const input = validateForStart(raw, source);
-  if (input.nodeId !== nodeId) {
-    throw new CliError(EXIT.INVALID, `${source} is for node "${input.nodeId}", not "${nodeId}"`, {
-      code: 'INVALID_INPUT',
-      fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }],
-    });
-  }
+  // With --input the caller names the input; without, it is the node's latest (completed) provisioning run's.
+  const { raw, source } = ctx.flags.input
+    ? await inputOf(ctx, t, null)
+    : await provisionedNode(ctx, t, nodeId, 'there is nothing to maintain');
+  assertSameNode(source, validateForStart(raw, source).nodeId, nodeId);
 
   const handle = await startMaintain(t.client, raw as ProvisionInputJson, { taskQueue: t.config.TEMPORAL_TASK_QUEUE });
   const runId = (await handle.describe()).runId;

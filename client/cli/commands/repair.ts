@@ -12,38 +12,16 @@ import { startRepair } from '../../provision.js';
 import { emit, note, type Context } from '../context.js';
 import { CliError } from '../errors.js';
 import { EXIT, type ExitCode } from '../exit-codes.js';
-import { readJsonInput, validateForStart } from '../input.js';
-import { findRun, runInput, viewRun } from '../runs.js';
+import { validateForStart } from '../input.js';
+import { viewRun } from '../runs.js';
 import { finalLines, followWithProgress } from './start.js';
+import { assertSameNode, provisionedNode } from '../provisioned.js';
 
 export async function repair(ctx: Context): Promise<ExitCode> {
   const t = await ctx.temporal();
   const nodeId = ctx.cmd.target!;
-  const last = await findRun(t, nodeId);
-  const execution = last.desc.status.name;
-  if (execution !== 'COMPLETED') {
-    throw new CliError(
-      EXIT.CONFLICT,
-      `${nodeId} is not provisioned (its last run is ${execution.toLowerCase()}): there is nothing to repair`,
-      {
-        suggestion:
-          execution === 'RUNNING'
-            ? `\`nodeboot watch ${nodeId}\` to follow it`
-            : `\`nodeboot rerun ${nodeId}\` to finish its provisioning`,
-      },
-    );
-  }
-  const raw = ctx.flags.input
-    ? await readJsonInput(ctx.flags.input, ctx.stdin)
-    : await runInput(t, last.desc.workflowId, last.desc.runId);
-  const source = ctx.flags.input ?? `the input of run ${last.desc.runId}`;
-  const input = validateForStart(raw, source);
-  if (input.nodeId !== nodeId) {
-    throw new CliError(EXIT.INVALID, `${source} is for node "${input.nodeId}", not "${nodeId}"`, {
-      code: 'INVALID_INPUT',
-      fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }],
-    });
-  }
+  const { last, raw, source } = await provisionedNode(ctx, t, nodeId, 'there is nothing to repair');
+  assertSameNode(source, validateForStart(raw, source).nodeId, nodeId);
   let runId: string;
   try {
     const handle = await startRepair(t.client, raw as never, { taskQueue: t.config.TEMPORAL_TASK_QUEUE });

@@ -16,27 +16,14 @@ import { startRotation } from '../../rotation.js';
 import { emit, note, timeoutMs, type Context } from '../context.js';
 import { CliError, oneLine } from '../errors.js';
 import { EXIT, type ExitCode } from '../exit-codes.js';
-import { readJsonInput } from '../input.js';
-import { findRun, runInput, type Temporal } from '../runs.js';
+import type { Temporal } from '../runs.js';
 import { suggestionFor } from '../suggestions.js';
+import { assertSameNode, provisionedNode } from '../provisioned.js';
 
 export async function rotate(ctx: Context): Promise<ExitCode> {
   const t = await ctx.temporal();
   const nodeId = ctx.cmd.target!;
-  const last = await findRun(t, nodeId);
-  const execution = last.desc.status.name;
-  if (execution !== 'COMPLETED') {
-    throw new CliError(
-      EXIT.CONFLICT,
-      `${nodeId} is not provisioned (its last provisioning run is ${execution.toLowerCase()}): there is no key to rotate`,
-      {
-        suggestion:
-          execution === 'RUNNING'
-            ? `\`nodeboot watch ${nodeId}\` to follow it`
-            : `\`nodeboot rerun ${nodeId}\` to finish its provisioning`,
-      },
-    );
-  }
+  const { last, raw, source } = await provisionedNode(ctx, t, nodeId, 'there is no key to rotate');
   if (await decommissionedSince(t, nodeId, last.desc.closeTime)) {
     throw new CliError(
       EXIT.CONFLICT,
@@ -44,10 +31,6 @@ export async function rotate(ctx: Context): Promise<ExitCode> {
       { suggestion: `\`nodeboot start\` to provision it again` },
     );
   }
-  const raw = ctx.flags.input
-    ? await readJsonInput(ctx.flags.input, ctx.stdin)
-    : await runInput(t, last.desc.workflowId, last.desc.runId);
-  const source = ctx.flags.input ?? `the input of run ${last.desc.runId}`;
   const request = {
     input: raw as ProvisionInputJson,
     ...(ctx.flags['handshake-timeout'] !== undefined
@@ -64,12 +47,7 @@ export async function rotate(ctx: Context): Promise<ExitCode> {
       })),
     });
   }
-  if (checked.value.input.nodeId !== nodeId) {
-    throw new CliError(EXIT.INVALID, `${source} is for node "${checked.value.input.nodeId}", not "${nodeId}"`, {
-      code: 'INVALID_INPUT',
-      fields: [{ path: 'nodeId', message: `must be "${nodeId}"` }],
-    });
-  }
+  assertSameNode(source, checked.value.input.nodeId, nodeId);
 
   const { handle, started } = await startRotation(t.client, request, { taskQueue: t.config.TEMPORAL_TASK_QUEUE });
   const runId = (await handle.describe()).runId;
