@@ -6,25 +6,27 @@
  * (the node is on its old key, tunnel verified); 9 when the rollback failed too.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
+import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { decommissionWorkflowId } from '../../../common/ids.js';
+import { needsNewProvisionRun } from '../../../common/lifecycle.js';
 import type { ProvisionInputJson } from '../../../common/input.js';
 import { checkRotateRequest } from '../../../common/rotation.js';
+import { readNodeLifecycle } from '../../lifecycle.js';
 import { rootFailureType } from '../../provision.js';
 import { startRotation } from '../../rotation.js';
 import { emit, note, timeoutMs, type Context } from '../context.js';
 import { CliError, oneLine } from '../errors.js';
 import { EXIT, type ExitCode } from '../exit-codes.js';
-import type { Temporal } from '../runs.js';
 import { suggestionFor } from '../suggestions.js';
 import { assertSameNode, provisionedNode } from '../provisioned.js';
 
 export async function rotate(ctx: Context): Promise<ExitCode> {
   const t = await ctx.temporal();
   const nodeId = ctx.cmd.target!;
-  const { last, raw, source } = await provisionedNode(ctx, t, nodeId, 'there is no key to rotate');
-  if (await decommissionedSince(t, nodeId, last.desc.closeTime)) {
+  const { raw, source } = await provisionedNode(ctx, t, nodeId, 'there is no key to rotate');
+  // The same state rule status and start use (common/lifecycle.ts): a decommission after that run ends the key.
+  const { state } = await readNodeLifecycle(t.client, nodeId);
+  if (state === 'decommissioning' || needsNewProvisionRun(state)) {
     throw new CliError(
       EXIT.CONFLICT,
       `${nodeId} was decommissioned after its last provisioning: there is no key to rotate`,
@@ -101,15 +103,4 @@ export async function rotate(ctx: Context): Promise<ExitCode> {
     { ...base, state: rolledBack ? 'rolled-back' : 'failed', failure },
     [`key rotation of ${nodeId} failed (${type}): ${failure.message}`, `hint: ${failure.suggestion}`],
   );
-}
-
-/** True when a decommission run of the node started after its last provisioning run closed. */
-async function decommissionedSince(t: Temporal, nodeId: string, provisionedAt: Date | undefined): Promise<boolean> {
-  try {
-    const d = await t.client.workflow.getHandle(decommissionWorkflowId(nodeId)).describe();
-    return provisionedAt === undefined || d.startTime.getTime() > provisionedAt.getTime();
-  } catch (err) {
-    if (err instanceof WorkflowNotFoundError) return false;
-    throw err;
-  }
 }
