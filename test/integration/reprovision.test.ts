@@ -21,9 +21,9 @@ import type { ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import type { Lab } from '../../lab/lab.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
-import { describeRun, nodeboot, type CliRun } from '../fixtures/nodeboot-cli.js';
 import type { TestDatabase } from '../helpers/database.js';
 import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
+import { withCliWorker, type BoundCli } from '../helpers/cli-worker.js';
 import { eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 
 const TRUST_DOMAIN = 'reprovision.nodeboot.test';
@@ -34,15 +34,12 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
   let ledger: Ledger;
   let env: TemporalTestEnv;
   let dir: string;
-  let address: string;
   const nodes: Record<'n1' | 'n2', { nodeId: string; input: ProvisionInputJson; file: string; spiffeId: string }> =
     {} as never;
 
   beforeAll(async () => {
     ({ lab, db, ledger, env } = await startLabStack({ nodes: 2, ephemeral: true, trustDomain: TRUST_DOMAIN }));
     dir = mkdtempSync(path.join(tmpdir(), 'nb-reprovision-'));
-    const { inject } = await import('vitest');
-    address = inject('temporalAddress');
     for (const [name, uid] of [
       ['n1', 62061],
       ['n2', 62062],
@@ -68,26 +65,7 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
   const hubPeers = async () => wg.peerAllowedIps(lab.hubTransport(), lab.hub.interface);
 
   /** Run `fn` with a worker on its own task queue and a `nodeboot` bound to it that asserts the exit code. */
-  type Cli = (args: string[], code: number, opts?: { soft?: boolean }) => Promise<CliRun>;
-  function withCli<T>(fn: (cli: Cli, taskQueue: string) => Promise<T>): Promise<T> {
-    return withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, (taskQueue) =>
-      fn(async (args, code, opts = {}) => {
-        const r = await nodeboot(
-          args,
-          {
-            TEMPORAL_ADDRESS: address,
-            TEMPORAL_NAMESPACE: env.namespace,
-            TEMPORAL_TASK_QUEUE: taskQueue,
-            DATABASE_URL: db.url,
-          },
-          { timeoutMs: 240_000 },
-        );
-        // soft: report and go on, so one run shows every state that is wrong.
-        (opts.soft ? expect.soft : expect)(r.code, describeRun(args, r)).toBe(code);
-        return r;
-      }, taskQueue),
-    );
-  }
+  const withCli = <T>(fn: (cli: BoundCli, taskQueue: string) => Promise<T>) => withCliWorker(env, ledger, db.url, fn);
 
   /** The node is in the fabric: its entry on the SPIRE server, its key as a peer on the hub. */
   async function expectInFabric(name: 'n1' | 'n2', publicKey: string) {
