@@ -12,7 +12,7 @@ import {
   type NodeLifecycleState,
   type RunFacts,
 } from '../common/lifecycle.js';
-import { checkProvisionInput, type CheckOptions } from '../common/validate.js';
+import { checkProvisionInput, PROVISIONED_NODE_RULES, type CheckOptions } from '../common/validate.js';
 import type { DecommissionNodeWorkflow, ProvisionNodeWorkflow } from '../common/definitions.js';
 import { readNodeLifecycle } from './lifecycle.js';
 
@@ -162,7 +162,7 @@ export async function startRepair(client: Client, raw: ProvisionInputJson, opts:
 
 export async function startDecommission(client: Client, raw: ProvisionInputJson, opts: { taskQueue?: string } = {}) {
   // As the workflow does: a node provisioned when a `port` alone named the built-in workload must still come off.
-  const input = validateProvisionInput(raw, { acceptPortOnlyWorkloads: true });
+  const input = validateProvisionInput(raw, PROVISIONED_NODE_RULES);
   return client.workflow.start<DecommissionNodeWorkflow>('decommissionNode', {
     workflowId: decommissionWorkflowId(input.nodeId),
     taskQueue: opts.taskQueue ?? TASK_QUEUE,

@@ -58,6 +58,7 @@ import {
   type MaintainFleetInput,
 } from '../common/maintain-fleet.js';
 import type { Decision } from '../common/definitions.js';
+import { PROVISIONED_NODE_RULES } from '../common/validate.js';
 import { describeFailure } from './failures.js';
 import { maintainNode } from './maintain-node.js';
 import { rotateOverlayKey } from './rotate-overlay-key.js';
@@ -121,7 +122,7 @@ export async function maintainFleet(raw: MaintainFleetInput): Promise<FleetMaint
   const opts = parseOptions(raw);
   // Nodes provisioned when a `port` alone named the built-in workload are still maintained
   // (a repair of their step 6 then fails InvalidInput naming workloads.N.command).
-  const fleet = validateFleet(raw?.fleet, { acceptPortOnlyWorkloads: true });
+  const fleet = validateFleet(raw?.fleet, PROVISIONED_NODE_RULES);
   Object.assign(status, { fleetId: fleet.input.fleetId, segment: opts.segment ?? null });
   const inFleet = fleet.nodes.filter((n) => !opts.segment || n.segment === opts.segment);
 

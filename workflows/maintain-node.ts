@@ -46,6 +46,7 @@ import {
 import { HealthKey, NodeIdKey, SegmentKey } from '../common/search-attributes.js';
 import type { StepName } from '../common/steps.js';
 import { decideUpdate, type Decision } from '../common/definitions.js';
+import { PROVISIONED_NODE_RULES } from '../common/validate.js';
 import { describeFailure, validateInput, validationRules } from './failures.js';
 import { eventRecorder, type RecordEvent } from './events.js';
 import { activitiesFor, heartbeatTimeoutMs, retryPolicyFor } from './proxies.js';
@@ -87,7 +88,7 @@ export async function maintainNode(raw: MaintainInput): Promise<MaintainResult> 
 
   // As decommission and rotation do: a node provisioned when a `port` alone named the built-in
   // workload can still be checked (a repair of its step 6 then fails InvalidInput naming the field).
-  const input = validateInput(raw?.provision, { ...validationRules(), acceptPortOnlyWorkloads: true });
+  const input = validateInput(raw?.provision, { ...validationRules(), ...PROVISIONED_NODE_RULES });
   const opts = parseOptions(raw);
   status.nodeId = input.nodeId;
   const acts = activitiesFor(input);
