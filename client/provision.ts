@@ -67,6 +67,34 @@ function decommissioningError(lifecycle: NodeLifecycle): NodeStateError {
 }
 
 /**
+ * NodeStateError when the node is being decommissioned, or was decommissioned
+ * after its last provisioning run (common/lifecycle.ts, the rule `status` and
+ * `start` use): a day-2 operation (repair, maintain, rotate, rerun) then has
+ * nothing to work on — `nothing` says what, e.g. "there is nothing to repair" —
+ * and `startProvisioning` provisions the node again.
+ */
+export async function assertNotDecommissioned(client: Client, nodeId: string, nothing: string): Promise<void> {
+  const lifecycle = await readNodeLifecycle(client, nodeId);
+  const run = lifecycle.decommission;
+  if (lifecycle.state === 'decommissioning') {
+    throw new NodeStateError(
+      nodeId,
+      lifecycle.state,
+      run,
+      `${nodeId} is being decommissioned (${run!.workflowId} run ${run!.runId}): ${nothing}`,
+    );
+  }
+  if (needsNewProvisionRun(lifecycle.state)) {
+    throw new NodeStateError(
+      nodeId,
+      lifecycle.state,
+      run,
+      `${nodeId} was decommissioned (${run!.workflowId} run ${run!.runId}${lifecycle.state === 'decommission-failed' ? ', which did not finish' : ''}): ${nothing}`,
+    );
+  }
+}
+
+/**
  * Start provisioning a node, or attach to its existing run, as the node's
  * state says (common/lifecycle.ts): a node that is provisioning or provisioned
  * is never bootstrapped twice (attach); a node whose last run failed gets a new
@@ -138,17 +166,7 @@ async function startOrAttach(
 export async function startRepair(client: Client, raw: ProvisionInputJson, opts: { taskQueue?: string } = {}) {
   const repairInput = { ...raw, onFailure: 'hold' } as ProvisionInputJson;
   const input = validateProvisionInput(repairInput);
-  const lifecycle = await readNodeLifecycle(client, input.nodeId);
-  if (lifecycle.state === 'decommissioning') throw decommissioningError(lifecycle);
-  if (needsNewProvisionRun(lifecycle.state)) {
-    const run = lifecycle.decommission!;
-    throw new NodeStateError(
-      input.nodeId,
-      lifecycle.state,
-      run,
-      `${input.nodeId} was decommissioned (${run.workflowId} run ${run.runId}${lifecycle.state === 'decommission-failed' ? ', which did not finish' : ''}): there is nothing to repair`,
-    );
-  }
+  await assertNotDecommissioned(client, input.nodeId, 'there is nothing to repair');
   return client.workflow.start<ProvisionNodeWorkflow>('provisionNode', {
     workflowId: provisionWorkflowId(input.nodeId),
     taskQueue: opts.taskQueue ?? TASK_QUEUE,

@@ -11,12 +11,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import { createActivities } from '../../activities/index.js';
 import type { Ledger } from '../../inventory/index.js';
 import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { EXIT } from '../../client/cli/exit-codes.js';
 import { startDecommission, startProvisioning } from '../../client/provision.js';
+import { maintainWorkflowId, rotateWorkflowId } from '../../common/ids.js';
 import type { ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import type { Lab } from '../../lab/lab.js';
@@ -64,6 +66,16 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
   /** The hub's WireGuard peers (wg show <if> allowed-ips), by public key. */
   const hubPeers = async () => wg.peerAllowedIps(lab.hubTransport(), lab.hub.interface);
 
+  /** Whether a workflow with this id was ever started (describe finds no run otherwise). */
+  const everStarted = (workflowId: string) =>
+    env.client.workflow
+      .getHandle(workflowId)
+      .describe()
+      .then(
+        () => true,
+        (err: unknown) => (err instanceof WorkflowNotFoundError ? false : Promise.reject(err)),
+      );
+
   /** Run `fn` with a worker on its own task queue and a `nodeboot` bound to it that asserts the exit code. */
   const withCli = <T>(fn: (cli: BoundCli, taskQueue: string) => Promise<T>) => withCliWorker(env, ledger, db.url, fn);
 
@@ -100,11 +112,14 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
       const human = await cli(['status', nodeId], EXIT.DECOMMISSIONED, { soft: true });
       expect.soft(human.stdout).toMatch(/state: decommissioned/);
 
-      const repair = await cli(['repair', '--json', nodeId], EXIT.CONFLICT, { soft: true });
-      expect.soft(repair.json.error?.code).toBe('NODE_DECOMMISSIONED');
-      expect.soft(repair.json.error?.suggestion).toContain('nodeboot start');
-      const rerun = await cli(['rerun', '--json', nodeId], EXIT.CONFLICT, { soft: true });
-      expect.soft(rerun.json.error?.suggestion).toContain('nodeboot start');
+      // Every day-2 command refuses it the same way: nothing was started, `nodeboot start` provisions it again.
+      for (const command of ['repair', 'rerun', 'maintain', 'rotate']) {
+        const refused = await cli([command, '--json', nodeId], EXIT.CONFLICT, { soft: true });
+        expect.soft(refused.json.error?.code, command).toBe('NODE_DECOMMISSIONED');
+        expect.soft(refused.json.error?.suggestion, command).toContain('nodeboot start');
+      }
+      expect.soft(await everStarted(maintainWorkflowId(nodeId)), 'a maintain run').toBe(false);
+      expect.soft(await everStarted(rotateWorkflowId(nodeId)), 'a rotate run').toBe(false);
 
       const again = await cli(['start', '--wait', '--json', file], EXIT.OK);
       expect(again.json).toMatchObject({
