@@ -122,6 +122,12 @@ export interface LedgerEvent {
   detail?: Record<string, unknown>;
 }
 
+/** Steps 1-3 and the undos of 1 and 2: what each overlay driver (overlay/wireguard/, overlay/bowtie/) provides. */
+export type OverlayDriver = Pick<
+  Activities,
+  'installOverlay' | 'undoInstallOverlay' | 'issueOverlayKey' | 'undoIssueOverlayKey' | 'gatePeerHealth'
+>;
+
 /** Everything the provisionNode / decommissionNode workflows call. */
 export interface Activities {
   /** Read-only checks of the input against the fabric, before step 1 changes anything. */

@@ -6,12 +6,12 @@
  * segments on hand-run WireGuard hubs and on Bowtie.
  */
 import type { ProvisionInput } from '../../common/input.js';
-import type { StepRequest, UndoRequest } from '../types.js';
+import type { OverlayDriver, StepRequest, UndoRequest } from '../types.js';
 import { createBowtieSteps, type BowtieDeps } from './bowtie/steps.js';
 import { createWireguardSteps } from './wireguard/steps.js';
 
 export function createOverlaySteps(deps: BowtieDeps) {
-  const drivers: Record<ProvisionInput['overlay']['driver'], ReturnType<typeof createWireguardSteps>> = {
+  const drivers: Record<ProvisionInput['overlay']['driver'], OverlayDriver> = {
     wireguard: createWireguardSteps(deps),
     bowtie: createBowtieSteps(deps),
   };

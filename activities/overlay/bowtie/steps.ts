@@ -18,14 +18,7 @@
 import type { BowtieSpec, ProvisionInput } from '../../../common/input.js';
 import { heartbeat } from '../../host/heartbeat.js';
 import { ToolError } from '../../host/exec.js';
-import type {
-  HealthEvidence,
-  InstallEvidence,
-  KeyEvidence,
-  StepRequest,
-  UndoRequest,
-  UndoResult,
-} from '../../types.js';
+import type { OverlayDriver, StepRequest, UndoRequest } from '../../types.js';
 import { cidrContains } from '../../../common/ipv4.js';
 import * as ip from '../ip.js';
 import { probeThroughTunnel, stepDeadline } from '../probe.js';
@@ -59,7 +52,8 @@ export function policyIds(input: Pick<ProvisionInput, 'segment' | 'spire'>) {
   };
 }
 
-export function createBowtieSteps(deps: BowtieDeps) {
+/** The Bowtie driver's steps 1-3 (their evidence types: OverlayDriver, activities/types.ts). */
+export function createBowtieSteps(deps: BowtieDeps): OverlayDriver {
   const node = (input: ProvisionInput) => deps.transport(input.host);
   const spec = (input: ProvisionInput): BowtieSpec => {
     if (!input.overlay.bowtie)
@@ -155,7 +149,7 @@ export function createBowtieSteps(deps: BowtieDeps) {
    * pre-approved (if so chosen), package installed. A bad package (4xx, wrong
    * sha256, not on the node) fails before the seed and the pre-approval.
    */
-  async function installOverlay({ input }: StepRequest): Promise<InstallEvidence> {
+  async function installOverlay({ input }: StepRequest) {
     assertAllowed(input); // first: nothing changes, nothing is sent, for a controller the worker does not trust
     const t = node(input);
     const b = spec(input);
@@ -181,7 +175,7 @@ export function createBowtieSteps(deps: BowtieDeps) {
     return { toolVersion: `${b.package.name} ${version}`, alreadyPresent: false };
   }
 
-  async function undoInstallOverlay({ input }: UndoRequest): Promise<UndoResult> {
+  async function undoInstallOverlay({ input }: UndoRequest) {
     const t = node(input);
     const b = spec(input);
     const signal = deps.signal();
@@ -255,7 +249,7 @@ export function createBowtieSteps(deps: BowtieDeps) {
    * controller knows by that key, put it in the segment's policy, and record
    * device id, public key and the address the controller gave it.
    */
-  async function issueOverlayKey({ input }: StepRequest): Promise<KeyEvidence> {
+  async function issueOverlayKey({ input }: StepRequest) {
     const t = node(input);
     const b = spec(input);
     const signal = deps.signal();
@@ -389,7 +383,7 @@ export function createBowtieSteps(deps: BowtieDeps) {
     return ids ?? [];
   }
 
-  async function undoIssueOverlayKey({ input }: UndoRequest): Promise<UndoResult> {
+  async function undoIssueOverlayKey({ input }: UndoRequest) {
     const recorded = await deps.ledger.getOverlayDevice(input.nodeId);
     // An unreachable node must not stop the controller cleanup (that is what
     // lets a device onto the overlay); its error is raised at the end.
@@ -409,7 +403,7 @@ export function createBowtieSteps(deps: BowtieDeps) {
   }
 
   /** Step 3: the controller says accepted and recently seen, and our probe gets through the tunnel. */
-  async function gatePeerHealth({ input }: StepRequest): Promise<HealthEvidence> {
+  async function gatePeerHealth({ input }: StepRequest) {
     const b = spec(input);
     const ctl = controller(input);
     const recorded = await deps.ledger.getOverlayDevice(input.nodeId);

@@ -13,6 +13,7 @@ import type {
   HealthEvidence,
   InstallEvidence,
   KeyEvidence,
+  OverlayDriver,
   StepRequest,
   UndoRequest,
   UndoResult,
@@ -29,7 +30,7 @@ const prefixLen = (cidr: string) => Number(cidr.split('/')[1]);
 
 const conflict = (message: string) => new ToolError('OwnershipConflict', message, 'wg');
 
-export function createWireguardSteps(deps: StepDeps) {
+export function createWireguardSteps(deps: StepDeps): OverlayDriver {
   const node = (input: ProvisionInput) => deps.transport(input.host);
 
   // Public data only (`wg show <if> public-key`): `dump` would print the hub's private key.
