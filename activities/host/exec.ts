@@ -132,8 +132,21 @@ export function exitFailure(command: string, args: readonly string[], r: RunResu
   );
 }
 
+/**
+ * Programs this process has started, by name (for `ip netns exec <ns> <program>`, the
+ * program): a counter the benchmark reads to see what each node costs in processes.
+ */
+export const commandsStarted: Record<string, number> = {};
+
+export function countCommand(file: string, args: readonly string[]): void {
+  const inner = path.basename(file) === 'ip' && args[0] === 'netns' && args[1] === 'exec' ? args[3] : undefined;
+  const name = path.basename(inner ?? file);
+  commandsStarted[name] = (commandsStarted[name] ?? 0) + 1;
+}
+
 export async function runCommand(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const tool = path.basename(file);
+  countCommand(file, args);
   const execaOpts: ExecaOptions = {
     timeout: opts.timeoutMs ?? 30_000,
     maxBuffer: opts.maxBuffer ?? 4 * 1024 * 1024,

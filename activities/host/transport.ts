@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { SshHostSpec } from '../../common/input.js';
 import { NetnsName, parseName } from '../../common/names.js';
 import {
+  countCommand,
   exitFailure,
   findsProgram,
   isProgramMissing,
@@ -107,6 +108,7 @@ async function spawnDetached(file: string, args: string[], opts: DaemonOptions):
   mkdirSync(path.dirname(opts.logFile), { recursive: true });
   // The daemon writes to its own log file and holds no pipe to the worker,
   // so it outlives a worker crash (which is the point of a daemon).
+  countCommand(file, args);
   const log = openSync(opts.logFile, 'a', 0o600);
   const stdin = opts.input !== undefined ? stdinFile(opts.input) : 'ignore';
   try {
