@@ -55,6 +55,8 @@ import {
 import { commandsStarted } from '../activities/host/exec.js';
 import { plainProvision, plainTeardown } from './plain-script.js';
 import { renderReport } from './report.js';
+import { measureFloors, type Floors } from './floors.js';
+import { nodePaths } from '../common/paths.js';
 import { createTestDatabase } from '../test/helpers/database.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -107,6 +109,8 @@ export interface P1Report {
   steps: { step: StepName; temporalMedianMs: number; plainMedianMs: number }[];
   /** Temporal wall time not spent inside a step: scheduling, workflow tasks, ledger events. */
   orchestrationMedianMs: number;
+  /** Each step's floor, from primitives measured on their own (bench/floors.ts). */
+  floors?: Floors;
 }
 export interface P2Run {
   nodes: number;
@@ -216,6 +220,7 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
   const inputFor = (nodeId: string): ProvisionInputJson =>
     labProvisionInput(lab, 'n1', { nodeId, workloads: benchWorkload(nodeId) });
   const out: P1Pair[] = [];
+  let floors: Floors | undefined;
   try {
     await withWorker(b, REAL_QUEUE, acts, async () => {
       for (let i = 0; i < pairs; i++) {
@@ -259,6 +264,21 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
         log(`P1 pair ${i + 1}/${pairs} (${order}): temporal ${sec(pair.temporalMs)} s, plain ${sec(pair.plainMs)} s`);
       }
     });
+    // The floors, on a node provisioned once more (tunnel up, agent holding the workload's SVID).
+    const input = ProvisionInput.parse(inputFor(`p1-floor-${Date.now().toString(36)}`));
+    await plainProvision(acts, input, 'floor');
+    try {
+      floors = await measureFloors(lab, 'n1', {
+        agentSocket: nodePaths(input).agentSocket,
+        uid: input.workloads[0]!.uid,
+        scratchDir: path.join(b.dir, 'floors'),
+      });
+      log(`P1 floors: ${JSON.stringify(floors)}`);
+    } catch (err) {
+      log(`P1 floors not measured: ${err instanceof Error ? err.message : String(err)}`);
+    } finally {
+      await plainTeardown(acts, input, `plain/${input.nodeId}`, 'floor');
+    }
   } finally {
     await lab.down();
   }
@@ -275,6 +295,7 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
     ratio: summarize(out.map((p) => p.temporalMs / p.plainMs)),
     steps,
     orchestrationMedianMs: median(out.map((p) => p.temporalMs - STEPS.reduce((s, st) => s + p.temporalStepsMs[st], 0))),
+    ...(floors ? { floors } : {}),
   };
 }
 
