@@ -465,6 +465,7 @@ export async function fetchX509Svid(t: SpireCliTarget, o: FetchX509Options): Pro
         r.exitCode,
       );
     }
-    await sleep(500, t.signal);
+    // The entry reaches the agent at its next sync (spire.agentSyncIntervalMs): ask again soon after.
+    await sleep(250, t.signal);
   }
 }
