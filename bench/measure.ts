@@ -108,8 +108,13 @@ export interface CpuSample {
   byClass: Record<CpuClass, number>;
   /** machineMs minus every class: what no class accounts for (other users of the machine, missed processes). */
   unattributedMs: number;
-  /** Processes the machine started in the window (/proc/stat `processes`: every fork, machine-wide). */
+  /** Processes and threads the machine started in the window (/proc/stat `processes`: every fork and clone, machine-wide). */
   forks: number;
+  /**
+   * Unattributed CPU per second of wall time measured just before the window, with
+   * nothing provisioning: the machine's background (other users, kernel threads).
+   */
+  backgroundMsPerS?: number;
 }
 
 interface ProcStat {
@@ -174,6 +179,18 @@ export type Classifier = (
  * are not in its children time (they are not reaped), so nothing is counted twice.
  */
 export function cpuSampler(classify: Classifier, intervalMs = 1_000): { stop(): CpuSample } {
+  return startCpuSampler(classify, intervalMs);
+}
+
+/** The machine's unattributed CPU per second over `ms` of idle time (see CpuSample.backgroundMsPerS). */
+export async function backgroundCpu(classify: Classifier, ms = 3_000): Promise<number> {
+  const s = startCpuSampler(classify, 1_000);
+  await new Promise((r) => setTimeout(r, ms));
+  const r = s.stop();
+  return r.unattributedMs / (r.wallMs / 1000);
+}
+
+function startCpuSampler(classify: Classifier, intervalMs: number): { stop(): CpuSample } {
   const t0 = performance.now();
   const m0 = machineStat();
   const windowStart = uptimeTicks();

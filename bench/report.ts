@@ -154,17 +154,29 @@ export function renderReport(r: BenchReport): string {
       for (const c of CPU_CLASSES)
         out.push(`| ${CLASS_LABEL[c]} | ${withCpu.map((x) => per(x.cpu!.byClass[c], x.nodes)).join(' | ')} |`);
       out.push(`| unattributed | ${withCpu.map((x) => per(x.cpu!.unattributedMs, x.nodes)).join(' | ')} |`);
+      const bg = (x: (typeof withCpu)[number]) => ((x.cpu!.backgroundMsPerS ?? 0) * x.cpu!.wallMs) / 1000;
+      out.push(
+        `| … of which the machine's background (unattributed CPU/s measured for 3 s just before, × wall) | ${withCpu.map((x) => (x.cpu!.backgroundMsPerS === undefined ? '—' : per(bg(x), x.nodes))).join(' | ')} |`,
+      );
+      out.push(
+        `| **ours** (machine-wide − background) | ${withCpu
+          .map((x) => {
+            const v = (x.cpu!.machineMs - bg(x)) / x.nodes / 1000;
+            return `**${v.toFixed(2)}**${x.nodes === 50 ? ` (target ≤ ${TARGETS.p2CpuPerNodeS} — ${v <= TARGETS.p2CpuPerNodeS ? 'met' : 'MISSED'})` : ''}`;
+          })
+          .join(' | ')} |`,
+      );
       out.push(
         `| **machine-wide** | ${withCpu
           .map((x) => {
             const v = x.cpu!.machineMs / x.nodes / 1000;
-            return `**${v.toFixed(2)}**${x.nodes === 50 ? ` (target ≤ ${TARGETS.p2CpuPerNodeS} — ${v <= TARGETS.p2CpuPerNodeS ? 'met' : 'MISSED'})` : ''}`;
+            return `**${v.toFixed(2)}**`;
           })
           .join(' | ')} |`,
       );
       out.push(`| wall | ${withCpu.map((x) => `${sec(x.wallMs)} s`).join(' | ')} |`);
       out.push(
-        `| processes forked per node (machine-wide) | ${withCpu.map((x) => (x.cpu!.forks / x.nodes).toFixed(0)).join(' | ')} |`,
+        `| processes + threads started per node (machine-wide) | ${withCpu.map((x) => (x.cpu!.forks / x.nodes).toFixed(0)).join(' | ')} |`,
       );
       out.push(
         `| programs the worker started per node | ${withCpu

@@ -42,6 +42,7 @@ import type { provisionFleet, provisionNode } from '../workflows/index.js';
 import { instantActivities } from './instant-activities.js';
 import {
   CPU_CLASSES,
+  backgroundCpu,
   cpuSampler,
   mb,
   peakSampler,
@@ -331,12 +332,13 @@ async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> 
               failureBudget: { maxFailedPercent: 100 },
             };
             const sampler = peakSampler(lab.nodes.map((x) => x.netns));
+            const backgroundMsPerS = await backgroundCpu(classifier(b, lab));
             const commands0 = { ...commandsStarted };
             const cpu = cpuSampler(classifier(b, lab));
             const t0 = performance.now();
             const result = await startFleetAndWait(b, fleet, REAL_QUEUE);
             const wallMs = performance.now() - t0;
-            const cpuSample = cpu.stop();
+            const cpuSample = { ...cpu.stop(), backgroundMsPerS };
             const peak = sampler.stop();
             const commandsPerNode = Object.fromEntries(
               Object.entries(commandsStarted)
@@ -361,7 +363,7 @@ async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> 
             const perNode = (ms: number) => (ms / n / 1000).toFixed(2);
             log(
               `P2 ${n} nodes (run ${r + 1}/${times}): ${sec(wallMs)} s, ${run.succeeded} ok / ${run.failed} failed, peak ${mb(run.peakPerNodeBytes)} MiB per node; ` +
-                `CPU-s per node: machine ${perNode(cpuSample.machineMs)} (${CPU_CLASSES.map((c) => `${c} ${perNode(cpuSample.byClass[c])}`).join(', ')}, unattributed ${perNode(cpuSample.unattributedMs)}); ` +
+                `CPU-s per node: machine ${perNode(cpuSample.machineMs)} (${CPU_CLASSES.map((c) => `${c} ${perNode(cpuSample.byClass[c])}`).join(', ')}, unattributed ${perNode(cpuSample.unattributedMs)}, of which background ${perNode(backgroundMsPerS * (wallMs / 1000))}); ` +
                 `${Object.values(commandsPerNode)
                   .reduce((a, x) => a + x, 0)
                   .toFixed(1)} programs per node`,
