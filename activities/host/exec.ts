@@ -263,6 +263,15 @@ function spawnAndWait(
       if (child.pid === undefined) finish({ outcome: 'spawnError', exitCode: null, code: e.code });
     });
     child.once('close', (code, signal) => finish({ outcome: ending ?? 'exited', exitCode: code, signal }));
+    // A grandchild that inherited stdout (a program that backgrounds something) must not
+    // hold the call open once the program itself has exited: take what was printed.
+    child.once('exit', (code, signal) => {
+      setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        finish({ outcome: ending ?? 'exited', exitCode: code, signal });
+      }, 500).unref();
+    });
   });
 }
 
