@@ -82,3 +82,179 @@ export function peakSampler(netnsNames: string[], intervalMs = 1_000): { stop():
 
 export const mb = (bytes: number) => Math.round((bytes / (1024 * 1024)) * 10) / 10;
 export const sec = (ms: number) => Math.round(ms / 100) / 10;
+
+// --- CPU by process class, from /proc ------------------------------------------------------
+
+/** Linux's USER_HZ: /proc reports CPU time in ticks of 10 ms. */
+const TICK_MS = 10;
+
+export const CPU_CLASSES = [
+  'worker',
+  'devServer',
+  'spireServer',
+  'agents',
+  'wireguardGo',
+  'workloads',
+  'postgres',
+  'tools',
+] as const;
+export type CpuClass = (typeof CPU_CLASSES)[number];
+
+export interface CpuSample {
+  wallMs: number;
+  /** Every core's non-idle time (/proc/stat: user+nice+system+irq+softirq+steal), ms. */
+  machineMs: number;
+  /** CPU ms by class (see `cpuSampler`). */
+  byClass: Record<CpuClass, number>;
+  /** machineMs minus every class: what no class accounts for (other users of the machine, missed processes). */
+  unattributedMs: number;
+  /** Processes and threads the machine started in the window (/proc/stat `processes`: every fork and clone, machine-wide). */
+  forks: number;
+  /**
+   * Unattributed CPU per second of wall time measured just before the window, with
+   * nothing provisioning: the machine's background (other users, kernel threads).
+   */
+  backgroundMsPerS?: number;
+}
+
+interface ProcStat {
+  comm: string;
+  ppid: number;
+  own: number;
+  children: number;
+  start: number;
+}
+
+function readStat(pid: string): ProcStat | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const close = s.lastIndexOf(')');
+    const comm = s.slice(s.indexOf('(') + 1, close);
+    const f = s.slice(close + 2).split(' ');
+    return {
+      comm,
+      ppid: Number(f[1]),
+      own: Number(f[11]) + Number(f[12]),
+      children: Number(f[13]) + Number(f[14]),
+      start: Number(f[19]),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+function machineStat(): { busyTicks: number; forks: number } {
+  const text = readFileSync('/proc/stat', 'utf8');
+  const cpu = /^cpu\s+(.+)$/m.exec(text)![1]!.split(/\s+/).map(Number);
+  // user nice system idle iowait irq softirq steal (guest is already inside user)
+  const busyTicks = cpu[0]! + cpu[1]! + cpu[2]! + cpu[5]! + cpu[6]! + (cpu[7] ?? 0);
+  return { busyTicks, forks: Number(/^processes\s+(\d+)/m.exec(text)![1]) };
+}
+
+const uptimeTicks = () => Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * (1000 / TICK_MS);
+
+/**
+ * How a long-lived process is counted: `own` = its utime+stime; `withChildren`
+ * = also the cutime+cstime of children it has reaped (the short-lived programs
+ * it ran). `undefined`: not tracked on its own (a short-lived program, counted
+ * in its parent's children time, or not ours).
+ */
+export type Classifier = (
+  pid: number,
+  comm: string,
+  cmdline: string[],
+) => { cls: CpuClass; children?: CpuClass } | undefined;
+
+/**
+ * CPU time by process class over a window, read from /proc only.
+ *
+ * Long-lived processes (`classify` names them) are sampled every `intervalMs`:
+ * /proc/<pid>/stat utime+stime now minus at the window's start (0 for a process
+ * born inside it), its last sample for one that ended. Short-lived programs
+ * cannot be sampled reliably: each is counted through the process that ran and
+ * reaped it (its cutime+cstime grows by the child's whole CPU time, and that of
+ * the child's reaped descendants, when the child is waited for), which the
+ * classifier names with `children` (the worker's tools; the workloads' own
+ * `spire-agent api fetch` runs). Daemons the worker started and that still run
+ * are not in its children time (they are not reaped), so nothing is counted twice.
+ */
+export function cpuSampler(classify: Classifier, intervalMs = 1_000): { stop(): CpuSample } {
+  return startCpuSampler(classify, intervalMs);
+}
+
+/** The machine's unattributed CPU per second over `ms` of idle time (see CpuSample.backgroundMsPerS). */
+export async function backgroundCpu(classify: Classifier, ms = 3_000): Promise<number> {
+  const s = startCpuSampler(classify, 1_000);
+  await new Promise((r) => setTimeout(r, ms));
+  const r = s.stop();
+  return r.unattributedMs / (r.wallMs / 1000);
+}
+
+function startCpuSampler(classify: Classifier, intervalMs: number): { stop(): CpuSample } {
+  const t0 = performance.now();
+  const m0 = machineStat();
+  const windowStart = uptimeTicks();
+  const tracked = new Map<
+    string,
+    { cls: CpuClass; childCls?: CpuClass; base: number; baseChildren: number; own: number; children: number }
+  >();
+  const ignored = new Set<string>();
+  const take = () => {
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      const st = readStat(entry);
+      if (!st) continue;
+      const key = `${entry}:${st.start}`;
+      if (ignored.has(key)) continue;
+      let t = tracked.get(key);
+      if (!t) {
+        let cmdline: string[] = [];
+        try {
+          cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').filter(Boolean);
+        } catch {
+          continue;
+        }
+        const c = classify(Number(entry), st.comm, cmdline);
+        if (!c) {
+          ignored.add(key);
+          continue;
+        }
+        const bornInside = st.start >= windowStart - 1;
+        t = {
+          cls: c.cls,
+          childCls: c.children,
+          base: bornInside ? 0 : st.own,
+          baseChildren: bornInside ? 0 : st.children,
+          own: st.own,
+          children: st.children,
+        };
+        tracked.set(key, t);
+      }
+      t.own = st.own;
+      t.children = st.children;
+    }
+  };
+  take();
+  const timer = setInterval(take, intervalMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      take();
+      const m1 = machineStat();
+      const byClass = Object.fromEntries(CPU_CLASSES.map((c) => [c, 0])) as Record<CpuClass, number>;
+      for (const t of tracked.values()) {
+        byClass[t.cls] += (t.own - t.base) * TICK_MS;
+        if (t.childCls) byClass[t.childCls] += (t.children - t.baseChildren) * TICK_MS;
+      }
+      const machineMs = (m1.busyTicks - m0.busyTicks) * TICK_MS;
+      const sum = CPU_CLASSES.reduce((s, c) => s + byClass[c], 0);
+      return {
+        wallMs: performance.now() - t0,
+        machineMs,
+        byClass,
+        unattributedMs: machineMs - sum,
+        forks: m1.forks - m0.forks,
+      };
+    },
+  };
+}

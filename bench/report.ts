@@ -3,9 +3,28 @@
  * and where the time goes. Nothing here judges pass/fail beyond "target met".
  */
 import type { BenchReport } from './run.js';
-import { mb, sec } from './measure.js';
+import { CPU_CLASSES, mb, sec, type CpuClass } from './measure.js';
+import { stepFloors } from './floors.js';
 
-const TARGETS = { p1Ratio: 1.1, p2Factor: 3, p3ThousandMs: 60_000 };
+const TARGETS = {
+  p1Ratio: 1.05,
+  p1StepsMs: 2_500,
+  p2Factor: 3,
+  p2CpuPerNodeS: 1.0,
+  p2FiftyMs: 30_000,
+  p3ThousandMs: 60_000,
+};
+
+const CLASS_LABEL: Record<CpuClass, string> = {
+  worker: 'worker (this process: workflows + activities)',
+  devServer: 'Temporal dev server',
+  spireServer: 'SPIRE server',
+  agents: 'SPIRE agents',
+  wireguardGo: 'wireguard-go',
+  workloads: 'workloads (+ their `spire-agent api fetch`)',
+  postgres: 'PostgreSQL (ledger backends)',
+  tools: "short-lived tools (the worker's reaped children)",
+};
 
 export function renderReport(r: BenchReport): string {
   const out: string[] = [];
@@ -42,7 +61,11 @@ export function renderReport(r: BenchReport): string {
       "Where the time goes (median per step; Temporal's step time is from scheduling the activity to its result):",
       '',
     );
-    out.push('| step | what it waits for | Temporal | plain | difference |', '|---|---|---|---|---|');
+    const floors = p.floors ? stepFloors(p.floors) : undefined;
+    out.push(
+      '| step | what it waits for | Temporal | plain | difference | floor | floor is |',
+      '|---|---|---|---|---|---|---|',
+    );
     const what: Record<string, string> = {
       installOverlay: 'wireguard-go start, interface up',
       issueOverlayKey: 'key on the node, IPAM, hub peering',
@@ -53,13 +76,29 @@ export function renderReport(r: BenchReport): string {
     };
     for (const s of p.steps) {
       out.push(
-        `| ${s.step} | ${what[s.step] ?? ''} | ${sec(s.temporalMedianMs)} s | ${sec(s.plainMedianMs)} s | ${signed(s.temporalMedianMs - s.plainMedianMs)} |`,
+        `| ${s.step} | ${what[s.step] ?? ''} | ${sec(s.temporalMedianMs)} s | ${sec(s.plainMedianMs)} s | ${signed(s.temporalMedianMs - s.plainMedianMs)} | ${floors ? `${ms(floors[s.step]!.ms)}` : '—'} | ${floors?.[s.step]?.how ?? ''} |`,
       );
     }
+    const stepSum = p.steps.reduce((a, s) => a + s.temporalMedianMs, 0);
+    const floorSum = floors ? Object.values(floors).reduce((a, f) => a + f.ms, 0) : NaN;
     out.push(
-      `| orchestration | workflow tasks, activity dispatch, 14 ledger events (local activities) | ${sec(p.orchestrationMedianMs)} s | — | ${signed(p.orchestrationMedianMs)} |`,
+      `| **six steps** | | **${sec(stepSum)} s** (target ≤ ${sec(TARGETS.p1StepsMs)} s — ${stepSum <= TARGETS.p1StepsMs ? 'met' : 'MISSED'}) | ${sec(p.steps.reduce((a, s) => a + s.plainMedianMs, 0))} s | | ${floors ? ms(floorSum) : '—'} | |`,
+    );
+    out.push(
+      `| orchestration | workflow tasks, activity dispatch, 14 ledger events (local activities) | ${sec(p.orchestrationMedianMs)} s | — | ${signed(p.orchestrationMedianMs)} | | |`,
       '',
     );
+    if (p.floors) {
+      const f = p.floors;
+      out.push(
+        `Floors (bench/floors.ts, medians of ${f.samples} on the same lab node, each primitive on its own): ` +
+          `one node command (\`ip netns exec … true\`) ${ms(f.nodeCommandMs)}, wireguard-go start → UAPI socket ${ms(f.wireguardGoStartMs)}, ` +
+          `\`wg genkey\` ${ms(f.keyGenMs)}, tunnel RTT ${ms(f.tunnelRttMs)}, one spire-server CLI call ${ms(f.serverCliMs)}, ` +
+          `agent spawn → attested (join token) ${ms(f.agentAttestMs)}, SVID fetch from an agent holding it ${ms(f.svidFetchMs)}, ` +
+          `SVID signing (\`spire-server x509 mint\`) ${ms(f.svidMintMs)}, expected entry propagation (server cache refresh / 2 + agent sync / 2) ${ms(f.entryPropagationMs)}.`,
+        '',
+      );
+    }
   }
 
   if (r.p2) {
@@ -95,6 +134,80 @@ export function renderReport(r: BenchReport): string {
       out.push(
         `| ${s.nodes} | ${steps.map((st) => `${sec(run.medianStepMs[st as keyof typeof run.medianStepMs])} s`).join(' | ')} |`,
       );
+    }
+    const withCpu = r.p2.bySize
+      .map((s) => r.p2!.runs.filter((x) => x.nodes === s.nodes && x.cpu).sort((a, b) => a.wallMs - b.wallMs)[0])
+      .filter((x) => x !== undefined);
+    if (withCpu.length > 0) {
+      out.push(
+        '',
+        `CPU-seconds per node by process class, over the provisioning window (fleet start → result), read from /proc (bench/measure.ts cpuSampler): ` +
+          `long-lived processes by sampling /proc/<pid>/stat utime+stime every second (now minus at the window start; 0 at start for one born inside it); ` +
+          `short-lived programs through the process that reaped them (growth of its cutime+cstime: the worker's for its tools, the workloads' for their fetches). ` +
+          `"machine" is every core's non-idle time from /proc/stat; "unattributed" is machine minus the classes (other users of this shared machine, kernel threads, anything missed). ` +
+          `Target ≤ ${TARGETS.p2CpuPerNodeS.toFixed(1)} CPU-s per node machine-wide.`,
+        '',
+      );
+      out.push(`| class | ${withCpu.map((x) => `${x.nodes} node${x.nodes > 1 ? 's' : ''}`).join(' | ')} |`);
+      out.push(`|---|${withCpu.map(() => '---').join('|')}|`);
+      const per = (ms: number, n: number) => (ms / n / 1000).toFixed(2);
+      for (const c of CPU_CLASSES)
+        out.push(`| ${CLASS_LABEL[c]} | ${withCpu.map((x) => per(x.cpu!.byClass[c], x.nodes)).join(' | ')} |`);
+      out.push(`| unattributed | ${withCpu.map((x) => per(x.cpu!.unattributedMs, x.nodes)).join(' | ')} |`);
+      const bg = (x: (typeof withCpu)[number]) => ((x.cpu!.backgroundMsPerS ?? 0) * x.cpu!.wallMs) / 1000;
+      out.push(
+        `| … of which the machine's background (unattributed CPU/s measured for 3 s just before, × wall) | ${withCpu.map((x) => (x.cpu!.backgroundMsPerS === undefined ? '—' : per(bg(x), x.nodes))).join(' | ')} |`,
+      );
+      out.push(
+        `| **sum of the classes** (our processes, exact) | ${withCpu
+          .map((x) => {
+            const v = CPU_CLASSES.reduce((acc, c) => acc + x.cpu!.byClass[c], 0) / x.nodes / 1000;
+            return `**${v.toFixed(2)}**${x.nodes === 50 ? ` (target ≤ ${TARGETS.p2CpuPerNodeS} — ${v <= TARGETS.p2CpuPerNodeS ? 'met' : 'MISSED'})` : ''}`;
+          })
+          .join(' | ')} |`,
+      );
+      out.push(
+        `| **machine-wide** | ${withCpu
+          .map((x) => {
+            const v = x.cpu!.machineMs / x.nodes / 1000;
+            return `**${v.toFixed(2)}**`;
+          })
+          .join(' | ')} |`,
+      );
+      out.push(`| wall | ${withCpu.map((x) => `${sec(x.wallMs)} s`).join(' | ')} |`);
+      out.push(
+        `| processes + threads started per node (machine-wide) | ${withCpu.map((x) => (x.cpu!.forks / x.nodes).toFixed(0)).join(' | ')} |`,
+      );
+      out.push(
+        `| programs the worker started per node | ${withCpu
+          .map((x) =>
+            Object.values(x.commandsPerNode ?? {})
+              .reduce((a, v) => a + v, 0)
+              .toFixed(1),
+          )
+          .join(' | ')} |`,
+      );
+      const last = withCpu.at(-1)!;
+      if (last.commandsPerNode) {
+        out.push(
+          '',
+          `Programs the worker started per node at ${last.nodes} nodes, by program: ` +
+            Object.entries(last.commandsPerNode)
+              .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+              .join(', ') +
+            '.',
+        );
+      }
+      const fifty = r.p2.bySize.find((s) => s.nodes === 50);
+      const ten = r.p2.bySize.find((s) => s.nodes === 10);
+      if (fifty)
+        out.push(
+          '',
+          `50 nodes: ${sec(fifty.wall.median)} s wall (target ≤ ${sec(TARGETS.p2FiftyMs)} s — ${fifty.wall.median <= TARGETS.p2FiftyMs ? 'met' : 'MISSED'})` +
+            (ten
+              ? `; throughput ${fifty.nodesPerMinute.median.toFixed(1)} nodes/min vs ${ten.nodesPerMinute.median.toFixed(1)} at 10 (target ≥ — ${fifty.nodesPerMinute.median >= ten.nodesPerMinute.median ? 'met' : 'MISSED'}).`
+              : '.'),
+        );
     }
     const failed = r.p2.runs.reduce((n, x) => n + x.failed, 0);
     out.push(
@@ -144,5 +257,7 @@ export function renderReport(r: BenchReport): string {
   return out.join('\n') + '\n';
 }
 
+const ms = (x: number) =>
+  Number.isFinite(x) ? (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${Math.round(x)} ms`) : '—';
 const pct = (x: number) => (Number.isFinite(x) ? `${Math.round(x * 100)}%` : '—');
 const signed = (ms: number) => `${ms >= 0 ? '+' : '−'}${sec(Math.abs(ms))} s`;

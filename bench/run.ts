@@ -1,5 +1,8 @@
 /**
- * npm run bench [-- --only p1,p2,p3] [--pairs 5] [--fleet 1,10,25,50] [--sim 100,1000] [--repeats 2] [--large-repeats 1] [--out bench/results]
+ * npm run bench [-- --only p1,p2,p3] [--pairs 5] [--sizes 1,10,25,50] [--sim 100,1000] [--repeats 2] [--large-repeats 1] [--out bench/results]
+ *
+ *   --sizes is P2's fleet sizes (--fleet is the older name for it); e.g. only P2 at 1 and 10 nodes:
+ *   npm run bench -- --only p2 --sizes 1,10 --update
  *
  * The benchmark (not a test: nothing here passes or fails). Writes
  * <out>/report.md and <out>/report.json:
@@ -37,9 +40,24 @@ import { startDevServer, type DevServerHandle } from '../lab/temporal.js';
 import type { FleetResult, ProvisionReceipt } from '../common/definitions.js';
 import type { provisionFleet, provisionNode } from '../workflows/index.js';
 import { instantActivities } from './instant-activities.js';
-import { mb, peakSampler, sec, summarize, type MemorySample, type Summary } from './measure.js';
+import {
+  CPU_CLASSES,
+  backgroundCpu,
+  cpuSampler,
+  mb,
+  peakSampler,
+  sec,
+  summarize,
+  type Classifier,
+  type CpuSample,
+  type MemorySample,
+  type Summary,
+} from './measure.js';
+import { commandsStarted } from '../activities/host/exec.js';
 import { plainProvision, plainTeardown } from './plain-script.js';
 import { renderReport } from './report.js';
+import { measureFloors, type Floors } from './floors.js';
+import { nodePaths } from '../common/paths.js';
 import { createTestDatabase } from '../test/helpers/database.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -52,6 +70,7 @@ const { values: opts } = parseArgs({
   options: {
     only: { type: 'string', default: 'p1,p2,p3' },
     pairs: { type: 'string', default: '5' },
+    sizes: { type: 'string' },
     fleet: { type: 'string', default: '1,10,25,50' },
     sim: { type: 'string', default: '100,1000' },
     repeats: { type: 'string', default: '2' },
@@ -63,6 +82,7 @@ const { values: opts } = parseArgs({
   },
 });
 const only = new Set(opts.only.split(','));
+const fleetSizes = opts.sizes ?? opts.fleet;
 const ints = (s: string) =>
   s
     .split(',')
@@ -90,6 +110,8 @@ export interface P1Report {
   steps: { step: StepName; temporalMedianMs: number; plainMedianMs: number }[];
   /** Temporal wall time not spent inside a step: scheduling, workflow tasks, ledger events. */
   orchestrationMedianMs: number;
+  /** Each step's floor, from primitives measured on their own (bench/floors.ts). */
+  floors?: Floors;
 }
 export interface P2Run {
   nodes: number;
@@ -100,6 +122,10 @@ export interface P2Run {
   peak: MemorySample;
   peakPerNodeBytes: number;
   medianStepMs: Record<StepName, number>;
+  /** CPU by process class over the provisioning window (bench/measure.ts cpuSampler). */
+  cpu?: CpuSample;
+  /** Programs the worker started per node in the window, by name (activities/host/exec.ts commandsStarted). */
+  commandsPerNode?: Record<string, number>;
 }
 export interface P3Run {
   nodes: number;
@@ -133,6 +159,7 @@ interface Bench {
   bundle: WorkflowBundleWithSourceMap;
   ledger: Ledger;
   dropDatabase(): Promise<void>;
+  databaseName: string;
   dir: string;
 }
 
@@ -159,6 +186,7 @@ async function setUp(): Promise<Bench> {
     bundle,
     ledger,
     dir,
+    databaseName: db.name,
     dropDatabase: () => db.drop(),
   };
 }
@@ -193,6 +221,7 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
   const inputFor = (nodeId: string): ProvisionInputJson =>
     labProvisionInput(lab, 'n1', { nodeId, workloads: benchWorkload(nodeId) });
   const out: P1Pair[] = [];
+  let floors: Floors | undefined;
   try {
     await withWorker(b, REAL_QUEUE, acts, async () => {
       for (let i = 0; i < pairs; i++) {
@@ -236,6 +265,21 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
         log(`P1 pair ${i + 1}/${pairs} (${order}): temporal ${sec(pair.temporalMs)} s, plain ${sec(pair.plainMs)} s`);
       }
     });
+    // The floors, on a node provisioned once more (tunnel up, agent holding the workload's SVID).
+    const input = ProvisionInput.parse(inputFor(`p1-floor-${Date.now().toString(36)}`));
+    await plainProvision(acts, input, 'floor');
+    try {
+      floors = await measureFloors(lab, 'n1', {
+        agentSocket: nodePaths(input).agentSocket,
+        uid: input.workloads[0]!.uid,
+        scratchDir: path.join(b.dir, 'floors'),
+      });
+      log(`P1 floors: ${JSON.stringify(floors)}`);
+    } catch (err) {
+      log(`P1 floors not measured: ${err instanceof Error ? err.message : String(err)}`);
+    } finally {
+      await plainTeardown(acts, input, `plain/${input.nodeId}`, 'floor');
+    }
   } finally {
     await lab.down();
   }
@@ -252,6 +296,7 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
     ratio: summarize(out.map((p) => p.temporalMs / p.plainMs)),
     steps,
     orchestrationMedianMs: median(out.map((p) => p.temporalMs - STEPS.reduce((s, st) => s + p.temporalStepsMs[st], 0))),
+    ...(floors ? { floors } : {}),
   };
 }
 
@@ -287,10 +332,20 @@ async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> 
               failureBudget: { maxFailedPercent: 100 },
             };
             const sampler = peakSampler(lab.nodes.map((x) => x.netns));
+            const backgroundMsPerS = await backgroundCpu(classifier(b, lab));
+            const commands0 = { ...commandsStarted };
+            const cpu = cpuSampler(classifier(b, lab));
             const t0 = performance.now();
             const result = await startFleetAndWait(b, fleet, REAL_QUEUE);
             const wallMs = performance.now() - t0;
+            const cpuSample = { ...cpu.stop(), backgroundMsPerS };
             const peak = sampler.stop();
+            const commandsPerNode = Object.fromEntries(
+              Object.entries(commandsStarted)
+                .map(([k, v]) => [k, (v - (commands0[k] ?? 0)) / n] as const)
+                .filter(([, v]) => v > 0)
+                .sort((x, y) => y[1] - x[1]),
+            );
             const stepsMs = await childStepDurations(b, fleet);
             const run: P2Run = {
               nodes: n,
@@ -301,10 +356,17 @@ async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> 
               peak,
               peakPerNodeBytes: peak.totalBytes / n,
               medianStepMs: stepsMs,
+              cpu: cpuSample,
+              commandsPerNode,
             };
             runs.push(run);
+            const perNode = (ms: number) => (ms / n / 1000).toFixed(2);
             log(
-              `P2 ${n} nodes (run ${r + 1}/${times}): ${sec(wallMs)} s, ${run.succeeded} ok / ${run.failed} failed, peak ${mb(run.peakPerNodeBytes)} MiB per node`,
+              `P2 ${n} nodes (run ${r + 1}/${times}): ${sec(wallMs)} s, ${run.succeeded} ok / ${run.failed} failed, peak ${mb(run.peakPerNodeBytes)} MiB per node; ` +
+                `CPU-s per node: machine ${perNode(cpuSample.machineMs)} (${CPU_CLASSES.map((c) => `${c} ${perNode(cpuSample.byClass[c])}`).join(', ')}, unattributed ${perNode(cpuSample.unattributedMs)}, of which background ${perNode(backgroundMsPerS * (wallMs / 1000))}); ` +
+                `${Object.values(commandsPerNode)
+                  .reduce((a, x) => a + x, 0)
+                  .toFixed(1)} programs per node`,
             );
           } finally {
             await lab.down();
@@ -316,6 +378,29 @@ async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> 
     { maxConcurrentActivityTaskExecutions: 400 },
   );
   return runs;
+}
+
+/**
+ * Which process is which, for the CPU accounting (bench/measure.ts cpuSampler):
+ * the worker is this process (its reaped children are the short-lived tools it
+ * ran), the dev server and the lab's SPIRE server by pid, agents and
+ * wireguard-go by program, the workloads by the lab's demo program (their
+ * reaped children, `spire-agent api fetch`, counted with them), PostgreSQL
+ * backends by the bench ledger's database name.
+ */
+function classifier(b: Bench, lab: Lab): Classifier {
+  const spirePid = lab.spire?.pid;
+  return (pid, comm, cmdline) => {
+    if (pid === process.pid) return { cls: 'worker', children: 'tools' };
+    if (pid === b.server.pid) return { cls: 'devServer', children: 'devServer' };
+    if (pid === spirePid || (comm === 'spire-server' && cmdline[1] === 'run'))
+      return { cls: 'spireServer', children: 'spireServer' };
+    if (comm === 'spire-agent' && cmdline[1] === 'run') return { cls: 'agents' };
+    if (comm === 'wireguard-go') return { cls: 'wireguardGo' };
+    if (cmdline.includes(lab.demoWorkload)) return { cls: 'workloads', children: 'workloads' };
+    if (comm === 'postgres' && (cmdline[0] ?? '').includes(b.databaseName)) return { cls: 'postgres' };
+    return undefined;
+  };
 }
 
 async function startFleetAndWait(b: Bench, fleet: FleetInputJson, taskQueue: string): Promise<FleetResult> {
@@ -474,7 +559,7 @@ async function main() {
   try {
     if (only.has('p1')) report.p1 = await p1(b, Number(opts.pairs));
     if (only.has('p2')) {
-      const runs = await p2(b, ints(opts.fleet), Number(opts.repeats));
+      const runs = await p2(b, ints(fleetSizes), Number(opts.repeats));
       report.p2 = {
         runs,
         bySize: bySize(runs, (rs) => ({

@@ -301,6 +301,13 @@ export const SpireSpec = z
     serverHost: HostSpec,
     serverSocketPath: SafePath,
     nodeAttestor: NodeAttestor.default({ type: 'join_token', tokenTtlSeconds: 600 }),
+    /**
+     * How often the node's agent syncs its entries with the server, in ms (SPIRE's
+     * experimental `sync_interval`; its default, 5 s, when absent). Step 6 waits for the
+     * entries step 5 made to reach the agent, at its next sync: a shorter interval ends
+     * that wait sooner, for a sync RPC per agent per interval on the server.
+     */
+    agentSyncIntervalMs: z.number().int().min(200).max(3_600_000).optional(),
   })
   .strict();
 

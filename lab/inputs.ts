@@ -20,6 +20,9 @@ export interface LabWorkload {
   command?: string[];
 }
 
+/** The lab agents' sync interval (see SpireSpec.agentSyncIntervalMs; measured cost in bench/results/report.md). */
+export const LAB_AGENT_SYNC_MS = 1_000;
+
 type WorkloadJson = NonNullable<ProvisionInputJson['workloads']>[number];
 
 /** Where a workload runs: the parts of the input its paths are derived from (common/paths.ts). */
@@ -111,6 +114,9 @@ export function labProvisionInput(
       serverHost: { kind: 'netns', netns: lab.hub.netns },
       serverSocketPath: spire.socketPath,
       nodeAttestor: opts.nodeAttestor ?? { type: 'join_token', tokenTtlSeconds: 600 },
+      // A lab node's workloads start right after their entries are made: the agent's next sync
+      // delivers them, so a 1 s sync (not SPIRE's 5 s) is what step 6 waits at most.
+      agentSyncIntervalMs: LAB_AGENT_SYNC_MS,
     },
     workloads: [],
     ...opts.overrides,

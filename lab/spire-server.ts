@@ -93,6 +93,8 @@ export interface SpireServerOptions {
   defaultJwtSvidTtlSeconds?: number;
   /** NodeAttestors to enable, by name in LAB_SERVER_ATTESTORS (default DEFAULT_LAB_ATTESTORS). */
   nodeAttestors?: readonly string[];
+  /** Entry cache refresh in ms (ServerConfigOptions.entryCacheReloadMs; default LAB_ENTRY_CACHE_RELOAD_MS, null: SPIRE's own). */
+  entryCacheReloadMs?: number | null;
 }
 
 export interface SpireServerHandle {
@@ -137,7 +139,18 @@ export interface ServerConfigOptions {
   defaultJwtSvidTtlSeconds?: number;
   /** One block per attestor the fleet uses (default: join_token only). */
   nodeAttestors?: readonly NodeAttestorBlock[];
+  /**
+   * How often the server refreshes its in-memory entry cache from the datastore, in ms
+   * (`experimental { cache_reload_interval }`, SPIRE's default 5 s), with the events-based
+   * cache (`events_based_cache`: each refresh reads only the changes since the last).
+   * A new entry reaches an agent's sync only after this refresh: the lab's default is
+   * LAB_ENTRY_CACHE_RELOAD_MS; undefined keeps SPIRE's full reload every 5 s.
+   */
+  entryCacheReloadMs?: number;
 }
+
+/** The lab server's entry cache refresh (see ServerConfigOptions.entryCacheReloadMs). */
+export const LAB_ENTRY_CACHE_RELOAD_MS = 500;
 
 /** server.conf (HCL). Values are validated by the caller's schemas; none needs escaping. */
 export function renderServerConfig(o: ServerConfigOptions): string {
@@ -159,6 +172,14 @@ export function renderServerConfig(o: ServerConfigOptions): string {
     `  log_level = "${o.logLevel ?? 'INFO'}"`,
     `  default_x509_svid_ttl = "${o.defaultX509SvidTtlSeconds ?? 3600}s"`,
     `  default_jwt_svid_ttl = "${o.defaultJwtSvidTtlSeconds ?? 300}s"`,
+    ...(o.entryCacheReloadMs === undefined
+      ? []
+      : [
+          '  experimental {',
+          '    events_based_cache = true',
+          `    cache_reload_interval = "${z.number().int().min(100).max(3_600_000).parse(o.entryCacheReloadMs)}ms"`,
+          '  }',
+        ]),
     '}',
     '',
     'plugins {',
@@ -253,6 +274,8 @@ export async function startSpireServer(opts: SpireServerOptions): Promise<SpireS
       defaultX509SvidTtlSeconds: opts.defaultX509SvidTtlSeconds,
       defaultJwtSvidTtlSeconds: opts.defaultJwtSvidTtlSeconds,
       nodeAttestors,
+      entryCacheReloadMs:
+        opts.entryCacheReloadMs === null ? undefined : (opts.entryCacheReloadMs ?? LAB_ENTRY_CACHE_RELOAD_MS),
     });
     const configPath = path.join(dir, 'server.conf');
     writeFileSync(configPath, config, { mode: 0o600 });

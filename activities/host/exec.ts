@@ -7,7 +7,7 @@
  * `ToolError` whose `type` is one of our closed error types and whose message
  * is sanitized: raw subprocess output is never attached, because it may hold a key.
  */
-import { execa, type Options as ExecaOptions } from 'execa';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -132,43 +132,152 @@ export function exitFailure(command: string, args: readonly string[], r: RunResu
   );
 }
 
+/**
+ * Programs this process has started, by name (for `ip netns exec <ns> <program>`, the
+ * program): a counter the benchmark reads to see what each node costs in processes.
+ */
+export const commandsStarted: Record<string, number> = {};
+
+export function countCommand(file: string, args: readonly string[]): void {
+  const inner = path.basename(file) === 'ip' && args[0] === 'netns' && args[1] === 'exec' ? args[3] : undefined;
+  const name = path.basename(inner ?? file);
+  commandsStarted[name] = (commandsStarted[name] ?? 0) + 1;
+}
+
 export async function runCommand(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const tool = path.basename(file);
-  const execaOpts: ExecaOptions = {
-    timeout: opts.timeoutMs ?? 30_000,
-    maxBuffer: opts.maxBuffer ?? 4 * 1024 * 1024,
-    env: scrubbedEnv(opts.env),
-    extendEnv: false,
-    reject: false,
-    stripFinalNewline: true,
-    encoding: 'utf8',
-    cancelSignal: opts.signal,
-    uid: opts.uid,
-    gid: opts.gid,
-    cwd: opts.cwd,
-    ...(opts.input !== undefined ? { input: opts.input } : { stdin: 'ignore' }),
-  };
-  const r = await execa(file, args, execaOpts);
-  const stdout = String(r.stdout ?? '');
-  const stderr = String(r.stderr ?? '');
+  countCommand(file, args);
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const r = await spawnAndWait(file, args, { ...opts, timeoutMs, maxBuffer: opts.maxBuffer ?? 4 * 1024 * 1024 });
 
-  if (r.isCanceled) {
+  if (r.outcome === 'canceled') {
     // Surface the activity's own cancellation, not a tool failure.
     throw opts.signal?.reason ?? new ToolError('ToolFailed', `${tool} was cancelled`, tool);
   }
-  if (r.timedOut) {
-    throw new ToolError('CommandTimeout', `${tool} ${args[0] ?? ''} timed out after ${execaOpts.timeout} ms`, tool);
+  if (r.outcome === 'timedOut') {
+    throw new ToolError('CommandTimeout', `${tool} ${args[0] ?? ''} timed out after ${timeoutMs} ms`, tool);
   }
-  const code = (r as { code?: string }).code;
-  if (code === 'ENOENT') {
-    throw new ToolError('ToolMissing', `${tool} is not installed (run "npm run tools")`, tool);
+  if (r.outcome === 'spawnError') {
+    if (r.code === 'ENOENT') throw new ToolError('ToolMissing', `${tool} is not installed (run "npm run tools")`, tool);
+    throw new ToolError('ToolFailed', `${tool} could not be started: ${r.code ?? 'unknown error'}`, tool);
   }
-  if (r.failed && r.exitCode === undefined) {
-    throw new ToolError('ToolFailed', `${tool} could not be started: ${code ?? 'unknown error'}`, tool);
+  if (r.outcome === 'maxBuffer') {
+    throw new ToolError(
+      'ToolFailed',
+      `${tool} ${args[0] ?? ''} printed more than ${opts.maxBuffer ?? 4 * 1024 * 1024} bytes`,
+      tool,
+    );
   }
-  const exitCode = r.exitCode ?? 0;
+  if (r.exitCode === null) {
+    throw new ToolError('ToolFailed', `${tool} ${args[0] ?? ''} was killed by ${r.signal ?? 'a signal'}`, tool);
+  }
+  const { stdout, stderr, exitCode } = { stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode };
   if (exitCode !== 0 && !opts.allowNonZeroExit) {
     throw exitFailure(file, args, { stdout, stderr, exitCode });
   }
   return { stdout, stderr, exitCode };
+}
+
+interface SpawnOutcome {
+  outcome: 'exited' | 'canceled' | 'timedOut' | 'spawnError' | 'maxBuffer';
+  stdout: string;
+  stderr: string;
+  exitCode: number | null;
+  signal?: string | null;
+  code?: string;
+}
+
+/**
+ * node:child_process directly (not execa): a node runs dozens of short
+ * commands per step, and execa's per-call machinery cost the worker ~2.5 ms of
+ * CPU and ~6 ms of wall time on top of the spawn itself (bench/results, P2).
+ * A timeout or a cancellation sends SIGTERM, then SIGKILL 5 s later.
+ */
+function spawnAndWait(
+  file: string,
+  args: readonly string[],
+  opts: RunOptions & { timeoutMs: number; maxBuffer: number },
+): Promise<SpawnOutcome> {
+  return new Promise((resolve) => {
+    if (opts.signal?.aborted) {
+      resolve({ outcome: 'canceled', stdout: '', stderr: '', exitCode: null });
+      return;
+    }
+    let child: ChildProcess;
+    try {
+      child = spawn(file, [...args], {
+        env: scrubbedEnv(opts.env),
+        cwd: opts.cwd,
+        stdio: [opts.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+        ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+        ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+      });
+    } catch (err) {
+      resolve({
+        outcome: 'spawnError',
+        stdout: '',
+        stderr: '',
+        exitCode: null,
+        code: (err as NodeJS.ErrnoException).code,
+      });
+      return;
+    }
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let bytes = 0;
+    let ending: SpawnOutcome['outcome'] | undefined;
+    let killTimer: NodeJS.Timeout | undefined;
+    const stop = (why: SpawnOutcome['outcome']) => {
+      if (ending) return;
+      ending = why;
+      child.kill('SIGTERM');
+      killTimer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      killTimer.unref();
+    };
+    const collect = (into: Buffer[]) => (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes > opts.maxBuffer) return stop('maxBuffer');
+      into.push(chunk);
+    };
+    child.stdout!.on('data', collect(out));
+    child.stderr!.on('data', collect(err));
+    const timer = setTimeout(() => stop('timedOut'), opts.timeoutMs);
+    const onAbort = () => stop('canceled');
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    if (opts.input !== undefined) {
+      // A program that exits without reading its stdin must not fail the call with EPIPE.
+      child.stdin!.on('error', () => undefined);
+      child.stdin!.end(opts.input);
+    }
+    let done = false;
+    const finish = (o: Omit<SpawnOutcome, 'stdout' | 'stderr'>) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (killTimer) clearTimeout(killTimer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      resolve({ ...o, stdout: text(out), stderr: text(err) });
+    };
+    child.once('error', (e: NodeJS.ErrnoException) => {
+      // Only a failed spawn: a running child's errors arrive as its exit.
+      if (child.pid === undefined) finish({ outcome: 'spawnError', exitCode: null, code: e.code });
+    });
+    child.once('close', (code, signal) => finish({ outcome: ending ?? 'exited', exitCode: code, signal }));
+    // A grandchild that inherited stdout (a program that backgrounds something) must not
+    // hold the call open once the program itself has exited: take what was printed.
+    child.once('exit', (code, signal) => {
+      setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        finish({ outcome: ending ?? 'exited', exitCode: code, signal });
+      }, 500).unref();
+    });
+  });
+}
+
+/** UTF-8, without the one final newline (as a shell's $(...) would strip it). */
+function text(chunks: Buffer[]): string {
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
 }

@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { SshHostSpec } from '../../common/input.js';
 import { NetnsName, parseName } from '../../common/names.js';
 import {
+  countCommand,
   exitFailure,
   findsProgram,
   isProgramMissing,
@@ -75,6 +76,16 @@ export function localTransport(): HostTransport {
   };
 }
 
+/**
+ * Programs whose work does not depend on the network namespace they run in:
+ * files and /proc (a netns shares the host's filesystem and pid namespace).
+ * The netns transport runs them directly rather than through `ip netns exec`,
+ * which costs a process of its own, a mount namespace and a sysfs remount per
+ * call. Anything that touches the network (ip, wg, ping, sysctl, a shell that
+ * may run them, the SPIRE CLIs) still enters the namespace.
+ */
+const NETNS_AGNOSTIC = new Set(['cat', 'stat', 'mkdir', 'install', 'rm', 'chown', 'chmod', 'tail', 'kill', 'test']);
+
 export function netnsTransport(netns: string): HostTransport {
   const ns = parseName(NetnsName, 'netns', netns);
   const prefix = ['netns', 'exec', ns];
@@ -83,6 +94,19 @@ export function netnsTransport(netns: string): HostTransport {
     label: `netns ${ns}`,
     async run(command, args, opts = {}) {
       const label = `netns ${ns}`;
+      if (NETNS_AGNOSTIC.has(command)) {
+        // Still "the node": a namespace that is gone is unreachable, whatever the program.
+        if (!existsSync(`/run/netns/${ns}`))
+          throw new ToolError('HostUnreachable', `network namespace ${ns} does not exist`, 'ip');
+        try {
+          const direct = await runCommand(command, args, { ...opts, allowNonZeroExit: true });
+          if (direct.exitCode === 0 || opts.allowNonZeroExit) return direct;
+          throw exitFailure(command, args, direct, label);
+        } catch (err) {
+          if (err instanceof ToolError && err.type === 'ToolMissing') throw programMissingError(command, label);
+          throw err;
+        }
+      }
       const r = await runCommand('ip', [...prefix, command, ...args], { ...opts, allowNonZeroExit: true });
       if (r.exitCode === 0) return r;
       // A program the node does not have is never the program's own verdict,
@@ -107,6 +131,7 @@ async function spawnDetached(file: string, args: string[], opts: DaemonOptions):
   mkdirSync(path.dirname(opts.logFile), { recursive: true });
   // The daemon writes to its own log file and holds no pipe to the worker,
   // so it outlives a worker crash (which is the point of a daemon).
+  countCommand(file, args);
   const log = openSync(opts.logFile, 'a', 0o600);
   const stdin = opts.input !== undefined ? stdinFile(opts.input) : 'ignore';
   try {

@@ -84,8 +84,12 @@ export interface AgentConfigOptions {
   joinToken?: JoinToken | string;
   /** How the agent attests (default join_token). */
   nodeAttestor?: NodeAttestorBlock;
-  /** `experimental { sync_interval }`: how often the agent syncs with the server (SPIRE's default 5 s). */
-  syncIntervalSeconds?: number;
+  /**
+   * `experimental { sync_interval }`, in ms: how often the agent asks the server for its
+   * entries (SPIRE's default 5 s). An entry created after the agent started reaches it
+   * at its next sync, so this bounds how long step 6 waits for a new workload's SVID.
+   */
+  syncIntervalMs?: number;
 }
 
 /** The agent's HCL config. Every value is validated, so nothing needs escaping. */
@@ -123,11 +127,11 @@ export function renderAgentConfig(o: AgentConfigOptions): string {
           `join_token = "${parseName(JoinTokenValue, 'joinToken', typeof o.joinToken === 'string' ? o.joinToken : o.joinToken.value)}"`,
         ];
   const sync =
-    o.syncIntervalSeconds === undefined
+    o.syncIntervalMs === undefined
       ? []
       : [
           'experimental {',
-          `  sync_interval = "${parseName(z.number().int().min(1).max(3600), 'syncIntervalSeconds', o.syncIntervalSeconds)}s"`,
+          `  sync_interval = "${parseName(z.number().int().min(100).max(3_600_000), 'syncIntervalMs', o.syncIntervalMs)}ms"`,
           '}',
         ];
   const agent = [
@@ -461,6 +465,7 @@ export async function fetchX509Svid(t: SpireCliTarget, o: FetchX509Options): Pro
         r.exitCode,
       );
     }
-    await sleep(500, t.signal);
+    // The entry reaches the agent at its next sync (spire.agentSyncIntervalMs): ask again soon after.
+    await sleep(250, t.signal);
   }
 }

@@ -216,6 +216,7 @@ export function createSpireSteps(deps: StepDeps) {
       socketPath: p.agentSocket,
       pidFile: p.agentPid,
       logFile: p.agentLog,
+      ...(input.spire.agentSyncIntervalMs !== undefined ? { syncIntervalMs: input.spire.agentSyncIntervalMs } : {}),
       healthTimeoutMs: Math.max(5_000, input.timeouts.startSpireAgent * 1000 - 5_000),
       signal,
     });
