@@ -410,7 +410,11 @@ async function p3(b: Bench, sizes: number[], repeats: number): Promise<{ runs: P
       const fleet: FleetInputJson = {
         fleetId: tag,
         defaults: template,
-        nodes: Array.from({ length: n }, (_, k) => ({ nodeId: `${tag}-${k + 1}` })),
+        // One nodeDir per node: two nodes on one host may not share one (common/fleet.ts).
+        nodes: Array.from({ length: n }, (_, k) => ({
+          nodeId: `${tag}-${k + 1}`,
+          nodeDir: `/var/lib/node-bootstrap/${tag}-${k + 1}`,
+        })),
         window,
       };
       const run = await withWorker(
