@@ -173,6 +173,10 @@ async function setUp(): Promise<Bench> {
   const server = await startDevServer({
     headless: true,
     ...(process.env.NB_BENCH_MEMORY ? {} : { dbFilename: path.join(dir, 'temporal.db') }),
+    // To try a server setting on every part alike, e.g. NB_BENCH_DYNAMIC_CONFIG='{"system.enableActivityEagerExecution":true}'.
+    ...(process.env.NB_BENCH_DYNAMIC_CONFIG
+      ? { dynamicConfig: JSON.parse(process.env.NB_BENCH_DYNAMIC_CONFIG) as Record<string, unknown> }
+      : {}),
     logFile: path.join(dir, 'server.log'),
   });
   const connection = await Connection.connect({ address: server.address });

@@ -38,7 +38,10 @@ export const PREFLIGHT_PATCH = 'preflight-before-install';
  * Runs started after this patch ask one patch instead of four: each `patched()`
  * a run calls for the first time costs a marker event and a TemporalChangeVersion
  * search-attribute upsert (a visibility write on the server), and a new run takes
- * every earlier patch's new path anyway. Such a run also skips the NodeId/Segment
+ * every earlier patch's new path anyway. Its preflight is a local activity: a few
+ * reads that end in well under a second need no activity task and workflow task
+ * of their own (they ride on the run's first workflow task, retried by the same
+ * policy). Such a run also skips the NodeId/Segment
  * upsert when its starter set them (provisionFleet does), and writes ledger events
  * in batches: one local activity per workflow task (`recordEvents`) instead of one
  * per event. Runs recorded before it replay down the older patches, unchanged.
@@ -47,6 +50,7 @@ export const LEAN_RUN_PATCH = 'lean-run';
 
 /** The preflight only reads (the SPIRE server's bundle, ...): a fixed, short deadline. */
 const PREFLIGHT_TIMEOUT_MS = 60_000;
+const PREFLIGHT_SUMMARY = 'preflight: read-only checks before step 1';
 
 /**
  * Long steps must heartbeat at least this often: a quarter of the step's
@@ -113,12 +117,18 @@ export function activitiesFor(input: ProvisionInput, lean = false) {
     proxyLocalActivities<Activities>({ ...ledgerOptions, summary }).recordEvents(events);
 
   return {
-    preflight: proxyActivities<Activities>({
-      ...base,
-      startToCloseTimeout: PREFLIGHT_TIMEOUT_MS,
-      heartbeatTimeout: heartbeatTimeoutMs(PREFLIGHT_TIMEOUT_MS / 1000),
-      summary: 'preflight: read-only checks before step 1',
-    }).preflight,
+    preflight: lean
+      ? proxyLocalActivities<Activities>({
+          ...base,
+          startToCloseTimeout: PREFLIGHT_TIMEOUT_MS,
+          summary: PREFLIGHT_SUMMARY,
+        }).preflight
+      : proxyActivities<Activities>({
+          ...base,
+          startToCloseTimeout: PREFLIGHT_TIMEOUT_MS,
+          heartbeatTimeout: heartbeatTimeoutMs(PREFLIGHT_TIMEOUT_MS / 1000),
+          summary: PREFLIGHT_SUMMARY,
+        }).preflight,
     installOverlay: step(t.installOverlay, STEP_TITLES.installOverlay).installOverlay,
     issueOverlayKey: step(t.issueOverlayKey, STEP_TITLES.issueOverlayKey).issueOverlayKey,
     gatePeerHealth: step(t.gatePeerHealth, STEP_TITLES.gatePeerHealth).gatePeerHealth,

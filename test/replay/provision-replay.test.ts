@@ -48,7 +48,7 @@ describe('workflow replay', () => {
     ).toBeGreaterThan(10);
   });
 
-  it('covers the lean path (LEAN_RUN_PATCH): one patch marker, ledger events batched one local activity per workflow task', () => {
+  it('covers the lean path (LEAN_RUN_PATCH): one patch marker, the preflight and batched ledger events as local activities', () => {
     const events = (f: string) =>
       (
         JSON.parse(readFileSync(`${historiesDir}${f}`, 'utf8')) as {
@@ -58,7 +58,8 @@ describe('workflow replay', () => {
     const markers = (f: string, name: string) =>
       events(f).filter((e) => e.markerRecordedEventAttributes?.markerName === name).length;
     expect(markers('provision-success-lean.json', 'core_patch')).toBe(1);
-    expect(markers('provision-success-lean.json', 'core_local_activity')).toBe(8);
+    // Eight ledger writes and the preflight.
+    expect(markers('provision-success-lean.json', 'core_local_activity')).toBe(9);
     expect(markers('provision-success-local-ledger.json', 'core_local_activity')).toBe(14);
   });
 
