@@ -38,13 +38,14 @@ export const PREFLIGHT_PATCH = 'preflight-before-install';
  * Runs started after this patch ask one patch instead of four: each `patched()`
  * a run calls for the first time costs a marker event and a TemporalChangeVersion
  * search-attribute upsert (a visibility write on the server), and a new run takes
- * every earlier patch's new path anyway. Its preflight is a local activity: a few
- * reads that end in well under a second need no activity task and workflow task
- * of their own (they ride on the run's first workflow task, retried by the same
- * policy). Such a run also skips the NodeId/Segment
- * upsert when its starter set them (provisionFleet does), and writes ledger events
- * in batches: one local activity per workflow task (`recordEvents`) instead of one
- * per event. Runs recorded before it replay down the older patches, unchanged.
+ * every earlier patch's new path anyway. Such a run also
+ * - runs its preflight as a local activity: a few reads that end in well under a
+ *   second need no activity task and workflow task of their own (they ride on the
+ *   run's first workflow task, retried by the same policy);
+ * - writes ledger events in batches: one local activity per workflow task
+ *   (`recordEvents`) instead of one per event (workflows/events.ts);
+ * - skips the NodeId/Segment upsert when its starter set them (provisionFleet does).
+ * Runs recorded before it replay down the older patches, unchanged.
  */
 export const LEAN_RUN_PATCH = 'lean-run';
 
