@@ -148,6 +148,18 @@ export function renderReport(r: BenchReport): string {
       if (run.cpu) cpuRow(run.nodes, 'provisionNode (fleet child)', run);
       if (bare) cpuRow(bare.nodes, 'bare', bare);
     }
+    const bigReal = [...r.p3.runs].sort((x, y) => y.nodes - x.nodes)[0];
+    const bigBare = r.p3.bare?.find((x) => x.nodes === bigReal?.nodes);
+    if (bigReal?.cpu && bigBare) {
+      // Even with both cores given wholly to the worker and the server, N runs need this long at this CPU per run.
+      const floor = (x: { cpu: { workerMs: number; serverMs: number } }) =>
+        (x.cpu.workerMs + x.cpu.serverMs) / r.machine.cpus;
+      out.push(
+        '',
+        `CPU floor at ${bigReal.nodes} (worker + server CPU of the run ÷ ${r.machine.cpus} cores: the wall time if nothing else ran and both cores were always busy): ` +
+          `provisionNode ${sec(floor(bigReal))} s, bare ${sec(floor(bigBare))} s (target ${sec(TARGETS.p3ThousandMs)} s at 1000).`,
+      );
+    }
     const realShape = r.p3.runs.find((x) => x.history)?.history;
     const bareShape = r.p3.bare?.find((x) => x.history)?.history;
     if (realShape || bareShape) {
