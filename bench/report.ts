@@ -185,7 +185,7 @@ export function renderReport(r: BenchReport): string {
     }
     out.push(
       '',
-      'Each simulated node is a full provisionNode run as a fleet child: preflight and the six step activities, its ledger events as local activities, and the workflow tasks between them.',
+      'Each simulated node is a full provisionNode run as a fleet child: the six step activities, the preflight and the ledger events as local activities, the search-attribute upserts, and the workflow tasks between them.',
       '',
     );
   }
