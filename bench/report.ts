@@ -15,7 +15,7 @@ export function renderReport(r: BenchReport): string {
     `${r.startedAt} → ${r.finishedAt} · ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, load ${m.load1.toFixed(2)} at start`,
   );
   out.push(
-    `Temporal CLI ${r.versions.temporalCli} (dev server, SQLite file), Temporal TS SDK ${r.versions.temporalTsSdk}, SPIRE ${r.versions.spire}. Medians; spread = (max − min) / median.`,
+    `Temporal CLI ${r.versions.temporalCli} (dev server, ${r.server?.inMemory ? 'in-memory SQLite' : 'SQLite file'}${r.server?.dynamicConfig ? `, dynamic config ${JSON.stringify(r.server.dynamicConfig)}` : ''}), Temporal TS SDK ${r.versions.temporalTsSdk}, SPIRE ${r.versions.spire}. Medians; spread = (max − min) / median.`,
     '',
   );
 

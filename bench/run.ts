@@ -143,6 +143,8 @@ export interface BenchReport {
   startedAt: string;
   finishedAt: string;
   machine: { cpus: number; cpuModel: string; memoryGiB: number; kernel: string; node: string; load1: number };
+  /** Dev server settings beyond lab/temporal.ts's defaults (NB_BENCH_DYNAMIC_CONFIG, NB_BENCH_MEMORY); absent: stock. */
+  server?: { dynamicConfig?: Record<string, unknown>; inMemory?: boolean };
   versions: Record<string, string>;
   p1?: P1Report;
   p2?: { runs: P2Run[]; bySize: { nodes: number; wall: Summary; nodesPerMinute: Summary; peakPerNodeMiB: Summary }[] };
@@ -590,6 +592,16 @@ async function main() {
       load1: os.loadavg()[0] ?? 0,
     },
     versions: versions(),
+    ...(process.env.NB_BENCH_DYNAMIC_CONFIG || process.env.NB_BENCH_MEMORY
+      ? {
+          server: {
+            ...(process.env.NB_BENCH_DYNAMIC_CONFIG
+              ? { dynamicConfig: JSON.parse(process.env.NB_BENCH_DYNAMIC_CONFIG) as Record<string, unknown> }
+              : {}),
+            ...(process.env.NB_BENCH_MEMORY ? { inMemory: true } : {}),
+          },
+        }
+      : {}),
   };
   const previous =
     opts.update && existsSync(path.join(opts.out, 'report.json'))
