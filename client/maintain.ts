@@ -7,7 +7,7 @@ import { maintainWorkflowId, TASK_QUEUE } from '../common/ids.js';
 import type { ProvisionInputJson } from '../common/input.js';
 import { MaintainOptions, type MaintainInput } from '../common/maintain.js';
 import type { MaintainNodeWorkflow } from '../common/definitions.js';
-import { InvalidInputError, validateProvisionInput } from './provision.js';
+import { assertNotDecommissioned, InvalidInputError, validateProvisionInput } from './provision.js';
 
 /**
  * Start maintainNode for the node `provision` (its latest provisioning input)
@@ -20,6 +20,7 @@ export async function startMaintain(
   opts: Omit<MaintainInput, 'provision'> & { taskQueue?: string } = {},
 ) {
   const input = validateProvisionInput(provision);
+  await assertNotDecommissioned(client, input.nodeId, 'there is nothing to maintain');
   const { taskQueue, ...options } = opts;
   // Same check as the workflow's: bad thresholds start no run (InvalidInputError names the field).
   const checked = MaintainOptions.safeParse(options);

@@ -13,7 +13,7 @@ import {
   type NodeLifecycleState,
   type RunFacts,
 } from '../common/lifecycle.js';
-import { checkProvisionInput, type CheckOptions } from '../common/validate.js';
+import { checkProvisionInput, PROVISIONED_NODE_RULES, type CheckOptions } from '../common/validate.js';
 import type { DecommissionNodeWorkflow, ProvisionNodeWorkflow } from '../common/definitions.js';
 import { readNodeLifecycle } from './lifecycle.js';
 
@@ -65,6 +65,34 @@ function decommissioningError(lifecycle: NodeLifecycle): NodeStateError {
     run,
     `${lifecycle.nodeId} is being decommissioned (${run.workflowId} run ${run.runId} is still running): it cannot be provisioned until that ends`,
   );
+}
+
+/**
+ * NodeStateError when the node is being decommissioned, or was decommissioned
+ * after its last provisioning run (common/lifecycle.ts, the rule `status` and
+ * `start` use): a day-2 operation (repair, maintain, rotate, rerun) then has
+ * nothing to work on — `nothing` says what, e.g. "there is nothing to repair" —
+ * and `startProvisioning` provisions the node again.
+ */
+export async function assertNotDecommissioned(client: Client, nodeId: string, nothing: string): Promise<void> {
+  const lifecycle = await readNodeLifecycle(client, nodeId);
+  const run = lifecycle.decommission;
+  if (lifecycle.state === 'decommissioning') {
+    throw new NodeStateError(
+      nodeId,
+      lifecycle.state,
+      run,
+      `${nodeId} is being decommissioned (${run!.workflowId} run ${run!.runId}): ${nothing}`,
+    );
+  }
+  if (needsNewProvisionRun(lifecycle.state)) {
+    throw new NodeStateError(
+      nodeId,
+      lifecycle.state,
+      run,
+      `${nodeId} was decommissioned (${run!.workflowId} run ${run!.runId}${lifecycle.state === 'decommission-failed' ? ', which did not finish' : ''}): ${nothing}`,
+    );
+  }
 }
 
 /**
@@ -141,17 +169,7 @@ async function startOrAttach(
 export async function startRepair(client: Client, raw: ProvisionInputJson, opts: { taskQueue?: string } = {}) {
   const repairInput = { ...raw, onFailure: 'hold' } as ProvisionInputJson;
   const input = validateProvisionInput(repairInput);
-  const lifecycle = await readNodeLifecycle(client, input.nodeId);
-  if (lifecycle.state === 'decommissioning') throw decommissioningError(lifecycle);
-  if (needsNewProvisionRun(lifecycle.state)) {
-    const run = lifecycle.decommission!;
-    throw new NodeStateError(
-      input.nodeId,
-      lifecycle.state,
-      run,
-      `${input.nodeId} was decommissioned (${run.workflowId} run ${run.runId}${lifecycle.state === 'decommission-failed' ? ', which did not finish' : ''}): there is nothing to repair`,
-    );
-  }
+  await assertNotDecommissioned(client, input.nodeId, 'there is nothing to repair');
   return client.workflow.start<ProvisionNodeWorkflow>('provisionNode', {
     workflowId: provisionWorkflowId(input.nodeId),
     taskQueue: opts.taskQueue ?? TASK_QUEUE,
@@ -166,7 +184,7 @@ export async function startRepair(client: Client, raw: ProvisionInputJson, opts:
 
 export async function startDecommission(client: Client, raw: ProvisionInputJson, opts: { taskQueue?: string } = {}) {
   // As the workflow does: a node provisioned when a `port` alone named the built-in workload must still come off.
-  const input = validateProvisionInput(raw, { acceptPortOnlyWorkloads: true });
+  const input = validateProvisionInput(raw, PROVISIONED_NODE_RULES);
   return client.workflow.start<DecommissionNodeWorkflow>('decommissionNode', {
     workflowId: decommissionWorkflowId(input.nodeId),
     taskQueue: opts.taskQueue ?? TASK_QUEUE,

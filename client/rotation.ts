@@ -5,7 +5,7 @@
 import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { rotateWorkflowId, TASK_QUEUE } from '../common/ids.js';
 import { checkRotateRequest, type RotateRequestJson } from '../common/rotation.js';
-import { InvalidInputError } from './provision.js';
+import { assertNotDecommissioned, InvalidInputError } from './provision.js';
 import type { RotateOverlayKeyWorkflow } from '../common/definitions.js';
 
 export interface RotationStart {
@@ -26,6 +26,7 @@ export async function startRotation(
   const checked = checkRotateRequest(raw);
   if (!checked.ok) throw new InvalidInputError(checked.problems);
   const nodeId = checked.value.input.nodeId;
+  await assertNotDecommissioned(client, nodeId, 'there is no key to rotate');
   const workflowId = rotateWorkflowId(nodeId);
   const before = Date.now();
   try {

@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import type { ProvisionInput, ProvisionInputJson } from './input.js';
 import { describeZodError } from './names.js';
-import { checkProvisionInput, type Checked } from './validate.js';
+import { checkProvisionInput, PROVISIONED_NODE_RULES, type Checked } from './validate.js';
 
 /** Drivers whose keys rotateOverlayKey can rotate (the Bowtie client keeps and rotates its own key). */
 export const ROTATABLE_DRIVERS: readonly string[] = ['wireguard'];
@@ -40,7 +40,7 @@ export function checkRotateRequest(raw: unknown): Checked<RotateRequest> {
   if (!opts.success) return { ok: false, value: null, problems: describeZodError(opts.error) };
   // A rotation touches only the tunnel: a node provisioned when a `port` alone named the
   // built-in workload (before workloads named their command) can still be rotated.
-  const checked = checkProvisionInput(opts.data.input, { acceptPortOnlyWorkloads: true });
+  const checked = checkProvisionInput(opts.data.input, PROVISIONED_NODE_RULES);
   if (!checked.ok) return checked;
   const input = checked.value;
   if (!ROTATABLE_DRIVERS.includes(input.overlay.driver)) {

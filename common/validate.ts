@@ -65,6 +65,14 @@ export interface CheckOptions {
   acceptPortOnlyWorkloads?: boolean;
 }
 
+/**
+ * The rules for the input of a node that was already provisioned (decommission,
+ * key rotation, maintenance): the node exists under whatever rules it was
+ * started with, so a workload named by `port` alone (the retired built-in demo
+ * workload) is still accepted: such a node can still be kept and removed.
+ */
+export const PROVISIONED_NODE_RULES: Readonly<CheckOptions> = { acceptPortOnlyWorkloads: true };
+
 /** Every problem with a provisionNode input as "field.path: message" lines; the parsed input when there are none. */
 export function checkProvisionInput(raw: unknown, opts: CheckOptions = {}): Checked<ProvisionInput> {
   const parsed = ProvisionInput.safeParse(raw);

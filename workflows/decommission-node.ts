@@ -16,6 +16,7 @@ import type { ProvisionInputJson } from '../common/input.js';
 import { ErrorTypeKey, FailedStepKey, NodeIdKey, SegmentKey } from '../common/search-attributes.js';
 import type { DecommissionResult } from '../common/definitions.js';
 import { DECOMMISSION_ORDER } from '../common/steps.js';
+import { PROVISIONED_NODE_RULES } from '../common/validate.js';
 import { validateInput, validationRules } from './failures.js';
 import { eventRecorder } from './events.js';
 import { activitiesFor } from './proxies.js';
@@ -24,7 +25,7 @@ import { Compensations } from './saga.js';
 /** Remove the node: stop workloads, delete entries, stop/evict the agent, remove the key and peers, uninstall. */
 export async function decommissionNode(rawInput: ProvisionInputJson): Promise<DecommissionResult> {
   // A node provisioned when a `port` alone named the built-in workload must still come off.
-  const input = validateInput(rawInput, { ...validationRules(), acceptPortOnlyWorkloads: true });
+  const input = validateInput(rawInput, { ...validationRules(), ...PROVISIONED_NODE_RULES });
   const acts = activitiesFor(input);
   const { workflowId, runId } = workflowInfo();
   upsertSearchAttributes([

@@ -27,7 +27,6 @@
  * one is open, so a held run also holds the schedule.
  */
 import {
-  condition,
   isCancellation,
   log,
   patched,
@@ -58,6 +57,8 @@ import {
   type MaintainFleetInput,
 } from '../common/maintain-fleet.js';
 import type { Decision } from '../common/definitions.js';
+import { PROVISIONED_NODE_RULES } from '../common/validate.js';
+import { acceptDecisions } from './decisions.js';
 import { describeFailure } from './failures.js';
 import { maintainNode } from './maintain-node.js';
 import { rotateOverlayKey } from './rotate-overlay-key.js';
@@ -100,28 +101,17 @@ export async function maintainFleet(raw: MaintainFleetInput): Promise<FleetMaint
     rotationDue: [],
     rotationsStarted: 0,
   };
-  let decision: Decision | undefined;
   setHandler(fleetMaintenanceQuery, () => status);
-  setHandler(
-    fleetDecideUpdate,
-    (d) => {
-      decision = d;
-      return { action: d.action, heldFor: status.heldFor!.reason };
-    },
-    {
-      validator: (d) => {
-        if (status.state !== 'held' || decision)
-          throw new Error(`fleet maintenance is ${status.state}, not held: there is nothing to decide`);
-        if (d?.action !== 'retry' && d?.action !== 'compensate')
-          throw new Error('action must be "retry" or "compensate"');
-      },
-    },
-  );
+  const decisions = acceptDecisions(fleetDecideUpdate, {
+    run: 'fleet maintenance',
+    state: () => status.state,
+    ack: (d) => ({ action: d.action, heldFor: status.heldFor!.reason }),
+  });
 
   const opts = parseOptions(raw);
   // Nodes provisioned when a `port` alone named the built-in workload are still maintained
   // (a repair of their step 6 then fails InvalidInput naming workloads.N.command).
-  const fleet = validateFleet(raw?.fleet, { acceptPortOnlyWorkloads: true });
+  const fleet = validateFleet(raw?.fleet, PROVISIONED_NODE_RULES);
   Object.assign(status, { fleetId: fleet.input.fleetId, segment: opts.segment ?? null });
   const inFleet = fleet.nodes.filter((n) => !opts.segment || n.segment === opts.segment);
 
@@ -130,9 +120,7 @@ export async function maintainFleet(raw: MaintainFleetInput): Promise<FleetMaint
     status.state = 'held';
     status.heldFor = h;
     log.warn('fleet maintenance holding for an operator: nothing is repaired', { ...h });
-    await condition(() => decision !== undefined);
-    const stop = decision!.action === 'compensate';
-    decision = undefined;
+    const stop = (await decisions.next()).action === 'compensate';
     status.heldFor = null;
     return stop;
   };

@@ -17,7 +17,6 @@
  * provisionNode's; nothing is compensated).
  */
 import {
-  condition,
   isCancellation,
   log,
   proxyActivities,
@@ -46,7 +45,9 @@ import {
 import { HealthKey, NodeIdKey, SegmentKey } from '../common/search-attributes.js';
 import type { StepName } from '../common/steps.js';
 import { decideUpdate, type Decision } from '../common/definitions.js';
+import { PROVISIONED_NODE_RULES } from '../common/validate.js';
 import { describeFailure, validateInput, validationRules } from './failures.js';
+import { acceptDecisions } from './decisions.js';
 import { eventRecorder, type RecordEvent } from './events.js';
 import { activitiesFor, heartbeatTimeoutMs, retryPolicyFor } from './proxies.js';
 
@@ -67,27 +68,16 @@ export async function maintainNode(raw: MaintainInput): Promise<MaintainResult> 
     rounds: [],
     lastCheck: null,
   };
-  let decision: Decision | undefined;
   setHandler(maintainStatusQuery, () => status);
-  setHandler(
-    decideUpdate,
-    (d) => {
-      decision = d;
-      return { action: d.action, step: status.heldFor!.step };
-    },
-    {
-      validator: (d) => {
-        if (status.state !== 'held' || decision)
-          throw new Error(`maintain run is ${status.state}, not held: there is nothing to decide`);
-        if (d?.action !== 'retry' && d?.action !== 'compensate')
-          throw new Error('action must be "retry" or "compensate"');
-      },
-    },
-  );
+  const decisions = acceptDecisions(decideUpdate, {
+    run: 'maintain run',
+    state: () => status.state,
+    ack: (d) => ({ action: d.action, step: status.heldFor!.step }),
+  });
 
   // As decommission and rotation do: a node provisioned when a `port` alone named the built-in
   // workload can still be checked (a repair of its step 6 then fails InvalidInput naming the field).
-  const input = validateInput(raw?.provision, { ...validationRules(), acceptPortOnlyWorkloads: true });
+  const input = validateInput(raw?.provision, { ...validationRules(), ...PROVISIONED_NODE_RULES });
   const opts = parseOptions(raw);
   status.nodeId = input.nodeId;
   const acts = activitiesFor(input);
@@ -138,9 +128,7 @@ export async function maintainNode(raw: MaintainInput): Promise<MaintainResult> 
     setHealth('broken');
     log.warn('maintain run holding for an operator', { ...h });
     await record(h.step, 'held', { errorType, detail: { maintain: true, reason: h.reason, detail: h.detail } });
-    await condition(() => decision !== undefined);
-    const { action } = decision!;
-    decision = undefined;
+    const { action } = await decisions.next();
     status.heldFor = null;
     await record(h.step, 'decision', { detail: { maintain: true, action } });
     return action;

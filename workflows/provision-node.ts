@@ -16,7 +16,6 @@
 import {
   CancellationScope,
   TemporalFailure,
-  condition,
   isCancellation,
   log,
   patched,
@@ -39,6 +38,7 @@ import {
   type StepStatus,
   type UndoReason,
 } from '../common/definitions.js';
+import { acceptDecisions, type Decisions } from './decisions.js';
 import { compensatedFailure, describeFailure, validateInput, validationRules } from './failures.js';
 import { batchedEventRecorder, eventRecorder, type DeferEvent, type RecordEvent } from './events.js';
 import { activitiesFor, LEAN_RUN_PATCH, PREFLIGHT_PATCH, type RunActivities } from './proxies.js';
@@ -76,7 +76,7 @@ class ProvisionRun {
   private record!: RecordEvent;
   /** Queue a ledger event for the next `record`: runs after LEAN_RUN_PATCH only (null before). */
   private defer: DeferEvent | null = null;
-  private decision: Decision | undefined;
+  private decisions!: Decisions;
 
   constructor() {
     const { workflowId, runId } = workflowInfo();
@@ -92,23 +92,11 @@ class ProvisionRun {
       heldStep: null,
     };
     setHandler(statusQuery, () => this.status);
-    setHandler(
-      decideUpdate,
-      (decision) => {
-        this.decision = decision;
-        return { action: decision.action, step: this.status.heldStep! };
-      },
-      {
-        validator: (decision) => {
-          if (this.status.state !== 'held' || this.decision) {
-            throw new Error(`run is ${this.status.state}, not held: there is nothing to decide`);
-          }
-          if (decision?.action !== 'retry' && decision?.action !== 'compensate') {
-            throw new Error('action must be "retry" or "compensate"');
-          }
-        },
-      },
-    );
+    this.decisions = acceptDecisions(decideUpdate, {
+      run: 'run',
+      state: () => this.status.state,
+      ack: (d) => ({ action: d.action, step: this.status.heldStep! }),
+    });
   }
 
   /** Validate the input; an invalid one fails the run with InvalidInput. */
@@ -216,9 +204,7 @@ class ProvisionRun {
     this.status.currentStep = null;
     log.warn('step failed; holding for an operator decision', { step, errorType: info.type });
     await this.record(step, 'held', { errorType: info.type });
-    await condition(() => this.decision !== undefined);
-    const { action } = this.decision!;
-    this.decision = undefined;
+    const { action } = await this.decisions.next();
     this.status.heldStep = null;
     this.status.state = 'running';
     await this.record(step, 'decision', { detail: { action } });

@@ -96,65 +96,38 @@ flags (some commands):
 
 ${EXIT_CODE_HELP}`;
 
-const COMMANDS = [
-  'start',
-  'status',
-  'watch',
-  'list',
-  'rerun',
-  'repair',
-  'approve',
-  'retry',
-  'compensate',
-  'cancel',
-  'decommission',
-  'rotate',
-  'maintain',
-  'health',
-  'history',
-  'fleet',
-  'help',
-] as const;
+/**
+ * Every command: what its argument is (a node id, a file, nothing) and the
+ * flags it takes beside the common ones. The order is the order of the help.
+ */
+const COMMAND_SPECS = {
+  start: { target: 'file', flags: ['wait', 'timeout'] },
+  status: { target: 'node', flags: ['run'] },
+  watch: { target: 'node', flags: ['interval', 'timeout'] },
+  list: { target: 'none', flags: ['segment', 'state', 'step', 'failed-step', 'error-type', 'node', 'type', 'limit'] },
+  rerun: { target: 'node', flags: ['input', 'wait', 'timeout'] },
+  repair: { target: 'node', flags: ['input', 'wait', 'timeout'] },
+  approve: { target: 'node', flags: ['wait', 'timeout'] },
+  retry: { target: 'node', flags: ['wait', 'timeout'] },
+  compensate: { target: 'node', flags: ['wait', 'timeout'] },
+  cancel: { target: 'node', flags: ['wait', 'timeout'] },
+  decommission: { target: 'node', flags: ['input', 'wait', 'timeout'] },
+  rotate: { target: 'node', flags: ['input', 'wait', 'timeout', 'handshake-timeout'] },
+  maintain: {
+    target: 'node',
+    flags: ['input', 'wait', 'timeout', 'every', 'segment', 'delete', 'list', 'max-repairs', 'max-broken-percent'],
+  },
+  health: { target: 'node', flags: ['input', 'timeout'] },
+  history: { target: 'node', flags: ['run', 'limit'] },
+  fleet: { target: 'subcommand', flags: ['wait', 'timeout', 'interval', 'input', 'segment'] },
+  help: { target: 'none', flags: [] },
+} as const satisfies Record<string, { target: 'node' | 'file' | 'subcommand' | 'none'; flags: readonly string[] }>;
+export type CommandName = keyof typeof COMMAND_SPECS;
+const COMMANDS = Object.keys(COMMAND_SPECS) as CommandName[];
 export const FLEET_COMMANDS = ['start', 'status', 'watch', 'health'] as const;
 export type FleetCommand = (typeof FLEET_COMMANDS)[number];
-export type CommandName = (typeof COMMANDS)[number];
 
 const COMMON_FLAGS = ['json', 'help', 'debug', ...(Object.keys(CONFIG_FLAGS) as ConfigFlag[])];
-const FLAGS_OF: Record<CommandName, string[]> = {
-  start: ['wait', 'timeout'],
-  status: ['run'],
-  watch: ['interval', 'timeout'],
-  list: ['segment', 'state', 'step', 'failed-step', 'error-type', 'node', 'type', 'limit'],
-  rerun: ['input', 'wait', 'timeout'],
-  repair: ['input', 'wait', 'timeout'],
-  approve: ['wait', 'timeout'],
-  retry: ['wait', 'timeout'],
-  compensate: ['wait', 'timeout'],
-  cancel: ['wait', 'timeout'],
-  decommission: ['input', 'wait', 'timeout'],
-  rotate: ['input', 'wait', 'timeout', 'handshake-timeout'],
-  maintain: ['input', 'wait', 'timeout', 'every', 'segment', 'delete', 'list', 'max-repairs', 'max-broken-percent'],
-  health: ['input', 'timeout'],
-  history: ['run', 'limit'],
-  fleet: ['wait', 'timeout', 'interval', 'input', 'segment'],
-  help: [],
-};
-/** Commands that take a node id (the rest: start takes a file, list none). */
-const NODE_COMMANDS: CommandName[] = [
-  'status',
-  'watch',
-  'rerun',
-  'repair',
-  'approve',
-  'retry',
-  'compensate',
-  'cancel',
-  'decommission',
-  'rotate',
-  'maintain',
-  'health',
-  'history',
-];
 /** Flags only `maintain schedule` takes. */
 const SCHEDULE_FLAGS = ['every', 'delete', 'list', 'max-repairs', 'max-broken-percent', 'segment'];
 
@@ -306,7 +279,7 @@ export function parseCommandLine(argv: string[]): ParsedCommand {
   }
   const [target, ...extra] = positionals.slice(sub ? 2 : 1);
 
-  const allowed = new Set([...COMMON_FLAGS, ...FLAGS_OF[command]]);
+  const allowed = new Set([...COMMON_FLAGS, ...COMMAND_SPECS[command].flags]);
   if (command === 'maintain') for (const f of SCHEDULE_FLAGS) if (sub !== 'schedule') allowed.delete(f);
   if (sub === 'schedule') for (const f of ['wait', 'timeout']) allowed.delete(f);
   if (command === 'fleet' && sub !== 'health') for (const f of ['input', 'segment']) allowed.delete(f);
@@ -344,7 +317,7 @@ export function parseCommandLine(argv: string[]): ParsedCommand {
     });
   }
   if (extra.length) throw usage(`unexpected argument "${extra[0]}"`);
-  if (target && NODE_COMMANDS.includes(command) && sub !== 'schedule') {
+  if (target && COMMAND_SPECS[command].target === 'node' && sub !== 'schedule') {
     const r = NodeId.safeParse(target);
     if (!r.success) {
       throw new CliError(EXIT.INVALID, `invalid node id "${target}"`, {

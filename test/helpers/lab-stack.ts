@@ -4,10 +4,12 @@
  * dev server. Start it in `beforeAll`, stop it in `afterAll` (after the
  * test's own workers are stopped: they use all three).
  */
+import type { WorkerOptions } from '@temporalio/worker';
 import { Ledger } from '../../inventory/index.js';
 import { Lab, type LabUpOptions } from '../../lab/lab.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 import { requireRealComponents } from './prereqs.js';
+import { startRealWorker, type RealWorker } from './real-worker.js';
 import { connectTestEnv, type TemporalTestEnv } from './temporal.js';
 
 /**
@@ -54,4 +56,29 @@ export async function startLabStack(labOpts: LabUpOptions): Promise<LabStack> {
 export async function stopLabStack(stack: Partial<LabStack>): Promise<void> {
   await stack.ledger?.close();
   await Promise.allSettled([stack.lab?.down(), stack.db?.drop(), stack.env?.close()]);
+}
+
+/** A lab stack and a real worker (test/helpers/real-worker.ts) on one task queue. */
+export interface LabSuite extends LabStack, RealWorker {}
+
+/** `startLabStack`, then a real worker on `taskQueue`; if the worker cannot start, the stack is stopped again. */
+export async function startLabSuite(
+  labOpts: LabUpOptions,
+  taskQueue: string,
+  workerOpts: Pick<WorkerOptions, 'interceptors'> = {},
+): Promise<LabSuite> {
+  const stack = await startLabStack(labOpts);
+  try {
+    return { ...stack, ...(await startRealWorker(stack.env, stack.ledger, taskQueue, workerOpts)) };
+  } catch (err) {
+    await stopLabStack(stack);
+    throw err;
+  }
+}
+
+/** Shuts the worker down and waits for it, then `stopLabStack`; a part that never started is skipped. */
+export async function stopLabSuite(suite: Partial<LabSuite>): Promise<void> {
+  suite.worker?.shutdown();
+  await suite.running?.catch(() => undefined);
+  await stopLabStack(suite);
 }

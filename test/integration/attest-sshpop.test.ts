@@ -16,12 +16,10 @@
  *       ends provisioned with one agent and one alias entry;
  * and no node's host key (nor any other secret) is in any history.
  */
-import type { Worker } from '@temporalio/worker';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import type { Ledger } from '../../inventory/index.js';
 import { localTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
 import { fetchX509Svid } from '../../activities/spire/agent-cli.js';
@@ -32,7 +30,6 @@ import { rootFailureType, startDecommission, startProvisioning } from '../../cli
 import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
 import { nodePaths } from '../../common/paths.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import type { Lab } from '../../lab/lab.js';
 import {
   hostKeyPaths,
   issueExpiredHostCert,
@@ -47,8 +44,7 @@ import {
   type IssuedHostCert,
 } from '../../lab/ssh-ca.js';
 import { statusQuery } from '../../common/definitions.js';
-import type { TestDatabase } from '../helpers/database.js';
-import { LAB_FAST, startLabStack, stopLabStack } from '../helpers/lab-stack.js';
+import { LAB_FAST, startLabSuite, stopLabSuite, type LabSuite } from '../helpers/lab-stack.js';
 import {
   attestationKeySecrets,
   fetchTaskQueueHistories,
@@ -58,10 +54,9 @@ import {
   withCanaryPassword,
   type Secret,
 } from '../helpers/secret-scan.js';
-import { eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
+import { eventually, uniqueId, uniqueTaskQueue } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 import { isAgentDaemon } from '../helpers/procs.js';
-import { startRealWorker } from '../helpers/real-worker.js';
 
 const TD = 'sshpop.nodeboot.test';
 /** SPIRE's agent sync interval (5 s): "does not come back" waits more than two of them. */
@@ -69,12 +64,7 @@ const SYNC_MS = 5_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('sshpop node attestation (real components)', () => {
-  let lab: Lab;
-  let db: TestDatabase;
-  let ledger: Ledger;
-  let env: TemporalTestEnv;
-  let worker: Worker;
-  let running: Promise<void>;
+  let stack: LabSuite;
   const taskQueue = uniqueTaskQueue('sshpop');
   const tag = uniqueId('sp').slice(-8);
   const secrets: Secret[] = [];
@@ -84,27 +74,24 @@ describe('sshpop node attestation (real components)', () => {
   /** n1's node, provisioned by (a) and kept until (d): the "other node" of the refusals. */
   let victim: { nodeId: string; agentId: string } | undefined;
 
-  const srv = () => ({ transport: lab.hubTransport(), socketPath: lab.spire!.socketPath });
+  const srv = () => ({ transport: stack.lab.hubTransport(), socketPath: stack.lab.spire!.socketPath });
   const agentIdOf = (nodeId: string) => `spiffe://${TD}/spire/agent/sshpop/${nodeId}`;
   const aliasOf = (nodeId: string) => `spiffe://${TD}/node/${nodeId}`;
   const agentOf = async (nodeId: string) =>
     (await server.agentList(srv())).find((a) => a.spiffeId === agentIdOf(nodeId));
   const agentProcs = async (node: string) => {
-    const pids = await ip.netnsPids(localTransport(), lab.node(node).netns);
+    const pids = await ip.netnsPids(localTransport(), stack.lab.node(node).netns);
     return pids.filter(isAgentDaemon); // not a workload's `spire-agent api fetch` child
   };
 
   beforeAll(async () => {
-    ({ lab, db, ledger, env } = await startLabStack({ nodes: 4, ephemeral: true, trustDomain: TD }));
-    ({ worker, running } = await startRealWorker(env, ledger, taskQueue));
-    secrets.push(...hubKeySecrets(lab));
+    stack = await startLabSuite({ nodes: 4, ephemeral: true, trustDomain: TD }, taskQueue);
+    secrets.push(...hubKeySecrets(stack.lab));
   });
 
   afterAll(async () => {
     await stopAllWorkerProcesses();
-    worker?.shutdown();
-    await running?.catch(() => undefined);
-    await stopLabStack({ lab, db, ledger, env });
+    await stopLabSuite(stack ?? {});
   });
 
   /** An input for lab node `node` attesting with host key + certificate `cert`. */
@@ -115,7 +102,7 @@ describe('sshpop node attestation (real components)', () => {
     uid: number,
     extra: Partial<ProvisionInputJson> = {},
   ): ProvisionInputJson {
-    return labProvisionInput(lab, node, {
+    return labProvisionInput(stack.lab, node, {
       nodeId,
       nodeAttestor: sshpopAttestorInput(cert),
       workloads: [{ name: 'api', spiffePath: `/ns/sshpop/sa/${nodeId}`, uid, port: 9443 }],
@@ -130,11 +117,15 @@ describe('sshpop node attestation (real components)', () => {
     const a = await agentOf(nodeId);
     if (opts.banned) expect(a?.banned).toBe(true);
     else expect(a).toBeUndefined();
-    const show = await lab
+    const show = await stack.lab
       .hubTransport()
-      .run('spire-server', ['agent', 'show', '-socketPath', lab.spire!.socketPath, '-spiffeID', agentIdOf(nodeId)], {
-        allowNonZeroExit: true,
-      });
+      .run(
+        'spire-server',
+        ['agent', 'show', '-socketPath', stack.lab.spire!.socketPath, '-spiffeID', agentIdOf(nodeId)],
+        {
+          allowNonZeroExit: true,
+        },
+      );
     if (opts.banned) expect(show.stdout).toMatch(/Banned\s*:\s*true/);
     else expect(show.stderr).toMatch(/NotFound/);
     expect(await server.entryShow(srv(), { spiffeId: aliasOf(nodeId) })).toEqual([]);
@@ -142,14 +133,14 @@ describe('sshpop node attestation (real components)', () => {
 
   it('(a) provisions with sshpop: receipt, status and agent list say sshpop, can re-attest; (b) an evicted agent comes back by itself', async () => {
     const nodeId = `${tag}-a`;
-    const cert = await issueNodeHostCert(lab, 'n1', nodeId);
+    const cert = await issueNodeHostCert(stack.lab, 'n1', nodeId);
     // Made on the node, root's, 0600; the certificate names the node.
     const key = statSync(cert.keyFile);
     expect([key.uid, key.mode & 0o777]).toEqual([0, 0o600]);
-    expect(path.dirname(cert.keyFile)).toBe(labHostKeyDir(lab, 'n1'));
+    expect(path.dirname(cert.keyFile)).toBe(labHostKeyDir(stack.lab, 'n1'));
     expect(cert.principals).toEqual([nodeId]);
     const input = inputFor('n1', nodeId, cert, 65001);
-    const { handle } = await startProvisioning(env.client, input, { taskQueue });
+    const { handle } = await startProvisioning(stack.env.client, input, { taskQueue });
     counted(taskQueue);
     const receipt = await handle.result();
     expect(receipt).toMatchObject({ attestationType: 'sshpop', canReattest: true, nodeAliasId: aliasOf(nodeId) });
@@ -159,7 +150,9 @@ describe('sshpop node attestation (real components)', () => {
     expect(stepLine(step4)).toMatch(/\(sshpop, can re-attest\)/);
 
     // The server's own view, as an operator reads it.
-    const list = await lab.hubTransport().run('spire-server', ['agent', 'list', '-socketPath', lab.spire!.socketPath]);
+    const list = await stack.lab
+      .hubTransport()
+      .run('spire-server', ['agent', 'list', '-socketPath', stack.lab.spire!.socketPath]);
     expect(list.stdout).toContain(agentIdOf(nodeId));
     expect(list.stdout).toMatch(/Attestation type\s*:\s*sshpop/);
     expect(list.stdout).toMatch(/Can re-attest\s*:\s*true/);
@@ -173,9 +166,16 @@ describe('sshpop node attestation (real components)', () => {
     secrets.push(...nodeFileSecrets(input, 'n1'));
 
     // (b) Evict: the running agent attests again by itself, with a new SVID.
-    await lab
+    await stack.lab
       .hubTransport()
-      .run('spire-server', ['agent', 'evict', '-socketPath', lab.spire!.socketPath, '-spiffeID', agentIdOf(nodeId)]);
+      .run('spire-server', [
+        'agent',
+        'evict',
+        '-socketPath',
+        stack.lab.spire!.socketPath,
+        '-spiffeID',
+        agentIdOf(nodeId),
+      ]);
     const evictedAt = Date.now();
     const back = await eventually(
       async () => {
@@ -194,7 +194,7 @@ describe('sshpop node attestation (real components)', () => {
     const p = nodePaths(ProvisionInput.parse(input));
     const probeDir = `/tmp/nbsshpop-${randomBytes(4).toString('hex')}`;
     const svid = await fetchX509Svid(
-      { transport: lab.nodeTransport('n1'), socketPath: p.agentSocket },
+      { transport: stack.lab.nodeTransport('n1'), socketPath: p.agentSocket },
       { writeDir: probeDir, uid: 65001, gid: 65001, waitMs: 30_000 },
     );
     await localTransport().run('rm', ['-rf', '--', probeDir]);
@@ -210,26 +210,30 @@ describe('sshpop node attestation (real components)', () => {
     const cases = [
       {
         why: 'another principal',
-        issue: (nodeId: string) => issueHostCertForPrincipal(lab, 'n2', nodeId, victimId),
+        issue: (nodeId: string) => issueHostCertForPrincipal(stack.lab, 'n2', nodeId, victimId),
         message: /issued to .*not to node/,
       },
       {
         why: 'expired',
-        issue: (nodeId: string) => issueExpiredHostCert(lab, 'n2', nodeId),
+        issue: (nodeId: string) => issueExpiredHostCert(stack.lab, 'n2', nodeId),
         message: /expired at 2020-01-0/,
       },
       {
         why: 'another CA',
-        issue: (nodeId: string) => issueHostCertFromOtherCa(lab, 'n2', nodeId),
+        issue: (nodeId: string) => issueHostCertFromOtherCa(stack.lab, 'n2', nodeId),
         message: /refused by the server.*no authorities for hostname/,
       },
       {
         why: 'another key',
         // A valid certificate for this node, but of a second host key: the input pairs it with the first key.
         issue: async (nodeId: string) => {
-          const own = await makeNodeHostKey(lab.nodeTransport('n2'), labHostKeyDir(lab, 'n2'), nodeId);
-          const other = await makeNodeHostKey(lab.nodeTransport('n2'), `${labHostKeyDir(lab, 'n2')}-other`, nodeId);
-          const cert = await signHostKey(await labSshCa(lab), other, { principals: [nodeId] });
+          const own = await makeNodeHostKey(stack.lab.nodeTransport('n2'), labHostKeyDir(stack.lab, 'n2'), nodeId);
+          const other = await makeNodeHostKey(
+            stack.lab.nodeTransport('n2'),
+            `${labHostKeyDir(stack.lab, 'n2')}-other`,
+            nodeId,
+          );
+          const cert = await signHostKey(await labSshCa(stack.lab), other, { principals: [nodeId] });
           return { keyFile: own.keyFile, certFile: cert.certFile };
         },
         message: /is not the key certified by/,
@@ -238,7 +242,7 @@ describe('sshpop node attestation (real components)', () => {
     for (const [i, c] of cases.entries()) {
       const nodeId = `${tag}-c${i}`;
       const input = inputFor('n2', nodeId, await c.issue(nodeId), 65002);
-      const { handle } = await startProvisioning(env.client, input, { taskQueue });
+      const { handle } = await startProvisioning(stack.env.client, input, { taskQueue });
       counted(taskQueue);
       const err = await handle.result().then(
         () => undefined,
@@ -267,8 +271,10 @@ describe('sshpop node attestation (real components)', () => {
       {
         why: 'key readable by group',
         issue: async (nodeId: string) => {
-          const cert = await issueNodeHostCert(lab, 'n2', nodeId, { dir: `${lab.node('n2').dir}/attest-loose` });
-          await lab.nodeTransport('n2').run('chmod', ['640', '--', cert.keyFile]);
+          const cert = await issueNodeHostCert(stack.lab, 'n2', nodeId, {
+            dir: `${stack.lab.node('n2').dir}/attest-loose`,
+          });
+          await stack.lab.nodeTransport('n2').run('chmod', ['640', '--', cert.keyFile]);
           return cert;
         },
         type: 'UnsafePath',
@@ -277,10 +283,14 @@ describe('sshpop node attestation (real components)', () => {
       {
         why: 'user certificate',
         issue: async (nodeId: string) => {
-          const host = await makeNodeHostKey(lab.nodeTransport('n2'), `${lab.node('n2').dir}/attest-user`, nodeId);
+          const host = await makeNodeHostKey(
+            stack.lab.nodeTransport('n2'),
+            `${stack.lab.node('n2').dir}/attest-user`,
+            nodeId,
+          );
           // No -h: a user certificate for the same principal, from the trusted CA.
           const pub = readFileSync(host.pubFile, 'utf8');
-          const ca = await labSshCa(lab);
+          const ca = await labSshCa(stack.lab);
           const tmp = `${ca.dir}/user-${randomBytes(4).toString('hex')}`;
           await localTransport().run('sh', ['-c', 'umask 077; mkdir "$1" && cat > "$1/u.pub"', 'w', tmp], {
             input: pub,
@@ -297,7 +307,7 @@ describe('sshpop node attestation (real components)', () => {
             '-5m:+1d',
             `${tmp}/u.pub`,
           ]);
-          await lab.nodeTransport('n2').run('cp', ['--', `${tmp}/u-cert.pub`, host.certFile]);
+          await stack.lab.nodeTransport('n2').run('cp', ['--', `${tmp}/u-cert.pub`, host.certFile]);
           await localTransport().run('rm', ['-rf', '--', tmp]);
           return host;
         },
@@ -308,7 +318,7 @@ describe('sshpop node attestation (real components)', () => {
     for (const [i, c] of cases.entries()) {
       const nodeId = `${tag}-f${i}`;
       const input = inputFor('n2', nodeId, await c.issue(nodeId), 65002);
-      const { handle } = await startProvisioning(env.client, input, { taskQueue });
+      const { handle } = await startProvisioning(stack.env.client, input, { taskQueue });
       counted(taskQueue);
       const err = await handle.result().then(
         () => undefined,
@@ -330,14 +340,14 @@ describe('sshpop node attestation (real components)', () => {
   it('(d) compensation and decommission leave an agent that does not come back', async () => {
     // Compensation: the workload exits at once, launchWorkloads fails for good after step 4 attested.
     const nodeId = `${tag}-d`;
-    const cert = await issueNodeHostCert(lab, 'n3', nodeId);
-    const input = labProvisionInput(lab, 'n3', {
+    const cert = await issueNodeHostCert(stack.lab, 'n3', nodeId);
+    const input = labProvisionInput(stack.lab, 'n3', {
       nodeId,
       nodeAttestor: sshpopAttestorInput(cert),
       workloads: [{ name: 'quitter', spiffePath: `/ns/sshpop/sa/${nodeId}`, uid: 65003, command: ['/bin/false'] }],
       overrides: { ...LAB_FAST, retry: { ...LAB_FAST.retry, maximumAttempts: 1 } },
     });
-    const { handle } = await startProvisioning(env.client, input, { taskQueue });
+    const { handle } = await startProvisioning(stack.env.client, input, { taskQueue });
     counted(taskQueue);
     const err = await handle.result().then(
       () => undefined,
@@ -361,8 +371,8 @@ describe('sshpop node attestation (real components)', () => {
 
     // Decommission of (a)'s node, which re-attested after an eviction.
     if (!victim) return;
-    const n1 = inputFor('n1', victim.nodeId, hostKeyPaths(labHostKeyDir(lab, 'n1')), 65001);
-    await (await startDecommission(env.client, n1, { taskQueue })).result();
+    const n1 = inputFor('n1', victim.nodeId, hostKeyPaths(labHostKeyDir(stack.lab, 'n1')), 65001);
+    await (await startDecommission(stack.env.client, n1, { taskQueue })).result();
     counted(taskQueue);
     await expectStaysOut('n1', victim.nodeId);
     victim = undefined;
@@ -370,7 +380,7 @@ describe('sshpop node attestation (real components)', () => {
 
   it('(e) the worker killed in the middle of startSpireAgent: the run ends provisioned with one agent and one alias', async () => {
     const crashQueue = uniqueTaskQueue('sshpopcrash');
-    const canary = withCanaryPassword(db.url, `canary-${randomBytes(12).toString('hex')}`);
+    const canary = withCanaryPassword(stack.db.url, `canary-${randomBytes(12).toString('hex')}`);
     secrets.push(canary.secret);
     const opts = {
       taskQueue: crashQueue,
@@ -379,7 +389,7 @@ describe('sshpop node attestation (real components)', () => {
       namespace: inject('temporalNamespace'),
     };
     const nodeId = `${tag}-e`;
-    const cert = await issueNodeHostCert(lab, 'n4', nodeId);
+    const cert = await issueNodeHostCert(stack.lab, 'n4', nodeId);
     const input = inputFor('n4', nodeId, cert, 65004, {
       timeouts: { ...LAB_FAST.timeouts, startSpireAgent: 40 },
       retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 5 },
@@ -392,7 +402,7 @@ describe('sshpop node attestation (real components)', () => {
         name: 'faulty worker (sshpop step 4)',
       });
       workers.push(faulty);
-      const { handle } = await startProvisioning(env.client, input, { taskQueue: crashQueue });
+      const { handle } = await startProvisioning(stack.env.client, input, { taskQueue: crashQueue });
       counted(crashQueue);
       await faulty.waitFor(
         new RegExp(`fault injection: startSpireAgent attempt \\d+ of provision/${nodeId} did its work; pausing`),
@@ -425,7 +435,7 @@ describe('sshpop node attestation (real components)', () => {
       ]);
       expect(await agentProcs('n4')).toHaveLength(1);
       secrets.push(...nodeFileSecrets(input, 'n4'));
-      await (await startDecommission(env.client, input, { taskQueue: crashQueue })).result();
+      await (await startDecommission(stack.env.client, input, { taskQueue: crashQueue })).result();
       counted(crashQueue);
       await expectStaysOut('n4', nodeId);
       for (const w of workers) await w.stop();
@@ -436,7 +446,9 @@ describe('sshpop node attestation (real components)', () => {
 
   it('no host key, WireGuard key or password in any history of these runs', async () => {
     expect(secrets.filter((s) => /sshpop host key \(body\)$/.test(s.label)).length).toBeGreaterThanOrEqual(1);
-    const histories = (await Promise.all([...runs].map(([q, n]) => fetchTaskQueueHistories(env.client, q, n)))).flat();
+    const histories = (
+      await Promise.all([...runs].map(([q, n]) => fetchTaskQueueHistories(stack.env.client, q, n)))
+    ).flat();
     expect(histories.length).toBe([...runs.values()].reduce((a, b) => a + b, 0));
     expect(leakReport(histories, secrets)).toEqual([]);
   });

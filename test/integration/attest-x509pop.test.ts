@@ -18,11 +18,9 @@
  * and no node's attestation key (nor any other secret) is in any history.
  */
 import 'reflect-metadata';
-import type { Worker } from '@temporalio/worker';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import type { Ledger } from '../../inventory/index.js';
 import { localTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
 import { fetchX509Svid } from '../../activities/spire/agent-cli.js';
@@ -35,11 +33,9 @@ import { summarizeHealth } from '../../common/health-summary.js';
 import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
 import { nodePaths } from '../../common/paths.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import type { Lab } from '../../lab/lab.js';
 import { ensureNodeCa, issueNodeCredential, labNodeCa, x509popAttestorInput } from '../../lab/pki.js';
 import { statusQuery } from '../../common/definitions.js';
-import type { TestDatabase } from '../helpers/database.js';
-import { LAB_FAST, startLabStack, stopLabStack } from '../helpers/lab-stack.js';
+import { LAB_FAST, startLabSuite, stopLabSuite, type LabSuite } from '../helpers/lab-stack.js';
 import {
   fetchTaskQueueHistories,
   hubKeySecrets,
@@ -49,11 +45,10 @@ import {
   withCanaryPassword,
   type Secret,
 } from '../helpers/secret-scan.js';
-import { eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
+import { eventually, uniqueId, uniqueTaskQueue } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 import { isAgentDaemon } from '../helpers/procs.js';
 import { createActivities } from '../../activities/index.js';
-import { startRealWorker } from '../helpers/real-worker.js';
 
 const TD = 'x509.nodeboot.test';
 /** SPIRE's agent sync interval (5 s): "does not come back" waits more than two of them. */
@@ -62,12 +57,7 @@ const DAY = 24 * 3600 * 1000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('x509pop node attestation (real components)', () => {
-  let lab: Lab;
-  let db: TestDatabase;
-  let ledger: Ledger;
-  let env: TemporalTestEnv;
-  let worker: Worker;
-  let running: Promise<void>;
+  let stack: LabSuite;
   const taskQueue = uniqueTaskQueue('x509');
   const tag = uniqueId('x5').slice(-8);
   const secrets: Secret[] = [];
@@ -77,27 +67,24 @@ describe('x509pop node attestation (real components)', () => {
   /** n1's node, provisioned by (a) and kept until (d): the "other node" of the refusals. */
   let victim: { nodeId: string; agentId: string } | undefined;
 
-  const srv = () => ({ transport: lab.hubTransport(), socketPath: lab.spire!.socketPath });
+  const srv = () => ({ transport: stack.lab.hubTransport(), socketPath: stack.lab.spire!.socketPath });
   const agentIdOf = (nodeId: string) => `spiffe://${TD}/spire/agent/x509pop/${nodeId}`;
   const aliasOf = (nodeId: string) => `spiffe://${TD}/node/${nodeId}`;
   const agentOf = async (nodeId: string) =>
     (await server.agentList(srv())).find((a) => a.spiffeId === agentIdOf(nodeId));
   const agentProcs = async (node: string) => {
-    const pids = await ip.netnsPids(localTransport(), lab.node(node).netns);
+    const pids = await ip.netnsPids(localTransport(), stack.lab.node(node).netns);
     return pids.filter(isAgentDaemon); // not a workload's `spire-agent api fetch` child
   };
 
   beforeAll(async () => {
-    ({ lab, db, ledger, env } = await startLabStack({ nodes: 4, ephemeral: true, trustDomain: TD }));
-    ({ worker, running } = await startRealWorker(env, ledger, taskQueue));
-    secrets.push(...hubKeySecrets(lab));
+    stack = await startLabSuite({ nodes: 4, ephemeral: true, trustDomain: TD }, taskQueue);
+    secrets.push(...hubKeySecrets(stack.lab));
   });
 
   afterAll(async () => {
     await stopAllWorkerProcesses();
-    worker?.shutdown();
-    await running?.catch(() => undefined);
-    await stopLabStack({ lab, db, ledger, env });
+    await stopLabSuite(stack ?? {});
   });
 
   /** An input for lab node `node` attesting with `cred`. */
@@ -108,7 +95,7 @@ describe('x509pop node attestation (real components)', () => {
     uid: number,
     extra: Partial<ProvisionInputJson> = {},
   ): ProvisionInputJson {
-    return labProvisionInput(lab, node, {
+    return labProvisionInput(stack.lab, node, {
       nodeId,
       nodeAttestor: x509popAttestorInput(cred),
       workloads: [{ name: 'api', spiffePath: `/ns/x509/sa/${nodeId}`, uid, port: 9443 }],
@@ -123,11 +110,15 @@ describe('x509pop node attestation (real components)', () => {
     const a = await agentOf(nodeId);
     if (opts.banned) expect(a?.banned).toBe(true);
     else expect(a).toBeUndefined();
-    const show = await lab
+    const show = await stack.lab
       .hubTransport()
-      .run('spire-server', ['agent', 'show', '-socketPath', lab.spire!.socketPath, '-spiffeID', agentIdOf(nodeId)], {
-        allowNonZeroExit: true,
-      });
+      .run(
+        'spire-server',
+        ['agent', 'show', '-socketPath', stack.lab.spire!.socketPath, '-spiffeID', agentIdOf(nodeId)],
+        {
+          allowNonZeroExit: true,
+        },
+      );
     if (opts.banned) expect(show.stdout).toMatch(/Banned\s*:\s*true/);
     else expect(show.stderr).toMatch(/NotFound/);
     expect(await server.entryShow(srv(), { spiffeId: aliasOf(nodeId) })).toEqual([]);
@@ -135,11 +126,11 @@ describe('x509pop node attestation (real components)', () => {
 
   it('(a) provisions with x509pop: receipt, status and agent list say x509pop, can re-attest; (b) an evicted agent comes back by itself', async () => {
     const nodeId = `${tag}-a`;
-    const cred = await issueNodeCredential(lab, 'n1', nodeId);
+    const cred = await issueNodeCredential(stack.lab, 'n1', nodeId);
     const key = statSync(cred.privateKeyPath);
     expect([key.uid, key.mode & 0o777]).toEqual([0, 0o600]);
     const input = inputFor('n1', nodeId, cred, 64001);
-    const { handle } = await startProvisioning(env.client, input, { taskQueue });
+    const { handle } = await startProvisioning(stack.env.client, input, { taskQueue });
     counted(taskQueue);
     const receipt = await handle.result();
     expect(receipt).toMatchObject({ attestationType: 'x509pop', canReattest: true, nodeAliasId: aliasOf(nodeId) });
@@ -148,7 +139,7 @@ describe('x509pop node attestation (real components)', () => {
     expect(step4.evidence).toMatchObject({ attestationType: 'x509pop', canReattest: true });
     expect(stepLine(step4)).toMatch(/\(x509pop, can re-attest\)/);
     // checkNode reads the machine certificate's expiry (nodeboot health, the expiry gauges).
-    const health = await createActivities({ ledger }).checkNode({
+    const health = await createActivities({ ledger: stack.ledger }).checkNode({
       input: ProvisionInput.parse(input),
       thresholds: DEFAULT_THRESHOLDS,
     });
@@ -159,14 +150,16 @@ describe('x509pop node attestation (real components)', () => {
     expect(summarizeHealth(health).attestorCertSecondsLeft).toBeGreaterThan(0);
 
     // The server's own view, as an operator reads it.
-    const list = await lab.hubTransport().run('spire-server', ['agent', 'list', '-socketPath', lab.spire!.socketPath]);
+    const list = await stack.lab
+      .hubTransport()
+      .run('spire-server', ['agent', 'list', '-socketPath', stack.lab.spire!.socketPath]);
     expect(list.stdout).toContain(agentIdOf(nodeId));
     expect(list.stdout).toMatch(/Attestation type\s*:\s*x509pop/);
     expect(list.stdout).toMatch(/Can re-attest\s*:\s*true/);
     const agent = (await agentOf(nodeId))!;
     expect(agent).toMatchObject({ attestationType: 'x509pop', canReattest: true, banned: false });
     // The alias is a node entry bound to this CN and the lab CA, nothing looser.
-    const ca = await labNodeCa(lab);
+    const ca = await labNodeCa(stack.lab);
     const aliases = await server.entryShow(srv(), { spiffeId: aliasOf(nodeId) });
     expect(aliases).toHaveLength(1);
     expect(aliases[0]!.parentId).toBe(`spiffe://${TD}/spire/server`);
@@ -176,9 +169,16 @@ describe('x509pop node attestation (real components)', () => {
     secrets.push(...nodeFileSecrets(input, 'n1'));
 
     // (b) Evict: the running agent attests again by itself, with a new SVID.
-    await lab
+    await stack.lab
       .hubTransport()
-      .run('spire-server', ['agent', 'evict', '-socketPath', lab.spire!.socketPath, '-spiffeID', agentIdOf(nodeId)]);
+      .run('spire-server', [
+        'agent',
+        'evict',
+        '-socketPath',
+        stack.lab.spire!.socketPath,
+        '-spiffeID',
+        agentIdOf(nodeId),
+      ]);
     const evictedAt = Date.now();
     const back = await eventually(
       async () => {
@@ -193,7 +193,7 @@ describe('x509pop node attestation (real components)', () => {
     const p = nodePaths(ProvisionInput.parse(input));
     const probeDir = `/tmp/nbx509-${randomBytes(4).toString('hex')}`;
     const svid = await fetchX509Svid(
-      { transport: lab.nodeTransport('n1'), socketPath: p.agentSocket },
+      { transport: stack.lab.nodeTransport('n1'), socketPath: p.agentSocket },
       { writeDir: probeDir, uid: 64001, gid: 64001, waitMs: 30_000 },
     );
     await localTransport().run('rm', ['-rf', '--', probeDir]);
@@ -204,19 +204,19 @@ describe('x509pop node attestation (real components)', () => {
   });
 
   it('(c) refuses a certificate for another node, an expired one and one from another CA: compensated, the node stays out, the other node untouched', async () => {
-    const otherCa = await ensureNodeCa(`${lab.state.dir}/other-ca`, 'not the lab node CA');
+    const otherCa = await ensureNodeCa(`${stack.lab.state.dir}/other-ca`, 'not the lab node CA');
     const victimId = victim?.nodeId ?? `${tag}-v`;
     const victimBefore = victim ? await agentOf(victim.nodeId) : undefined;
     const cases = [
       {
         why: 'another node',
-        issue: (nodeId: string) => issueNodeCredential(lab, 'n2', nodeId, { cn: victimId }),
+        issue: (nodeId: string) => issueNodeCredential(stack.lab, 'n2', nodeId, { cn: victimId }),
         message: /issued to CN=.*not to node/,
       },
       {
         why: 'expired',
         issue: (nodeId: string) =>
-          issueNodeCredential(lab, 'n2', nodeId, {
+          issueNodeCredential(stack.lab, 'n2', nodeId, {
             notBefore: new Date(Date.now() - 30 * DAY),
             notAfter: new Date(Date.now() - DAY),
           }),
@@ -224,14 +224,14 @@ describe('x509pop node attestation (real components)', () => {
       },
       {
         why: 'another CA',
-        issue: (nodeId: string) => issueNodeCredential(lab, 'n2', nodeId, { ca: otherCa }),
+        issue: (nodeId: string) => issueNodeCredential(stack.lab, 'n2', nodeId, { ca: otherCa }),
         message: /refused by the server.*(unknown authority|certificate verification failed)/,
       },
     ];
     for (const [i, c] of cases.entries()) {
       const nodeId = `${tag}-c${i}`;
       const input = inputFor('n2', nodeId, await c.issue(nodeId), 64002);
-      const { handle } = await startProvisioning(env.client, input, { taskQueue });
+      const { handle } = await startProvisioning(stack.env.client, input, { taskQueue });
       counted(taskQueue);
       const err = await handle.result().then(
         () => undefined,
@@ -257,10 +257,10 @@ describe('x509pop node attestation (real components)', () => {
 
   it('(c) refuses a key other users can read (UnsafePath, naming the field), without starting an agent', async () => {
     const nodeId = `${tag}-k`;
-    const cred = await issueNodeCredential(lab, 'n2', nodeId);
+    const cred = await issueNodeCredential(stack.lab, 'n2', nodeId);
     await localTransport().run('chmod', ['644', '--', cred.privateKeyPath]);
     try {
-      const { handle } = await startProvisioning(env.client, inputFor('n2', nodeId, cred, 64002), { taskQueue });
+      const { handle } = await startProvisioning(stack.env.client, inputFor('n2', nodeId, cred, 64002), { taskQueue });
       counted(taskQueue);
       const err = await handle.result().then(
         () => undefined,
@@ -282,14 +282,14 @@ describe('x509pop node attestation (real components)', () => {
   it('(d) compensation, a security undo (ban) and decommission leave an agent that does not come back', async () => {
     // Compensation: the workload exits at once, launchWorkloads fails for good after step 4 attested.
     const nodeId = `${tag}-d`;
-    const cred = await issueNodeCredential(lab, 'n3', nodeId);
-    const input = labProvisionInput(lab, 'n3', {
+    const cred = await issueNodeCredential(stack.lab, 'n3', nodeId);
+    const input = labProvisionInput(stack.lab, 'n3', {
       nodeId,
       nodeAttestor: x509popAttestorInput(cred),
       workloads: [{ name: 'quitter', spiffePath: `/ns/x509/sa/${nodeId}`, uid: 64003, command: ['/bin/false'] }],
       overrides: { ...LAB_FAST, retry: { ...LAB_FAST.retry, maximumAttempts: 1 } },
     });
-    const { handle } = await startProvisioning(env.client, input, { taskQueue });
+    const { handle } = await startProvisioning(stack.env.client, input, { taskQueue });
     counted(taskQueue);
     const err = await handle.result().then(
       () => undefined,
@@ -309,11 +309,11 @@ describe('x509pop node attestation (real components)', () => {
 
     // Decommission of (a)'s node, which re-attested after an eviction.
     if (!victim) return;
-    const n1 = labProvisionInput(lab, 'n1', {
+    const n1 = labProvisionInput(stack.lab, 'n1', {
       nodeId: victim.nodeId,
       nodeAttestor: x509popAttestorInput({
-        certificatePath: `${lab.node('n1').dir}/attest/node.pem`,
-        privateKeyPath: `${lab.node('n1').dir}/attest/node.key`,
+        certificatePath: `${stack.lab.node('n1').dir}/attest/node.pem`,
+        privateKeyPath: `${stack.lab.node('n1').dir}/attest/node.key`,
         certPem: '',
       }),
       workloads: [{ name: 'api', spiffePath: `/ns/x509/sa/${victim.nodeId}`, uid: 64001, port: 9443 }],
@@ -321,7 +321,7 @@ describe('x509pop node attestation (real components)', () => {
     });
     // A security undo (what the workflow runs on a security failure), on a running re-attestable agent:
     // stopped first, then banned: it does not come back, and the later decommission does not lift the ban.
-    const acts = createActivities({ ledger });
+    const acts = createActivities({ ledger: stack.ledger });
     const undo = await acts.undoStartSpireAgent({
       input: ProvisionInput.parse(n1),
       run: { workflowId: `provision/${victim.nodeId}`, runId: 'security-undo' },
@@ -329,7 +329,7 @@ describe('x509pop node attestation (real components)', () => {
     });
     expect(undo.removed).toEqual(expect.arrayContaining(['agent process', expect.stringMatching(/\(banned\)$/)]));
     await expectStaysOut('n1', victim.nodeId, { banned: true });
-    await (await startDecommission(env.client, n1, { taskQueue })).result();
+    await (await startDecommission(stack.env.client, n1, { taskQueue })).result();
     counted(taskQueue);
     await expectStaysOut('n1', victim.nodeId, { banned: true });
     victim = undefined;
@@ -337,7 +337,7 @@ describe('x509pop node attestation (real components)', () => {
 
   it('(e) the worker killed in the middle of startSpireAgent: the run ends provisioned with one agent and one alias', async () => {
     const crashQueue = uniqueTaskQueue('x509crash');
-    const canary = withCanaryPassword(db.url, `canary-${randomBytes(12).toString('hex')}`);
+    const canary = withCanaryPassword(stack.db.url, `canary-${randomBytes(12).toString('hex')}`);
     secrets.push(canary.secret);
     const opts = {
       taskQueue: crashQueue,
@@ -346,7 +346,7 @@ describe('x509pop node attestation (real components)', () => {
       namespace: inject('temporalNamespace'),
     };
     const nodeId = `${tag}-e`;
-    const cred = await issueNodeCredential(lab, 'n4', nodeId);
+    const cred = await issueNodeCredential(stack.lab, 'n4', nodeId);
     const input = inputFor('n4', nodeId, cred, 64004, {
       timeouts: { ...LAB_FAST.timeouts, startSpireAgent: 40 },
       retry: { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 5 },
@@ -359,7 +359,7 @@ describe('x509pop node attestation (real components)', () => {
         name: 'faulty worker (x509pop step 4)',
       });
       workers.push(faulty);
-      const { handle } = await startProvisioning(env.client, input, { taskQueue: crashQueue });
+      const { handle } = await startProvisioning(stack.env.client, input, { taskQueue: crashQueue });
       counted(crashQueue);
       await faulty.waitFor(
         new RegExp(`fault injection: startSpireAgent attempt \\d+ of provision/${nodeId} did its work; pausing`),
@@ -390,7 +390,7 @@ describe('x509pop node attestation (real components)', () => {
       expect(await server.entryShow(srv(), { spiffeId: aliasOf(nodeId) })).toHaveLength(1);
       expect(await agentProcs('n4')).toHaveLength(1);
       secrets.push(...nodeFileSecrets(input, 'n4'));
-      await (await startDecommission(env.client, input, { taskQueue: crashQueue })).result();
+      await (await startDecommission(stack.env.client, input, { taskQueue: crashQueue })).result();
       counted(crashQueue);
       await expectStaysOut('n4', nodeId);
       for (const w of workers) await w.stop();
@@ -401,7 +401,9 @@ describe('x509pop node attestation (real components)', () => {
 
   it('no attestation key, WireGuard key or password in any history of these runs', async () => {
     expect(secrets.filter((s) => /x509pop private key \(body\)$/.test(s.label)).length).toBeGreaterThanOrEqual(1);
-    const histories = (await Promise.all([...runs].map(([q, n]) => fetchTaskQueueHistories(env.client, q, n)))).flat();
+    const histories = (
+      await Promise.all([...runs].map(([q, n]) => fetchTaskQueueHistories(stack.env.client, q, n)))
+    ).flat();
     expect(histories.length).toBe([...runs.values()].reduce((a, b) => a + b, 0));
     expect(leakReport(histories, secrets)).toEqual([]);
   });

@@ -14,10 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { WorkflowHandle } from '@temporalio/client';
-import { Worker } from '@temporalio/worker';
-import { createActivities } from '../../activities/index.js';
 import pg from 'pg';
-import { Ledger, keyFingerprint } from '../../inventory/index.js';
+import { keyFingerprint } from '../../inventory/index.js';
 import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import { processAlive } from '../../activities/host/transport.js';
 import { readPidFile } from '../../activities/host/process.js';
@@ -33,30 +31,15 @@ import {
 } from '../../common/maintain-fleet.js';
 import { nodePaths } from '../../common/paths.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import { Lab } from '../../lab/lab.js';
 import { stopSpireServerByDir } from '../../lab/spire-server.js';
 import { metricsInterceptor, StepMetrics } from '../../workers/metrics.js';
-import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { fleetDecideUpdate } from '../../workflows/maintain-fleet.js';
 import { describeRun, nodeboot } from '../fixtures/nodeboot-cli.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { requireRealComponents } from '../helpers/prereqs.js';
-import {
-  connectTestEnv,
-  eventually,
-  uniqueId,
-  uniqueTaskQueue,
-  workflowBundle,
-  type TemporalTestEnv,
-} from '../helpers/temporal.js';
+import { startLabSuite, stopLabSuite, type LabSuite } from '../helpers/lab-stack.js';
+import { eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
 
 describe('fleet maintenance on real lab nodes', () => {
-  let lab: Lab;
-  let db: TestDatabase;
-  let ledger: Ledger;
-  let env: TemporalTestEnv;
-  let worker: Worker;
-  let running: Promise<void>;
+  let stack: LabSuite;
   const metrics = new StepMetrics();
   const taskQueue = uniqueTaskQueue('mfleet');
   const fleetId = uniqueId('mfleet');
@@ -67,26 +50,11 @@ describe('fleet maintenance on real lab nodes', () => {
   let scheduleId: string | undefined;
 
   beforeAll(async () => {
-    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([
-      Lab.up({ nodes: 2, ephemeral: true, trustDomain: 'mfleet.nodeboot.test' }),
-      createTestDatabase(),
-      connectTestEnv(),
-    ]);
-    ledger = await Ledger.connect(db.url, { migrate: true });
-    worker = await Worker.create({
-      connection: env.nativeConnection,
-      namespace: env.namespace,
-      taskQueue,
-      workflowBundle: await workflowBundle(WORKFLOWS_PATH),
-      activities: createActivities({ ledger }),
+    stack = await startLabSuite({ nodes: 2, ephemeral: true, trustDomain: 'mfleet.nodeboot.test' }, taskQueue, {
       interceptors: { activity: [metricsInterceptor(metrics)] },
-      maxHeartbeatThrottleInterval: 100,
-      defaultHeartbeatThrottleInterval: 100,
     });
-    running = worker.run();
     raws = (['n1', 'n2'] as const).map((n, i) =>
-      labProvisionInput(lab, n, {
+      labProvisionInput(stack.lab, n, {
         nodeId: uniqueId(`mf${i + 1}`),
         workloads: [{ name: 'api', spiffePath: `/ns/mfleet/sa/api${i}`, uid: 62061 + i, port: 9451 + i }],
       }),
@@ -98,16 +66,13 @@ describe('fleet maintenance on real lab nodes', () => {
   });
 
   afterAll(async () => {
-    if (scheduleId) await deleteFleetMaintenance(env.client, scheduleId).catch(() => undefined);
-    worker?.shutdown();
-    await running?.catch(() => undefined);
-    await ledger?.close();
-    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+    if (scheduleId) await deleteFleetMaintenance(stack.env.client, scheduleId).catch(() => undefined);
+    await stopLabSuite(stack ?? {});
   });
 
   const cliEnv = () => ({
     TEMPORAL_ADDRESS: inject('temporalAddress'),
-    TEMPORAL_NAMESPACE: env.namespace,
+    TEMPORAL_NAMESPACE: stack.env.namespace,
     TEMPORAL_TASK_QUEUE: taskQueue,
   });
 
@@ -126,7 +91,7 @@ describe('fleet maintenance on real lab nodes', () => {
 
   async function killWorkload(i: number) {
     const pid = (await readPidFile(
-      lab.nodeTransport(i === 0 ? 'n1' : 'n2'),
+      stack.lab.nodeTransport(i === 0 ? 'n1' : 'n2'),
       nodePaths(inputs[i]!).workloadPid('api'),
     ))!;
     process.kill(pid, 'SIGKILL');
@@ -143,7 +108,9 @@ describe('fleet maintenance on real lab nodes', () => {
     );
 
   it('provisions two nodes; `nodeboot health` of a fresh node exits 0 with its key age, expiries and handshake age', async () => {
-    await Promise.all(raws.map(async (r) => (await startProvisioning(env.client, r, { taskQueue })).handle.result()));
+    await Promise.all(
+      raws.map(async (r) => (await startProvisioning(stack.env.client, r, { taskQueue })).handle.result()),
+    );
     const args = ['health', inputs[0]!.nodeId, '--json'];
     const r = await nodeboot(args, cliEnv(), { timeoutMs: 120_000 });
     expect(r.code, describeRun(args, r)).toBe(EXIT.OK);
@@ -184,7 +151,7 @@ describe('fleet maintenance on real lab nodes', () => {
 
   it('one node of two broken is over a 30 % budget: the run holds and repairs nothing', async () => {
     const input: MaintainFleetInput = { fleet, budget: { maxBrokenPercent: 30 } };
-    const h = await env.client.workflow.start('maintainFleet', {
+    const h = await stack.env.client.workflow.start('maintainFleet', {
       workflowId: uniqueId('mfleet-budget'),
       taskQueue,
       args: [input],
@@ -197,14 +164,14 @@ describe('fleet maintenance on real lab nodes', () => {
     expect(c.activities.checkNode).toBe(2);
     expect(Object.keys(c.activities).sort()).toEqual(['checkFleetDependencies', 'checkNode', 'listProvisionedNodes']);
     expect(
-      await processAlive((await readPidFile(lab.nodeTransport('n1'), nodePaths(inputs[0]!).workloadPid('api')))!),
+      await processAlive((await readPidFile(stack.lab.nodeTransport('n1'), nodePaths(inputs[0]!).workloadPid('api')))!),
     ).toBe(false);
     await h.executeUpdate(fleetDecideUpdate, { args: [{ action: 'compensate' }] });
     expect(((await h.result()) as FleetMaintainResult).outcome).toBe('stopped');
   });
 
   it('the schedule (60 % budget), triggered now: one child maintainNode repairs the broken node, the healthy one is left alone', async () => {
-    const created = await scheduleFleetMaintenance(env.client, fleet, {
+    const created = await scheduleFleetMaintenance(stack.env.client, fleet, {
       every: '1h',
       taskQueue,
       budget: { maxBrokenPercent: 60, maxConcurrentRepairs: 1 },
@@ -221,7 +188,7 @@ describe('fleet maintenance on real lab nodes', () => {
     expect(result.nodes.find((n) => n.nodeId === inputs[1]!.nodeId)?.repair).toBeUndefined();
     expect(result.rotationDue).toEqual([]);
     // Only the workload step was re-run, in the child.
-    const child = await commands(env.client.workflow.getHandle(`maintain/${inputs[0]!.nodeId}`));
+    const child = await commands(stack.env.client.workflow.getHandle(`maintain/${inputs[0]!.nodeId}`));
     expect(child.activities.launchWorkloads).toBe(1);
     expect(child.activities.startSpireAgent ?? 0).toBe(0);
     expect(metrics.render()).toContain(`nodeboot_node_health{node="${inputs[0]!.nodeId}",status="ok"} 1`);
@@ -234,8 +201,8 @@ describe('fleet maintenance on real lab nodes', () => {
     const rotFleet = { fleetId: `${fleetId}-rot`, nodes: [raws[0]!, aged] as FleetInputJson['nodes'] };
     const node = inputs[1]!;
     const iface = nodePaths(node).interface;
-    const oldKey = (await wg.publicKey(lab.nodeTransport('n2'), iface))!;
-    const pgc = new pg.Client({ connectionString: db.url });
+    const oldKey = (await wg.publicKey(stack.lab.nodeTransport('n2'), iface))!;
+    const pgc = new pg.Client({ connectionString: stack.db.url });
     await pgc.connect();
     try {
       expect((await pgc.query(`SELECT 1 FROM overlay_keys WHERE node_id = $1`, [node.nodeId])).rowCount).toBe(0);
@@ -246,7 +213,7 @@ describe('fleet maintenance on real lab nodes', () => {
     } finally {
       await pgc.end();
     }
-    const created = await scheduleFleetMaintenance(env.client, rotFleet, {
+    const created = await scheduleFleetMaintenance(stack.env.client, rotFleet, {
       every: '1h',
       taskQueue,
       budget: { maxBrokenPercent: 60, maxConcurrentRepairs: 1 },
@@ -264,11 +231,11 @@ describe('fleet maintenance on real lab nodes', () => {
       expect(result.nodes.find((n) => n.nodeId === inputs[0]!.nodeId)?.rotation).toBeUndefined();
 
       // `wg show` in n2's namespace: a new key; the hub: exactly one peer for n2's address, with that key.
-      const newKey = (await wg.publicKey(lab.nodeTransport('n2'), iface))!;
+      const newKey = (await wg.publicKey(stack.lab.nodeTransport('n2'), iface))!;
       expect(newKey).not.toBe(oldKey);
       expect(keyFingerprint(newKey)).toBe(outcome.rotation!.fingerprint);
-      const overlayIp = (await ledger.getAllocation(node.nodeId, node.overlay.cidr))!;
-      const hubPeers = (await wg.show(lab.hubTransport(), lab.hub.interface)).peers;
+      const overlayIp = (await stack.ledger.getAllocation(node.nodeId, node.overlay.cidr))!;
+      const hubPeers = (await wg.show(stack.lab.hubTransport(), stack.lab.hub.interface)).peers;
       expect(hubPeers.filter((p) => p.allowedIps.includes(`${overlayIp}/32`)).map((p) => p.publicKey)).toEqual([
         newKey,
       ]);
@@ -281,16 +248,16 @@ describe('fleet maintenance on real lab nodes', () => {
       expect(again.outcome).toBe('done');
       expect(again.rotationDue).toEqual([]);
       expect((await commands(h2)).children).toEqual([]);
-      expect(await wg.publicKey(lab.nodeTransport('n2'), iface)).toBe(newKey);
+      expect(await wg.publicKey(stack.lab.nodeTransport('n2'), iface)).toBe(newKey);
     } finally {
-      await deleteFleetMaintenance(env.client, created.scheduleId).catch(() => undefined);
+      await deleteFleetMaintenance(stack.env.client, created.scheduleId).catch(() => undefined);
     }
   });
 
   it('the SPIRE server stopped under the scheduled check: the run holds, checks no node, repairs none', async () => {
-    const eventsBefore = await Promise.all(inputs.map(async (i) => (await ledger.listEvents(i.nodeId)).length));
-    await stopSpireServerByDir(lab.spire!.dataDir);
-    const handle = env.client.schedule.getHandle(scheduleId!);
+    const eventsBefore = await Promise.all(inputs.map(async (i) => (await stack.ledger.listEvents(i.nodeId)).length));
+    await stopSpireServerByDir(stack.lab.spire!.dataDir);
+    const handle = stack.env.client.schedule.getHandle(scheduleId!);
     await handle.trigger();
     const h = await scheduledRun(handle, 1);
     const s = await heldRun(h);
@@ -301,7 +268,7 @@ describe('fleet maintenance on real lab nodes', () => {
     expect(c.activities.checkNode ?? 0).toBe(0);
     expect(s.repairsStarted).toBe(0);
     // Nothing was recorded for either node meanwhile: no maintain run, no repair step.
-    expect(await Promise.all(inputs.map(async (i) => (await ledger.listEvents(i.nodeId)).length))).toEqual(
+    expect(await Promise.all(inputs.map(async (i) => (await stack.ledger.listEvents(i.nodeId)).length))).toEqual(
       eventsBefore,
     );
     await h.executeUpdate(fleetDecideUpdate, { args: [{ action: 'compensate' }] });
@@ -317,6 +284,6 @@ describe('fleet maintenance on real lab nodes', () => {
       async () => (await handle.describe()).info.recentActions[n]?.action.workflow.workflowId,
       { what: 'the schedule to start a run', timeoutMs: 30_000 },
     );
-    return env.client.workflow.getHandle(id);
+    return stack.env.client.workflow.getHandle(id);
   }
 });

@@ -10,8 +10,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WorkflowHandle } from '@temporalio/client';
-import type { Worker } from '@temporalio/worker';
-import type { Ledger } from '../../inventory/index.js';
 import { processAlive } from '../../activities/host/transport.js';
 import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import { readPidFile } from '../../activities/host/process.js';
@@ -26,34 +24,21 @@ import { nodePaths } from '../../common/paths.js';
 import { HealthKey } from '../../common/search-attributes.js';
 import { STEPS, type StepName } from '../../common/steps.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import type { Lab } from '../../lab/lab.js';
 import { decideUpdate } from '../../common/definitions.js';
 import { describeRun, nodeboot } from '../fixtures/nodeboot-cli.js';
-import type { TestDatabase } from '../helpers/database.js';
-import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
-import { eventually, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
-import { startRealWorker } from '../helpers/real-worker.js';
+import { startLabSuite, stopLabSuite, type LabSuite } from '../helpers/lab-stack.js';
+import { eventually, uniqueId, uniqueTaskQueue } from '../helpers/temporal.js';
 
 describe('maintainNode on a real lab node', () => {
-  let lab: Lab;
-  let db: TestDatabase;
-  let ledger: Ledger;
-  let env: TemporalTestEnv;
-  let worker: Worker;
-  let running: Promise<void>;
+  let stack: LabSuite;
   let raw: ProvisionInputJson;
   let input: ProvisionInput;
   const taskQueue = uniqueTaskQueue('maintain');
   const timings: Record<string, number> = {};
 
   beforeAll(async () => {
-    ({ lab, db, ledger, env } = await startLabStack({
-      nodes: 1,
-      ephemeral: true,
-      trustDomain: 'maintain.nodeboot.test',
-    }));
-    ({ worker, running } = await startRealWorker(env, ledger, taskQueue));
-    raw = labProvisionInput(lab, 'n1', {
+    stack = await startLabSuite({ nodes: 1, ephemeral: true, trustDomain: 'maintain.nodeboot.test' }, taskQueue);
+    raw = labProvisionInput(stack.lab, 'n1', {
       nodeId: uniqueId('maint'),
       workloads: [{ name: 'api', spiffePath: '/ns/maint/sa/api', uid: 62051, port: 9443 }],
     });
@@ -62,13 +47,11 @@ describe('maintainNode on a real lab node', () => {
 
   afterAll(async () => {
     console.log(`break → healthy (ms): ${JSON.stringify(timings)}`);
-    worker?.shutdown();
-    await running?.catch(() => undefined);
-    await stopLabStack({ lab, db, ledger, env });
+    await stopLabSuite(stack ?? {});
   });
 
-  const node = () => lab.nodeTransport('n1');
-  const srv = () => ({ transport: lab.hubTransport(), socketPath: lab.spire!.socketPath });
+  const node = () => stack.lab.nodeTransport('n1');
+  const srv = () => ({ transport: stack.lab.hubTransport(), socketPath: stack.lab.spire!.socketPath });
   const paths = () => nodePaths(input);
 
   /** How often each step's activity was scheduled in the run (activity retries are not new executions). */
@@ -94,7 +77,7 @@ describe('maintainNode on a real lab node', () => {
     plan: StepName[],
     extra: Record<string, number> = {},
   ) {
-    const h = await startMaintain(env.client, raw, { taskQueue });
+    const h = await startMaintain(stack.env.client, raw, { taskQueue });
     const result: MaintainResult = await h.result();
     timings[what] = Date.now() - brokenStarted;
     expect(brokenOf(result.firstCheck), what).toContainEqual({ ...expectLink, security: false });
@@ -109,16 +92,16 @@ describe('maintainNode on a real lab node', () => {
     for (const [name, n] of Object.entries(extra)) expect(counts[name as StepName], `${what}: ${name}`).toBe(n);
     expect((await h.describe()).typedSearchAttributes.get(HealthKey)).toBe('healthy');
     // The ledger's log says what was found and what was re-run.
-    const events = await ledger.listEvents(input.nodeId, { runId: result.runId });
+    const events = await stack.ledger.listEvents(input.nodeId, { runId: result.runId });
     expect(events.filter((e) => e.kind === 'checked')).toHaveLength(2);
     expect(events.filter((e) => e.kind === 'succeeded' && e.step !== 'workflow').map((e) => e.step)).toEqual(plan);
     return result;
   }
 
   it('provisions the node; a check of the fresh node is healthy and repairs nothing', async () => {
-    const run = await startProvisioning(env.client, raw, { taskQueue });
+    const run = await startProvisioning(stack.env.client, raw, { taskQueue });
     await run.handle.result();
-    const h = await startMaintain(env.client, raw, { taskQueue });
+    const h = await startMaintain(stack.env.client, raw, { taskQueue });
     const result = await h.result();
     expect(result.health, JSON.stringify(brokenOf(result.lastCheck))).toBe('healthy');
     expect(result.rounds).toEqual([]);
@@ -134,7 +117,7 @@ describe('maintainNode on a real lab node', () => {
     ]);
     expect(Object.keys(await stepExecutions(h))).toEqual(['checkNode']);
     // Provisioned, not touched by the maintain run.
-    expect((await ledger.getNode(input.nodeId))?.state).toBe('ready');
+    expect((await stack.ledger.getNode(input.nodeId))?.state).toBe('ready');
   });
 
   it('a killed workload: launchWorkloads only (through `nodeboot maintain --wait`)', async () => {
@@ -146,7 +129,7 @@ describe('maintainNode on a real lab node', () => {
       ['maintain', input.nodeId, '--wait', '--json'],
       {
         TEMPORAL_ADDRESS: (await import('vitest')).inject('temporalAddress'),
-        TEMPORAL_NAMESPACE: env.namespace,
+        TEMPORAL_NAMESPACE: stack.env.namespace,
         TEMPORAL_TASK_QUEUE: taskQueue,
       },
       { timeoutMs: 240_000 },
@@ -160,19 +143,19 @@ describe('maintainNode on a real lab node', () => {
       step: 'launchWorkloads',
       security: false,
     });
-    const counts = await stepExecutions(env.client.workflow.getHandle(r.json.workflowId, r.json.runId));
+    const counts = await stepExecutions(stack.env.client.workflow.getHandle(r.json.workflowId, r.json.runId));
     expect(STEPS.filter((s) => counts[s])).toEqual(['launchWorkloads']);
   });
 
   it('a deleted registration entry: registerEntries, then launchWorkloads', async () => {
-    const [entry] = await ledger.listEntries(input.nodeId);
+    const [entry] = await stack.ledger.listEntries(input.nodeId);
     const t0 = Date.now();
-    const del = await lab
+    const del = await stack.lab
       .hubTransport()
-      .run('spire-server', ['entry', 'delete', '-socketPath', lab.spire!.socketPath, '-entryID', entry!.entryId]);
+      .run('spire-server', ['entry', 'delete', '-socketPath', stack.lab.spire!.socketPath, '-entryID', entry!.entryId]);
     expect(del.exitCode).toBe(0);
     await repairs('entry', t0, { link: 'entry:api', step: 'registerEntries' }, ['registerEntries', 'launchWorkloads']);
-    const now = await ledger.listEntries(input.nodeId);
+    const now = await stack.ledger.listEntries(input.nodeId);
     expect(now).toHaveLength(1);
     expect(now[0]!.entryId).not.toBe(entry!.entryId);
   });
@@ -200,9 +183,9 @@ describe('maintainNode on a real lab node', () => {
   });
 
   it("the node's peer removed from the hub: issueOverlayKey, then gatePeerHealth", async () => {
-    const [peer] = await ledger.listPeers(input.nodeId);
+    const [peer] = await stack.ledger.listPeers(input.nodeId);
     const t0 = Date.now();
-    await wg.removePeer(lab.hubTransport(), lab.hub.interface, peer!.nodePublicKey);
+    await wg.removePeer(stack.lab.hubTransport(), stack.lab.hub.interface, peer!.nodePublicKey);
     await repairs('hubPeer', t0, { link: 'hubPeer:hub', step: 'issueOverlayKey' }, [
       'issueOverlayKey',
       'gatePeerHealth',
@@ -220,15 +203,15 @@ describe('maintainNode on a real lab node', () => {
   });
 
   it('a foreign key on the interface: holds, re-runs nothing, re-keys nothing; an operator fixes it and retries', async () => {
-    const foreign = `${lab.node('n1').dir}/foreign.key`;
+    const foreign = `${stack.lab.node('n1').dir}/foreign.key`;
     await node().run('sh', ['-c', 'umask 077; wg genkey > "$1"', 'genkey', foreign]);
     await node().run('wg', ['set', paths().interface, 'private-key', foreign]);
     const before = {
       key: await wg.keyFilePublicKey(node(), paths().wgKey),
-      hub: await wg.peerAllowedIps(lab.hubTransport(), lab.hub.interface),
+      hub: await wg.peerAllowedIps(stack.lab.hubTransport(), stack.lab.hub.interface),
     };
 
-    const h = await startMaintain(env.client, raw, { taskQueue });
+    const h = await startMaintain(stack.env.client, raw, { taskQueue });
     const status = await eventually(
       async () => {
         const s = await h.query(maintainStatusQuery);
@@ -243,8 +226,10 @@ describe('maintainNode on a real lab node', () => {
     expect((await h.describe()).typedSearchAttributes.get(HealthKey)).toBe('broken');
     // Nothing was re-keyed: the node's key file and the hub's peers are as they were.
     expect(await wg.keyFilePublicKey(node(), paths().wgKey)).toBe(before.key);
-    expect(await wg.peerAllowedIps(lab.hubTransport(), lab.hub.interface)).toEqual(before.hub);
-    const held = (await ledger.listEvents(input.nodeId, { runId: status.runId })).filter((e) => e.kind === 'held');
+    expect(await wg.peerAllowedIps(stack.lab.hubTransport(), stack.lab.hub.interface)).toEqual(before.hub);
+    const held = (await stack.ledger.listEvents(input.nodeId, { runId: status.runId })).filter(
+      (e) => e.kind === 'held',
+    );
     expect(held).toHaveLength(1);
 
     // The operator puts the node's own key back and asks for another check.

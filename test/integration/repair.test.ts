@@ -10,7 +10,6 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createActivities } from '../../activities/index.js';
 import type { Ledger } from '../../inventory/index.js';
 import { processAlive } from '../../activities/host/transport.js';
 import { readPidFile } from '../../activities/host/process.js';
@@ -20,11 +19,10 @@ import { nodePaths } from '../../common/paths.js';
 import { ProvisionInput } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import type { Lab } from '../../lab/lab.js';
-import { WORKFLOWS_PATH } from '../../workers/worker.js';
-import { describeRun, nodeboot, type CliRun } from '../fixtures/nodeboot-cli.js';
 import type { TestDatabase } from '../helpers/database.js';
 import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
-import { eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
+import { withCliWorker } from '../helpers/cli-worker.js';
+import { eventually, uniqueId, type TemporalTestEnv } from '../helpers/temporal.js';
 
 describe('nodeboot repair (real lab)', () => {
   let lab: Lab;
@@ -32,7 +30,6 @@ describe('nodeboot repair (real lab)', () => {
   let ledger: Ledger;
   let env: TemporalTestEnv;
   let dir: string;
-  let address: string;
 
   beforeAll(async () => {
     ({ lab, db, ledger, env } = await startLabStack({
@@ -41,8 +38,6 @@ describe('nodeboot repair (real lab)', () => {
       trustDomain: 'repair.nodeboot.test',
     }));
     dir = mkdtempSync(path.join(tmpdir(), 'nb-repair-'));
-    const { inject } = await import('vitest');
-    address = inject('temporalAddress');
   });
 
   afterAll(async () => {
@@ -62,59 +57,41 @@ describe('nodeboot repair (real lab)', () => {
     const t = lab.nodeTransport('n1');
     const p = nodePaths(ProvisionInput.parse(input));
 
-    await withWorker(
-      env,
-      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) },
-      async (taskQueue) => {
-        const cli = async (args: string[], code: number): Promise<CliRun> => {
-          const r = await nodeboot(
-            args,
-            {
-              TEMPORAL_ADDRESS: address,
-              TEMPORAL_NAMESPACE: env.namespace,
-              TEMPORAL_TASK_QUEUE: taskQueue,
-              DATABASE_URL: db.url,
-            },
-            { timeoutMs: 240_000 },
-          );
-          expect(r.code, describeRun(args, r)).toBe(code);
-          return r;
-        };
-        const first = await cli(['start', '--wait', '--json', file], EXIT.OK);
-        const run1 = first.json.run.runId as string;
-        const [before] = await server.agentList(srv, { attestationType: 'join_token' });
-        expect(before).toMatchObject({ canReattest: false, banned: false });
-        const pid1 = (await readPidFile(t, p.agentPid))!;
+    await withCliWorker(env, ledger, db.url, async (cli) => {
+      const first = await cli(['start', '--wait', '--json', file], EXIT.OK);
+      const run1 = first.json.run.runId as string;
+      const [before] = await server.agentList(srv, { attestationType: 'join_token' });
+      expect(before).toMatchObject({ canReattest: false, banned: false });
+      const pid1 = (await readPidFile(t, p.agentPid))!;
 
-        // Evicted: a join-token agent cannot come back by itself and exits.
-        expect(await server.agentEvict(srv, before!.spiffeId)).toBe(true);
-        await eventually(async () => (processAlive(pid1) ? undefined : true), {
-          what: 'the evicted agent to exit',
-          timeoutMs: 60_000,
-        });
-        expect(await server.agentList(srv, { attestationType: 'join_token' })).toEqual([]);
+      // Evicted: a join-token agent cannot come back by itself and exits.
+      expect(await server.agentEvict(srv, before!.spiffeId)).toBe(true);
+      await eventually(async () => (processAlive(pid1) ? undefined : true), {
+        what: 'the evicted agent to exit',
+        timeoutMs: 60_000,
+      });
+      expect(await server.agentList(srv, { attestationType: 'join_token' })).toEqual([]);
 
-        const repaired = await cli(['repair', nodeId, '--wait', '--json'], EXIT.OK);
-        expect(repaired.json).toMatchObject({
-          started: true,
-          repairOf: { runId: run1 },
-          run: { outcome: 'provisioned' },
-        });
-        expect(repaired.json.run.runId).not.toBe(run1);
-        // Steps 1-3 found everything in place; step 4 minted a new token: a new agent ID.
-        expect(repaired.json.run.steps[0].evidence).toMatchObject({ alreadyPresent: true });
-        const after = await server.agentList(srv, { attestationType: 'join_token' });
-        expect(after).toHaveLength(1);
-        expect(after[0]!.spiffeId).not.toBe(before!.spiffeId);
-        const [workload] = repaired.json.run.receipt.workloads as { svidSerial: string; svidNotAfter: string }[];
-        expect(new Date(workload!.svidNotAfter).getTime()).toBeGreaterThan(Date.now());
+      const repaired = await cli(['repair', nodeId, '--wait', '--json'], EXIT.OK);
+      expect(repaired.json).toMatchObject({
+        started: true,
+        repairOf: { runId: run1 },
+        run: { outcome: 'provisioned' },
+      });
+      expect(repaired.json.run.runId).not.toBe(run1);
+      // Steps 1-3 found everything in place; step 4 minted a new token: a new agent ID.
+      expect(repaired.json.run.steps[0].evidence).toMatchObject({ alreadyPresent: true });
+      const after = await server.agentList(srv, { attestationType: 'join_token' });
+      expect(after).toHaveLength(1);
+      expect(after[0]!.spiffeId).not.toBe(before!.spiffeId);
+      const [workload] = repaired.json.run.receipt.workloads as { svidSerial: string; svidNotAfter: string }[];
+      expect(new Date(workload!.svidNotAfter).getTime()).toBeGreaterThan(Date.now());
 
-        // A node with no provisioning run has nothing to repair.
-        const other = await cli(['repair', uniqueId('never'), '--json'], EXIT.NOT_FOUND);
-        expect(other.json.ok).toBe(false);
+      // A node with no provisioning run has nothing to repair.
+      const other = await cli(['repair', uniqueId('never'), '--json'], EXIT.NOT_FOUND);
+      expect(other.json.ok).toBe(false);
 
-        await cli(['decommission', '--wait', '--json', nodeId], EXIT.OK);
-      },
-    );
+      await cli(['decommission', '--wait', '--json', nodeId], EXIT.OK);
+    });
   });
 });

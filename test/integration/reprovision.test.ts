@@ -11,19 +11,21 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import { createActivities } from '../../activities/index.js';
 import type { Ledger } from '../../inventory/index.js';
 import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { EXIT } from '../../client/cli/exit-codes.js';
 import { startDecommission, startProvisioning } from '../../client/provision.js';
+import { maintainWorkflowId, rotateWorkflowId } from '../../common/ids.js';
 import type { ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import type { Lab } from '../../lab/lab.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
-import { describeRun, nodeboot, type CliRun } from '../fixtures/nodeboot-cli.js';
 import type { TestDatabase } from '../helpers/database.js';
 import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
+import { withCliWorker, type BoundCli } from '../helpers/cli-worker.js';
 import { eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 
 const TRUST_DOMAIN = 'reprovision.nodeboot.test';
@@ -34,15 +36,12 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
   let ledger: Ledger;
   let env: TemporalTestEnv;
   let dir: string;
-  let address: string;
   const nodes: Record<'n1' | 'n2', { nodeId: string; input: ProvisionInputJson; file: string; spiffeId: string }> =
     {} as never;
 
   beforeAll(async () => {
     ({ lab, db, ledger, env } = await startLabStack({ nodes: 2, ephemeral: true, trustDomain: TRUST_DOMAIN }));
     dir = mkdtempSync(path.join(tmpdir(), 'nb-reprovision-'));
-    const { inject } = await import('vitest');
-    address = inject('temporalAddress');
     for (const [name, uid] of [
       ['n1', 62061],
       ['n2', 62062],
@@ -67,27 +66,18 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
   /** The hub's WireGuard peers (wg show <if> allowed-ips), by public key. */
   const hubPeers = async () => wg.peerAllowedIps(lab.hubTransport(), lab.hub.interface);
 
+  /** Whether a workflow with this id was ever started (describe finds no run otherwise). */
+  const everStarted = (workflowId: string) =>
+    env.client.workflow
+      .getHandle(workflowId)
+      .describe()
+      .then(
+        () => true,
+        (err: unknown) => (err instanceof WorkflowNotFoundError ? false : Promise.reject(err)),
+      );
+
   /** Run `fn` with a worker on its own task queue and a `nodeboot` bound to it that asserts the exit code. */
-  type Cli = (args: string[], code: number, opts?: { soft?: boolean }) => Promise<CliRun>;
-  function withCli<T>(fn: (cli: Cli, taskQueue: string) => Promise<T>): Promise<T> {
-    return withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) }, (taskQueue) =>
-      fn(async (args, code, opts = {}) => {
-        const r = await nodeboot(
-          args,
-          {
-            TEMPORAL_ADDRESS: address,
-            TEMPORAL_NAMESPACE: env.namespace,
-            TEMPORAL_TASK_QUEUE: taskQueue,
-            DATABASE_URL: db.url,
-          },
-          { timeoutMs: 240_000 },
-        );
-        // soft: report and go on, so one run shows every state that is wrong.
-        (opts.soft ? expect.soft : expect)(r.code, describeRun(args, r)).toBe(code);
-        return r;
-      }, taskQueue),
-    );
-  }
+  const withCli = <T>(fn: (cli: BoundCli, taskQueue: string) => Promise<T>) => withCliWorker(env, ledger, db.url, fn);
 
   /** The node is in the fabric: its entry on the SPIRE server, its key as a peer on the hub. */
   async function expectInFabric(name: 'n1' | 'n2', publicKey: string) {
@@ -122,11 +112,14 @@ describe('re-provisioning a decommissioned node (real lab)', () => {
       const human = await cli(['status', nodeId], EXIT.DECOMMISSIONED, { soft: true });
       expect.soft(human.stdout).toMatch(/state: decommissioned/);
 
-      const repair = await cli(['repair', '--json', nodeId], EXIT.CONFLICT, { soft: true });
-      expect.soft(repair.json.error?.code).toBe('NODE_DECOMMISSIONED');
-      expect.soft(repair.json.error?.suggestion).toContain('nodeboot start');
-      const rerun = await cli(['rerun', '--json', nodeId], EXIT.CONFLICT, { soft: true });
-      expect.soft(rerun.json.error?.suggestion).toContain('nodeboot start');
+      // Every day-2 command refuses it the same way: nothing was started, `nodeboot start` provisions it again.
+      for (const command of ['repair', 'rerun', 'maintain', 'rotate']) {
+        const refused = await cli([command, '--json', nodeId], EXIT.CONFLICT, { soft: true });
+        expect.soft(refused.json.error?.code, command).toBe('NODE_DECOMMISSIONED');
+        expect.soft(refused.json.error?.suggestion, command).toContain('nodeboot start');
+      }
+      expect.soft(await everStarted(maintainWorkflowId(nodeId)), 'a maintain run').toBe(false);
+      expect.soft(await everStarted(rotateWorkflowId(nodeId)), 'a rotate run').toBe(false);
 
       const again = await cli(['start', '--wait', '--json', file], EXIT.OK);
       expect(again.json).toMatchObject({

@@ -19,18 +19,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createActivities } from '../../activities/index.js';
 import type { Ledger } from '../../inventory/index.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { EXIT } from '../../client/cli/exit-codes.js';
 import type { ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import type { Lab } from '../../lab/lab.js';
-import { WORKFLOWS_PATH } from '../../workers/worker.js';
-import { describeRun, nodeboot, type CliRun } from '../fixtures/nodeboot-cli.js';
 import type { TestDatabase } from '../helpers/database.js';
 import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
-import { uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
+import { withCliWorker } from '../helpers/cli-worker.js';
+import { uniqueId, type TemporalTestEnv } from '../helpers/temporal.js';
 
 interface LedgerRows {
   allocations: { cidr: string; ip: string; allocated_at: Date }[];
@@ -44,13 +42,10 @@ describe('nodeboot rerun after a failure at step 4 (real lab, real ledger)', () 
   let ledger: Ledger;
   let env: TemporalTestEnv;
   let dir: string;
-  let address: string;
 
   beforeAll(async () => {
     ({ lab, db, ledger, env } = await startLabStack({ nodes: 1, ephemeral: true, trustDomain: 'rerun.nodeboot.test' }));
     dir = mkdtempSync(path.join(tmpdir(), 'nb-rerun-'));
-    const { inject } = await import('vitest');
-    address = inject('temporalAddress');
   });
 
   afterAll(async () => {
@@ -100,98 +95,79 @@ describe('nodeboot rerun after a failure at step 4 (real lab, real ledger)', () 
     writeFileSync(brokenFile, JSON.stringify(broken, null, 2));
     writeFileSync(fixedFile, JSON.stringify(fixed, null, 2));
 
-    await withWorker(
-      env,
-      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) },
-      async (taskQueue) => {
-        const cli = async (args: string[], code: number): Promise<CliRun> => {
-          const r = await nodeboot(
-            args,
-            {
-              TEMPORAL_ADDRESS: address,
-              TEMPORAL_NAMESPACE: env.namespace,
-              TEMPORAL_TASK_QUEUE: taskQueue,
-              DATABASE_URL: db.url,
-            },
-            { timeoutMs: 240_000 },
-          );
-          expect(r.code, describeRun(args, r)).toBe(code);
-          return r;
-        };
+    await withCliWorker(env, ledger, db.url, async (cli) => {
+      // Run 1: steps 1-3 for real, then step 4 fails for good and the run holds.
+      const held = await cli(['start', '--wait', '--json', brokenFile], EXIT.HELD);
+      expect(held.json.run).toMatchObject({
+        outcome: 'held',
+        heldStep: 'startSpireAgent',
+        lastFailure: { step: 'startSpireAgent', type: 'InvalidInput', errorClass: 'permanent' },
+      });
+      expect(held.json.run.lastFailure.message).toMatch(/spire\.nodeAttestor\.\w+Path/); // the machine certificate is not on the node
+      expect(held.json.run.steps.slice(0, 3).map((s: { state: string }) => s.state)).toEqual([
+        'succeeded',
+        'succeeded',
+        'succeeded',
+      ]);
+      const run1 = held.json.run.runId as string;
+      const key1 = held.json.run.steps[1].evidence as { overlayIp: string; publicKey: string };
+      const before = await rows(nodeId);
+      expect(before.allocations).toHaveLength(1);
+      expect(before.allocations[0]!.ip).toBe(key1.overlayIp);
+      expect(before.peers).toHaveLength(1);
+      expect(before.peers[0]!.node_public_key).toBe(key1.publicKey);
 
-        // Run 1: steps 1-3 for real, then step 4 fails for good and the run holds.
-        const held = await cli(['start', '--wait', '--json', brokenFile], EXIT.HELD);
-        expect(held.json.run).toMatchObject({
-          outcome: 'held',
-          heldStep: 'startSpireAgent',
-          lastFailure: { step: 'startSpireAgent', type: 'InvalidInput', errorClass: 'permanent' },
-        });
-        expect(held.json.run.lastFailure.message).toMatch(/spire\.nodeAttestor\.\w+Path/); // the machine certificate is not on the node
-        expect(held.json.run.steps.slice(0, 3).map((s: { state: string }) => s.state)).toEqual([
-          'succeeded',
-          'succeeded',
-          'succeeded',
-        ]);
-        const run1 = held.json.run.runId as string;
-        const key1 = held.json.run.steps[1].evidence as { overlayIp: string; publicKey: string };
-        const before = await rows(nodeId);
-        expect(before.allocations).toHaveLength(1);
-        expect(before.allocations[0]!.ip).toBe(key1.overlayIp);
-        expect(before.peers).toHaveLength(1);
-        expect(before.peers[0]!.node_public_key).toBe(key1.publicKey);
+      // The operator fixes the attestor and reruns.
+      const rerun = await cli(['rerun', nodeId, '--input', fixedFile, '--wait', '--json'], EXIT.OK);
+      expect(rerun.json).toMatchObject({
+        started: true,
+        inputFrom: 'file',
+        rerunOf: { runId: run1, terminated: true },
+        run: { outcome: 'provisioned' },
+      });
+      const run2 = rerun.json.run.runId as string;
+      expect(run2).not.toBe(run1);
+      expect(rerun.json.run.steps[0].evidence).toMatchObject({ alreadyPresent: true });
+      expect(rerun.json.run.receipt).toMatchObject({
+        overlayIp: key1.overlayIp,
+        publicKey: key1.publicKey,
+        attestationType: 'join_token',
+      });
 
-        // The operator fixes the attestor and reruns.
-        const rerun = await cli(['rerun', nodeId, '--input', fixedFile, '--wait', '--json'], EXIT.OK);
-        expect(rerun.json).toMatchObject({
-          started: true,
-          inputFrom: 'file',
-          rerunOf: { runId: run1, terminated: true },
-          run: { outcome: 'provisioned' },
-        });
-        const run2 = rerun.json.run.runId as string;
-        expect(run2).not.toBe(run1);
-        expect(rerun.json.run.steps[0].evidence).toMatchObject({ alreadyPresent: true });
-        expect(rerun.json.run.receipt).toMatchObject({
-          overlayIp: key1.overlayIp,
-          publicKey: key1.publicKey,
-          attestationType: 'join_token',
-        });
+      // The ledger: the same allocation row and peer rows, untouched.
+      const after = await rows(nodeId);
+      expect(after.allocations).toEqual(before.allocations);
+      expect(after.peers).toEqual(before.peers);
+      expect(after.node[0]!.created_at).toEqual(before.node[0]!.created_at);
 
-        // The ledger: the same allocation row and peer rows, untouched.
-        const after = await rows(nodeId);
-        expect(after.allocations).toEqual(before.allocations);
-        expect(after.peers).toEqual(before.peers);
-        expect(after.node[0]!.created_at).toEqual(before.node[0]!.created_at);
+      // Events: run 1 held at step 4 and was never compensated; run 2 re-ran 1-3 and finished.
+      const events = await ledger.listEvents(nodeId);
+      const of = (runId: string) => events.filter((e) => e.runId === runId).map((e) => `${e.step}:${e.kind}`);
+      expect(of(run1)).toEqual(
+        expect.arrayContaining(['issueOverlayKey:succeeded', 'startSpireAgent:failed', 'startSpireAgent:held']),
+      );
+      expect(events.filter((e) => e.kind === 'compensated' || e.kind === 'compensation_failed')).toEqual([]);
+      expect(of(run2)).toEqual(
+        expect.arrayContaining([
+          'installOverlay:succeeded',
+          'issueOverlayKey:succeeded',
+          'gatePeerHealth:succeeded',
+          'startSpireAgent:succeeded',
+          'launchWorkloads:succeeded',
+          'workflow:succeeded',
+        ]),
+      );
 
-        // Events: run 1 held at step 4 and was never compensated; run 2 re-ran 1-3 and finished.
-        const events = await ledger.listEvents(nodeId);
-        const of = (runId: string) => events.filter((e) => e.runId === runId).map((e) => `${e.step}:${e.kind}`);
-        expect(of(run1)).toEqual(
-          expect.arrayContaining(['issueOverlayKey:succeeded', 'startSpireAgent:failed', 'startSpireAgent:held']),
-        );
-        expect(events.filter((e) => e.kind === 'compensated' || e.kind === 'compensation_failed')).toEqual([]);
-        expect(of(run2)).toEqual(
-          expect.arrayContaining([
-            'installOverlay:succeeded',
-            'issueOverlayKey:succeeded',
-            'gatePeerHealth:succeeded',
-            'startSpireAgent:succeeded',
-            'launchWorkloads:succeeded',
-            'workflow:succeeded',
-          ]),
-        );
+      const history = await cli(['history', '--json', nodeId], EXIT.OK);
+      expect(new Set(history.json.events.map((e: { runId: string }) => e.runId))).toEqual(new Set([run1, run2]));
 
-        const history = await cli(['history', '--json', nodeId], EXIT.OK);
-        expect(new Set(history.json.events.map((e: { runId: string }) => e.runId))).toEqual(new Set([run1, run2]));
+      const status = await cli(['status', '--json', nodeId], EXIT.OK);
+      expect(status.json.run).toMatchObject({ runId: run2, outcome: 'provisioned' });
 
-        const status = await cli(['status', '--json', nodeId], EXIT.OK);
-        expect(status.json.run).toMatchObject({ runId: run2, outcome: 'provisioned' });
-
-        // And out again: decommission leaves no address, peer or SPIRE entry behind.
-        const gone = await cli(['decommission', '--wait', '--json', nodeId], EXIT.OK);
-        expect(gone.json).toMatchObject({ state: 'succeeded', cancelledProvisionRun: null });
-      },
-    );
+      // And out again: decommission leaves no address, peer or SPIRE entry behind.
+      const gone = await cli(['decommission', '--wait', '--json', nodeId], EXIT.OK);
+      expect(gone.json).toMatchObject({ state: 'succeeded', cancelledProvisionRun: null });
+    });
 
     const final = await rows(nodeId);
     expect(final.allocations).toEqual([]);

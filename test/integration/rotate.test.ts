@@ -28,7 +28,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
-import { Ledger, keyFingerprint } from '../../inventory/index.js';
+import { keyFingerprint } from '../../inventory/index.js';
 import { probeThroughTunnel } from '../../activities/overlay/probe.js';
 import { nextKeyPathOf } from '../../activities/overlay/wireguard/rotation-keys.js';
 import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
@@ -39,11 +39,9 @@ import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
 import { nodePaths } from '../../common/paths.js';
 import { ROTATION_ACTIVITIES } from '../../activities/types-rotation.js';
 import { labProvisionInput } from '../../lab/inputs.js';
-import { Lab } from '../../lab/lab.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { describeRun, nodeboot } from '../fixtures/nodeboot-cli.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { requireRealComponents } from '../helpers/prereqs.js';
+import { LAB_FAST, startLabStack, stopLabStack, type LabStack } from '../helpers/lab-stack.js';
 import {
   fetchTaskQueueHistories,
   hubKeySecrets,
@@ -53,39 +51,21 @@ import {
   withCanaryPassword,
   type Secret,
 } from '../helpers/secret-scan.js';
-import {
-  connectTestEnv,
-  eventually,
-  uniqueId,
-  uniqueTaskQueue,
-  withWorker,
-  type TemporalTestEnv,
-} from '../helpers/temporal.js';
+import { eventually, uniqueId, uniqueTaskQueue, withWorker } from '../helpers/temporal.js';
 import { startWorkerProcess, stopAllWorkerProcesses, type WorkerProcess } from '../helpers/worker-process.js';
 
 const TD = 'rotate.nodeboot.test';
-/** Stage deadlines of 20 s: a 5 s heartbeat timeout, so a dead worker is noticed within ~5 s. */
-const TIMEOUTS = {
-  installOverlay: 40,
-  issueOverlayKey: 20,
-  gatePeerHealth: 40,
-  startSpireAgent: 60,
-  registerEntries: 40,
-  launchWorkloads: 40,
-  compensation: 30,
-};
-const RETRY = { initialIntervalMs: 500, maximumIntervalMs: 2_000, maximumAttempts: 5 };
+/** Stage deadlines of 20 s (the rotation's stages take issueOverlayKey's): a 5 s heartbeat timeout, so a dead worker is noticed within ~5 s. */
+const TIMEOUTS = { ...LAB_FAST.timeouts, issueOverlayKey: 20, compensation: 30 };
+const RETRY = { ...LAB_FAST.retry, maximumAttempts: 5 };
 /** How long a faulty worker holds a finished stage's result back (it is killed ~0.5 s into it). */
 const PAUSE_MS = 20_000;
 const STAGES = ROTATION_ACTIVITIES.filter((a) => a !== 'rotateRollback');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-describe('rotateOverlayKey (real lab)', () => {
-  let lab: Lab;
-  let db: TestDatabase;
-  let ledger: Ledger;
-  let env: TemporalTestEnv;
+describe('rotateOverlayKey (real stack.lab)', () => {
+  let stack: LabStack;
   let workerDbUrl: string;
   let input: ProvisionInputJson;
   let nodeId: string;
@@ -93,30 +73,24 @@ describe('rotateOverlayKey (real lab)', () => {
   let overlayIp: string;
   const secrets: Secret[] = [];
   const taskQueues: string[] = [];
-  const node = () => lab.nodeTransport('n1');
+  const node = () => stack.lab.nodeTransport('n1');
 
   beforeAll(async () => {
-    requireRealComponents(['temporal', 'spire-server', 'spire-agent']);
-    [lab, db, env] = await Promise.all([
-      Lab.up({ nodes: 1, ephemeral: true, trustDomain: TD }),
-      createTestDatabase(),
-      connectTestEnv(),
-    ]);
-    ledger = await Ledger.connect(db.url, { migrate: true });
-    const canary = withCanaryPassword(db.url, `canary-${randomBytes(12).toString('hex')}`);
+    stack = await startLabStack({ nodes: 1, ephemeral: true, trustDomain: TD });
+    const canary = withCanaryPassword(stack.db.url, `canary-${randomBytes(12).toString('hex')}`);
     workerDbUrl = canary.url;
-    secrets.push(canary.secret, ...hubKeySecrets(lab));
+    secrets.push(canary.secret, ...hubKeySecrets(stack.lab));
     nodeId = uniqueId('rot');
-    input = labProvisionInput(lab, 'n1', { nodeId, overrides: { timeouts: TIMEOUTS, retry: RETRY } });
+    input = labProvisionInput(stack.lab, 'n1', { nodeId, overrides: { timeouts: TIMEOUTS, retry: RETRY } });
     const p = nodePaths(ProvisionInput.parse(input));
     files = { iface: p.interface, keyPath: p.wgKey, nextPath: nextKeyPathOf(p.wgKey) };
     const taskQueue = uniqueTaskQueue('rot-prov');
     taskQueues.push(taskQueue);
     const receipt = await withWorker(
-      env,
-      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }), taskQueue },
+      stack.env,
+      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger: stack.ledger }), taskQueue },
       async () => {
-        const { handle } = await startProvisioning(env.client, input, { taskQueue });
+        const { handle } = await startProvisioning(stack.env.client, input, { taskQueue });
         return handle.result();
       },
     );
@@ -126,8 +100,7 @@ describe('rotateOverlayKey (real lab)', () => {
 
   afterAll(async () => {
     await stopAllWorkerProcesses();
-    await ledger?.close();
-    await Promise.allSettled([lab?.down(), db?.drop(), env?.close()]);
+    await stopLabStack(stack ?? {});
   });
 
   const workerOpts = (taskQueue: string) => ({
@@ -139,7 +112,7 @@ describe('rotateOverlayKey (real lab)', () => {
 
   /** The hub's peers that route the node's address, and every peer that is one of `keys`. */
   async function hubPeersOf(keys: string[]) {
-    const peers = (await wg.show(lab.hubTransport(), lab.hub.interface)).peers;
+    const peers = (await wg.show(stack.lab.hubTransport(), stack.lab.hub.interface)).peers;
     return {
       routing: peers.filter((p) => p.allowedIps.includes(`${overlayIp}/32`)),
       known: peers.filter((p) => keys.includes(p.publicKey)),
@@ -151,7 +124,7 @@ describe('rotateOverlayKey (real lab)', () => {
   async function tunnelWorks(): Promise<void> {
     await probeThroughTunnel(
       node(),
-      { address: lab.hub.overlayIp, port: lab.spire!.port },
+      { address: stack.lab.hub.overlayIp, port: stack.lab.spire!.port },
       Date.now() + 10_000,
       undefined,
       { interface: files.iface, sourceIp: overlayIp },
@@ -175,13 +148,13 @@ describe('rotateOverlayKey (real lab)', () => {
     const oldKey = (await wg.publicKey(node(), files.iface))!;
     const before = Math.floor(Date.now() / 1000);
     const r = await withWorker(
-      env,
-      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }) },
+      stack.env,
+      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger: stack.ledger }) },
       async (taskQueue) => {
         taskQueues.push(taskQueue);
         const cliEnv = {
           TEMPORAL_ADDRESS: inject('temporalAddress'),
-          TEMPORAL_NAMESPACE: env.namespace,
+          TEMPORAL_NAMESPACE: stack.env.namespace,
           TEMPORAL_TASK_QUEUE: taskQueue,
         };
         const args = ['rotate', nodeId, '--wait', '--json', '--handshake-timeout', '20'];
@@ -208,30 +181,30 @@ describe('rotateOverlayKey (real lab)', () => {
     expect(hubPeer.latestHandshake).toBeGreaterThanOrEqual(before);
     expect(receipt.hubs[0].latestHandshakeUnix).toBeGreaterThanOrEqual(before);
 
-    const key = await ledger.getOverlayKey(nodeId);
+    const key = await stack.ledger.getOverlayKey(nodeId);
     expect(key).toMatchObject({
       publicKey: receipt.publicKey,
       fingerprint: receipt.fingerprint,
       rotatedAt: receipt.rotatedAt,
     });
-    expect((await ledger.listPeers(nodeId)).map((p) => p.nodePublicKey)).toEqual([receipt.publicKey]);
+    expect((await stack.ledger.listPeers(nodeId)).map((p) => p.nodePublicKey)).toEqual([receipt.publicKey]);
     // The rotation's events sit under the key step; the node stays provisioned.
-    const events = (await ledger.listEvents(nodeId)).filter((e) => e.workflowId === `rotate/${nodeId}`);
+    const events = (await stack.ledger.listEvents(nodeId)).filter((e) => e.workflowId === `rotate/${nodeId}`);
     expect(events.map((e) => [e.step, e.kind])).toEqual([
       ['issueOverlayKey', 'started'],
       ['issueOverlayKey', 'succeeded'],
     ]);
-    expect((await ledger.getNode(nodeId))?.state).toBe('ready');
+    expect((await stack.ledger.getNode(nodeId))?.state).toBe('ready');
     secrets.push(...wireguardKeySecrets('rotated WireGuard private key', readFileSync(files.keyPath, 'utf8')));
   });
 
   it('rollback: a new key the hub cannot handshake with fails the run with the reason (worker killed in verify and in the rollback); the node is back on its old key', async () => {
     const oldKey = (await wg.publicKey(node(), files.iface))!;
-    const fingerprintBefore = (await ledger.getOverlayKey(nodeId))!.fingerprint;
+    const fingerprintBefore = (await stack.ledger.getOverlayKey(nodeId))!.fingerprint;
     const taskQueue = uniqueTaskQueue('rot-rb');
     taskQueues.push(taskQueue);
     const workers: WorkerProcess[] = [];
-    const pskFile = path.join(lab.hub.dir, 'rotate-test.psk');
+    const pskFile = path.join(stack.lab.hub.dir, 'rotate-test.psk');
     try {
       const w1 = await startWorkerProcess({
         ...workerOpts(taskQueue),
@@ -239,7 +212,7 @@ describe('rotateOverlayKey (real lab)', () => {
         name: 'rollback worker 1',
       });
       workers.push(w1);
-      const { handle } = await startRotation(env.client, { input, handshakeTimeoutSeconds: 8 }, { taskQueue });
+      const { handle } = await startRotation(stack.env.client, { input, handshakeTimeoutSeconds: 8 }, { taskQueue });
       await w1.waitFor(
         new RegExp(`fault injection: rotateAddHubPeers attempt \\d+ of rotate/${nodeId} did its work; pausing`),
         120_000,
@@ -250,7 +223,9 @@ describe('rotateOverlayKey (real lab)', () => {
       expect((await hubPeersOf([newKey])).known.map((p) => [p.publicKey, p.allowedIps])).toEqual([[newKey, []]]);
       await tunnelWorks(); // stage 2 left the old tunnel alone
       writeFileSync(pskFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
-      await lab.hubTransport().run('wg', ['set', lab.hub.interface, 'peer', newKey, 'preshared-key', pskFile]);
+      await stack.lab
+        .hubTransport()
+        .run('wg', ['set', stack.lab.hub.interface, 'peer', newKey, 'preshared-key', pskFile]);
 
       // Killed while verify waits for the handshake; the next worker verifies again, fails, and is killed in the rollback.
       const scheduled = (name: string) => async () =>
@@ -297,9 +272,11 @@ describe('rotateOverlayKey (real lab)', () => {
       });
 
       await expectSettledOn(oldKey, [newKey]);
-      expect((await ledger.getOverlayKey(nodeId))!.fingerprint).toBe(fingerprintBefore);
-      expect((await ledger.listPeers(nodeId)).map((p) => p.nodePublicKey)).toEqual([oldKey]);
-      const kinds = (await ledger.listEvents(nodeId, { runId: (await handle.describe()).runId })).map((e) => e.kind);
+      expect((await stack.ledger.getOverlayKey(nodeId))!.fingerprint).toBe(fingerprintBefore);
+      expect((await stack.ledger.listPeers(nodeId)).map((p) => p.nodePublicKey)).toEqual([oldKey]);
+      const kinds = (await stack.ledger.listEvents(nodeId, { runId: (await handle.describe()).runId })).map(
+        (e) => e.kind,
+      );
       expect(kinds).toEqual(['started', 'failed', 'compensated']);
       // verify and the rollback each ran again after their worker died (attempt >= 2).
       const events = (await handle.fetchHistory()).events ?? [];
@@ -321,7 +298,7 @@ describe('rotateOverlayKey (real lab)', () => {
     }
   }, 600_000);
 
-  it('SIGKILL in every stage of one rotation: each stage is repeated by the next worker; the tunnel works throughout; the node ends on the new key', async () => {
+  it('SIGKILL in every stage of one rotation: each stage is repeated by the next stack.worker; the tunnel works throughout; the node ends on the new key', async () => {
     const oldKey = (await wg.publicKey(node(), files.iface))!;
     const taskQueue = uniqueTaskQueue('rot-crash');
     taskQueues.push(taskQueue);
@@ -341,7 +318,8 @@ describe('rotateOverlayKey (real lab)', () => {
         });
         workers.push(w);
         mark(`${stage} worker ready in ${(w.readyMs / 1000).toFixed(1)}s`);
-        handle ??= (await startRotation(env.client, { input, handshakeTimeoutSeconds: 20 }, { taskQueue })).handle;
+        handle ??= (await startRotation(stack.env.client, { input, handshakeTimeoutSeconds: 20 }, { taskQueue }))
+          .handle;
         await w.waitFor(
           new RegExp(`fault injection: ${stage} attempt \\d+ of rotate/${nodeId} did its work; pausing`),
           180_000,
@@ -362,7 +340,7 @@ describe('rotateOverlayKey (real lab)', () => {
       expect(newKey).not.toBeNull();
       expect(receipt.publicKey).toBe(newKey);
       await expectSettledOn(newKey!, [oldKey]);
-      expect((await ledger.getOverlayKey(nodeId))!.fingerprint).toBe(keyFingerprint(newKey!));
+      expect((await stack.ledger.getOverlayKey(nodeId))!.fingerprint).toBe(keyFingerprint(newKey!));
 
       // Every stage was scheduled once and its activity retried (attempt >= 2) after a heartbeat timeout.
       const events = (await handle!.fetchHistory()).events ?? [];
@@ -393,19 +371,21 @@ describe('rotateOverlayKey (real lab)', () => {
   it('no private key in any history; a rotated node decommissions without residue', async () => {
     const taskQueue = uniqueTaskQueue('rot-dec');
     taskQueues.push(taskQueue);
-    secrets.push(...(await joinTokenSecrets(lab, 'join token')));
+    secrets.push(...(await joinTokenSecrets(stack.lab, 'join token')));
     await withWorker(
-      env,
-      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger }), taskQueue },
+      stack.env,
+      { workflowsPath: WORKFLOWS_PATH, activities: createActivities({ ledger: stack.ledger }), taskQueue },
       async () => {
-        await (await startDecommission(env.client, input, { taskQueue })).result();
+        await (await startDecommission(stack.env.client, input, { taskQueue })).result();
       },
     );
-    expect((await wg.show(lab.hubTransport(), lab.hub.interface)).peers).toEqual([]);
-    expect(await ledger.getOverlayKey(nodeId)).toBeNull();
+    expect((await wg.show(stack.lab.hubTransport(), stack.lab.hub.interface)).peers).toEqual([]);
+    expect(await stack.ledger.getOverlayKey(nodeId)).toBeNull();
 
     // provision, three rotations (one rolled back), decommission.
-    const histories = (await Promise.all(taskQueues.map((tq) => fetchTaskQueueHistories(env.client, tq, 1)))).flat();
+    const histories = (
+      await Promise.all(taskQueues.map((tq) => fetchTaskQueueHistories(stack.env.client, tq, 1)))
+    ).flat();
     expect(histories.map((h) => h.type).sort()).toEqual([
       'decommissionNode',
       'provisionNode',

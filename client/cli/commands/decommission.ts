@@ -6,6 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowFailedError } from '@temporalio/client';
 import type { ProvisionInputJson } from '../../../common/input.js';
+import { PROVISIONED_NODE_RULES } from '../../../common/validate.js';
 import type { DecommissionResult } from '../../../common/definitions.js';
 import { rootFailureType, startDecommission } from '../../provision.js';
 import { emit, note, timeoutMs, type Context } from '../context.js';
@@ -31,9 +32,11 @@ export async function decommission(ctx: Context): Promise<ExitCode> {
   if (ctx.flags.input) raw = await readJsonInput(ctx.flags.input, ctx.stdin);
   else raw = await runInput(t, last!.desc.workflowId, last!.desc.runId);
   // A node provisioned when a `port` alone named the built-in workload must still come off.
-  const input = validateForStart(raw, ctx.flags.input ?? `the input of run ${last!.desc.runId}`, {
-    acceptPortOnlyWorkloads: true,
-  });
+  const input = validateForStart(
+    raw,
+    ctx.flags.input ?? `the input of run ${last!.desc.runId}`,
+    PROVISIONED_NODE_RULES,
+  );
   if (input.nodeId !== nodeId) {
     throw new CliError(EXIT.INVALID, `the input is for node "${input.nodeId}", not "${nodeId}"`, {
       code: 'INVALID_INPUT',

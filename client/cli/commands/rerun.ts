@@ -9,9 +9,7 @@
  * The new run then owns them: it pushes each step's undo as it re-runs it.
  */
 import type { ProvisionInputJson } from '../../../common/input.js';
-import { needsNewProvisionRun } from '../../../common/lifecycle.js';
-import { readNodeLifecycle } from '../../lifecycle.js';
-import { startProvisioning } from '../../provision.js';
+import { assertNotDecommissioned, startProvisioning } from '../../provision.js';
 import { emit, note, type Context } from '../context.js';
 import { CliError } from '../errors.js';
 import { EXIT, type ExitCode } from '../exit-codes.js';
@@ -29,17 +27,7 @@ export async function rerun(ctx: Context): Promise<ExitCode> {
   const execution = last.desc.status.name;
 
   // After a decommission there is nothing to resume: a start provisions the node again.
-  const { state, decommission } = await readNodeLifecycle(t.client, nodeId);
-  if (state === 'decommissioning' || needsNewProvisionRun(state)) {
-    throw new CliError(
-      EXIT.CONFLICT,
-      `${nodeId} ${state === 'decommissioning' ? 'is being' : 'was'} decommissioned (${decommission!.workflowId} run ${decommission!.runId}): there is nothing to rerun`,
-      {
-        code: `NODE_${state.toUpperCase().replace('-', '_')}`,
-        suggestion: `${state === 'decommissioning' ? 'once it ends, ' : ''}\`nodeboot start node.json\` provisions it again (a new run)`,
-      },
-    );
-  }
+  await assertNotDecommissioned(t.client, nodeId, 'there is nothing to rerun');
   if (execution === 'COMPLETED') {
     throw new CliError(EXIT.CONFLICT, `${nodeId} is provisioned (run ${last.desc.runId}): there is nothing to rerun`, {
       suggestion: `\`nodeboot decommission ${nodeId}\` first to provision it again from scratch`,

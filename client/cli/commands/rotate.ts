@@ -8,10 +8,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { needsNewProvisionRun } from '../../../common/lifecycle.js';
 import type { ProvisionInputJson } from '../../../common/input.js';
 import { checkRotateRequest } from '../../../common/rotation.js';
-import { readNodeLifecycle } from '../../lifecycle.js';
 import { rootFailureType } from '../../provision.js';
 import { startRotation } from '../../rotation.js';
 import { emit, note, timeoutMs, type Context } from '../context.js';
@@ -24,15 +22,6 @@ export async function rotate(ctx: Context): Promise<ExitCode> {
   const t = await ctx.temporal();
   const nodeId = ctx.cmd.target!;
   const { raw, source } = await provisionedNode(ctx, t, nodeId, 'there is no key to rotate');
-  // The same state rule status and start use (common/lifecycle.ts): a decommission after that run ends the key.
-  const { state } = await readNodeLifecycle(t.client, nodeId);
-  if (state === 'decommissioning' || needsNewProvisionRun(state)) {
-    throw new CliError(
-      EXIT.CONFLICT,
-      `${nodeId} was decommissioned after its last provisioning: there is no key to rotate`,
-      { suggestion: `\`nodeboot start\` to provision it again` },
-    );
-  }
   const request = {
     input: raw as ProvisionInputJson,
     ...(ctx.flags['handshake-timeout'] !== undefined
