@@ -7,13 +7,19 @@
 import type { Ledger } from '../inventory/index.js';
 import type { Activities, LedgerEvent } from './types.js';
 
-export function createRecordEvent(deps: { ledger: Ledger }): Pick<Activities, 'recordEvent'> {
-  return {
-    /** Append to the event log; a retried append of the same event is a no-op. */
-    async recordEvent(event: LedgerEvent): Promise<void> {
-      await deps.ledger.appendEvent(event);
-      await followRunState(deps.ledger, event);
-    },
+export function createRecordEvent(deps: { ledger: Ledger }): Pick<Activities, 'recordEvent' | 'recordEvents'> {
+  /** Append to the event log; a retried append of the same event is a no-op. */
+  const recordEvent = async (event: LedgerEvent): Promise<void> => {
+    await deps.ledger.appendEvent(event);
+    await followRunState(deps.ledger, event);
+  };
+  return { recordEvent, recordEvents: inOrder(recordEvent) };
+}
+
+/** `recordEvents` from a `recordEvent`: each event in order, stopping at the first that fails (a retry redoes none twice: appends dedupe). */
+export function inOrder(recordEvent: Activities['recordEvent']): Activities['recordEvents'] {
+  return async (events) => {
+    for (const event of events) await recordEvent(event);
   };
 }
 

@@ -147,6 +147,8 @@ export interface Activities {
 
   /** Append to the ledger's event log (never throws for a duplicate). */
   recordEvent(event: LedgerEvent): Promise<void>;
+  /** recordEvent for each, in order (one local activity for several events; a retry re-appends none twice). */
+  recordEvents(events: LedgerEvent[]): Promise<void>;
 
   /**
    * Read-only: check every link of a provisioned node (activities/health/).

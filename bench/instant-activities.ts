@@ -90,6 +90,7 @@ export function instantActivities(): Activities & FleetActivities {
     undoRegisterEntries: removed,
     undoLaunchWorkloads: removed,
     async recordEvent() {},
+    async recordEvents() {},
     async checkFleetDependencies() {
       return { healthy: true, dependencies: [] };
     },

@@ -39,6 +39,7 @@ import { Lab } from '../lab/lab.js';
 import { startDevServer, type DevServerHandle } from '../lab/temporal.js';
 import type { FleetResult, ProvisionReceipt } from '../common/definitions.js';
 import type { provisionFleet, provisionNode } from '../workflows/index.js';
+import { bareActivities, type bareNode } from './bare-workflow.js';
 import { instantActivities } from './instant-activities.js';
 import {
   CPU_CLASSES,
@@ -65,6 +66,8 @@ const WORKFLOWS_PATH = path.join(repoRoot, 'workflows/index.ts');
 const TRUST_DOMAIN = 'bench.nodeboot.test';
 const REAL_QUEUE = 'bench-real';
 const SIM_QUEUE = 'bench-sim';
+const BARE_QUEUE = 'bench-bare';
+const BARE_WORKFLOWS_PATH = path.join(repoRoot, 'bench/bare-workflow.ts');
 
 const { values: opts } = parseArgs({
   options: {
@@ -138,15 +141,44 @@ export interface P3Run {
   succeeded: number;
   /** CPU time during the run: this process (the worker, plus the client) and the dev server. */
   cpu: { workerMs: number; serverMs: number };
+  /** Wall time over the bare baseline's, measured just before it on the same server. */
+  bareRatio: number;
+  /** One provisionNode run's history, counted. */
+  history?: HistoryShape;
+}
+/** The P3 baseline: `nodes` bare workflows (six no-op activities each, bench/bare-workflow.ts), `window` at a time. */
+export interface P3BareRun {
+  nodes: number;
+  window: number;
+  wallMs: number;
+  workflowsPerSecond: number;
+  cpu: { workerMs: number; serverMs: number };
+  history?: HistoryShape;
+}
+export interface HistoryShape {
+  events: number;
+  workflowTasks: number;
+  activityTasks: number;
+  /** Local-activity results and patch markers. */
+  markers: number;
+  upserts: number;
+  /** Start + close + one per upsert. */
+  visibilityWrites: number;
 }
 export interface BenchReport {
   startedAt: string;
   finishedAt: string;
   machine: { cpus: number; cpuModel: string; memoryGiB: number; kernel: string; node: string; load1: number };
+  /** Dev server settings beyond lab/temporal.ts's defaults (NB_BENCH_DYNAMIC_CONFIG, NB_BENCH_MEMORY); absent: stock. */
+  server?: { dynamicConfig?: Record<string, unknown>; inMemory?: boolean };
   versions: Record<string, string>;
   p1?: P1Report;
   p2?: { runs: P2Run[]; bySize: { nodes: number; wall: Summary; nodesPerMinute: Summary; peakPerNodeMiB: Summary }[] };
-  p3?: { runs: P3Run[]; bySize: { nodes: number; wall: Summary; workflowsPerSecond: Summary }[] };
+  p3?: {
+    runs: P3Run[];
+    bare?: P3BareRun[];
+    bySize: { nodes: number; wall: Summary; workflowsPerSecond: Summary; bareWall?: Summary; bareRatio?: Summary }[];
+  };
 }
 
 // --- set-up ---------------------------------------------------------------------------------
@@ -170,6 +202,10 @@ async function setUp(): Promise<Bench> {
   const server = await startDevServer({
     headless: true,
     ...(process.env.NB_BENCH_MEMORY ? {} : { dbFilename: path.join(dir, 'temporal.db') }),
+    // To try a server setting on every part alike, e.g. NB_BENCH_DYNAMIC_CONFIG='{"system.enableActivityEagerExecution":true}'.
+    ...(process.env.NB_BENCH_DYNAMIC_CONFIG
+      ? { dynamicConfig: JSON.parse(process.env.NB_BENCH_DYNAMIC_CONFIG) as Record<string, unknown> }
+      : {}),
     logFile: path.join(dir, 'server.log'),
   });
   const connection = await Connection.connect({ address: server.address });
@@ -430,51 +466,143 @@ async function childStepDurations(b: Bench, fleet: FleetInputJson): Promise<Reco
 
 // --- P3 ---------------------------------------------------------------------------------------
 
-async function p3(b: Bench, sizes: number[], repeats: number): Promise<P3Run[]> {
+/** One worker setting for the real P3 run and its bare baseline, so the ratio compares workflows, not tuning. */
+const P3_TUNING = {
+  maxConcurrentActivityTaskExecutions: 400,
+  maxConcurrentWorkflowTaskExecutions: 100,
+  maxCachedWorkflows: 2000,
+} as const;
+
+async function p3(b: Bench, sizes: number[], repeats: number): Promise<{ runs: P3Run[]; bare: P3BareRun[] }> {
   const runs: P3Run[] = [];
+  const bare: P3BareRun[] = [];
   const template = simulatedTemplate();
-  await withWorker(
-    b,
-    SIM_QUEUE,
-    instantActivities(),
-    async () => {
-      for (const n of sizes) {
-        const times = repeatsFor(n, 1000, repeats);
-        for (let r = 0; r < times; r++) {
-          const tag = `p3-${n}-${r}-${Date.now().toString(36)}`;
-          const window = Math.min(n, 200);
-          const fleet: FleetInputJson = {
-            fleetId: tag,
-            defaults: template,
-            nodes: Array.from({ length: n }, (_, k) => ({ nodeId: `${tag}-${k + 1}` })),
-            window,
-          };
-          const cpu0 = process.cpuUsage();
-          const server0 = processCpuMs(b.server.pid);
-          const t0 = performance.now();
-          const result = await startFleetAndWait(b, fleet, SIM_QUEUE);
-          const wallMs = performance.now() - t0;
-          const cpu1 = process.cpuUsage(cpu0);
+  const bareBundle = await bundleWorkflowCode({
+    workflowsPath: BARE_WORKFLOWS_PATH,
+    logger: new DefaultLogger('WARN'),
+  });
+  for (const n of sizes) {
+    const times = repeatsFor(n, 1000, repeats);
+    const window = Math.min(n, 200);
+    for (let r = 0; r < times; r++) {
+      // The baseline first, then the real run: same server (and its state so far), same worker settings.
+      const bareTag = `p3bare-${n}-${r}-${Date.now().toString(36)}`;
+      const bareRun: P3BareRun = await withBundleWorker(b, bareBundle, BARE_QUEUE, bareActivities(), async () => {
+        const m = await measureCpu(b, () => bareWorkflows(b, bareTag, n, window));
+        return { nodes: n, window, wallMs: m.wallMs, workflowsPerSecond: (n / m.wallMs) * 1000, cpu: m.cpu };
+      });
+      bareRun.history = await historyShape(b, `${bareTag}-1`);
+      bare.push(bareRun);
+      log(
+        `P3 bare ${n} workflows (run ${r + 1}/${times}): ${sec(bareRun.wallMs)} s, ${bareRun.workflowsPerSecond.toFixed(1)} workflows/s, CPU per workflow: worker ${(bareRun.cpu.workerMs / n).toFixed(0)} ms, server ${(bareRun.cpu.serverMs / n).toFixed(0)} ms`,
+      );
+
+      const tag = `p3-${n}-${r}-${Date.now().toString(36)}`;
+      const fleet: FleetInputJson = {
+        fleetId: tag,
+        defaults: template,
+        // One nodeDir per node: two nodes on one host may not share one (common/fleet.ts).
+        nodes: Array.from({ length: n }, (_, k) => ({
+          nodeId: `${tag}-${k + 1}`,
+          nodeDir: `/var/lib/node-bootstrap/${tag}-${k + 1}`,
+        })),
+        window,
+      };
+      const run = await withWorker(
+        b,
+        SIM_QUEUE,
+        instantActivities(),
+        async () => {
+          const m = await measureCpu(b, () => startFleetAndWait(b, fleet, SIM_QUEUE));
           const run: P3Run = {
-            cpu: { workerMs: (cpu1.user + cpu1.system) / 1000, serverMs: processCpuMs(b.server.pid) - server0 },
+            cpu: m.cpu,
             nodes: n,
             window,
-            wallMs,
-            nodesPerSecond: (n / wallMs) * 1000,
-            workflowsPerSecond: ((n + result.generation) / wallMs) * 1000,
-            fleetRuns: result.generation,
-            succeeded: result.counts.succeeded,
+            wallMs: m.wallMs,
+            nodesPerSecond: (n / m.wallMs) * 1000,
+            workflowsPerSecond: ((n + m.value.generation) / m.wallMs) * 1000,
+            fleetRuns: m.value.generation,
+            succeeded: m.value.counts.succeeded,
+            bareRatio: m.wallMs / bareRun.wallMs,
           };
-          runs.push(run);
-          log(
-            `P3 ${n} simulated nodes (run ${r + 1}/${times}): ${sec(wallMs)} s, ${run.workflowsPerSecond.toFixed(1)} workflows/s, ${result.generation} fleet run(s)`,
-          );
-        }
-      }
-    },
-    { maxConcurrentActivityTaskExecutions: 400, maxConcurrentWorkflowTaskExecutions: 100, maxCachedWorkflows: 2000 },
-  );
-  return runs;
+          return run;
+        },
+        P3_TUNING,
+      );
+      run.history = await historyShape(b, provisionWorkflowId(`${tag}-1`));
+      runs.push(run);
+      log(
+        `P3 ${n} simulated nodes (run ${r + 1}/${times}): ${sec(run.wallMs)} s, ${run.workflowsPerSecond.toFixed(1)} workflows/s, ${run.fleetRuns} fleet run(s), ${run.bareRatio.toFixed(2)}× bare; CPU per node: worker ${(run.cpu.workerMs / n).toFixed(0)} ms, server ${(run.cpu.serverMs / n).toFixed(0)} ms`,
+      );
+    }
+  }
+  return { runs, bare };
+}
+
+/** `n` bare workflows started by the client, `window` at a time (the fleet's window), each awaited. */
+async function bareWorkflows(b: Bench, tag: string, n: number, window: number): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    while (next < n) {
+      const k = ++next;
+      const handle = await b.client.workflow.start<typeof bareNode>('bareNode', {
+        taskQueue: BARE_QUEUE,
+        workflowId: `${tag}-${k}`,
+        args: [0],
+      });
+      await handle.result();
+    }
+  };
+  await Promise.all(Array.from({ length: window }, lane));
+}
+
+/** Wall time and CPU (this process: worker + client; the dev server from /proc) while `fn` runs. */
+async function measureCpu<T>(
+  b: Bench,
+  fn: () => Promise<T>,
+): Promise<{ value: T; wallMs: number; cpu: { workerMs: number; serverMs: number } }> {
+  const cpu0 = process.cpuUsage();
+  const server0 = processCpuMs(b.server.pid);
+  const t0 = performance.now();
+  const value = await fn();
+  const wallMs = performance.now() - t0;
+  const cpu1 = process.cpuUsage(cpu0);
+  return {
+    value,
+    wallMs,
+    cpu: { workerMs: (cpu1.user + cpu1.system) / 1000, serverMs: processCpuMs(b.server.pid) - server0 },
+  };
+}
+
+async function withBundleWorker<T>(
+  b: Bench,
+  workflowBundle: WorkflowBundleWithSourceMap,
+  taskQueue: string,
+  activities: object,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const worker = await Worker.create({ connection: b.native, taskQueue, workflowBundle, activities, ...P3_TUNING });
+  return worker.runUntil(fn);
+}
+
+/**
+ * What one run cost the server, counted from its history: every workflow task
+ * is a schedule/start/complete round, every activity a dispatch, every upsert
+ * (plus the start and the close) a visibility write.
+ */
+async function historyShape(b: Bench, workflowId: string): Promise<HistoryShape> {
+  const history = await b.client.workflow.getHandle(workflowId).fetchHistory();
+  const count = (type: string) =>
+    (history.events ?? []).filter((e) => (e as Record<string, unknown>)[type] != null).length;
+  const upserts = count('upsertWorkflowSearchAttributesEventAttributes');
+  return {
+    events: history.events?.length ?? 0,
+    workflowTasks: count('workflowTaskCompletedEventAttributes'),
+    activityTasks: count('activityTaskScheduledEventAttributes'),
+    markers: count('markerRecordedEventAttributes'),
+    upserts,
+    visibilityWrites: upserts + 2,
+  };
 }
 
 /** User + system CPU of a process so far, in ms (/proc/<pid>/stat; clock ticks of 10 ms, Linux's USER_HZ). */
@@ -549,6 +677,16 @@ async function main() {
       load1: os.loadavg()[0] ?? 0,
     },
     versions: versions(),
+    ...(process.env.NB_BENCH_DYNAMIC_CONFIG || process.env.NB_BENCH_MEMORY
+      ? {
+          server: {
+            ...(process.env.NB_BENCH_DYNAMIC_CONFIG
+              ? { dynamicConfig: JSON.parse(process.env.NB_BENCH_DYNAMIC_CONFIG) as Record<string, unknown> }
+              : {}),
+            ...(process.env.NB_BENCH_MEMORY ? { inMemory: true } : {}),
+          },
+        }
+      : {}),
   };
   const previous =
     opts.update && existsSync(path.join(opts.out, 'report.json'))
@@ -570,12 +708,15 @@ async function main() {
       };
     }
     if (only.has('p3')) {
-      const runs = await p3(b, ints(opts.sim), Number(opts.repeats));
+      const { runs, bare } = await p3(b, ints(opts.sim), Number(opts.repeats));
       report.p3 = {
         runs,
+        bare,
         bySize: bySize(runs, (rs) => ({
           wall: summarize(rs.map((r) => r.wallMs)),
           workflowsPerSecond: summarize(rs.map((r) => r.workflowsPerSecond)),
+          bareWall: summarize(bare.filter((x) => x.nodes === rs[0]!.nodes).map((x) => x.wallMs)),
+          bareRatio: summarize(rs.map((r) => r.bareRatio)),
         })),
       };
     }

@@ -185,8 +185,47 @@ const scenarios: Scenario[] = [
     run: provisionToTheEnd,
   },
   {
+    // After LEAN_RUN_PATCH: one patch marker, ledger events batched one local activity per workflow task.
+    name: 'provision-success-lean',
+    fake: () => createFakeActivities(),
+    run: provisionToTheEnd,
+  },
+  {
+    // After LEAN_RUN_PATCH, failing and compensating: the deferred "succeeded" events go out with the failure.
+    name: 'provision-compensated-lean',
+    fake: () =>
+      createFakeActivities({ startSpireAgent: failWith('ToolMissing'), undoIssueOverlayKey: failWith('ToolMissing') }),
+    run: runForNode(provisionNode, provisionWorkflowId, sampleInput, (h) => settle(h.result())),
+  },
+  {
     // The fleet parent: three nodes through a window of two, one fails for good.
     name: 'fleet-three-nodes',
+    fake: () => {
+      const fakes = createFleetFakes();
+      fakes.failNode = (nodeId) => (nodeId.endsWith('-n2') ? 'EntryRejected' : undefined);
+      return { ...fakes.fake, activities: fakes.activities };
+    },
+    async run(env, taskQueue) {
+      const fleetId = uniqueId('replay');
+      const { nodeId: _n, ...defaults } = sampleInput('template', {
+        retry: { initialIntervalMs: 10, maximumIntervalMs: 50, maximumAttempts: 1 },
+      });
+      const nodes = [1, 2, 3].map((i) => ({
+        nodeId: `${fleetId}-n${i}`,
+        nodeDir: `/var/lib/node-bootstrap/${fleetId}-n${i}`,
+      }));
+      const h = await env.client.workflow.start(provisionFleet, {
+        taskQueue,
+        workflowId: fleetWorkflowId(fleetId),
+        args: [{ fleetId, defaults, nodes, window: 2, failureBudget: { maxFailed: 1 } }],
+      });
+      await h.result();
+      return h;
+    },
+  },
+  {
+    // After CHILD_SEARCH_ATTRIBUTES_PATCH: the same fleet, children started with NodeId and Segment set.
+    name: 'fleet-three-nodes-child-attributes',
     fake: () => {
       const fakes = createFleetFakes();
       fakes.failNode = (nodeId) => (nodeId.endsWith('-n2') ? 'EntryRejected' : undefined);

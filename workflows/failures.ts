@@ -29,7 +29,8 @@ export function validateInput(raw: unknown, opts: CheckOptions = {}): ProvisionI
  * runs (replayed from history) only the rules they were started under, so their
  * histories replay unchanged (common/validate.ts `recordedBefore`).
  */
-export function validationRules(): CheckOptions {
+export function validationRules(lean = false): CheckOptions {
+  if (lean) return {}; // LEAN_RUN_PATCH (workflows/proxies.ts): a new run, held to every rule
   if (!patched('one-validation')) return { recordedBefore: 'one-validation' };
   return patched('workload-command') ? {} : { acceptPortOnlyWorkloads: true };
 }

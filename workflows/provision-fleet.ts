@@ -44,6 +44,7 @@ import {
   type ValidFleet,
 } from '../common/fleet.js';
 import { provisionWorkflowId } from '../common/ids.js';
+import { NodeIdKey, SegmentKey } from '../common/search-attributes.js';
 import { failure } from '../common/errors.js';
 import type { ProvisionInput } from '../common/input.js';
 import { needsNewProvisionRun } from '../common/lifecycle.js';
@@ -78,6 +79,12 @@ export interface FleetCarry {
 
 /** patched() marker: a node decommissioned since its last run gets a new run instead of being skipped. */
 export const REPROVISION_DECOMMISSIONED = 'fleet-reprovision-decommissioned';
+
+/**
+ * patched() marker: children start with their NodeId and Segment search
+ * attributes set, so they need not upsert them (a visibility write per node).
+ */
+export const CHILD_SEARCH_ATTRIBUTES_PATCH = 'fleet-child-search-attributes';
 
 const { checkFleetDependencies, nodeLifecycle } = proxyActivities<FleetActivities>({
   startToCloseTimeout: 30_000,
@@ -114,6 +121,8 @@ class FleetRollout {
   private lastCheckMs: number | null = null;
   /** A node just failed for a dependency-shaped reason: check before the next launch. */
   private suspect = false;
+  /** CHILD_SEARCH_ATTRIBUTES_PATCH, asked once per run (in accept). */
+  private childSearchAttributes = false;
 
   constructor(carried?: FleetCarry) {
     const { workflowId, runId } = workflowInfo();
@@ -151,6 +160,7 @@ class FleetRollout {
       this.progress.state = 'failed';
       throw err;
     }
+    this.childSearchAttributes = patched(CHILD_SEARCH_ATTRIBUTES_PATCH);
     const { input, nodes } = this.fleet;
     this.byId = new Map(nodes.map((n) => [n.nodeId, n]));
     Object.assign(this.progress, { fleetId: input.fleetId, window: input.window, total: nodes.length });
@@ -315,6 +325,15 @@ class FleetRollout {
       parentClosePolicy: 'REQUEST_CANCEL',
       workflowIdReusePolicy,
       staticSummary: `provision ${node.nodeId} (${node.segment})`,
+      // Listed by node and segment from its first moment; a lean child then skips its own upsert of them.
+      ...(this.childSearchAttributes
+        ? {
+            typedSearchAttributes: [
+              { key: NodeIdKey, value: node.nodeId },
+              { key: SegmentKey, value: node.segment },
+            ],
+          }
+        : {}),
     });
     await child.result();
   }

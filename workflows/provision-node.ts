@@ -40,18 +40,19 @@ import {
 } from '../common/definitions.js';
 import { acceptDecisions, type Decisions } from './decisions.js';
 import { compensatedFailure, describeFailure, validateInput, validationRules } from './failures.js';
-import { eventRecorder, type RecordEvent } from './events.js';
-import { activitiesFor, PREFLIGHT_PATCH } from './proxies.js';
+import { batchedEventRecorder, eventRecorder, type DeferEvent, type RecordEvent } from './events.js';
+import { activitiesFor, LEAN_RUN_PATCH, PREFLIGHT_PATCH, type RunActivities } from './proxies.js';
 import { Compensations } from './saga.js';
 
 /** Provision one node. Returns the receipt; fails with the failing step's error type after compensating. */
 export async function provisionNode(rawInput: ProvisionInputJson): Promise<ProvisionReceipt> {
   const run = new ProvisionRun(); // `status` and `decide` answer from the first moment
-  const input = run.accept(rawInput); // invalid input fails here, before any activity runs
-  const acts = activitiesFor(input);
+  const lean = patched(LEAN_RUN_PATCH); // asked first: a new run asks no older patch (proxies.ts)
+  const input = run.accept(rawInput, lean); // invalid input fails here, before any activity runs
+  const acts = activitiesFor(input, lean);
   try {
-    await run.begin(input, acts.recordEvent);
-    if (patched(PREFLIGHT_PATCH)) await run.preflight(acts.preflight); // read-only: nothing to undo
+    await run.begin(input, acts, lean);
+    if (lean || patched(PREFLIGHT_PATCH)) await run.preflight(acts.preflight); // read-only: nothing to undo
     const installed = await run.step('installOverlay', acts.installOverlay, acts.undoInstallOverlay);
     const key = await run.step('issueOverlayKey', acts.issueOverlayKey, acts.undoIssueOverlayKey);
     const health = await run.step('gatePeerHealth', acts.gatePeerHealth, null); // read-only: nothing to undo
@@ -73,6 +74,8 @@ class ProvisionRun {
   private readonly saga = new Compensations();
   private input!: ProvisionInput;
   private record!: RecordEvent;
+  /** Queue a ledger event for the next `record`: runs after LEAN_RUN_PATCH only (null before). */
+  private defer: DeferEvent | null = null;
   private decisions!: Decisions;
 
   constructor() {
@@ -97,9 +100,9 @@ class ProvisionRun {
   }
 
   /** Validate the input; an invalid one fails the run with InvalidInput. */
-  accept(raw: unknown): ProvisionInput {
+  accept(raw: unknown, lean: boolean): ProvisionInput {
     try {
-      return validateInput(raw, validationRules());
+      return validateInput(raw, validationRules(lean));
     } catch (err) {
       this.status.state = 'failed';
       this.status.lastFailure = describeFailure('workflow', err);
@@ -107,15 +110,23 @@ class ProvisionRun {
     }
   }
 
-  async begin(input: ProvisionInput, recordEvent: Parameters<typeof eventRecorder>[0]): Promise<void> {
+  async begin(input: ProvisionInput, acts: RunActivities, lean: boolean): Promise<void> {
     this.input = input;
     this.status.nodeId = input.nodeId;
     this.status.segment = input.segment;
-    upsertSearchAttributes([
-      { key: NodeIdKey, value: input.nodeId },
-      { key: SegmentKey, value: input.segment },
-    ]);
-    this.record = eventRecorder(recordEvent, input.nodeId);
+    // A lean run started with both already set (provisionFleet sets them) needs no upsert: one visibility write less.
+    const sa = workflowInfo().typedSearchAttributes;
+    if (!lean || sa.get(NodeIdKey) !== input.nodeId || sa.get(SegmentKey) !== input.segment) {
+      upsertSearchAttributes([
+        { key: NodeIdKey, value: input.nodeId },
+        { key: SegmentKey, value: input.segment },
+      ]);
+    }
+    if (lean) {
+      ({ record: this.record, defer: this.defer } = batchedEventRecorder(acts.recordEvents, input.nodeId));
+    } else {
+      this.record = eventRecorder(acts.recordEvent, input.nodeId);
+    }
     await this.record('workflow', 'started', { detail: { segment: input.segment, onFailure: input.onFailure } });
   }
 
@@ -160,7 +171,10 @@ class ProvisionRun {
         s.durationMs = Date.now() - started;
         s.state = 'succeeded';
         s.evidence = evidence;
-        await this.record(name, 'succeeded', { attempt: s.runs, detail: { durationMs: s.durationMs } });
+        const succeeded = { attempt: s.runs, detail: { durationMs: s.durationMs } };
+        // Written with the next event (the next step's "started", or the run's end) when batching.
+        if (this.defer) this.defer(name, 'succeeded', succeeded);
+        else await this.record(name, 'succeeded', succeeded);
         return evidence;
       } catch (err) {
         s.durationMs = Date.now() - started;

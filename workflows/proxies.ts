@@ -34,8 +34,24 @@ export const LEDGER_LOCAL_PATCH = 'ledger-events-as-local-activities';
  */
 export const PREFLIGHT_PATCH = 'preflight-before-install';
 
+/**
+ * Runs started after this patch ask one patch instead of four: each `patched()`
+ * a run calls for the first time costs a marker event and a TemporalChangeVersion
+ * search-attribute upsert (a visibility write on the server), and a new run takes
+ * every earlier patch's new path anyway. Such a run also
+ * - runs its preflight as a local activity: a few reads that end in well under a
+ *   second need no activity task and workflow task of their own (they ride on the
+ *   run's first workflow task, retried by the same policy);
+ * - writes ledger events in batches: one local activity per workflow task
+ *   (`recordEvents`) instead of one per event (workflows/events.ts);
+ * - skips the NodeId/Segment upsert when its starter set them (provisionFleet does).
+ * Runs recorded before it replay down the older patches, unchanged.
+ */
+export const LEAN_RUN_PATCH = 'lean-run';
+
 /** The preflight only reads (the SPIRE server's bundle, ...): a fixed, short deadline. */
 const PREFLIGHT_TIMEOUT_MS = 60_000;
+const PREFLIGHT_SUMMARY = 'preflight: read-only checks before step 1';
 
 /**
  * Long steps must heartbeat at least this often: a quarter of the step's
@@ -65,12 +81,13 @@ export function retryPolicyFor(input: ProvisionInput): RetryPolicy {
  *   (common/steps.ts; input.timeouts.compensation), same heartbeat.
  * - ledger: event writes, short and fixed; local activities (LEDGER_LOCAL_PATCH),
  *   each with a summary naming its step and event (workflows/events.ts), so the
- *   Web UI's timeline says what each marker recorded.
+ *   Web UI's timeline says what each marker recorded; `recordEvents` writes a
+ *   batch of them in one (LEAN_RUN_PATCH).
  *
  * Steps wait for a cancelled activity to acknowledge before the workflow moves
  * on, so an undo never races the step it undoes.
  */
-export function activitiesFor(input: ProvisionInput) {
+export function activitiesFor(input: ProvisionInput, lean = false) {
   const t = input.timeouts;
   const base: ActivityOptions = {
     retry: retryPolicyFor(input),
@@ -92,17 +109,27 @@ export function activitiesFor(input: ProvisionInput) {
   const ledgerOptions = { retry: base.retry, startToCloseTimeout: LEDGER_TIMEOUT_MS };
   // A summary is user metadata: it is not part of the command sequence, so replays are unaffected.
   // Runs recorded before LEDGER_LOCAL_PATCH keep their plain, summary-less activities.
-  const recordEvent: (event: LedgerEvent, summary: string) => Promise<void> = patched(LEDGER_LOCAL_PATCH)
-    ? (event, summary) => proxyLocalActivities<Activities>({ ...ledgerOptions, summary }).recordEvent(event)
-    : (event) => proxyActivities<Activities>(ledgerOptions).recordEvent(event);
+  const recordEvent: (event: LedgerEvent, summary: string) => Promise<void> =
+    lean || patched(LEDGER_LOCAL_PATCH)
+      ? (event, summary) => proxyLocalActivities<Activities>({ ...ledgerOptions, summary }).recordEvent(event)
+      : (event) => proxyActivities<Activities>(ledgerOptions).recordEvent(event);
+  // LEAN_RUN_PATCH: several events in one local activity, in order.
+  const recordEvents = (events: LedgerEvent[], summary: string) =>
+    proxyLocalActivities<Activities>({ ...ledgerOptions, summary }).recordEvents(events);
 
   return {
-    preflight: proxyActivities<Activities>({
-      ...base,
-      startToCloseTimeout: PREFLIGHT_TIMEOUT_MS,
-      heartbeatTimeout: heartbeatTimeoutMs(PREFLIGHT_TIMEOUT_MS / 1000),
-      summary: 'preflight: read-only checks before step 1',
-    }).preflight,
+    preflight: lean
+      ? proxyLocalActivities<Activities>({
+          ...base,
+          startToCloseTimeout: PREFLIGHT_TIMEOUT_MS,
+          summary: PREFLIGHT_SUMMARY,
+        }).preflight
+      : proxyActivities<Activities>({
+          ...base,
+          startToCloseTimeout: PREFLIGHT_TIMEOUT_MS,
+          heartbeatTimeout: heartbeatTimeoutMs(PREFLIGHT_TIMEOUT_MS / 1000),
+          summary: PREFLIGHT_SUMMARY,
+        }).preflight,
     installOverlay: step(t.installOverlay, STEP_TITLES.installOverlay).installOverlay,
     issueOverlayKey: step(t.issueOverlayKey, STEP_TITLES.issueOverlayKey).issueOverlayKey,
     gatePeerHealth: step(t.gatePeerHealth, STEP_TITLES.gatePeerHealth).gatePeerHealth,
@@ -113,6 +140,7 @@ export function activitiesFor(input: ProvisionInput) {
     ...undos,
 
     recordEvent,
+    recordEvents,
   };
 }
 

@@ -31,6 +31,7 @@ import { sampleInput } from '../fixtures/inputs.js';
 import { describeRun, nodeboot, spawnNodeboot, type CliRun } from '../fixtures/nodeboot-cli.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { connectTestEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
+import { inOrder } from '../../activities/record-event.js';
 
 let env: TemporalTestEnv;
 let db: TestDatabase;
@@ -64,6 +65,7 @@ function withCli<T>(fake: FakeActivities, fn: (cli: Cli, taskQueue: string) => P
       await ledger.appendEvent(event);
     },
   };
+  activities.recordEvents = inOrder(activities.recordEvent);
   return withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities }, (taskQueue) =>
     fn(cliFor(taskQueue), taskQueue),
   );

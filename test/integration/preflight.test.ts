@@ -19,6 +19,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { expectStepFailureChain, failureOf } from '../helpers/failures.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
 import { connectTestEnv, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
+import { defaultPayloadConverter } from '@temporalio/common';
 
 describe('preflight before step 1', () => {
   let lab: Lab;
@@ -62,14 +63,20 @@ describe('preflight before step 1', () => {
         expect(original.message).toContain(`the SPIRE server's trust domain is "${td}"`);
         expect(top.message).toMatch(/nothing to undo/);
 
-        // The history: one preflight attempt (not retried), and no step was ever scheduled.
+        // The history: one preflight attempt (not retried), and no step was ever scheduled. The
+        // preflight is a local activity (LEAN_RUN_PATCH): its marker says which activity and attempt.
         const history = await run.handle.fetchHistory();
-        const scheduled = (history.events ?? [])
-          .filter((e) => e.activityTaskScheduledEventAttributes)
-          .map((e) => e.activityTaskScheduledEventAttributes!.activityType?.name);
-        expect(scheduled).toEqual(['preflight']);
-        const started = (history.events ?? []).filter((e) => e.activityTaskStartedEventAttributes);
-        expect(started.map((e) => e.activityTaskStartedEventAttributes!.attempt)).toEqual([1]);
+        const scheduled = (history.events ?? []).filter((e) => e.activityTaskScheduledEventAttributes);
+        expect(scheduled).toEqual([]);
+        const localActivities = (history.events ?? [])
+          .filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity')
+          .map((e) =>
+            defaultPayloadConverter.fromPayload<{ activity_type: string; attempt: number }>(
+              e.markerRecordedEventAttributes!.details!.data!.payloads![0]!,
+            ),
+          )
+          .filter((m) => m.activity_type === 'preflight');
+        expect(localActivities.map((m) => m.attempt)).toEqual([1]);
 
         // The status: every step still pending, the failure the run's own.
         const status = await run.handle.query(statusQuery);

@@ -22,7 +22,10 @@ describe('workflow replay', () => {
         'provision-success.json',
         'provision-compensated.json',
         'provision-success-local-ledger.json',
+        'provision-success-lean.json',
+        'provision-compensated-lean.json',
         'fleet-three-nodes.json',
+        'fleet-three-nodes-child-attributes.json',
         'rotate-success.json',
         'rotate-rolled-back.json',
         'maintain-repair.json',
@@ -43,6 +46,21 @@ describe('workflow replay', () => {
     expect(
       eventTypes('provision-success-local-ledger.json').filter((t) => t === 'EVENT_TYPE_MARKER_RECORDED').length,
     ).toBeGreaterThan(10);
+  });
+
+  it('covers the lean path (LEAN_RUN_PATCH): one patch marker, the preflight and batched ledger events as local activities', () => {
+    const events = (f: string) =>
+      (
+        JSON.parse(readFileSync(`${historiesDir}${f}`, 'utf8')) as {
+          events: { eventType: string; markerRecordedEventAttributes?: { markerName: string } }[];
+        }
+      ).events;
+    const markers = (f: string, name: string) =>
+      events(f).filter((e) => e.markerRecordedEventAttributes?.markerName === name).length;
+    expect(markers('provision-success-lean.json', 'core_patch')).toBe(1);
+    // Eight ledger writes and the preflight.
+    expect(markers('provision-success-lean.json', 'core_local_activity')).toBe(9);
+    expect(markers('provision-success-local-ledger.json', 'core_local_activity')).toBe(14);
   });
 
   it('replays every recorded history deterministically', async () => {
