@@ -34,6 +34,18 @@ export const LEDGER_LOCAL_PATCH = 'ledger-events-as-local-activities';
  */
 export const PREFLIGHT_PATCH = 'preflight-before-install';
 
+/**
+ * Runs started after this patch retry an undo's transient failures until the
+ * undo succeeds, instead of giving up after input.retry.maximumAttempts and
+ * leaving what the step made behind (an agent attested in a SPIRE server that
+ * was down, an address held in a ledger that was down). Until the dependency is
+ * back the run stays `compensating` and its pending undo's last failure says
+ * what it waits for (docs/reliability.md). Permanent and security failures of an
+ * undo still end it at once (compensation_failed). Runs recorded before the
+ * patch keep the bounded policy.
+ */
+export const UNDO_UNTIL_DONE_PATCH = 'undo-retries-until-done';
+
 /** The preflight only reads (the SPIRE server's bundle, ...): a fixed, short deadline. */
 const PREFLIGHT_TIMEOUT_MS = 60_000;
 
@@ -84,7 +96,13 @@ export function activitiesFor(input: ProvisionInput) {
       heartbeatTimeout: heartbeatTimeoutMs(seconds),
       summary,
     });
-  const undo = step(t.compensation, 'compensation (undo a finished step)');
+  const undo = proxyActivities<Activities>({
+    ...base,
+    retry: patched(UNDO_UNTIL_DONE_PATCH) ? { ...base.retry, maximumAttempts: 0 } : base.retry,
+    startToCloseTimeout: t.compensation * 1000,
+    heartbeatTimeout: heartbeatTimeoutMs(t.compensation),
+    summary: 'compensation (undo a finished step)',
+  });
   const undos = Object.fromEntries(UNDO_ACTIVITIES.map((name) => [name, undo[name]])) as Pick<
     typeof undo,
     UndoActivity
