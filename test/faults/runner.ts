@@ -405,7 +405,7 @@ async function runProvisionCell(r: CellRun, times: FaultTimes, disk: SmallDisk |
   let trigger: string;
   let pauseMs: number;
   if (cell.row === 'temporal') [trigger, pauseMs] = [step, 4_000];
-  else if (cell.row === 'race') [trigger, pauseMs] = [step, 5_000];
+  else if (cell.row === 'race') [trigger, pauseMs] = [step, 20_000];
   else if (cell.row === 'undo-kill') [trigger, pauseMs] = [step, 30_000];
   else if (isUndo) [trigger, pauseMs] = [prevUndo(step as UndoActivity), 3_000];
   else [trigger, pauseMs] = [prevActivity(step as StepName), 3_000];
@@ -445,6 +445,18 @@ async function runProvisionCell(r: CellRun, times: FaultTimes, disk: SmallDisk |
   } else if (cell.row === 'race') {
     r.faultAt = Date.now();
     await r.worker('second worker');
+    // Say whether it joined while the step still held its result (the worker start can take longer on a busy machine).
+    const back = new RegExp(
+      `fault injection: ${trigger} attempt \\d+ of ${wfId.replace('/', '\\/')} returns after the pause`,
+    );
+    r.mark(
+      w1
+        .output()
+        .split('\n')
+        .some((l) => back.test(l))
+        ? 'second worker joined after the step'
+        : 'second worker joined mid-step',
+    );
   } else {
     fault = faultOf(r, disk);
     r.faultAt = Date.now();
