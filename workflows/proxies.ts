@@ -98,7 +98,7 @@ export function activitiesFor(input: ProvisionInput) {
     });
   const undo = proxyActivities<Activities>({
     ...base,
-    retry: patched(UNDO_UNTIL_DONE_PATCH) ? { ...base.retry, maximumAttempts: 0 } : base.retry,
+    retry: patched(UNDO_UNTIL_DONE_PATCH) ? { ...base.retry, maximumAttempts: Number.POSITIVE_INFINITY } : base.retry,
     startToCloseTimeout: t.compensation * 1000,
     heartbeatTimeout: heartbeatTimeoutMs(t.compensation),
     summary: 'compensation (undo a finished step)',

@@ -191,6 +191,10 @@ function prevUndo(undo: UndoActivity): UndoActivity {
 const pausing = (activity: string, workflowId: string) =>
   new RegExp(`fault injection: ${activity} attempt \\d+ of ${workflowId.replace('/', '\\/')} did its work; pausing`);
 
+/** The worker's log line when an attempt of `activity` (a step or an undo) of run `workflowId` begins. */
+const activityStarted = (activity: string, workflowId: string) =>
+  new RegExp(`"msg":"(?:step|compensation) started","workflowId":"${workflowId}".*"activityType":"${activity}"`);
+
 /** The faulted activity's attempts and last failure, from the run's history. */
 function activityAttempts(events: temporal.api.history.v1.IHistoryEvent[], activity: string) {
   const scheduled = new Set(
@@ -410,7 +414,10 @@ async function runProvisionCell(r: CellRun, times: FaultTimes, disk: SmallDisk |
   else if (isUndo) [trigger, pauseMs] = [prevUndo(step as UndoActivity), 3_000];
   else [trigger, pauseMs] = [prevActivity(step as StepName), 3_000];
 
-  const w1 = await r.worker('worker', `${trigger}:${pauseMs}`);
+  // PostgreSQL: the ledger event written before each step (and undo) would ride out the outage
+  // for the step; the fault lands instead the moment the activity itself starts.
+  const atStart = cell.row === 'postgres';
+  const w1 = atStart ? await r.worker('worker') : await r.worker('worker', `${trigger}:${pauseMs}`);
   const { handle } = await startProvisioning(stack.env.client, r.input, { taskQueue: r.taskQueue });
   r.mark('run started');
 
@@ -422,8 +429,13 @@ async function runProvisionCell(r: CellRun, times: FaultTimes, disk: SmallDisk |
     await handle.cancel();
     r.mark('cancelled during launchWorkloads');
   }
-  await w1.waitFor(pausing(trigger, wfId), times.stuckS * 1000);
-  r.mark(`${trigger} holds its result`);
+  if (atStart) {
+    await w1.waitFor(activityStarted(step, wfId), times.stuckS * 1000);
+    r.mark(`${step} started`);
+  } else {
+    await w1.waitFor(pausing(trigger, wfId), times.stuckS * 1000);
+    r.mark(`${trigger} holds its result`);
+  }
 
   let fault: Fault | undefined;
   if (cell.row === 'temporal') {
@@ -593,7 +605,15 @@ async function runCell(stack: Stack, cell: Cell, times: FaultTimes, uid: number)
   for (const l of leaks) r.problems.push(`leak ${l}`);
   if (r.problems.length) {
     for (const w of r.workers)
-      r.marks.push(`--- ${w.name} output tail ---\n${w.output().split('\n').slice(-40).join('\n')}`);
+      r.marks.push(
+        `--- ${w.name} output tail ---\n${w
+          .output()
+          .split('\n')
+          .filter((l) => !l.includes('"level":"INFO"'))
+          .slice(-25)
+          .map((l) => l.slice(0, 400))
+          .join('\n')}`,
+      );
   }
   const s = (a: number | null, b: number | null) => (a !== null && b !== null ? (b - a) / 1000 : null);
   return {
