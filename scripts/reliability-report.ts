@@ -70,7 +70,7 @@ for (const row of rows) {
   lines.push('|---|---|---|---|---|---|---|---|---|');
   for (const r of data.results.filter((x) => x.row === row)) {
     lines.push(
-      `| \`${r.at}\` | ${r.fault} | ${expected(r)} | ${seen(r)} | ${recovery(r)} | ${r.observed.waitingFor ?? '–'} | ${r.leaks.length} | ${r.duplicates.length} | ${r.problems.length ? `**no**: ${r.problems.join('; ').replace(/\|/g, '\\|')}` : 'yes'} |`,
+      `| \`${r.at}\` | ${r.fault} | ${expected(r)} | ${seen(r)} | ${recovery(r)} | ${r.observed.waitingFor ?? '–'} | ${r.leaks?.length ?? 'not counted'} | ${r.duplicates?.length ?? (r.observed.outcome === 'provisioned' || r.observed.outcome === 'repaired' ? 'not counted' : '–')} | ${r.problems.length ? `**no**: ${r.problems.join('; ').replace(/\|/g, '\\|')}` : 'yes'} |`,
     );
   }
   lines.push('');

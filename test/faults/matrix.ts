@@ -108,39 +108,29 @@ export const MATRIX: readonly Cell[] = [
     heals: false,
     expected: { outcome: 'cancelled', errorType: 'LedgerUnavailable', retried: true },
   }),
-  // The SPIRE server: attestation (4), entry creation (5), SVID issuance (6).
-  ...SPIRE_STEPS.flatMap((at) => [
-    cell({
-      row: 'spire',
-      variant: 'stop-start',
-      at,
-      fault: 'SPIRE server stopped, started again after the outage',
-      heals: true,
-      expected: {
-        outcome: 'provisioned',
-        errorType:
-          at === 'launchWorkloads' ? null : at === 'startSpireAgent' ? 'AgentUnhealthy' : 'SpireServerUnavailable',
-        retried: at !== 'launchWorkloads',
-      },
-    }),
-    cell({
-      row: 'spire',
-      variant: 'stop',
-      at,
-      fault: 'SPIRE server stopped, not started again',
-      heals: false,
-      expected: {
-        outcome: 'compensated',
-        errorType:
-          at === 'startSpireAgent'
-            ? 'AgentUnhealthy'
-            : at === 'registerEntries'
-              ? 'SpireServerUnavailable'
-              : 'WorkloadFailed',
-        retried: true,
-      },
-    }),
-  ]),
+  // The SPIRE server: the join token is minted on it (4), entries are created on it (5), the
+  // agent has it sign the workloads' SVIDs (6).
+  ...SPIRE_STEPS.flatMap((at) => {
+    const errorType = at === 'launchWorkloads' ? 'WorkloadFailed' : 'SpireServerUnavailable';
+    return [
+      cell({
+        row: 'spire',
+        variant: 'stop-start',
+        at,
+        fault: 'SPIRE server stopped, started again after the outage',
+        heals: true,
+        expected: { outcome: 'provisioned', errorType, retried: true },
+      }),
+      cell({
+        row: 'spire',
+        variant: 'stop',
+        at,
+        fault: 'SPIRE server stopped, not started again',
+        heals: false,
+        expected: { outcome: 'compensated', errorType, retried: true },
+      }),
+    ];
+  }),
   // The hub: its interface down for the outage (then up), or the node's peer removed from it (for good).
   ...(['gatePeerHealth', 'startSpireAgent'] as const).flatMap((at) => [
     cell({
@@ -163,7 +153,8 @@ export const MATRIX: readonly Cell[] = [
       heals: false,
       expected: {
         outcome: 'compensated',
-        errorType: at === 'gatePeerHealth' ? 'PeerHandshakeTimeout' : 'AgentUnhealthy',
+        // The handshake made during step 2 is still recent: the probe through the tunnel is what fails.
+        errorType: at === 'gatePeerHealth' ? 'ProbeFailed' : 'AgentUnhealthy',
         retried: true,
       },
     }),

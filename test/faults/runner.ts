@@ -115,9 +115,10 @@ export interface CellResult {
     compensatingS: number | null;
     totalS: number;
   };
-  duplicates: string[];
-  missing: string[];
-  leaks: string[];
+  /** null: not counted (the cell broke off before it could count). */
+  duplicates: string[] | null;
+  missing: string[] | null;
+  leaks: string[] | null;
   /** Mismatches with `expected`, and anything else that went wrong: empty = the cell passed. */
   problems: string[];
   marks: string[];
@@ -539,9 +540,9 @@ async function runCell(stack: Stack, cell: Cell, times: FaultTimes, uid: number)
     undoFailed: [],
     waitingFor: null,
   };
-  let duplicates: string[] = [];
-  let missing: string[] = [];
-  let leaks: string[] = [];
+  let duplicates: string[] | null = null;
+  let missing: string[] | null = null;
+  let leaks: string[] | null = null;
   let compensatingS: number | null = null;
   try {
     if (cell.row === 'disk') disk = await SmallDisk.mount(stack.lab.node(node).dir);
@@ -588,7 +589,7 @@ async function runCell(stack: Stack, cell: Cell, times: FaultTimes, uid: number)
     r.problems.push(`error: ${err instanceof Error ? err.message : String(err)}`.slice(0, 600));
   } finally {
     // A cell that did not end cleanly leaves the stack clean for the next one.
-    if (leaks.length || r.problems.length || end.outcome === 'stuck') await cleanUp(r).catch(() => undefined);
+    if (leaks?.length || r.problems.length || end.outcome === 'stuck') await cleanUp(r).catch(() => undefined);
     await r.killAll();
     await disk?.unmount();
   }
@@ -600,9 +601,10 @@ async function runCell(stack: Stack, cell: Cell, times: FaultTimes, uid: number)
   if (observed.retried !== e.retried && observed.outcome !== 'error')
     r.problems.push(`retried ${observed.retried} (attempts ${observed.attempts}), expected ${e.retried}`);
   if (observed.undoFailed.length) r.problems.push(`undo failed: ${observed.undoFailed.join(', ')}`);
-  for (const d of duplicates) r.problems.push(`duplicate ${d}`);
-  for (const m of missing) r.problems.push(`missing ${m}`);
-  for (const l of leaks) r.problems.push(`leak ${l}`);
+  for (const d of duplicates ?? []) r.problems.push(`duplicate ${d}`);
+  for (const m of missing ?? []) r.problems.push(`missing ${m}`);
+  for (const l of leaks ?? []) r.problems.push(`leak ${l}`);
+  if (leaks === null) r.problems.push('leaks not counted');
   if (r.problems.length) {
     for (const w of r.workers)
       r.marks.push(
@@ -739,9 +741,9 @@ function notRun(cell: Cell, why: string): CellResult {
       waitingFor: null,
     },
     timings: { faultToEndS: null, healToEndS: null, compensatingS: null, totalS: 0 },
-    duplicates: [],
-    missing: [],
-    leaks: [],
+    duplicates: null,
+    missing: null,
+    leaks: null,
     problems: [why],
     marks: [],
   };
