@@ -389,11 +389,17 @@ async function operatorRestore(
   });
   if (!compensating || done()) return;
   r.mark('compensating');
+  // Seen waiting: a pending undo whose last failure names what is missing (the ledger events the
+  // workflow writes on the way, local activities, may take their own retries first) ...
+  const seen = await within(times.stuckS * 1000, async () => {
+    if (done()) return true;
+    r.waitingFor = (await pendingUndo(handle)) ?? r.waitingFor;
+    return r.waitingFor !== null;
+  });
+  if (seen && !done()) r.mark(`waiting: ${r.waitingFor}`);
+  // ... and still waiting `observeS` later: it does not give up.
   const observedUntil = Date.now() + times.observeS * 1000;
-  while (Date.now() < observedUntil && !done()) {
-    r.waitingFor = (await pendingUndo(handle).catch(() => null)) ?? r.waitingFor;
-    await sleep(1_000);
-  }
+  while (Date.now() < observedUntil && !done()) await sleep(1_000);
   if (done()) return;
   if (!r.waitingFor)
     r.problems.push(`compensating for ${times.observeS}s with no pending undo saying what it waits for`);
