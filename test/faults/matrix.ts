@@ -217,8 +217,9 @@ export const MATRIX: readonly Cell[] = [
       heals: false,
       expected: {
         outcome: 'compensated',
-        errorType:
-          at === 'issueOverlayKey' ? 'ToolFailed' : at === 'startSpireAgent' ? 'AgentUnhealthy' : 'WorkloadFailed',
+        // Steps 2 and 4 write their files (key, agent config and bundle) through `cat >`: it fails
+        // (ToolFailed). Step 6 starts the workload, which cannot write its SVID (WorkloadFailed).
+        errorType: at === 'launchWorkloads' ? 'WorkloadFailed' : 'ToolFailed',
         retried: true,
       },
     }),
