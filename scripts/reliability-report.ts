@@ -23,7 +23,7 @@ const data = JSON.parse(readFileSync(input, 'utf8')) as Results;
 
 const secs = (s: number | null) => (s === null ? '–' : `${s.toFixed(1)} s`);
 const expected = (r: CellResult) =>
-  `${r.expected.outcome}${r.expected.errorType ? ` (${r.expected.errorType})` : ''}, ${r.expected.retried ? 'retried' : 'not retried'}`;
+  `${r.expected.outcome}${r.expected.errorType ? ` (${r.expected.errorType})` : ''}, ${r.expected.retried === 'either' ? 'retried or not' : r.expected.retried ? 'retried' : 'not retried'}`;
 const seen = (r: CellResult) => {
   const o = r.observed;
   const type = o.errorType ?? (o.lastFailure && o.lastFailure !== o.errorType ? o.lastFailure : null);

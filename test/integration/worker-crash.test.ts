@@ -110,7 +110,14 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
     expect(loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries:1500' }).NODEBOOT_FAULT_PAUSE).toEqual({
       activity: 'registerEntries',
       ms: 1500,
+      when: 'after',
     });
+    expect(
+      loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries:1500:before' }).NODEBOOT_FAULT_PAUSE,
+    ).toMatchObject({ activity: 'registerEntries', when: 'before' });
+    expect(() => loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries:1500:during' })).toThrow(
+      /NODEBOOT_FAULT_PAUSE: must be "<activity>:<ms>"/,
+    );
     expect(() => loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries' })).toThrow(
       /NODEBOOT_FAULT_PAUSE: must be "<activity>:<ms>"/,
     );
