@@ -216,9 +216,9 @@ export const MATRIX: readonly Cell[] = [
       heals: false,
       expected: {
         outcome: 'compensated',
-        // Steps 2 and 4 write their files (key, agent config and bundle) through `cat >`: it fails
-        // (ToolFailed). Step 6 starts the workload, which cannot write its SVID (WorkloadFailed).
-        errorType: at === 'launchWorkloads' ? 'WorkloadFailed' : 'ToolFailed',
+        // Each step writes a file through `cat >` (the key; the agent's config and bundle; the
+        // workload's pid file) and that write fails: ToolFailed.
+        errorType: 'ToolFailed',
         retried: true,
       },
     }),
