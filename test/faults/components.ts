@@ -9,7 +9,6 @@
  */
 import { execFileSync } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -19,20 +18,9 @@ import * as ip from '../../activities/overlay/ip.js';
 import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { terminateProcesses, type Lab } from '../../lab/lab.js';
-import { startDevServer, type DevServerHandle } from '../../lab/temporal.js';
+import { freePort, startDevServer, type DevServerHandle } from '../../lab/temporal.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** A Temporal dev server of the fault row's own: its port and SQLite file stay the same across kills. */
 export class DedicatedTemporal {

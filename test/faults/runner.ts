@@ -33,6 +33,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
 import { connectEnv, uniqueId, uniqueTaskQueue, type TemporalTestEnv } from '../helpers/temporal.js';
 import { startWorkerProcess, type WorkerProcess } from '../helpers/worker-process.js';
+import { limiter } from '../helpers/limiter.js';
 import { duplicatesIn, leaksIn, missingIn, residueOf, type Residue } from '../helpers/node-residue.js';
 import {
   DedicatedPostgres,
@@ -540,15 +541,7 @@ async function runCell(stack: Stack, cell: Cell, times: FaultTimes, uid: number)
   const r = new CellRun(stack, cell, node, uid);
   let disk: SmallDisk | undefined;
   let end: Ending = { outcome: 'error', errorType: null, status: null };
-  const observed: CellResult['observed'] = {
-    outcome: 'error',
-    errorType: null,
-    retried: false,
-    attempts: 0,
-    lastFailure: null,
-    undoFailed: [],
-    waitingFor: null,
-  };
+  const observed = noObservation();
   let duplicates: string[] | null = null;
   let missing: string[] | null = null;
   let leaks: string[] | null = null;
@@ -666,19 +659,16 @@ async function cleanUp(r: CellRun): Promise<void> {
   ]).catch(() => undefined);
 }
 
-/** At most `n` at a time. */
-function limiter(n: number) {
-  let active = 0;
-  const queue: (() => void)[] = [];
-  return async <T>(fn: () => Promise<T>): Promise<T> => {
-    while (active >= n) await new Promise<void>((res) => queue.push(res));
-    active += 1;
-    try {
-      return await fn();
-    } finally {
-      active -= 1;
-      queue.shift()?.();
-    }
+/** What a cell saw before it saw anything. */
+function noObservation(): CellResult['observed'] {
+  return {
+    outcome: 'error',
+    errorType: null,
+    retried: false,
+    attempts: 0,
+    lastFailure: null,
+    undoFailed: [],
+    waitingFor: null,
   };
 }
 
@@ -740,15 +730,7 @@ function notRun(cell: Cell, why: string): CellResult {
     at: cell.at,
     heals: cell.heals,
     expected: cell.expected,
-    observed: {
-      outcome: 'error',
-      errorType: null,
-      retried: false,
-      attempts: 0,
-      lastFailure: null,
-      undoFailed: [],
-      waitingFor: null,
-    },
+    observed: noObservation(),
     timings: { faultToEndS: null, healToEndS: null, compensatingS: null, totalS: 0 },
     duplicates: null,
     missing: null,

@@ -29,6 +29,7 @@ import type { Lab } from '../../lab/lab.js';
 import { loadWorkerConfig } from '../../workers/config.js';
 import type { TestDatabase } from '../helpers/database.js';
 import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
+import { limiter } from '../helpers/limiter.js';
 import { nodeProcesses } from '../helpers/node-residue.js';
 import {
   fetchTaskQueueHistories,
@@ -66,22 +67,6 @@ const CASE_TIMEOUT_MS = 600_000;
 const CASES = STEPS.map((step, i) => ({ step, node: `n${i + 1}`, uid: 63001 + i }));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** At most `n` of the cases at a time (vitest would start five concurrent tests). */
-function limiter(n: number) {
-  let active = 0;
-  const queue: (() => void)[] = [];
-  return async <T>(fn: () => Promise<T>): Promise<T> => {
-    while (active >= n) await new Promise<void>((r) => queue.push(r));
-    active += 1;
-    try {
-      return await fn();
-    } finally {
-      active -= 1;
-      queue.shift()?.();
-    }
-  };
-}
 
 describe('worker SIGKILLed in the middle of each step (real components)', () => {
   let lab: Lab;
