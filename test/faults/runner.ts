@@ -621,12 +621,7 @@ async function runCell(stack: Stack, cell: Cell, times: FaultTimes, uid: number)
   }
   const s = (a: number | null, b: number | null) => (a !== null && b !== null ? (b - a) / 1000 : null);
   return {
-    id: cell.id,
-    row: cell.row,
-    fault: cell.fault,
-    at: cell.at,
-    heals: cell.heals,
-    expected: e,
+    ...cellFacts(cell),
     observed,
     timings: {
       faultToEndS: s(r.faultAt, r.endedAt),
@@ -657,6 +652,12 @@ async function cleanUp(r: CellRun): Promise<void> {
     startDecommission(client, r.input, { taskQueue: r.taskQueue }).then((h) => h.result()),
     sleep(180_000),
   ]).catch(() => undefined);
+}
+
+/** What the matrix says of a cell, as its result repeats it. */
+function cellFacts(cell: Cell) {
+  const { id, row, fault, at, heals, expected } = cell;
+  return { id, row, fault, at, heals, expected };
 }
 
 /** What a cell saw before it saw anything. */
@@ -724,12 +725,7 @@ export async function runMatrix(
 
 function notRun(cell: Cell, why: string): CellResult {
   return {
-    id: cell.id,
-    row: cell.row,
-    fault: cell.fault,
-    at: cell.at,
-    heals: cell.heals,
-    expected: cell.expected,
+    ...cellFacts(cell),
     observed: noObservation(),
     timings: { faultToEndS: null, healToEndS: null, compensatingS: null, totalS: 0 },
     duplicates: null,
