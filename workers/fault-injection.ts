@@ -14,6 +14,12 @@
  * already stopped when the pause begins, and the pause heartbeats on its own
  * so the server keeps the attempt alive until the worker dies. The pause is
  * cancellation-aware. Errors of the activity pass through untouched (no pause).
+ *
+ *   NODEBOOT_FAULT_PAUSE=<activity>:<ms>:before
+ *
+ * pauses the activity's first attempt BEFORE it does anything instead, so a
+ * test can break a dependency the activity is about to use (the fault matrix,
+ * test/faults: a ledger stopped under a step that takes 100 ms).
  */
 import { Context } from '@temporalio/activity';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
@@ -33,25 +39,29 @@ const PAUSE_HEARTBEAT_MS = 1_000;
 export interface FaultPause {
   activity: (typeof FAULT_ACTIVITIES)[number];
   ms: number;
+  /** 'after' (default): after its work, before its result; 'before': before the first attempt's work. */
+  when?: 'before' | 'after';
 }
 
 /** `<activity>:<ms>` -> { activity, ms }, with messages that say what is wrong. */
 export const FaultPauseSpec = z
   .string()
   .trim()
-  .regex(/^[A-Za-z]+:\d+$/, 'must be "<activity>:<ms>", e.g. "issueOverlayKey:20000"')
+  .regex(/^[A-Za-z]+:\d+(:before)?$/, 'must be "<activity>:<ms>", e.g. "issueOverlayKey:20000"')
   .transform((s) => {
-    const [activity, ms] = s.split(':') as [string, string];
-    return { activity, ms: Number(ms) };
+    const [activity, ms, when] = s.split(':') as [string, string, string | undefined];
+    return { activity, ms: Number(ms), when: when === 'before' ? ('before' as const) : ('after' as const) };
   })
   .pipe(
     z.object({
       activity: z.enum(FAULT_ACTIVITIES, { error: `must name one of ${FAULT_ACTIVITIES.join(', ')}` }),
       ms: z.number().int().min(1).max(MAX_FAULT_PAUSE_MS, `must be at most ${MAX_FAULT_PAUSE_MS} ms`),
+      when: z.enum(['before', 'after']),
     }),
   );
 
 export function describeFaultPause(p: FaultPause): string {
+  if (p.when === 'before') return `${p.activity} pauses ${p.ms} ms before its first attempt's work`;
   return `${p.activity} pauses ${p.ms} ms after its work, before returning its result`;
 }
 
@@ -68,6 +78,17 @@ export function faultPauseInterceptor(
     return {
       inbound: {
         async execute(input, next) {
+          if (pause.when === 'before') {
+            const activity = Context.current();
+            if (activity.info.attempt === 1) {
+              const workflowId = activity.info.workflowExecution?.workflowId ?? '(no workflow)';
+              log(
+                `[worker] fault injection: ${activity.info.activityType} attempt 1 of ${workflowId} pausing ${pause.ms} ms before its work`,
+              );
+              await holdWithHeartbeats(activity, pause.ms);
+            }
+            return next(input);
+          }
           const result = await next(input);
           const activity = Context.current();
           const { activityType, attempt } = activity.info;
@@ -75,20 +96,22 @@ export function faultPauseInterceptor(
           log(
             `[worker] fault injection: ${activityType} attempt ${attempt} of ${workflowId} did its work; pausing ${pause.ms} ms before returning`,
           );
-          activity.heartbeat('fault injection: paused before returning');
-          const pulse = setInterval(
-            () => activity.heartbeat('fault injection: paused before returning'),
-            PAUSE_HEARTBEAT_MS,
-          );
-          try {
-            await activity.sleep(pause.ms);
-          } finally {
-            clearInterval(pulse);
-          }
+          await holdWithHeartbeats(activity, pause.ms);
           log(`[worker] fault injection: ${activityType} attempt ${attempt} of ${workflowId} returns after the pause`);
           return result;
         },
       },
     };
   };
+}
+
+/** Sleep `ms` (cancellation-aware), heartbeating so the server keeps the attempt alive. */
+async function holdWithHeartbeats(activity: Context, ms: number): Promise<void> {
+  activity.heartbeat('fault injection: paused');
+  const pulse = setInterval(() => activity.heartbeat('fault injection: paused'), PAUSE_HEARTBEAT_MS);
+  try {
+    await activity.sleep(ms);
+  } finally {
+    clearInterval(pulse);
+  }
 }

@@ -45,9 +45,22 @@ export const PREFLIGHT_PATCH = 'preflight-before-install';
  * - writes ledger events in batches: one local activity per workflow task
  *   (`recordEvents`) instead of one per event (workflows/events.ts);
  * - skips the NodeId/Segment upsert when its starter set them (provisionFleet does).
+ * - retries an undo's transient failures until it succeeds (UNDO_UNTIL_DONE_PATCH's rule).
  * Runs recorded before it replay down the older patches, unchanged.
  */
 export const LEAN_RUN_PATCH = 'lean-run';
+
+/**
+ * Runs started after this patch retry an undo's transient failures until the
+ * undo succeeds, instead of giving up after input.retry.maximumAttempts and
+ * leaving what the step made behind (an agent attested in a SPIRE server that
+ * was down, an address held in a ledger that was down). Until the dependency is
+ * back the run stays `compensating` and its pending undo's last failure says
+ * what it waits for (docs/reliability.md). Permanent and security failures of an
+ * undo still end it at once (compensation_failed). Runs recorded before the
+ * patch keep the bounded policy; lean runs (LEAN_RUN_PATCH) follow it without asking.
+ */
+export const UNDO_UNTIL_DONE_PATCH = 'undo-retries-until-done';
 
 /** The preflight only reads (the SPIRE server's bundle, ...): a fixed, short deadline. */
 const PREFLIGHT_TIMEOUT_MS = 60_000;
@@ -101,7 +114,17 @@ export function activitiesFor(input: ProvisionInput, lean = false) {
       heartbeatTimeout: heartbeatTimeoutMs(seconds),
       summary,
     });
-  const undo = step(t.compensation, 'compensation (undo a finished step)');
+  const undo = proxyActivities<Activities>({
+    ...base,
+    // A lean run takes the patch's path without asking (one marker per run: LEAN_RUN_PATCH).
+    retry:
+      lean || patched(UNDO_UNTIL_DONE_PATCH)
+        ? { ...base.retry, maximumAttempts: Number.POSITIVE_INFINITY }
+        : base.retry,
+    startToCloseTimeout: t.compensation * 1000,
+    heartbeatTimeout: heartbeatTimeoutMs(t.compensation),
+    summary: 'compensation (undo a finished step)',
+  });
   const undos = Object.fromEntries(UNDO_ACTIVITIES.map((name) => [name, undo[name]])) as Pick<
     typeof undo,
     UndoActivity

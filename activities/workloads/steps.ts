@@ -78,7 +78,14 @@ export function createWorkloadSteps(deps: StepDeps) {
             env: { SPIFFE_ENDPOINT_SOCKET: `unix://${p.agentSocket}` },
           },
         );
-        proc = await writePidFile(t, pidFile, pid);
+        try {
+          proc = await writePidFile(t, pidFile, pid);
+        } catch (err) {
+          // Unrecorded, no retry and no undo could find it (a full disk, seen in docs/reliability.md):
+          // stop the workload just started (its own process group) before the failure leaves.
+          await t.run('kill', ['-KILL', '--', `-${pid}`]).catch(() => undefined);
+          throw err;
+        }
       } else if (proc.startTime === undefined) {
         // Running from before start times were recorded: record it now.
         proc = await writePidFile(t, pidFile, proc.pid);

@@ -15,7 +15,6 @@
  * with a canary password).
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it, type ExpectStatic } from 'vitest';
 import type { Ledger } from '../../inventory/index.js';
 import { localTransport } from '../../activities/host/transport.js';
@@ -30,6 +29,8 @@ import type { Lab } from '../../lab/lab.js';
 import { loadWorkerConfig } from '../../workers/config.js';
 import type { TestDatabase } from '../helpers/database.js';
 import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
+import { limiter } from '../helpers/limiter.js';
+import { nodeProcesses } from '../helpers/node-residue.js';
 import {
   fetchTaskQueueHistories,
   findLeaks,
@@ -67,44 +68,6 @@ const CASES = STEPS.map((step, i) => ({ step, node: `n${i + 1}`, uid: 63001 + i 
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** At most `n` of the cases at a time (vitest would start five concurrent tests). */
-function limiter(n: number) {
-  let active = 0;
-  const queue: (() => void)[] = [];
-  return async <T>(fn: () => Promise<T>): Promise<T> => {
-    while (active >= n) await new Promise<void>((r) => queue.push(r));
-    active += 1;
-    try {
-      return await fn();
-    } finally {
-      active -= 1;
-      queue.shift()?.();
-    }
-  };
-}
-
-/** Name and parent of a process ("(gone)" when it exited meanwhile). */
-function procOf(pid: number): { pid: number; comm: string; ppid: number } {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const close = stat.lastIndexOf(')');
-    return { pid, comm: stat.slice(stat.indexOf('(') + 1, close), ppid: Number(stat.slice(close + 2).split(' ')[1]) };
-  } catch {
-    return { pid, comm: '(gone)', ppid: 0 };
-  }
-}
-
-/**
- * The node's processes by name. The demo workload's children are counted as
- * part of it: it fetches its SVID with a `spire-agent api fetch` child (still
- * at it, under load, when the step's own check of the SVID has already passed).
- */
-async function nodeProcesses(lab: Lab, node: string): Promise<{ comm: string; pid: number }[]> {
-  const procs = (await ip.netnsPids(localTransport(), lab.node(node).netns)).map(procOf);
-  const workloadPids = new Set(procs.filter((p) => p.comm === 'node').map((p) => p.pid));
-  return procs.filter((p) => !workloadPids.has(p.ppid)).sort((a, b) => a.comm.localeCompare(b.comm));
-}
-
 describe('worker SIGKILLed in the middle of each step (real components)', () => {
   let lab: Lab;
   let db: TestDatabase;
@@ -132,7 +95,14 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
     expect(loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries:1500' }).NODEBOOT_FAULT_PAUSE).toEqual({
       activity: 'registerEntries',
       ms: 1500,
+      when: 'after',
     });
+    expect(
+      loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries:1500:before' }).NODEBOOT_FAULT_PAUSE,
+    ).toMatchObject({ activity: 'registerEntries', when: 'before' });
+    expect(() => loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries:1500:during' })).toThrow(
+      /NODEBOOT_FAULT_PAUSE: must be "<activity>:<ms>"/,
+    );
     expect(() => loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries' })).toThrow(
       /NODEBOOT_FAULT_PAUSE: must be "<activity>:<ms>"/,
     );
