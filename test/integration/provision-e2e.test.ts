@@ -105,7 +105,7 @@ describe('provisionNode on real components', () => {
           `${receipts[0]!.overlayIp}:9443`,
           `spiffe://${td}/ns/e2e/sa/api`,
         );
-        expect(ok).toMatchObject({ ok: true });
+        expect(ok, ok.detail).toMatchObject({ ok: true });
         const refused = await callWorkload(
           lab,
           inputs[0]!,
