@@ -8,7 +8,7 @@ import { z } from 'zod';
 import type { BowtieTrust } from '../activities/overlay/bowtie/trust.js';
 import { describeZodError } from '../common/names.js';
 import { TASK_QUEUE } from '../common/ids.js';
-import { FaultPauseSpec } from './fault-injection.js';
+import { FaultPauseSpecs } from './fault-injection.js';
 import { LOG_LEVELS } from './logging.js';
 
 const emptyAsUndefined = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
@@ -71,7 +71,7 @@ export const WorkerConfig = z
     ),
     NODEBOOT_MAX_CONCURRENT_ACTIVITIES: opt(z.coerce.number().int().min(1).max(1000).default(20)),
     /** Tests only: "<activity>:<ms>" pauses that activity after its work (workers/fault-injection.ts). Unset: off. */
-    NODEBOOT_FAULT_PAUSE: opt(FaultPauseSpec.optional()),
+    NODEBOOT_FAULT_PAUSE: opt(FaultPauseSpecs.optional()),
     // Observability (docs/observability.md). Ports: 0 or unset = off.
     /** Our step/compensation metrics, Prometheus text format at /metrics. */
     NODEBOOT_METRICS_PORT: opt(port.default(0)),

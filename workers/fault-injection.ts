@@ -1,7 +1,7 @@
 /**
  * Fault injection for crash tests, off unless the worker is started with
  *
- *   NODEBOOT_FAULT_PAUSE=<activity>:<ms>     e.g. issueOverlayKey:20000
+ *   NODEBOOT_FAULT_PAUSE=<activity>:<ms>[:before][,...]     e.g. issueOverlayKey:20000
  *
  * The named activity then pauses for `ms` AFTER it did its real work and
  * BEFORE its result is handed back to the server: the worst moment to lose
@@ -59,6 +59,15 @@ export const FaultPauseSpec = z
       when: z.enum(['before', 'after']),
     }),
   );
+
+/**
+ * One or more pauses, comma-separated ("launchWorkloads:60000:before,undoRegisterEntries:30000"):
+ * a test can hold one activity while it acts and have another pause later in the same run.
+ */
+export const FaultPauseSpecs = z
+  .string()
+  .transform((s) => s.split(','))
+  .pipe(z.array(FaultPauseSpec).min(1));
 
 export function describeFaultPause(p: FaultPause): string {
   if (p.when === 'before') return `${p.activity} pauses ${p.ms} ms before its first attempt's work`;

@@ -38,17 +38,17 @@ export async function createWorker(
   const ledger = await Ledger.connect(config.DATABASE_URL, { migrate: true });
   try {
     const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
-    const fault = config.NODEBOOT_FAULT_PAUSE;
-    if (fault)
+    const faults = config.NODEBOOT_FAULT_PAUSE ?? [];
+    if (faults.length)
       console.error(
-        `[worker] WARNING: fault injection is ON (NODEBOOT_FAULT_PAUSE): ${describeFaultPause(fault)}. Never set this outside tests.`,
+        `[worker] WARNING: fault injection is ON (NODEBOOT_FAULT_PAUSE): ${faults.map(describeFaultPause).join('; ')}. Never set this outside tests.`,
       );
     // Outermost first: tracing spans and log context wrap the metrics, the fault pause is innermost.
     const activityInterceptors: ActivityInterceptorsFactory[] = [
       ...(obs.tracing ? [obs.tracing.activityInterceptor] : []),
       activityLoggingInterceptor(),
       ...(obs.metrics ? [metricsInterceptor(obs.metrics)] : []),
-      ...(fault ? [faultPauseInterceptor(fault)] : []),
+      ...faults.map((f) => faultPauseInterceptor(f)),
     ];
     const worker = await Worker.create({
       connection,

@@ -426,17 +426,17 @@ async function runProvisionCell(r: CellRun, times: FaultTimes, disk: SmallDisk |
   // PostgreSQL: the ledger event written before each step (and undo) would ride out the outage
   // for the step; the fault lands instead while the activity holds before its work.
   const atStart = cell.row === 'postgres';
-  const w1 = atStart
-    ? await r.worker('worker', `${step}:${pauseMs}:before`)
-    : await r.worker('worker', `${trigger}:${pauseMs}`);
+  const pause = atStart ? `${step}:${pauseMs}:before` : `${trigger}:${pauseMs}`;
+  // An undo cell cancels the run while step 6 runs: step 6 holds before its work until then
+  // (a step of well under a second would otherwise often finish before the cancel lands).
+  const holdStep6 = `launchWorkloads:${times.stuckS * 1000}:before`;
+  const w1 = await r.worker('worker', isUndo ? `${holdStep6},${pause}` : pause);
   const { handle } = await startProvisioning(stack.env.client, r.input, { taskQueue: r.taskQueue });
   r.mark('run started');
 
   if (isUndo) {
     // Make the run compensate: cancel it while step 6 runs (every step has an undo pushed by then).
-    await within(times.stuckS * 1000, async () =>
-      (await stack.ledger.listEvents(r.nodeId)).some((e) => e.step === 'launchWorkloads' && e.kind === 'started'),
-    );
+    await w1.waitFor(pausingBefore('launchWorkloads', wfId), times.stuckS * 1000);
     await handle.cancel();
     r.mark('cancelled during launchWorkloads');
   }

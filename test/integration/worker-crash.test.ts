@@ -26,7 +26,6 @@ import type { ProvisionInputJson } from '../../common/input.js';
 import { STEPS } from '../../common/steps.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import type { Lab } from '../../lab/lab.js';
-import { loadWorkerConfig } from '../../workers/config.js';
 import type { TestDatabase } from '../helpers/database.js';
 import { startLabStack, stopLabStack } from '../helpers/lab-stack.js';
 import { limiter } from '../helpers/limiter.js';
@@ -88,28 +87,6 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
   afterAll(async () => {
     await stopAllWorkerProcesses();
     await stopLabStack({ lab, db, ledger, env });
-  });
-
-  it('refuses a malformed NODEBOOT_FAULT_PAUSE, naming the field', () => {
-    expect(loadWorkerConfig({}).NODEBOOT_FAULT_PAUSE).toBeUndefined();
-    expect(loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries:1500' }).NODEBOOT_FAULT_PAUSE).toEqual({
-      activity: 'registerEntries',
-      ms: 1500,
-      when: 'after',
-    });
-    expect(
-      loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries:1500:before' }).NODEBOOT_FAULT_PAUSE,
-    ).toMatchObject({ activity: 'registerEntries', when: 'before' });
-    expect(() => loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries:1500:during' })).toThrow(
-      /NODEBOOT_FAULT_PAUSE: must be "<activity>:<ms>"/,
-    );
-    expect(() => loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'registerEntries' })).toThrow(
-      /NODEBOOT_FAULT_PAUSE: must be "<activity>:<ms>"/,
-    );
-    expect(() => loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'dropTables:10' })).toThrow(
-      /NODEBOOT_FAULT_PAUSE\.activity: must name one of/,
-    );
-    expect(() => loadWorkerConfig({ NODEBOOT_FAULT_PAUSE: 'launchWorkloads:0' })).toThrow(/NODEBOOT_FAULT_PAUSE\.ms/);
   });
 
   const workerOpts = (taskQueue: string) => ({
