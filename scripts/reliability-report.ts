@@ -12,6 +12,8 @@ import type { CellResult, FaultTimes } from '../test/faults/runner.js';
 interface Results {
   startedAt: string;
   finishedAt: string | null;
+  /** Rows that ran again on their own (NODEBOOT_FAULT_ROWS), merged into this file. */
+  parts?: { rows: string[]; startedAt: string; finishedAt: string }[];
   times: FaultTimes;
   concurrency: number;
   cells: number;
@@ -56,6 +58,10 @@ const lines: string[] = [
   `Run ${data.startedAt} → ${data.finishedAt ?? '(unfinished)'}: **${passed} of ${data.results.length} cells ended as stated**` +
     (data.results.length < data.cells ? ` (${data.cells - data.results.length} did not run)` : '') +
     `. Outage ${data.times.outageS} s, a run that gave up observed ${data.times.observeS} s before the dependency came back, stuck after ${data.times.stuckS} s; ${data.concurrency} rows side by side on a 2-core machine.`,
+  ...(data.parts ?? []).map(
+    (p) =>
+      `\nRows ${p.rows.join(', ')} ran again as a part of their own, ${p.startedAt} → ${p.finishedAt}: their cells are from that part.`,
+  ),
   '',
   'When a dependency does not come back, the step fails after its retries and the undos that need that dependency',
   'keep retrying: the run stays `compensating` and its pending undo names what it waits for (column "waiting for").',

@@ -24,8 +24,14 @@ const cells = only?.length ? only.map(cellById) : rows?.length ? MATRIX.filter((
 const out =
   process.env.NODEBOOT_FAULT_RESULTS ??
   (only?.length ? path.join(tmpdir(), 'nodeboot-faults.json') : path.resolve('docs/reliability.json'));
+/** When some rows ran as a part of their own (NODEBOOT_FAULT_ROWS), and when: the page says so. */
+interface RunPart {
+  rows: string[];
+  startedAt: string;
+  finishedAt: string;
+}
 /** Results of the other rows, kept when only some rows run. */
-const earlier: { startedAt: string; results: CellResult[] } | null =
+const earlier: { startedAt: string; results: CellResult[]; parts?: RunPart[] } | null =
   rows?.length && existsSync(out) ? JSON.parse(readFileSync(out, 'utf8')) : null;
 const times = faultTimesFromEnv();
 const concurrency = Number(process.env.NODEBOOT_FAULT_CONCURRENCY ?? 3);
@@ -46,6 +52,9 @@ describe('the fault matrix (real components)', () => {
           times,
           concurrency,
           cells: total,
+          parts: rows?.length
+            ? [...(earlier?.parts ?? []), { rows, startedAt, finishedAt: new Date().toISOString() }]
+            : [],
           // In matrix order, whichever part ran them.
           results: MATRIX.flatMap((c) => all.filter((r) => r.id === c.id)),
         },
