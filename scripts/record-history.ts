@@ -143,6 +143,32 @@ function fleetOf(n: number, overlay: { maxKeyAgeDays?: number } = {}) {
   return { fleetId, defaults, nodes: fleetNodes };
 }
 
+/** Three nodes through a window of two, one fails for good (the fleet parent's histories). */
+const fleetThreeNodes: Omit<Scenario, 'name'> = {
+  fake: () => {
+    const fakes = createFleetFakes();
+    fakes.failNode = (nodeId) => (nodeId.endsWith('-n2') ? 'EntryRejected' : undefined);
+    return { ...fakes.fake, activities: fakes.activities };
+  },
+  async run(env, taskQueue) {
+    const fleetId = uniqueId('replay');
+    const { nodeId: _n, ...defaults } = sampleInput('template', {
+      retry: { initialIntervalMs: 10, maximumIntervalMs: 50, maximumAttempts: 1 },
+    });
+    const nodes = [1, 2, 3].map((i) => ({
+      nodeId: `${fleetId}-n${i}`,
+      nodeDir: `/var/lib/node-bootstrap/${fleetId}-n${i}`,
+    }));
+    const h = await env.client.workflow.start(provisionFleet, {
+      taskQueue,
+      workflowId: fleetWorkflowId(fleetId),
+      args: [{ fleetId, defaults, nodes, window: 2, failureBudget: { maxFailed: 1 } }],
+    });
+    await h.result();
+    return h;
+  },
+};
+
 const scenarios: Scenario[] = [
   {
     name: 'provision-success',
@@ -200,54 +226,12 @@ const scenarios: Scenario[] = [
   {
     // The fleet parent: three nodes through a window of two, one fails for good.
     name: 'fleet-three-nodes',
-    fake: () => {
-      const fakes = createFleetFakes();
-      fakes.failNode = (nodeId) => (nodeId.endsWith('-n2') ? 'EntryRejected' : undefined);
-      return { ...fakes.fake, activities: fakes.activities };
-    },
-    async run(env, taskQueue) {
-      const fleetId = uniqueId('replay');
-      const { nodeId: _n, ...defaults } = sampleInput('template', {
-        retry: { initialIntervalMs: 10, maximumIntervalMs: 50, maximumAttempts: 1 },
-      });
-      const nodes = [1, 2, 3].map((i) => ({
-        nodeId: `${fleetId}-n${i}`,
-        nodeDir: `/var/lib/node-bootstrap/${fleetId}-n${i}`,
-      }));
-      const h = await env.client.workflow.start(provisionFleet, {
-        taskQueue,
-        workflowId: fleetWorkflowId(fleetId),
-        args: [{ fleetId, defaults, nodes, window: 2, failureBudget: { maxFailed: 1 } }],
-      });
-      await h.result();
-      return h;
-    },
+    ...fleetThreeNodes,
   },
   {
     // After CHILD_SEARCH_ATTRIBUTES_PATCH: the same fleet, children started with NodeId and Segment set.
     name: 'fleet-three-nodes-child-attributes',
-    fake: () => {
-      const fakes = createFleetFakes();
-      fakes.failNode = (nodeId) => (nodeId.endsWith('-n2') ? 'EntryRejected' : undefined);
-      return { ...fakes.fake, activities: fakes.activities };
-    },
-    async run(env, taskQueue) {
-      const fleetId = uniqueId('replay');
-      const { nodeId: _n, ...defaults } = sampleInput('template', {
-        retry: { initialIntervalMs: 10, maximumIntervalMs: 50, maximumAttempts: 1 },
-      });
-      const nodes = [1, 2, 3].map((i) => ({
-        nodeId: `${fleetId}-n${i}`,
-        nodeDir: `/var/lib/node-bootstrap/${fleetId}-n${i}`,
-      }));
-      const h = await env.client.workflow.start(provisionFleet, {
-        taskQueue,
-        workflowId: fleetWorkflowId(fleetId),
-        args: [{ fleetId, defaults, nodes, window: 2, failureBudget: { maxFailed: 1 } }],
-      });
-      await h.result();
-      return h;
-    },
+    ...fleetThreeNodes,
   },
   {
     // rotateOverlayKey: all five stages.
