@@ -49,7 +49,7 @@ export async function provisionNode(rawInput: ProvisionInputJson): Promise<Provi
   const run = new ProvisionRun(); // `status` and `decide` answer from the first moment
   const lean = patched(LEAN_RUN_PATCH); // asked first: a new run asks no older patch (proxies.ts)
   const input = run.accept(rawInput, lean); // invalid input fails here, before any activity runs
-  const acts = activitiesFor(input, lean);
+  const acts = activitiesFor(input, lean, { undoUntilDone: true });
   try {
     await run.begin(input, acts, lean);
     if (lean || patched(PREFLIGHT_PATCH)) await run.preflight(acts.preflight); // read-only: nothing to undo

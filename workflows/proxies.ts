@@ -59,6 +59,8 @@ export const LEAN_RUN_PATCH = 'lean-run';
  * what it waits for (docs/reliability.md). Permanent and security failures of an
  * undo still end it at once (compensation_failed). Runs recorded before the
  * patch keep the bounded policy; lean runs (LEAN_RUN_PATCH) follow it without asking.
+ * Only a provisioning run's compensation (`undoUntilDone`): a decommission or a maintain run
+ * keeps the bounded policy, runs the other undos and fails saying it is safe to run again.
  */
 export const UNDO_UNTIL_DONE_PATCH = 'undo-retries-until-done';
 
@@ -100,7 +102,7 @@ export function retryPolicyFor(input: ProvisionInput): RetryPolicy {
  * Steps wait for a cancelled activity to acknowledge before the workflow moves
  * on, so an undo never races the step it undoes.
  */
-export function activitiesFor(input: ProvisionInput, lean = false) {
+export function activitiesFor(input: ProvisionInput, lean = false, opts: { undoUntilDone?: boolean } = {}) {
   const t = input.timeouts;
   const base: ActivityOptions = {
     retry: retryPolicyFor(input),
@@ -118,7 +120,7 @@ export function activitiesFor(input: ProvisionInput, lean = false) {
     ...base,
     // A lean run takes the patch's path without asking (one marker per run: LEAN_RUN_PATCH).
     retry:
-      lean || patched(UNDO_UNTIL_DONE_PATCH)
+      opts.undoUntilDone && (lean || patched(UNDO_UNTIL_DONE_PATCH))
         ? { ...base.retry, maximumAttempts: Number.POSITIVE_INFINITY }
         : base.retry,
     startToCloseTimeout: t.compensation * 1000,

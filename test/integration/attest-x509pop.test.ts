@@ -169,16 +169,7 @@ describe('x509pop node attestation (real components)', () => {
     secrets.push(...nodeFileSecrets(input, 'n1'));
 
     // (b) Evict: the running agent attests again by itself, with a new SVID.
-    await stack.lab
-      .hubTransport()
-      .run('spire-server', [
-        'agent',
-        'evict',
-        '-socketPath',
-        stack.lab.spire!.socketPath,
-        '-spiffeID',
-        agentIdOf(nodeId),
-      ]);
+    expect(await server.agentEvict(srv(), agentIdOf(nodeId))).toBe(true);
     const evictedAt = Date.now();
     const back = await eventually(
       async () => {
