@@ -212,7 +212,14 @@ export const hub = {
 export async function deleteNodeInterfaces(lab: Lab, node: string): Promise<string[]> {
   const t = lab.nodeTransport(node);
   const links = (await ip.listLinks(t)).map((l) => l.ifname).filter((n) => n !== 'lo' && n !== 'eth0');
-  for (const l of links) await ip.linkDelete(t, l);
+  for (const l of links) {
+    try {
+      await ip.linkDelete(t, l);
+    } catch (err) {
+      // A tun interface goes with its wireguard-go process: after a kill it may vanish between the list and the delete.
+      if ((await ip.listLinks(t)).some((k) => k.ifname === l)) throw err;
+    }
+  }
   return links;
 }
 
