@@ -6,6 +6,7 @@
  * attestation, an SVID fetch from an agent that holds it. A step's floor is
  * the sum of the primitives it cannot do without (report.ts shows the sums).
  */
+import { setprivArgv } from '../activities/host/run-as.js';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { runCommand, scrubbedEnv } from '../activities/host/exec.js';
@@ -103,18 +104,10 @@ export async function measureFloors(
   const serverCliMs = await repeat(samples, () => server.healthcheck(srv));
 
   const svidFetchMs = await repeat(samples, () =>
-    nodeT.run('setpriv', [
-      `--reuid=${o.uid}`,
-      `--regid=${o.uid}`,
-      '--clear-groups',
-      '--',
-      'spire-agent',
-      'api',
-      'fetch',
-      'x509',
-      '-socketPath',
-      o.agentSocket,
-    ]),
+    nodeT.run(
+      'setpriv',
+      setprivArgv({ uid: o.uid, gid: o.uid }, ['spire-agent', 'api', 'fetch', 'x509', '-socketPath', o.agentSocket]),
+    ),
   );
   const svidMintMs = await repeat(samples, () =>
     srv.transport.run('spire-server', [
