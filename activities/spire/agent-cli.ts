@@ -11,9 +11,10 @@
  * Other attestors (attestors/) name credential files in their plugin_data:
  * paths only, the keys stay in their files.
  */
+import { setprivArgv } from '../host/run-as.js';
 import path from 'node:path';
 import { z } from 'zod';
-import { SafePath, TrustDomain, UnixUid, parseName } from '../../common/names.js';
+import { SafePath, TrustDomain, parseName } from '../../common/names.js';
 import { summarizeStderr, ToolError } from '../host/exec.js';
 import type { HostTransport } from '../host/transport.js';
 import { assertReachedHost, runSpire, type SpireCliTarget } from './cli-common.js';
@@ -402,13 +403,7 @@ export const agentArgv = {
    * because `ip netns exec` itself must run as root.
    */
   fetchX509: (t: SpireCliTarget, o: FetchX509Options) => {
-    const uid = parseName(UnixUid, 'uid', o.uid);
-    const gid = parseName(UnixUid, 'gid', o.gid);
-    return [
-      `--reuid=${uid}`,
-      `--regid=${gid}`,
-      '--clear-groups',
-      '--',
+    return setprivArgv(o, [
       t.binary ?? TOOL,
       'api',
       'fetch',
@@ -417,7 +412,7 @@ export const agentArgv = {
       parseName(SafePath, 'socketPath', t.socketPath),
       '-write',
       parseName(SafePath, 'writeDir', o.writeDir),
-    ];
+    ]);
   },
 };
 
