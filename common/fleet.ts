@@ -9,66 +9,73 @@
  * Plain JSON, like the provisionNode input. Imported by workflows: no Node built-ins.
  */
 import { z } from 'zod';
+import { shared } from './schema-cache.js';
 import { failure, redactSecrets } from './errors.js';
 import type { ProvisionInput, ProvisionInputJson } from './input.js';
 import { filesystemOf } from './ids.js';
 import { NodeId, describeZodError } from './names.js';
 import { checkProvisionInput, type CheckOptions } from './validate.js';
 
-export const FailureBudget = z
-  .object({
-    /** Stop launching once more than this many nodes have failed. */
-    maxFailed: z.number().int().min(0).optional(),
-    /** Stop launching once more than this share of the fleet (0–100) has failed. */
-    maxFailedPercent: z.number().min(0).max(100).optional(),
-  })
-  .strict();
+export const FailureBudget = shared('fleet:FailureBudget', () =>
+  z
+    .object({
+      /** Stop launching once more than this many nodes have failed. */
+      maxFailed: z.number().int().min(0).optional(),
+      /** Stop launching once more than this share of the fleet (0–100) has failed. */
+      maxFailedPercent: z.number().min(0).max(100).optional(),
+    })
+    .strict(),
+);
 
-export const BreakerSpec = z
-  .object({
-    /** Check the shared dependencies before launching a node when the last check is older than this. */
-    checkIntervalMs: z.number().int().min(100).max(3_600_000).default(10_000),
-    /** While open (a dependency is down), check again this often. */
-    recheckIntervalMs: z.number().int().min(100).max(3_600_000).default(5_000),
-    /**
-     * A node that failed for a dependency-shaped reason (SPIRE server down, no
-     * handshake, probe failed, ledger down) while a check finds a dependency
-     * down is not charged to the budget: it is queued again, this many times,
-     * for when the dependency recovers.
-     */
-    requeueLimit: z.number().int().min(0).max(10).default(1),
-  })
-  .strict();
+export const BreakerSpec = shared('fleet:BreakerSpec', () =>
+  z
+    .object({
+      /** Check the shared dependencies before launching a node when the last check is older than this. */
+      checkIntervalMs: z.number().int().min(100).max(3_600_000).default(10_000),
+      /** While open (a dependency is down), check again this often. */
+      recheckIntervalMs: z.number().int().min(100).max(3_600_000).default(5_000),
+      /**
+       * A node that failed for a dependency-shaped reason (SPIRE server down, no
+       * handshake, probe failed, ledger down) while a check finds a dependency
+       * down is not charged to the budget: it is queued again, this many times,
+       * for when the dependency recovers.
+       */
+      requeueLimit: z.number().int().min(0).max(10).default(1),
+    })
+    .strict(),
+);
 
-export const FleetInput = z
-  .object({
-    fleetId: NodeId,
-    /** Every node's provisionNode input but its own fields (see `nodes`). */
-    defaults: z.record(z.string(), z.unknown()).default({}),
-    /**
-     * Per segment, provisionNode fields for that segment's nodes, merged into the
-     * defaults field by field (objects deeply, unless their `type`/`kind` differs;
-     * arrays and plain values replace):
-     * e.g. the DMZ attests with machine certificates, on-prem with SSH host
-     * certificates — `{ "dmz": { "spire": { "nodeAttestor": { "type": "x509pop", ... } } } }`.
-     */
-    segments: z.record(z.string(), z.record(z.string(), z.unknown())).default({}),
-    /** One entry per node: at least `nodeId`, usually `host` and `nodeDir`; merged over `defaults`. */
-    nodes: z
-      .array(z.object({ nodeId: NodeId }).passthrough())
-      .min(1, 'needs at least one node')
-      .max(10_000, 'at most 10000 nodes per fleet'),
-    /** Nodes provisioning at the same time. */
-    window: z.number().int().min(1).max(1000).default(10),
-    failureBudget: FailureBudget.default({ maxFailedPercent: 10 }),
-    breaker: BreakerSpec.default(BreakerSpec.parse({})),
-    /**
-     * Launches per workflow run: after this many the fleet lets its running
-     * nodes finish and continues as new, so its history stays bounded.
-     */
-    nodesPerRun: z.number().int().min(1).max(5000).default(500),
-  })
-  .strict();
+export const FleetInput = shared('fleet:FleetInput', () =>
+  z
+    .object({
+      fleetId: NodeId,
+      /** Every node's provisionNode input but its own fields (see `nodes`). */
+      defaults: z.record(z.string(), z.unknown()).default({}),
+      /**
+       * Per segment, provisionNode fields for that segment's nodes, merged into the
+       * defaults field by field (objects deeply, unless their `type`/`kind` differs;
+       * arrays and plain values replace):
+       * e.g. the DMZ attests with machine certificates, on-prem with SSH host
+       * certificates — `{ "dmz": { "spire": { "nodeAttestor": { "type": "x509pop", ... } } } }`.
+       */
+      segments: z.record(z.string(), z.record(z.string(), z.unknown())).default({}),
+      /** One entry per node: at least `nodeId`, usually `host` and `nodeDir`; merged over `defaults`. */
+      nodes: z
+        .array(z.object({ nodeId: NodeId }).passthrough())
+        .min(1, 'needs at least one node')
+        .max(10_000, 'at most 10000 nodes per fleet'),
+      /** Nodes provisioning at the same time. */
+      window: z.number().int().min(1).max(1000).default(10),
+      failureBudget: FailureBudget.default({ maxFailedPercent: 10 }),
+      breaker: BreakerSpec.default(BreakerSpec.parse({})),
+      /**
+       * Launches per workflow run: after this many the fleet lets its running
+       * nodes finish and continues as new, so its history stays bounded.
+       */
+      nodesPerRun: z.number().int().min(1).max(5000).default(500),
+    })
+    .strict(),
+);
 
 export type FleetInputJson = z.input<typeof FleetInput>;
 export type FleetInput = z.output<typeof FleetInput>;

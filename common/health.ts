@@ -8,6 +8,7 @@
  * Shared by the workflow, the activity and the clients: no Node built-ins.
  */
 import { z } from 'zod';
+import { shared } from './schema-cache.js';
 import { STEPS, type StepName } from './steps.js';
 import type { ProvisionInputJson } from './input.js';
 
@@ -58,22 +59,24 @@ export interface HealthReport {
 }
 
 /** Threshold inputs of a check. Ages and margins are in seconds. */
-export const HealthThresholds = z
-  .object({
-    /**
-     * A handshake older than this is broken. WireGuard re-handshakes every 2 min
-     * while traffic (the keepalive) flows and drops a session after 180 s
-     * (REJECT_AFTER_TIME), so 180 s is the default.
-     */
-    handshakeMaxAgeSeconds: z.number().int().min(10).max(86_400).default(180),
-    /** The agent's own SVID expiring sooner than this is degraded (expired: broken). */
-    agentSvidMinSeconds: z.number().int().min(0).max(31_536_000).default(600),
-    /** A workload SVID expiring sooner than this is degraded (expired: broken). */
-    workloadSvidMinSeconds: z.number().int().min(0).max(31_536_000).default(300),
-    /** How long the probe may take to connect through the tunnel, ms. */
-    probeTimeoutMs: z.number().int().min(500).max(60_000).default(3_000),
-  })
-  .strict();
+export const HealthThresholds = shared('health:HealthThresholds', () =>
+  z
+    .object({
+      /**
+       * A handshake older than this is broken. WireGuard re-handshakes every 2 min
+       * while traffic (the keepalive) flows and drops a session after 180 s
+       * (REJECT_AFTER_TIME), so 180 s is the default.
+       */
+      handshakeMaxAgeSeconds: z.number().int().min(10).max(86_400).default(180),
+      /** The agent's own SVID expiring sooner than this is degraded (expired: broken). */
+      agentSvidMinSeconds: z.number().int().min(0).max(31_536_000).default(600),
+      /** A workload SVID expiring sooner than this is degraded (expired: broken). */
+      workloadSvidMinSeconds: z.number().int().min(0).max(31_536_000).default(300),
+      /** How long the probe may take to connect through the tunnel, ms. */
+      probeTimeoutMs: z.number().int().min(500).max(60_000).default(3_000),
+    })
+    .strict(),
+);
 export type HealthThresholds = z.infer<typeof HealthThresholds>;
 export type HealthThresholdsJson = z.input<typeof HealthThresholds>;
 export const DEFAULT_THRESHOLDS: HealthThresholds = HealthThresholds.parse({});

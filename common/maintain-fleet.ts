@@ -13,6 +13,7 @@
  */
 import { defineQuery } from '@temporalio/workflow';
 import { z } from 'zod';
+import { shared } from './schema-cache.js';
 import type { FleetInputJson } from './fleet.js';
 import {
   HealthThresholds,
@@ -26,10 +27,12 @@ import type { ProvisionInput } from './input.js';
 import type { MaintainResult } from './maintain.js';
 import { NodeId } from './names.js';
 
-const Label = z
-  .string()
-  .max(64)
-  .regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/, 'must be lowercase letters, digits and inner hyphens only');
+const Label = shared('maintain-fleet:Label', () =>
+  z
+    .string()
+    .max(64)
+    .regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/, 'must be lowercase letters, digits and inner hyphens only'),
+);
 
 /**
  * The remediation budget: how much repairing one fleet run may do. A shared
@@ -39,28 +42,32 @@ const Label = z
  * down, or more than `maxBrokenPercent` of the checked nodes broken, repairs
  * nothing and holds for an operator.
  */
-export const RemediationBudget = z
-  .object({
-    /** At most this many maintainNode repairs run at the same time (K). */
-    maxConcurrentRepairs: z.number().int().min(1).max(100).default(2),
-    /** More than this share (0–100) of the checked nodes broken: repair none, hold (X). */
-    maxBrokenPercent: z.number().min(0).max(100).default(30),
-  })
-  .strict();
+export const RemediationBudget = shared('maintain-fleet:RemediationBudget', () =>
+  z
+    .object({
+      /** At most this many maintainNode repairs run at the same time (K). */
+      maxConcurrentRepairs: z.number().int().min(1).max(100).default(2),
+      /** More than this share (0–100) of the checked nodes broken: repair none, hold (X). */
+      maxBrokenPercent: z.number().min(0).max(100).default(30),
+    })
+    .strict(),
+);
 export type RemediationBudget = z.infer<typeof RemediationBudget>;
 
-export const MaintainFleetOptions = z
-  .object({
-    /** Only this segment's nodes. */
-    segment: Label.optional(),
-    budget: RemediationBudget.default(() => RemediationBudget.parse({})),
-    thresholds: HealthThresholds.default(() => HealthThresholds.parse({})),
-    /** Nodes checked at the same time (checks are read-only, but each reads a dozen things). */
-    checkWindow: z.number().int().min(1).max(100).default(5),
-    /** Each scheduled key rotation's handshake budget (rotateOverlayKey's own default when absent). */
-    handshakeTimeoutSeconds: z.number().int().min(2).max(600).optional(),
-  })
-  .strict();
+export const MaintainFleetOptions = shared('maintain-fleet:MaintainFleetOptions', () =>
+  z
+    .object({
+      /** Only this segment's nodes. */
+      segment: Label.optional(),
+      budget: RemediationBudget.default(() => RemediationBudget.parse({})),
+      thresholds: HealthThresholds.default(() => HealthThresholds.parse({})),
+      /** Nodes checked at the same time (checks are read-only, but each reads a dozen things). */
+      checkWindow: z.number().int().min(1).max(100).default(5),
+      /** Each scheduled key rotation's handshake budget (rotateOverlayKey's own default when absent). */
+      handshakeTimeoutSeconds: z.number().int().min(2).max(600).optional(),
+    })
+    .strict(),
+);
 export type MaintainFleetOptions = z.infer<typeof MaintainFleetOptions>;
 
 export interface MaintainFleetInput {

@@ -12,17 +12,20 @@
  */
 import { defineQuery } from '@temporalio/workflow';
 import { z } from 'zod';
+import { shared } from './schema-cache.js';
 import type { ProvisionInputJson } from './input.js';
 import { HealthThresholds, type HealthReport, type HealthState, type HealthThresholdsJson } from './health.js';
 import type { StepName } from './steps.js';
 
-export const MaintainOptions = z
-  .object({
-    thresholds: HealthThresholds.default(() => HealthThresholds.parse({})),
-    /** Repair rounds (re-run the plan, check again) before holding for an operator. */
-    maxRepairRounds: z.number().int().min(0).max(10).default(2),
-  })
-  .strict();
+export const MaintainOptions = shared('maintain:MaintainOptions', () =>
+  z
+    .object({
+      thresholds: HealthThresholds.default(() => HealthThresholds.parse({})),
+      /** Repair rounds (re-run the plan, check again) before holding for an operator. */
+      maxRepairRounds: z.number().int().min(0).max(10).default(2),
+    })
+    .strict(),
+);
 export type MaintainOptions = z.infer<typeof MaintainOptions>;
 
 export interface MaintainInput {

@@ -5,6 +5,7 @@
  * field for one). Imported by workflows: no Node built-ins here.
  */
 import { z } from 'zod';
+import { shared } from './schema-cache.js';
 import type { ProvisionInput, ProvisionInputJson } from './input.js';
 import { describeZodError } from './names.js';
 import { checkProvisionInput, PROVISIONED_NODE_RULES, type Checked } from './validate.js';
@@ -12,14 +13,16 @@ import { checkProvisionInput, PROVISIONED_NODE_RULES, type Checked } from './val
 /** Drivers whose keys rotateOverlayKey can rotate (the Bowtie client keeps and rotates its own key). */
 export const ROTATABLE_DRIVERS: readonly string[] = ['wireguard'];
 
-const RotateOptions = z
-  .object({
-    /** The node's provisioning input (its last run's, as `nodeboot rotate` reads it). */
-    input: z.custom<unknown>((v) => v !== undefined, { error: "is required (the node's provisioning input)" }),
-    /** A fresh handshake of the new key with every hub, and the probe, within this long; else roll back. */
-    handshakeTimeoutSeconds: z.number().int().min(2).max(600).default(30),
-  })
-  .strict();
+const RotateOptions = shared('rotation:RotateOptions', () =>
+  z
+    .object({
+      /** The node's provisioning input (its last run's, as `nodeboot rotate` reads it). */
+      input: z.custom<unknown>((v) => v !== undefined, { error: "is required (the node's provisioning input)" }),
+      /** A fresh handshake of the new key with every hub, and the probe, within this long; else roll back. */
+      handshakeTimeoutSeconds: z.number().int().min(2).max(600).default(30),
+    })
+    .strict(),
+);
 
 export interface RotateRequestJson {
   input: ProvisionInputJson;

@@ -4,7 +4,6 @@
  *
  *   DATABASE_URL=postgres://... TEMPORAL_ADDRESS=127.0.0.1:7233 tsx workers/worker.ts
  */
-import { fileURLToPath } from 'node:url';
 import {
   NativeConnection,
   Runtime,
@@ -13,6 +12,7 @@ import {
   type ActivityInterceptorsFactory,
   type TelemetryOptions,
 } from '@temporalio/worker';
+import { fileURLToPath } from 'node:url';
 import { createActivities } from '../activities/index.js';
 import { Ledger } from '../inventory/index.js';
 import { bowtieTrust, loadWorkerConfig, type WorkerConfig } from './config.js';
@@ -20,8 +20,9 @@ import { describeFaultPause, faultPauseInterceptor } from './fault-injection.js'
 import { activityLoggingInterceptor, jsonLineLogger } from './logging.js';
 import { metricsInterceptor, startMetricsServer, StepMetrics } from './metrics.js';
 import { setupTracing, type Tracing } from './tracing.js';
+import { WORKFLOW_BUNDLER_OPTIONS, WORKFLOWS_PATH } from './bundle.js';
 
-export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+export { WORKFLOWS_PATH };
 
 /** Optional observability the entry point builds (tests build the worker without it). */
 export interface WorkerObservability {
@@ -55,6 +56,7 @@ export async function createWorker(
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue: config.TEMPORAL_TASK_QUEUE,
       workflowsPath: WORKFLOWS_PATH,
+      bundlerOptions: WORKFLOW_BUNDLER_OPTIONS,
       activities: createActivities({ ledger, bowtie, spireServerConfig: config.NODEBOOT_SPIRE_SERVER_CONFIG }),
       maxConcurrentActivityTaskExecutions: config.NODEBOOT_MAX_CONCURRENT_ACTIVITIES,
       interceptors: { activity: activityInterceptors },
