@@ -289,6 +289,42 @@ export function renderReport(r: BenchReport): string {
       if (realShape) row('provisionNode (fleet child)', realShape);
       if (bareShape) row('bare', bareShape);
     }
+    if (r.p3.profile?.length) {
+      const base = r.p3.profile.find((x) => x.variant === 'bare');
+      const n = r.p3.profile[0]!.nodes;
+      out.push(
+        '',
+        `Where a run's cost over the bare baseline goes (${n} nodes each, started ${r.p3.profile[0]!.window} at a time, one after the other on the same server): ` +
+          "the bare workflow, then bench/ablation-workflow.ts with provisionNode's parts added back one at a time (each row adds its part to the rows above it), " +
+          'then provisionNode itself started by the client like the baseline, then the same nodes as one provisionFleet (the P3 run above). ' +
+          'CPU per node; "+" is the step from the row above.',
+        '',
+        '| variant | what it adds | wall | worker CPU | server CPU | worker + server | + from the row above | × bare (CPU) | events | upserts | markers |',
+        '|---|---|---|---|---|---|---|---|---|---|---|',
+      );
+      const WHAT: Record<string, string> = {
+        bare: 'six no-op activities (bench/bare-workflow.ts)',
+        load: 'our workflow bundle: zod and the schemas loaded per run (shared ones preloaded)',
+        payload: 'the real input to each activity, real-shaped evidence back',
+        upserts: 'a patch marker, a BootstrapStep upsert per step',
+        ledger: 'eight local activities (preflight + batched ledger writes)',
+        validate: 'the input parsed by the one validation',
+        provisionNode: 'the real workflow (status, saga, receipt, search attributes)',
+        fleet: 'the nodes as children of one provisionFleet',
+      };
+      let prev: number | undefined;
+      for (const p of r.p3.profile) {
+        const w = p.cpu.workerMs / p.nodes;
+        const sv = p.cpu.serverMs / p.nodes;
+        const total = w + sv;
+        const baseTotal = base ? (base.cpu.workerMs + base.cpu.serverMs) / base.nodes : undefined;
+        const h = p.history;
+        out.push(
+          `| ${p.variant} | ${WHAT[p.variant] ?? ''} | ${sec(p.wallMs)} s | ${w.toFixed(0)} ms | ${sv.toFixed(0)} ms | ${total.toFixed(0)} ms | ${prev === undefined ? '—' : `${total - prev >= 0 ? '+' : ''}${(total - prev).toFixed(0)} ms`} | ${baseTotal ? `${(total / baseTotal).toFixed(2)}×` : '—'} | ${h?.events ?? '—'} | ${h?.upserts ?? '—'} | ${h?.markers ?? '—'} |`,
+        );
+        prev = total;
+      }
+    }
     const [a, b] = [r.p3.bySize[0], r.p3.bySize.at(-1)];
     if (a && b && a !== b) {
       const growth = b.wall.median / a.wall.median / (b.nodes / a.nodes);

@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --only p1,p2,p3] [--pairs 5] [--sizes 1,10,25,50] [--sim 100,1000] [--repeats 2] [--large-repeats 1] [--out bench/results]
+ * npm run bench [-- --only p1,p2,p3] [--pairs 5] [--sizes 1,10,25,50] [--sim 100,1000] [--repeats 2] [--large-repeats 1] [--profile-size 100] [--out bench/results]
  *
  *   --sizes is P2's fleet sizes (--fleet is the older name for it); e.g. only P2 at 1 and 10 nodes:
  *   npm run bench -- --only p2 --sizes 1,10 --update
@@ -40,6 +40,7 @@ import { startDevServer, type DevServerHandle } from '../lab/temporal.js';
 import type { FleetResult, ProvisionReceipt } from '../common/definitions.js';
 import type { provisionFleet, provisionNode } from '../workflows/index.js';
 import { bareActivities, type bareNode } from './bare-workflow.js';
+import { ABLATION_STAGES, ablationActivities, type AblationStage } from './ablation-workflow.js';
 import { instantActivities } from './instant-activities.js';
 import {
   CPU_CLASSES,
@@ -57,6 +58,7 @@ import {
 import { commandsStarted } from '../activities/host/exec.js';
 import { plainProvision, plainTeardown } from './plain-script.js';
 import { renderReport } from './report.js';
+import { bundleWorkflows } from '../workers/bundle.js';
 import { measureFloors, type Floors } from './floors.js';
 import { nodePaths } from '../common/paths.js';
 import { createTestDatabase } from '../test/helpers/database.js';
@@ -68,6 +70,8 @@ const REAL_QUEUE = 'bench-real';
 const SIM_QUEUE = 'bench-sim';
 const BARE_QUEUE = 'bench-bare';
 const BARE_WORKFLOWS_PATH = path.join(repoRoot, 'bench/bare-workflow.ts');
+const ABLATION_QUEUE = 'bench-ablation';
+const ABLATION_WORKFLOWS_PATH = path.join(repoRoot, 'bench/ablation-workflow.ts');
 
 const { values: opts } = parseArgs({
   options: {
@@ -79,6 +83,8 @@ const { values: opts } = parseArgs({
     repeats: { type: 'string', default: '2' },
     // The largest sizes (P2 ≥ 50 nodes, P3 ≥ 1000) take minutes each: once by default, to stay within 20 minutes.
     'large-repeats': { type: 'string', default: '1' },
+    // P3's cost profile (bare, the ablation stages, provisionNode, fleet) at this many nodes; 0: none.
+    'profile-size': { type: 'string', default: '100' },
     out: { type: 'string', default: path.join(repoRoot, 'bench/results') },
     // Keep the parts of an existing <out>/report.json that this run does not measure.
     update: { type: 'boolean', default: false },
@@ -155,6 +161,15 @@ export interface P3BareRun {
   cpu: { workerMs: number; serverMs: number };
   history?: HistoryShape;
 }
+/** One row of P3's cost profile: a variant of the run and what it cost per node. */
+export interface P3ProfileRow {
+  variant: 'bare' | AblationStage | 'provisionNode' | 'fleet';
+  nodes: number;
+  window: number;
+  wallMs: number;
+  cpu: { workerMs: number; serverMs: number };
+  history?: HistoryShape;
+}
 export interface HistoryShape {
   events: number;
   workflowTasks: number;
@@ -177,6 +192,8 @@ export interface BenchReport {
   p3?: {
     runs: P3Run[];
     bare?: P3BareRun[];
+    /** Where a run's cost over the bare baseline goes (p3Profile). */
+    profile?: P3ProfileRow[];
     bySize: { nodes: number; wall: Summary; workflowsPerSecond: Summary; bareWall?: Summary; bareRatio?: Summary }[];
   };
 }
@@ -210,7 +227,7 @@ async function setUp(): Promise<Bench> {
   });
   const connection = await Connection.connect({ address: server.address });
   const native = await NativeConnection.connect({ address: server.address });
-  const bundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: new DefaultLogger('WARN') });
+  const bundle = await bundleWorkflows(WORKFLOWS_PATH);
   // A database of its own, dropped at the end (the test suite's helper).
   const db = await createTestDatabase('nbbench');
   const ledger = await Ledger.connect(db.url, { migrate: true });
@@ -541,19 +558,113 @@ async function p3(b: Bench, sizes: number[], repeats: number): Promise<{ runs: P
 
 /** `n` bare workflows started by the client, `window` at a time (the fleet's window), each awaited. */
 async function bareWorkflows(b: Bench, tag: string, n: number, window: number): Promise<void> {
+  await startMany(b, n, window, (k) =>
+    b.client.workflow.start<typeof bareNode>('bareNode', {
+      taskQueue: BARE_QUEUE,
+      workflowId: `${tag}-${k}`,
+      args: [0],
+    }),
+  );
+}
+
+/** Start `n` workflows, `window` at a time, each awaited before its lane starts the next. */
+async function startMany(
+  b: Bench,
+  n: number,
+  window: number,
+  start: (k: number) => Promise<{ result(): Promise<unknown> }>,
+): Promise<void> {
   let next = 0;
   const lane = async () => {
     while (next < n) {
-      const k = ++next;
-      const handle = await b.client.workflow.start<typeof bareNode>('bareNode', {
-        taskQueue: BARE_QUEUE,
-        workflowId: `${tag}-${k}`,
-        args: [0],
-      });
+      const handle = await start(++next);
       await handle.result();
     }
   };
   await Promise.all(Array.from({ length: window }, lane));
+}
+
+/**
+ * P3's cost profile at `n` nodes: the bare baseline, then the ablation
+ * workflow's stages (bench/ablation-workflow.ts: provisionNode's parts added
+ * back one at a time), then provisionNode started by the client like the
+ * baseline, then the same nodes as one provisionFleet (the P3 run). Each row
+ * is one measurement on the same server, one after the other.
+ */
+async function p3Profile(b: Bench, n: number): Promise<P3ProfileRow[]> {
+  const window = Math.min(n, 200);
+  const rows: P3ProfileRow[] = [];
+  const input = ProvisionInput.parse({ ...simulatedTemplate(), nodeId: 'profile-1' });
+  const row = async (variant: P3ProfileRow['variant'], shapeOf: string, fn: () => Promise<unknown>) => {
+    const m = await measureCpu(b, fn);
+    const r: P3ProfileRow = { variant, nodes: n, window, wallMs: m.wallMs, cpu: m.cpu };
+    r.history = await historyShape(b, shapeOf);
+    rows.push(r);
+    log(
+      `P3 profile ${variant} (${n}): ${sec(r.wallMs)} s; CPU per node: worker ${(r.cpu.workerMs / n).toFixed(0)} ms, server ${(r.cpu.serverMs / n).toFixed(0)} ms`,
+    );
+  };
+  const tag = (v: string) => `p3prof-${v}-${Date.now().toString(36)}`;
+  const bareBundle = await bundleWorkflowCode({
+    workflowsPath: BARE_WORKFLOWS_PATH,
+    logger: new DefaultLogger('WARN'),
+  });
+  const bareTag = tag('bare');
+  await withBundleWorker(b, bareBundle, BARE_QUEUE, bareActivities(), () =>
+    row('bare', `${bareTag}-1`, () => bareWorkflows(b, bareTag, n, window)),
+  );
+  // Bundled like the product (its preloaded modules), so `load` is what a real run pays for its modules.
+  const ablationBundle = await bundleWorkflows(ABLATION_WORKFLOWS_PATH);
+  await withBundleWorker(b, ablationBundle, ABLATION_QUEUE, ablationActivities(), async () => {
+    for (const stage of ABLATION_STAGES) {
+      const t = tag(stage);
+      await row(stage, `${t}-1`, () =>
+        startMany(b, n, window, (k) =>
+          b.client.workflow.start('ablationNode', {
+            taskQueue: ABLATION_QUEUE,
+            workflowId: `${t}-${k}`,
+            args: [stage, input],
+          }),
+        ),
+      );
+    }
+  });
+  await withWorker(
+    b,
+    SIM_QUEUE,
+    instantActivities(),
+    async () => {
+      const t = tag('node');
+      await row('provisionNode', provisionWorkflowId(`${t}-1`), () =>
+        startMany(b, n, window, (k) =>
+          b.client.workflow.start<typeof provisionNode>('provisionNode', {
+            taskQueue: SIM_QUEUE,
+            workflowId: provisionWorkflowId(`${t}-${k}`),
+            args: [
+              {
+                ...simulatedTemplate(),
+                nodeId: `${t}-${k}`,
+                nodeDir: `/var/lib/node-bootstrap/${t}-${k}`,
+              } as ProvisionInputJson,
+            ],
+          }),
+        ),
+      );
+      const f = tag('fleet');
+      const fleet: FleetInputJson = {
+        fleetId: f,
+        defaults: simulatedTemplate(),
+        nodes: Array.from({ length: n }, (_, k) => ({
+          nodeId: `${f}-${k + 1}`,
+          nodeDir: `/var/lib/node-bootstrap/${f}-${k + 1}`,
+        })),
+        window,
+      };
+      await row('fleet', provisionWorkflowId(`${f}-1`), () => startFleetAndWait(b, fleet, SIM_QUEUE));
+    },
+    P3_TUNING,
+  );
+  return rows;
 }
 
 /** Wall time and CPU (this process: worker + client; the dev server from /proc) while `fn` runs. */
@@ -709,9 +820,11 @@ async function main() {
     }
     if (only.has('p3')) {
       const { runs, bare } = await p3(b, ints(opts.sim), Number(opts.repeats));
+      const profile = opts['profile-size'] === '0' ? [] : await p3Profile(b, Number(opts['profile-size']));
       report.p3 = {
         runs,
         bare,
+        profile,
         bySize: bySize(runs, (rs) => ({
           wall: summarize(rs.map((r) => r.wallMs)),
           workflowsPerSecond: summarize(rs.map((r) => r.workflowsPerSecond)),

@@ -67,6 +67,18 @@ export interface DevServerHandle {
   stop(): Promise<void>;
 }
 
+/**
+ * Server settings the lab's dev server runs with (docs/operating.md, "Server
+ * settings"): eager activity dispatch, so that an activity a workflow task
+ * schedules goes straight back to the worker that completed the task, with the
+ * task's answer, instead of a round through the matching service (measured in
+ * `npm run bench` P3: about a quarter of the server's CPU per run; P1: the step
+ * latency). The server's default is off; `dynamicConfig` overrides.
+ */
+export const DEV_SERVER_DYNAMIC_CONFIG: Readonly<Record<string, unknown>> = {
+  'system.enableActivityEagerExecution': true,
+};
+
 /** Throw a clear error when the Temporal CLI has not been built yet. */
 export function assertTemporalBinary(binary: string = TEMPORAL_BIN): void {
   if (!existsSync(binary)) {
@@ -100,7 +112,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   }
   if (namespace !== 'default') args.push('--namespace', namespace);
   for (const sa of DEV_SERVER_SEARCH_ATTRIBUTES) args.push('--search-attribute', sa);
-  for (const [key, value] of Object.entries(opts.dynamicConfig ?? {})) {
+  for (const [key, value] of Object.entries({ ...DEV_SERVER_DYNAMIC_CONFIG, ...opts.dynamicConfig })) {
     args.push('--dynamic-config-value', `${key}=${JSON.stringify(value)}`);
   }
 
