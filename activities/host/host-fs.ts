@@ -39,7 +39,8 @@ export function hostFs(label: string, reachable: () => void = () => undefined): 
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
     return new ToolError('ToolFailed', `${op} ${file} on ${label} failed: ${code}`, op);
   };
-  const absent = (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT';
+  // No such path: nothing there, or a component on the way is not a directory.
+  const absent = (err: unknown) => ['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException).code ?? '');
 
   return {
     async readFile(file, opts = {}) {

@@ -316,8 +316,12 @@ async function waitAgentHealthy(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const program = path.basename(t.binary ?? TOOL);
+  const fs = t.transport.fs;
   for (let round = 0; ; round++) {
-    if (await agentHealthcheck(t)) return;
+    // A Go CLI costs ~40 ms of CPU a call: where the node shares our filesystem, ask it only
+    // once the agent serves its Workload API socket (it does so once it has attested).
+    const serving = !fs || (await fs.lstat(t.socketPath))?.isSocket() === true;
+    if (serving && (await agentHealthcheck(t))) return;
     const alive = await daemonAlive(t.transport, pid, program);
     if (!alive || round % 4 === 3) {
       const failures = (await logSince(t.transport, logFile, logFrom)).filter((l) => ATTESTATION_FAILURE_LINE.test(l));

@@ -9,11 +9,12 @@ import { lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, sy
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { commandsStarted } from '../../activities/host/exec.js';
+import { commandsStarted, type ToolError } from '../../activities/host/exec.js';
+import { checkNodeDir } from '../../activities/host/node-dir.js';
 import { ensureDir, ensureParent, readNodeFile, removeNodeFile, writeNodeFile } from '../../activities/host/files.js';
 import { hostFs } from '../../activities/host/host-fs.js';
 import { processArgv, processStat } from '../../activities/host/process.js';
-import { localTransport, netnsTransport } from '../../activities/host/transport.js';
+import { localTransport, netnsTransport, type HostTransport } from '../../activities/host/transport.js';
 
 const base = mkdtempSync(path.join(tmpdir(), 'nb-hostfs-'));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
@@ -78,6 +79,28 @@ describe('transports that share our filesystem and pid namespace', () => {
     expect(lstatSync(path.join(base, 'node', 'run')).isDirectory()).toBe(true);
     expect(stat?.startTime).toMatch(/^\d+$/);
     expect(argv!.length).toBeGreaterThan(0);
+  });
+
+  it('checks nodeDir in process with the verdicts of the stat script, without starting a program', async () => {
+    const inProcess = localTransport();
+    const byCommand = { ...localTransport(), fs: undefined };
+    const verdict = (t: HostTransport, dir: string) =>
+      checkNodeDir(t, dir).then(
+        (r) => r,
+        (err: ToolError) => `${err.type}: ${err.message}`,
+      );
+    const symlink = path.join(base, 'to-etc');
+    for (const dir of ['/usr/share/nb-none/x', '/etc/hostname/x', base, symlink, '/proc/self/nb']) {
+      const before = started();
+      const got = await verdict(inProcess, dir);
+      expect(started()).toBe(before);
+      expect(got).toEqual(await verdict(byCommand, dir));
+    }
+    expect(await verdict(inProcess, '/usr/share/nb-none/x')).toEqual({
+      existing: ['/usr', '/usr/share'],
+      missingFrom: '/usr/share/nb-none',
+    });
+    expect(await verdict(inProcess, base)).toMatch(/^UnsafePath: .*\/tmp is writable by others/);
   });
 
   it('a network namespace that is gone is unreachable for file operations too', async () => {
