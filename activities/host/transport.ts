@@ -119,7 +119,9 @@ export function netnsTransport(netns: string): HostTransport {
           throw err;
         }
       }
-      const r = await runCommand('ip', [...prefix, command, ...args], { ...opts, allowNonZeroExit: true });
+      // `ip -n` enters the namespace itself: one exec less than `ip netns exec <ns> ip`.
+      const argv = command === 'ip' ? ['-n', ns, ...args] : [...prefix, command, ...args];
+      const r = await runCommand('ip', argv, { ...opts, allowNonZeroExit: true });
       if (r.exitCode === 0) return r;
       // A program the node does not have is never the program's own verdict,
       // not even for callers that read non-zero exits: retrying cannot install it.
