@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { localTransport } from '../../activities/host/transport.js';
 import { probeArgs, probeThroughTunnel } from '../../activities/overlay/probe.js';
+import { ensureInterface } from '../../activities/overlay/wireguard/interface.js';
 import { createFleetActivities } from '../../activities/fleet/dependencies.js';
 import { ToolError } from '../../activities/host/exec.js';
 import type { Ledger } from '../../inventory/index.js';
@@ -298,5 +299,26 @@ describe('tunnel probe', () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe('ensureInterface', () => {
+  it('does not list links it was told are absent, nor ask a kernel without WireGuard again', async () => {
+    const t = recordingTransport((c) =>
+      c.command === 'ip' && c.args.includes('wireguard') ? { exitCode: 2, stderr: 'Error: Unknown device type.' } : {},
+    );
+    const opts = { logFile: '/tmp/nb-wg.log', mtu: 1420, exists: false };
+    expect((await ensureInterface(t, 'nbwg0', opts)).implementation).toBe('wireguard-go');
+    expect((await ensureInterface(t, 'nbwg1', opts)).implementation).toBe('wireguard-go');
+    const argv = t.calls.map((c) => [c.command, ...c.args].join(' '));
+    expect(argv).toEqual([
+      'ip link add dev nbwg0 type wireguard',
+      'wireguard-go -f nbwg0',
+      'wg show nbwg0 listen-port',
+      'ip link set dev nbwg0 mtu 1420 up',
+      'wireguard-go -f nbwg1',
+      'wg show nbwg1 listen-port',
+      'ip link set dev nbwg1 mtu 1420 up',
+    ]);
   });
 });
