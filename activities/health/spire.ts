@@ -24,7 +24,6 @@ import { nodeAliasId, spiffeIdOf } from '../../common/ids.js';
 import { attestorOf } from '../spire/attestors/index.js';
 import { readNodeFile } from '../host/files.js';
 import { daemonAlive, readProcessRef } from '../host/process.js';
-import { runAs } from '../host/run-as.js';
 import * as server from '../spire/server-cli.js';
 import { verifySvid } from '../workloads/svid.js';
 import { expiryStatus, guarded, link, secondsUntil } from './links.js';
@@ -216,10 +215,9 @@ async function workloadLink(
     return link('workload', w.name, 'launchWorkloads', 'broken', 'SVID not checked: the agent is broken', ev);
   // As the workload's uid, in its own dir (it may have planted links there: made and read as that uid).
   const verifyDir = `${p.workloadDir(w.name)}/verify`;
-  await runAs(t, { uid: w.uid, gid: w.uid }, 'rm', ['-rf', '--', verifyDir], { signal: deps.signal() });
   const svid = await fetchX509Svid(
     { transport: t, socketPath: p.agentSocket, signal: deps.signal() },
-    { writeDir: verifyDir, uid: w.uid, gid: w.uid, waitMs: FETCH_WAIT_MS },
+    { writeDir: verifyDir, fresh: true, uid: w.uid, gid: w.uid, waitMs: FETCH_WAIT_MS },
   );
   const check = await verifySvid(svid.svidPem, bundle, { spiffeId, ttlSeconds: w.x509TtlSeconds });
   const left = secondsUntil(check.notAfter);

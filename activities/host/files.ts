@@ -18,6 +18,7 @@ import { runAs, type FileOwner } from './run-as.js';
 export async function ensureDir(transport: HostTransport, dir: string, mode = 0o700, owner?: FileOwner): Promise<void> {
   const d = parseName(SafePath, 'dir', dir);
   await ensureParent(transport, d);
+  if (transport.fs) return transport.fs.installDir(d, mode, owner);
   const ownerArgs = owner ? ['-o', String(owner.uid), '-g', String(owner.gid)] : [];
   await transport.run('install', ['-d', '-m', mode.toString(8), ...ownerArgs, '--', d]);
 }
@@ -82,13 +83,11 @@ export async function ensureDirAs(
  */
 export async function assertRootOnlyDir(transport: HostTransport, dir: string, field: string): Promise<void> {
   const d = parseName(SafePath, 'dir', dir);
-  const r = await transport.run('stat', ['-c', '%u %g %a %F', '--', d], { allowNonZeroExit: true });
-  const [uid, gid, modeText, ...kind] = r.stdout.trim().split(' ');
-  const mode = parseInt(modeText ?? '', 8);
+  const st = await dirStat(transport, d);
+  const mode = st?.mode ?? NaN;
   // Group-writable is fine for root's own group (a umask of 002).
-  const writableByOthers = (mode & 0o002) !== 0 || ((mode & 0o020) !== 0 && gid !== '0');
-  const ok =
-    r.exitCode === 0 && uid === '0' && kind.join(' ') === 'directory' && !Number.isNaN(mode) && !writableByOthers;
+  const writableByOthers = (mode & 0o002) !== 0 || ((mode & 0o020) !== 0 && st?.gid !== 0);
+  const ok = st !== undefined && st.uid === 0 && st.directory && !Number.isNaN(mode) && !writableByOthers;
   if (!ok)
     throw new ToolError(
       'InvalidInput',
@@ -97,10 +96,37 @@ export async function assertRootOnlyDir(transport: HostTransport, dir: string, f
     );
 }
 
+/** Owner, group, permission bits and kind of `p` itself (a link is not followed), or `undefined`. */
+async function dirStat(
+  transport: HostTransport,
+  p: string,
+): Promise<{ uid: number; gid: number; mode: number; directory: boolean } | undefined> {
+  if (transport.fs) {
+    const st = await transport.fs.lstat(p);
+    return st && { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777, directory: st.isDirectory() };
+  }
+  const r = await transport.run('stat', ['-c', '%u %g %a %F', '--', p], { allowNonZeroExit: true });
+  const [uid, gid, modeText, ...kind] = r.stdout.trim().split(' ');
+  if (r.exitCode !== 0) return undefined;
+  return {
+    uid: Number(uid),
+    gid: Number(gid),
+    mode: parseInt(modeText ?? '', 8),
+    directory: kind.join(' ') === 'directory',
+  };
+}
+
 /** `mkdir -p` the directory holding `file` (never changes an existing directory). */
 export async function ensureParent(transport: HostTransport, file: string): Promise<void> {
   const parent = path.dirname(parseName(SafePath, 'file', file));
-  if (parent !== '/') await transport.run('mkdir', ['-p', '--', parent]);
+  if (parent !== '/') await makeDirs(transport, parent);
+}
+
+/** `mkdir -p` (missing directories get default modes; existing ones are left as they are). */
+export async function makeDirs(transport: HostTransport, dir: string): Promise<void> {
+  const d = parseName(SafePath, 'dir', dir);
+  if (transport.fs) await transport.fs.mkdirs(d);
+  else await transport.run('mkdir', ['-p', '--', d]);
 }
 
 /** Write `content` to `file` with `mode` (content travels on stdin, never argv). */
@@ -111,6 +137,7 @@ export async function writeNodeFile(
   mode = 0o600,
 ): Promise<void> {
   const f = parseName(SafePath, 'file', file);
+  if (transport.fs) return transport.fs.writeFile(f, content, mode);
   // `cat` reads fd 0 (a socket under Node, which `install /dev/stdin` cannot open);
   // written under umask 077 to a temp name, then given its mode and renamed into place.
   await transport.run(
@@ -129,11 +156,13 @@ export async function writeNodeFile(
 /** Read a text file on the node, or `undefined` when it does not exist. */
 export async function readNodeFile(transport: HostTransport, file: string): Promise<string | undefined> {
   const f = parseName(SafePath, 'file', file);
+  if (transport.fs) return transport.fs.readFile(f);
   const r = await transport.run('cat', ['--', f], { allowNonZeroExit: true });
   return r.exitCode === 0 ? r.stdout : undefined;
 }
 
 export async function removeNodeFile(transport: HostTransport, file: string): Promise<void> {
   const f = parseName(SafePath, 'file', file);
+  if (transport.fs) return transport.fs.removeFile(f);
   await transport.run('rm', ['-f', '--', f]);
 }

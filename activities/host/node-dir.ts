@@ -9,6 +9,7 @@
  */
 import { parseName, SafePath } from '../../common/names.js';
 import { ToolError } from './exec.js';
+import type { HostFs } from './host-fs.js';
 import type { HostTransport } from './transport.js';
 
 export interface NodeDirCheck {
@@ -35,26 +36,11 @@ export async function checkNodeDir(
 ): Promise<NodeDirCheck> {
   const dir = parseName(SafePath, 'nodeDir', nodeDir);
   const paths = componentsOf(dir);
-  // One command: our uid, then "path|uid|octal mode|type" for each component that exists.
-  const r = await t.run(
-    'sh',
-    [
-      '-c',
-      'id -u; for p in "$@"; do [ -e "$p" ] || [ -L "$p" ] || break; stat -c "%n|%u|%a|%F" -- "$p"; done',
-      'nodedir',
-      ...paths,
-    ],
-    {
-      signal: opts.signal,
-    },
-  );
-  const [uidLine, ...lines] = r.stdout.split('\n').filter(Boolean);
-  const us = Number(uidLine);
+  const { us, lines } = t.fs ? await statInProcess(t.fs, paths) : await statByCommand(t, paths, opts.signal);
   const existing: string[] = [];
   for (const line of lines) {
-    const [p, uid, mode, ...type] = line.split('|');
-    const kind = type.join('|');
-    const bits = parseInt(mode!, 8);
+    const { path: p, uid, mode, kind } = line;
+    const bits = parseInt(mode, 8);
     const why =
       kind === 'symbolic link'
         ? 'is a symbolic link (name the real directory)'
@@ -71,7 +57,64 @@ export async function checkNodeDir(
         `nodeDir ${dir}: ${p} ${why}: another user could plant files or links where root works`,
         'nodedir',
       );
-    existing.push(p!);
+    existing.push(p);
   }
   return { existing, missingFrom: paths[existing.length] ?? null };
+}
+
+interface ComponentStat {
+  path: string;
+  uid: string;
+  /** Octal permission bits, as `stat -c %a` prints them. */
+  mode: string;
+  /** As `stat -c %F` names it ("directory", "symbolic link", ...). */
+  kind: string;
+}
+
+/** One command: our uid, then "path|uid|octal mode|type" for each component that exists. */
+async function statByCommand(
+  t: HostTransport,
+  paths: string[],
+  signal?: AbortSignal,
+): Promise<{ us: number; lines: ComponentStat[] }> {
+  const r = await t.run(
+    'sh',
+    [
+      '-c',
+      'id -u; for p in "$@"; do [ -e "$p" ] || [ -L "$p" ] || break; stat -c "%n|%u|%a|%F" -- "$p"; done',
+      'nodedir',
+      ...paths,
+    ],
+    { signal },
+  );
+  const [uidLine, ...lines] = r.stdout.split('\n').filter(Boolean);
+  return {
+    us: Number(uidLine),
+    lines: lines.map((line) => {
+      const [p, uid, mode, ...type] = line.split('|');
+      return { path: p!, uid: uid!, mode: mode!, kind: type.join('|') };
+    }),
+  };
+}
+
+/** The same, read in this process (a node that shares our filesystem; our commands run as our uid). */
+async function statInProcess(fs: HostFs, paths: string[]): Promise<{ us: number; lines: ComponentStat[] }> {
+  const lines: ComponentStat[] = [];
+  for (const p of paths) {
+    const st = await fs.lstat(p);
+    if (!st) break;
+    const kind = st.isSymbolicLink()
+      ? 'symbolic link'
+      : st.isDirectory()
+        ? 'directory'
+        : st.isFile()
+          ? 'regular file'
+          : st.isSocket()
+            ? 'socket'
+            : st.isFIFO()
+              ? 'fifo'
+              : 'special file';
+    lines.push({ path: p, uid: String(st.uid), mode: (st.mode & 0o7777).toString(8), kind });
+  }
+  return { us: process.geteuid?.() ?? 0, lines };
 }

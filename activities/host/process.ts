@@ -84,8 +84,19 @@ export function parseProcStat(text: string): ProcessStat | undefined {
 
 /** /proc/<pid>/stat of a process on the node, or `undefined` when there is none. */
 export async function processStat(transport: HostTransport, pid: number): Promise<ProcessStat | undefined> {
-  const r = await transport.run('cat', [`/proc/${pid}/stat`], { allowNonZeroExit: true });
-  return r.exitCode === 0 ? parseProcStat(r.stdout) : undefined;
+  const text = await procFile(transport, pid, 'stat');
+  return text !== undefined ? parseProcStat(text) : undefined;
+}
+
+/**
+ * /proc/<pid>/<name> on the node. Read in this process when the transport shares our
+ * pid namespace (local, netns: a network namespace does not change /proc); else `cat`.
+ */
+async function procFile(transport: HostTransport, pid: number, name: 'stat' | 'cmdline'): Promise<string | undefined> {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
+  if (transport.fs) return transport.fs.readFile(`/proc/${pid}/${name}`);
+  const r = await transport.run('cat', [`/proc/${pid}/${name}`], { allowNonZeroExit: true });
+  return r.exitCode === 0 ? r.stdout : undefined;
 }
 
 /**
@@ -93,9 +104,9 @@ export async function processStat(transport: HostTransport, pid: number): Promis
  * whose cmdline reads empty).
  */
 export async function processArgv(transport: HostTransport, pid: number): Promise<string[] | undefined> {
-  const r = await transport.run('cat', [`/proc/${pid}/cmdline`], { allowNonZeroExit: true });
-  if (r.exitCode !== 0 || r.stdout.length === 0) return undefined;
-  return r.stdout.split('\0').filter((s) => s.length > 0);
+  const text = await procFile(transport, pid, 'cmdline');
+  if (text === undefined || text.length === 0) return undefined;
+  return text.split('\0').filter((s) => s.length > 0);
 }
 
 const refOf = (p: number | ProcessRef): ProcessRef => (typeof p === 'number' ? { pid: p } : p);

@@ -27,6 +27,7 @@ import {
   type RunOptions,
   type RunResult,
 } from './exec.js';
+import { hostFs, type HostFs } from './host-fs.js';
 import { sshTransport } from './ssh.js';
 
 export interface DaemonOptions {
@@ -46,6 +47,12 @@ export interface HostTransport {
   run(command: string, args: readonly string[], opts?: RunOptions): Promise<RunResult>;
   /** Start a long-running process that outlives this call (and the worker). Returns its pid. */
   spawnDaemon(command: string, args: readonly string[], opts: DaemonOptions): Promise<number>;
+  /**
+   * Root's file operations done in this process, on transports whose node shares its
+   * filesystem and pid namespace (local, netns). Absent (ssh, test fakes): the callers
+   * in host/files.ts and host/process.ts run the equivalent commands instead.
+   */
+  readonly fs?: HostFs;
 }
 
 /** JSON-safe description of a transport, as it appears in workflow input. */
@@ -73,6 +80,7 @@ export function localTransport(): HostTransport {
     label: 'local host',
     run: (command, args, opts) => runCommand(command, args, opts),
     spawnDaemon: (command, args, opts) => spawnDetached(command, [...args], opts),
+    fs: hostFs('local host'),
   };
 }
 
@@ -89,15 +97,19 @@ const NETNS_AGNOSTIC = new Set(['cat', 'stat', 'mkdir', 'install', 'rm', 'chown'
 export function netnsTransport(netns: string): HostTransport {
   const ns = parseName(NetnsName, 'netns', netns);
   const prefix = ['netns', 'exec', ns];
+  // Still "the node": a namespace that is gone is unreachable, whatever the program or file.
+  const reachable = () => {
+    if (!existsSync(`/run/netns/${ns}`))
+      throw new ToolError('HostUnreachable', `network namespace ${ns} does not exist`, 'ip');
+  };
   return {
     kind: 'netns',
     label: `netns ${ns}`,
+    fs: hostFs(`netns ${ns}`, reachable),
     async run(command, args, opts = {}) {
       const label = `netns ${ns}`;
       if (NETNS_AGNOSTIC.has(command)) {
-        // Still "the node": a namespace that is gone is unreachable, whatever the program.
-        if (!existsSync(`/run/netns/${ns}`))
-          throw new ToolError('HostUnreachable', `network namespace ${ns} does not exist`, 'ip');
+        reachable();
         try {
           const direct = await runCommand(command, args, { ...opts, allowNonZeroExit: true });
           if (direct.exitCode === 0 || opts.allowNonZeroExit) return direct;
@@ -107,7 +119,9 @@ export function netnsTransport(netns: string): HostTransport {
           throw err;
         }
       }
-      const r = await runCommand('ip', [...prefix, command, ...args], { ...opts, allowNonZeroExit: true });
+      // `ip -n` enters the namespace itself: one exec less than `ip netns exec <ns> ip`.
+      const argv = command === 'ip' ? ['-n', ns, ...args] : [...prefix, command, ...args];
+      const r = await runCommand('ip', argv, { ...opts, allowNonZeroExit: true });
       if (r.exitCode === 0) return r;
       // A program the node does not have is never the program's own verdict,
       // not even for callers that read non-zero exits: retrying cannot install it.

@@ -39,11 +39,27 @@ export async function linkExists(t: HostTransport, ifname: string, opts?: RunOpt
   return (await listLinks(t, opts)).some((l) => l.ifname === name);
 }
 
-export async function linkUp(t: HostTransport, ifname: string, mtu?: number, opts?: RunOptions) {
+export function linkUpArgs(ifname: string, mtu?: number): string[] {
   const args = ['link', 'set', 'dev', parseName(IfName, 'interface', ifname)];
   if (mtu !== undefined) args.push('mtu', String(mtu));
   args.push('up');
-  await t.run('ip', args, opts);
+  return args;
+}
+
+export async function linkUp(t: HostTransport, ifname: string, mtu?: number, opts?: RunOptions) {
+  await t.run('ip', linkUpArgs(ifname, mtu), opts);
+}
+
+/**
+ * Several `ip` commands in one process (`ip -batch -`, the commands on stdin),
+ * in order; stops at the first that fails. Every word is a validated name or a
+ * keyword (a batch line is split on whitespace, so none may hold any).
+ */
+export async function batch(t: HostTransport, commands: readonly (readonly string[])[], opts?: RunOptions) {
+  for (const c of commands)
+    for (const w of c)
+      if (w === '' || /\s/.test(w)) throw new Error(`ip -batch: word ${JSON.stringify(w)} is not one word`);
+  await t.run('ip', ['-batch', '-'], { ...opts, input: commands.map((c) => `${c.join(' ')}\n`).join('') });
 }
 
 export async function linkDelete(t: HostTransport, ifname: string, opts?: RunOptions) {
@@ -71,13 +87,17 @@ export async function allAddresses(
   );
 }
 
+export const addrArgs = (op: 'replace' | 'del', ifname: string, cidr: string): string[] => [
+  'addr',
+  op,
+  parseName(Cidr, 'address', cidr),
+  'dev',
+  parseName(IfName, 'interface', ifname),
+];
+
 /** `ip addr replace`: idempotent. */
 export async function addrReplace(t: HostTransport, ifname: string, cidr: string, opts?: RunOptions) {
-  await t.run(
-    'ip',
-    ['addr', 'replace', parseName(Cidr, 'address', cidr), 'dev', parseName(IfName, 'interface', ifname)],
-    opts,
-  );
+  await t.run('ip', addrArgs('replace', ifname, cidr), opts);
 }
 
 export async function routeReplace(t: HostTransport, cidr: string, dev: string, opts?: RunOptions) {
@@ -100,7 +120,12 @@ export type Route = z.infer<typeof RouteJson>[number];
 /** `ip -j route get <address>`: the route the kernel picks for traffic to `address` (device, source address). */
 export async function routeGet(t: HostTransport, address: string, opts?: RunOptions): Promise<Route> {
   const r = await t.run('ip', ['-j', 'route', 'get', parseName(Ipv4, 'address', address)], opts);
-  const route = RouteJson.parse(JSON.parse(r.stdout || '[]'))[0];
+  return parseRoute(r.stdout, address);
+}
+
+/** The route in `ip -j route get <address>` output. */
+export function parseRoute(json: string, address: string): Route {
+  const route = RouteJson.parse(JSON.parse(json || '[]'))[0];
   if (!route) throw new Error(`ip route get ${address} printed no route`);
   return route;
 }

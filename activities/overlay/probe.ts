@@ -9,6 +9,9 @@ import type { HostTransport } from '../host/transport.js';
 import type { ProvisionInput } from '../../common/input.js';
 import type { Ledger } from '../../inventory/index.js';
 import type { HealthEvidence } from '../types.js';
+import { z } from 'zod';
+import { Ipv4, parseName } from '../../common/names.js';
+import { exitFailure, isProgramMissing, programMissingError } from '../host/exec.js';
 import * as ip from './ip.js';
 
 /**
@@ -42,19 +45,9 @@ export async function probeThroughTunnel(
   const name = `${target.address}:${target.port}`;
   for (;;) {
     const started = Date.now();
-    const offRoute = via ? await routeProblem(t, target.address, via, signal) : undefined;
-    if (offRoute === undefined) {
-      const r = await t.run(
-        'timeout',
-        ['3', 'bash', '-c', 'exec 3<>"/dev/tcp/$1/$2"', 'tcp-probe', target.address, String(target.port)],
-        {
-          signal,
-          allowNonZeroExit: true,
-          timeoutMs: 5_000,
-        },
-      );
-      if (r.exitCode === 0) return { target: name, connectMs: Date.now() - started };
-    }
+    const attempt = await probeOnce(t, target, via !== undefined, signal);
+    const offRoute = via && attempt.route ? routeProblem(attempt.route, target.address, via) : undefined;
+    if (offRoute === undefined && attempt.connected) return { target: name, connectMs: Date.now() - started };
     if (Date.now() > deadline) {
       throw new ToolError(
         'ProbeFailed',
@@ -69,14 +62,50 @@ export async function probeThroughTunnel(
   }
 }
 
-/** Why traffic to `address` would not go through the tunnel, or undefined when it would. */
-async function routeProblem(
+const Host = z.string().regex(/^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})$/, 'must be an IPv4 address or a DNS name');
+const Port = z.number().int().min(1).max(65535);
+
+/** Ends the route in PROBE_SCRIPT's output (JSON never holds it). */
+const ROUTE_MARK = '--nodeboot-route--';
+// One command per attempt: with $3 = route, the route the kernel picks to $1 (`ip -j route get`,
+// exit 90 when it has none), then a TCP connect to $1:$2 (bash's /dev/tcp, 3 s at most).
+const PROBE_SCRIPT =
+  `if [ "$3" = route ]; then ip -j route get "$1" || exit 90; printf '\\n%s\\n' '${ROUTE_MARK}'; fi; ` +
+  `exec timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' tcp-probe "$1" "$2"`;
+
+export function probeArgs(target: { address: string; port: number }, withRoute: boolean): string[] {
+  return [
+    '-c',
+    PROBE_SCRIPT,
+    'tunnel-probe',
+    withRoute ? parseName(Ipv4, 'address', target.address) : parseName(Host, 'address', target.address),
+    String(parseName(Port, 'port', target.port)),
+    withRoute ? 'route' : 'no-route',
+  ];
+}
+
+/**
+ * One probe attempt: the route the node takes to the target (when asked) and whether a TCP
+ * connect succeeds. Connecting does not wait for the route to be judged: a connect that
+ * leaves by another route is no proof, and the caller ignores it.
+ */
+async function probeOnce(
   t: HostTransport,
-  address: string,
-  via: TunnelRoute,
+  target: { address: string; port: number },
+  withRoute: boolean,
   signal?: AbortSignal,
-): Promise<string | undefined> {
-  const route = await ip.routeGet(t, address, { signal });
+): Promise<{ route?: ip.Route; connected: boolean }> {
+  const r = await t.run('sh', probeArgs(target, withRoute), { signal, allowNonZeroExit: true, timeoutMs: 5_000 });
+  for (const program of ['ip', 'timeout', 'bash'])
+    if (isProgramMissing(program, r.exitCode, r.stderr)) throw programMissingError(program, t.label, r.exitCode);
+  if (!withRoute) return { connected: r.exitCode === 0 };
+  const at = r.stdout.indexOf(`\n${ROUTE_MARK}`);
+  if (r.exitCode === 90 || at < 0) throw exitFailure('ip', ['route', 'get', target.address], r, t.label);
+  return { route: ip.parseRoute(r.stdout.slice(0, at), target.address), connected: r.exitCode === 0 };
+}
+
+/** Why traffic to `address` would not go through the tunnel, or undefined when it would. */
+function routeProblem(route: ip.Route, address: string, via: TunnelRoute): string | undefined {
   if (route.dev !== via.interface)
     return `the node routes ${address} via ${route.dev}, not the overlay interface ${via.interface}`;
   if (via.sourceIp && route.prefsrc && route.prefsrc !== via.sourceIp) {

@@ -15,10 +15,10 @@ import { setprivArgv } from '../host/run-as.js';
 import path from 'node:path';
 import { z } from 'zod';
 import { SafePath, TrustDomain, parseName } from '../../common/names.js';
-import { summarizeStderr, ToolError } from '../host/exec.js';
+import { isProgramMissing, summarizeStderr, ToolError } from '../host/exec.js';
 import type { HostTransport } from '../host/transport.js';
 import { assertReachedHost, runSpire, type SpireCliTarget } from './cli-common.js';
-import { ensureDir, ensureDirAs, ensureParent, readNodeFileAs, removeNodeFile, writeNodeFile } from '../host/files.js';
+import { ensureDir, ensureDirAs, ensureParent, removeNodeFile, writeNodeFile } from '../host/files.js';
 import { daemonAlive, readProcessRef, sleep, stopDaemon, writePidFile, type ProcessRef } from '../host/process.js';
 import type { JoinToken } from './server-cli.js';
 
@@ -291,6 +291,7 @@ const ATTESTATION_REFUSED = new RegExp(
 const ATTESTATION_FAILURE_LINE = /Failed to retrieve attestation result|Agent crashed|level=(error|fatal)/i;
 
 async function logSize(t: HostTransport, logFile: string): Promise<number> {
+  if (t.fs) return (await t.fs.lstat(logFile))?.size ?? 0;
   const r = await t.run('stat', ['-c', '%s', '--', logFile], { allowNonZeroExit: true });
   const n = Number(r.stdout.trim());
   return r.exitCode === 0 && Number.isSafeInteger(n) ? n : 0;
@@ -298,6 +299,7 @@ async function logSize(t: HostTransport, logFile: string): Promise<number> {
 
 /** Log lines written since byte `from` (this start's lines only: the log is appended across restarts). */
 async function logSince(t: HostTransport, logFile: string, from: number): Promise<string[]> {
+  if (t.fs) return (await t.fs.readFile(logFile, { from, maxBytes: 16 * 1024 * 1024 }))?.split('\n') ?? [];
   const r = await t.run('tail', ['-c', `+${from + 1}`, '--', logFile], {
     allowNonZeroExit: true,
     maxBuffer: 16 * 1024 * 1024,
@@ -314,8 +316,12 @@ async function waitAgentHealthy(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const program = path.basename(t.binary ?? TOOL);
+  const fs = t.transport.fs;
   for (let round = 0; ; round++) {
-    if (await agentHealthcheck(t)) return;
+    // A Go CLI costs ~40 ms of CPU a call: where the node shares our filesystem, ask it only
+    // once the agent serves its Workload API socket (it does so once it has attested).
+    const serving = !fs || (await fs.lstat(t.socketPath))?.isSocket() === true;
+    if (serving && (await agentHealthcheck(t))) return;
     const alive = await daemonAlive(t.transport, pid, program);
     if (!alive || round % 4 === 3) {
       const failures = (await logSince(t.transport, logFile, logFrom)).filter((l) => ATTESTATION_FAILURE_LINE.test(l));
@@ -383,6 +389,8 @@ export interface FetchX509Options {
   gid: number;
   /** Keep retrying "no identity issued" (entry not synced to the agent yet) this long (default 30 s). */
   waitMs?: number;
+  /** Remove `writeDir` (as `uid`) before fetching into it: nothing a previous fetch, or the uid, left there is read. */
+  fresh?: boolean;
 }
 
 export interface FetchedX509Svid {
@@ -416,40 +424,92 @@ export const agentArgv = {
   },
 };
 
+/** Exit statuses of the fetch script (FETCH_SCRIPT) for its own steps, apart from the CLI's. */
+export const FETCH_EXIT = { noDir: 120, unreadable: 121, notRemoved: 122 } as const;
+/** Printed by the fetch script between the CLI's output and the files it wrote (PEM never holds it). */
+const FILES_MARK = '--nodeboot-svid-files--';
+/** Bytes read of each PEM file at most: a /dev/zero planted in its place must not flood the worker. */
+const PEM_MAX = 1024 * 1024;
+
+// One process per attempt, all of it as the workload's uid (it may have planted links in the
+// write dir, to /etc/shadow say): remove the dir when asked, make it, fetch into it, print the
+// two public PEM files. Constant script, inputs only as positional parameters:
+// $1 fresh|keep, $2 write dir, $3 spire-agent, $4 socket, $5 byte cap, $6 the files mark.
+const FETCH_SCRIPT =
+  'if [ "$1" = fresh ]; then rm -rf -- "$2" || exit 122; fi; mkdir -p -m 700 -- "$2" || exit 120; ' +
+  '"$3" api fetch x509 -socketPath "$4" -write "$2" || exit; ' +
+  'printf "\\n%s\\n" "$6"; head -c "$5" -- "$2/svid.0.pem" || exit 121; printf "\\0"; ' +
+  'head -c "$5" -- "$2/bundle.0.pem" || exit 121';
+
+/** `setpriv` argv of one fetch attempt (FETCH_SCRIPT) as the workload's uid. */
+export function fetchScriptArgv(t: SpireCliTarget, o: FetchX509Options): string[] {
+  return setprivArgv(o, [
+    'sh',
+    '-c',
+    FETCH_SCRIPT,
+    'svid-fetch',
+    o.fresh ? 'fresh' : 'keep',
+    parseName(SafePath, 'writeDir', o.writeDir),
+    t.binary ?? TOOL,
+    parseName(SafePath, 'socketPath', t.socketPath),
+    String(PEM_MAX),
+    FILES_MARK,
+  ]);
+}
+
 /**
  * Fetch the X.509-SVID of the workload running as `uid`:`gid`, written to
  * `writeDir` (svid.0.pem, svid.0.key, bundle.0.pem). Returns the paths and the
  * public PEMs; the private key stays in its file. Throws WorkloadFailed when
  * the agent issues no identity to that uid within `waitMs`.
+ *
+ * Each attempt is one command as the uid: make the dir, fetch, read the files.
+ * Only when the uid cannot make `writeDir` (a parent it may not write) does root
+ * make it, the way ensureDirAs does (host/files.ts), before the next attempt.
  */
 export async function fetchX509Svid(t: SpireCliTarget, o: FetchX509Options): Promise<FetchedX509Svid> {
-  const args = agentArgv.fetchX509(t, o);
+  const args = fetchScriptArgv(t, o);
   const owner = { uid: o.uid, gid: o.gid };
-  await ensureDirAs(t.transport, o.writeDir, owner, 0o700);
+  const binary = t.binary ?? TOOL;
   const deadline = Date.now() + (o.waitMs ?? 30_000);
+  let rootMadeDir = false;
   for (;;) {
     const r = await t.transport.run('setpriv', args, {
       timeoutMs: t.timeoutMs ?? 30_000,
       signal: t.signal,
       allowNonZeroExit: true,
+      maxBuffer: 2 * PEM_MAX + 64 * 1024,
     });
     if (r.exitCode === 0) {
-      const spiffeId = /SPIFFE ID:\s*(spiffe:\/\/\S+)/.exec(r.stdout)?.[1];
+      const at = r.stdout.indexOf(`\n${FILES_MARK}\n`);
+      const cli = at < 0 ? r.stdout : r.stdout.slice(0, at);
+      const [svidPem, bundlePem] = at < 0 ? [] : r.stdout.slice(at + FILES_MARK.length + 2).split('\0');
+      const spiffeId = /SPIFFE ID:\s*(spiffe:\/\/\S+)/.exec(cli)?.[1];
       const svidPath = path.join(o.writeDir, 'svid.0.pem');
       const bundlePath = path.join(o.writeDir, 'bundle.0.pem');
-      // Read as the workload: it may have replaced the files with links (to /etc/shadow, say).
-      const [svidPem, bundlePem] = await Promise.all([
-        readNodeFileAs(t.transport, owner, svidPath),
-        readNodeFileAs(t.transport, owner, bundlePath),
-      ]);
       if (!spiffeId || !svidPem || !bundlePem)
         throw new ToolError('WorkloadFailed', `spire-agent api fetch x509 on ${t.transport.label} wrote no SVID`, TOOL);
       return { spiffeId, svidPath, keyPath: path.join(o.writeDir, 'svid.0.key'), bundlePath, svidPem, bundlePem };
     }
     assertReachedHost(t.transport, r, 'setpriv');
-    if (/setpriv: failed to execute/i.test(r.stderr)) {
+    if (/setpriv: failed to execute/i.test(r.stderr) || isProgramMissing(binary, r.exitCode, r.stderr)) {
       throw new ToolError('ToolMissing', `spire-agent is not installed on ${t.transport.label}`, TOOL, r.exitCode);
     }
+    if (r.exitCode === FETCH_EXIT.noDir && !rootMadeDir) {
+      // Throws when root cannot make it either (a name that exists but is not the uid's to use).
+      await ensureDirAs(t.transport, o.writeDir, owner, 0o700);
+      rootMadeDir = true;
+      continue;
+    }
+    if (r.exitCode === FETCH_EXIT.noDir || r.exitCode === FETCH_EXIT.notRemoved)
+      throw new ToolError(
+        'ToolFailed',
+        `uid ${o.uid} cannot ${r.exitCode === FETCH_EXIT.noDir ? 'make' : 'empty'} ${o.writeDir} on ${t.transport.label}: ${summarizeStderr(r.stderr, 160)}`,
+        TOOL,
+        r.exitCode,
+      );
+    if (r.exitCode === FETCH_EXIT.unreadable)
+      throw new ToolError('WorkloadFailed', `spire-agent api fetch x509 on ${t.transport.label} wrote no SVID`, TOOL);
     const retriable =
       /no identity issued|connection refused|no such file or directory|Unavailable|PermissionDenied/i.test(r.stderr);
     if (!retriable || Date.now() >= deadline) {

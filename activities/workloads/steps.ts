@@ -10,9 +10,8 @@ import { heartbeat } from '../host/heartbeat.js';
 import { ToolError } from '../host/exec.js';
 import { fsKeyOf, nodePaths } from '../paths.js';
 import { fetchX509Svid } from '../spire/agent-cli.js';
-import { assertRootOnlyDir, ensureDir, removeNodeFile } from '../host/files.js';
+import { assertRootOnlyDir, ensureDir, makeDirs, removeNodeFile } from '../host/files.js';
 import { daemonAlive, readProcessRef, stopDaemon, writePidFile } from '../host/process.js';
-import { runAs } from '../host/run-as.js';
 import { bundleShow } from '../spire/server-cli.js';
 import type { StepRequest, UndoRequest, UndoResult, WorkloadsEvidence } from '../types.js';
 import { verifySvid } from './svid.js';
@@ -55,7 +54,7 @@ export function createWorkloadSteps(deps: StepDeps) {
     for (const dir of input.workloads.length > 0
       ? [path.dirname(p.workloadPid('w')), path.dirname(p.workloadLog('w'))]
       : []) {
-      await t.run('mkdir', ['-p', '--', dir], { signal });
+      await makeDirs(t, dir);
       await assertRootOnlyDir(t, dir, 'nodeDir');
     }
 
@@ -96,10 +95,15 @@ export function createWorkloadSteps(deps: StepDeps) {
       // verify dir lies in the workload's own dir, where it may have planted anything (a link
       // to /etc, say): it is removed and made again as the workload's uid, never as root.
       const verifyDir = `${p.workloadDir(w.name)}/verify`;
-      await runAs(t, owner, 'rm', ['-rf', '--', verifyDir], { signal });
       const svid = await fetchX509Svid(
         { transport: t, socketPath: p.agentSocket, signal },
-        { writeDir: verifyDir, uid: w.uid, gid: w.uid, waitMs: Math.max(5_000, input.timeouts.launchWorkloads * 500) },
+        {
+          writeDir: verifyDir,
+          fresh: true,
+          uid: w.uid,
+          gid: w.uid,
+          waitMs: Math.max(5_000, input.timeouts.launchWorkloads * 500),
+        },
       );
       const check = await verifySvid(svid.svidPem, bundle, { spiffeId, ttlSeconds: w.x509TtlSeconds });
       if (!(await daemonAlive(t, proc, program))) {

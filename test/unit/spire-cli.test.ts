@@ -4,14 +4,19 @@
  * fake transport that records every call. The real binaries are exercised by
  * test/integration/spire.test.ts.
  */
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import type { RunOptions, RunResult } from '../../activities/host/exec.js';
-import { ToolError } from '../../activities/host/exec.js';
-import type { DaemonOptions, HostTransport } from '../../activities/host/transport.js';
+import { runCommand, ToolError } from '../../activities/host/exec.js';
+import { localTransport, type DaemonOptions, type HostTransport } from '../../activities/host/transport.js';
 import {
   agentArgv,
   agentHealthcheck,
+  FETCH_EXIT,
+  fetchScriptArgv,
   fetchX509Svid,
   renderAgentConfig,
   startAgent,
@@ -557,78 +562,95 @@ describe('spire-agent', () => {
     expect(calls[0]).toMatchObject({ command: 'spire-agent', args: ['healthcheck', '-socketPath', SOCK_A] });
   });
 
-  it('fetch x509 makes the write dir, fetches and reads the files as the workload uid, never as root', async () => {
-    const asUid = (c: Call, cmd: string) =>
-      c.command === 'setpriv' &&
-      c.args.slice(0, 5).join(' ') === '--reuid=61001 --regid=61001 --clear-groups -- ' + cmd;
+  const FETCHED = `Received 1 svid after 3ms\n\nSPIFFE ID:\t\tspiffe://${TD}/ns/prod/sa/api\nSVID Valid After:\t...\n`;
+  const filesOut = (svid: string, bundle: string) => `${FETCHED}\n--nodeboot-svid-files--\n${svid}\0${bundle}`;
+
+  it('fetch x509: one command per attempt, all as the workload uid: make the dir, fetch, read the files', async () => {
     const { transport, calls } = fakeTransport([
-      when(
-        (c) => asUid(c, 'head'),
-        (c) => ({ stdout: `PEM of ${c.args.at(-1)}` }),
-      ),
-      when((c) => asUid(c, 'spire-agent'), {
-        stdout: `Received 1 svid after 3ms\n\nSPIFFE ID:\t\tspiffe://${TD}/ns/prod/sa/api\nSVID Valid After:\t...\n`,
-      }),
+      when((c) => c.command === 'setpriv', { stdout: filesOut('PEM of svid', 'PEM of bundle') }),
     ]);
     const r = await fetchX509Svid(
       { transport, socketPath: SOCK_A },
       { writeDir: '/tmp/wl/svid', uid: 61001, gid: 61001 },
     );
-    expect(calls[0]).toMatchObject({
-      command: 'setpriv',
-      args: [
-        '--reuid=61001',
-        '--regid=61001',
-        '--clear-groups',
-        '--',
-        'mkdir',
-        '-p',
-        '-m',
-        '700',
-        '--',
-        '/tmp/wl/svid',
-      ],
-    });
-    expect(calls[1]).toMatchObject({
-      command: 'setpriv',
-      args: [
-        '--reuid=61001',
-        '--regid=61001',
-        '--clear-groups',
-        '--',
-        'spire-agent',
-        'api',
-        'fetch',
-        'x509',
-        '-socketPath',
-        SOCK_A,
-        '-write',
-        '/tmp/wl/svid',
-      ],
-    });
-    // Every call touching the write dir runs through setpriv as the uid.
-    expect(calls.every((c) => c.command === 'setpriv' && c.args[0] === '--reuid=61001')).toBe(true);
+    expect(calls).toHaveLength(1);
+    const args = calls[0]!.args;
+    expect(calls[0]!.command).toBe('setpriv');
+    expect(args.slice(0, 7)).toEqual(['--reuid=61001', '--regid=61001', '--clear-groups', '--', 'sh', '-c', args[6]]);
+    // A constant script: every input is a positional parameter, none is spliced into it.
+    expect(args.slice(7)).toEqual([
+      'svid-fetch',
+      'keep',
+      '/tmp/wl/svid',
+      'spire-agent',
+      SOCK_A,
+      String(1024 * 1024),
+      '--nodeboot-svid-files--',
+    ]);
+    expect(args[6]).not.toContain('/tmp/wl');
     expect(r).toEqual({
       spiffeId: `spiffe://${TD}/ns/prod/sa/api`,
       svidPath: '/tmp/wl/svid/svid.0.pem',
       keyPath: '/tmp/wl/svid/svid.0.key',
       bundlePath: '/tmp/wl/svid/bundle.0.pem',
-      svidPem: 'PEM of /tmp/wl/svid/svid.0.pem',
-      bundlePem: 'PEM of /tmp/wl/svid/bundle.0.pem',
+      svidPem: 'PEM of svid',
+      bundlePem: 'PEM of bundle',
     });
+    await fetchX509Svid(
+      { transport, socketPath: SOCK_A },
+      { writeDir: '/tmp/wl/svid', uid: 61001, gid: 61001, fresh: true },
+    );
+    expect(calls[1]!.args[8]).toBe('fresh');
     expect(() =>
       agentArgv.fetchX509({ transport, socketPath: SOCK_A }, { writeDir: '/tmp/x', uid: 0, gid: 0 }),
     ).toThrow(/uid/);
   });
 
+  it('fetch x509: the script removes (fresh), makes, fetches into and prints the dir, and says which step failed', async () => {
+    const base = mkdtempSync(path.join(tmpdir(), 'nb-fetch-'));
+    const agent = path.join(base, 'fake-agent');
+    // Writes the two PEM files where -write says, prints what the CLI prints.
+    writeFileSync(
+      agent,
+      `#!/bin/sh\n[ "$FAIL" = 1 ] && { echo "no identity issued" >&2; exit 1; }\nd="$7"\necho svid > "$d/svid.0.pem"; echo bundle > "$d/bundle.0.pem"; echo "SPIFFE ID:		spiffe://${TD}/w"\n`,
+      { mode: 0o755 },
+    );
+    const script = (o: { writeDir: string; fresh?: boolean }) =>
+      fetchScriptArgv(
+        { transport: localTransport(), socketPath: SOCK_A, binary: agent },
+        { ...o, uid: 61001, gid: 61001 },
+      ).slice(4);
+    const run = (argv: string[], env: Record<string, string> = {}) =>
+      runCommand(argv[0]!, argv.slice(1), { allowNonZeroExit: true, env });
+    const dir = path.join(base, 'w', 'verify');
+    writeFileSync(path.join(base, 'stale'), 'x');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, 'planted'), 'x');
+    const r = await run(script({ writeDir: dir, fresh: true }));
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toBe(`SPIFFE ID:\t\tspiffe://${TD}/w\n\n--nodeboot-svid-files--\nsvid\n\0bundle`);
+    expect(existsSync(path.join(dir, 'planted'))).toBe(false);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect((await run(script({ writeDir: dir }), { FAIL: '1' })).exitCode).toBe(1);
+    // A parent that is a file: the dir cannot be made.
+    expect((await run(script({ writeDir: path.join(base, 'stale', 'd') }))).exitCode).toBe(FETCH_EXIT.noDir);
+    rmSync(base, { recursive: true, force: true });
+  });
+
   it('fetch x509: root makes the write dir only where the uid cannot (mkdir refuses a link, chown -h never follows one)', async () => {
+    let attempts = 0;
     const { transport, calls } = fakeTransport([
       when((c) => c.command === 'setpriv' && c.args.includes('mkdir'), {
         exitCode: 1,
         stderr: 'mkdir: cannot create directory: Permission denied',
       }),
-      when((c) => c.command === 'setpriv' && c.args.includes('head'), { stdout: 'PEM' }),
-      when((c) => c.command === 'setpriv', { stdout: `SPIFFE ID:\t\tspiffe://${TD}/ns/prod/sa/api\n` }),
+      when(
+        (c) => c.command === 'setpriv',
+        () =>
+          ++attempts === 1
+            ? { exitCode: FETCH_EXIT.noDir, stderr: 'mkdir: Permission denied' }
+            : { stdout: filesOut('PEM', 'PEM') },
+      ),
     ]);
     await fetchX509Svid({ transport, socketPath: SOCK_A }, { writeDir: '/srv/base/wl', uid: 61001, gid: 61002 });
     const root = calls.filter((c) => c.command !== 'setpriv').map((c) => [c.command, ...c.args].join(' '));
@@ -637,9 +659,11 @@ describe('spire-agent', () => {
       'mkdir -m 700 -- /srv/base/wl',
       'chown -h 61001:61002 -- /srv/base/wl',
     ]);
+    expect(attempts).toBe(2);
 
     const taken = fakeTransport([
-      when((c) => c.command === 'mkdir' || c.command === 'setpriv', { exitCode: 1, stderr: 'File exists' }),
+      when((c) => c.command === 'mkdir' || c.args.includes('mkdir'), { exitCode: 1, stderr: 'File exists' }),
+      when((c) => c.command === 'setpriv', { exitCode: FETCH_EXIT.noDir, stderr: 'mkdir: File exists' }),
     ]);
     await expect(
       fetchX509Svid(
@@ -650,6 +674,27 @@ describe('spire-agent', () => {
       type: 'ToolFailed',
     });
     expect(taken.calls.some((c) => c.command === 'chown' || c.command === 'install')).toBe(false);
+  });
+
+  it('fetch x509: a program the node lacks is ToolMissing, files the uid cannot read are WorkloadFailed', async () => {
+    const missing = fakeTransport([
+      when((c) => c.command === 'setpriv', { exitCode: 127, stderr: 'svid-fetch: 1: spire-agent: not found' }),
+    ]);
+    await expect(
+      fetchX509Svid(
+        { transport: missing.transport, socketPath: SOCK_A },
+        { writeDir: '/tmp/w', uid: 61001, gid: 61001 },
+      ),
+    ).rejects.toMatchObject({ type: 'ToolMissing' });
+    const unreadable = fakeTransport([
+      when((c) => c.command === 'setpriv', { exitCode: FETCH_EXIT.unreadable, stdout: FETCHED }),
+    ]);
+    await expect(
+      fetchX509Svid(
+        { transport: unreadable.transport, socketPath: SOCK_A },
+        { writeDir: '/tmp/w', uid: 61001, gid: 61001 },
+      ),
+    ).rejects.toMatchObject({ type: 'WorkloadFailed' });
   });
 
   it('fetch x509 gives up with WorkloadFailed when no identity is issued', async () => {

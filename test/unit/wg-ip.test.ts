@@ -1,4 +1,11 @@
+import { createServer, type AddressInfo } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { localTransport } from '../../activities/host/transport.js';
+import { probeArgs, probeThroughTunnel } from '../../activities/overlay/probe.js';
+import { ensureInterface } from '../../activities/overlay/wireguard/interface.js';
 import { createFleetActivities } from '../../activities/fleet/dependencies.js';
 import { ToolError } from '../../activities/host/exec.js';
 import type { Ledger } from '../../inventory/index.js';
@@ -67,17 +74,32 @@ describe('wg wrapper argv', () => {
     expect(t.calls).toEqual([]);
   });
 
-  it('reads an interface field by field and never asks for `dump` (which prints the private key)', async () => {
+  it('reads every field of an interface in one command, field by field, never asking for `dump` (which prints the private key)', async () => {
     const fields: Record<string, string> = {
-      'public-key': `${PUB}\n`,
-      'listen-port': '51820\n',
-      'allowed-ips': `${PUB2}\t10.200.1.1/32\n${PUB3}\t(none)\n`,
-      'latest-handshakes': `${PUB2}\t1763900000\n${PUB3}\t0\n`,
-      endpoints: `${PUB2}\t192.0.2.10:40000\n${PUB3}\t(none)\n`,
-      transfer: `${PUB2}\t1234\t5678\n${PUB3}\t0\t0\n`,
-      dump: `${PRIV}\t${PUB}\t51820\toff\n`,
+      'public-key': `${PUB}`,
+      'listen-port': '51820',
+      'allowed-ips': `${PUB2}\t10.200.1.1/32\n${PUB3}\t(none)`,
+      'latest-handshakes': `${PUB2}\t1763900000\n${PUB3}\t0`,
+      endpoints: `${PUB2}\t192.0.2.10:40000\n${PUB3}\t(none)`,
+      transfer: `${PUB2}\t1234\t5678\n${PUB3}\t0\t0`,
+      dump: `${PRIV}\t${PUB}\t51820\toff`,
     };
-    const t = recordingTransport((c) => ({ stdout: fields[c.args[2]!] ?? '' }));
+    // The real script, with a `wg` that answers from the table and logs how it was asked.
+    const bin = mkdtempSync(path.join(tmpdir(), 'nb-wg-'));
+    const log = path.join(bin, 'calls');
+    writeFileSync(
+      path.join(bin, 'wg'),
+      `#!/bin/sh\necho "$*" >> ${log}\ncase "$3" in\n${Object.entries(fields)
+        .map(([f, out]) => `${f}) printf '%b\\n' '${out.replace(/\t/g, '\\t').replace(/\n/g, '\\n')}';;`)
+        .join('\n')}\n*) exit 1;;\nesac\n`,
+      { mode: 0o755 },
+    );
+    const inner = localTransport();
+    const t = recordingTransport();
+    t.run = (command, args, opts) => {
+      t.calls.push({ command, args: [...args], opts });
+      return inner.run(command, args, { ...opts, env: { PATH: `${bin}:/usr/bin:/bin` } });
+    };
     const state = await wg.show(t, 'nbhub');
     expect(state).toEqual({
       publicKey: PUB,
@@ -94,16 +116,82 @@ describe('wg wrapper argv', () => {
         { publicKey: PUB3, endpoint: null, allowedIps: [], latestHandshake: 0, rxBytes: 0, txBytes: 0 },
       ],
     });
-    expect(await wg.publicKey(t, 'nbhub')).toBe(PUB);
-    expect(await wg.peerAllowedIps(t, 'nbhub')).toEqual(
-      new Map([
+    expect(t.calls).toHaveLength(1);
+    expect(t.calls[0]!.command).toBe('sh');
+    expect(t.calls[0]!.args.slice(2)).toEqual(['wg-show', 'nbhub', ...wg.PUBLIC_FIELDS]);
+    expect(await wg.keyAndAllowedIps(t, 'nbhub')).toEqual({
+      publicKey: PUB,
+      allowedIps: new Map([
         [PUB2, ['10.200.1.1/32']],
         [PUB3, []],
       ]),
-    );
-    expect(t.calls.every((c) => c.command === 'wg' && c.args[0] === 'show' && c.args[1] === 'nbhub')).toBe(true);
-    expect(t.calls.flatMap((c) => c.args)).not.toContain('dump');
+    });
+    const asked = readFileSync(log, 'utf8').trim().split('\n');
+    expect(asked).toEqual([...wg.PUBLIC_FIELDS, 'public-key', 'allowed-ips'].map((f) => `show nbhub ${f}`));
     expect(JSON.stringify(state)).not.toContain(PRIV);
+    // Only public fields can be asked for.
+    expect(() => wg.showFieldsArgs('nbhub', ['dump' as wg.WgShowField])).toThrow(/not a public field/);
+    // An interface wg cannot show fails the read (the table has no such interface field).
+    await expect(wg.showFields(t, 'nbhub', ['nope' as wg.WgShowField])).rejects.toThrow();
+    rmSync(bin, { recursive: true, force: true });
+  });
+
+  it('sets key, port and several peers (and removals) in one wg set, and batches ip commands on stdin', async () => {
+    expect(
+      wg.configureArgs('nb1', {
+        privateKeyPath: '/n/k.key',
+        listenPort: 51820,
+        peers: [
+          { publicKey: PUB2, remove: true },
+          {
+            publicKey: PUB,
+            endpoint: '192.0.2.1:51820',
+            allowedIps: ['10.200.0.0/16'],
+            persistentKeepaliveSeconds: 25,
+          },
+          { publicKey: PUB3, allowedIps: ['10.200.0.1/32'] },
+        ],
+      }),
+    ).toEqual([
+      'set',
+      'nb1',
+      'listen-port',
+      '51820',
+      'private-key',
+      '/n/k.key',
+      'peer',
+      PUB2,
+      'remove',
+      'peer',
+      PUB,
+      'endpoint',
+      '192.0.2.1:51820',
+      'persistent-keepalive',
+      '25',
+      'allowed-ips',
+      '10.200.0.0/16',
+      'peer',
+      PUB3,
+      'allowed-ips',
+      '10.200.0.1/32',
+    ]);
+    const t = recordingTransport();
+    await ip.batch(t, [
+      ip.addrArgs('del', 'nb1', '10.0.0.9/16'),
+      ip.addrArgs('replace', 'nb1', '10.0.0.2/16'),
+      ip.linkUpArgs('nb1', 1380),
+    ]);
+    expect(t.calls).toEqual([
+      {
+        command: 'ip',
+        args: ['-batch', '-'],
+        opts: {
+          input: 'addr del 10.0.0.9/16 dev nb1\naddr replace 10.0.0.2/16 dev nb1\nlink set dev nb1 mtu 1380 up\n',
+        },
+      },
+    ]);
+    await expect(ip.batch(t, [['link', 'set', 'dev', 'a b']])).rejects.toThrow(/one word/);
+    expect(() => ip.addrArgs('replace', 'nb1', '10.0.0.2/16\nlink del nb1')).toThrow();
   });
 
   it('the fleet breaker checks a hub by its public key, never with `dump`', async () => {
@@ -180,5 +268,57 @@ describe('ip wrapper argv', () => {
     const t = recordingTransport();
     await expect(ip.linkUp(t, 'a-very-long-interface')).rejects.toThrow(/interface must be at most 15/);
     expect(t.calls).toEqual([]);
+  });
+});
+
+describe('tunnel probe', () => {
+  it('asks for the route and connects in one command per attempt; a connect by another route is no proof', async () => {
+    const server = createServer((s) => s.end());
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const inner = localTransport();
+    const t = recordingTransport();
+    t.run = (command, args, opts) => {
+      t.calls.push({ command, args: [...args], opts });
+      return inner.run(command, args, opts);
+    };
+    try {
+      const target = { address: '127.0.0.1', port };
+      const ok = await probeThroughTunnel(t, target, Date.now() + 5_000, undefined, { interface: 'lo' });
+      expect(ok.target).toBe(`127.0.0.1:${port}`);
+      expect(t.calls).toHaveLength(1);
+      expect(t.calls[0]!.command).toBe('sh');
+      expect(t.calls[0]!.args.slice(2)).toEqual(['tunnel-probe', '127.0.0.1', String(port), 'route']);
+      await expect(
+        probeThroughTunnel(t, target, Date.now() + 100, undefined, { interface: 'nbtun0' }),
+      ).rejects.toMatchObject({
+        type: 'ProbeFailed',
+        message: expect.stringMatching(/via lo, not the overlay interface nbtun0/),
+      });
+      expect(() => probeArgs({ address: '127.0.0.1; reboot', port }, true)).toThrow();
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe('ensureInterface', () => {
+  it('does not list links it was told are absent, nor ask a kernel without WireGuard again', async () => {
+    const t = recordingTransport((c) =>
+      c.command === 'ip' && c.args.includes('wireguard') ? { exitCode: 2, stderr: 'Error: Unknown device type.' } : {},
+    );
+    const opts = { logFile: '/tmp/nb-wg.log', mtu: 1420, exists: false };
+    expect((await ensureInterface(t, 'nbwg0', opts)).implementation).toBe('wireguard-go');
+    expect((await ensureInterface(t, 'nbwg1', opts)).implementation).toBe('wireguard-go');
+    const argv = t.calls.map((c) => [c.command, ...c.args].join(' '));
+    expect(argv).toEqual([
+      'ip link add dev nbwg0 type wireguard',
+      'wireguard-go -f nbwg0',
+      'wg show nbwg0 listen-port',
+      'ip link set dev nbwg0 mtu 1420 up',
+      'wireguard-go -f nbwg1',
+      'wg show nbwg1 listen-port',
+      'ip link set dev nbwg1 mtu 1420 up',
+    ]);
   });
 });

@@ -15,7 +15,17 @@ export interface EnsureInterfaceOptions {
   /** How long to wait for the interface to appear. */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** Whether the link exists, when the caller has just listed the links (saves listing them again). */
+  exists?: boolean;
 }
+
+/**
+ * Kernels known to have no WireGuard link type (`ip link add ... type wireguard` said
+ * "Unknown device type"): the worker's own kernel for local and netns nodes (a network
+ * namespace shares it), else the ssh host. Asked again after a worker restart.
+ */
+const noKernelWireguard = new Set<string>();
+const kernelOf = (t: HostTransport) => (t.kind === 'ssh' ? `ssh ${t.label}` : 'this kernel');
 
 /**
  * Make sure a WireGuard interface `ifname` exists on the node. Uses the kernel
@@ -29,32 +39,31 @@ export async function ensureInterface(
 ): Promise<{ alreadyPresent: boolean; implementation: string }> {
   const name = parseName(IfName, 'interface', ifname);
   const run: RunOptions = { signal: opts.signal };
-  if (await ip.linkExists(t, name, run)) {
+  if (opts.exists ?? (await ip.linkExists(t, name, run))) {
     return { alreadyPresent: true, implementation: 'existing' };
   }
   let implementation = 'kernel';
-  const kernel = await t.run('ip', ['link', 'add', 'dev', name, 'type', 'wireguard'], {
-    ...run,
-    allowNonZeroExit: true,
-  });
-  if (kernel.exitCode !== 0) {
+  const kernel = noKernelWireguard.has(kernelOf(t))
+    ? undefined
+    : await t.run('ip', ['link', 'add', 'dev', name, 'type', 'wireguard'], { ...run, allowNonZeroExit: true });
+  if (kernel && kernel.exitCode !== 0 && /Unknown device type/i.test(kernel.stderr)) noKernelWireguard.add(kernelOf(t));
+  if (kernel === undefined || kernel.exitCode !== 0) {
     implementation = 'wireguard-go';
     await t.spawnDaemon('wireguard-go', ['-f', name], {
       logFile: opts.logFile,
       env: { WG_PROCESS_FOREGROUND: '1', LOG_LEVEL: 'error', WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' },
     });
+    // wireguard-go makes the link, then its UAPI socket: `wg show` answering proves both.
+    // Where the node shares our filesystem, ask only once the socket file is there.
+    const socket = `/var/run/wireguard/${name}.sock`;
     await waitFor(
-      () => ip.linkExists(t, name, run),
-      opts.timeoutMs ?? 10_000,
-      `interface ${name} did not appear`,
-      opts.signal,
-    );
-    // The UAPI socket appears a moment after the link; `wg show` needs it.
-    await waitFor(
-      async () => (await t.run('wg', ['show', name, 'listen-port'], { ...run, allowNonZeroExit: true })).exitCode === 0,
+      async () =>
+        (!t.fs || (await t.fs.lstat(socket)) !== undefined) &&
+        (await t.run('wg', ['show', name, 'listen-port'], { ...run, allowNonZeroExit: true })).exitCode === 0,
       opts.timeoutMs ?? 10_000,
       `wireguard-go for ${name} is not answering`,
       opts.signal,
+      t.fs ? 20 : 100,
     );
   }
   await ip.linkUp(t, name, opts.mtu, run);

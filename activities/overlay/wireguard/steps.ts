@@ -91,7 +91,13 @@ export function createWireguardSteps(deps: StepDeps): OverlayDriver {
     await deps.ledger.upsertNode(input.nodeId, input.segment, 'provisioning');
     // Recorded before it is made: a crash in between leaves an interface the retry knows is ours.
     await deps.ledger.claimInterface(input.nodeId, hostKeyOf(input.host), iface);
-    const r = await ensureInterface(t, iface, { logFile: nodePaths(input).wgLog, mtu: input.overlay.mtu, signal });
+    const r = await ensureInterface(t, iface, {
+      logFile: nodePaths(input).wgLog,
+      mtu: input.overlay.mtu,
+      signal,
+      // Listed just now: absent, it need not be listed again (present, it is, in case it went).
+      exists: existed ? undefined : false,
+    });
     return { interface: iface, toolVersion, alreadyPresent: existed || r.alreadyPresent };
   }
 
@@ -130,40 +136,61 @@ export function createWireguardSteps(deps: StepDeps): OverlayDriver {
     const alloc = await deps.ledger.allocateAddress(input.nodeId, input.overlay.cidr, { reserved });
     heartbeat(`overlay address ${alloc.ip}`);
 
-    await wg.setInterface(t, iface, { privateKeyPath: keyPath, listenPort: input.overlay.listenPort }, { signal });
-    // Replace whatever address a previous attempt left with exactly the allocated one.
-    for (const old of await ip.addresses(t, iface, { signal })) {
-      if (old !== `${alloc.ip}/${prefixLen(input.overlay.cidr)}`)
-        await t.run('ip', ['addr', 'del', old, 'dev', iface], { signal });
+    // Every hub first, one read and one `wg set` each: its key and peers, then the stale
+    // peers out and the node in.
+    const hubKeys: string[] = [];
+    for (const hub of input.overlay.hubs) {
+      const hubT = deps.transport(hub.host);
+      const view = await wg.keyAndAllowedIps(hubT, hub.interface, { signal });
+      if (view.publicKey === null)
+        throw new ToolError('ToolFailed', `hub ${hub.name}: interface ${hub.interface} has no key`, 'wg');
+      hubKeys.push(view.publicKey);
+      // A previous key of this node (a key file lost and remade) must not keep the address.
+      const stale = [...view.allowedIps]
+        .filter(([peerKey, allowedIps]) => peerKey !== publicKey && allowedIps.includes(`${alloc.ip}/32`))
+        .map(([peerKey]) => ({ publicKey: peerKey, remove: true as const }));
+      await wg.configure(
+        hubT,
+        hub.interface,
+        { peers: [...stale, { publicKey, allowedIps: [`${alloc.ip}/32`] }] },
+        { signal },
+      );
     }
-    await ip.addrReplace(t, iface, `${alloc.ip}/${prefixLen(input.overlay.cidr)}`, { signal });
-    await ip.linkUp(t, iface, input.overlay.mtu, { signal });
+    // The node's side last, key, port and every hub in one `wg set`: its keepalive starts a
+    // handshake at once, which a hub can only answer once it knows the node (else WireGuard
+    // waits 5 s to retry).
+    await wg.configure(
+      t,
+      iface,
+      {
+        privateKeyPath: keyPath,
+        listenPort: input.overlay.listenPort,
+        peers: input.overlay.hubs.map((hub, i) => ({
+          publicKey: hubKeys[i]!,
+          endpoint: hub.endpoint,
+          // The first hub routes the whole segment; further hubs only their own address.
+          allowedIps: i === 0 ? [input.overlay.cidr] : [`${hub.overlayIp}/32`],
+          persistentKeepaliveSeconds: input.overlay.persistentKeepaliveSeconds,
+        })),
+      },
+      { signal },
+    );
+    // Replace whatever address a previous attempt left with exactly the allocated one: one batch.
+    const want = `${alloc.ip}/${prefixLen(input.overlay.cidr)}`;
+    const stale = (await ip.addresses(t, iface, { signal })).filter((a) => a !== want);
+    await ip.batch(
+      t,
+      [
+        ...stale.map((a) => ip.addrArgs('del', iface, a)),
+        ip.addrArgs('replace', iface, want),
+        ip.linkUpArgs(iface, input.overlay.mtu),
+      ],
+      { signal },
+    );
 
     const hubs: KeyEvidence['hubs'] = [];
     for (const [i, hub] of input.overlay.hubs.entries()) {
-      const hubT = deps.transport(hub.host);
-      const hubKey = await hubPublicKey(hub);
-      // The first hub routes the whole segment; further hubs only their own address.
-      const allowed = i === 0 ? [input.overlay.cidr] : [`${hub.overlayIp}/32`];
-      // A previous key of this node (a key file lost and remade) must not keep the address.
-      for (const [peerKey, allowedIps] of await wg.peerAllowedIps(hubT, hub.interface, { signal })) {
-        if (peerKey !== publicKey && allowedIps.includes(`${alloc.ip}/32`))
-          await wg.removePeer(hubT, hub.interface, peerKey, { signal });
-      }
-      await wg.setPeer(hubT, hub.interface, { publicKey, allowedIps: [`${alloc.ip}/32`] }, { signal });
-      // The node's side last: its keepalive starts a handshake at once, which the
-      // hub can only answer once it knows the node (else WireGuard waits 5 s to retry).
-      await wg.setPeer(
-        t,
-        iface,
-        {
-          publicKey: hubKey,
-          endpoint: hub.endpoint,
-          allowedIps: allowed,
-          persistentKeepaliveSeconds: input.overlay.persistentKeepaliveSeconds,
-        },
-        { signal },
-      );
+      const hubKey = hubKeys[i]!;
       await deps.ledger.recordPeer({
         nodeId: input.nodeId,
         hubName: hub.name,

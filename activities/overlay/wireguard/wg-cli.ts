@@ -4,14 +4,22 @@
  * Private keys are generated on the node, written there with mode 0600 and
  * only ever referenced by path: nothing here returns, logs or passes one in argv.
  * Interfaces are read with the `wg show <if> <field>` forms that print public
- * data only, never `wg show <if> dump`, whose first line is the private key.
+ * data only, never `wg show <if> dump`, whose first line is the private key
+ * (several fields in one command: `showFields`).
  * A key file we did not write (another owner, another mode, a symlink) is
  * refused, never used as the node's key.
  */
 import { z } from 'zod';
 import { IfName, Ipv4Endpoint, SafePath, WgPublicKey, parseName } from '../../../common/names.js';
 import type { HostTransport } from '../../host/transport.js';
-import { ToolError, summarizeStderr, type RunOptions } from '../../host/exec.js';
+import {
+  ToolError,
+  exitFailure,
+  isProgramMissing,
+  programMissingError,
+  summarizeStderr,
+  type RunOptions,
+} from '../../host/exec.js';
 
 export interface WgPeerConfig {
   publicKey: string;
@@ -119,17 +127,45 @@ export async function setInterface(
 }
 
 export function setPeerArgs(ifname: string, peer: WgPeerConfig): string[] {
-  const args = [
-    'set',
-    parseName(IfName, 'interface', ifname),
-    'peer',
-    parseName(WgPublicKey, 'peer.publicKey', peer.publicKey),
-  ];
+  return ['set', parseName(IfName, 'interface', ifname), ...peerArgs(peer)];
+}
+
+/** A peer to set, or one to remove. */
+export type WgPeerChange = WgPeerConfig | { publicKey: string; remove: true };
+
+function peerArgs(peer: WgPeerChange): string[] {
+  const args = ['peer', parseName(WgPublicKey, 'peer.publicKey', peer.publicKey)];
+  if ('remove' in peer) return [...args, 'remove'];
   if (peer.endpoint !== undefined) args.push('endpoint', parseName(Ipv4Endpoint, 'peer.endpoint', peer.endpoint));
   if (peer.persistentKeepaliveSeconds !== undefined)
     args.push('persistent-keepalive', String(peer.persistentKeepaliveSeconds));
   args.push('allowed-ips', parseName(CidrList, 'peer.allowedIps', peer.allowedIps).join(','));
   return args;
+}
+
+/**
+ * One `wg set`: optionally the interface's key and port, then every peer change
+ * in order (what several `setInterface`/`setPeer`/`removePeer` calls would do).
+ */
+export function configureArgs(
+  ifname: string,
+  cfg: { privateKeyPath?: string; listenPort?: number; peers: readonly WgPeerChange[] },
+): string[] {
+  const args = ['set', parseName(IfName, 'interface', ifname)];
+  if (cfg.listenPort !== undefined) args.push('listen-port', String(cfg.listenPort));
+  if (cfg.privateKeyPath !== undefined)
+    args.push('private-key', parseName(SafePath, 'privateKeyPath', cfg.privateKeyPath));
+  for (const p of cfg.peers) args.push(...peerArgs(p));
+  return args;
+}
+
+export async function configure(
+  t: HostTransport,
+  ifname: string,
+  cfg: { privateKeyPath?: string; listenPort?: number; peers: readonly WgPeerChange[] },
+  opts?: RunOptions,
+) {
+  await t.run('wg', configureArgs(ifname, cfg), opts);
 }
 
 export async function setPeer(t: HostTransport, ifname: string, peer: WgPeerConfig, opts?: RunOptions) {
@@ -191,22 +227,85 @@ export async function peerAllowedIps(
   opts?: RunOptions,
 ): Promise<Map<string, string[]>> {
   const r = await t.run('wg', showArgs(ifname, 'allowed-ips'), opts);
-  return new Map([...parsePeerLines(r.stdout)].map(([k, v]) => [k, v === '(none)' || v === '' ? [] : v.split(' ')]));
+  return parseAllowedIps(r.stdout);
+}
+
+function parseAllowedIps(out: string): Map<string, string[]> {
+  return new Map([...parsePeerLines(out)].map(([k, v]) => [k, v === '(none)' || v === '' ? [] : v.split(' ')]));
+}
+
+/** The `wg show <if> <field>` forms that print public data only (never `private-key`, never `dump`). */
+export const PUBLIC_FIELDS = [
+  'public-key',
+  'listen-port',
+  'allowed-ips',
+  'latest-handshakes',
+  'endpoints',
+  'transfer',
+] as const;
+export type WgShowField = (typeof PUBLIC_FIELDS)[number];
+
+/** Ends each field's output in `showFields` (no `wg show` field prints it). */
+const FIELD_MARK = '--nodeboot-wg-field--';
+// $1 the interface, then the fields: each field's `wg show` output, then the mark line.
+const SHOW_FIELDS_SCRIPT = `i=$1; shift; for f in "$@"; do wg show "$i" "$f" || exit; printf '%s\\n' '${FIELD_MARK}'; done`;
+
+export function showFieldsArgs(ifname: string, fields: readonly WgShowField[]): string[] {
+  for (const f of fields)
+    if (!(PUBLIC_FIELDS as readonly string[]).includes(f)) throw new Error(`wg show ${f} is not a public field`);
+  return ['-c', SHOW_FIELDS_SCRIPT, 'wg-show', parseName(IfName, 'interface', ifname), ...fields];
 }
 
 /**
- * The interface and its peers, read field by field (`public-key`, `listen-port`,
- * `allowed-ips`, `latest-handshakes`, `endpoints`, `transfer`): public data only.
+ * Several public `wg show <if> <field>` reads in one command on the node (one
+ * process started by the worker instead of one per field).
+ */
+export async function showFields<F extends WgShowField>(
+  t: HostTransport,
+  ifname: string,
+  fields: readonly F[],
+  opts?: RunOptions,
+): Promise<Record<F, string>> {
+  const args = showFieldsArgs(ifname, fields);
+  const r = await t.run('sh', args, { ...opts, allowNonZeroExit: true });
+  if (r.exitCode !== 0) {
+    if (isProgramMissing('wg', r.exitCode, r.stderr)) throw programMissingError('wg', t.label, r.exitCode);
+    throw exitFailure('wg', ['show', ifname, ...fields], r, t.label);
+  }
+  const parts = `${r.stdout}\n`.split(`${FIELD_MARK}\n`);
+  if (parts.length !== fields.length + 1)
+    throw new ToolError('ToolFailed', `wg show ${ifname} on ${t.label} printed unexpected output`, 'wg');
+  return Object.fromEntries(fields.map((f, i) => [f, parts[i]!.replace(/\n$/, '')])) as Record<F, string>;
+}
+
+/** The interface's public key (null when it has none) and its peers' allowed IPs, in one command. */
+export async function keyAndAllowedIps(
+  t: HostTransport,
+  ifname: string,
+  opts?: RunOptions,
+): Promise<{ publicKey: string | null; allowedIps: Map<string, string[]> }> {
+  const f = await showFields(t, ifname, ['public-key', 'allowed-ips'], opts);
+  return { publicKey: parsePublicKey(f['public-key']), allowedIps: parseAllowedIps(f['allowed-ips']) };
+}
+
+function parsePublicKey(out: string): string | null {
+  const key = out.trim();
+  return key === '(none)' || key === '' ? null : parseName(WgPublicKey, 'wg public-key output', key);
+}
+
+/**
+ * The interface and its peers (`public-key`, `listen-port`, `allowed-ips`,
+ * `latest-handshakes`, `endpoints`, `transfer`), in one command: public data only.
  */
 export async function show(t: HostTransport, ifname: string, opts?: RunOptions): Promise<WgInterfaceState> {
-  const field = async (f: string) => (await t.run('wg', showArgs(ifname, f), opts)).stdout;
-  const pub = await publicKey(t, ifname, opts);
+  const f = await showFields(t, ifname, PUBLIC_FIELDS, opts);
+  const pub = parsePublicKey(f['public-key']);
   if (pub === null) throw new Error(`wg interface ${ifname} has no key`);
-  const listenPort = Number((await field('listen-port')).trim() || 0);
-  const allowed = await peerAllowedIps(t, ifname, opts);
-  const handshakes = parseLatestHandshakes(await field('latest-handshakes'));
-  const endpoints = parsePeerLines(await field('endpoints'));
-  const transfer = parsePeerLines(await field('transfer'));
+  const listenPort = Number(f['listen-port'].trim() || 0);
+  const allowed = parseAllowedIps(f['allowed-ips']);
+  const handshakes = parseLatestHandshakes(f['latest-handshakes']);
+  const endpoints = parsePeerLines(f.endpoints);
+  const transfer = parsePeerLines(f.transfer);
   const peers = [...allowed].map(([publicKey, allowedIps]) => {
     const endpoint = endpoints.get(publicKey);
     const [rx, tx] = (transfer.get(publicKey) ?? '0 0').split(' ');
@@ -241,7 +340,17 @@ export function parseLatestHandshakes(out: string): Map<string, number> {
   return m;
 }
 
+/**
+ * Nodes that share this process's filesystem (local, netns) run this host's own `wg`:
+ * its version is asked once per worker, not once per node.
+ */
+let thisHostVersion: string | undefined;
+
+/** `wg --version` on the node (ToolMissing when it has no wg). */
 export async function version(t: HostTransport, opts?: RunOptions): Promise<string> {
+  if (t.fs && thisHostVersion !== undefined) return thisHostVersion;
   const r = await t.run('wg', ['--version'], opts);
-  return r.stdout.trim().split('\n')[0] ?? 'unknown';
+  const v = r.stdout.trim().split('\n')[0] ?? 'unknown';
+  if (t.fs) thisHostVersion = v;
+  return v;
 }
