@@ -351,7 +351,8 @@ export const apiAdmin: ServerAdmin = {
       if (isServiceError(err) && err.code === grpc.status.NOT_FOUND) return undefined;
       throw apiFailure(err, 'entry show');
     }
-    return toEntry(parse(raw, EntryJson, 'entry show'));
+    // `entry show -entryID` sorts too (its one entry's selectors).
+    return toEntry(sortLikeEntryShow([parse(raw, EntryJson, 'entry show')])[0]!);
   },
 
   async deleteEntry(t, id) {
