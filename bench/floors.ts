@@ -2,7 +2,8 @@
  * P1's floors: what each bootstrap step cannot go below on this machine, each
  * measured on its own on the P1 lab node with the same tools the steps use
  * (none of the step code): one node command, wireguard-go start, key
- * generation, the tunnel's round trip, one SPIRE CLI call, an agent's
+ * generation, the tunnel's round trip, one SPIRE server call (admin API and
+ * CLI, side by side), an agent's
  * attestation, an SVID fetch from an agent that holds it. A step's floor is
  * the sum of the primitives it cannot do without (report.ts shows the sums).
  */
@@ -12,6 +13,7 @@ import path from 'node:path';
 import { runCommand, scrubbedEnv } from '../activities/host/exec.js';
 import { netnsTransport } from '../activities/host/transport.js';
 import { renderAgentConfig } from '../activities/spire/agent-cli.js';
+import { apiAdmin } from '../activities/spire/server-api.js';
 import * as server from '../activities/spire/server-cli.js';
 import type { Lab } from '../lab/lab.js';
 import { LAB_AGENT_SYNC_MS } from '../lab/inputs.js';
@@ -30,6 +32,8 @@ export interface Floors {
   tunnelRttMs: number;
   /** One `spire-server` CLI call on the hub (healthcheck): process start + one admin API round trip. */
   serverCliMs: number;
+  /** One admin API call over the hub's socket from the worker (healthcheck, channel already up): what the steps pay. */
+  serverApiMs: number;
   /** A fresh agent with a join token, spawned until its Workload API socket exists (it attested). */
   agentAttestMs: number;
   /** `spire-agent api fetch x509` against an agent that already holds the SVID (the proof step 6 needs). */
@@ -101,7 +105,10 @@ export async function measureFloors(
   const ping = await nodeT.run('ping', ['-c', String(samples * 2), '-i', '0.05', '-q', lab.hub.overlayIp]);
   const tunnelRttMs = Number(/= [\d.]+\/([\d.]+)\//.exec(ping.stdout)?.[1] ?? NaN);
 
-  const serverCliMs = await repeat(samples, () => server.healthcheck(srv));
+  // Both ways on the same socket: the steps take the API (a netns target), the CLI is what they took before.
+  const serverCliMs = await repeat(samples, () => server.cliAdmin.healthy(srv, {}));
+  await apiAdmin.healthy(srv, {}); // dial once: a worker's channel outlives the calls
+  const serverApiMs = await repeat(samples, () => apiAdmin.healthy(srv, {}));
 
   const svidFetchMs = await repeat(samples, () =>
     nodeT.run(
@@ -171,6 +178,7 @@ export async function measureFloors(
     keyGenMs,
     tunnelRttMs,
     serverCliMs,
+    serverApiMs,
     agentAttestMs: median(attests),
     svidFetchMs,
     svidMintMs,
@@ -185,8 +193,8 @@ export function stepFloors(f: Floors): Record<string, { ms: number; how: string 
     installOverlay: { ms: f.wireguardGoStartMs + f.nodeCommandMs, how: 'wireguard-go start + link up' },
     issueOverlayKey: { ms: f.keyGenMs + 2 * f.nodeCommandMs, how: 'wg genkey on the node + wg set on hub and node' },
     gatePeerHealth: { ms: 2 * f.tunnelRttMs + f.nodeCommandMs, how: 'handshake RTT + probe RTT + one command' },
-    startSpireAgent: { ms: f.serverCliMs + f.agentAttestMs, how: 'token generate + agent spawn → attested' },
-    registerEntries: { ms: f.serverCliMs, how: 'one entry create' },
+    startSpireAgent: { ms: f.serverApiMs + f.agentAttestMs, how: 'token generate + agent spawn → attested' },
+    registerEntries: { ms: f.serverApiMs, how: 'one entry create' },
     launchWorkloads: {
       ms: f.nodeCommandMs + f.entryPropagationMs + f.svidFetchMs,
       how: 'workload spawn + entry reaching the agent (expected) + one SVID fetch',

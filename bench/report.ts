@@ -94,7 +94,7 @@ export function renderReport(r: BenchReport): string {
       out.push(
         `Floors (bench/floors.ts, medians of ${f.samples} on the same lab node, each primitive on its own): ` +
           `one node command (\`ip netns exec … true\`) ${ms(f.nodeCommandMs)}, wireguard-go start → UAPI socket ${ms(f.wireguardGoStartMs)}, ` +
-          `\`wg genkey\` ${ms(f.keyGenMs)}, tunnel RTT ${ms(f.tunnelRttMs)}, one spire-server CLI call ${ms(f.serverCliMs)}, ` +
+          `\`wg genkey\` ${ms(f.keyGenMs)}, tunnel RTT ${ms(f.tunnelRttMs)}, one SPIRE server call: admin API ${f.serverApiMs === undefined ? '—' : ms(f.serverApiMs)}, CLI ${ms(f.serverCliMs)}, ` +
           `agent spawn → attested (join token) ${ms(f.agentAttestMs)}, SVID fetch from an agent holding it ${ms(f.svidFetchMs)}, ` +
           `SVID signing (\`spire-server x509 mint\`) ${ms(f.svidMintMs)}, expected entry propagation (server cache refresh / 2 + agent sync / 2) ${ms(f.entryPropagationMs)}.`,
         '',

@@ -23,7 +23,7 @@ import { localTransport, type HostTransport } from '../activities/host/transport
 import { renderNodeAttestorBlock, type NodeAttestorBlock } from '../activities/spire/agent-cli.js';
 import { sshpopServerPluginData } from '../activities/spire/attestors/sshpop.js';
 import { x509popServerPluginData } from '../activities/spire/attestors/x509pop.js';
-import { daemonAlive, sleep, stopDaemon } from '../activities/host/process.js';
+import { daemonAlive, processStat, sleep, stopDaemon } from '../activities/host/process.js';
 import { healthcheck, type SpireServerTarget } from '../activities/spire/server-cli.js';
 import { ensureNodeCa, labNodeCaDir } from './pki.js';
 import { createSshCa, labSshCaDir } from './ssh-ca.js';
@@ -318,9 +318,12 @@ async function waitHealthy(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const host = localTransport();
+  // By pid and start time, not by name: for its first milliseconds the daemon still runs
+  // `ip netns exec`, and a healthcheck over the admin API fails fast enough to look then.
+  const ref = { pid, startTime: (await processStat(host, pid))?.startTime };
   for (;;) {
     if (await healthcheck(target)) return;
-    if (!(await daemonAlive(host, pid, program))) {
+    if (!(await daemonAlive(host, ref, program))) {
       throw new ToolError(
         'SpireServerUnavailable',
         `spire-server exited during startup: ${summarizeStderr(lastErrorLines(logFile), 400)}`,

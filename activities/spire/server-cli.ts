@@ -1,9 +1,14 @@
 /**
- * Typed wrapper of the `spire-server` CLI (v1.15).
+ * The SPIRE server calls every step, check and test uses (v1.15), and the
+ * `spire-server` CLI way of making them.
  *
- * Every call runs `spire-server <cmd> -socketPath <admin socket> -output json`
- * through the node's `HostTransport`, parses stdout with zod and maps failures
- * to our closed error types with sanitized messages:
+ * Each call goes one of two ways, picked in one place (`adminFor`): the server's
+ * admin API over its unix socket (server-api.ts) when the socket is on the
+ * worker's filesystem (the local and netns transports: a unix path socket is not
+ * network-namespaced), or `spire-server <cmd> -socketPath <admin socket> -output json`
+ * through the transport (ssh: the socket is on another machine). Either way
+ * input is checked first (server-admin.ts) and failures map to our closed error
+ * types with sanitized messages:
  *   - nothing answering on the admin socket   -> SpireServerUnavailable (transient)
  *   - a registration entry the server refuses -> EntryRejected (permanent)
  *   - a join token request the server refuses as InvalidArgument (an alias
@@ -14,138 +19,53 @@
  *   - `entry create -output json` exits 0 even when the entry was refused; the
  *     verdict is in `results[].status.code`.
  *   - for a refused or duplicate create the CLI echoes the *request* entry (no
- *     id), so the existing entry is looked up with `entry show` instead.
+ *     id), so the existing entry is looked up with `entry show` instead (the
+ *     API returns the existing entry itself).
  */
-import { inspect } from 'node:util';
 import { z } from 'zod';
-import { SafePath, SpiffeId, parseName } from '../../common/names.js';
 import { summarizeStderr, ToolError } from '../host/exec.js';
+import { cliFailure, GrpcCode, grpcCodeName, parseJsonOutput, runSpire, StatusJson } from './cli-common.js';
 import {
-  cliFailure,
-  GrpcCode,
-  grpcCodeName,
-  Int,
-  parseJsonOutput,
-  runSpire,
-  SelectorJson,
-  selectorString,
-  SpiffeIdJson,
-  spiffeIdString,
-  StatusJson,
-  type SpireCliTarget,
-} from './cli-common.js';
+  AgentJson,
+  BundleJson,
+  checkAgentFilter,
+  checkEntryFilter,
+  checkEntryId,
+  checkEntrySpec,
+  checkSelectors,
+  checkSocketPath,
+  checkSpiffeId,
+  checkTokenRequest,
+  derToPem,
+  EntryJson,
+  JoinToken,
+  toAgent,
+  toEntry,
+  TokenJson,
+  TOOL,
+  type EntryFilter,
+  type EntrySpec,
+  type ServerAdmin,
+  type SpireAgent,
+  type SpireEntry,
+  type SpireServerTarget,
+  type Status,
+} from './server-admin.js';
+import { apiAdmin } from './server-api.js';
 
-export type SpireServerTarget = SpireCliTarget;
+export {
+  derToPem,
+  EntryId,
+  JoinToken,
+  Selector,
+  type EntryFilter,
+  type EntrySpec,
+  type SpireAgent,
+  type SpireEntry,
+  type SpireServerTarget,
+} from './server-admin.js';
 
-const TOOL = 'spire-server';
-
-/** A selector as the CLI takes it: "type:value", e.g. "unix:uid:1000" or "spiffe_id:spiffe://td/x". */
-export const Selector = z
-  .string()
-  .max(2048)
-  .regex(/^[a-z0-9_-]+:[A-Za-z0-9:._/=@+-]+$/, 'must look like "unix:uid:1000"');
-
-/** A registration entry id (SPIRE generates UUIDs; custom ids are [A-Za-z0-9_.-]). */
-export const EntryId = z
-  .string()
-  .min(1)
-  .max(255)
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be a registration entry id');
-
-/** A registration entry, flattened from SPIRE's JSON. */
-export interface SpireEntry {
-  id: string;
-  spiffeId: string;
-  parentId: string;
-  /** "type:value", in the server's order. */
-  selectors: string[];
-  x509SvidTtl: number;
-  jwtSvidTtl: number;
-  admin: boolean;
-  downstream: boolean;
-  hint: string;
-  dnsNames: string[];
-  federatesWith: string[];
-  /** Unix seconds. */
-  createdAt: number;
-  revisionNumber: number;
-}
-
-export interface EntrySpec {
-  parentId: string;
-  spiffeId: string;
-  selectors: string[];
-  /** Seconds; omitted or 0 = the server default. */
-  x509SvidTtl?: number;
-  jwtSvidTtl?: number;
-  hint?: string;
-}
-
-export interface EntryFilter {
-  spiffeId?: string;
-  parentId?: string;
-  selectors?: string[];
-  /** How `selectors` match (the CLI's default is "superset"). */
-  matchSelectorsOn?: 'exact' | 'any' | 'superset' | 'subset';
-}
-
-export interface SpireAgent {
-  /** The agent's SPIFFE ID. For join_token agents it embeds the (consumed) token: treat as sensitive. */
-  spiffeId: string;
-  attestationType: string;
-  banned: boolean;
-  canReattest: boolean;
-  selectors: string[];
-  x509SvidSerialNumber: string;
-  /** Unix seconds. */
-  x509SvidExpiresAt: number;
-}
-
-/**
- * A join token. The value is reachable only through `.value`: JSON, `util.inspect`
- * (console.log, loggers) and string conversion all print it redacted, so it cannot
- * land in an activity result, a log line or workflow history by accident.
- */
-export class JoinToken {
-  readonly #value: string;
-  constructor(
-    value: string,
-    /** Unix seconds. */
-    readonly expiresAt: number,
-  ) {
-    this.#value = value;
-  }
-  get value(): string {
-    return this.#value;
-  }
-  toJSON(): { value: string; expiresAt: number } {
-    return { value: '[redacted]', expiresAt: this.expiresAt };
-  }
-  toString(): string {
-    return '[redacted join token]';
-  }
-  [inspect.custom](): string {
-    return `JoinToken { value: [redacted], expiresAt: ${this.expiresAt} }`;
-  }
-}
-
-// --- JSON shapes printed by spire-server 1.15 with -output json --------------------------
-
-const EntryJson = z.object({
-  id: z.string(),
-  spiffe_id: SpiffeIdJson,
-  parent_id: SpiffeIdJson,
-  selectors: z.array(SelectorJson).default([]),
-  x509_svid_ttl: Int.default(0),
-  jwt_svid_ttl: Int.default(0),
-  admin: z.boolean().default(false),
-  downstream: z.boolean().default(false),
-  hint: z.string().default(''),
-  dns_names: z.array(z.string()).default([]),
-  federates_with: z.array(z.string()).default([]),
-  created_at: Int.default(0),
-  revision_number: Int.default(0),
-});
+// --- JSON shapes printed by spire-server 1.15 with -output json (beyond the shared ones) ---
 
 const EntryShowJson = z.object({ entries: z.array(EntryJson).default([]) });
 
@@ -157,72 +77,16 @@ const EntryDeleteJson = z.object({
   results: z.array(z.object({ status: StatusJson, id: z.string().default('') })).length(1),
 });
 
-const TokenJson = z.object({ value: z.string().regex(/^[A-Za-z0-9._-]{1,255}$/), expires_at: Int });
-
-const BundleJson = z.object({
-  trust_domain: z.string(),
-  x509_authorities: z.array(z.object({ asn1: z.string().regex(/^[A-Za-z0-9+/=]+$/) })).min(1),
-});
-
-const AgentJson = z.object({
-  id: SpiffeIdJson,
-  attestation_type: z.string().default(''),
-  banned: z.boolean().default(false),
-  can_reattest: z.boolean().default(false),
-  selectors: z.array(SelectorJson).default([]),
-  x509svid_serial_number: z.string().default(''),
-  x509svid_expires_at: Int.default(0),
-});
-
 const AgentListJson = z.object({ agents: z.array(AgentJson).default([]) });
-
-function toEntry(e: z.infer<typeof EntryJson>): SpireEntry {
-  return {
-    id: e.id,
-    spiffeId: spiffeIdString(e.spiffe_id),
-    parentId: spiffeIdString(e.parent_id),
-    selectors: e.selectors.map(selectorString),
-    x509SvidTtl: e.x509_svid_ttl,
-    jwtSvidTtl: e.jwt_svid_ttl,
-    admin: e.admin,
-    downstream: e.downstream,
-    hint: e.hint,
-    dnsNames: e.dns_names,
-    federatesWith: e.federates_with,
-    createdAt: e.created_at,
-    revisionNumber: e.revision_number,
-  };
-}
-
-function toAgent(a: z.infer<typeof AgentJson>): SpireAgent {
-  return {
-    spiffeId: spiffeIdString(a.id),
-    attestationType: a.attestation_type,
-    banned: a.banned,
-    canReattest: a.can_reattest,
-    selectors: a.selectors.map(selectorString),
-    x509SvidSerialNumber: a.x509svid_serial_number,
-    x509SvidExpiresAt: a.x509svid_expires_at,
-  };
-}
 
 // --- argv builders (exported for the unit tests) -------------------------------------------
 
 function base(t: SpireServerTarget, cmd: string[], json = true): string[] {
-  const sock = parseName(SafePath, 'socketPath', t.socketPath);
-  return [...cmd, '-socketPath', sock, ...(json ? ['-output', 'json'] : [])];
+  return [...cmd, '-socketPath', checkSocketPath(t), ...(json ? ['-output', 'json'] : [])];
 }
 
-function ttlArg(field: string, v: number | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  if (!Number.isInteger(v) || v < 0 || v > 2_147_483_647)
-    throw new ToolError('InvalidInput', `${field} must be a whole number of seconds`, TOOL);
-  return v;
-}
-
-function selectorArgs(selectors: readonly string[]): string[] {
-  return selectors.flatMap((s, i) => ['-selector', parseName(Selector, `selectors[${i}]`, s)]);
-}
+const selectorArgs = (selectors: readonly string[]): string[] =>
+  checkSelectors(selectors).flatMap((s) => ['-selector', s]);
 
 export const serverArgv = {
   healthcheck: (t: SpireServerTarget, opts: { shallow?: boolean } = {}) => [
@@ -231,97 +95,194 @@ export const serverArgv = {
   ],
   bundleShow: (t: SpireServerTarget) => base(t, ['bundle', 'show']),
   tokenGenerate: (t: SpireServerTarget, o: { spiffeId: string; ttlSeconds: number }) => {
-    const ttl = ttlArg('ttlSeconds', o.ttlSeconds);
-    if (!ttl) throw new ToolError('InvalidInput', 'ttlSeconds must be at least 1', TOOL);
-    return [
-      ...base(t, ['token', 'generate']),
-      '-spiffeID',
-      parseName(SpiffeId, 'spiffeId', o.spiffeId),
-      '-ttl',
-      String(ttl),
-    ];
+    const { spiffeId, ttlSeconds } = checkTokenRequest(o);
+    return [...base(t, ['token', 'generate']), '-spiffeID', spiffeId, '-ttl', String(ttlSeconds)];
   },
-  entryCreate: (t: SpireServerTarget, e: EntrySpec) => {
-    if (e.selectors.length === 0)
-      throw new ToolError('InvalidInput', 'selectors must hold at least one selector', TOOL);
-    const x509 = ttlArg('x509SvidTtl', e.x509SvidTtl);
-    const jwt = ttlArg('jwtSvidTtl', e.jwtSvidTtl);
-    const hint = e.hint === undefined ? undefined : parseName(EntryId, 'hint', e.hint);
+  entryCreate: (t: SpireServerTarget, spec: EntrySpec) => {
+    const e = checkEntrySpec(spec);
     return [
       ...base(t, ['entry', 'create']),
       '-parentID',
-      parseName(SpiffeId, 'parentId', e.parentId),
+      e.parentId,
       '-spiffeID',
-      parseName(SpiffeId, 'spiffeId', e.spiffeId),
+      e.spiffeId,
       ...selectorArgs(e.selectors),
-      ...(x509 !== undefined ? ['-x509SVIDTTL', String(x509)] : []),
-      ...(jwt !== undefined ? ['-jwtSVIDTTL', String(jwt)] : []),
-      ...(hint !== undefined ? ['-hint', hint] : []),
+      ...(e.x509SvidTtl !== undefined ? ['-x509SVIDTTL', String(e.x509SvidTtl)] : []),
+      ...(e.jwtSvidTtl !== undefined ? ['-jwtSVIDTTL', String(e.jwtSvidTtl)] : []),
+      ...(e.hint !== undefined ? ['-hint', e.hint] : []),
     ];
   },
-  entryShow: (t: SpireServerTarget, f: EntryFilter = {}) => [
-    ...base(t, ['entry', 'show']),
-    ...(f.spiffeId !== undefined ? ['-spiffeID', parseName(SpiffeId, 'spiffeId', f.spiffeId)] : []),
-    ...(f.parentId !== undefined ? ['-parentID', parseName(SpiffeId, 'parentId', f.parentId)] : []),
-    ...selectorArgs(f.selectors ?? []),
-    ...(f.selectors?.length && f.matchSelectorsOn ? ['-matchSelectorsOn', f.matchSelectorsOn] : []),
-  ],
+  entryShow: (t: SpireServerTarget, filter: EntryFilter = {}) => {
+    const f = checkEntryFilter(filter);
+    return [
+      ...base(t, ['entry', 'show']),
+      ...(f.spiffeId !== undefined ? ['-spiffeID', f.spiffeId] : []),
+      ...(f.parentId !== undefined ? ['-parentID', f.parentId] : []),
+      ...selectorArgs(f.selectors ?? []),
+      ...(f.matchSelectorsOn ? ['-matchSelectorsOn', f.matchSelectorsOn] : []),
+    ];
+  },
   entryShowById: (t: SpireServerTarget, id: string) => [
     ...base(t, ['entry', 'show']),
     '-entryID',
-    parseName(EntryId, 'entryId', id),
+    checkEntryId('entryId', id),
   ],
   entryDelete: (t: SpireServerTarget, id: string) => [
     ...base(t, ['entry', 'delete']),
     '-entryID',
-    parseName(EntryId, 'entryId', id),
+    checkEntryId('entryId', id),
   ],
-  agentList: (t: SpireServerTarget, f: { attestationType?: string } = {}) => [
-    ...base(t, ['agent', 'list']),
-    ...(f.attestationType !== undefined
-      ? ['-attestationType', parseName(EntryId, 'attestationType', f.attestationType)]
-      : []),
-  ],
+  agentList: (t: SpireServerTarget, filter: { attestationType?: string } = {}) => {
+    const f = checkAgentFilter(filter);
+    return [
+      ...base(t, ['agent', 'list']),
+      ...(f.attestationType !== undefined ? ['-attestationType', f.attestationType] : []),
+    ];
+  },
   agentEvict: (t: SpireServerTarget, spiffeId: string) => [
     ...base(t, ['agent', 'evict']),
     '-spiffeID',
-    parseName(SpiffeId, 'spiffeId', spiffeId),
+    checkSpiffeId('spiffeId', spiffeId),
   ],
   agentBan: (t: SpireServerTarget, spiffeId: string) => [
     ...base(t, ['agent', 'ban']),
     '-spiffeID',
-    parseName(SpiffeId, 'spiffeId', spiffeId),
+    checkSpiffeId('spiffeId', spiffeId),
   ],
 };
 
-// --- the calls ----------------------------------------------------------------------------
+// --- the CLI way ----------------------------------------------------------------------------
 
-async function call(t: SpireServerTarget, args: string[], what: string) {
+async function run(t: SpireServerTarget, args: string[], what: string) {
   const r = await runSpire(t, TOOL, args);
   if (r.exitCode !== 0) throw cliFailure(r, what, 'SpireServerUnavailable');
   return r;
 }
 
+const JOIN_TOKEN_AGENT_PATH = /^spiffe:\/\/[^/]+\/spire\/agent\/join_token\//;
+
+export const cliAdmin: ServerAdmin = {
+  async healthy(t, opts) {
+    const r = await runSpire(t, TOOL, serverArgv.healthcheck(t, opts));
+    return r.exitCode === 0;
+  },
+
+  async bundle(t) {
+    const r = await run(t, serverArgv.bundleShow(t), 'bundle show');
+    const b = parseJsonOutput(r.stdout, BundleJson, TOOL, 'bundle show');
+    return { trustDomain: b.trust_domain, pem: b.x509_authorities.map((a) => derToPem(a.asn1)).join('') };
+  },
+
+  async createJoinToken(t, o) {
+    const r = await runSpire(t, TOOL, serverArgv.tokenGenerate(t, o));
+    if (r.exitCode !== 0 && /code = InvalidArgument/.test(r.stderr)) {
+      // The server refuses the request itself (an alias outside its trust domain:
+      // "invalid agent ID ... is not a member of trust domain"): every retry would
+      // send the same request, so this is the input's fault, not an outage.
+      throw new ToolError(
+        'InvalidInput',
+        `spire-server token generate refused the node alias ${o.spiffeId} (check spire.trustDomain): ${summarizeStderr(r.stderr, 240)}`,
+        TOOL,
+        r.exitCode,
+      );
+    }
+    if (r.exitCode !== 0) throw cliFailure(r, 'token generate', 'SpireServerUnavailable');
+    const tok = parseJsonOutput(r.stdout, TokenJson, TOOL, 'token generate');
+    return new JoinToken(tok.value, tok.expires_at);
+  },
+
+  async createEntry(t, spec) {
+    const r = await run(t, serverArgv.entryCreate(t, spec), 'entry create');
+    // -output json exits 0 even when the server refused the entry: the verdict is per result.
+    const result = parseJsonOutput(r.stdout, EntryCreateJson, TOOL, 'entry create').results[0]!;
+    // For anything but OK the CLI echoes the request (no id): no entry to return.
+    if (result.status.code !== GrpcCode.OK) return { status: result.status };
+    const entry = EntryJson.safeParse(result.entry);
+    if (!entry.success)
+      throw new ToolError('ToolFailed', 'spire-server entry create returned an entry of an unexpected shape', TOOL);
+    return { status: result.status, entry: toEntry(entry.data) };
+  },
+
+  async listEntries(t, filter) {
+    const r = await run(t, serverArgv.entryShow(t, filter), 'entry show');
+    return parseJsonOutput(r.stdout, EntryShowJson, TOOL, 'entry show').entries.map(toEntry);
+  },
+
+  async getEntry(t, id) {
+    const r = await runSpire(t, TOOL, serverArgv.entryShowById(t, id));
+    if (r.exitCode !== 0) {
+      if (/code = NotFound/.test(r.stderr)) return undefined;
+      throw cliFailure(r, 'entry show', 'SpireServerUnavailable');
+    }
+    return parseJsonOutput(r.stdout, EntryShowJson, TOOL, 'entry show').entries.map(toEntry)[0];
+  },
+
+  async deleteEntry(t, id) {
+    const r = await run(t, serverArgv.entryDelete(t, id), 'entry delete');
+    return parseJsonOutput(r.stdout, EntryDeleteJson, TOOL, 'entry delete').results[0]!.status;
+  },
+
+  async listAgents(t, filter) {
+    const r = await run(t, serverArgv.agentList(t, filter), 'agent list');
+    return parseJsonOutput(r.stdout, AgentListJson, TOOL, 'agent list').agents.map(toAgent);
+  },
+
+  evictAgent: (t, spiffeId) => cliAgentAction(t, spiffeId, serverArgv.agentEvict, 'agent evict'),
+  banAgent: (t, spiffeId) => cliAgentAction(t, spiffeId, serverArgv.agentBan, 'agent ban'),
+};
+
+/**
+ * Why a join-token agent's ID may go on argv here (and, over SSH, into the
+ * remote shell line), although it embeds the token: the CLI takes the ID only
+ * as `-spiffeID` (cmd/spire-server/cli/agent/evict.go, ban.go; no stdin form),
+ * and we pass it only for an agent that `agent list` shows, i.e. one that has
+ * attested. The server deletes a join token when an agent attests with it,
+ * before anything else (attestJoinToken in pkg/server/api/agent/v1/service.go),
+ * and refuses it ever after ("join token does not exist or has already been
+ * used"). Its ID is then a name only: SPIRE authenticates the agent by its SVID's
+ * key, not by its ID. An ID the server does not list (a token minted but never
+ * used: still a live secret until its TTL) never reaches argv.
+ */
+async function cliAgentAction(
+  t: SpireServerTarget,
+  spiffeId: string,
+  argv: (t: SpireServerTarget, id: string) => string[],
+  what: string,
+): Promise<boolean> {
+  const args = argv(t, spiffeId); // validates the ID before anything runs
+  if (JOIN_TOKEN_AGENT_PATH.test(spiffeId)) {
+    const attested = await cliAdmin.listAgents(t, { attestationType: 'join_token' });
+    if (!attested.some((a) => a.spiffeId === spiffeId)) return false;
+  }
+  const r = await runSpire(t, TOOL, args);
+  if (r.exitCode === 0) return true;
+  if (/code = NotFound/.test(r.stderr)) return false;
+  throw cliFailure(r, what, 'SpireServerUnavailable');
+}
+
+// --- the calls ----------------------------------------------------------------------------
+
+/**
+ * The one place the way is picked: the admin API when its socket is on this
+ * machine's filesystem (local, netns), the CLI on the target otherwise (ssh).
+ */
+export function adminFor(t: SpireServerTarget): ServerAdmin {
+  return t.transport.kind === 'ssh' ? cliAdmin : apiAdmin;
+}
+
 /** True when the server answers SERVING on its admin socket; false when it is down or not ready. */
 export async function healthcheck(t: SpireServerTarget, opts: { shallow?: boolean } = {}): Promise<boolean> {
-  const r = await runSpire(t, TOOL, serverArgv.healthcheck(t, opts));
-  return r.exitCode === 0;
+  return adminFor(t).healthy(t, opts);
 }
 
 /** The trust bundle's X.509 authorities as PEM (one CERTIFICATE block each). */
 export async function bundleShow(t: SpireServerTarget): Promise<string> {
-  return (await bundle(t)).pem;
+  return (await adminFor(t).bundle(t)).pem;
 }
 
 /** The server's own trust domain, as its bundle names it (`bundle show -output json` prints `trust_domain`). */
 export async function bundleTrustDomain(t: SpireServerTarget): Promise<string> {
-  return (await bundle(t)).trustDomain;
-}
-
-async function bundle(t: SpireServerTarget): Promise<{ trustDomain: string; pem: string }> {
-  const r = await call(t, serverArgv.bundleShow(t), 'bundle show');
-  const b = parseJsonOutput(r.stdout, BundleJson, TOOL, 'bundle show');
-  return { trustDomain: b.trust_domain, pem: b.x509_authorities.map((a) => derToPem(a.asn1)).join('') };
+  return (await adminFor(t).bundle(t)).trustDomain;
 }
 
 /**
@@ -333,21 +294,7 @@ export async function tokenGenerate(
   t: SpireServerTarget,
   o: { spiffeId: string; ttlSeconds: number },
 ): Promise<JoinToken> {
-  const r = await runSpire(t, TOOL, serverArgv.tokenGenerate(t, o));
-  if (r.exitCode !== 0 && /code = InvalidArgument/.test(r.stderr)) {
-    // The server refuses the request itself (an alias outside its trust domain:
-    // "invalid agent ID ... is not a member of trust domain"): every retry would
-    // send the same request, so this is the input's fault, not an outage.
-    throw new ToolError(
-      'InvalidInput',
-      `spire-server token generate refused the node alias ${o.spiffeId} (check spire.trustDomain): ${summarizeStderr(r.stderr, 240)}`,
-      TOOL,
-      r.exitCode,
-    );
-  }
-  if (r.exitCode !== 0) throw cliFailure(r, 'token generate', 'SpireServerUnavailable');
-  const tok = parseJsonOutput(r.stdout, TokenJson, TOOL, 'token generate');
-  return new JoinToken(tok.value, tok.expires_at);
+  return adminFor(t).createJoinToken(t, checkTokenRequest(o));
 }
 
 /** The SPIFFE ID a join-token agent gets. Sensitive: it embeds the token. */
@@ -364,19 +311,11 @@ export async function entryCreate(
   t: SpireServerTarget,
   spec: EntrySpec,
 ): Promise<{ entry: SpireEntry; created: boolean }> {
-  const r = await call(t, serverArgv.entryCreate(t, spec), 'entry create');
-  // -output json exits 0 even when the server refused the entry: the verdict is per result.
-  const { results } = parseJsonOutput(r.stdout, EntryCreateJson, TOOL, 'entry create');
-  const status = results[0]!.status;
-  if (status.code === GrpcCode.OK) {
-    const entry = EntryJson.safeParse(results[0]!.entry);
-    if (!entry.success)
-      throw new ToolError('ToolFailed', 'spire-server entry create returned an entry of an unexpected shape', TOOL);
-    return { entry: toEntry(entry.data), created: true };
-  }
+  const checked = checkEntrySpec(spec);
+  const { status, entry } = await adminFor(t).createEntry(t, checked);
+  if (status.code === GrpcCode.OK && entry) return { entry, created: true };
   if (status.code === GrpcCode.AlreadyExists) {
-    // The CLI echoes the request (no id), so find the existing entry.
-    const existing = await findSimilarEntry(t, spec);
+    const existing = entry ?? (await findSimilarEntry(t, checked));
     if (existing) return { entry: existing, created: false };
     throw new ToolError(
       'ToolFailed',
@@ -387,7 +326,7 @@ export async function entryCreate(
   throw entryStatusError('create', spec.spiffeId, status);
 }
 
-function entryStatusError(what: string, subject: string, status: z.infer<typeof StatusJson>): ToolError {
+function entryStatusError(what: string, subject: string, status: Status): ToolError {
   const msg = `spire-server refused to ${what} the entry for ${subject}: ${grpcCodeName(status.code)}: ${status.message}`;
   switch (status.code) {
     case GrpcCode.Unavailable:
@@ -421,24 +360,17 @@ export async function findSimilarEntry(
 
 /** Entries matching every given filter (all entries when none is given). */
 export async function entryShow(t: SpireServerTarget, filter: EntryFilter = {}): Promise<SpireEntry[]> {
-  const r = await call(t, serverArgv.entryShow(t, filter), 'entry show');
-  return parseJsonOutput(r.stdout, EntryShowJson, TOOL, 'entry show').entries.map(toEntry);
+  return adminFor(t).listEntries(t, checkEntryFilter(filter));
 }
 
 /** One entry by id, or `undefined` when it does not exist. */
 export async function entryGet(t: SpireServerTarget, id: string): Promise<SpireEntry | undefined> {
-  const r = await runSpire(t, TOOL, serverArgv.entryShowById(t, id));
-  if (r.exitCode !== 0) {
-    if (/code = NotFound/.test(r.stderr)) return undefined;
-    throw cliFailure(r, 'entry show', 'SpireServerUnavailable');
-  }
-  return parseJsonOutput(r.stdout, EntryShowJson, TOOL, 'entry show').entries.map(toEntry)[0];
+  return adminFor(t).getEntry(t, checkEntryId('entryId', id));
 }
 
 /** Delete an entry. Returns false when it did not exist (idempotent). */
 export async function entryDelete(t: SpireServerTarget, id: string): Promise<boolean> {
-  const r = await call(t, serverArgv.entryDelete(t, id), 'entry delete');
-  const status = parseJsonOutput(r.stdout, EntryDeleteJson, TOOL, 'entry delete').results[0]!.status;
+  const status = await adminFor(t).deleteEntry(t, checkEntryId('entryId', id));
   if (status.code === GrpcCode.OK) return true;
   if (status.code === GrpcCode.NotFound) return false;
   throw entryStatusError('delete', `entry ${id}`, status);
@@ -449,8 +381,7 @@ export async function agentList(
   t: SpireServerTarget,
   filter: { attestationType?: string } = {},
 ): Promise<SpireAgent[]> {
-  const r = await call(t, serverArgv.agentList(t, filter), 'agent list');
-  return parseJsonOutput(r.stdout, AgentListJson, TOOL, 'agent list').agents.map(toAgent);
+  return adminFor(t).listAgents(t, checkAgentFilter(filter));
 }
 
 /**
@@ -458,46 +389,10 @@ export async function agentList(
  * goes with it) and it must re-attest. Returns false when it was not there.
  */
 export async function agentEvict(t: SpireServerTarget, spiffeId: string): Promise<boolean> {
-  return agentAction(t, spiffeId, serverArgv.agentEvict, 'agent evict');
+  return adminFor(t).evictAgent(t, checkSpiffeId('spiffeId', spiffeId));
 }
 
 /** Ban an agent: it stays listed as banned and cannot re-attest. Returns false when it was not there. */
 export async function agentBan(t: SpireServerTarget, spiffeId: string): Promise<boolean> {
-  return agentAction(t, spiffeId, serverArgv.agentBan, 'agent ban');
-}
-
-const JOIN_TOKEN_AGENT_PATH = /^spiffe:\/\/[^/]+\/spire\/agent\/join_token\//;
-
-/**
- * Why a join-token agent's ID may go on argv here (and, over SSH, into the
- * remote shell line), although it embeds the token: the CLI takes the ID only
- * as `-spiffeID` (cmd/spire-server/cli/agent/evict.go, ban.go; no stdin form),
- * and we pass it only for an agent that `agent list` shows, i.e. one that has
- * attested. The server deletes a join token when an agent attests with it,
- * before anything else (attestJoinToken in pkg/server/api/agent/v1/service.go),
- * and refuses it ever after ("join token does not exist or has already been
- * used"). Its ID is then a name only: SPIRE authenticates the agent by its SVID's
- * key, not by its ID. An ID the server does not list (a token minted but never
- * used: still a live secret until its TTL) never reaches argv.
- */
-async function agentAction(
-  t: SpireServerTarget,
-  spiffeId: string,
-  argv: (t: SpireServerTarget, id: string) => string[],
-  what: string,
-): Promise<boolean> {
-  const args = argv(t, spiffeId); // validates the ID before anything runs
-  if (JOIN_TOKEN_AGENT_PATH.test(spiffeId)) {
-    const attested = await agentList(t, { attestationType: 'join_token' });
-    if (!attested.some((a) => a.spiffeId === spiffeId)) return false;
-  }
-  const r = await runSpire(t, TOOL, args);
-  if (r.exitCode === 0) return true;
-  if (/code = NotFound/.test(r.stderr)) return false;
-  throw cliFailure(r, what, 'SpireServerUnavailable');
-}
-
-export function derToPem(base64Der: string): string {
-  const lines = base64Der.match(/.{1,64}/g) ?? [];
-  return `-----BEGIN CERTIFICATE-----\n${lines.join('\n')}\n-----END CERTIFICATE-----\n`;
+  return adminFor(t).banAgent(t, checkSpiffeId('spiffeId', spiffeId));
 }

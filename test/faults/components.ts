@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { localTransport } from '../../activities/host/transport.js';
-import { daemonAlive, stopDaemon } from '../../activities/host/process.js';
+import { daemonAlive, processStat, stopDaemon } from '../../activities/host/process.js';
 import * as ip from '../../activities/overlay/ip.js';
 import * as wg from '../../activities/overlay/wireguard/wg-cli.js';
 import * as server from '../../activities/spire/server-cli.js';
@@ -180,9 +180,11 @@ export const spireServer = {
     writeFileSync(path.join(dir, 'instance.json'), JSON.stringify({ ...instance, pid }, null, 2), { mode: 0o600 });
     const target = { transport: t, socketPath: lab.spire!.socketPath };
     const deadline = Date.now() + 60_000;
+    // By start time, not by name: the daemon runs `ip netns exec` for its first milliseconds.
+    const ref = { pid, startTime: (await processStat(localTransport(), pid))?.startTime };
     for (;;) {
       if (await server.healthcheck(target).catch(() => false)) return;
-      if (!(await daemonAlive(localTransport(), pid, 'spire-server')) || Date.now() > deadline)
+      if (!(await daemonAlive(localTransport(), ref, 'spire-server')) || Date.now() > deadline)
         throw new Error(`spire-server did not come back healthy (see ${path.join(dir, 'spire-server.log')})`);
       await sleep(250);
     }

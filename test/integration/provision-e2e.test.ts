@@ -6,21 +6,23 @@
  * sqlite3). Then the workloads talk mTLS across the overlay, and decommission
  * leaves no residue.
  */
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
+import { nodePaths } from '../../activities/paths.js';
 import { Ledger } from '../../inventory/index.js';
 import { localTransport } from '../../activities/host/transport.js';
 import * as ip from '../../activities/overlay/ip.js';
 import * as server from '../../activities/spire/server-cli.js';
 import { startDecommission, startProvisioning } from '../../client/provision.js';
-import type { ProvisionInputJson } from '../../common/input.js';
+import { ProvisionInput, type ProvisionInputJson } from '../../common/input.js';
 import { labProvisionInput } from '../../lab/inputs.js';
 import { Lab } from '../../lab/lab.js';
 import { callWorkload } from '../../lab/mtls-proof.js';
 import { WORKFLOWS_PATH } from '../../workers/worker.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
-import { connectTestEnv, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
+import { connectTestEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 
 /**
  * callWorkload once the server workload listens. It listens once its own SVID fetch succeeds
@@ -110,6 +112,18 @@ describe('provisionNode on real components', () => {
           .nodeTransport('n1')
           .run('stat', ['-c', '%a', `${lab.node('n1').dir}/wireguard/${receipts[0]!.interface}.key`]);
         expect(keyMode.stdout.trim()).toBe('600');
+
+        // Step 6 proves each workload's SVID, not that it serves yet (it fetches its own, then listens):
+        // wait for both to log "listening", or a refused connect would pass for a refused peer below.
+        for (const [input, name] of [
+          [inputs[0]!, 'api'],
+          [inputs[1]!, 'web'],
+        ] as const) {
+          const log = nodePaths(ProvisionInput.parse(input)).workloadLog(name);
+          await eventually(() => Promise.resolve(readFileSync(log, 'utf8').includes('"listening"')), {
+            what: `${name} listening (${log})`,
+          });
+        }
 
         // The layers together: web@n2 calls api@n1 over mTLS across the overlay; api refuses nobody-allowed web's server.
         const ok = await callWhenListening(

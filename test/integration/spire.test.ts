@@ -196,10 +196,15 @@ function bootstrapScenario(datastore: SpireDatastore) {
       const unused = await tokenGenerate(srv, { spiffeId: `${alias}-unused`, ttlSeconds: 600 });
       const argv: string[][] = [];
       const inner = srv.transport;
+      // The CLI way (what an ssh target takes); the admin API way runs no program at all.
       const recording: SpireServerTarget = {
         ...srv,
-        transport: { ...inner, run: (c, a, o) => (argv.push([c, ...a]), inner.run(c, a, o)) },
+        transport: { ...inner, kind: 'ssh', run: (c, a, o) => (argv.push([c, ...a]), inner.run(c, a, o)) },
       };
+      const viaApi: SpireServerTarget = { ...recording, transport: { ...recording.transport, kind: inner.kind } };
+      expect(await agentEvict(viaApi, joinTokenAgentId(TD, unused))).toBe(false);
+      expect(await agentBan(viaApi, joinTokenAgentId(TD, unused))).toBe(false);
+      expect(argv).toEqual([]);
       expect(await agentEvict(recording, joinTokenAgentId(TD, unused))).toBe(false);
       expect(await agentBan(recording, joinTokenAgentId(TD, unused))).toBe(false);
       expect(argv.map((a) => a.slice(1, 3))).toEqual([

@@ -31,11 +31,14 @@ import {
   entryCreate,
   entryDelete,
   entryShow,
+  adminFor,
+  cliAdmin,
   healthcheck,
   JoinToken,
   joinTokenAgentId,
   tokenGenerate,
 } from '../../activities/spire/server-cli.js';
+import { apiAdmin, closeServerApiChannels } from '../../activities/spire/server-api.js';
 import { renderServerConfig } from '../../lab/spire-server.js';
 
 interface Call {
@@ -51,7 +54,8 @@ function fakeTransport(responders: Responder[] = []) {
   const calls: Call[] = [];
   const daemons: { command: string; args: string[]; opts: DaemonOptions }[] = [];
   const transport: HostTransport = {
-    kind: 'local',
+    // ssh: the way the server calls go as CLI runs (a local or netns target uses the admin API).
+    kind: 'ssh',
     label: 'fake host',
     async run(command, args, opts) {
       const call = { command, args: [...args], opts };
@@ -838,5 +842,51 @@ describe('spire-server config (lab)', () => {
     expect(pgConf).toContain('database_type = "postgres"');
     expect(pgConf).toContain('host=/var/run/postgresql');
     expect(pgConf).toContain('keys_path = "/tmp/x/data/keys.json"');
+  });
+});
+
+describe('which way a spire-server call goes', () => {
+  const onKind = (kind: HostTransport['kind']) => ({ ...fakeTransport().transport, kind });
+  // A socket path nothing listens on: the admin API fails at connect, with no server or binary needed.
+  const NO_SERVER = '/nonexistent/nodeboot-unit/api.sock';
+
+  it('takes the admin API for local and netns targets, the CLI for ssh', () => {
+    expect(adminFor({ transport: onKind('local'), socketPath: SOCK })).toBe(apiAdmin);
+    expect(adminFor({ transport: onKind('netns'), socketPath: SOCK })).toBe(apiAdmin);
+    expect(adminFor({ transport: onKind('ssh'), socketPath: SOCK })).toBe(cliAdmin);
+  });
+
+  it('runs no program on the API way, and maps a socket nobody answers to SpireServerUnavailable', async () => {
+    const { transport, calls } = fakeTransport();
+    const t = { transport: { ...transport, kind: 'local' as const }, socketPath: NO_SERVER, timeoutMs: 5000 };
+    try {
+      expect(await healthcheck(t)).toBe(false);
+      await expect(bundleShow(t)).rejects.toMatchObject({ type: 'SpireServerUnavailable' });
+      await expect(tokenGenerate(t, { spiffeId: `spiffe://${TD}/node/edge-01`, ttlSeconds: 60 })).rejects.toMatchObject(
+        { type: 'SpireServerUnavailable' },
+      );
+      await expect(entryCreate(t, spec)).rejects.toMatchObject({ type: 'SpireServerUnavailable' });
+      expect(calls).toEqual([]);
+    } finally {
+      closeServerApiChannels();
+    }
+  });
+
+  it('checks input the same way before anything is sent', async () => {
+    const t = { transport: onKind('local'), socketPath: NO_SERVER };
+    await expect(entryCreate(t, { ...spec, selectors: [] })).rejects.toMatchObject({ type: 'InvalidInput' });
+    await expect(entryCreate(t, { ...spec, selectors: ['unix uid 1'] })).rejects.toThrow(/selectors\[0\]/);
+    await expect(tokenGenerate(t, { spiffeId: 'spiffe://td/x', ttlSeconds: 0 })).rejects.toMatchObject({
+      type: 'InvalidInput',
+    });
+    await expect(healthcheck({ ...t, socketPath: 'relative.sock' })).rejects.toThrow(/socketPath/);
+  });
+
+  it('surfaces the activity cancellation, not a tool failure', async () => {
+    const ac = new AbortController();
+    ac.abort(new Error('activity cancelled'));
+    const t = { transport: onKind('netns'), socketPath: NO_SERVER, signal: ac.signal };
+    await expect(bundleShow(t)).rejects.toThrow('activity cancelled');
+    await expect(healthcheck(t)).rejects.toThrow('activity cancelled');
   });
 });
