@@ -18,6 +18,7 @@ import { SafePath, TrustDomain, parseName } from '../../common/names.js';
 import { isProgramMissing, summarizeStderr, ToolError } from '../host/exec.js';
 import type { HostTransport } from '../host/transport.js';
 import { assertReachedHost, runSpire, type SpireCliTarget } from './cli-common.js';
+import { socketServing } from './server-api.js';
 import { ensureDir, ensureDirAs, ensureParent, removeNodeFile, writeNodeFile } from '../host/files.js';
 import { daemonAlive, readProcessRef, sleep, stopDaemon, writePidFile, type ProcessRef } from '../host/process.js';
 import type { JoinToken } from './server-cli.js';
@@ -248,8 +249,17 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentHandle> {
   return { pid, socketPath: o.socketPath, pidFile, logFile, alreadyRunning: false };
 }
 
-/** True when the agent answers healthy on its Workload API socket. */
+/**
+ * True when the agent answers healthy on its Workload API socket. The socket is on
+ * the worker's filesystem for local and netns nodes (a unix path socket is not
+ * network-namespaced): asked there directly, the Check `spire-agent healthcheck`
+ * sends, without a Go process; over ssh the CLI on the node asks it.
+ */
 export async function agentHealthcheck(t: SpireCliTarget): Promise<boolean> {
+  if (t.transport.kind !== 'ssh') {
+    const socketPath = parseName(SafePath, 'socketPath', t.socketPath);
+    return socketServing(socketPath, { timeoutMs: t.timeoutMs, signal: t.signal });
+  }
   const r = await runSpire(t, TOOL, agentArgv.healthcheck(t));
   return r.exitCode === 0;
 }

@@ -126,6 +126,44 @@ export function closeServerApiChannels(): void {
   for (const [socketPath, clients] of channels) dropChannel(socketPath, clients);
 }
 
+/**
+ * grpc.health.v1 Check (no service name) on any SPIRE socket, on a channel of
+ * its own that is closed after the call: what `spire-agent healthcheck` and
+ * `spire-server healthcheck` ask. For sockets asked once or twice each (a
+ * node's agent while it starts), so that no channel per node is kept open.
+ * True on SERVING; false when nothing answers, the answer is not SERVING or the
+ * deadline passes; the activity's cancellation is thrown.
+ */
+export async function socketServing(socketPath: string, opts: { timeoutMs?: number; signal?: AbortSignal }) {
+  const { signal } = opts;
+  if (signal?.aborted) throw cancelled(signal, 'healthcheck');
+  const client = new (loadServices().health)(`unix:${socketPath}`, grpc.credentials.createInsecure());
+  try {
+    const res = await new Promise<unknown>((resolve, reject) => {
+      const call = client.Check!.call(
+        client,
+        { service: '' },
+        new grpc.Metadata(),
+        { deadline: Date.now() + (opts.timeoutMs ?? 30_000) },
+        (err, r) => {
+          signal?.removeEventListener('abort', onAbort);
+          if (err) reject(err);
+          else resolve(r);
+        },
+      );
+      const onAbort = () => call.cancel();
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+    return (res as { status?: string }).status === 'SERVING';
+  } catch (err) {
+    if (signal?.aborted) throw cancelled(signal, 'healthcheck');
+    if (isServiceError(err)) return false;
+    throw err;
+  } finally {
+    client.close();
+  }
+}
+
 const isServiceError = (e: unknown): e is grpc.ServiceError =>
   e instanceof Error && typeof (e as Partial<grpc.ServiceError>).code === 'number';
 
