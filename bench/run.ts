@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --only p1,p2,p3] [--pairs 5] [--sizes 1,10,25,50] [--sim 100,1000] [--repeats 2] [--large-repeats 1] [--profile-size 100] [--out bench/results]
+ * npm run bench [-- --only p1,p2,p3] [--pairs 11] [--sizes 1,10,25,50] [--sim 100,1000] [--repeats 2] [--large-repeats 1] [--profile-size 100] [--out bench/results]
  *
  *   --sizes is P2's fleet sizes (--fleet is the older name for it); e.g. only P2 at 1 and 10 nodes:
  *   npm run bench -- --only p2 --sizes 1,10 --update
@@ -76,7 +76,8 @@ const ABLATION_WORKFLOWS_PATH = path.join(repoRoot, 'bench/ablation-workflow.ts'
 const { values: opts } = parseArgs({
   options: {
     only: { type: 'string', default: 'p1,p2,p3' },
-    pairs: { type: 'string', default: '5' },
+    // 11: the ratio of one pair swings with where each run lands in the agent's sync period (launchWorkloads), so the median needs more than a handful.
+    pairs: { type: 'string', default: '11' },
     sizes: { type: 'string' },
     fleet: { type: 'string', default: '1,10,25,50' },
     sim: { type: 'string', default: '100,1000' },
@@ -182,6 +183,8 @@ export interface HistoryShape {
 }
 export interface BenchReport {
   startedAt: string;
+  /** With --update: the parts kept from the report before, and when that run started. */
+  carriedOver?: { parts: string[]; from: string };
   finishedAt: string;
   machine: { cpus: number; cpuModel: string; memoryGiB: number; kernel: string; node: string; load1: number };
   /** Dev server settings beyond lab/temporal.ts's defaults (NB_BENCH_DYNAMIC_CONFIG, NB_BENCH_MEMORY); absent: stock. */
@@ -803,7 +806,12 @@ async function main() {
     opts.update && existsSync(path.join(opts.out, 'report.json'))
       ? (JSON.parse(readFileSync(path.join(opts.out, 'report.json'), 'utf8')) as BenchReport)
       : undefined;
-  if (previous) Object.assign(report, { p1: previous.p1, p2: previous.p2, p3: previous.p3 });
+  if (previous) {
+    Object.assign(report, { p1: previous.p1, p2: previous.p2, p3: previous.p3 });
+    // Which parts this run keeps from the one before it, and when that one ran.
+    const kept = (['p1', 'p2', 'p3'] as const).filter((p) => !only.has(p) && previous[p]);
+    if (kept.length) report.carriedOver = { parts: kept, from: previous.carriedOver?.from ?? previous.startedAt };
+  }
   const b = await setUp();
   try {
     if (only.has('p1')) report.p1 = await p1(b, Number(opts.pairs));
