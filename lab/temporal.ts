@@ -71,9 +71,9 @@ export interface DevServerHandle {
  * Server settings the lab's dev server runs with (docs/operating.md, "Server
  * settings"): eager activity dispatch, so that an activity a workflow task
  * schedules goes straight back to the worker that completed the task, with the
- * task's answer, instead of a round through the matching service (measured in
- * `npm run bench` P3: about a quarter of the server's CPU per run; P1: the step
- * latency). The server's default is off; `dynamicConfig` overrides.
+ * task's answer, instead of a round through the matching service: one dispatch
+ * less per step. The server's default is off; `dynamicConfig` overrides (the
+ * benchmark: NB_BENCH_DYNAMIC_CONFIG).
  */
 export const DEV_SERVER_DYNAMIC_CONFIG: Readonly<Record<string, unknown>> = {
   'system.enableActivityEagerExecution': true,
