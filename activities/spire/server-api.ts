@@ -139,21 +139,7 @@ export async function socketServing(socketPath: string, opts: { timeoutMs?: numb
   if (signal?.aborted) throw cancelled(signal, 'healthcheck');
   const client = new (loadServices().health)(`unix:${socketPath}`, grpc.credentials.createInsecure());
   try {
-    const res = await new Promise<unknown>((resolve, reject) => {
-      const call = client.Check!.call(
-        client,
-        { service: '' },
-        new grpc.Metadata(),
-        { deadline: Date.now() + (opts.timeoutMs ?? 30_000) },
-        (err, r) => {
-          signal?.removeEventListener('abort', onAbort);
-          if (err) reject(err);
-          else resolve(r);
-        },
-      );
-      const onAbort = () => call.cancel();
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
+    const res = await invoke(client, 'Check', { service: '' }, Date.now() + (opts.timeoutMs ?? 30_000), signal);
     return (res as { status?: string }).status === 'SERVING';
   } catch (err) {
     if (signal?.aborted) throw cancelled(signal, 'healthcheck');
@@ -183,26 +169,25 @@ async function unary(
   const clients = clientsFor(socketPath);
   const deadline = Date.now() + (t.timeoutMs ?? 30_000);
   try {
-    return await new Promise((resolve, reject) => {
-      const call = clients[service][method]!.call(
-        clients[service],
-        req,
-        new grpc.Metadata(),
-        { deadline },
-        (err, res) => {
-          signal?.removeEventListener('abort', onAbort);
-          if (err) reject(err);
-          else resolve(res);
-        },
-      );
-      const onAbort = () => call.cancel();
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
+    return await invoke(clients[service], method, req, deadline, signal);
   } catch (err) {
     if (signal?.aborted) throw cancelled(signal, what);
     if (isServiceError(err) && err.code === grpc.status.UNAVAILABLE) dropChannel(socketPath, clients);
     throw err;
   }
+}
+
+/** `client.method(req)` until `deadline`, cancelled when `signal` aborts; the gRPC error as is. */
+function invoke(client: Service, method: string, req: object, deadline: number, signal?: AbortSignal) {
+  return new Promise<unknown>((resolve, reject) => {
+    const call = client[method]!.call(client, req, new grpc.Metadata(), { deadline }, (err, res) => {
+      signal?.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve(res);
+    });
+    const onAbort = () => call.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 function cancelled(signal: AbortSignal, what: string): unknown {
