@@ -9,7 +9,23 @@ import { ProvisionInput } from '../common/input.js';
 import { nodePaths } from '../activities/paths.js';
 import type { Lab } from './lab.js';
 
-export async function callWorkload(
+/**
+ * The call, asked again while nothing listens at `connect` yet (ECONNREFUSED),
+ * for up to 10 s: a server workload listens only once its own SVID fetch
+ * succeeds (it asks every 500 ms, lab/demo-workload.mjs), and provisioning
+ * proves the SVID is issued to its uid, not that the program already serves. A
+ * refusal by mTLS is never asked again.
+ */
+export async function callWorkload(...args: Parameters<typeof callOnce>): Promise<{ ok: boolean; detail: string }> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const r = await callOnce(...args);
+    if (r.ok || !/ECONNREFUSED/.test(r.detail) || Date.now() > deadline) return r;
+    await new Promise((res) => setTimeout(res, 250));
+  }
+}
+
+async function callOnce(
   lab: Lab,
   rawInput: ProvisionInputJson,
   workload: string,

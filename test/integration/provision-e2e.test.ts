@@ -24,21 +24,6 @@ import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { requireRealComponents } from '../helpers/prereqs.js';
 import { connectTestEnv, eventually, uniqueId, withWorker, type TemporalTestEnv } from '../helpers/temporal.js';
 
-/**
- * callWorkload once the server workload listens. It listens once its own SVID fetch succeeds
- * (it asks every 500 ms, lab/demo-workload.mjs): provisioning proves the SVID is issued to
- * its uid, not that the program already serves. Retried only while the connection is refused
- * (nothing listening), so a refusal by mTLS is still seen as one.
- */
-async function callWhenListening(...args: Parameters<typeof callWorkload>): ReturnType<typeof callWorkload> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const r = await callWorkload(...args);
-    if (r.ok || !/ECONNREFUSED/.test(r.detail) || Date.now() > deadline) return r;
-    await new Promise((res) => setTimeout(res, 250));
-  }
-}
-
 describe('provisionNode on real components', () => {
   let lab: Lab;
   let db: TestDatabase;
@@ -126,7 +111,7 @@ describe('provisionNode on real components', () => {
         }
 
         // The layers together: web@n2 calls api@n1 over mTLS across the overlay; api refuses nobody-allowed web's server.
-        const ok = await callWhenListening(
+        const ok = await callWorkload(
           lab,
           inputs[1]!,
           'web',
@@ -135,7 +120,7 @@ describe('provisionNode on real components', () => {
           `spiffe://${td}/ns/e2e/sa/api`,
         );
         expect(ok, ok.detail).toMatchObject({ ok: true });
-        const refused = await callWhenListening(
+        const refused = await callWorkload(
           lab,
           inputs[0]!,
           'api',
