@@ -17,7 +17,7 @@ import { z } from 'zod';
 import { SafePath, TrustDomain, parseName } from '../../common/names.js';
 import { isProgramMissing, summarizeStderr, ToolError } from '../host/exec.js';
 import type { HostTransport } from '../host/transport.js';
-import { assertReachedHost, runSpire, type SpireCliTarget } from './cli-common.js';
+import { assertReachedHost, runSpire, socketIsHere, type SpireCliTarget } from './cli-common.js';
 import { socketServing } from './server-api.js';
 import { ensureDir, ensureDirAs, ensureParent, removeNodeFile, writeNodeFile } from '../host/files.js';
 import { daemonAlive, readProcessRef, sleep, stopDaemon, writePidFile, type ProcessRef } from '../host/process.js';
@@ -256,7 +256,7 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentHandle> {
  * sends, without a Go process; over ssh the CLI on the node asks it.
  */
 export async function agentHealthcheck(t: SpireCliTarget): Promise<boolean> {
-  if (t.transport.kind !== 'ssh') {
+  if (socketIsHere(t.transport)) {
     const socketPath = parseName(SafePath, 'socketPath', t.socketPath);
     return socketServing(socketPath, { timeoutMs: t.timeoutMs, signal: t.signal });
   }
@@ -326,12 +326,8 @@ async function waitAgentHealthy(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const program = path.basename(t.binary ?? TOOL);
-  const fs = t.transport.fs;
   for (let round = 0; ; round++) {
-    // A Go CLI costs ~40 ms of CPU a call: where the node shares our filesystem, ask it only
-    // once the agent serves its Workload API socket (it does so once it has attested).
-    const serving = !fs || (await fs.lstat(t.socketPath))?.isSocket() === true;
-    if (serving && (await agentHealthcheck(t))) return;
+    if (await agentHealthcheck(t)) return;
     const alive = await daemonAlive(t.transport, pid, program);
     if (!alive || round % 4 === 3) {
       const failures = (await logSince(t.transport, logFile, logFrom)).filter((l) => ATTESTATION_FAILURE_LINE.test(l));
@@ -416,22 +412,6 @@ export interface FetchedX509Svid {
 
 export const agentArgv = {
   healthcheck: (t: SpireCliTarget) => ['healthcheck', '-socketPath', parseName(SafePath, 'socketPath', t.socketPath)],
-  /**
-   * `setpriv` drops to the workload's uid on the node: RunOptions.uid cannot be used
-   * because `ip netns exec` itself must run as root.
-   */
-  fetchX509: (t: SpireCliTarget, o: FetchX509Options) => {
-    return setprivArgv(o, [
-      t.binary ?? TOOL,
-      'api',
-      'fetch',
-      'x509',
-      '-socketPath',
-      parseName(SafePath, 'socketPath', t.socketPath),
-      '-write',
-      parseName(SafePath, 'writeDir', o.writeDir),
-    ]);
-  },
 };
 
 /** Exit statuses of the fetch script (FETCH_SCRIPT) for its own steps, apart from the CLI's. */
@@ -451,7 +431,10 @@ const FETCH_SCRIPT =
   'printf "\\n%s\\n" "$6"; head -c "$5" -- "$2/svid.0.pem" || exit 121; printf "\\0"; ' +
   'head -c "$5" -- "$2/bundle.0.pem" || exit 121';
 
-/** `setpriv` argv of one fetch attempt (FETCH_SCRIPT) as the workload's uid. */
+/**
+ * `setpriv` argv of one fetch attempt (FETCH_SCRIPT) as the workload's uid: RunOptions.uid
+ * cannot be used because `ip netns exec` itself must run as root.
+ */
 export function fetchScriptArgv(t: SpireCliTarget, o: FetchX509Options): string[] {
   return setprivArgv(o, [
     'sh',

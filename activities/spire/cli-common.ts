@@ -90,13 +90,29 @@ export function parseJsonOutput<T>(stdout: string, schema: z.ZodType<T>, tool: s
   } catch {
     throw new ToolError('ToolFailed', `${tool} ${what} printed output that is not JSON`, tool);
   }
+  return parseShape(raw, schema, tool, `${what} printed JSON`);
+}
+
+/**
+ * Validate a decoded message (CLI JSON or an API reply). On failure the error names
+ * the call and the first issue's path, never a value (it may hold a token):
+ * "<tool> <what> of an unexpected shape (<path>: <issue>)".
+ */
+export function parseShape<T>(raw: unknown, schema: z.ZodType<T>, tool: string, what: string): T {
   const r = schema.safeParse(raw);
-  if (!r.success) {
-    const issue = r.error.issues[0];
-    const at = issue ? `${issue.path.join('.') || '(root)'}: ${issue.message}` : 'invalid';
-    throw new ToolError('ToolFailed', `${tool} ${what} printed JSON of an unexpected shape (${at})`, tool);
-  }
-  return r.data;
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const at = issue ? `${issue.path.join('.') || '(root)'}: ${issue.message}` : 'invalid';
+  throw new ToolError('ToolFailed', `${tool} ${what} of an unexpected shape (${at})`, tool);
+}
+
+/**
+ * Whether a SPIRE socket on `transport`'s host is on this machine's filesystem, so
+ * that this process can dial it itself: local and netns (a unix path socket is not
+ * network-namespaced), not ssh (another machine, reached through its CLI).
+ */
+export function socketIsHere(transport: HostTransport): boolean {
+  return transport.kind !== 'ssh';
 }
 
 /** protojson prints int64 as a string and int32 as a number; accept both. */

@@ -14,7 +14,7 @@
 import { inspect } from 'node:util';
 import { z } from 'zod';
 import { SafePath, SpiffeId, parseName } from '../../common/names.js';
-import { ToolError } from '../host/exec.js';
+import { summarizeStderr, ToolError } from '../host/exec.js';
 import {
   Int,
   SelectorJson,
@@ -184,6 +184,25 @@ export function toAgent(a: z.infer<typeof AgentJson>): SpireAgent {
     x509SvidSerialNumber: a.x509svid_serial_number,
     x509SvidExpiresAt: a.x509svid_expires_at,
   };
+}
+
+/** The bundle as callers see it: its trust domain, its X.509 authorities as PEM (one CERTIFICATE block each). */
+export function toBundle(b: z.infer<typeof BundleJson>): { trustDomain: string; pem: string } {
+  return { trustDomain: b.trust_domain, pem: b.x509_authorities.map((a) => derToPem(a.asn1)).join('') };
+}
+
+/**
+ * The server refused a join token request itself (an alias outside its trust
+ * domain: "invalid agent ID ... is not a member of trust domain"): every retry
+ * would send the same request, so this is the input's fault, not an outage.
+ */
+export function aliasRefused(spiffeId: string, serverSaid: string, exitCode?: number): ToolError {
+  return new ToolError(
+    'InvalidInput',
+    `spire-server token generate refused the node alias ${spiffeId} (check spire.trustDomain): ${summarizeStderr(serverSaid, 240)}`,
+    TOOL,
+    exitCode,
+  );
 }
 
 export function derToPem(base64Der: string): string {

@@ -19,15 +19,16 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { z } from 'zod';
 import { summarizeStderr, ToolError } from '../host/exec.js';
-import { StatusJson } from './cli-common.js';
+import { parseShape, StatusJson } from './cli-common.js';
 import {
   AgentJson,
+  aliasRefused,
   BundleJson,
   checkSocketPath,
-  derToPem,
   EntryJson,
   JoinToken,
   toAgent,
+  toBundle,
   toEntry,
   TokenJson,
   TOOL,
@@ -220,11 +221,7 @@ async function call(
 
 /** Validate a response; on failure name the call only, never quote the message (it may hold a token). */
 function parse<T>(raw: unknown, schema: z.ZodType<T>, what: string): T {
-  const r = schema.safeParse(raw);
-  if (r.success) return r.data;
-  const issue = r.error.issues[0];
-  const at = issue ? `${issue.path.join('.') || '(root)'}: ${issue.message}` : 'invalid';
-  throw new ToolError('ToolFailed', `${TOOL} ${what} returned a message of an unexpected shape (${at})`, TOOL);
+  return parseShape(raw, schema, TOOL, `${what} returned a message`);
 }
 
 /** "spiffe://td/path" as the API's SPIFFEID message (input already checked). */
@@ -304,8 +301,7 @@ export const apiAdmin: ServerAdmin = {
   },
 
   async bundle(t) {
-    const b = parse(await call(t, 'bundle', 'GetBundle', {}, 'bundle show'), BundleJson, 'bundle show');
-    return { trustDomain: b.trust_domain, pem: b.x509_authorities.map((a) => derToPem(a.asn1)).join('') };
+    return toBundle(parse(await call(t, 'bundle', 'GetBundle', {}, 'bundle show'), BundleJson, 'bundle show'));
   },
 
   async createJoinToken(t, o) {
@@ -314,14 +310,8 @@ export const apiAdmin: ServerAdmin = {
     try {
       raw = await unary(t, 'agent', 'CreateJoinToken', req, 'token generate');
     } catch (err) {
-      if (isServiceError(err) && err.code === grpc.status.INVALID_ARGUMENT) {
-        // An alias outside the server's trust domain: every retry would send the same request.
-        throw new ToolError(
-          'InvalidInput',
-          `spire-server token generate refused the node alias ${o.spiffeId} (check spire.trustDomain): ${summarizeStderr(err.details ?? '', 240)}`,
-          TOOL,
-        );
-      }
+      if (isServiceError(err) && err.code === grpc.status.INVALID_ARGUMENT)
+        throw aliasRefused(o.spiffeId, err.details ?? '');
       throw apiFailure(err, 'token generate');
     }
     const tok = parse(raw, TokenJson, 'token generate');

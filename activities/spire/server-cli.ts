@@ -23,10 +23,19 @@
  *     API returns the existing entry itself).
  */
 import { z } from 'zod';
-import { summarizeStderr, ToolError } from '../host/exec.js';
-import { cliFailure, GrpcCode, grpcCodeName, parseJsonOutput, runSpire, StatusJson } from './cli-common.js';
+import { ToolError } from '../host/exec.js';
+import {
+  cliFailure,
+  GrpcCode,
+  grpcCodeName,
+  parseJsonOutput,
+  runSpire,
+  socketIsHere,
+  StatusJson,
+} from './cli-common.js';
 import {
   AgentJson,
+  aliasRefused,
   BundleJson,
   checkAgentFilter,
   checkEntryFilter,
@@ -36,10 +45,10 @@ import {
   checkSocketPath,
   checkSpiffeId,
   checkTokenRequest,
-  derToPem,
   EntryJson,
   JoinToken,
   toAgent,
+  toBundle,
   toEntry,
   TokenJson,
   TOOL,
@@ -169,23 +178,13 @@ export const cliAdmin: ServerAdmin = {
 
   async bundle(t) {
     const r = await run(t, serverArgv.bundleShow(t), 'bundle show');
-    const b = parseJsonOutput(r.stdout, BundleJson, TOOL, 'bundle show');
-    return { trustDomain: b.trust_domain, pem: b.x509_authorities.map((a) => derToPem(a.asn1)).join('') };
+    return toBundle(parseJsonOutput(r.stdout, BundleJson, TOOL, 'bundle show'));
   },
 
   async createJoinToken(t, o) {
     const r = await runSpire(t, TOOL, serverArgv.tokenGenerate(t, o));
-    if (r.exitCode !== 0 && /code = InvalidArgument/.test(r.stderr)) {
-      // The server refuses the request itself (an alias outside its trust domain:
-      // "invalid agent ID ... is not a member of trust domain"): every retry would
-      // send the same request, so this is the input's fault, not an outage.
-      throw new ToolError(
-        'InvalidInput',
-        `spire-server token generate refused the node alias ${o.spiffeId} (check spire.trustDomain): ${summarizeStderr(r.stderr, 240)}`,
-        TOOL,
-        r.exitCode,
-      );
-    }
+    if (r.exitCode !== 0 && /code = InvalidArgument/.test(r.stderr))
+      throw aliasRefused(o.spiffeId, r.stderr, r.exitCode);
     if (r.exitCode !== 0) throw cliFailure(r, 'token generate', 'SpireServerUnavailable');
     const tok = parseJsonOutput(r.stdout, TokenJson, TOOL, 'token generate');
     return new JoinToken(tok.value, tok.expires_at);
@@ -267,7 +266,7 @@ async function cliAgentAction(
  * machine's filesystem (local, netns), the CLI on the target otherwise (ssh).
  */
 export function adminFor(t: SpireServerTarget): ServerAdmin {
-  return t.transport.kind === 'ssh' ? cliAdmin : apiAdmin;
+  return socketIsHere(t.transport) ? apiAdmin : cliAdmin;
 }
 
 /** True when the server answers SERVING on its admin socket; false when it is down or not ready. */

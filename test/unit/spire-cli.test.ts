@@ -13,7 +13,6 @@ import type { RunOptions, RunResult } from '../../activities/host/exec.js';
 import { runCommand, ToolError } from '../../activities/host/exec.js';
 import { localTransport, type DaemonOptions, type HostTransport } from '../../activities/host/transport.js';
 import {
-  agentArgv,
   agentHealthcheck,
   FETCH_EXIT,
   fetchScriptArgv,
@@ -605,9 +604,9 @@ describe('spire-agent', () => {
       { writeDir: '/tmp/wl/svid', uid: 61001, gid: 61001, fresh: true },
     );
     expect(calls[1]!.args[8]).toBe('fresh');
-    expect(() =>
-      agentArgv.fetchX509({ transport, socketPath: SOCK_A }, { writeDir: '/tmp/x', uid: 0, gid: 0 }),
-    ).toThrow(/uid/);
+    expect(() => fetchScriptArgv({ transport, socketPath: SOCK_A }, { writeDir: '/tmp/x', uid: 0, gid: 0 })).toThrow(
+      /uid/,
+    );
   });
 
   it('fetch x509: the script removes (fresh), makes, fetches into and prints the dir, and says which step failed', async () => {
