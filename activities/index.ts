@@ -17,7 +17,7 @@ import { createOverlaySteps } from './overlay/index.js';
 import { createRotationActivities } from './overlay/wireguard/rotate.js';
 import type { RotationActivities } from './types-rotation.js';
 import { createPreflight } from './preflight.js';
-import { createRecordEvent } from './record-event.js';
+import { createRecordEvent, withRunEvents } from './record-event.js';
 import { createSpireSteps } from './spire/steps.js';
 import type { Activities, FleetActivities, FleetMaintenanceActivities } from './types.js';
 import { createWorkloadSteps } from './workloads/steps.js';
@@ -47,12 +47,20 @@ export function createActivities(
     env: deps.env,
     bowtie: deps.bowtie,
   };
+  const events = createRecordEvent({ ledger: deps.ledger });
+  // The preflight and the steps write the ledger events their requests carry (StepRequest.events).
+  const steps = withRunEvents(
+    {
+      ...createPreflight({ ...shared, spireServerConfig: deps.spireServerConfig }),
+      ...createOverlaySteps(shared),
+      ...createSpireSteps(shared),
+      ...createWorkloadSteps(shared),
+    },
+    events.recordEvents,
+  );
   return withBoundary<Activities & FleetActivities & FleetMaintenanceActivities & RotationActivities>({
-    ...createPreflight({ ...shared, spireServerConfig: deps.spireServerConfig }),
-    ...createOverlaySteps(shared),
-    ...createSpireSteps(shared),
-    ...createWorkloadSteps(shared),
-    ...createRecordEvent({ ledger: deps.ledger }),
+    ...steps,
+    ...events,
     ...createFleetActivities(shared),
     ...createRotationActivities(shared),
     ...createLifecycleActivities(),

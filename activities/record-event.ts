@@ -4,8 +4,10 @@
  * with its runs. Other steps use the Ledger through their own activities' deps.
  * Its errors are mapped to failures by the activity boundary, like every step's.
  */
+import { log } from '@temporalio/activity';
 import type { Ledger } from '../inventory/index.js';
-import type { Activities, LedgerEvent } from './types.js';
+import { STEPS } from '../common/steps.js';
+import type { Activities, LedgerEvent, StepRequest } from './types.js';
 
 export function createRecordEvent(deps: { ledger: Ledger }): Pick<Activities, 'recordEvent' | 'recordEvents'> {
   /** Append to the event log; a retried append of the same event is a no-op. */
@@ -21,6 +23,70 @@ export function inOrder(recordEvent: Activities['recordEvent']): Activities['rec
   return async (events) => {
     for (const event of events) await recordEvent(event);
   };
+}
+
+/** The activities a run asks to write its ledger events (StepRequest.events). */
+export const EVENT_WRITING_ACTIVITIES = ['preflight', ...STEPS] as const;
+type EventWriting = (typeof EVENT_WRITING_ACTIVITIES)[number];
+
+/** Tries per batch of events, and the pause after each failed try. */
+const EVENT_WRITE_PAUSES_MS = [50, 250];
+
+/**
+ * The preflight and the six steps, each writing the ledger events its request
+ * carries (STEP_EVENTS_PATCH): in order, beside its own work (neither waits
+ * for the other), and returning only once they are written. The run then needs
+ * no local activity of its own per step. As the workflow's own writes are,
+ * these are best-effort: a batch the ledger still refuses after a few quick
+ * tries is logged and the step goes on (a step that needs the ledger fails on
+ * its own). The workflow hands an event on again if the activity may not have
+ * written it; a second append of the same event changes nothing.
+ */
+export function withRunEvents<T extends Pick<Activities, EventWriting>>(
+  activities: T,
+  recordEvents: Activities['recordEvents'],
+): T {
+  const write = async (events: LedgerEvent[]): Promise<void> => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await recordEvents(events);
+        return;
+      } catch (err) {
+        const pause = EVENT_WRITE_PAUSES_MS[attempt];
+        if (pause === undefined) {
+          warn('ledger events not recorded', {
+            events: events.map((e) => `${e.step} ${e.kind}`),
+            error: err instanceof Error ? err.message : String(err),
+          });
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, pause));
+      }
+    }
+  };
+  const wrapped: Record<string, unknown> = { ...activities };
+  for (const name of EVENT_WRITING_ACTIVITIES) {
+    const fn = activities[name] as (req: StepRequest) => Promise<unknown>;
+    wrapped[name] = async (req: StepRequest) => {
+      if (!req.events?.length) return fn(req);
+      const written = write(req.events);
+      try {
+        return await fn(req);
+      } finally {
+        await written;
+      }
+    };
+  }
+  return wrapped as T;
+}
+
+/** The activity's logger inside an activity; stderr when a script calls the step directly. */
+function warn(message: string, attrs: Record<string, unknown>): void {
+  try {
+    log.warn(message, attrs);
+  } catch {
+    console.warn(message, attrs);
+  }
 }
 
 /**

@@ -20,6 +20,14 @@ export interface RunRef {
 export interface StepRequest {
   input: ProvisionInput;
   run: RunRef;
+  /**
+   * Ledger events of this run for the activity to write as it starts, in
+   * order, beside its own work (runs after STEP_EVENTS_PATCH,
+   * workflows/proxies.ts; activities/record-event.ts withRunEvents): the
+   * previous step's "succeeded" and this step's "started". Absent, the workflow
+   * writes them itself.
+   */
+  events?: LedgerEvent[];
 }
 
 export interface InstallEvidence {

@@ -10,8 +10,9 @@
  * - `load`: the bundle alone (zod and the input schemas evaluated per run, as
  *   the workflow sandbox does for every module it has not preloaded);
  * - `payload`: the real validated input sent to each activity, real-shaped evidence back;
- * - `upserts`: one patch marker and a BootstrapStep upsert per step;
- * - `ledger`: eight local activities (the preflight and seven batched ledger writes);
+ * - `patch`: one patch (a marker, and the TemporalChangeVersion upsert the SDK adds);
+ * - `upserts`: a BootstrapStep upsert per step;
+ * - `ledger`: the two local activities of a run (the preflight and the ledger write at its end);
  * - `validate`: the input parsed with the one validation (common/validate.ts).
  */
 import { patched, proxyActivities, proxyLocalActivities, upsertSearchAttributes } from '@temporalio/workflow';
@@ -19,7 +20,7 @@ import { BootstrapStepKey } from '../common/search-attributes.js';
 import { STEPS } from '../common/steps.js';
 import { checkProvisionInput } from '../common/validate.js';
 
-export const ABLATION_STAGES = ['load', 'payload', 'upserts', 'ledger', 'validate'] as const;
+export const ABLATION_STAGES = ['load', 'payload', 'patch', 'upserts', 'ledger', 'validate'] as const;
 export type AblationStage = (typeof ABLATION_STAGES)[number];
 
 export interface AblationActivities {
@@ -41,15 +42,15 @@ export async function ablationNode(stage: AblationStage, input: unknown): Promis
   } else if (has('payload')) {
     arg = input;
   }
-  if (has('upserts')) patched('ablation');
+  if (has('patch')) patched('ablation');
   if (has('ledger')) await local.ablationLedger([{ step: 'preflight' }]);
   let n = 0;
   for (const step of STEPS) {
     if (has('upserts')) upsertSearchAttributes([{ key: BootstrapStepKey, value: step }]);
-    if (has('ledger')) await local.ablationLedger([{ step, event: 'started' }]);
     const evidence = await a.ablationStep(has('payload') ? { input: arg, run: { step } } : n);
     n += evidence === undefined ? 0 : 1;
   }
+  if (has('ledger')) await local.ablationLedger([{ step: 'workflow', event: 'succeeded' }]);
   return n;
 }
 

@@ -296,9 +296,8 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
           return { ms, steps: receipt.durationsMs };
         };
         const viaScript = async () => {
-          const input = ProvisionInput.parse(inputFor(`p1-p${i}-${Date.now().toString(36)}`));
-          const run = await plainProvision(acts, input, `plain-${i}`);
-          await plainTeardown(acts, input, `plain/${input.nodeId}`, `plain-${i}`);
+          const run = await plainProvision(acts, inputFor(`p1-p${i}-${Date.now().toString(36)}`), `plain-${i}`);
+          await plainTeardown(acts, run.input, `plain/${run.input.nodeId}`, `plain-${i}`);
           return { ms: run.wallMs, steps: run.stepsMs };
         };
         let t: { ms: number; steps: Record<StepName, number> };
@@ -322,8 +321,7 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
       }
     });
     // The floors, on a node provisioned once more (tunnel up, agent holding the workload's SVID).
-    const input = ProvisionInput.parse(inputFor(`p1-floor-${Date.now().toString(36)}`));
-    await plainProvision(acts, input, 'floor');
+    const { input } = await plainProvision(acts, inputFor(`p1-floor-${Date.now().toString(36)}`), 'floor');
     try {
       floors = await measureFloors(lab, 'n1', {
         agentSocket: nodePaths(input).agentSocket,

@@ -40,20 +40,35 @@ export type DeferEvent = (
 ) => void;
 
 /**
+ * The queued events plus one more, for the activity about to run to write
+ * (STEP_EVENTS_PATCH, StepRequest.events), then `delivered()` once that
+ * activity returned its result, or `undelivered()` if it may not have run
+ * to its end: the events go back to the queue, for the next write to write again
+ * (a second append of the same event changes nothing).
+ */
+export interface HandOff {
+  (...event: Parameters<DeferEvent>): LedgerEvent[];
+  delivered(): void;
+  undelivered(): void;
+}
+
+/**
  * `record` and `defer` for this run of `nodeId`, writing in batches: `defer`
  * queues an event, `record` writes the queue and its own event, in order, in one
  * local activity. A step's "succeeded" is deferred so that it goes out with the
  * next step's "started" (or the run's end), in the workflow task that follows
  * anyway: one ledger write per workflow task instead of two. Failures are
  * logged as eventRecorder's are; a write cut short by cancellation keeps the
- * queued events for the next write (the compensation's).
+ * queued events for the next write (the compensation's). `handOff` gives the
+ * queue to an activity instead (STEP_EVENTS_PATCH): no local activity at all.
  */
 export function batchedEventRecorder(
   recordEvents: RunActivities['recordEvents'],
   nodeId: string,
-): { record: RecordEvent; defer: DeferEvent } {
+): { record: RecordEvent; defer: DeferEvent; handOff: HandOff } {
   const { workflowId, runId } = workflowInfo();
   const queued: LedgerEvent[] = [];
+  let handed: LedgerEvent[] = [];
   const eventOf = (...[step, kind, extra = {}]: Parameters<DeferEvent>): LedgerEvent => ({
     nodeId,
     run: { workflowId, runId },
@@ -61,10 +76,26 @@ export function batchedEventRecorder(
     kind,
     ...extra,
   });
+  const handOff: HandOff = Object.assign(
+    (...event: Parameters<DeferEvent>) => {
+      handed = [...queued.splice(0), eventOf(...event)];
+      return handed;
+    },
+    {
+      delivered: () => {
+        handed = [];
+      },
+      undelivered: () => {
+        queued.unshift(...handed);
+        handed = [];
+      },
+    },
+  );
   return {
     defer: (...args) => {
       queued.push(eventOf(...args));
     },
+    handOff,
     record: async (step, kind, extra) => {
       const deferred = queued.splice(0);
       const events = [...deferred, eventOf(step, kind, extra)];

@@ -23,7 +23,7 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { StepEvidence, StepRequest, UndoRequest, UndoResult } from '../activities/types.js';
+import type { LedgerEvent, StepEvidence, StepRequest, UndoRequest, UndoResult } from '../activities/types.js';
 import { errorClassOf } from '../common/errors.js';
 import type { ProvisionInput, ProvisionInputJson } from '../common/input.js';
 import { BootstrapStepKey, ErrorTypeKey, FailedStepKey, NodeIdKey, SegmentKey } from '../common/search-attributes.js';
@@ -40,18 +40,20 @@ import {
 } from '../common/definitions.js';
 import { acceptDecisions, type Decisions } from './decisions.js';
 import { compensatedFailure, describeFailure, validateInput, validationRules } from './failures.js';
-import { batchedEventRecorder, eventRecorder, type DeferEvent, type RecordEvent } from './events.js';
-import { activitiesFor, LEAN_RUN_PATCH, PREFLIGHT_PATCH, type RunActivities } from './proxies.js';
+import { batchedEventRecorder, eventRecorder, type DeferEvent, type HandOff, type RecordEvent } from './events.js';
+import { activitiesFor, LEAN_RUN_PATCH, PREFLIGHT_PATCH, STEP_EVENTS_PATCH, type RunActivities } from './proxies.js';
 import { Compensations } from './saga.js';
 
 /** Provision one node. Returns the receipt; fails with the failing step's error type after compensating. */
 export async function provisionNode(rawInput: ProvisionInputJson): Promise<ProvisionReceipt> {
   const run = new ProvisionRun(); // `status` and `decide` answer from the first moment
-  const lean = patched(LEAN_RUN_PATCH); // asked first: a new run asks no older patch (proxies.ts)
+  // Asked first: a new run asks no older patch (proxies.ts), so it records one marker.
+  const stepEvents = patched(STEP_EVENTS_PATCH);
+  const lean = stepEvents || patched(LEAN_RUN_PATCH);
   const input = run.accept(rawInput, lean); // invalid input fails here, before any activity runs
   const acts = activitiesFor(input, lean, { undoUntilDone: true });
   try {
-    await run.begin(input, acts, lean);
+    await run.begin(input, acts, lean, stepEvents);
     if (lean || patched(PREFLIGHT_PATCH)) await run.preflight(acts.preflight); // read-only: nothing to undo
     const installed = await run.step('installOverlay', acts.installOverlay, acts.undoInstallOverlay);
     const key = await run.step('issueOverlayKey', acts.issueOverlayKey, acts.undoIssueOverlayKey);
@@ -76,6 +78,8 @@ class ProvisionRun {
   private record!: RecordEvent;
   /** Queue a ledger event for the next `record`: runs after LEAN_RUN_PATCH only (null before). */
   private defer: DeferEvent | null = null;
+  /** Give the queue and this step's "started" to the step's activity to write: runs after STEP_EVENTS_PATCH only. */
+  private handOff: HandOff | null = null;
   private decisions!: Decisions;
 
   constructor() {
@@ -110,7 +114,7 @@ class ProvisionRun {
     }
   }
 
-  async begin(input: ProvisionInput, acts: RunActivities, lean: boolean): Promise<void> {
+  async begin(input: ProvisionInput, acts: RunActivities, lean: boolean, stepEvents: boolean): Promise<void> {
     this.input = input;
     this.status.nodeId = input.nodeId;
     this.status.segment = input.segment;
@@ -123,11 +127,18 @@ class ProvisionRun {
       ]);
     }
     if (lean) {
-      ({ record: this.record, defer: this.defer } = batchedEventRecorder(acts.recordEvents, input.nodeId));
+      const events = batchedEventRecorder(acts.recordEvents, input.nodeId);
+      ({ record: this.record, defer: this.defer } = events);
+      if (stepEvents) this.handOff = events.handOff;
     } else {
       this.record = eventRecorder(acts.recordEvent, input.nodeId);
     }
-    await this.record('workflow', 'started', { detail: { segment: input.segment, onFailure: input.onFailure } });
+    // STEP_EVENTS_PATCH: the preflight, the run's first activity, writes it.
+    if (!this.handOff) await this.record('workflow', 'started', this.startedEvent());
+  }
+
+  private startedEvent() {
+    return { detail: { segment: this.input.segment, onFailure: this.input.onFailure } };
   }
 
   /**
@@ -136,8 +147,10 @@ class ProvisionRun {
    */
   async preflight(check: (req: StepRequest) => Promise<unknown>): Promise<void> {
     try {
-      await check(this.request());
+      await check(this.request(this.handOff?.('workflow', 'started', this.startedEvent())));
+      this.handOff?.delivered();
     } catch (err) {
+      this.handOff?.undelivered();
       if (isCancellation(err)) throw err;
       const info = describeFailure('workflow', err);
       this.status.lastFailure = info;
@@ -164,10 +177,13 @@ class ProvisionRun {
       s.failure = undefined;
       this.status.currentStep = name;
       upsertSearchAttributes([{ key: BootstrapStepKey, value: name }]);
-      await this.record(name, 'started', { attempt: s.runs });
+      // STEP_EVENTS_PATCH: the step's activity writes its "started" and the queue (the last step's "succeeded").
+      const events = this.handOff?.(name, 'started', { attempt: s.runs });
+      if (!events) await this.record(name, 'started', { attempt: s.runs });
       const started = Date.now();
       try {
-        const evidence = await run(this.request());
+        const evidence = await run(this.request(events));
+        this.handOff?.delivered();
         s.durationMs = Date.now() - started;
         s.state = 'succeeded';
         s.evidence = evidence;
@@ -177,6 +193,7 @@ class ProvisionRun {
         else await this.record(name, 'succeeded', succeeded);
         return evidence;
       } catch (err) {
+        this.handOff?.undelivered();
         s.durationMs = Date.now() - started;
         if (isCancellation(err)) {
           s.state = 'cancelled';
@@ -278,8 +295,9 @@ class ProvisionRun {
     return Object.fromEntries(this.status.steps.map((s) => [s.step, s.durationMs ?? 0])) as Record<StepName, number>;
   }
 
-  private request(): StepRequest {
-    return { input: this.input, run: { workflowId: this.status.workflowId, runId: this.status.runId } };
+  private request(events?: LedgerEvent[]): StepRequest {
+    const run = { workflowId: this.status.workflowId, runId: this.status.runId };
+    return events ? { input: this.input, run, events } : { input: this.input, run };
   }
 
   private stepStatus(step: StepName): StepStatus {

@@ -51,6 +51,18 @@ export const PREFLIGHT_PATCH = 'preflight-before-install';
 export const LEAN_RUN_PATCH = 'lean-run';
 
 /**
+ * Runs started after this patch take LEAN_RUN_PATCH's path without asking it,
+ * and leave the ledger events around each step to the step itself: the
+ * preflight writes the run's "started", each step its own "started" and
+ * "succeeded" (StepRequest.events, activities/record-event.ts withRunEvents).
+ * A run then has one local activity per step fewer: only what the workflow
+ * alone knows (a failure, a hold, a decision, an undo, the run's end) is still
+ * written from the workflow (workflows/events.ts). Runs recorded before it
+ * replay down LEAN_RUN_PATCH, unchanged.
+ */
+export const STEP_EVENTS_PATCH = 'steps-write-their-events';
+
+/**
  * Runs started after this patch retry an undo's transient failures until the
  * undo succeeds, instead of giving up after input.retry.maximumAttempts and
  * leaving what the step made behind (an agent attested in a SPIRE server that

@@ -66,6 +66,7 @@ function withCli<T>(fake: FakeActivities, fn: (cli: Cli, taskQueue: string) => P
     },
   };
   activities.recordEvents = inOrder(activities.recordEvent);
+  fake.stepEventSink = activities.recordEvent;
   return withWorker(env, { workflowsPath: WORKFLOWS_PATH, activities }, (taskQueue) =>
     fn(cliFor(taskQueue), taskQueue),
   );

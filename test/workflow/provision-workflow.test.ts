@@ -74,27 +74,57 @@ function untilState(h: WorkflowHandle, state: ProvisionStatus['state']): Promise
 }
 
 describe('provisionNode', () => {
-  it('names each ledger event in the Web UI timeline: its local-activity marker carries "event: <step> <kind>" for each event it writes', async () => {
+  it("leaves the step events to the steps (StepRequest.events): the only local activities are the preflight and the run's end, whose marker names its event in the Web UI timeline", async () => {
     const fake = createFakeActivities();
     const history = await provision(fake, sampleInput(uniqueId()), async (h) => {
       await h.result();
       return h.fetchHistory();
     });
-    const markers = (history.events ?? []).filter(
-      (e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity',
-    );
-    // The preflight is a local activity too (LEAN_RUN_PATCH): only the ledger's markers name events.
-    const summaries = markers
+    const summaries = (history.events ?? [])
+      .filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity')
       .map((e) =>
         e.userMetadata?.summary ? defaultPayloadConverter.fromPayload<string>(e.userMetadata.summary) : null,
-      )
-      .filter((x) => !x?.startsWith('preflight'));
-    expect(fake.events.length).toBeGreaterThan(10);
-    expect(summaries.flatMap((x) => x?.split(' · ') ?? [null])).toEqual(
-      fake.events.map((e) => `event: ${e.step} ${e.kind}`),
-    );
-    // Batched (LEAN_RUN_PATCH): a step's "succeeded" goes out with the next event, one marker per workflow task.
-    expect(summaries.length).toBe(STEP_CALLS.length + 2);
+      );
+    expect(summaries).toEqual([
+      'preflight: read-only checks before step 1',
+      'event: launchWorkloads succeeded · event: workflow succeeded',
+    ]);
+    expect(fake.events.map((e) => `${e.step} ${e.kind}${e.attempt ? ` #${e.attempt}` : ''}`)).toEqual([
+      'workflow started',
+      ...STEP_CALLS.flatMap((step) => [`${step} started #1`, `${step} succeeded #1`]),
+      'workflow succeeded',
+    ]);
+    expect(fake.events.find((e) => e.kind === 'succeeded' && e.step !== 'workflow')?.detail).toMatchObject({
+      durationMs: expect.any(Number),
+    });
+  });
+
+  it('writes the events it handed to a step that then failed again with the failure: the ledger has each once, in order', async () => {
+    const fake = createFakeActivities({ issueOverlayKey: failWith('ToolMissing') });
+    const written: string[] = [];
+    fake.stepEventSink = async (event) => {
+      written.push(`${event.step} ${event.kind}`);
+      await fake.activities.recordEvent(event);
+    };
+    await provision(fake, sampleInput(uniqueId()), (h) => failureOf(h.result()));
+    // The step's activity wrote them; the workflow cannot know it did, so its "failed" write carries them again.
+    expect(written).toEqual([
+      'workflow started',
+      'installOverlay started',
+      'installOverlay succeeded',
+      'issueOverlayKey started',
+    ]);
+    expect(fake.events.map((e) => `${e.step} ${e.kind}`)).toEqual([
+      'workflow started',
+      'installOverlay started',
+      'installOverlay succeeded',
+      'issueOverlayKey started',
+      'issueOverlayKey failed',
+      'issueOverlayKey compensated',
+      'installOverlay compensated',
+      'workflow compensated',
+    ]);
+    expect(fake.count('recordEvent')).toBeGreaterThan(fake.events.length);
   });
 
   it('runs the six steps in order and returns the receipt; status shows all evidence', async () => {
