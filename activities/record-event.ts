@@ -34,7 +34,7 @@ const EVENT_WRITE_PAUSES_MS = [50, 250];
 
 /**
  * The preflight and the six steps, each writing the ledger events its request
- * carries (STEP_EVENTS_PATCH): in order, beside its own work (neither waits
+ * carries (LEAN_RUN_2_PATCH): in order, beside its own work (neither waits
  * for the other), and returning only once they are written. The run then needs
  * no local activity of its own per step. As the workflow's own writes are,
  * these are best-effort: a batch the ledger still refuses after a few quick

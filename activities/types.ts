@@ -22,7 +22,7 @@ export interface StepRequest {
   run: RunRef;
   /**
    * Ledger events of this run for the activity to write as it starts, in
-   * order, beside its own work (runs after STEP_EVENTS_PATCH,
+   * order, beside its own work (runs after LEAN_RUN_2_PATCH,
    * workflows/proxies.ts; activities/record-event.ts withRunEvents): the
    * previous step's "succeeded" and this step's "started". Absent, the workflow
    * writes them itself.

@@ -11,17 +11,28 @@
  *   the workflow sandbox does for every module it has not preloaded);
  * - `payload`: the real validated input sent to each activity, real-shaped evidence back;
  * - `patch`: one patch (a marker, and the TemporalChangeVersion upsert the SDK adds);
- * - `upserts`: a BootstrapStep upsert per step;
+ * - `timer`: the timer after which a run names its step (timeouts.reportStepAfter), ending with the run;
  * - `ledger`: the two local activities of a run (the preflight and the ledger write at its end);
  * - `validate`: the input parsed with the one validation (common/validate.ts).
+ *
+ * And beside them, `stepUpserts`: every stage plus a BootstrapStep upsert per
+ * step, what a run did before LEAN_RUN_2_PATCH (workflows/proxies.ts), for the
+ * report to show what that costs.
  */
-import { patched, proxyActivities, proxyLocalActivities, upsertSearchAttributes } from '@temporalio/workflow';
+import {
+  CancellationScope,
+  patched,
+  proxyActivities,
+  proxyLocalActivities,
+  sleep,
+  upsertSearchAttributes,
+} from '@temporalio/workflow';
 import { BootstrapStepKey } from '../common/search-attributes.js';
 import { STEPS } from '../common/steps.js';
 import { checkProvisionInput } from '../common/validate.js';
 
-export const ABLATION_STAGES = ['load', 'payload', 'patch', 'upserts', 'ledger', 'validate'] as const;
-export type AblationStage = (typeof ABLATION_STAGES)[number];
+export const ABLATION_STAGES = ['load', 'payload', 'patch', 'timer', 'ledger', 'validate'] as const;
+export type AblationStage = (typeof ABLATION_STAGES)[number] | 'stepUpserts';
 
 export interface AblationActivities {
   ablationStep(input: unknown): Promise<unknown>;
@@ -32,8 +43,8 @@ const a = proxyActivities<AblationActivities>({ startToCloseTimeout: 30_000 });
 const local = proxyLocalActivities<AblationActivities>({ startToCloseTimeout: 30_000 });
 
 export async function ablationNode(stage: AblationStage, input: unknown): Promise<number> {
-  const upTo = ABLATION_STAGES.indexOf(stage);
-  const has = (s: AblationStage) => upTo >= ABLATION_STAGES.indexOf(s);
+  const upTo = stage === 'stepUpserts' ? ABLATION_STAGES.length : ABLATION_STAGES.indexOf(stage);
+  const has = (s: AblationStage) => upTo >= ABLATION_STAGES.indexOf(s as (typeof ABLATION_STAGES)[number]);
   let arg: unknown = 0;
   if (has('validate')) {
     const checked = checkProvisionInput(input);
@@ -43,10 +54,11 @@ export async function ablationNode(stage: AblationStage, input: unknown): Promis
     arg = input;
   }
   if (has('patch')) patched('ablation');
+  if (has('timer')) void CancellationScope.nonCancellable(() => sleep(10_000)).catch(() => undefined);
   if (has('ledger')) await local.ablationLedger([{ step: 'preflight' }]);
   let n = 0;
   for (const step of STEPS) {
-    if (has('upserts')) upsertSearchAttributes([{ key: BootstrapStepKey, value: step }]);
+    if (stage === 'stepUpserts') upsertSearchAttributes([{ key: BootstrapStepKey, value: step }]);
     const evidence = await a.ablationStep(has('payload') ? { input: arg, run: { step } } : n);
     n += evidence === undefined ? 0 : 1;
   }

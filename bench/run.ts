@@ -617,7 +617,7 @@ async function p3Profile(b: Bench, n: number): Promise<P3ProfileRow[]> {
   // Bundled like the product (its preloaded modules), so `load` is what a real run pays for its modules.
   const ablationBundle = await bundleWorkflows(ABLATION_WORKFLOWS_PATH);
   await withBundleWorker(b, ablationBundle, ABLATION_QUEUE, ablationActivities(), async () => {
-    for (const stage of ABLATION_STAGES) {
+    for (const stage of [...ABLATION_STAGES, 'stepUpserts' as const]) {
       const t = tag(stage);
       await row(stage, `${t}-1`, () =>
         startMany(b, n, window, (k) =>

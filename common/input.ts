@@ -388,7 +388,7 @@ export type WorkloadSpec = z.infer<typeof WorkloadSpec>;
 
 const seconds = (def: number) => z.number().int().min(1).max(86_400).default(def);
 
-/** Per-step deadlines (start-to-close), in seconds. Inputs, so tests can make them short. */
+/** Per-step deadlines (start-to-close) and when a run starts naming its step, in seconds. Inputs, so tests can make them short. */
 export const TimeoutsSpec = shared('input:TimeoutsSpec', () =>
   z
     .object({
@@ -399,6 +399,12 @@ export const TimeoutsSpec = shared('input:TimeoutsSpec', () =>
       registerEntries: seconds(60),
       launchWorkloads: seconds(120),
       compensation: seconds(120),
+      /**
+       * Once a run has run this long it names its current step in the BootstrapStep
+       * search attribute, and then each step it enters: a run that ends sooner is
+       * listed by how it ended, and by the step it failed, was held or was cancelled at.
+       */
+      reportStepAfter: seconds(10),
     })
     .strict(),
 );

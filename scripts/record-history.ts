@@ -224,14 +224,14 @@ const scenarios: Scenario[] = [
     run: runForNode(provisionNode, provisionWorkflowId, sampleInput, (h) => settle(h.result())),
   },
   {
-    // After STEP_EVENTS_PATCH: the steps write the step events; local activities for the preflight and the run's end only.
-    name: 'provision-success-step-events',
+    // After LEAN_RUN_2_PATCH: the steps write the step events; local activities for the preflight and the run's end only.
+    name: 'provision-success-lean-2',
     fake: () => createFakeActivities(),
     run: provisionToTheEnd,
   },
   {
-    // After STEP_EVENTS_PATCH, failing and compensating: the events handed to the failed step go out again with its failure.
-    name: 'provision-compensated-step-events',
+    // After LEAN_RUN_2_PATCH, failing and compensating: the events handed to the failed step go out again with its failure.
+    name: 'provision-compensated-lean-2',
     fake: () =>
       createFakeActivities({ startSpireAgent: failWith('ToolMissing'), undoIssueOverlayKey: failWith('ToolMissing') }),
     run: runForNode(provisionNode, provisionWorkflowId, sampleInput, (h) => settle(h.result())),

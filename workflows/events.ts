@@ -41,7 +41,7 @@ export type DeferEvent = (
 
 /**
  * The queued events plus one more, for the activity about to run to write
- * (STEP_EVENTS_PATCH, StepRequest.events), then `delivered()` once that
+ * (LEAN_RUN_2_PATCH, StepRequest.events), then `delivered()` once that
  * activity returned its result, or `undelivered()` if it may not have run
  * to its end: the events go back to the queue, for the next write to write again
  * (a second append of the same event changes nothing).
@@ -60,7 +60,7 @@ export interface HandOff {
  * anyway: one ledger write per workflow task instead of two. Failures are
  * logged as eventRecorder's are; a write cut short by cancellation keeps the
  * queued events for the next write (the compensation's). `handOff` gives the
- * queue to an activity instead (STEP_EVENTS_PATCH): no local activity at all.
+ * queue to an activity instead (LEAN_RUN_2_PATCH): no local activity at all.
  */
 export function batchedEventRecorder(
   recordEvents: RunActivities['recordEvents'],

@@ -21,6 +21,7 @@ import {
   patched,
   setHandler,
   upsertSearchAttributes,
+  sleep,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { LedgerEvent, StepEvidence, StepRequest, UndoRequest, UndoResult } from '../activities/types.js';
@@ -41,19 +42,19 @@ import {
 import { acceptDecisions, type Decisions } from './decisions.js';
 import { compensatedFailure, describeFailure, validateInput, validationRules } from './failures.js';
 import { batchedEventRecorder, eventRecorder, type DeferEvent, type HandOff, type RecordEvent } from './events.js';
-import { activitiesFor, LEAN_RUN_PATCH, PREFLIGHT_PATCH, STEP_EVENTS_PATCH, type RunActivities } from './proxies.js';
+import { activitiesFor, LEAN_RUN_PATCH, PREFLIGHT_PATCH, LEAN_RUN_2_PATCH, type RunActivities } from './proxies.js';
 import { Compensations } from './saga.js';
 
 /** Provision one node. Returns the receipt; fails with the failing step's error type after compensating. */
 export async function provisionNode(rawInput: ProvisionInputJson): Promise<ProvisionReceipt> {
   const run = new ProvisionRun(); // `status` and `decide` answer from the first moment
   // Asked first: a new run asks no older patch (proxies.ts), so it records one marker.
-  const stepEvents = patched(STEP_EVENTS_PATCH);
-  const lean = stepEvents || patched(LEAN_RUN_PATCH);
+  const lean2 = patched(LEAN_RUN_2_PATCH);
+  const lean = lean2 || patched(LEAN_RUN_PATCH);
   const input = run.accept(rawInput, lean); // invalid input fails here, before any activity runs
   const acts = activitiesFor(input, lean, { undoUntilDone: true });
   try {
-    await run.begin(input, acts, lean, stepEvents);
+    await run.begin(input, acts, lean, lean2);
     if (lean || patched(PREFLIGHT_PATCH)) await run.preflight(acts.preflight); // read-only: nothing to undo
     const installed = await run.step('installOverlay', acts.installOverlay, acts.undoInstallOverlay);
     const key = await run.step('issueOverlayKey', acts.issueOverlayKey, acts.undoIssueOverlayKey);
@@ -78,8 +79,10 @@ class ProvisionRun {
   private record!: RecordEvent;
   /** Queue a ledger event for the next `record`: runs after LEAN_RUN_PATCH only (null before). */
   private defer: DeferEvent | null = null;
-  /** Give the queue and this step's "started" to the step's activity to write: runs after STEP_EVENTS_PATCH only. */
+  /** Give the queue and this step's "started" to the step's activity to write: runs after LEAN_RUN_2_PATCH only. */
   private handOff: HandOff | null = null;
+  /** Name each step in BootstrapStep as it starts: from input.timeouts.reportStepAfter on after LEAN_RUN_2_PATCH, always before. */
+  private listSteps = true;
   private decisions!: Decisions;
 
   constructor() {
@@ -114,7 +117,7 @@ class ProvisionRun {
     }
   }
 
-  async begin(input: ProvisionInput, acts: RunActivities, lean: boolean, stepEvents: boolean): Promise<void> {
+  async begin(input: ProvisionInput, acts: RunActivities, lean: boolean, lean2: boolean): Promise<void> {
     this.input = input;
     this.status.nodeId = input.nodeId;
     this.status.segment = input.segment;
@@ -129,12 +132,31 @@ class ProvisionRun {
     if (lean) {
       const events = batchedEventRecorder(acts.recordEvents, input.nodeId);
       ({ record: this.record, defer: this.defer } = events);
-      if (stepEvents) this.handOff = events.handOff;
+      if (lean2) this.handOff = events.handOff;
     } else {
       this.record = eventRecorder(acts.recordEvent, input.nodeId);
     }
-    // STEP_EVENTS_PATCH: the preflight, the run's first activity, writes it.
+    if (lean2) this.listStepsFrom(input.timeouts.reportStepAfter);
+    // LEAN_RUN_2_PATCH: the preflight, the run's first activity, writes it.
     if (!this.handOff) await this.record('workflow', 'started', this.startedEvent());
+  }
+
+  /**
+   * LEAN_RUN_2_PATCH: name the current step in BootstrapStep once the run has
+   * run `afterSeconds`, and every step it enters from then on. One timer per
+   * run instead of one visibility write per step; the timer is not cancelled
+   * with the run (that would be one more command): it ends with the run.
+   */
+  private listStepsFrom(afterSeconds: number): void {
+    this.listSteps = false;
+    CancellationScope.nonCancellable(() => sleep(afterSeconds * 1000)).then(
+      () => {
+        this.listSteps = true;
+        const step = this.status.currentStep;
+        if (step) upsertSearchAttributes([{ key: BootstrapStepKey, value: step }]);
+      },
+      () => undefined,
+    );
   }
 
   private startedEvent() {
@@ -176,8 +198,8 @@ class ProvisionRun {
       s.startedAt = new Date().toISOString();
       s.failure = undefined;
       this.status.currentStep = name;
-      upsertSearchAttributes([{ key: BootstrapStepKey, value: name }]);
-      // STEP_EVENTS_PATCH: the step's activity writes its "started" and the queue (the last step's "succeeded").
+      if (this.listSteps) upsertSearchAttributes([{ key: BootstrapStepKey, value: name }]);
+      // LEAN_RUN_2_PATCH: the step's activity writes its "started" and the queue (the last step's "succeeded").
       const events = this.handOff?.(name, 'started', { attempt: s.runs });
       if (!events) await this.record(name, 'started', { attempt: s.runs });
       const started = Date.now();
@@ -206,6 +228,8 @@ class ProvisionRun {
         upsertSearchAttributes([
           { key: FailedStepKey, value: name },
           { key: ErrorTypeKey, value: info.type },
+          // A run that has not named its steps yet names the one it failed at.
+          ...(this.listSteps ? [] : [{ key: BootstrapStepKey, value: name }]),
         ]);
         await this.record(name, 'failed', { attempt: s.runs, errorType: info.type, detail: { message: info.message } });
         if (this.input.onFailure !== 'hold' || errorClassOf(info.type) === 'security') throw err;
@@ -261,6 +285,10 @@ class ProvisionRun {
       : (this.status.lastFailure ?? describeFailure('workflow', err));
     const reason: UndoReason = cancelled ? 'cancel' : errorClassOf(info.type) === 'security' ? 'security' : 'failure';
     this.status.lastFailure = info;
+    // A run cancelled before it named its steps names the one it was cancelled at.
+    if (cancelled && !this.listSteps && info.step !== 'workflow') {
+      upsertSearchAttributes([{ key: BootstrapStepKey, value: info.step }]);
+    }
 
     return CancellationScope.nonCancellable(async () => {
       this.status.state = 'compensating';

@@ -51,16 +51,21 @@ export const PREFLIGHT_PATCH = 'preflight-before-install';
 export const LEAN_RUN_PATCH = 'lean-run';
 
 /**
- * Runs started after this patch take LEAN_RUN_PATCH's path without asking it,
- * and leave the ledger events around each step to the step itself: the
- * preflight writes the run's "started", each step its own "started" and
- * "succeeded" (StepRequest.events, activities/record-event.ts withRunEvents).
- * A run then has one local activity per step fewer: only what the workflow
- * alone knows (a failure, a hold, a decision, an undo, the run's end) is still
- * written from the workflow (workflows/events.ts). Runs recorded before it
- * replay down LEAN_RUN_PATCH, unchanged.
+ * Runs started after this patch take LEAN_RUN_PATCH's path without asking it, and
+ * - leave the ledger events around each step to the activities: the workflow
+ *   hands each activity the events due (the run's "started" to the preflight,
+ *   the last step's "succeeded" and its own "started" to each step:
+ *   StepRequest.events, activities/record-event.ts withRunEvents), so only what
+ *   the workflow alone knows (a failure, a hold, a decision, an undo, the run's
+ *   end) is written from a local activity: two per run instead of eight;
+ * - name their step in BootstrapStep once they have run for
+ *   input.timeouts.reportStepAfter (and then at every step), and the step
+ *   they fail or are cancelled at: one visibility write per step was the
+ *   largest cost of a run over a bare workflow, and a run that ends sooner is
+ *   listed by how it ended (bench/results/report.md, P3).
+ * Runs recorded before it replay down LEAN_RUN_PATCH, unchanged.
  */
-export const STEP_EVENTS_PATCH = 'steps-write-their-events';
+export const LEAN_RUN_2_PATCH = 'lean-run-2';
 
 /**
  * Runs started after this patch retry an undo's transient failures until the

@@ -91,7 +91,7 @@ flags (some commands):
   --run RUN_ID             status, history: a specific run instead of the latest
   --interval MS            watch: poll interval (default 500)
   --segment S --state running|held|succeeded|failed|cancelled|terminated|timed-out|open|closed
-  --step STEP (current/last step) --failed-step STEP --error-type TYPE --node NODE
+  --step STEP (of a run past timeouts.reportStepAfter, or ended at) --failed-step STEP --error-type TYPE --node NODE
   --type provision|decommission|any --limit N                                   (list)
 
 ${EXIT_CODE_HELP}`;

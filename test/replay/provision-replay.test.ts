@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from '@temporalio/worker';
 import { describe, expect, it } from 'vitest';
 import { workflowBundle } from '../helpers/temporal.js';
-import { STEP_EVENTS_PATCH } from '../../workflows/proxies.js';
+import { LEAN_RUN_2_PATCH } from '../../workflows/proxies.js';
 import { historyFromJson } from './history-json.js';
 
 const workflowsPath = fileURLToPath(new URL('../../workflows/index.ts', import.meta.url));
@@ -25,8 +25,8 @@ describe('workflow replay', () => {
         'provision-success-local-ledger.json',
         'provision-success-lean.json',
         'provision-compensated-lean.json',
-        'provision-success-step-events.json',
-        'provision-compensated-step-events.json',
+        'provision-success-lean-2.json',
+        'provision-compensated-lean-2.json',
         'fleet-three-nodes.json',
         'fleet-three-nodes-child-attributes.json',
         'rotate-success.json',
@@ -66,7 +66,7 @@ describe('workflow replay', () => {
     expect(markers('provision-success-local-ledger.json', 'core_local_activity')).toBe(14);
   });
 
-  it('covers the step-events path (STEP_EVENTS_PATCH): one patch marker, local activities for the preflight and the end only', () => {
+  it('covers the second lean path (LEAN_RUN_2_PATCH): one patch marker, local activities for the preflight and the end only', () => {
     const events = (f: string) =>
       (
         JSON.parse(readFileSync(`${historiesDir}${f}`, 'utf8')) as {
@@ -75,14 +75,14 @@ describe('workflow replay', () => {
       ).events;
     const markers = (f: string, name: string) =>
       events(f).filter((e) => e.markerRecordedEventAttributes?.markerName === name);
-    expect(markers('provision-success-step-events.json', 'core_patch')).toHaveLength(1);
-    const patchIds = markers('provision-success-step-events.json', 'core_patch').map((e) => {
+    expect(markers('provision-success-lean-2.json', 'core_patch')).toHaveLength(1);
+    const patchIds = markers('provision-success-lean-2.json', 'core_patch').map((e) => {
       const data = (e.markerRecordedEventAttributes!.details!['patch-data'] as { payloads: { data: string }[] })
         .payloads[0]!.data;
       return (JSON.parse(Buffer.from(data, 'base64').toString()) as { id: string }).id;
     });
-    expect(patchIds).toEqual([STEP_EVENTS_PATCH]);
-    expect(markers('provision-success-step-events.json', 'core_local_activity')).toHaveLength(2);
+    expect(patchIds).toEqual([LEAN_RUN_2_PATCH]);
+    expect(markers('provision-success-lean-2.json', 'core_local_activity')).toHaveLength(2);
   });
 
   it('replays every recorded history deterministically', async () => {

@@ -51,7 +51,7 @@ describe('withRunEvents (StepRequest.events)', () => {
     ]);
   });
 
-  it('writes nothing for a request without events (runs before STEP_EVENTS_PATCH, the plain script)', async () => {
+  it('writes nothing for a request without events (runs before LEAN_RUN_2_PATCH, the plain script)', async () => {
     const writes: LedgerEvent[][] = [];
     const acts = withRunEvents(steps([]), async (events) => {
       writes.push(events);

@@ -170,7 +170,8 @@ describe('provisionNode', () => {
     const sa = description.typedSearchAttributes;
     expect(sa.get(NodeIdKey)).toBe(nodeId);
     expect(sa.get(SegmentKey)).toBe('lab');
-    expect(sa.get(BootstrapStepKey)).toBe('launchWorkloads');
+    // Done well within timeouts.reportStepAfter: listed by how it ended, not by a step.
+    expect(sa.get(BootstrapStepKey)).toBeUndefined();
     expect(sa.get(FailedStepKey)).toBeUndefined();
 
     const kinds = fake.events.map((e) => `${e.step}:${e.kind}`);
@@ -504,6 +505,32 @@ describe('provisionNode', () => {
     );
     expect(found.workflowId).toBe(`provision/${nodeId}`);
     expect(found.typedSearchAttributes.get(SegmentKey)).toBe('lab');
+    // It ended before timeouts.reportStepAfter, and names the step it failed at.
+    expect(found.typedSearchAttributes.get(BootstrapStepKey)).toBe('startSpireAgent');
+  });
+
+  it('names its step in BootstrapStep once it has run timeouts.reportStepAfter, and each step after', async () => {
+    // gatePeerHealth takes 2.5 s: the run passes reportStepAfter (1 s) inside it.
+    const fake = createFakeActivities({ gatePeerHealth: () => new Promise((resolve) => setTimeout(resolve, 2_500)) });
+    const input = sampleInput(uniqueId());
+    input.timeouts = { ...input.timeouts, reportStepAfter: 1 };
+    const { during, history } = await provision(fake, input, async (h) => {
+      await fake.entered('gatePeerHealth');
+      const during = await eventually(async () => (await h.describe()).typedSearchAttributes.get(BootstrapStepKey), {
+        timeoutMs: 5_000,
+        what: 'BootstrapStep set',
+      });
+      await h.result();
+      return { during, history: await h.fetchHistory() };
+    });
+    expect(during).toBe('gatePeerHealth');
+    // From the history: no step named before the timer fired, then the step it fired in and each one after.
+    const named = (history.events ?? []).flatMap((e) => {
+      if (e.timerFiredEventAttributes) return ['(timer fired)'];
+      const field = e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields?.BootstrapStep;
+      return field ? [defaultPayloadConverter.fromPayload<string>(field)] : [];
+    });
+    expect(named).toEqual(['(timer fired)', 'gatePeerHealth', 'startSpireAgent', 'registerEntries', 'launchWorkloads']);
   });
 });
 
