@@ -122,6 +122,12 @@ export interface P1Report {
   orchestrationMedianMs: number;
   /** Each step's floor, from primitives measured on their own (bench/floors.ts). */
   floors?: Floors;
+  /**
+   * Temporal's own floor for a six-step run here: the bare workflow (six no-op
+   * activities, bench/bare-workflow.ts) started one at a time through the same
+   * server, on a worker with the same settings as the real one, start to result.
+   */
+  bare?: Summary;
 }
 export interface P2Run {
   nodes: number;
@@ -278,6 +284,7 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
     labProvisionInput(lab, 'n1', { nodeId, workloads: benchWorkload(nodeId) });
   const out: P1Pair[] = [];
   let floors: Floors | undefined;
+  let bare: Summary | undefined;
   try {
     await withWorker(b, REAL_QUEUE, acts, async () => {
       for (let i = 0; i < pairs; i++) {
@@ -320,6 +327,8 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
         log(`P1 pair ${i + 1}/${pairs} (${order}): temporal ${sec(pair.temporalMs)} s, plain ${sec(pair.plainMs)} s`);
       }
     });
+    bare = await p1BareFloor(b, pairs);
+    log(`P1 bare floor: median ${bare.median.toFixed(0)} ms (${pairs} runs)`);
     // The floors, on a node provisioned once more (tunnel up, agent holding the workload's SVID).
     const { input } = await plainProvision(acts, inputFor(`p1-floor-${Date.now().toString(36)}`), 'floor');
     try {
@@ -351,7 +360,35 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
     steps,
     orchestrationMedianMs: median(out.map((p) => p.temporalMs - STEPS.reduce((s, st) => s + p.temporalStepsMs[st], 0))),
     ...(floors ? { floors } : {}),
+    ...(bare ? { bare } : {}),
   };
+}
+
+/** P1's Temporal floor: `runs` bare workflows, one after another, each timed from its start call to its result. */
+async function p1BareFloor(b: Bench, runs: number): Promise<Summary> {
+  const bundle = await bundleWorkflowCode({ workflowsPath: BARE_WORKFLOWS_PATH, logger: new DefaultLogger('WARN') });
+  const taskQueue = `${BARE_QUEUE}-p1`;
+  const worker = await Worker.create({
+    connection: b.native,
+    taskQueue,
+    workflowBundle: bundle,
+    activities: bareActivities(),
+  });
+  const tag = `p1bare-${Date.now().toString(36)}`;
+  const ms: number[] = [];
+  await worker.runUntil(async () => {
+    for (let i = 0; i <= runs; i++) {
+      const t0 = performance.now();
+      const h = await b.client.workflow.start<typeof bareNode>('bareNode', {
+        taskQueue,
+        workflowId: `${tag}-${i}`,
+        args: [0],
+      });
+      await h.result();
+      if (i > 0) ms.push(performance.now() - t0); // the first one warms the worker up (its bundle, its connections)
+    }
+  });
+  return summarize(ms);
 }
 
 // --- P2 ---------------------------------------------------------------------------------------
