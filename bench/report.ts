@@ -278,13 +278,17 @@ export function renderReport(r: BenchReport): string {
         `| ${nodes} | ${what} | ${sec(x.wallMs)} s | ${avail.toFixed(0)} | ${(x.cpu.workerMs / nodes).toFixed(0)} ms | ${(x.cpu.serverMs / nodes).toFixed(0)} ms | ${pct(busy)} |`,
       );
     };
+    // Each real run beside the bare run measured just before it: the k-th of its size with the k-th.
+    const p3 = r.p3;
+    const bareFor = (run: (typeof p3.runs)[number]) =>
+      p3.bare?.filter((x) => x.nodes === run.nodes)[p3.runs.filter((x) => x.nodes === run.nodes).indexOf(run)];
     for (const run of r.p3.runs) {
-      const bare = r.p3.bare?.find((x) => x.nodes === run.nodes);
+      const bare = bareFor(run);
       if (run.cpu) cpuRow(run.nodes, 'provisionNode (fleet child)', run);
       if (bare) cpuRow(bare.nodes, 'bare', bare);
     }
     const bigReal = [...r.p3.runs].sort((x, y) => y.nodes - x.nodes)[0];
-    const bigBare = r.p3.bare?.find((x) => x.nodes === bigReal?.nodes);
+    const bigBare = bigReal && bareFor(bigReal);
     if (bigReal?.cpu && bigBare) {
       // Even with both cores given wholly to the worker and the server, N runs need this long at this CPU per run.
       const floor = (x: { cpu: { workerMs: number; serverMs: number } }) =>
