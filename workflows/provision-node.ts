@@ -20,8 +20,8 @@ import {
   log,
   patched,
   setHandler,
-  upsertSearchAttributes,
   sleep,
+  upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { LedgerEvent, StepEvidence, StepRequest, UndoRequest, UndoResult } from '../activities/types.js';
@@ -42,7 +42,7 @@ import {
 import { acceptDecisions, type Decisions } from './decisions.js';
 import { compensatedFailure, describeFailure, validateInput, validationRules } from './failures.js';
 import { batchedEventRecorder, eventRecorder, type DeferEvent, type HandOff, type RecordEvent } from './events.js';
-import { activitiesFor, LEAN_RUN_PATCH, PREFLIGHT_PATCH, LEAN_RUN_2_PATCH, type RunActivities } from './proxies.js';
+import { activitiesFor, LEAN_RUN_2_PATCH, LEAN_RUN_PATCH, PREFLIGHT_PATCH, type RunActivities } from './proxies.js';
 import { Compensations } from './saga.js';
 
 /** Provision one node. Returns the receipt; fails with the failing step's error type after compensating. */
@@ -228,9 +228,10 @@ class ProvisionRun {
         upsertSearchAttributes([
           { key: FailedStepKey, value: name },
           { key: ErrorTypeKey, value: info.type },
-          // A run that has not named its steps yet names the one it failed at.
+          // A run that has not named its steps yet names the one it failed at, and follows each step from now on.
           ...(this.listSteps ? [] : [{ key: BootstrapStepKey, value: name }]),
         ]);
+        this.listSteps = true;
         await this.record(name, 'failed', { attempt: s.runs, errorType: info.type, detail: { message: info.message } });
         if (this.input.onFailure !== 'hold' || errorClassOf(info.type) === 'security') throw err;
         if ((await this.hold(name, info)) === 'compensate') throw err;

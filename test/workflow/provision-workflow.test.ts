@@ -404,6 +404,8 @@ describe('provisionNode', () => {
     ]);
     expect(fake.undos()).toEqual([]);
     expect(cleared.get(FailedStepKey)).toBeUndefined();
+    // Named at its failure (well within reportStepAfter), the run follows each step after it.
+    expect(cleared.get(BootstrapStepKey)).toBe('launchWorkloads');
     expect(fake.events.map((e) => `${e.step}:${e.kind}`)).toEqual(
       expect.arrayContaining(['startSpireAgent:held', 'startSpireAgent:decision']),
     );
