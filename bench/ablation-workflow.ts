@@ -44,7 +44,7 @@ const local = proxyLocalActivities<AblationActivities>({ startToCloseTimeout: 30
 
 export async function ablationNode(stage: AblationStage, input: unknown): Promise<number> {
   const upTo = stage === 'stepUpserts' ? ABLATION_STAGES.length : ABLATION_STAGES.indexOf(stage);
-  const has = (s: AblationStage) => upTo >= ABLATION_STAGES.indexOf(s as (typeof ABLATION_STAGES)[number]);
+  const has = (s: (typeof ABLATION_STAGES)[number]) => upTo >= ABLATION_STAGES.indexOf(s);
   let arg: unknown = 0;
   if (has('validate')) {
     const checked = checkProvisionInput(input);

@@ -337,18 +337,19 @@ export function renderReport(r: BenchReport): string {
         stepUpserts:
           'for comparison: `validate` plus a BootstrapStep upsert per step, as runs did before LEAN_RUN_2_PATCH (“+” is from `validate`)',
       };
+      const perNode = (x: (typeof r.p3.profile)[number]) => (x.cpu.workerMs + x.cpu.serverMs) / x.nodes;
+      const baseTotal = base ? perNode(base) : undefined;
       let prev: number | undefined;
       const aside = r.p3.profile.find((x) => x.variant === 'stepUpserts');
       for (const p of [...r.p3.profile.filter((x) => x !== aside), ...(aside ? [aside] : [])]) {
-        // The aside row compares with `validate`, the chain's last stage, which it adds its upserts to.
-        if (p === aside)
-          prev = ((v) => (v ? (v.cpu.workerMs + v.cpu.serverMs) / v.nodes : undefined))(
-            r.p3.profile.find((x) => x.variant === 'validate'),
-          );
+        if (p === aside) {
+          // The aside row compares with `validate`, the chain's last stage, which it adds its upserts to.
+          const validate = r.p3.profile.find((x) => x.variant === 'validate');
+          prev = validate ? perNode(validate) : undefined;
+        }
         const w = p.cpu.workerMs / p.nodes;
         const sv = p.cpu.serverMs / p.nodes;
-        const total = w + sv;
-        const baseTotal = base ? (base.cpu.workerMs + base.cpu.serverMs) / base.nodes : undefined;
+        const total = perNode(p);
         const h = p.history;
         out.push(
           `| ${p.variant} | ${WHAT[p.variant] ?? ''} | ${sec(p.wallMs)} s | ${w.toFixed(0)} ms | ${sv.toFixed(0)} ms | ${total.toFixed(0)} ms | ${prev === undefined ? '—' : `${total - prev >= 0 ? '+' : ''}${(total - prev).toFixed(0)} ms`} | ${baseTotal ? `${(total / baseTotal).toFixed(2)}×` : '—'} | ${h?.events ?? '—'} | ${h?.upserts ?? '—'} | ${h?.markers ?? '—'} |`,

@@ -366,17 +366,11 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
 
 /** P1's Temporal floor: `runs` bare workflows, one after another, each timed from its start call to its result. */
 async function p1BareFloor(b: Bench, runs: number): Promise<Summary> {
-  const bundle = await bundleWorkflowCode({ workflowsPath: BARE_WORKFLOWS_PATH, logger: new DefaultLogger('WARN') });
   const taskQueue = `${BARE_QUEUE}-p1`;
-  const worker = await Worker.create({
-    connection: b.native,
-    taskQueue,
-    workflowBundle: bundle,
-    activities: bareActivities(),
-  });
   const tag = `p1bare-${Date.now().toString(36)}`;
   const ms: number[] = [];
-  await worker.runUntil(async () => {
+  // The P1 worker's settings (none), not P3's tuning.
+  await withBundleWorker(b, await bareBundle(), taskQueue, bareActivities(), {}, async () => {
     for (let i = 0; i <= runs; i++) {
       const t0 = performance.now();
       const h = await b.client.workflow.start<typeof bareNode>('bareNode', {
@@ -532,17 +526,14 @@ async function p3(b: Bench, sizes: number[], repeats: number): Promise<{ runs: P
   const runs: P3Run[] = [];
   const bare: P3BareRun[] = [];
   const template = simulatedTemplate();
-  const bareBundle = await bundleWorkflowCode({
-    workflowsPath: BARE_WORKFLOWS_PATH,
-    logger: new DefaultLogger('WARN'),
-  });
+  const bare1 = await bareBundle();
   for (const n of sizes) {
     const times = repeatsFor(n, 1000, repeats);
     const window = Math.min(n, 200);
     for (let r = 0; r < times; r++) {
       // The baseline first, then the real run: same server (and its state so far), same worker settings.
       const bareTag = `p3bare-${n}-${r}-${Date.now().toString(36)}`;
-      const bareRun: P3BareRun = await withBundleWorker(b, bareBundle, BARE_QUEUE, bareActivities(), async () => {
+      const bareRun: P3BareRun = await withBundleWorker(b, bare1, BARE_QUEUE, bareActivities(), P3_TUNING, async () => {
         const m = await measureCpu(b, () => bareWorkflows(b, bareTag, n, window));
         return { nodes: n, window, wallMs: m.wallMs, workflowsPerSecond: (n / m.wallMs) * 1000, cpu: m.cpu };
       });
@@ -643,17 +634,13 @@ async function p3Profile(b: Bench, n: number): Promise<P3ProfileRow[]> {
     );
   };
   const tag = (v: string) => `p3prof-${v}-${Date.now().toString(36)}`;
-  const bareBundle = await bundleWorkflowCode({
-    workflowsPath: BARE_WORKFLOWS_PATH,
-    logger: new DefaultLogger('WARN'),
-  });
   const bareTag = tag('bare');
-  await withBundleWorker(b, bareBundle, BARE_QUEUE, bareActivities(), () =>
+  await withBundleWorker(b, await bareBundle(), BARE_QUEUE, bareActivities(), P3_TUNING, () =>
     row('bare', `${bareTag}-1`, () => bareWorkflows(b, bareTag, n, window)),
   );
   // Bundled like the product (its preloaded modules), so `load` is what a real run pays for its modules.
   const ablationBundle = await bundleWorkflows(ABLATION_WORKFLOWS_PATH);
-  await withBundleWorker(b, ablationBundle, ABLATION_QUEUE, ablationActivities(), async () => {
+  await withBundleWorker(b, ablationBundle, ABLATION_QUEUE, ablationActivities(), P3_TUNING, async () => {
     for (const stage of [...ABLATION_STAGES, 'stepUpserts' as const]) {
       const t = tag(stage);
       await row(stage, `${t}-1`, () =>
@@ -728,10 +715,18 @@ async function withBundleWorker<T>(
   workflowBundle: WorkflowBundleWithSourceMap,
   taskQueue: string,
   activities: object,
+  tuning: Partial<Parameters<typeof Worker.create>[0]>,
   fn: () => Promise<T>,
 ): Promise<T> {
-  const worker = await Worker.create({ connection: b.native, taskQueue, workflowBundle, activities, ...P3_TUNING });
+  const worker = await Worker.create({ connection: b.native, taskQueue, workflowBundle, activities, ...tuning });
   return worker.runUntil(fn);
+}
+
+let bareBundleOnce: Promise<WorkflowBundleWithSourceMap> | undefined;
+/** The bare workflow's bundle, built once per bench run (P1's floor, P3's baseline and its profile). */
+function bareBundle(): Promise<WorkflowBundleWithSourceMap> {
+  bareBundleOnce ??= bundleWorkflowCode({ workflowsPath: BARE_WORKFLOWS_PATH, logger: new DefaultLogger('WARN') });
+  return bareBundleOnce;
 }
 
 /**
