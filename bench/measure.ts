@@ -1,8 +1,10 @@
 /**
- * Small measuring tools for the benchmark: summary statistics, and the
- * resident memory of the processes living in a set of network namespaces.
+ * Small measuring tools for the benchmark: summary statistics, where a run's
+ * time went by its history, and the resident memory of the processes living in
+ * a set of network namespaces.
  */
 import { readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import type { temporal } from '@temporalio/proto';
 
 export interface Summary {
   n: number;
@@ -19,6 +21,45 @@ export function summarize(values: number[]): Summary {
   const mid = Math.floor(v.length / 2);
   const median = v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
   return { n: v.length, median, min: v[0]!, max: v.at(-1)!, spread: median ? (v.at(-1)! - v[0]!) / median : 0 };
+}
+
+/**
+ * Where one run's time went, from its history's timestamps (the server's
+ * clock), summed over the run's workflow tasks and activities.
+ */
+export interface RunTimeline {
+  /** The whole history: its first event to its last. */
+  totalMs: number;
+  /** Each workflow task from scheduled to started: the server handing it to a worker's poll. */
+  dispatchMs: number;
+  /** Each workflow task from started to completed: the worker running it and its reply reaching the server. */
+  workflowTaskMs: number;
+  /** Each activity from started to its result recorded (for a no-op: the hand-over to the activity and its reply). */
+  activityMs: number;
+  workflowTasks: number;
+}
+
+export function runTimeline(events: temporal.api.history.v1.IHistoryEvent[]): RunTimeline {
+  const at = (e: temporal.api.history.v1.IHistoryEvent) =>
+    e.eventTime ? Number(e.eventTime.seconds ?? 0) * 1000 + (e.eventTime.nanos ?? 0) / 1e6 : NaN;
+  const byId = new Map(events.map((e) => [Number(e.eventId), e]));
+  const since = (id: unknown, e: temporal.api.history.v1.IHistoryEvent) => {
+    const from = byId.get(Number(id));
+    return from ? at(e) - at(from) : 0;
+  };
+  const t: RunTimeline = { totalMs: 0, dispatchMs: 0, workflowTaskMs: 0, activityMs: 0, workflowTasks: 0 };
+  for (const e of events) {
+    if (e.workflowTaskStartedEventAttributes)
+      t.dispatchMs += since(e.workflowTaskStartedEventAttributes.scheduledEventId, e);
+    if (e.workflowTaskCompletedEventAttributes) {
+      t.workflowTaskMs += since(e.workflowTaskCompletedEventAttributes.startedEventId, e);
+      t.workflowTasks++;
+    }
+    const done = e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes;
+    if (done) t.activityMs += since(done.startedEventId, e);
+  }
+  if (events.length) t.totalMs = at(events.at(-1)!) - at(events[0]!);
+  return t;
 }
 
 export interface MemorySample {

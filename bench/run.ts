@@ -36,7 +36,7 @@ import { ProvisionInput, type ProvisionInputJson } from '../common/input.js';
 import { STEPS, type StepName } from '../common/steps.js';
 import { labProvisionInput, labWorkloadSpec } from '../lab/inputs.js';
 import { Lab } from '../lab/lab.js';
-import { startDevServer, type DevServerHandle } from '../lab/temporal.js';
+import { DEV_SERVER_DYNAMIC_CONFIG, startDevServer, type DevServerHandle } from '../lab/temporal.js';
 import type { FleetResult, ProvisionReceipt } from '../common/definitions.js';
 import type { provisionFleet, provisionNode } from '../workflows/index.js';
 import { bareActivities, type bareNode } from './bare-workflow.js';
@@ -53,7 +53,9 @@ import {
   type Classifier,
   type CpuSample,
   type MemorySample,
+  type RunTimeline,
   type Summary,
+  runTimeline,
 } from './measure.js';
 import { commandsStarted } from '../activities/host/exec.js';
 import { plainProvision, plainTeardown } from './plain-script.js';
@@ -127,7 +129,24 @@ export interface P1Report {
    * activities, bench/bare-workflow.ts) started one at a time through the same
    * server, on a worker with the same settings as the real one, start to result.
    */
-  bare?: Summary;
+  bare?: P1BareFloor;
+  /** The same bare runs on a server with the stock transfer-queue poll rate (STOCK_TRANSFER_POLL_RPS). */
+  bareStock?: P1BareFloor;
+}
+export interface P1BareFloor {
+  /** The server's history.transferProcessorMaxPollRPS for these runs. */
+  transferPollRps: number;
+  /** Start call to result. */
+  wall: Summary;
+  /** Where a run's time went by its history (bench/measure.ts runTimeline), medians over the runs. */
+  timeline: {
+    dispatchMs: number;
+    workflowTaskMs: number;
+    activityMs: number;
+    /** The history's first event to its last. */
+    historyMs: number;
+    workflowTasks: number;
+  };
 }
 export interface P2Run {
   nodes: number;
@@ -221,6 +240,19 @@ interface Bench {
   dir: string;
 }
 
+/**
+ * Server settings over lab/temporal.ts's, to try one on every part alike, e.g.
+ * NB_BENCH_DYNAMIC_CONFIG='{"system.enableActivityEagerExecution":false}'.
+ */
+function benchDynamicConfig(): Record<string, unknown> {
+  return process.env.NB_BENCH_DYNAMIC_CONFIG
+    ? (JSON.parse(process.env.NB_BENCH_DYNAMIC_CONFIG) as Record<string, unknown>)
+    : {};
+}
+
+/** The server's own default for history.transferProcessorMaxPollRPS (P1's stock floor). */
+const STOCK_TRANSFER_POLL_RPS = 20;
+
 async function setUp(): Promise<Bench> {
   Runtime.install({ logger: new DefaultLogger(process.env.NB_BENCH_LOG === 'warn' ? 'WARN' : 'ERROR') });
   const dir = mkdtempSync(path.join(os.tmpdir(), 'nb-bench-'));
@@ -228,10 +260,7 @@ async function setUp(): Promise<Bench> {
   const server = await startDevServer({
     headless: true,
     ...(process.env.NB_BENCH_MEMORY ? {} : { dbFilename: path.join(dir, 'temporal.db') }),
-    // To try a server setting on every part alike, e.g. NB_BENCH_DYNAMIC_CONFIG='{"system.enableActivityEagerExecution":true}'.
-    ...(process.env.NB_BENCH_DYNAMIC_CONFIG
-      ? { dynamicConfig: JSON.parse(process.env.NB_BENCH_DYNAMIC_CONFIG) as Record<string, unknown> }
-      : {}),
+    dynamicConfig: benchDynamicConfig(),
     logFile: path.join(dir, 'server.log'),
   });
   const connection = await Connection.connect({ address: server.address });
@@ -284,7 +313,8 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
     labProvisionInput(lab, 'n1', { nodeId, workloads: benchWorkload(nodeId) });
   const out: P1Pair[] = [];
   let floors: Floors | undefined;
-  let bare: Summary | undefined;
+  let bare: P1BareFloor | undefined;
+  let bareStock: P1BareFloor | undefined;
   try {
     await withWorker(b, REAL_QUEUE, acts, async () => {
       for (let i = 0; i < pairs; i++) {
@@ -327,8 +357,13 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
         log(`P1 pair ${i + 1}/${pairs} (${order}): temporal ${sec(pair.temporalMs)} s, plain ${sec(pair.plainMs)} s`);
       }
     });
-    bare = await p1BareFloor(b, pairs);
-    log(`P1 bare floor: median ${bare.median.toFixed(0)} ms (${pairs} runs)`);
+    const rps = { ...DEV_SERVER_DYNAMIC_CONFIG, ...benchDynamicConfig() }['history.transferProcessorMaxPollRPS'];
+    bare = await p1BareFloor(b, pairs, typeof rps === 'number' ? rps : STOCK_TRANSFER_POLL_RPS);
+    log(`P1 bare floor: median ${bare.wall.median.toFixed(0)} ms (${pairs} runs) ${JSON.stringify(bare.timeline)}`);
+    bareStock = await p1BareFloorStock(b, pairs);
+    log(
+      `P1 bare floor, stock transfer poll rate: median ${bareStock.wall.median.toFixed(0)} ms ${JSON.stringify(bareStock.timeline)}`,
+    );
     // The floors, on a node provisioned once more (tunnel up, agent holding the workload's SVID).
     const { input } = await plainProvision(acts, inputFor(`p1-floor-${Date.now().toString(36)}`), 'floor');
     try {
@@ -361,28 +396,74 @@ async function p1(b: Bench, pairs: number): Promise<P1Report> {
     orchestrationMedianMs: median(out.map((p) => p.temporalMs - STEPS.reduce((s, st) => s + p.temporalStepsMs[st], 0))),
     ...(floors ? { floors } : {}),
     ...(bare ? { bare } : {}),
+    ...(bareStock ? { bareStock } : {}),
   };
 }
 
-/** P1's Temporal floor: `runs` bare workflows, one after another, each timed from its start call to its result. */
-async function p1BareFloor(b: Bench, runs: number): Promise<Summary> {
+/**
+ * P1's Temporal floor: `runs` bare workflows, one after another, each timed
+ * from its start call to its result, with where each run's time went by its
+ * history (medians over the runs).
+ */
+async function p1BareFloor(
+  server: Pick<Bench, 'client' | 'native'>,
+  runs: number,
+  transferPollRps: number,
+): Promise<P1BareFloor> {
   const taskQueue = `${BARE_QUEUE}-p1`;
   const tag = `p1bare-${Date.now().toString(36)}`;
   const ms: number[] = [];
+  const timelines: RunTimeline[] = [];
   // The P1 worker's settings (none), not P3's tuning.
-  await withBundleWorker(b, await bareBundle(), taskQueue, bareActivities(), {}, async () => {
+  await withBundleWorker(server, await bareBundle(), taskQueue, bareActivities(), {}, async () => {
     for (let i = 0; i <= runs; i++) {
       const t0 = performance.now();
-      const h = await b.client.workflow.start<typeof bareNode>('bareNode', {
+      const h = await server.client.workflow.start<typeof bareNode>('bareNode', {
         taskQueue,
         workflowId: `${tag}-${i}`,
         args: [0],
       });
       await h.result();
-      if (i > 0) ms.push(performance.now() - t0); // the first one warms the worker up (its bundle, its connections)
+      if (i === 0) continue; // the first one warms the worker up (its bundle, its connections)
+      ms.push(performance.now() - t0);
+      timelines.push(runTimeline((await h.fetchHistory()).events ?? []));
     }
   });
-  return summarize(ms);
+  const median = (pick: (t: RunTimeline) => number) => summarize(timelines.map(pick)).median;
+  return {
+    transferPollRps,
+    wall: summarize(ms),
+    timeline: {
+      dispatchMs: median((t) => t.dispatchMs),
+      workflowTaskMs: median((t) => t.workflowTaskMs),
+      activityMs: median((t) => t.activityMs),
+      historyMs: median((t) => t.totalMs),
+      workflowTasks: median((t) => t.workflowTasks),
+    },
+  };
+}
+
+/**
+ * The bare floor again on a dev server of its own with the server's stock
+ * transfer-queue poll rate (lab/temporal.ts TRANSFER_POLL_RPS): what the lab's
+ * setting saves a run that goes one step at a time.
+ */
+async function p1BareFloorStock(b: Bench, runs: number): Promise<P1BareFloor> {
+  const server = await startDevServer({
+    headless: true,
+    ...(process.env.NB_BENCH_MEMORY ? {} : { dbFilename: path.join(b.dir, 'temporal-stock.db') }),
+    dynamicConfig: { ...benchDynamicConfig(), 'history.transferProcessorMaxPollRPS': STOCK_TRANSFER_POLL_RPS },
+    logFile: path.join(b.dir, 'server-stock.log'),
+  });
+  const native = await NativeConnection.connect({ address: server.address });
+  const connection = await Connection.connect({ address: server.address });
+  try {
+    return await p1BareFloor({ client: new Client({ connection }), native }, runs, STOCK_TRANSFER_POLL_RPS);
+  } finally {
+    await connection.close();
+    await native.close();
+    await server.stop();
+  }
 }
 
 // --- P2 ---------------------------------------------------------------------------------------
@@ -711,7 +792,7 @@ async function measureCpu<T>(
 }
 
 async function withBundleWorker<T>(
-  b: Bench,
+  b: Pick<Bench, 'native'>,
   workflowBundle: WorkflowBundleWithSourceMap,
   taskQueue: string,
   activities: object,
@@ -824,9 +905,7 @@ async function main() {
     ...(process.env.NB_BENCH_DYNAMIC_CONFIG || process.env.NB_BENCH_MEMORY
       ? {
           server: {
-            ...(process.env.NB_BENCH_DYNAMIC_CONFIG
-              ? { dynamicConfig: JSON.parse(process.env.NB_BENCH_DYNAMIC_CONFIG) as Record<string, unknown> }
-              : {}),
+            ...(process.env.NB_BENCH_DYNAMIC_CONFIG ? { dynamicConfig: benchDynamicConfig() } : {}),
             ...(process.env.NB_BENCH_MEMORY ? { inMemory: true } : {}),
           },
         }

@@ -6,7 +6,7 @@
  * each run, and our input schemas are module constants, so each run used to
  * rebuild all of them (about 15 ms of worker CPU per run, measured in
  * `npm run bench` P3). The worker preloads this module and zod itself
- * (workers/bundle.ts `WORKFLOW_PRELOAD_MODULES`): preloaded modules are shared
+ * (common/sandbox-preload.ts, workers/bundle.ts `WORKFLOW_PRELOAD_MODULES`): preloaded modules are shared
  * by every run in a sandbox, so a schema built here by one run is reused by the
  * next.
  *

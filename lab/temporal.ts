@@ -68,15 +68,30 @@ export interface DevServerHandle {
 }
 
 /**
+ * How often a second the lab server's transfer queue may load new tasks (see
+ * DEV_SERVER_DYNAMIC_CONFIG; measured in bench/results/report.md, P1's floor).
+ */
+export const TRANSFER_POLL_RPS = 1000;
+
+/**
  * Server settings the lab's dev server runs with (docs/operating.md, "Server
- * settings"): eager activity dispatch, so that an activity a workflow task
- * schedules goes straight back to the worker that completed the task, with the
- * task's answer, instead of a round through the matching service: one dispatch
- * less per step. The server's default is off; `dynamicConfig` overrides (the
- * benchmark: NB_BENCH_DYNAMIC_CONFIG).
+ * settings"); `dynamicConfig` overrides them (the benchmark:
+ * NB_BENCH_DYNAMIC_CONFIG).
+ * - Eager activity dispatch: an activity a workflow task schedules goes
+ *   straight back to the worker that completed the task, with the task's
+ *   answer, instead of a round through the matching service: one dispatch less
+ *   per step. The server's default is off.
+ * - The transfer queue's poll rate: every workflow task reaches the matching
+ *   service through the history shard's transfer queue, whose reader loads new
+ *   tasks at most `history.transferProcessorMaxPollRPS` times a second per
+ *   shard. The server's default, 20, is made for many shards; the dev server
+ *   has one, so a run that goes one step at a time waited up to 50 ms (25 ms
+ *   on average) before each of its workflow tasks. The reader still loads only
+ *   when told of new tasks, so an idle server polls no more often.
  */
 export const DEV_SERVER_DYNAMIC_CONFIG: Readonly<Record<string, unknown>> = {
   'system.enableActivityEagerExecution': true,
+  'history.transferProcessorMaxPollRPS': TRANSFER_POLL_RPS,
 };
 
 /** Throw a clear error when the Temporal CLI has not been built yet. */

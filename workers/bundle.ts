@@ -9,13 +9,13 @@ export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', imp
 
 /**
  * Modules every run in a workflow sandbox shares instead of evaluating afresh
- * (the sandbox deep-freezes their exports): zod, and the schema cache that lets
- * runs share the input schemas (common/schema-cache.ts). Only modules that keep
- * no per-run state belong here.
+ * (the sandbox deep-freezes their exports): common/sandbox-preload.ts, which
+ * loads zod and the schema cache that lets runs share the input schemas
+ * (common/schema-cache.ts). Only modules that keep no per-run state belong
+ * here.
  */
 export const WORKFLOW_PRELOAD_MODULES: readonly string[] = [
-  'zod',
-  fileURLToPath(new URL('../common/schema-cache.ts', import.meta.url)),
+  fileURLToPath(new URL('../common/sandbox-preload.ts', import.meta.url)),
 ];
 
 /** `Worker.create({ workflowsPath, bundlerOptions })` for a worker that bundles at start. */
