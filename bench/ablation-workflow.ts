@@ -7,8 +7,9 @@
  * schemas like the real bundle does) and runs each variant beside the bare one.
  *
  * The parts, each on top of the ones before it (`AblationStage`):
- * - `load`: the bundle alone (zod and the input schemas evaluated per run, as
- *   the workflow sandbox does for every module it has not preloaded);
+ * - `load`: the bundle alone (our modules evaluated per run, as the workflow
+ *   sandbox does for every module it has not preloaded: all but zod and the
+ *   schema cache, common/sandbox-preload.ts);
  * - `payload`: the real validated input sent to each activity, real-shaped evidence back;
  * - `patch`: one patch (a marker, and the TemporalChangeVersion upsert the SDK adds);
  * - `timer`: the timer after which a run names its step (timeouts.reportStepAfter), ending with the run;

@@ -337,7 +337,7 @@ export function renderReport(r: BenchReport): string {
       );
       const WHAT: Record<string, string> = {
         bare: 'six no-op activities (bench/bare-workflow.ts)',
-        load: 'our workflow bundle: zod and the schemas loaded per run (shared ones preloaded)',
+        load: 'our workflow bundle: its modules evaluated per run (zod and the schema cache preloaded once per sandbox)',
         payload: 'the real input to each activity, real-shaped evidence back',
         patch: 'one patch: its marker and the TemporalChangeVersion upsert the SDK adds',
         timer: 'the timer after which a run names its step (timeouts.reportStepAfter)',
