@@ -6,9 +6,9 @@
  * each run, and our input schemas are module constants, so each run used to
  * rebuild all of them (about 15 ms of worker CPU per run, measured in
  * `npm run bench` P3). The worker preloads this module and zod itself
- * (common/sandbox-preload.ts, workers/bundle.ts `WORKFLOW_PRELOAD_MODULES`): preloaded modules are shared
- * by every run in a sandbox, so a schema built here by one run is reused by the
- * next.
+ * (common/sandbox-preload.ts, listed in workers/bundle.ts
+ * `WORKFLOW_PRELOAD_MODULES`): preloaded modules are shared by every run in a
+ * sandbox, so a schema built here by one run is reused by the next.
  *
  * Safe to share because a schema is immutable once built (zod fills in caches
  * derived from the schema itself, the same for every run) and parsing keeps no
