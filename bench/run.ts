@@ -177,6 +177,8 @@ export interface P3Run {
   bareRatio: number;
   /** One provisionNode run's history, counted. */
   history?: HistoryShape;
+  /** The fleet's own (parent) run, its last one: counted, and where its time went. */
+  fleetHistory?: HistoryShape & { timeline: RunTimeline };
 }
 /** The P3 baseline: `nodes` bare workflows (six no-op activities each, bench/bare-workflow.ts), `window` at a time. */
 export interface P3BareRun {
@@ -657,6 +659,7 @@ async function p3(b: Bench, sizes: number[], repeats: number): Promise<{ runs: P
         P3_TUNING,
       );
       run.history = await historyShape(b, provisionWorkflowId(`${tag}-1`));
+      run.fleetHistory = await fleetHistoryShape(b, fleetWorkflowId(fleet.fleetId));
       runs.push(run);
       log(
         `P3 ${n} simulated nodes (run ${r + 1}/${times}): ${sec(run.wallMs)} s, ${run.workflowsPerSecond.toFixed(1)} workflows/s, ${run.fleetRuns} fleet run(s), ${run.bareRatio.toFixed(2)}× bare; CPU per node: worker ${(run.cpu.workerMs / n).toFixed(0)} ms, server ${(run.cpu.serverMs / n).toFixed(0)} ms`,
@@ -828,6 +831,13 @@ async function historyShape(b: Bench, workflowId: string): Promise<HistoryShape>
     upserts,
     visibilityWrites: upserts + 2,
   };
+}
+
+/** The fleet's last run (its only one below nodesPerRun): its history counted, and its timeline (the parent's workflow tasks are serial). */
+async function fleetHistoryShape(b: Bench, workflowId: string): Promise<HistoryShape & { timeline: RunTimeline }> {
+  const shape = await historyShape(b, workflowId);
+  const history = await b.client.workflow.getHandle(workflowId).fetchHistory();
+  return { ...shape, timeline: runTimeline(history.events ?? []) };
 }
 
 /** User + system CPU of a process so far, in ms (/proc/<pid>/stat; clock ticks of 10 ms, Linux's USER_HZ). */

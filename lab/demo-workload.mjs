@@ -15,20 +15,23 @@
  *       fetch an SVID, call a server over mTLS, require the server's SPIFFE ID,
  *       print the exchange as JSON (exit 0 ok, 1 refused, 2 usage).
  *
- *   Both: --socket S (default: SPIFFE_ENDPOINT_SOCKET), --spire-agent PATH (default: spire-agent on PATH).
+ *   Both: --socket S (default: SPIFFE_ENDPOINT_SOCKET), the agent's Workload API socket, which the
+ *   workload speaks itself (gRPC over node:http2). --spire-agent PATH is accepted and ignored: commands
+ *   recorded when the workload ran `spire-agent api fetch` still start.
  *
  * It runs as the workload's unix uid, so the agent's unix attestor decides
  * which SVID it gets: nothing on the command line names its identity.
  */
-import { execFile } from 'node:child_process';
+import { Buffer } from 'node:buffer';
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import http2 from 'node:http2';
+import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
-import { parseArgs, promisify } from 'node:util';
-
-const run = promisify(execFile);
+import { clearTimeout, setTimeout } from 'node:timers';
+import { parseArgs } from 'node:util';
 
 /**
  * @typedef {object} Svid
@@ -40,38 +43,163 @@ const run = promisify(execFile);
  * @property {Date} notBefore
  */
 
-/** Aborted on SIGTERM: a fetch in flight (a `spire-agent` child) goes with the workload. */
+/** Aborted on SIGTERM: a fetch in flight goes with the workload. */
 const stopping = new AbortController();
 
 /**
- * Ask the agent for this process's X.509-SVID until it has one (the entry may not have reached the agent yet).
- * @param {{ agent: string, socket: string, dir: string }} o
+ * One FetchX509SVID call on the agent's Workload API (gRPC over its unix socket,
+ * spoken with node:http2: the workload needs no gRPC library and no `spire-agent`
+ * child per attempt). The first message of the stream is the answer; the agent
+ * tells a caller it has no entry for with PermissionDenied ("no identity issued").
+ * @param {string} socket
+ * @returns {Promise<{ id: string, chainDer: Buffer, keyDer: Buffer, bundleDer: Buffer }>}
+ */
+function fetchX509Once(socket) {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect('http://localhost', { createConnection: () => net.connect(socket) });
+    /** @param {Error} [err] @param {any} [value] */
+    const done = (err, value) => {
+      clearTimeout(timer);
+      stopping.signal.removeEventListener('abort', onAbort);
+      session.destroy();
+      if (err) reject(err);
+      else resolve(value);
+    };
+    const onAbort = () => done(new Error('stopping'));
+    const timer = setTimeout(() => done(new Error('Workload API: no answer within 5 s')), 5_000);
+    stopping.signal.addEventListener('abort', onAbort);
+    session.on('error', (err) => done(err));
+    const req = session.request({
+      ':method': 'POST',
+      ':path': '/SpiffeWorkloadAPI/FetchX509SVID',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      // The header the agent requires of every Workload API call (it keeps browsers out).
+      'workload.spiffe.io': 'true',
+    });
+    /** @param {import('node:http2').IncomingHttpHeaders} h */
+    const status = (h) => {
+      if (h['grpc-status'] !== undefined && h['grpc-status'] !== '0')
+        done(
+          new Error(`Workload API: ${decodeURIComponent(String(h['grpc-message'] ?? `status ${h['grpc-status']}`))}`),
+        );
+    };
+    req.on('response', status); // a trailers-only answer (an error) comes in the headers
+    req.on('trailers', status);
+    req.on('error', (err) => done(err));
+    let buf = Buffer.alloc(0);
+    req.on('data', (/** @type {Buffer} */ chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      // gRPC framing: 1 byte compressed flag, 4 bytes length, the message.
+      if (buf.length < 5 || buf.length < 5 + buf.readUInt32BE(1)) return;
+      try {
+        const svid = fieldsOf(buf.subarray(5, 5 + buf.readUInt32BE(1))).get(1)?.[0]; // svids[0]
+        if (!svid) return done(new Error('Workload API: an answer without an SVID'));
+        const f = fieldsOf(svid);
+        const one = (/** @type {number} */ n) => f.get(n)?.[0] ?? Buffer.alloc(0);
+        done(undefined, { id: one(1).toString('utf8'), chainDer: one(2), keyDer: one(3), bundleDer: one(4) });
+      } catch (err) {
+        done(/** @type {Error} */ (err));
+      }
+    });
+    req.on('end', () => done(new Error('Workload API: the stream ended without an answer')));
+    req.end(Buffer.alloc(5)); // an empty X509SVIDRequest: flag 0, length 0
+  });
+}
+
+/**
+ * The length-delimited fields of a protobuf message, by field number (all this
+ * workload reads are strings, bytes and messages; varints and fixed fields are skipped).
+ * @param {Buffer} msg
+ * @returns {Map<number, Buffer[]>}
+ */
+function fieldsOf(msg) {
+  /** @type {Map<number, Buffer[]>} */
+  const out = new Map();
+  let i = 0;
+  const varint = () => {
+    let v = 0;
+    for (let shift = 0; ; shift += 7) {
+      if (i >= msg.length || shift > 49) throw new Error('Workload API: a malformed message');
+      const b = msg[i++] ?? 0;
+      v += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) return v;
+    }
+  };
+  while (i < msg.length) {
+    const key = varint();
+    const wire = key % 8;
+    if (wire === 0) varint();
+    else if (wire === 1) i += 8;
+    else if (wire === 5) i += 4;
+    else if (wire === 2) {
+      const len = varint();
+      if (i + len > msg.length) throw new Error('Workload API: a malformed message');
+      const field = Math.floor(key / 8);
+      out.set(field, [...(out.get(field) ?? []), msg.subarray(i, i + len)]);
+      i += len;
+    } else throw new Error('Workload API: a malformed message');
+  }
+  return out;
+}
+
+/**
+ * PEM of DER certificates laid end to end (the Workload API's chain and bundle).
+ * @param {Buffer} der
+ */
+function certsPem(der) {
+  const pems = [];
+  for (let i = 0; i < der.length;) {
+    // Each is a SEQUENCE: 0x30, then its length (short form, or 0x8N and N bytes of it).
+    if (der[i] !== 0x30) throw new Error('Workload API: a certificate that is not DER');
+    const first = der[i + 1] ?? 0;
+    const lenBytes = first & 0x80 ? first & 0x7f : 0;
+    let len = lenBytes ? 0 : first;
+    for (let k = 0; k < lenBytes; k++) len = len * 256 + (der[i + 2 + k] ?? 0);
+    const end = i + 2 + lenBytes + len;
+    pems.push(pem('CERTIFICATE', der.subarray(i, end)));
+    i = end;
+  }
+  return pems.join('');
+}
+
+/** @param {string} label @param {Buffer} der */
+const pem = (label, der) =>
+  `-----BEGIN ${label}-----\n${der.toString('base64').replace(/.{64}/g, '$&\n').replace(/\n?$/, '\n')}-----END ${label}-----\n`;
+
+/**
+ * Ask the agent for this process's X.509-SVID until it has one (the entry may not
+ * have reached the agent yet), and keep it in `dir` (svid.0.pem, svid.0.key, bundle.0.pem,
+ * as `spire-agent api fetch -write` lays them out).
+ * @param {{ socket: string, dir: string }} o
  * @returns {Promise<Svid>}
  */
-async function fetchSvid({ agent, socket, dir }, deadlineMs = 60_000) {
+async function fetchSvid({ socket, dir }, deadlineMs = 60_000) {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const until = Date.now() + deadlineMs;
   for (;;) {
     try {
-      await run(agent, ['api', 'fetch', 'x509', '-socketPath', socket, '-write', dir, '-timeout', '5s'], {
-        timeout: 15_000,
-        signal: stopping.signal,
-      });
-      const cert = readFileSync(path.join(dir, 'svid.0.pem'), 'utf8');
+      const got = await fetchX509Once(socket);
+      const cert = certsPem(got.chainDer);
+      const key = pem('PRIVATE KEY', got.keyDer);
+      const ca = certsPem(got.bundleDer);
+      writeFileSync(path.join(dir, 'svid.0.key'), key, { mode: 0o600 });
+      writeFileSync(path.join(dir, 'svid.0.pem'), cert, { mode: 0o644 });
+      writeFileSync(path.join(dir, 'bundle.0.pem'), ca, { mode: 0o644 });
       // X509Certificate reads the first certificate of the chain: the leaf.
       const leaf = new X509Certificate(cert);
       return {
-        id: spiffeIdIn(leaf.subjectAltName) ?? '',
+        id: spiffeIdIn(leaf.subjectAltName) ?? got.id,
         cert,
-        key: readFileSync(path.join(dir, 'svid.0.key'), 'utf8'),
-        ca: readFileSync(path.join(dir, 'bundle.0.pem'), 'utf8'),
+        key,
+        ca,
         notAfter: new Date(leaf.validTo),
         notBefore: new Date(leaf.validFrom),
       };
     } catch (err) {
       // "no identity issued" until the entry reaches the agent: keep asking.
       if (Date.now() > until || stopping.signal.aborted) throw err;
-      await new Promise((r) => setTimeout(r, 500));
+      await new Promise((r) => setTimeout(r, 250));
     }
   }
 }
@@ -110,7 +238,7 @@ function addressIn(cidr) {
 }
 
 /**
- * @param {{ agent: string, socket: string, dir: string }} o
+ * @param {{ socket: string, dir: string }} o
  * @param {[string, number]} listen
  * @param {string[]} allow
  */
@@ -162,7 +290,7 @@ async function serve(o, [host, port], allow) {
 }
 
 /**
- * @param {{ agent: string, socket: string, dir: string }} o
+ * @param {{ socket: string, dir: string }} o
  * @param {string} connect
  * @param {string} expect
  * @returns {Promise<number>}
@@ -223,7 +351,7 @@ async function main() {
     options: {
       socket: { type: 'string' },
       dir: { type: 'string' },
-      'spire-agent': { type: 'string', default: 'spire-agent' },
+      'spire-agent': { type: 'string' }, // ignored (see the usage above)
       listen: { type: 'string' },
       'in-cidr': { type: 'string' },
       port: { type: 'string' },
@@ -234,7 +362,7 @@ async function main() {
   });
   const socket = values.socket ?? process.env.SPIFFE_ENDPOINT_SOCKET?.replace(/^unix:\/\//, '');
   if (!socket || !values.dir) return usage('--socket (or SPIFFE_ENDPOINT_SOCKET) and --dir are required');
-  const o = { agent: values['spire-agent'], socket, dir: values.dir };
+  const o = { socket, dir: values.dir };
   switch (positionals[0]) {
     case 'serve':
       if (values.listen) await serve(o, splitHostPort(values.listen), values.allow);

@@ -2,7 +2,6 @@
  * Provisioning inputs for lab nodes: the same JSON a person would hand to
  * `temporal workflow start`, filled in from a lab's layout.
  */
-import { TOOLS_BIN } from '../activities/host/exec.js';
 import type { ProvisionInputJson } from '../common/input.js';
 import { nodePaths } from '../common/paths.js';
 import type { Lab } from './lab.js';
@@ -49,8 +48,6 @@ export function demoWorkloadCommand(
     process.execPath,
     lab.demoWorkload,
     'serve',
-    '--spire-agent',
-    `${TOOLS_BIN}/spire-agent`,
     '--dir',
     p.workloadSvidDir(w.name),
     '--in-cidr',

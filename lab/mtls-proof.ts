@@ -3,7 +3,6 @@
  * call across the overlay with the caller's own SVID, checking the server's
  * SPIFFE ID. Returns whether the exchange was accepted and what was said.
  */
-import { TOOLS_BIN } from '../activities/host/exec.js';
 import type { ProvisionInputJson } from '../common/input.js';
 import { ProvisionInput } from '../common/input.js';
 import { nodePaths } from '../activities/paths.js';
@@ -48,8 +47,6 @@ async function callOnce(
       process.execPath,
       lab.demoWorkload,
       'call',
-      '--spire-agent',
-      `${TOOLS_BIN}/spire-agent`,
       '--socket',
       p.agentSocket,
       '--dir',
