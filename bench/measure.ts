@@ -216,8 +216,9 @@ export type Classifier = (
  * reaped it (its cutime+cstime grows by the child's whole CPU time, and that of
  * the child's reaped descendants, when the child is waited for), which the
  * classifier names with `children` (the worker's tools; the workloads' own
- * `spire-agent api fetch` runs). Daemons the worker started and that still run
- * are not in its children time (they are not reaped), so nothing is counted twice.
+ * children, if any: the demo workload speaks the Workload API itself). Daemons
+ * the worker started and that still run are not in its children time (they are
+ * not reaped), so nothing is counted twice.
  */
 export function cpuSampler(classify: Classifier, intervalMs = 1_000): { stop(): CpuSample } {
   return startCpuSampler(classify, intervalMs);

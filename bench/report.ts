@@ -22,7 +22,7 @@ const CLASS_LABEL: Record<CpuClass, string> = {
   spireServer: 'SPIRE server',
   agents: 'SPIRE agents',
   wireguardGo: 'wireguard-go',
-  workloads: 'workloads (+ their `spire-agent api fetch`)',
+  workloads: 'workloads (the demo program; it fetches its SVID itself, over the Workload API)',
   postgres: 'PostgreSQL (ledger backends)',
   tools: "short-lived tools (the worker's reaped children)",
 };
@@ -250,7 +250,7 @@ export function renderReport(r: BenchReport): string {
   if (r.p3) {
     out.push('## P3 — orchestration alone: simulated nodes (instant activities) through the real dev server', '');
     out.push(
-      `Bare baseline: the same number of bench-only workflows (bench/bare-workflow.ts: six no-op activities, nothing else), started by the client the same number at a time as the fleet's window, on the same server and worker settings, just before each real run.`,
+      `Bare baseline: the same number of bench-only workflows (bench/bare-workflow.ts: six no-op activities, nothing else), started by the client the same number at a time as the fleet's window, on the same server and worker settings, just before each real run. Each run has a worker of its own, which runs one workflow of its kind (one bare workflow; a fleet of one node) before the measured window: a worker's first workflow task loads its bundle into the sandbox, once per worker.`,
       '',
     );
     out.push(
@@ -321,6 +321,22 @@ export function renderReport(r: BenchReport): string {
         );
       if (realShape) row('provisionNode (fleet child)', realShape);
       if (bareShape) row('bare', bareShape);
+    }
+    const parents = r.p3.runs.filter((x) => x.fleetHistory);
+    if (parents.length) {
+      out.push(
+        '',
+        "The fleet's own run (the parent: its workflow tasks run one at a time, and a node's start waits for one; its last run when the fleet continued as new):",
+        '',
+        '| nodes | events | workflow tasks | time in its workflow tasks (started → completed) | waiting for dispatch | the run |',
+        '|---|---|---|---|---|---|',
+      );
+      for (const x of parents) {
+        const h = x.fleetHistory!;
+        out.push(
+          `| ${x.nodes} | ${h.events} | ${h.workflowTasks} | ${sec(h.timeline.workflowTaskMs)} s | ${sec(h.timeline.dispatchMs)} s | ${sec(h.timeline.totalMs)} s |`,
+        );
+      }
     }
     if (r.p3.profile?.length) {
       const base = r.p3.profile.find((x) => x.variant === 'bare');

@@ -199,7 +199,7 @@ async function fetchSvid({ socket, dir }, deadlineMs = 60_000) {
     } catch (err) {
       // "no identity issued" until the entry reaches the agent: keep asking.
       if (Date.now() > until || stopping.signal.aborted) throw err;
-      await new Promise((r) => setTimeout(r, 250));
+      await new Promise((r) => setTimeout(r, 500));
     }
   }
 }

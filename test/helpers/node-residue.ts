@@ -30,9 +30,9 @@ export function procOf(pid: number): { pid: number; comm: string; ppid: number }
 }
 
 /**
- * The node's processes by name. The demo workload's children are counted as
- * part of it: it fetches its SVID with a `spire-agent api fetch` child (still
- * at it, under load, when the step's own check of the SVID has already passed).
+ * The node's processes by name. A workload's children are counted as part of
+ * it (the demo workload has none now: it speaks the Workload API itself; until
+ * it did, a `spire-agent api fetch` child could still be at it under load).
  */
 export async function nodeProcesses(lab: Lab, node: string): Promise<{ comm: string; pid: number }[]> {
   const procs = (await ip.netnsPids(localTransport(), lab.node(node).netns)).map(procOf);
