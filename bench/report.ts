@@ -2,7 +2,7 @@
  * The benchmark report as Markdown: the numbers, the targets beside them,
  * and where the time goes. Nothing here judges pass/fail beyond "target met".
  */
-import type { BenchReport, HistoryShape } from './run.js';
+import type { BenchReport, HistoryShape, P2Run } from './run.js';
 import { CPU_CLASSES, mb, sec, type CpuClass } from './measure.js';
 import { stepFloors } from './floors.js';
 
@@ -239,7 +239,8 @@ export function renderReport(r: BenchReport): string {
               : '.'),
         );
     }
-    const failed = r.p2.runs.reduce((n, x) => n + x.failed, 0);
+    if (r.p2.syncSweep?.length) syncSweepSection(out, r.p2.runs, r.p2.syncSweep);
+    const failed = [...r.p2.runs, ...(r.p2.syncSweep ?? [])].reduce((n, x) => n + x.failed, 0);
     out.push(
       '',
       failed ? `**${failed} node run(s) failed** across P2 (see report.json).` : 'Every P2 node provisioned.',
@@ -405,3 +406,42 @@ const ms = (x: number) =>
   Number.isFinite(x) ? (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${Math.round(x)} ms`) : '—';
 const pct = (x: number) => (Number.isFinite(x) ? `${Math.round(x * 100)}%` : '—');
 const signedMs = (x: number) => `${x >= 0 ? '+' : '−'}${ms(Math.abs(x))}`;
+
+/**
+ * P2's fleets again with the agents syncing less often: a node's step 6 waits
+ * for its entries to reach its agent, which happens only at the agent's next
+ * sync (SPIRE agents pull; nothing pushes an entry to them), while every agent
+ * of the fleet syncs that often for as long as it runs.
+ */
+function syncSweepSection(out: string[], runs: P2Run[], sweep: P2Run[]): void {
+  const largest = Math.max(...sweep.map((x) => x.nodes));
+  // The lab's own interval: the median run (by wall time) of each size in the main table.
+  const median = (n: number) => {
+    const rs = runs.filter((x) => x.nodes === n).sort((a, b) => a.wallMs - b.wallMs);
+    return rs[Math.floor((rs.length - 1) / 2)];
+  };
+  const lab = { ms: median(1)?.agentSyncIntervalMs, one: median(1), big: median(largest) };
+  const swept = [...new Set(sweep.map((x) => x.agentSyncIntervalMs))].map((ms) => ({
+    ms,
+    one: sweep.find((x) => x.nodes === 1 && x.agentSyncIntervalMs === ms),
+    big: sweep.find((x) => x.nodes === largest && x.agentSyncIntervalMs === ms),
+  }));
+  const steps = (x: P2Run) => Object.values<number>(x.medianStepMs).reduce((a, v) => a + v, 0);
+  const perNode = (x: P2Run) => (x.cpu ? x.cpu.machineMs / x.nodes / 1000 : NaN);
+  out.push(
+    '',
+    `Agent sync interval (spire.agentSyncIntervalMs), the trade-off: a node's step 6 waits for its entries to reach its agent, which they do only at the agent's next sync (SPIRE agents pull entries on a fixed period; nothing makes one sync sooner), and every agent of the fleet syncs that often for as long as it runs. The same fleets, one run each, with the agents syncing less often (npm run bench -- --sync-sweep MS,...; the first row is the lab's interval, the median runs above):`,
+    '',
+    `| agent sync | 1 node: six steps (target ≤ ${sec(TARGETS.p1StepsMs)} s) | 1 node: launchWorkloads | ${largest} nodes: wall${largest === 50 ? ` (target ≤ ${sec(TARGETS.p2FiftyMs)} s)` : ''} | ${largest} nodes: nodes/min | ${largest} nodes: CPU-s per node, machine-wide (target ≤ ${TARGETS.p2CpuPerNodeS}) | … of which agents, SPIRE server, wireguard-go |`,
+    '|---|---|---|---|---|---|---|',
+  );
+  for (const { ms, one, big } of [lab, ...swept]) {
+    const verdict = (ok: boolean) => (ok ? 'met' : 'MISSED');
+    const daemons = big?.cpu
+      ? (big.cpu.byClass.agents + big.cpu.byClass.spireServer + big.cpu.byClass.wireguardGo) / big.nodes / 1000
+      : NaN;
+    out.push(
+      `| ${ms === undefined ? '—' : `${sec(ms)} s`} | ${one ? `${sec(steps(one))} s — ${verdict(steps(one) <= TARGETS.p1StepsMs)}` : '—'} | ${one ? `${sec(one.medianStepMs.launchWorkloads)} s` : '—'} | ${big ? `${sec(big.wallMs)} s${largest === 50 ? ` — ${verdict(big.wallMs <= TARGETS.p2FiftyMs)}` : ''}` : '—'} | ${big ? big.nodesPerMinute.toFixed(1) : '—'} | ${big?.cpu ? `${perNode(big).toFixed(2)} — ${verdict(perNode(big) <= TARGETS.p2CpuPerNodeS)}` : '—'} | ${Number.isNaN(daemons) ? '—' : daemons.toFixed(2)} |`,
+    );
+  }
+}

@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --only p1,p2,p3] [--pairs 11] [--sizes 1,10,25,50] [--sim 100,1000] [--repeats 2] [--large-repeats 1] [--profile-size 100] [--out bench/results]
+ * npm run bench [-- --only p1,p2,p3] [--pairs 11] [--sizes 1,10,25,50] [--sync-sweep 2000,5000] [--sim 100,1000] [--repeats 2] [--large-repeats 1] [--profile-size 100] [--out bench/results]
  *
  *   --sizes is P2's fleet sizes (--fleet is the older name for it); e.g. only P2 at 1 and 10 nodes:
  *   npm run bench -- --only p2 --sizes 1,10 --update
@@ -9,7 +9,9 @@
  * - P1 overhead: one lab node through Temporal vs the same steps as a plain
  *   sequential script (bench/plain-script.ts), alternating, in the same run.
  * - P2 fleet: 1..50 lab nodes provisioned concurrently by provisionFleet:
- *   wall time, nodes per minute, peak memory per node.
+ *   wall time, nodes per minute, peak memory per node, CPU per node by
+ *   process class; then 1 node and the largest fleet again with each agent
+ *   sync interval of --sync-sweep ('0': none).
  * - P3 orchestration: 100 and 1000 simulated nodes (instant activities,
  *   bench/instant-activities.ts) through provisionFleet on the real dev server.
  * Targets are printed beside the numbers, never asserted.
@@ -82,6 +84,8 @@ const { values: opts } = parseArgs({
     pairs: { type: 'string', default: '11' },
     sizes: { type: 'string' },
     fleet: { type: 'string', default: '1,10,25,50' },
+    // P2 again, once at 1 node and once at its largest size, with the agents syncing this often (ms); '0': none.
+    'sync-sweep': { type: 'string', default: '2000,5000' },
     sim: { type: 'string', default: '100,1000' },
     repeats: { type: 'string', default: '2' },
     // The largest sizes (P2 ≥ 50 nodes, P3 ≥ 1000) take minutes each: once by default, to stay within 20 minutes.
@@ -161,6 +165,8 @@ export interface P2Run {
   cpu?: CpuSample;
   /** Programs the worker started per node in the window, by name (activities/host/exec.ts commandsStarted). */
   commandsPerNode?: Record<string, number>;
+  /** The agents' sync interval of this run (spire.agentSyncIntervalMs; the lab's, LAB_AGENT_SYNC_MS, unless swept). */
+  agentSyncIntervalMs?: number;
 }
 export interface P3Run {
   nodes: number;
@@ -218,7 +224,12 @@ export interface BenchReport {
   server?: { dynamicConfig?: Record<string, unknown>; inMemory?: boolean };
   versions: Record<string, string>;
   p1?: P1Report;
-  p2?: { runs: P2Run[]; bySize: { nodes: number; wall: Summary; nodesPerMinute: Summary; peakPerNodeMiB: Summary }[] };
+  p2?: {
+    runs: P2Run[];
+    bySize: { nodes: number; wall: Summary; nodesPerMinute: Summary; peakPerNodeMiB: Summary }[];
+    /** The same fleets with other agent sync intervals (--sync-sweep): one run at 1 node, one at the largest size. */
+    syncSweep?: P2Run[];
+  };
   p3?: {
     runs: P3Run[];
     bare?: P3BareRun[];
@@ -470,7 +481,7 @@ async function p1BareFloorStock(b: Bench, runs: number): Promise<P1BareFloor> {
 
 // --- P2 ---------------------------------------------------------------------------------------
 
-async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> {
+async function p2(b: Bench, sizes: number[], repeats: number, agentSyncIntervalMs?: number): Promise<P2Run[]> {
   const runs: P2Run[] = [];
   const acts = createActivities({ ledger: b.ledger });
   await withWorker(
@@ -479,16 +490,17 @@ async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> 
     acts,
     async () => {
       for (const n of sizes) {
-        const times = repeatsFor(n, 50, repeats);
+        const times = agentSyncIntervalMs === undefined ? repeatsFor(n, 50, repeats) : repeats;
         for (let r = 0; r < times; r++) {
           const lab = await Lab.up({ nodes: n, trustDomain: TRUST_DOMAIN, ephemeral: true, log: () => undefined });
           try {
             const tag = `p2-${n}-${r}-${Date.now().toString(36)}`;
             const template = labProvisionInput(lab, 'n1', { nodeId: 'template' });
             const { nodeId: _n, host: _h, nodeDir: _d, workloads: _w, ...defaults } = template;
+            const syncMs = agentSyncIntervalMs ?? template.spire.agentSyncIntervalMs;
             const fleet: FleetInputJson = {
               fleetId: tag,
-              defaults,
+              defaults: { ...defaults, spire: { ...defaults.spire, agentSyncIntervalMs: syncMs } },
               nodes: lab.nodes.map((node, k) => {
                 const nodeId = `${tag}-${k + 1}`;
                 const workloads = benchWorkload(nodeId).map((w) =>
@@ -526,11 +538,12 @@ async function p2(b: Bench, sizes: number[], repeats: number): Promise<P2Run[]> 
               medianStepMs: stepsMs,
               cpu: cpuSample,
               commandsPerNode,
+              ...(syncMs !== undefined ? { agentSyncIntervalMs: syncMs } : {}),
             };
             runs.push(run);
             const perNode = (ms: number) => (ms / n / 1000).toFixed(2);
             log(
-              `P2 ${n} nodes (run ${r + 1}/${times}): ${sec(wallMs)} s, ${run.succeeded} ok / ${run.failed} failed, peak ${mb(run.peakPerNodeBytes)} MiB per node; ` +
+              `P2 ${n} nodes (run ${r + 1}/${times}${agentSyncIntervalMs ? `, agents syncing every ${agentSyncIntervalMs} ms` : ''}): ${sec(wallMs)} s, ${run.succeeded} ok / ${run.failed} failed, peak ${mb(run.peakPerNodeBytes)} MiB per node; ` +
                 `CPU-s per node: machine ${perNode(cpuSample.machineMs)} (${CPU_CLASSES.map((c) => `${c} ${perNode(cpuSample.byClass[c])}`).join(', ')}, unattributed ${perNode(cpuSample.unattributedMs)}, of which background ${perNode(backgroundMsPerS * (wallMs / 1000))}); ` +
                 `${Object.values(commandsPerNode)
                   .reduce((a, x) => a + x, 0)
@@ -958,6 +971,11 @@ async function main() {
           peakPerNodeMiB: summarize(rs.map((r) => mb(r.peakPerNodeBytes))),
         })),
       };
+      const sweep = ints(opts['sync-sweep']);
+      const largest = Math.max(...ints(fleetSizes));
+      const syncSweep: P2Run[] = [];
+      for (const ms of sweep) syncSweep.push(...(await p2(b, [...new Set([1, largest])], 1, ms)));
+      if (syncSweep.length) report.p2.syncSweep = syncSweep;
     }
     if (only.has('p3')) {
       const { runs, bare } = await p3(b, ints(opts.sim), Number(opts.repeats));
