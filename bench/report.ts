@@ -418,7 +418,7 @@ function syncSweepSection(out: string[], runs: P2Run[], sweep: P2Run[]): void {
   // The lab's own interval: the median run (by wall time) of each size in the main table.
   const median = (n: number) => {
     const rs = runs.filter((x) => x.nodes === n).sort((a, b) => a.wallMs - b.wallMs);
-    return rs[Math.floor((rs.length - 1) / 2)];
+    return rs[Math.floor(rs.length / 2)]; // of two, the slower (as the CPU table above)
   };
   const lab = { ms: median(1)?.agentSyncIntervalMs, one: median(1), big: median(largest) };
   const swept = [...new Set(sweep.map((x) => x.agentSyncIntervalMs))].map((ms) => ({
