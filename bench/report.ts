@@ -162,11 +162,7 @@ export function renderReport(r: BenchReport): string {
       );
     }
     const withCpu = r.p2.bySize
-      // The median run by wall time (of two, the slower): not the best one.
-      .map((s) => {
-        const runs = r.p2!.runs.filter((x) => x.nodes === s.nodes && x.cpu).sort((a, b) => a.wallMs - b.wallMs);
-        return runs[Math.floor(runs.length / 2)];
-      })
+      .map((s) => medianRun(r.p2!.runs.filter((x) => x.nodes === s.nodes && x.cpu)))
       .filter((x) => x !== undefined);
     if (withCpu.length > 0) {
       out.push(
@@ -407,6 +403,11 @@ const ms = (x: number) =>
 const pct = (x: number) => (Number.isFinite(x) ? `${Math.round(x * 100)}%` : '—');
 const signedMs = (x: number) => `${x >= 0 ? '+' : '−'}${ms(Math.abs(x))}`;
 
+/** The median run by wall time (of two, the slower): not the best one. */
+function medianRun(runs: P2Run[]): P2Run | undefined {
+  return [...runs].sort((a, b) => a.wallMs - b.wallMs)[Math.floor(runs.length / 2)];
+}
+
 /**
  * P2's fleets again with the agents syncing less often: a node's step 6 waits
  * for its entries to reach its agent, which happens only at the agent's next
@@ -415,11 +416,8 @@ const signedMs = (x: number) => `${x >= 0 ? '+' : '−'}${ms(Math.abs(x))}`;
  */
 function syncSweepSection(out: string[], runs: P2Run[], sweep: P2Run[]): void {
   const largest = Math.max(...sweep.map((x) => x.nodes));
-  // The lab's own interval: the median run (by wall time) of each size in the main table.
-  const median = (n: number) => {
-    const rs = runs.filter((x) => x.nodes === n).sort((a, b) => a.wallMs - b.wallMs);
-    return rs[Math.floor(rs.length / 2)]; // of two, the slower (as the CPU table above)
-  };
+  // The lab's own interval: the median run of each size in the main table.
+  const median = (n: number) => medianRun(runs.filter((x) => x.nodes === n));
   const lab = { ms: median(1)?.agentSyncIntervalMs, one: median(1), big: median(largest) };
   const swept = [...new Set(sweep.map((x) => x.agentSyncIntervalMs))].map((ms) => ({
     ms,
@@ -435,8 +433,8 @@ function syncSweepSection(out: string[], runs: P2Run[], sweep: P2Run[]): void {
     `| agent sync | 1 node: six steps (target ≤ ${sec(TARGETS.p1StepsMs)} s) | 1 node: launchWorkloads | ${largest} nodes: wall${largest === 50 ? ` (target ≤ ${sec(TARGETS.p2FiftyMs)} s)` : ''} | ${largest} nodes: nodes/min | ${largest} nodes: CPU-s per node, machine-wide (target ≤ ${TARGETS.p2CpuPerNodeS}) | … of which agents, SPIRE server, wireguard-go |`,
     '|---|---|---|---|---|---|---|',
   );
+  const verdict = (ok: boolean) => (ok ? 'met' : 'MISSED');
   for (const { ms, one, big } of [lab, ...swept]) {
-    const verdict = (ok: boolean) => (ok ? 'met' : 'MISSED');
     const daemons = big?.cpu
       ? (big.cpu.byClass.agents + big.cpu.byClass.spireServer + big.cpu.byClass.wireguardGo) / big.nodes / 1000
       : NaN;

@@ -66,6 +66,7 @@ import { bundleWorkflows } from '../workers/bundle.js';
 import { measureFloors, type Floors } from './floors.js';
 import { nodePaths } from '../common/paths.js';
 import { createTestDatabase } from '../test/helpers/database.js';
+import type { temporal } from '@temporalio/proto';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const WORKFLOWS_PATH = path.join(repoRoot, 'workflows/index.ts');
@@ -846,12 +847,14 @@ function bareBundle(): Promise<WorkflowBundleWithSourceMap> {
  * (plus the start and the close) a visibility write.
  */
 async function historyShape(b: Bench, workflowId: string): Promise<HistoryShape> {
-  const history = await b.client.workflow.getHandle(workflowId).fetchHistory();
-  const count = (type: string) =>
-    (history.events ?? []).filter((e) => (e as Record<string, unknown>)[type] != null).length;
+  return countHistory((await b.client.workflow.getHandle(workflowId).fetchHistory()).events ?? []);
+}
+
+function countHistory(events: temporal.api.history.v1.IHistoryEvent[]): HistoryShape {
+  const count = (type: string) => events.filter((e) => (e as Record<string, unknown>)[type] != null).length;
   const upserts = count('upsertWorkflowSearchAttributesEventAttributes');
   return {
-    events: history.events?.length ?? 0,
+    events: events.length,
     workflowTasks: count('workflowTaskCompletedEventAttributes'),
     activityTasks: count('activityTaskScheduledEventAttributes'),
     markers: count('markerRecordedEventAttributes'),
@@ -862,9 +865,8 @@ async function historyShape(b: Bench, workflowId: string): Promise<HistoryShape>
 
 /** The fleet's last run (its only one below nodesPerRun): its history counted, and its timeline (the parent's workflow tasks are serial). */
 async function fleetHistoryShape(b: Bench, workflowId: string): Promise<HistoryShape & { timeline: RunTimeline }> {
-  const shape = await historyShape(b, workflowId);
-  const history = await b.client.workflow.getHandle(workflowId).fetchHistory();
-  return { ...shape, timeline: runTimeline(history.events ?? []) };
+  const events = (await b.client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
+  return { ...countHistory(events), timeline: runTimeline(events) };
 }
 
 /** User + system CPU of a process so far, in ms (/proc/<pid>/stat; clock ticks of 10 ms, Linux's USER_HZ). */
