@@ -8,7 +8,7 @@ import type { Lab } from './lab.js';
 
 /**
  * A lab workload: either its own `command`, or the lab's demo workload
- * (lab/demo-workload.mjs) serving mTLS on `port` to the callers in `allow`.
+ * (lab/demo-workload/) serving mTLS on `port` to the callers in `allow`.
  */
 export interface LabWorkload {
   name: string;
@@ -32,8 +32,7 @@ export interface WorkloadHome {
 
 /**
  * The command that runs the lab's demo workload (installed by `Lab.up`) as an
- * ordinary workload program: the worker's node binary, the script, and what the
- * script cannot know by itself. It finds the agent through SPIFFE_ENDPOINT_SOCKET,
+ * ordinary workload program: the program, and what it cannot know by itself. It finds the agent through SPIFFE_ENDPOINT_SOCKET,
  * which the launch step sets for every workload, and serves on the node's overlay
  * address: its own address inside the lab's overlay range (allocated by step 2, on
  * an interface named by whichever driver made it).
@@ -45,7 +44,6 @@ export function demoWorkloadCommand(
 ): string[] {
   const p = nodePaths({ nodeId: home.nodeId, nodeDir: home.nodeDir, overlay: {} });
   return [
-    process.execPath,
     lab.demoWorkload,
     'serve',
     '--dir',

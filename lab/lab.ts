@@ -23,7 +23,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { TOOLS_BIN } from '../activities/host/exec.js';
 import { localTransport, netnsTransport, processAlive, type HostTransport } from '../activities/host/transport.js';
 import * as ip from '../activities/overlay/ip.js';
 import * as wg from '../activities/overlay/wireguard/wg-cli.js';
@@ -42,8 +42,8 @@ export const HUB_UNDERLAY_IP = '192.0.2.1';
 export const HUB_OVERLAY_IP = '10.200.0.1';
 export const HUB_LISTEN_PORT = 51820;
 
-/** The demo workload's source (plain JavaScript, Node built-ins only): installed on the lab's nodes by `Lab.up`. */
-const DEMO_WORKLOAD_SOURCE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'demo-workload.mjs');
+/** The demo workload (a Go program, lab/demo-workload/, built by `npm run tools`): installed on the lab's nodes by `Lab.up`. */
+const DEMO_WORKLOAD_BUILT = path.join(TOOLS_BIN, 'demo-workload');
 
 export interface LabNode {
   /** "n1", "n2", ... */
@@ -122,7 +122,7 @@ export class Lab {
    * serves them all; inputs name it in a workload's `command` (lab/inputs.ts).
    */
   get demoWorkload(): string {
-    return path.join(this.state.dir, 'bin', 'demo-workload.mjs');
+    return path.join(this.state.dir, 'bin', 'demo-workload');
   }
 
   hubTransport(): HostTransport {
@@ -214,9 +214,11 @@ export class Lab {
 
   /** Put the demo workload where every workload uid can read it and none can change it. */
   private installDemoWorkload() {
+    if (!existsSync(DEMO_WORKLOAD_BUILT))
+      throw new Error(`the demo workload is not built (${DEMO_WORKLOAD_BUILT}): run \`npm run tools\``);
     mkdirSync(path.dirname(this.demoWorkload), { recursive: true, mode: 0o755 });
-    copyFileSync(DEMO_WORKLOAD_SOURCE, this.demoWorkload);
-    chmodSync(this.demoWorkload, 0o644);
+    copyFileSync(DEMO_WORKLOAD_BUILT, this.demoWorkload);
+    chmodSync(this.demoWorkload, 0o755);
   }
 
   private save() {

@@ -11,7 +11,7 @@ import type { Lab } from './lab.js';
 /**
  * The call, asked again while nothing listens at `connect` yet (ECONNREFUSED),
  * for up to 10 s: a server workload listens only once its own SVID fetch
- * succeeds (it asks every 500 ms, lab/demo-workload.mjs), and provisioning
+ * succeeds (it asks every 500 ms, lab/demo-workload/), and provisioning
  * proves the SVID is issued to its uid, not that the program already serves. A
  * refusal by mTLS is never asked again.
  */
@@ -44,7 +44,6 @@ async function callOnce(
       `--regid=${uid}`,
       '--clear-groups',
       '--',
-      process.execPath,
       lab.demoWorkload,
       'call',
       '--socket',

@@ -36,7 +36,7 @@ export function procOf(pid: number): { pid: number; comm: string; ppid: number }
  */
 export async function nodeProcesses(lab: Lab, node: string): Promise<{ comm: string; pid: number }[]> {
   const procs = (await ip.netnsPids(localTransport(), lab.node(node).netns)).map(procOf);
-  const workloadPids = new Set(procs.filter((p) => p.comm === 'node').map((p) => p.pid));
+  const workloadPids = new Set(procs.filter((p) => p.comm === 'demo-workload').map((p) => p.pid));
   return procs.filter((p) => !workloadPids.has(p.ppid)).sort((a, b) => a.comm.localeCompare(b.comm));
 }
 
@@ -120,7 +120,7 @@ function countsOf(r: Residue): Counts {
     interfaces: r.interfaces.length,
     wireguardGo: n('wireguard-go'),
     spireAgents: n('spire-agent'),
-    workloadProcesses: n('node'),
+    workloadProcesses: n('demo-workload'),
     hubPeers: r.hubPeers.length,
     spireEntries: r.spireEntries.length,
     agents: r.agents.length,
@@ -153,7 +153,7 @@ export function missingIn(r: Residue, workloads: number): string[] {
 export function leaksIn(r: Residue): string[] {
   const have = countsOf(r);
   const leaks = (Object.keys(have) as (keyof Counts)[]).filter((k) => have[k] > 0).map((k) => `${k}: ${have[k]}`);
-  const other = r.processes.filter((p) => !['wireguard-go', 'spire-agent', 'node'].includes(p));
+  const other = r.processes.filter((p) => !['wireguard-go', 'spire-agent', 'demo-workload'].includes(p));
   if (other.length) leaks.push(`other processes: ${other.join(', ')}`);
   return leaks;
 }

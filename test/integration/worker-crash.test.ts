@@ -205,7 +205,7 @@ describe('worker SIGKILLed in the middle of each step (real components)', () => 
       const links = (await ip.listLinks(nodeT)).map((l) => l.ifname).filter((n) => n !== 'lo' && n !== 'eth0');
       expect(links).toEqual([receipt.interface]);
       const procs = await nodeProcesses(lab, c.node);
-      expect(procs.map((p) => p.comm)).toEqual(['node', 'spire-agent', 'wireguard-go']);
+      expect(procs.map((p) => p.comm)).toEqual(['demo-workload', 'spire-agent', 'wireguard-go']);
       // ... and the workload that runs is the one the ledger (and so the undo) knows.
       expect(procs[0]!.pid).toBe((await ledger.listWorkloads(nodeId))[0]!.pid);
       // The hub: one peer for the node's address, with the node's key.
