@@ -79,10 +79,11 @@ fi
 # --- The lab's demo workload (lab/demo-workload/: Go, go-spiffe) ---------------
 # Stamped with its source's hash: a change to it rebuilds it.
 demo_src="$ROOT/lab/demo-workload"
-demo_rev="$(cat "$demo_src/go.mod" "$demo_src/go.sum" "$demo_src"/*.go | sha256sum | cut -c1-16)"
+demo_ldflags="-s -w"
+demo_rev="$( (echo "$demo_ldflags" && cat "$demo_src/go.mod" "$demo_src/go.sum" "$demo_src"/*.go) | sha256sum | cut -c1-16)"
 if ! stamp_ok demo-workload "$demo_rev"; then
   log "building the lab's demo workload"
-  (cd "$demo_src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/demo-workload" .) || die "demo workload build failed"
+  (cd "$demo_src" && CGO_ENABLED=0 go build -trimpath -ldflags "$demo_ldflags" -o "$BIN/demo-workload" .) || die "demo workload build failed"
   echo "$demo_rev" >"$TOOLS/demo-workload.version"
 fi
 
