@@ -22,7 +22,7 @@ const CLASS_LABEL: Record<CpuClass, string> = {
   spireServer: 'SPIRE server',
   agents: 'SPIRE agents',
   wireguardGo: 'wireguard-go',
-  workloads: 'workloads (the demo program; it fetches its SVID itself, over the Workload API)',
+  workloads: 'workloads (the demo program, Go on go-spiffe: it fetches its own SVID over the Workload API)',
   postgres: 'PostgreSQL (ledger backends)',
   tools: "short-lived tools (the worker's reaped children)",
 };
