@@ -131,7 +131,11 @@ func run(args []string) (int, error) {
 			}
 			addr = net.JoinHostPort(ip, *port)
 		}
-		return 0, serve(ctx, *socket, *dir, addr, allow)
+		err := serve(ctx, *socket, *dir, addr, allow)
+		if ctx.Err() != nil {
+			return 0, nil // SIGTERM, while it waited for its SVID or served: stopping is exiting
+		}
+		return 0, err
 	default:
 		if *connect == "" || *expect == "" {
 			return 0, usageError("call needs --connect IP:PORT and --expect SPIFFE_ID")
@@ -288,10 +292,7 @@ func serve(ctx context.Context, socket, dir, addr string, allow []string) error 
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil // SIGTERM: stop serving, exit 0
-			}
-			return err
+			return err // after SIGTERM too: run exits 0 then
 		}
 		go answer(c.(*tls.Conn), src, allow)
 	}
