@@ -11,7 +11,10 @@
 //	    SPIFFE ID is allowed, refuse the rest.
 //	demo-workload call --dir D --connect IP:PORT --expect spiffe://...
 //	    get an SVID, call a server over mTLS, require the server's SPIFFE ID,
-//	    print the exchange as JSON (exit 0 ok, 1 refused, 2 usage).
+//	    print the exchange as JSON (exit 0 ok, 1 refused, 2 usage). A failed
+//	    call says where it failed in "stage": "dial" (no TCP connection; "code"
+//	    is "ECONNREFUSED" when nothing listens there yet), "handshake" (mTLS: a
+//	    certificate or SPIFFE ID refused, by either side) or "reply".
 //
 // Both: --socket S (default: SPIFFE_ENDPOINT_SOCKET), the agent's Workload API
 // socket, spoken with go-spiffe. Each SVID is also kept in --dir as svid.0.pem,
@@ -341,20 +344,33 @@ func call(ctx context.Context, socket, dir, connect string, expect spiffeid.ID) 
 	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: callTimeout}, Config: cfg}
 	dctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	c, err := dialer.DialContext(dctx, "tcp", connect)
-	if err != nil {
+	fail := func(stage string, err error) (int, error) {
+		out["stage"] = stage
 		out["error"] = err.Error()
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			out["code"] = "ECONNREFUSED"
+		}
 		print()
 		return 1, nil
+	}
+	c, err := dialer.DialContext(dctx, "tcp", connect)
+	if err != nil {
+		// tls.Dialer returns the TCP dial's error as a *net.OpError with Op
+		// "dial", and the handshake's as it is.
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return fail("dial", err)
+		}
+		return fail("handshake", err)
 	}
 	conn := c.(*tls.Conn)
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(callTimeout))
 	body, err := io.ReadAll(conn)
 	if err != nil {
-		out["error"] = err.Error()
-		print()
-		return 1, nil
+		// TLS 1.3: the client's handshake ends before the server has checked the
+		// client's certificate, so the server's refusal arrives here as an alert.
+		return fail("reply", err)
 	}
 	if id, ok := peerID(conn); ok {
 		out["server"] = id.String()
@@ -364,9 +380,7 @@ func call(ctx context.Context, socket, dir, connect string, expect spiffeid.ID) 
 	reply := map[string]any{"ok": false}
 	if s := strings.TrimSpace(string(body)); s != "" {
 		if err := json.Unmarshal([]byte(s), &reply); err != nil {
-			out["error"] = fmt.Sprintf("the server's reply is not JSON: %q", s)
-			print()
-			return 1, nil
+			return fail("reply", fmt.Errorf("the server's reply is not JSON: %q", s))
 		}
 	}
 	out["reply"] = reply

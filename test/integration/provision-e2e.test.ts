@@ -110,7 +110,7 @@ describe('provisionNode on real components', () => {
           });
         }
 
-        // The layers together: web@n2 calls api@n1 over mTLS across the overlay; api refuses nobody-allowed web's server.
+        // The layers together: web@n2 calls api@n1 over mTLS across the overlay; web's server, which allows nobody, refuses api.
         const ok = await callWorkload(
           lab,
           inputs[1]!,
@@ -119,7 +119,7 @@ describe('provisionNode on real components', () => {
           `${receipts[0]!.overlayIp}:9443`,
           `spiffe://${td}/ns/e2e/sa/api`,
         );
-        expect(ok, ok.detail).toMatchObject({ ok: true });
+        expect(ok, ok.detail).toMatchObject({ ok: true, outcome: 'accepted' });
         const refused = await callWorkload(
           lab,
           inputs[0]!,
@@ -128,8 +128,8 @@ describe('provisionNode on real components', () => {
           `${receipts[1]!.overlayIp}:9443`,
           `spiffe://${td}/ns/e2e/sa/web`,
         );
-        expect(refused.ok).toBe(false);
-        expect(refused.detail).toMatch(/refused/);
+        expect(refused, refused.detail).toMatchObject({ ok: false, outcome: 'refused by server' });
+        expect(refused.detail).toContain(`spiffe://${td}/ns/e2e/sa/api`);
 
         // Decommission: the same undo path, leaving only events behind.
         const decs = await Promise.all(inputs.map((i) => startDecommission(env.client, i, { taskQueue })));
