@@ -249,7 +249,10 @@ export function renderReport(r: BenchReport): string {
   if (r.p3) {
     out.push('## P3 — orchestration alone: simulated nodes (instant activities) through the real dev server', '');
     out.push(
-      `Bare baseline: the same number of bench-only workflows (bench/bare-workflow.ts: six no-op activities, nothing else), started by the client the same number at a time as the fleet's window, on the same server and worker settings, just before each real run. Each run has a worker of its own, which runs one workflow of its kind (one bare workflow; a fleet of one node) before the measured window: a worker's first workflow task loads its bundle into the sandbox, once per worker.`,
+      (r.p3.bare?.some((x) => x.seq !== undefined)
+        ? `Bare baseline: the same number of bench-only workflows (bench/bare-workflow.ts: six no-op activities, nothing else), started by the client the same number at a time as the fleet's window, on the same server and worker settings, just before and just after each real run (bare and real runs alternate, bare first and last); a real run's "bare wall" is the mean of the two around it. The server gets slower as it fills (the bare runs below, in order), so a baseline from before alone would charge that drift to the real run.`
+        : `Bare baseline: the same number of bench-only workflows (bench/bare-workflow.ts: six no-op activities, nothing else), started by the client the same number at a time as the fleet's window, on the same server and worker settings, just before each real run.`) +
+        ` Each run has a worker of its own, which runs one workflow of its kind (one bare workflow; a fleet of one node) before the measured window: a worker's first workflow task loads its bundle into the sandbox, once per worker.`,
       '',
     );
     out.push(
@@ -269,7 +272,11 @@ export function renderReport(r: BenchReport): string {
         `| ${s.nodes} | ${run.window} | ${sec(s.wall.median)} s${target} | ${pct(s.wall.spread)} | ${s.workflowsPerSecond.median.toFixed(1)} | ${(s.wall.median / s.nodes).toFixed(1)} ms | ${s.bareWall ? `${sec(s.bareWall.median)} s` : '—'} | ${ratio} |`,
       );
     }
-    out.push('', 'CPU per node (this process = worker + client; dev server read from /proc), real vs bare:', '');
+    out.push(
+      '',
+      'CPU per node (this process = worker + client; dev server read from /proc), real vs bare, in the order they ran:',
+      '',
+    );
     out.push(
       '| nodes | run | wall | CPU-s available | worker CPU per node | server CPU per node | machine busy |',
       '|---|---|---|---|---|---|---|',
@@ -285,25 +292,36 @@ export function renderReport(r: BenchReport): string {
         `| ${nodes} | ${what} | ${sec(x.wallMs)} s | ${avail.toFixed(0)} | ${(x.cpu.workerMs / nodes).toFixed(0)} ms | ${(x.cpu.serverMs / nodes).toFixed(0)} ms | ${pct(busy)} |`,
       );
     };
-    // Each real run beside the bare run measured just before it: the k-th of its size with the k-th.
+    // In the order they ran. Bracketed: bare run k, real run k, bare run k+1, ... Before
+    // bracketing, each real run after the bare run just before it (the k-th with the k-th).
     const p3 = r.p3;
-    const bareFor = (run: (typeof p3.runs)[number]) =>
-      p3.bare?.filter((x) => x.nodes === run.nodes)[p3.runs.filter((x) => x.nodes === run.nodes).indexOf(run)];
-    for (const run of r.p3.runs) {
-      const bare = bareFor(run);
-      if (run.cpu) cpuRow(run.nodes, 'provisionNode (fleet child)', run);
-      if (bare) cpuRow(bare.nodes, 'bare', bare);
+    const bracketed = p3.bare?.some((x) => x.seq !== undefined) ?? false;
+    const baresFor = (run: (typeof p3.runs)[number]) => {
+      const k = p3.runs.filter((x) => x.nodes === run.nodes).indexOf(run);
+      const ofSize = p3.bare?.filter((x) => x.nodes === run.nodes) ?? [];
+      return bracketed ? [ofSize.find((x) => x.seq === k), ofSize.find((x) => x.seq === k + 1)] : [ofSize[k]];
+    };
+    const sizes = [...new Set(p3.runs.map((x) => x.nodes))];
+    for (const n of sizes) {
+      const real = p3.runs.filter((x) => x.nodes === n);
+      for (const run of real) {
+        const [before, after] = baresFor(run);
+        if (before && (!bracketed || run === real[0])) cpuRow(n, bracketed ? 'bare' : 'bare (just before)', before);
+        if (run.cpu) cpuRow(n, 'provisionNode (fleet child)', run);
+        if (after) cpuRow(n, 'bare', after);
+      }
     }
     const bigReal = [...r.p3.runs].sort((x, y) => y.nodes - x.nodes)[0];
-    const bigBare = bigReal && bareFor(bigReal);
-    if (bigReal?.cpu && bigBare) {
+    const bigBares = bigReal ? baresFor(bigReal).filter((x) => x !== undefined) : [];
+    if (bigReal?.cpu && bigBares.length) {
       // Even with both cores given wholly to the worker and the server, N runs need this long at this CPU per run.
       const floor = (x: { cpu: { workerMs: number; serverMs: number } }) =>
         (x.cpu.workerMs + x.cpu.serverMs) / r.machine.cpus;
+      const bareFloor = bigBares.reduce((t, x) => t + floor(x), 0) / bigBares.length;
       out.push(
         '',
         `CPU floor at ${bigReal.nodes} (worker + server CPU of the run ÷ ${r.machine.cpus} cores: the wall time if nothing else ran and both cores were always busy): ` +
-          `provisionNode ${sec(floor(bigReal))} s, bare ${sec(floor(bigBare))} s (target ${sec(TARGETS.p3ThousandMs)} s at 1000).`,
+          `provisionNode ${sec(floor(bigReal))} s, bare ${sec(bareFloor)} s${bigBares.length > 1 ? ' (the mean of the two around it)' : ''} (target ${sec(TARGETS.p3ThousandMs)} s at 1000).`,
       );
     }
     const realShape = r.p3.runs.find((x) => x.history)?.history;
@@ -362,17 +380,22 @@ export function renderReport(r: BenchReport): string {
         fleet: 'the nodes as children of one provisionFleet',
         stepUpserts:
           'for comparison: `validate` plus a BootstrapStep upsert per step, as runs did before LEAN_RUN_2_PATCH (“+” is from `validate`)',
+        bareAgain:
+          'the bare workflow again, after every row above: the server slows as it fills, and each row carries the drift of the rows run before it (“+” is from `bare`)',
       };
       const perNode = (x: (typeof r.p3.profile)[number]) => (x.cpu.workerMs + x.cpu.serverMs) / x.nodes;
       const baseTotal = base ? perNode(base) : undefined;
       let prev: number | undefined;
       const aside = r.p3.profile.find((x) => x.variant === 'stepUpserts');
-      for (const p of [...r.p3.profile.filter((x) => x !== aside), ...(aside ? [aside] : [])]) {
+      const again = r.p3.profile.find((x) => x.variant === 'bareAgain');
+      const last = [aside, again].filter((x) => x !== undefined);
+      for (const p of [...r.p3.profile.filter((x) => !last.includes(x)), ...last]) {
         if (p === aside) {
           // The aside row compares with `validate`, the chain's last stage, which it adds its upserts to.
           const validate = r.p3.profile.find((x) => x.variant === 'validate');
           prev = validate ? perNode(validate) : undefined;
         }
+        if (p === again) prev = baseTotal; // the drift: the same runs as the first row, measured last
         const w = p.cpu.workerMs / p.nodes;
         const sv = p.cpu.serverMs / p.nodes;
         const total = perNode(p);

@@ -180,8 +180,10 @@ export interface P3Run {
   succeeded: number;
   /** CPU time during the run: this process (the worker, plus the client) and the dev server. */
   cpu: { workerMs: number; serverMs: number };
-  /** Wall time over the bare baseline's, measured just before it on the same server. */
+  /** Wall time over the bare baseline's: the mean of the bare runs just before and just after it (p3). */
   bareRatio: number;
+  /** That mean; absent in reports from before the baseline bracketed each run (bare before only). */
+  bareWallMs?: number;
   /** One provisionNode run's history, counted. */
   history?: HistoryShape;
   /** The fleet's own (parent) run, its last one: counted, and where its time went. */
@@ -193,12 +195,14 @@ export interface P3BareRun {
   window: number;
   wallMs: number;
   workflowsPerSecond: number;
+  /** Its place among the bare runs of its size: real run k is measured between bare runs k and k+1. Absent before bracketing: bare run k was just before real run k. */
+  seq?: number;
   cpu: { workerMs: number; serverMs: number };
   history?: HistoryShape;
 }
 /** One row of P3's cost profile: a variant of the run and what it cost per node. */
 export interface P3ProfileRow {
-  variant: 'bare' | AblationStage | 'provisionNode' | 'fleet';
+  variant: 'bare' | AblationStage | 'provisionNode' | 'fleet' | 'bareAgain';
   nodes: number;
   window: number;
   wallMs: number;
@@ -623,68 +627,100 @@ async function p3(b: Bench, sizes: number[], repeats: number): Promise<{ runs: P
   const runs: P3Run[] = [];
   const bare: P3BareRun[] = [];
   const template = simulatedTemplate();
-  const bare1 = await bareBundle();
   for (const n of sizes) {
     const times = repeatsFor(n, 1000, repeats);
     const window = Math.min(n, 200);
+    // Bare and real runs alternate, bare first and last: each real run is compared with the
+    // mean of the bare runs just before and just after it. The server gets slower as it fills
+    // (a bare run after 2000 more workflows costs it ~1.35x the CPU), so a baseline taken
+    // only before would count that drift against the real run.
+    const before0 = await p3Bare(b, n, window, 0);
+    bare.push(before0);
+    let before = before0;
     for (let r = 0; r < times; r++) {
-      // The baseline first, then the real run: same server (and its state so far), same worker settings.
-      const bareTag = `p3bare-${n}-${r}-${Date.now().toString(36)}`;
-      const bareRun: P3BareRun = await withBundleWorker(b, bare1, BARE_QUEUE, bareActivities(), P3_TUNING, async () => {
-        // Each worker runs one of its workflows before the measured window (both alike): its
-        // first workflow task loads the bundle into the sandbox, a cost per worker, not per node.
-        await bareWorkflows(b, `${bareTag}-warm`, 1, 1);
-        const m = await measureCpu(b, () => bareWorkflows(b, bareTag, n, window));
-        return { nodes: n, window, wallMs: m.wallMs, workflowsPerSecond: (n / m.wallMs) * 1000, cpu: m.cpu };
-      });
-      bareRun.history = await historyShape(b, `${bareTag}-1`);
-      bare.push(bareRun);
-      log(
-        `P3 bare ${n} workflows (run ${r + 1}/${times}): ${sec(bareRun.wallMs)} s, ${bareRun.workflowsPerSecond.toFixed(1)} workflows/s, CPU per workflow: worker ${(bareRun.cpu.workerMs / n).toFixed(0)} ms, server ${(bareRun.cpu.serverMs / n).toFixed(0)} ms`,
-      );
-
-      const tag = `p3-${n}-${r}-${Date.now().toString(36)}`;
-      const fleet: FleetInputJson = {
-        fleetId: tag,
-        defaults: template,
-        // One nodeDir per node: two nodes on one host may not share one (common/fleet.ts).
-        nodes: Array.from({ length: n }, (_, k) => ({
-          nodeId: `${tag}-${k + 1}`,
-          nodeDir: `/var/lib/node-bootstrap/${tag}-${k + 1}`,
-        })),
-        window,
-      };
-      const run = await withWorker(
-        b,
-        SIM_QUEUE,
-        instantActivities(),
-        async () => {
-          await startFleetAndWait(b, warmUpFleet(`${tag}-warm`), SIM_QUEUE);
-          const m = await measureCpu(b, () => startFleetAndWait(b, fleet, SIM_QUEUE));
-          const run: P3Run = {
-            cpu: m.cpu,
-            nodes: n,
-            window,
-            wallMs: m.wallMs,
-            nodesPerSecond: (n / m.wallMs) * 1000,
-            workflowsPerSecond: ((n + m.value.generation) / m.wallMs) * 1000,
-            fleetRuns: m.value.generation,
-            succeeded: m.value.counts.succeeded,
-            bareRatio: m.wallMs / bareRun.wallMs,
-          };
-          return run;
-        },
-        P3_TUNING,
-      );
-      run.history = await historyShape(b, provisionWorkflowId(`${tag}-1`));
-      run.fleetHistory = await fleetHistoryShape(b, fleetWorkflowId(fleet.fleetId));
+      const run = await p3Real(b, template, n, window, r);
+      const after = await p3Bare(b, n, window, r + 1);
+      bare.push(after);
+      run.bareWallMs = (before.wallMs + after.wallMs) / 2;
+      run.bareRatio = run.wallMs / run.bareWallMs;
       runs.push(run);
       log(
-        `P3 ${n} simulated nodes (run ${r + 1}/${times}): ${sec(run.wallMs)} s, ${run.workflowsPerSecond.toFixed(1)} workflows/s, ${run.fleetRuns} fleet run(s), ${run.bareRatio.toFixed(2)}× bare; CPU per node: worker ${(run.cpu.workerMs / n).toFixed(0)} ms, server ${(run.cpu.serverMs / n).toFixed(0)} ms`,
+        `P3 ${n} simulated nodes (run ${r + 1}/${times}): ${sec(run.wallMs)} s, ${run.workflowsPerSecond.toFixed(1)} workflows/s, ${run.fleetRuns} fleet run(s), ${run.bareRatio.toFixed(2)}× the bare runs around it (${sec(before.wallMs)} s before, ${sec(after.wallMs)} s after); CPU per node: worker ${(run.cpu.workerMs / n).toFixed(0)} ms, server ${(run.cpu.serverMs / n).toFixed(0)} ms`,
       );
+      before = after;
     }
   }
   return { runs, bare };
+}
+
+/** One bare baseline run of `n` workflows: the `seq`-th of its size (real run k sits between bare k and k+1). */
+async function p3Bare(b: Bench, n: number, window: number, seq: number): Promise<P3BareRun> {
+  const tag = `p3bare-${n}-${seq}-${Date.now().toString(36)}`;
+  const run: P3BareRun = await withBundleWorker(
+    b,
+    await bareBundle(),
+    BARE_QUEUE,
+    bareActivities(),
+    P3_TUNING,
+    async () => {
+      // Each worker runs one of its workflows before the measured window (bare and real alike): its
+      // first workflow task loads the bundle into the sandbox, a cost per worker, not per node.
+      await bareWorkflows(b, `${tag}-warm`, 1, 1);
+      const m = await measureCpu(b, () => bareWorkflows(b, tag, n, window));
+      return { nodes: n, window, seq, wallMs: m.wallMs, workflowsPerSecond: (n / m.wallMs) * 1000, cpu: m.cpu };
+    },
+  );
+  run.history = await historyShape(b, `${tag}-1`);
+  log(
+    `P3 bare ${n} workflows (bare run ${seq + 1}): ${sec(run.wallMs)} s, ${run.workflowsPerSecond.toFixed(1)} workflows/s, CPU per workflow: worker ${(run.cpu.workerMs / n).toFixed(0)} ms, server ${(run.cpu.serverMs / n).toFixed(0)} ms`,
+  );
+  return run;
+}
+
+/** One real run: `n` simulated nodes as one provisionFleet, `window` at a time. */
+async function p3Real(
+  b: Bench,
+  template: Record<string, unknown>,
+  n: number,
+  window: number,
+  r: number,
+): Promise<P3Run> {
+  const tag = `p3-${n}-${r}-${Date.now().toString(36)}`;
+  const fleet: FleetInputJson = {
+    fleetId: tag,
+    defaults: template,
+    // One nodeDir per node: two nodes on one host may not share one (common/fleet.ts).
+    nodes: Array.from({ length: n }, (_, k) => ({
+      nodeId: `${tag}-${k + 1}`,
+      nodeDir: `/var/lib/node-bootstrap/${tag}-${k + 1}`,
+    })),
+    window,
+  };
+  const run = await withWorker(
+    b,
+    SIM_QUEUE,
+    instantActivities(),
+    async () => {
+      await startFleetAndWait(b, warmUpFleet(`${tag}-warm`), SIM_QUEUE);
+      const m = await measureCpu(b, () => startFleetAndWait(b, fleet, SIM_QUEUE));
+      const run: P3Run = {
+        cpu: m.cpu,
+        nodes: n,
+        window,
+        wallMs: m.wallMs,
+        nodesPerSecond: (n / m.wallMs) * 1000,
+        workflowsPerSecond: ((n + m.value.generation) / m.wallMs) * 1000,
+        fleetRuns: m.value.generation,
+        succeeded: m.value.counts.succeeded,
+        bareRatio: NaN, // set by p3 once the bare run after it is measured
+      };
+      return run;
+    },
+    P3_TUNING,
+  );
+  run.history = await historyShape(b, provisionWorkflowId(`${tag}-1`));
+  run.fleetHistory = await fleetHistoryShape(b, fleetWorkflowId(fleet.fleetId));
+  return run;
 }
 
 /** A fleet of one simulated node: it warms a fresh worker before a measured run (see p3). */
@@ -729,8 +765,9 @@ async function startMany(
  * P3's cost profile at `n` nodes: the bare baseline, then the ablation
  * workflow's stages (bench/ablation-workflow.ts: provisionNode's parts added
  * back one at a time), then provisionNode started by the client like the
- * baseline, then the same nodes as one provisionFleet (the P3 run). Each row
- * is one measurement on the same server, one after the other.
+ * baseline, then the same nodes as one provisionFleet (the P3 run), then the
+ * bare baseline again (the server's drift as it fills). Each row is one
+ * measurement on the same server, one after the other.
  */
 async function p3Profile(b: Bench, n: number): Promise<P3ProfileRow[]> {
   const window = Math.min(n, 200);
@@ -800,6 +837,11 @@ async function p3Profile(b: Bench, n: number): Promise<P3ProfileRow[]> {
       await row('fleet', provisionWorkflowId(`${f}-1`), () => startFleetAndWait(b, fleet, SIM_QUEUE));
     },
     P3_TUNING,
+  );
+  // The bare runs again, last: how much slower the server has become as the rows above filled it.
+  const againTag = tag('bare-again');
+  await withBundleWorker(b, await bareBundle(), BARE_QUEUE, bareActivities(), P3_TUNING, () =>
+    row('bareAgain', `${againTag}-1`, () => bareWorkflows(b, againTag, n, window)),
   );
   return rows;
 }
@@ -989,7 +1031,7 @@ async function main() {
         bySize: bySize(runs, (rs) => ({
           wall: summarize(rs.map((r) => r.wallMs)),
           workflowsPerSecond: summarize(rs.map((r) => r.workflowsPerSecond)),
-          bareWall: summarize(bare.filter((x) => x.nodes === rs[0]!.nodes).map((x) => x.wallMs)),
+          bareWall: summarize(rs.map((r) => r.bareWallMs!)),
           bareRatio: summarize(rs.map((r) => r.bareRatio)),
         })),
       };
