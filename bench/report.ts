@@ -247,9 +247,13 @@ export function renderReport(r: BenchReport): string {
   }
 
   if (r.p3) {
+    const p3 = r.p3;
+    // Bracketed: bare run k, real run k, bare run k+1, ... Before bracketing (older reports), each
+    // real run after the bare run just before it (the k-th of its size with the k-th).
+    const bracketed = p3.bare?.some((x) => x.seq !== undefined) ?? false;
     out.push('## P3 — orchestration alone: simulated nodes (instant activities) through the real dev server', '');
     out.push(
-      (r.p3.bare?.some((x) => x.seq !== undefined)
+      (bracketed
         ? `Bare baseline: the same number of bench-only workflows (bench/bare-workflow.ts: six no-op activities, nothing else), started by the client the same number at a time as the fleet's window, on the same server and worker settings, just before and just after each real run (bare and real runs alternate, bare first and last); a real run's "bare wall" is the mean of the two around it. The server gets slower as it fills (the bare runs below, in order), so a baseline from before alone would charge that drift to the real run.`
         : `Bare baseline: the same number of bench-only workflows (bench/bare-workflow.ts: six no-op activities, nothing else), started by the client the same number at a time as the fleet's window, on the same server and worker settings, just before each real run.`) +
         ` Each run has a worker of its own, which runs one workflow of its kind (one bare workflow; a fleet of one node) before the measured window: a worker's first workflow task loads its bundle into the sandbox, once per worker.`,
@@ -292,10 +296,7 @@ export function renderReport(r: BenchReport): string {
         `| ${nodes} | ${what} | ${sec(x.wallMs)} s | ${avail.toFixed(0)} | ${(x.cpu.workerMs / nodes).toFixed(0)} ms | ${(x.cpu.serverMs / nodes).toFixed(0)} ms | ${pct(busy)} |`,
       );
     };
-    // In the order they ran. Bracketed: bare run k, real run k, bare run k+1, ... Before
-    // bracketing, each real run after the bare run just before it (the k-th with the k-th).
-    const p3 = r.p3;
-    const bracketed = p3.bare?.some((x) => x.seq !== undefined) ?? false;
+    // In the order they ran (see `bracketed`).
     const baresFor = (run: (typeof p3.runs)[number]) => {
       const k = p3.runs.filter((x) => x.nodes === run.nodes).indexOf(run);
       const ofSize = p3.bare?.filter((x) => x.nodes === run.nodes) ?? [];

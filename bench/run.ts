@@ -638,11 +638,11 @@ async function p3(b: Bench, sizes: number[], repeats: number): Promise<{ runs: P
     bare.push(before0);
     let before = before0;
     for (let r = 0; r < times; r++) {
-      const run = await p3Real(b, template, n, window, r);
+      const measured = await p3Real(b, template, n, window, r);
       const after = await p3Bare(b, n, window, r + 1);
       bare.push(after);
-      run.bareWallMs = (before.wallMs + after.wallMs) / 2;
-      run.bareRatio = run.wallMs / run.bareWallMs;
+      const bareWallMs = (before.wallMs + after.wallMs) / 2;
+      const run: P3Run = { ...measured, bareWallMs, bareRatio: measured.wallMs / bareWallMs };
       runs.push(run);
       log(
         `P3 ${n} simulated nodes (run ${r + 1}/${times}): ${sec(run.wallMs)} s, ${run.workflowsPerSecond.toFixed(1)} workflows/s, ${run.fleetRuns} fleet run(s), ${run.bareRatio.toFixed(2)}× the bare runs around it (${sec(before.wallMs)} s before, ${sec(after.wallMs)} s after); CPU per node: worker ${(run.cpu.workerMs / n).toFixed(0)} ms, server ${(run.cpu.serverMs / n).toFixed(0)} ms`,
@@ -677,6 +677,9 @@ async function p3Bare(b: Bench, n: number, window: number, seq: number): Promise
   return run;
 }
 
+/** A real run as measured, before p3 compares it with the bare runs around it. */
+type P3Measured = Omit<P3Run, 'bareRatio' | 'bareWallMs'>;
+
 /** One real run: `n` simulated nodes as one provisionFleet, `window` at a time. */
 async function p3Real(
   b: Bench,
@@ -684,7 +687,7 @@ async function p3Real(
   n: number,
   window: number,
   r: number,
-): Promise<P3Run> {
+): Promise<P3Measured> {
   const tag = `p3-${n}-${r}-${Date.now().toString(36)}`;
   const fleet: FleetInputJson = {
     fleetId: tag,
@@ -696,14 +699,14 @@ async function p3Real(
     })),
     window,
   };
-  const run = await withWorker(
+  const run: P3Measured = await withWorker(
     b,
     SIM_QUEUE,
     instantActivities(),
     async () => {
       await startFleetAndWait(b, warmUpFleet(`${tag}-warm`), SIM_QUEUE);
       const m = await measureCpu(b, () => startFleetAndWait(b, fleet, SIM_QUEUE));
-      const run: P3Run = {
+      return {
         cpu: m.cpu,
         nodes: n,
         window,
@@ -712,9 +715,7 @@ async function p3Real(
         workflowsPerSecond: ((n + m.value.generation) / m.wallMs) * 1000,
         fleetRuns: m.value.generation,
         succeeded: m.value.counts.succeeded,
-        bareRatio: NaN, // set by p3 once the bare run after it is measured
       };
-      return run;
     },
     P3_TUNING,
   );
